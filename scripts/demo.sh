@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set everything up and run the demo: the gateway and the Billing microservice over TCP on
+# 127.0.0.1, then a few requests through the gateway. Keeps running until Ctrl-C when run
+# in a terminal; pass --once (or run without a terminal) to stop after the requests.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT"
+ONCE=0; { [ "${1:-}" = "--once" ] || [ ! -t 0 ]; } && ONCE=1
+
+ensure_venv
+mkdir -p .demo
+TWISTD="$VENV/bin/twistd"
+"$TWISTD" -n --pidfile= --logfile=.demo/gateway.log stella-gateway --config examples/billing/gateway.yaml &
+GW=$!
+"$TWISTD" -n --pidfile= --logfile=.demo/billing.log stella-micro --config examples/billing/billing.yaml &
+MS=$!
+cleanup() { kill "$MS" "$GW" 2>/dev/null || true; wait "$MS" "$GW" 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+echo "== waiting for the gateway (logs in .demo/)"
+for _ in $(seq 1 100); do
+  if curl -fs localhost:8080/health 2>/dev/null | grep -q '"billing"'; then break; fi
+  kill -0 "$GW" 2>/dev/null || { echo "!! the gateway exited; see .demo/gateway.log"; tail -20 .demo/gateway.log; exit 1; }
+  kill -0 "$MS" 2>/dev/null || { echo "!! billing exited; see .demo/billing.log"; tail -20 .demo/billing.log; exit 1; }
+  sleep 0.1
+done
+
+run() { echo; echo "\$ $*"; "$@"; echo; }
+run curl -si localhost:8080/ping
+run curl -si -X POST localhost:8080/invoices -d '{"customer":"acme","amount_cents":1250}'
+ID=$(curl -s -X POST localhost:8080/invoices -d '{"customer":"globex","amount_cents":990}' \
+     | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+run curl -si "localhost:8080/invoices/$ID"
+run curl -si localhost:8080/nope
+run curl -si -X DELETE localhost:8080/ping
+run curl -si localhost:8080/health
+
+if [ "$ONCE" = 1 ]; then exit 0; fi
+echo "== the demo is running: gateway on http://localhost:8080, Billing connected over TCP :5100."
+echo "   Try the curl lines above; Ctrl-C stops both processes."
+wait

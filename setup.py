@@ -1,0 +1,24 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="stellarouter",
+    version="0.1.0",
+    description="An HTTP gateway routing to microservices that dial in over binary transports",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["stellarouter", "stellarouter.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["stellarouter_plugins.py"]},
+    include_package_data=False,
+    install_requires=[
+        "twisted>=24.7",
+        "klein>=24.8",
+        "pyyaml>=6",
+        "attrs>=23",
+        "zope.interface>=6",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10"],
+    },
+    classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3"],
+)

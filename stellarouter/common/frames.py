@@ -1,0 +1,171 @@
+"""
+The sans-IO frame codec for stream transports (spec section 5.2).
+
+Wire layout of one frame::
+
+    length: u32 big-endian | type: u8 | correlation_id: 16 bytes | data
+
+C{length} counts type + id + data, so it is at least 17.  The id bytes use
+the .NET GUID byte order (C{UUID.bytes_le}).  The decoder checks the length
+prefix against C{max_frame_bytes} before it buffers the frame.
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+from typing import List
+from uuid import UUID
+
+from .enums import FrameType
+from .errors import FrameTooLarge, FrameTooShort, ProtocolError, UnknownFrameType
+from .models import Frame
+
+#: Bytes of type + correlation id: the smallest legal length value.
+FRAME_OVERHEAD = 17
+
+#: Bytes of the length prefix.
+PREFIX_SIZE = 4
+
+#: The default cap on a frame's length value (type + id + data).
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+
+_PREFIX = Struct(">IB")
+_LENGTH = Struct(">I")
+_TYPES = {int(t): t for t in FrameType}
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """
+    Encode one frame for a stream transport.
+
+    @param frame: the frame to encode.
+    @return: the frame's bytes, length prefix included.
+    """
+    payload = frame.payload
+    return (
+        _PREFIX.pack(FRAME_OVERHEAD + len(payload), frame.type)
+        + frame.correlation_id.bytes_le
+        + payload
+    )
+
+
+def encode_datagram(frame: Frame) -> bytes:
+    """
+    Encode one frame without a length prefix (one datagram = one frame).
+
+    @param frame: the frame to encode.
+    @return: C{type | id | data}.
+    """
+    return bytes((frame.type,)) + frame.correlation_id.bytes_le + frame.payload
+
+
+def decode_datagram(data: bytes) -> Frame:
+    """
+    Decode one frame that fills a whole datagram.
+
+    @param data: C{type | id | data}.
+    @return: the frame.
+    @raise FrameTooShort: if fewer than 17 bytes.
+    @raise UnknownFrameType: if the type byte is not a L{FrameType}.
+    """
+    if len(data) < FRAME_OVERHEAD:
+        raise FrameTooShort(f"datagram of {len(data)} bytes is shorter than 17")
+    kind = _TYPES.get(data[0])
+    if kind is None:
+        raise UnknownFrameType(f"unknown frame type {data[0]}")
+    return Frame(kind, UUID(bytes_le=bytes(data[1:17])), bytes(data[17:]))
+
+
+class FrameDecoder:
+    """
+    Turns a byte stream into frames.  Feed it whatever arrived; it returns
+    the frames completed so far and keeps the rest.
+
+    After it has raised a L{ProtocolError} the stream is out of sync, so
+    every later L{feed} raises the same error.
+    """
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        """
+        @param max_frame_bytes: the largest length value accepted.
+        """
+        if max_frame_bytes < FRAME_OVERHEAD:
+            raise ValueError("max_frame_bytes must be at least 17")
+        self.max_frame_bytes = max_frame_bytes
+        self._buffer = b""
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """
+        Bytes received but not yet part of a complete frame.
+        """
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> List[Frame]:
+        """
+        Add received bytes.
+
+        @param data: the bytes, in any split.
+        @return: the frames completed by them, in order.
+        @raise FrameTooShort: a length value below 17.
+        @raise FrameTooLarge: a length value above C{max_frame_bytes}; raised
+            as soon as the prefix is seen, before the frame is buffered.
+        @raise UnknownFrameType: an unknown type byte.
+        """
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer + data if self._buffer else data
+        frames: List[Frame] = []
+        offset = 0
+        end = len(buffer)
+        unpack = _LENGTH.unpack_from
+        while end - offset >= PREFIX_SIZE:
+            (length,) = unpack(buffer, offset)
+            if length < FRAME_OVERHEAD:
+                self._fail(FrameTooShort(f"frame length {length} is below 17"))
+            if length > self.max_frame_bytes:
+                self._fail(
+                    FrameTooLarge(
+                        f"frame length {length} exceeds max_frame_bytes "
+                        f"{self.max_frame_bytes}"
+                    )
+                )
+            start = offset + PREFIX_SIZE
+            if start == end:
+                break
+            kind = _TYPES.get(buffer[start])
+            if kind is None:
+                self._fail(UnknownFrameType(f"unknown frame type {buffer[start]}"))
+            stop = start + length
+            if stop > end:
+                break
+            frames.append(
+                Frame(
+                    kind,  # type: ignore[arg-type]
+                    UUID(bytes_le=bytes(buffer[start + 1 : start + 17])),
+                    bytes(buffer[start + 17 : stop]),
+                )
+            )
+            offset = stop
+        self._buffer = bytes(buffer[offset:]) if offset < end else b""
+        return frames
+
+    def _fail(self, error: ProtocolError) -> None:
+        """
+        Remember C{error} for every later call, drop the buffer, and raise it.
+        """
+        self._error = error
+        self._buffer = b""
+        raise error
+
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "FRAME_OVERHEAD",
+    "FrameDecoder",
+    "ProtocolError",
+    "decode_datagram",
+    "encode_datagram",
+    "encode_frame",
+]

@@ -1,0 +1,269 @@
+"""
+The immutable data model (spec section 3) and the validators for identities,
+versions and path templates.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, NamedTuple, Optional, Protocol, Tuple, Union
+from uuid import UUID
+
+from .enums import FrameType, InstanceHealthStatus, TransportType
+from .errors import InvalidDescriptor
+
+_SEMVER = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z")
+_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+_METHOD = re.compile(r"[A-Z][A-Z0-9_-]*\Z")
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+# RFC 3986 pchar, without "{" and "}" which mark parameters.
+_LITERAL = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+\Z")
+
+#: Methods whose endpoints are idempotent unless they say otherwise.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+#: The default endpoint timeout, in seconds.
+DEFAULT_TIMEOUT = 30.0
+
+
+def parse_version(text: str) -> Tuple[int, int, int]:
+    """
+    Parse a strict C{MAJOR.MINOR.PATCH} version.
+
+    @param text: the version as written, e.g. C{"1.2.3"}.
+    @return: the three numbers, comparable as a tuple.
+    @raise InvalidDescriptor: if C{text} is not exactly three non-negative
+        integers without leading zeros.
+    """
+    match = _SEMVER.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidDescriptor(f"{text!r} is not MAJOR.MINOR.PATCH")
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+
+
+def normalize_service_name(name: object) -> str:
+    """
+    Lower-case and check a service name.
+
+    @param name: the name as announced.
+    @return: the lower-cased name.
+    @raise InvalidDescriptor: if it does not match C{[a-z0-9][a-z0-9._-]*}.
+    """
+    if not isinstance(name, str) or not _SERVICE_NAME.match(name.lower()):
+        raise InvalidDescriptor(
+            f"service name {name!r} does not match [a-z0-9][a-z0-9._-]*"
+        )
+    return name.lower()
+
+
+def normalize_method(method: object) -> str:
+    """
+    Check an HTTP method token and return it upper-cased.
+
+    @raise InvalidDescriptor: if it is not a token of letters.
+    """
+    if not isinstance(method, str) or not _METHOD.match(method.upper()):
+        raise InvalidDescriptor(f"HTTP method {method!r} is not a valid token")
+    return method.upper()
+
+
+def parse_path_template(path: object) -> Tuple[Tuple[str, Optional[str]], ...]:
+    """
+    Check a path template and split it into segments.
+
+    Templates start with C{/}; a segment is either a literal (RFC 3986
+    characters) or C{{name}} for one parameter segment.  A trailing slash is
+    ignored.
+
+    @param path: the template, e.g. C{"/invoices/{id}"}.
+    @return: one C{(literal, None)} or C{("", name)} pair per segment;
+        C{"/"} gives an empty tuple.
+    @raise InvalidDescriptor: for an empty segment, a bad character, a
+        malformed or repeated parameter.
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidDescriptor(f"path {path!r} must be a string starting with '/'")
+    body = path[1:]
+    if body.endswith("/"):
+        body = body[:-1]
+        if not body:
+            raise InvalidDescriptor(f"path {path!r} has an empty segment")
+    if not body:
+        return ()
+    segments = []
+    seen = set()
+    for raw in body.split("/"):
+        if not raw:
+            raise InvalidDescriptor(f"path {path!r} has an empty segment")
+        param = _PARAM.match(raw)
+        if param is not None:
+            name = param.group(1)
+            if name in seen:
+                raise InvalidDescriptor(f"path {path!r} repeats parameter {name!r}")
+            seen.add(name)
+            segments.append(("", name))
+        elif _LITERAL.match(raw):
+            segments.append((raw, None))
+        else:
+            raise InvalidDescriptor(f"path {path!r} has a malformed segment {raw!r}")
+    return tuple(segments)
+
+
+def normalize_path_template(path: str) -> str:
+    """
+    Return the canonical spelling of a valid template (no trailing slash).
+
+    @raise InvalidDescriptor: as L{parse_path_template}.
+    """
+    segments = parse_path_template(path)
+    return "/" + "/".join(
+        "{" + name + "}" if name is not None else literal for literal, name in segments
+    )
+
+
+@dataclass(frozen=True)
+class ClaimRequirement:
+    """
+    One authorization requirement: the caller has a claim of C{type} and, if
+    C{value} is given, one of its values equals it (a tuple means any-of).
+    """
+
+    type: str
+    value: Union[str, Tuple[str, ...], None] = None
+
+
+@dataclass(frozen=True)
+class InstanceDescriptor:
+    """
+    The identity of one running microservice instance.
+    """
+
+    instance_id: str
+    service_name: str
+    version: str
+    region: str
+
+
+@dataclass(frozen=True)
+class EndpointDescriptor:
+    """
+    One endpoint served by a microservice: identity is C{(method, path)}.
+
+    @ivar default_timeout: seconds the gateway waits for the response.
+    @ivar max_request_bytes: an optional lower request-size limit; it may
+        only tighten the gateway's own limit.
+    @ivar idempotent: C{None} means the default for the method.
+    """
+
+    service_name: str
+    version: str
+    method: str
+    path: str
+    default_timeout: float = DEFAULT_TIMEOUT
+    supports_streaming: bool = False
+    requiring_claims: Tuple[ClaimRequirement, ...] = ()
+    max_request_bytes: Optional[int] = None
+    idempotent: Optional[bool] = None
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        """
+        The endpoint identity, C{(method, path)}.
+        """
+        return (self.method, self.path)
+
+    @property
+    def is_idempotent(self) -> bool:
+        """
+        Whether a retry is safe: explicit, or by method.
+        """
+        if self.idempotent is not None:
+            return self.idempotent
+        return self.method in IDEMPOTENT_METHODS
+
+
+@dataclass(frozen=True)
+class PayloadLimits:
+    """
+    Request-size limits of the gateway, in bytes.
+    """
+
+    max_request_bytes_per_call: int = 16 * 1024 * 1024
+    max_request_bytes_per_connection: int = 64 * 1024 * 1024
+    max_aggregate_inflight_bytes: int = 256 * 1024 * 1024
+
+
+class Frame(NamedTuple):
+    """
+    One protocol frame.  A named tuple: immutable and cheap to build on the
+    hot path.
+
+    @ivar type: the frame kind.
+    @ivar correlation_id: ties a REQUEST to its RESPONSE, CANCEL and stream
+        frames; for HELLO and HEARTBEAT any id.
+    @ivar payload: the frame's data bytes, encoded per frame type.
+    """
+
+    type: FrameType
+    correlation_id: UUID
+    payload: bytes
+
+
+@dataclass
+class ConnectionState:
+    """
+    What the gateway knows about one live microservice connection.  Mutable;
+    owned by the gateway's routing state.
+    """
+
+    connection_id: str
+    instance: InstanceDescriptor
+    transport_type: TransportType
+    endpoints: Dict[Tuple[str, str], EndpointDescriptor]
+    connected_at: float
+    status: InstanceHealthStatus = InstanceHealthStatus.HEALTHY
+    last_heartbeat: float = 0.0
+    average_ping_ms: Optional[float] = None
+    in_flight: int = 0
+    in_flight_bytes: int = 0
+    peer: str = ""
+
+
+@dataclass(frozen=True)
+class RoutingContext:
+    """
+    What the routing plugin knows about one HTTP request.
+
+    @ivar requested_version: from C{X-Stella-Version}, or C{None}.
+    @ivar deadline: absolute time (seconds, the gateway clock) or C{None}.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    endpoint: Tuple[str, str]
+    service_name: str
+    path_params: Mapping[str, str]
+    requested_version: Optional[str]
+    gateway_region: str
+    deadline: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """
+    The routing plugin's choice for one request.
+    """
+
+    endpoint: EndpointDescriptor
+    connection: "RoutableConnection"
+    effective_timeout: float = field(default=DEFAULT_TIMEOUT)
+
+
+class RoutableConnection(Protocol):
+    """
+    What routing needs of a gateway-side connection: its state.
+    """
+
+    state: ConnectionState

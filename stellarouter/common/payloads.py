@@ -1,0 +1,569 @@
+"""
+Payload encodings of each frame type (spec section 5.2, exact bytes in
+C{docs/router/protocol.md}).
+
+ - HELLO, HEARTBEAT, ENDPOINTS_UPDATE and CANCEL carry one UTF-8 JSON object.
+ - REQUEST and RESPONSE carry C{header_length: u32 BE | JSON header | body}.
+ - REQUEST_STREAM_DATA and RESPONSE_STREAM_DATA carry C{flags: u8 | chunk}.
+
+Every decoder raises L{MalformedPayload} (or L{InvalidDescriptor} for a
+well-formed but invalid identity) and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from struct import Struct
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .enums import CancelReason, InstanceHealthStatus
+from .errors import InvalidDescriptor, MalformedPayload
+from .models import (
+    ClaimRequirement,
+    EndpointDescriptor,
+    InstanceDescriptor,
+    normalize_method,
+    normalize_path_template,
+    normalize_service_name,
+    parse_version,
+)
+
+#: Wire protocol version announced in HELLO.
+PROTOCOL_VERSION = 1
+
+_HEADER_LENGTH = Struct(">I")
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
+
+STREAM_END = 0x01
+STREAM_ABORT = 0x02
+
+#: Header pairs, in order, names as sent.
+HeaderList = List[Tuple[str, str]]
+
+
+def _encode_json(obj: Mapping[str, Any]) -> bytes:
+    return _dumps(obj).encode("utf-8")
+
+
+def _decode_json(payload: bytes, what: str) -> Dict[str, Any]:
+    try:
+        obj = _loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MalformedPayload(f"{what} payload is not UTF-8 JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise MalformedPayload(f"{what} payload is not a JSON object")
+    return obj
+
+
+def _field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
+    if name not in obj:
+        raise MalformedPayload(f"{what} is missing {name!r}")
+    value = obj[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise MalformedPayload(f"{what}.{name} must be {kind.__name__}")
+    return value
+
+
+def _optional(obj: Mapping[str, Any], name: str, kind: type, what: str, default: Any) -> Any:
+    if obj.get(name) is None:
+        return default
+    return _field(obj, name, kind, what)
+
+
+# -- HELLO ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hello:
+    """
+    The first frame of a microservice connection: who it is and what it
+    serves.
+    """
+
+    instance: InstanceDescriptor
+    endpoints: Tuple[EndpointDescriptor, ...]
+    heartbeat_interval: float = 5.0
+    features: Tuple[str, ...] = ()
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class HelloAck:
+    """
+    The gateway's answer to a HELLO (sent as a HELLO frame with the same
+    correlation id).  A rejection is followed by the gateway closing the
+    connection.
+    """
+
+    accepted: bool
+    reason: Optional[str] = None
+    node_id: str = ""
+    region: str = ""
+
+
+def _claim_to_json(claim: ClaimRequirement) -> Dict[str, Any]:
+    value: Any = list(claim.value) if isinstance(claim.value, tuple) else claim.value
+    return {"type": claim.type, "value": value}
+
+
+def _claim_from_json(obj: Any, what: str) -> ClaimRequirement:
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        raise MalformedPayload(f"{what} must be an object with a string 'type'")
+    value = obj.get("value")
+    if isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise MalformedPayload(f"{what}.value must be a string or strings")
+        return ClaimRequirement(obj["type"], tuple(value))
+    if value is not None and not isinstance(value, str):
+        raise MalformedPayload(f"{what}.value must be a string or strings")
+    return ClaimRequirement(obj["type"], value)
+
+
+def endpoint_to_json(endpoint: EndpointDescriptor) -> Dict[str, Any]:
+    """
+    The JSON form of one endpoint inside HELLO / ENDPOINTS_UPDATE (the
+    service name and version come from the instance).
+    """
+    return {
+        "method": endpoint.method,
+        "path": endpoint.path,
+        "default_timeout": endpoint.default_timeout,
+        "supports_streaming": endpoint.supports_streaming,
+        "requiring_claims": [_claim_to_json(c) for c in endpoint.requiring_claims],
+        "max_request_bytes": endpoint.max_request_bytes,
+        "idempotent": endpoint.idempotent,
+    }
+
+
+def endpoint_from_json(
+    obj: Any, instance: InstanceDescriptor, what: str
+) -> EndpointDescriptor:
+    """
+    Parse and validate one endpoint of a HELLO.
+
+    @raise MalformedPayload: wrong shape.
+    @raise InvalidDescriptor: bad method or path template.
+    """
+    if not isinstance(obj, dict):
+        raise MalformedPayload(f"{what} must be an object")
+    method = normalize_method(_field(obj, "method", str, what))
+    path = _field(obj, "path", str, what)
+    try:
+        path = normalize_path_template(path)
+    except InvalidDescriptor as e:
+        raise InvalidDescriptor(f"{what}: {e}") from None
+    timeout = _optional(obj, "default_timeout", float, what, 30.0)
+    if timeout <= 0:
+        raise MalformedPayload(f"{what}.default_timeout must be positive")
+    claims = obj.get("requiring_claims") or []
+    if not isinstance(claims, list):
+        raise MalformedPayload(f"{what}.requiring_claims must be a list")
+    max_bytes = _optional(obj, "max_request_bytes", int, what, None)
+    if max_bytes is not None and max_bytes < 0:
+        raise MalformedPayload(f"{what}.max_request_bytes must not be negative")
+    return EndpointDescriptor(
+        service_name=instance.service_name,
+        version=instance.version,
+        method=method,
+        path=path,
+        default_timeout=timeout,
+        supports_streaming=_optional(obj, "supports_streaming", bool, what, False),
+        requiring_claims=tuple(
+            _claim_from_json(c, f"{what}.requiring_claims[{i}]")
+            for i, c in enumerate(claims)
+        ),
+        max_request_bytes=max_bytes,
+        idempotent=_optional(obj, "idempotent", bool, what, None),
+    )
+
+
+def encode_hello(hello: Hello) -> bytes:
+    """
+    Encode a HELLO payload.
+    """
+    i = hello.instance
+    return _encode_json(
+        {
+            "protocol": hello.protocol,
+            "instance": {
+                "instance_id": i.instance_id,
+                "service_name": i.service_name,
+                "version": i.version,
+                "region": i.region,
+            },
+            "endpoints": [endpoint_to_json(e) for e in hello.endpoints],
+            "heartbeat_interval": hello.heartbeat_interval,
+            "features": list(hello.features),
+        }
+    )
+
+
+def decode_hello(payload: bytes) -> Hello:
+    """
+    Decode and validate a HELLO payload.
+
+    @raise MalformedPayload: not JSON, or a field of the wrong shape.
+    @raise InvalidDescriptor: a bad service name, version, method or path, or
+        the same endpoint twice.
+    """
+    obj = _decode_json(payload, "HELLO")
+    protocol = _optional(obj, "protocol", int, "HELLO", PROTOCOL_VERSION)
+    if protocol != PROTOCOL_VERSION:
+        raise InvalidDescriptor(
+            f"HELLO protocol version {protocol} is not supported "
+            f"(this gateway speaks {PROTOCOL_VERSION})"
+        )
+    raw = _field(obj, "instance", dict, "HELLO")
+    instance_id = _field(raw, "instance_id", str, "HELLO.instance")
+    if not instance_id:
+        raise MalformedPayload("HELLO.instance.instance_id must not be empty")
+    service = normalize_service_name(_field(raw, "service_name", str, "HELLO.instance"))
+    version = _field(raw, "version", str, "HELLO.instance")
+    try:
+        parse_version(version)
+    except InvalidDescriptor as e:
+        raise InvalidDescriptor(f"HELLO.instance.version: {e}") from None
+    region = _field(raw, "region", str, "HELLO.instance")
+    if not region:
+        raise MalformedPayload("HELLO.instance.region must not be empty")
+    instance = InstanceDescriptor(instance_id, service, version, region)
+    endpoints = decode_endpoint_list(obj, instance, "HELLO")
+    interval = _optional(obj, "heartbeat_interval", float, "HELLO", 5.0)
+    features = obj.get("features") or []
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise MalformedPayload("HELLO.features must be a list of strings")
+    return Hello(instance, endpoints, interval, tuple(features), protocol)
+
+
+def decode_endpoint_list(
+    obj: Mapping[str, Any], instance: InstanceDescriptor, what: str
+) -> Tuple[EndpointDescriptor, ...]:
+    """
+    Decode the C{endpoints} list of a HELLO or ENDPOINTS_UPDATE.
+
+    @raise MalformedPayload: wrong shape.
+    @raise InvalidDescriptor: an invalid or duplicated endpoint.
+    """
+    raw = _field(obj, "endpoints", list, what)
+    endpoints = []
+    seen = set()
+    for index, item in enumerate(raw):
+        endpoint = endpoint_from_json(item, instance, f"{what}.endpoints[{index}]")
+        if endpoint.key in seen:
+            raise InvalidDescriptor(
+                f"{what}.endpoints[{index}]: {endpoint.method} {endpoint.path} "
+                "is announced twice"
+            )
+        seen.add(endpoint.key)
+        endpoints.append(endpoint)
+    return tuple(endpoints)
+
+
+def encode_endpoints_update(endpoints: Sequence[EndpointDescriptor]) -> bytes:
+    """
+    Encode an ENDPOINTS_UPDATE payload: the connection's complete new
+    endpoint set.
+    """
+    return _encode_json({"endpoints": [endpoint_to_json(e) for e in endpoints]})
+
+
+def decode_endpoints_update(
+    payload: bytes, instance: InstanceDescriptor
+) -> Tuple[EndpointDescriptor, ...]:
+    """
+    Decode an ENDPOINTS_UPDATE payload for the connection's instance.
+
+    @raise MalformedPayload: wrong shape.
+    @raise InvalidDescriptor: an invalid or duplicated endpoint.
+    """
+    return decode_endpoint_list(
+        _decode_json(payload, "ENDPOINTS_UPDATE"), instance, "ENDPOINTS_UPDATE"
+    )
+
+
+def encode_hello_ack(ack: HelloAck) -> bytes:
+    """
+    Encode the gateway's answer to a HELLO.
+    """
+    return _encode_json(
+        {
+            "accepted": ack.accepted,
+            "reason": ack.reason,
+            "node_id": ack.node_id,
+            "region": ack.region,
+        }
+    )
+
+
+def decode_hello_ack(payload: bytes) -> HelloAck:
+    """
+    Decode the gateway's answer to a HELLO.
+
+    @raise MalformedPayload: if it is not one.
+    """
+    obj = _decode_json(payload, "HELLO ack")
+    return HelloAck(
+        accepted=_field(obj, "accepted", bool, "HELLO ack"),
+        reason=_optional(obj, "reason", str, "HELLO ack", None),
+        node_id=_optional(obj, "node_id", str, "HELLO ack", ""),
+        region=_optional(obj, "region", str, "HELLO ack", ""),
+    )
+
+
+# -- HEARTBEAT, CANCEL ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """
+    A microservice's periodic report, or (C{ping} set) a gateway ping that
+    the microservice echoes unchanged.
+    """
+
+    instance_id: str = ""
+    status: InstanceHealthStatus = InstanceHealthStatus.HEALTHY
+    in_flight: int = 0
+    error_rate: float = 0.0
+    ping: Optional[float] = None
+
+
+def encode_heartbeat(beat: Heartbeat) -> bytes:
+    """
+    Encode a HEARTBEAT payload.
+    """
+    obj: Dict[str, Any] = {
+        "instance_id": beat.instance_id,
+        "status": beat.status.value,
+        "in_flight": beat.in_flight,
+        "error_rate": beat.error_rate,
+    }
+    if beat.ping is not None:
+        obj["ping"] = beat.ping
+    return _encode_json(obj)
+
+
+def decode_heartbeat(payload: bytes) -> Heartbeat:
+    """
+    Decode a HEARTBEAT payload.
+
+    @raise MalformedPayload: wrong shape or unknown status.
+    """
+    obj = _decode_json(payload, "HEARTBEAT")
+    try:
+        status = InstanceHealthStatus(obj.get("status", "healthy"))
+    except ValueError:
+        raise MalformedPayload(f"HEARTBEAT.status {obj.get('status')!r} is unknown")
+    return Heartbeat(
+        instance_id=_optional(obj, "instance_id", str, "HEARTBEAT", ""),
+        status=status,
+        in_flight=_optional(obj, "in_flight", int, "HEARTBEAT", 0),
+        error_rate=_optional(obj, "error_rate", float, "HEARTBEAT", 0.0),
+        ping=_optional(obj, "ping", float, "HEARTBEAT", None),
+    )
+
+
+def encode_cancel(reason: CancelReason) -> bytes:
+    """
+    Encode a CANCEL payload.
+    """
+    return _encode_json({"reason": reason.value})
+
+
+def decode_cancel(payload: bytes) -> CancelReason:
+    """
+    Decode a CANCEL payload.
+
+    @raise MalformedPayload: wrong shape or unknown reason.
+    """
+    obj = _decode_json(payload, "CANCEL")
+    try:
+        return CancelReason(obj.get("reason"))
+    except ValueError:
+        raise MalformedPayload(f"CANCEL.reason {obj.get('reason')!r} is unknown")
+
+
+# -- REQUEST / RESPONSE ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestMessage:
+    """
+    A REQUEST frame's contents.
+
+    @ivar path: the request path as received (percent-encoded).
+    @ivar template: the endpoint's path template the gateway resolved.
+    @ivar path_params: the template's parameters, percent-decoded.
+    @ivar query: the raw query string, without C{?}.
+    @ivar headers: forwarded headers, in order (hop-by-hop ones removed).
+    @ivar deadline: absolute UNIX time after which nobody waits, or C{None}.
+    @ivar streaming: the body follows as REQUEST_STREAM_DATA frames.
+    """
+
+    method: str
+    path: str
+    template: str
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    query: str = ""
+    headers: Sequence[Tuple[str, str]] = ()
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    deadline: Optional[float] = None
+    streaming: bool = False
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class ResponseMessage:
+    """
+    A RESPONSE frame's contents.
+
+    @ivar streaming: the body follows as RESPONSE_STREAM_DATA frames.
+    """
+
+    status: int
+    headers: Sequence[Tuple[str, str]] = ()
+    body: bytes = b""
+    streaming: bool = False
+
+
+def _with_header(header: Mapping[str, Any], body: bytes) -> bytes:
+    encoded = _dumps(header).encode("utf-8")
+    return _HEADER_LENGTH.pack(len(encoded)) + encoded + body
+
+
+def _split_header(payload: bytes, what: str) -> Tuple[Dict[str, Any], bytes]:
+    if len(payload) < 4:
+        raise MalformedPayload(f"{what} payload is shorter than its header length")
+    (length,) = _HEADER_LENGTH.unpack_from(payload)
+    if length > len(payload) - 4:
+        raise MalformedPayload(
+            f"{what} header length {length} exceeds the {len(payload) - 4} bytes left"
+        )
+    return _decode_json(payload[4 : 4 + length], what), payload[4 + length :]
+
+
+def _headers_from_json(raw: Any, what: str) -> List[Tuple[str, str]]:
+    if not isinstance(raw, list):
+        raise MalformedPayload(f"{what}.headers must be a list of [name, value]")
+    headers = []
+    for pair in raw:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not isinstance(pair[0], str)
+            or not isinstance(pair[1], str)
+        ):
+            raise MalformedPayload(f"{what}.headers must be a list of [name, value]")
+        headers.append((pair[0], pair[1]))
+    return headers
+
+
+def encode_request(message: RequestMessage) -> bytes:
+    """
+    Encode a REQUEST payload.
+    """
+    return _with_header(
+        {
+            "method": message.method,
+            "path": message.path,
+            "template": message.template,
+            "params": message.path_params,
+            "query": message.query,
+            "headers": message.headers,
+            "claims": message.claims,
+            "deadline": message.deadline,
+            "streaming": message.streaming,
+        },
+        message.body,
+    )
+
+
+def decode_request(payload: bytes) -> RequestMessage:
+    """
+    Decode a REQUEST payload.
+
+    @raise MalformedPayload: bad header length, JSON or field shapes.
+    """
+    header, body = _split_header(payload, "REQUEST")
+    params = header.get("params") or {}
+    if not isinstance(params, dict) or not all(
+        isinstance(v, str) for v in params.values()
+    ):
+        raise MalformedPayload("REQUEST.params must map names to strings")
+    claims = header.get("claims") or {}
+    if not isinstance(claims, dict):
+        raise MalformedPayload("REQUEST.claims must be an object")
+    return RequestMessage(
+        method=_field(header, "method", str, "REQUEST"),
+        path=_field(header, "path", str, "REQUEST"),
+        template=_field(header, "template", str, "REQUEST"),
+        path_params=params,
+        query=_optional(header, "query", str, "REQUEST", ""),
+        headers=_headers_from_json(header.get("headers", []), "REQUEST"),
+        claims=claims,
+        deadline=_optional(header, "deadline", float, "REQUEST", None),
+        streaming=_optional(header, "streaming", bool, "REQUEST", False),
+        body=body,
+    )
+
+
+def encode_response(message: ResponseMessage) -> bytes:
+    """
+    Encode a RESPONSE payload.
+    """
+    return _with_header(
+        {
+            "status": message.status,
+            "headers": message.headers,
+            "streaming": message.streaming,
+        },
+        message.body,
+    )
+
+
+def decode_response(payload: bytes) -> ResponseMessage:
+    """
+    Decode a RESPONSE payload.
+
+    @raise MalformedPayload: bad header length, JSON, field shapes, or a
+        status outside 100-599.
+    """
+    header, body = _split_header(payload, "RESPONSE")
+    status = _field(header, "status", int, "RESPONSE")
+    if not 100 <= status <= 599:
+        raise MalformedPayload(f"RESPONSE.status {status} is not an HTTP status")
+    return ResponseMessage(
+        status=status,
+        headers=_headers_from_json(header.get("headers", []), "RESPONSE"),
+        body=body,
+        streaming=_optional(header, "streaming", bool, "RESPONSE", False),
+    )
+
+
+# -- stream data ------------------------------------------------------------
+
+
+def encode_stream_data(chunk: bytes, end: bool = False, abort: bool = False) -> bytes:
+    """
+    Encode a REQUEST_STREAM_DATA / RESPONSE_STREAM_DATA payload.
+    """
+    flags = (STREAM_END if end else 0) | (STREAM_ABORT if abort else 0)
+    return bytes((flags,)) + chunk
+
+
+def decode_stream_data(payload: bytes) -> Tuple[bytes, bool, bool]:
+    """
+    Decode a stream-data payload.
+
+    @return: C{(chunk, end, abort)}.
+    @raise MalformedPayload: empty payload or unknown flag bits.
+    """
+    if not payload:
+        raise MalformedPayload("stream data payload has no flags byte")
+    flags = payload[0]
+    if flags & ~(STREAM_END | STREAM_ABORT):
+        raise MalformedPayload(f"stream data flags {flags:#04x} has unknown bits")
+    return payload[1:], bool(flags & STREAM_END), bool(flags & STREAM_ABORT)

@@ -1,0 +1,155 @@
+"""
+The gateway's configuration (a first subset of C{RouterConfig}, spec
+section 7): node identity, HTTP listener, transport listeners, payload
+limits.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Tuple
+
+from ..common.enums import TransportType
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES
+from ..common.models import PayloadLimits
+from .endpoints import check_server_endpoint
+from .reader import Reader, non_empty, positive, read_yaml
+
+#: Transports the gateway can listen on today.
+SUPPORTED_LISTENERS = (TransportType.TCP, TransportType.INMEMORY)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """
+    The gateway node.  C{region} is the only source of the gateway's region.
+    """
+
+    region: str
+    node_id: str = field(default_factory=socket.gethostname)
+    neighbor_regions: Tuple[str, ...] = ()
+    environment: str = "production"
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """
+    The HTTP edge.
+
+    @ivar listen: a server endpoint string.
+    @ivar access_log: log one line per request (costs throughput).
+    """
+
+    listen: str = "tcp:8080:interface=127.0.0.1"
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class TransportListenerConfig:
+    """
+    One transport listener.
+
+    @ivar listen: a server endpoint string (TCP) or a name (in-memory).
+    """
+
+    type: TransportType
+    listen: str
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """
+    Everything C{twistd stella-gateway} needs, validated.
+    """
+
+    node: NodeConfig
+    http: HttpConfig = HttpConfig()
+    transports: Tuple[TransportListenerConfig, ...] = ()
+    payload_limits: PayloadLimits = PayloadLimits()
+
+
+def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConfig:
+    """
+    Validate a parsed YAML document.
+
+    @raise ConfigError: listing every problem found.
+    """
+    r = Reader(source)
+    top = r.mapping(document, "", ["node", "http", "transports", "payload_limits"])
+    if document is None:
+        r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
+
+    node_raw = r.mapping(top.get("node"), "node",
+                         ["node_id", "region", "neighbor_regions", "environment"])
+    region = r.get(node_raw, "region", "node", str, check=non_empty)
+    node_id = r.get(node_raw, "node_id", "node", str, socket.gethostname(), non_empty)
+    neighbors: List[str] = []
+    for i, item in enumerate(r.items(node_raw, "neighbor_regions", "node")):
+        if isinstance(item, str) and item:
+            neighbors.append(item)
+        else:
+            r.problem(f"node.neighbor_regions[{i}]", "must be a non-empty string")
+    environment = r.get(node_raw, "environment", "node", str, "production")
+
+    http_raw = r.mapping(top.get("http"), "http", ["listen", "access_log"])
+    http = HttpConfig(
+        listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
+        access_log=r.get(http_raw, "access_log", "http", bool, False),
+    )
+
+    transports = []
+    for i, item in enumerate(r.items(top, "transports", "", required=True)):
+        where = f"transports[{i}]"
+        raw = r.mapping(item, where, ["type", "listen", "max_frame_bytes"])
+        kind = _transport_type(r, raw, where)
+        check = check_server_endpoint if kind is not TransportType.INMEMORY else non_empty
+        listen = r.get(raw, "listen", where, str, check=check)
+        max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
+                          lambda v: None if v >= 1024 else "must be at least 1024")
+        if kind is not None and listen is not None:
+            transports.append(TransportListenerConfig(kind, listen, max_frame))
+
+    limits_raw = r.mapping(top.get("payload_limits"), "payload_limits", [
+        "max_request_bytes_per_call", "max_request_bytes_per_connection",
+        "max_aggregate_inflight_bytes"])
+    defaults = PayloadLimits()
+    limits = PayloadLimits(*(
+        r.get(limits_raw, name, "payload_limits", int, getattr(defaults, name), positive)
+        for name in ("max_request_bytes_per_call", "max_request_bytes_per_connection",
+                     "max_aggregate_inflight_bytes")
+    ))
+    r.finish()
+    return GatewayConfig(
+        node=NodeConfig(region, node_id, tuple(neighbors), environment),
+        http=http,
+        transports=tuple(transports),
+        payload_limits=limits,
+    )
+
+
+def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
+    name = r.get(raw, "type", where, str)
+    if name is None:
+        return None
+    try:
+        kind = TransportType(name)
+    except ValueError:
+        names = ", ".join(t.value for t in TransportType)
+        r.problem(f"{where}.type", f"{name!r} is not one of {names}")
+        return None
+    if kind not in SUPPORTED_LISTENERS:
+        supported = ", ".join(t.value for t in SUPPORTED_LISTENERS)
+        r.problem(f"{where}.type", f"{name!r} is not implemented yet (available: {supported})")
+        return None
+    return kind
+
+
+def load_gateway_config(path: str) -> GatewayConfig:
+    """
+    Read and validate a gateway YAML file.
+
+    @raise ConfigError: unreadable file, invalid YAML, or invalid content.
+    """
+    return parse_gateway_config(read_yaml(path), path)

@@ -1,0 +1,117 @@
+"""
+The microservice's configuration: which app, its instance identity and the
+routers it dials.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+from ..common.enums import TransportType
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES
+from .endpoints import check_client_endpoint
+from .reader import Reader, non_empty, positive, read_yaml
+
+#: Transports a microservice can dial today.
+SUPPORTED_ROUTERS = (TransportType.TCP, TransportType.INMEMORY)
+
+_APP = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
+
+
+@dataclass(frozen=True)
+class RouterEndpointConfig:
+    """
+    One router to connect to.
+
+    @ivar address: a client endpoint string (TCP) or a name (in-memory).
+    """
+
+    transport: TransportType
+    address: str
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+@dataclass(frozen=True)
+class MicroserviceConfig:
+    """
+    Everything C{twistd stella-micro} needs besides the app's code.
+
+    @ivar app: C{"module:attribute"} naming the L{Microservice}.
+    @ivar instance_id: C{None} means generated at start.
+    """
+
+    region: str
+    routers: Tuple[RouterEndpointConfig, ...]
+    app: Optional[str] = None
+    instance_id: Optional[str] = None
+    heartbeat_interval: float = 5.0
+
+
+def check_app_reference(value: str) -> Optional[str]:
+    """
+    @return: why C{value} is not C{module:attribute}, or C{None}.
+    """
+    return None if _APP.match(value) else f"{value!r} is not 'module:attribute'"
+
+
+def parse_microservice_config(document: Any, source: str = "<config>") -> MicroserviceConfig:
+    """
+    Validate a parsed YAML document.
+
+    @raise ConfigError: listing every problem found.
+    """
+    r = Reader(source)
+    if document is None:
+        r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
+    top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval", "routers"])
+    app = r.get(top, "app", "", str, None, check_app_reference)
+    instance_id = r.get(top, "instance_id", "", str, None, non_empty)
+    region = r.get(top, "region", "", str, check=non_empty)
+    interval = r.get(top, "heartbeat_interval", "", float, 5.0, positive)
+    routers = []
+    raw_routers = r.items(top, "routers", "", required=False)
+    if not raw_routers and "routers" not in top:
+        r.problem("routers", "is required: a microservice needs at least one router to connect to "
+                  "(e.g. routers: [{transport: tcp, address: 'tcp:host=127.0.0.1:port=5100'}])")
+    elif not raw_routers:
+        r.problem("routers", "must list at least one router")
+    for i, item in enumerate(raw_routers):
+        where = f"routers[{i}]"
+        raw = r.mapping(item, where, ["transport", "address", "max_frame_bytes"])
+        kind = _router_type(r, raw, where)
+        check = check_client_endpoint if kind is not TransportType.INMEMORY else non_empty
+        address = r.get(raw, "address", where, str, check=check)
+        max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
+                          lambda v: None if v >= 1024 else "must be at least 1024")
+        if kind is not None and address is not None:
+            routers.append(RouterEndpointConfig(kind, address, max_frame))
+    r.finish()
+    return MicroserviceConfig(region, tuple(routers), app, instance_id, interval)
+
+
+def _router_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
+    name = r.get(raw, "transport", where, str)
+    if name is None:
+        return None
+    try:
+        kind = TransportType(name)
+    except ValueError:
+        names = ", ".join(t.value for t in TransportType)
+        r.problem(f"{where}.transport", f"{name!r} is not one of {names}")
+        return None
+    if kind not in SUPPORTED_ROUTERS:
+        supported = ", ".join(t.value for t in SUPPORTED_ROUTERS)
+        r.problem(f"{where}.transport", f"{name!r} is not implemented yet (available: {supported})")
+        return None
+    return kind
+
+
+def load_microservice_config(path: str) -> MicroserviceConfig:
+    """
+    Read and validate a microservice YAML file.
+
+    @raise ConfigError: unreadable file, invalid YAML, or invalid content.
+    """
+    return parse_microservice_config(read_yaml(path), path)

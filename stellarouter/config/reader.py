@@ -1,0 +1,161 @@
+"""
+A small validating reader for YAML mappings: collects every problem with its
+key path instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+def read_yaml(path: str) -> Any:
+    """
+    Read a YAML file.
+
+    @raise ConfigError: unreadable file or invalid YAML (with the position).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read the file: {e.strerror or e}"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [f"the file is not UTF-8: {e}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(path, [f"invalid YAML{where}: {problem}"]) from None
+
+
+class Reader:
+    """
+    Reads typed values out of nested mappings, recording problems.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: List[str] = []
+
+    def problem(self, where: str, message: str) -> None:
+        """
+        Record one problem at key path C{where}.
+        """
+        self.problems.append(f"{where}: {message}" if where else message)
+
+    def finish(self) -> None:
+        """
+        @raise ConfigError: if any problem was recorded.
+        """
+        if self.problems:
+            raise ConfigError(self.source, self.problems)
+
+    def mapping(self, value: Any, where: str, allowed: Iterable[str]) -> Dict[str, Any]:
+        """
+        Check that C{value} is a mapping with only C{allowed} keys; unknown
+        keys are reported with a did-you-mean.
+
+        @return: the mapping, or C{{}} if it was not one.
+        """
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.problem(where, f"must be a mapping, not {_kind(value)}")
+            return {}
+        allowed = list(allowed)
+        for key in value:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                known = ", ".join(allowed)
+                self.problem(_join(where, str(key)), f"unknown key{hint}; known keys: {known}")
+        return dict(value)
+
+    def get(
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        where: str,
+        kind: type,
+        default: Any = _MISSING,
+        check: Optional[Callable[[Any], Optional[str]]] = None,
+    ) -> Any:
+        """
+        Read C{obj[key]} as C{kind}; C{check} returns an error message or
+        C{None}.  A missing key without a default is a problem.
+
+        @return: the value, or C{default} (C{None} if missing) on a problem.
+        """
+        path = _join(where, key)
+        if key not in obj or obj[key] is None:
+            if default is _MISSING:
+                self.problem(path, "is required")
+                return None
+            return default
+        value = obj[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            self.problem(path, f"must be {_name(kind)}, not {_kind(value)} {value!r}")
+            return None if default is _MISSING else default
+        if check is not None:
+            message = check(value)
+            if message is not None:
+                self.problem(path, message)
+                return None if default is _MISSING else default
+        return value
+
+    def items(self, obj: Mapping[str, Any], key: str, where: str, required: bool = False) -> List[Any]:
+        """
+        Read C{obj[key]} as a list.
+        """
+        path = _join(where, key)
+        value = obj.get(key)
+        if value is None:
+            if required:
+                self.problem(path, "is required (a list)")
+            return []
+        if not isinstance(value, list):
+            self.problem(path, f"must be a list, not {_kind(value)}")
+            return []
+        if required and not value:
+            self.problem(path, "must not be empty")
+        return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _name(kind: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            list: "a list", dict: "a mapping"}.get(kind, kind.__name__)
+
+
+def _kind(value: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def positive(value: float) -> Optional[str]:
+    """
+    A C{check} for strictly positive numbers.
+    """
+    return None if value > 0 else f"must be positive, not {value!r}"
+
+
+def non_empty(value: str) -> Optional[str]:
+    """
+    A C{check} for non-empty strings.
+    """
+    return None if value.strip() else "must not be empty"

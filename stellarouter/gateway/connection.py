@@ -1,0 +1,305 @@
+"""
+One microservice connection, seen from the gateway: validates the HELLO,
+registers the connection in the routing state, sends REQUEST frames and
+delivers RESPONSE frames to the waiting HTTP requests.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Optional
+from uuid import UUID, uuid4
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, TransportType
+from ..common.errors import InvalidDescriptor, MalformedPayload
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
+from ..common.models import ConnectionState, Frame
+from ..common.payloads import (
+    HelloAck,
+    RequestMessage,
+    decode_endpoints_update,
+    decode_heartbeat,
+    decode_hello,
+    decode_response,
+    decode_stream_data,
+    encode_cancel,
+    encode_hello_ack,
+    encode_request,
+    encode_stream_data,
+)
+from .dispatch import InFlightRequests, PendingRequest
+from .errors import GatewayShuttingDown, UpstreamLost, UpstreamProtocolError
+from .state import RoutingState
+
+_ids = itertools.count(1)
+
+_ENDPOINTS_UPDATE = FrameType.ENDPOINTS_UPDATE
+_RESPONSE = FrameType.RESPONSE
+_RESPONSE_STREAM_DATA = FrameType.RESPONSE_STREAM_DATA
+_HEARTBEAT = FrameType.HEARTBEAT
+_HELLO = FrameType.HELLO
+
+
+@implementer(IFrameReceiver)
+class GatewayConnection:
+    """
+    The gateway's receiver for one microservice connection.
+
+    @ivar state: the L{ConnectionState}, once the HELLO was accepted.
+    @ivar in_flight: the requests awaiting a response on this connection.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        routing_state: RoutingState,
+        clock: IReactorTime,
+        node_id: str,
+        region: str,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        self.routing_state = routing_state
+        self.clock = clock
+        self.node_id = node_id
+        self.region = region
+        self.max_frame_bytes = max_frame_bytes
+        self.sender: Optional[IFrameSender] = None
+        self.state: Optional[ConnectionState] = None
+        self.in_flight = InFlightRequests(clock, self._send_cancel, self._finished)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        if self.state is None:
+            return f"<GatewayConnection (no HELLO yet) from {self.peer}>"
+        i = self.state.instance
+        return f"<GatewayConnection {self.state.connection_id} {i.service_name} {i.version} {i.instance_id}>"
+
+    @property
+    def peer(self) -> str:
+        return self.sender.peer if self.sender is not None else "?"
+
+    # -- IFrameReceiver ----------------------------------------------------
+
+    def connectionOpened(self, sender: IFrameSender) -> None:
+        self.sender = sender
+
+    def frameReceived(self, frame: Frame) -> None:
+        kind = frame.type
+        if kind is _RESPONSE:
+            self._response(frame)
+        elif kind is _RESPONSE_STREAM_DATA:
+            self._response_stream_data(frame)
+        elif self.state is None:
+            if kind is _HELLO:
+                self._hello(frame)
+            else:
+                self._reject(f"expected HELLO first, got {kind.name}")
+        elif kind is _HEARTBEAT:
+            self._heartbeat(frame)
+        elif kind is _ENDPOINTS_UPDATE:
+            self._endpoints_update(frame)
+        elif kind is _HELLO:
+            self._reject("HELLO sent twice on one connection")
+        else:
+            self._reject(f"a microservice may not send {kind.name} frames")
+
+    def connectionClosed(self, reason: str) -> None:
+        self._closed = True
+        if self.state is not None:
+            self.routing_state.unregister(self)
+            i = self.state.instance
+            self.log.info(
+                "instance {instance_id} ({service} {version}) disconnected: {reason}",
+                instance_id=i.instance_id, service=i.service_name, version=i.version,
+                reason=reason,
+            )
+        failed = self.in_flight.fail_all(UpstreamLost(
+            f"the connection to the microservice closed: {reason}"))
+        if failed:
+            self.log.warn("{count} request(s) in flight lost with the connection",
+                          count=failed)
+
+    # -- HELLO ------------------------------------------------------------
+
+    def _hello(self, frame: Frame) -> None:
+        assert self.sender is not None
+        try:
+            hello = decode_hello(frame.payload)
+        except (MalformedPayload, InvalidDescriptor) as e:
+            self._reject(f"invalid HELLO: {e}", frame.correlation_id)
+            return
+        now = self.clock.seconds()
+        state = ConnectionState(
+            connection_id=f"{self.sender.transport_type.value}-{next(_ids)}",
+            instance=hello.instance,
+            transport_type=self.sender.transport_type,
+            endpoints={e.key: e for e in hello.endpoints},
+            connected_at=now,
+            last_heartbeat=now,
+            peer=self.sender.peer,
+        )
+        self.state = state
+        try:
+            self.routing_state.register(self)
+        except InvalidDescriptor as e:
+            self.state = None
+            self._reject(f"HELLO refused: {e}", frame.correlation_id)
+            return
+        self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
+            HelloAck(True, None, self.node_id, self.region))))
+        i = hello.instance
+        self.log.info(
+            "registered instance {instance_id} of {service} {version} (region {region}) "
+            "over {transport} from {peer} with {count} endpoint(s)",
+            instance_id=i.instance_id, service=i.service_name, version=i.version,
+            region=i.region, transport=state.transport_type.value, peer=state.peer,
+            count=len(hello.endpoints),
+        )
+
+    def _reject(self, reason: str, cid: Optional[UUID] = None) -> None:
+        assert self.sender is not None
+        self.log.warn("closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
+        if self.state is None:
+            # Tell the microservice why before closing, so it can log it.
+            self.sender.sendFrame(Frame(_HELLO, cid or uuid4(), encode_hello_ack(
+                HelloAck(False, reason, self.node_id, self.region))))
+        self.sender.close(reason)
+
+    # -- other frames -------------------------------------------------------
+
+    def _heartbeat(self, frame: Frame) -> None:
+        assert self.state is not None
+        try:
+            beat = decode_heartbeat(frame.payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed HEARTBEAT from {peer} ignored: {error}",
+                          peer=self.peer, error=e)
+            return
+        self.state.last_heartbeat = self.clock.seconds()
+        if beat.ping is None:
+            if beat.status in (InstanceHealthStatus.DRAINING, InstanceHealthStatus.HEALTHY):
+                self.state.status = beat.status
+
+    def _endpoints_update(self, frame: Frame) -> None:
+        assert self.state is not None
+        try:
+            endpoints = decode_endpoints_update(frame.payload, self.state.instance)
+        except (MalformedPayload, InvalidDescriptor) as e:
+            self._reject(f"invalid ENDPOINTS_UPDATE: {e}")
+            return
+        old = self.state.endpoints
+        self.routing_state.unregister(self)
+        self.state.endpoints = {e.key: e for e in endpoints}
+        try:
+            self.routing_state.register(self)
+        except InvalidDescriptor as e:
+            self.state.endpoints = old
+            self.routing_state.register(self)
+            self._reject(f"ENDPOINTS_UPDATE refused: {e}")
+            return
+        self.log.info("instance {instance_id} now serves {count} endpoint(s)",
+                      instance_id=self.state.instance.instance_id, count=len(endpoints))
+
+    def _response(self, frame: Frame) -> None:
+        cid = frame.correlation_id
+        if cid not in self.in_flight:
+            self.in_flight.late_frames += 1
+            return
+        try:
+            message = decode_response(frame.payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed RESPONSE {cid} from {peer}: {error}",
+                          cid=cid, peer=self.peer, error=e)
+            self.in_flight.fail(cid, UpstreamProtocolError(str(e)))
+            return
+        self.in_flight.response(cid, message)
+
+    def _response_stream_data(self, frame: Frame) -> None:
+        cid = frame.correlation_id
+        if cid not in self.in_flight:
+            self.in_flight.late_frames += 1
+            return
+        try:
+            chunk, end, abort = decode_stream_data(frame.payload)
+        except MalformedPayload as e:
+            self.in_flight.cancel(cid, CancelReason.CLIENT_DISCONNECTED,
+                                  UpstreamProtocolError(str(e)))
+            return
+        self.in_flight.stream_data(
+            cid, chunk, end, abort,
+            lambda: UpstreamProtocolError("the microservice aborted the response stream"))
+
+    # -- dispatch -------------------------------------------------------------
+
+    def send_request(
+        self, message: RequestMessage, timeout: Optional[float], sink: IResponseSink,
+        cid: Optional[UUID] = None,
+    ) -> UUID:
+        """
+        Send one REQUEST (its body split into REQUEST_STREAM_DATA frames if it
+        does not fit one frame) and track it.
+
+        @param timeout: seconds until CANCEL(Timeout) and a 504.
+        @param sink: receives the response or the failure.
+        @param cid: the correlation id to use (fresh by default).
+        @return: the correlation id.
+        """
+        assert self.sender is not None and self.state is not None
+        if cid is None:
+            cid = uuid4()
+        state = self.state
+        state.in_flight += 1
+        size = len(message.body)
+        state.in_flight_bytes += size
+        self.in_flight.add(cid, sink, timeout, size)
+        payload = encode_request(message)
+        if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
+            self.sender.sendFrame(Frame(FrameType.REQUEST, cid, payload))
+            return cid
+        body = message.body
+        header = encode_request(RequestMessage(
+            message.method, message.path, message.template, message.path_params,
+            message.query, message.headers, message.claims, message.deadline,
+            streaming=True,
+        ))
+        self.sender.sendFrame(Frame(FrameType.REQUEST, cid, header))
+        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
+        for offset in range(0, len(body), step):
+            self.sender.sendFrame(Frame(
+                FrameType.REQUEST_STREAM_DATA, cid,
+                encode_stream_data(body[offset : offset + step], end=offset + step >= len(body)),
+            ))
+        return cid
+
+    def cancel(self, cid: UUID, reason: CancelReason) -> bool:
+        """
+        Cancel a request whose client went away (no answer is written).
+
+        @return: C{False} if it was no longer in flight.
+        """
+        return self.in_flight.cancel(cid, reason)
+
+    def shutdown(self) -> int:
+        """
+        Cancel every request in flight with reason SHUTDOWN; their clients
+        get 503.
+
+        @return: how many were cancelled.
+        """
+        return self.in_flight.cancel_all(
+            CancelReason.SHUTDOWN, GatewayShuttingDown("the gateway is shutting down"))
+
+    def _send_cancel(self, cid: UUID, reason: CancelReason) -> None:
+        if self.sender is not None and not self._closed:
+            self.sender.sendFrame(Frame(FrameType.CANCEL, cid, encode_cancel(reason)))
+
+    def _finished(self, pending: PendingRequest) -> None:
+        if self.state is not None:
+            self.state.in_flight -= 1
+            self.state.in_flight_bytes -= pending.size

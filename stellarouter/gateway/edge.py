@@ -1,0 +1,344 @@
+"""
+The HTTP edge: a twisted.web L{Site} whose proxied traffic goes to one leaf
+resource (no Klein route per request: routes are dynamic, resolved in our
+own trie), while the gateway's own endpoints (C{/health...}) are a Klein app.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, List, Optional, Tuple
+from uuid import uuid4
+
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
+
+from ..common.enums import CancelReason
+from ..common.errors import InvalidDescriptor
+from ..common.interfaces import IResponseSink, IRoutingPlugin
+from ..common.models import PayloadLimits, RoutingContext, parse_version
+from ..common.payloads import RequestMessage, ResponseMessage
+from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from .errors import (
+    BadVersion,
+    DispatchError,
+    MethodNotAllowed,
+    NoRoute,
+    PayloadTooLarge,
+    PipelineError,
+    VersionNotFound,
+)
+from .state import RoutingState
+
+#: Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded either way.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+})
+#: Response headers the gateway sets itself.
+_OWN_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length", "x-correlation-id"}
+
+VERSION_HEADER = b"x-stella-version"
+CORRELATION_HEADER = b"X-Correlation-Id"
+_PROBLEM = PROBLEM_CONTENT_TYPE.encode()
+
+
+def _forwarded_headers(request: IRequest) -> List[Tuple[str, str]]:
+    """
+    The request headers to forward: all but the hop-by-hop ones and those
+    named in C{Connection}.
+    """
+    raw = request.requestHeaders.getAllRawHeaders()
+    pairs: List[Tuple[str, str]] = []
+    drop = HOP_BY_HOP
+    connection = request.requestHeaders.getRawHeaders(b"connection")
+    if connection:
+        drop = drop | {t.strip().lower() for v in connection for t in v.decode("latin-1").split(",")}
+    for name, values in raw:
+        text = name.decode("latin-1")
+        if text.lower() in drop:
+            continue
+        for value in values:
+            pairs.append((text, value.decode("latin-1")))
+    return pairs
+
+
+def write_problem(
+    request: Request, error: PipelineError, correlation_id: Optional[str]
+) -> bytes:
+    """
+    Set status and headers of a problem+json answer and return its body.
+    """
+    request.setResponseCode(error.status)
+    request.setHeader(b"Content-Type", _PROBLEM)
+    extra: dict = {}
+    if isinstance(error, MethodNotAllowed):
+        request.setHeader(b"Allow", ", ".join(error.allow).encode())
+        extra["allow"] = list(error.allow)
+    if error.retry_after is not None:
+        request.setHeader(b"Retry-After", str(error.retry_after).encode())
+    body = problem_body(error.status, error.kind, error.title, error.detail,
+                        correlation_id, **extra)
+    request.setHeader(b"Content-Length", str(len(body)).encode())
+    return body
+
+
+@implementer(IResponseSink)
+class HttpResponseSink:
+    """
+    Writes one dispatched request's outcome to its HTTP request.
+    """
+
+    __slots__ = ("request", "correlation_id", "client_gone")
+
+    log = Logger()
+
+    def __init__(self, request: Request, correlation_id: str) -> None:
+        self.request = request
+        self.correlation_id = correlation_id
+        self.client_gone = False
+
+    def responseStarted(self, response: ResponseMessage) -> None:
+        if self.client_gone:
+            return
+        request = self.request
+        request.setResponseCode(response.status)
+        headers = request.responseHeaders
+        for name, value in response.headers:
+            if name.lower() not in _OWN_RESPONSE_HEADERS:
+                headers.addRawHeader(name, value)
+        if response.streaming:
+            return
+        body = response.body
+        headers.setRawHeaders(b"Content-Length", [str(len(body)).encode()])
+        if body:
+            request.write(body)
+        request.finish()
+
+    def bodyChunk(self, data: bytes) -> None:
+        if not self.client_gone:
+            self.request.write(data)
+
+    def responseFinished(self) -> None:
+        if not self.client_gone:
+            self.request.finish()
+
+    def failed(self, error: DispatchError) -> None:
+        if self.client_gone:
+            return
+        request = self.request
+        if request.startedWriting:
+            # Headers are gone already: all we can do is cut the response.
+            self.log.warn("response {cid} cut short: {error}", cid=self.correlation_id,
+                          error=error.detail)
+            if request.channel is not None:
+                request.channel.loseConnection()
+            return
+        request.responseHeaders.removeHeader(b"Content-Type")
+        body = write_problem(request, error, self.correlation_id)
+        request.write(body)
+        request.finish()
+
+
+@implementer(IResource)
+class ProxyResource(Resource):
+    """
+    The one leaf resource for every proxied request: resolve, route,
+    dispatch.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(
+        self,
+        routing_state: RoutingState,
+        routing: IRoutingPlugin,
+        clock: IReactorTime,
+        region: str,
+        limits: PayloadLimits = PayloadLimits(),
+    ) -> None:
+        super().__init__()
+        self.routing_state = routing_state
+        self.routing = routing
+        self.clock = clock
+        self.region = region
+        self.limits = limits
+
+    def render(self, request: Request) -> Any:
+        cid = uuid4()
+        cid_text = str(cid)
+        request.setHeader(CORRELATION_HEADER, cid_text.encode())
+        try:
+            return self._dispatch(request, cid, cid_text)
+        except PipelineError as e:
+            return write_problem(request, e, cid_text)
+
+    def _dispatch(self, request: Request, cid: Any, cid_text: str) -> Any:
+        method = request.method.decode("ascii", "replace")
+        path = request.path.decode("latin-1")
+        resolution = self.routing_state.resolve(method, path)
+        route = resolution.route
+        requested: Optional[str] = None
+        raw_version = request.requestHeaders.getRawHeaders(VERSION_HEADER)
+        if raw_version:
+            requested = raw_version[0].decode("latin-1").strip()
+            try:
+                parse_version(requested)
+            except InvalidDescriptor:
+                raise BadVersion(
+                    f"X-Stella-Version {requested!r} is not MAJOR.MINOR.PATCH") from None
+            if requested not in self.routing_state.versions_seen(route.service_name):
+                raise VersionNotFound(
+                    f"service {route.service_name} has no version {requested}")
+        candidates = self.routing_state.connectionsFor(route.service_name, route.method,
+                                                       route.template)
+        now = self.clock.seconds()
+        context = RoutingContext(
+            method=route.method, path=path, headers={}, endpoint=(route.method, route.template),
+            service_name=route.service_name, path_params=resolution.path_params,
+            requested_version=requested, gateway_region=self.region,
+        )
+        decision = self.routing.choose(context, candidates, now)
+        if decision is None:
+            which = f" at version {requested}" if requested else ""
+            raise NoRoute(f"no healthy instance of {route.service_name}{which} serves "
+                          f"{route.method} {route.template}")
+        body = request.content.read() if request.content is not None else b""
+        endpoint = decision.endpoint
+        limit = self.limits.max_request_bytes_per_call
+        if endpoint.max_request_bytes is not None:
+            limit = min(limit, endpoint.max_request_bytes)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {limit} bytes")
+        timeout = decision.effective_timeout
+        uri = request.uri
+        query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
+        message = RequestMessage(
+            method=route.method,
+            path=path,
+            template=route.template,
+            path_params=resolution.path_params,
+            query=query,
+            headers=_forwarded_headers(request),
+            claims={},
+            deadline=now + timeout,
+            body=body,
+        )
+        sink = HttpResponseSink(request, cid_text)
+        connection = decision.connection
+        connection.send_request(message, timeout, sink, cid)  # type: ignore[attr-defined]
+        request.notifyFinish().addErrback(self._client_gone, sink, connection, cid)
+        return NOT_DONE_YET
+
+    def _client_gone(self, failure: Failure, sink: HttpResponseSink, connection: Any, cid: Any) -> None:
+        sink.client_gone = True
+        if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
+            self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)
+
+
+class HealthApp:
+    """
+    The gateway's own endpoints, on Klein.
+
+    @ivar started: start-up is complete (all listeners bound).
+    """
+
+    app = Klein()
+
+    def __init__(self, routing_state: RoutingState, node_id: str, region: str) -> None:
+        self.routing_state = routing_state
+        self.node_id = node_id
+        self.region = region
+        self.started = False
+        self.stopping = False
+
+    @staticmethod
+    def _json(request: IRequest, status: int, obj: Any) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    @app.route("/health", methods=["GET", "HEAD"])
+    def health(self, request: IRequest) -> bytes:
+        services: dict = {}
+        for connection in self.routing_state.connections():
+            state = connection.state
+            entry = services.setdefault(state.instance.service_name,
+                                        {"instances": 0, "versions": set()})
+            entry["instances"] += 1
+            entry["versions"].add(state.instance.version)
+        status = "ok" if self.started and not self.stopping else "unavailable"
+        return self._json(request, 200 if status == "ok" else 503, {
+            "status": status,
+            "node_id": self.node_id,
+            "region": self.region,
+            "connections": sum(e["instances"] for e in services.values()),
+            "services": {
+                name: {"instances": e["instances"],
+                       "versions": sorted(e["versions"], key=parse_version)}
+                for name, e in sorted(services.items())
+            },
+        })
+
+    @app.route("/health/live", methods=["GET", "HEAD"])
+    def live(self, request: IRequest) -> bytes:
+        return self._json(request, 200, {"status": "live"})
+
+    @app.route("/health/ready", methods=["GET", "HEAD"])
+    def ready(self, request: IRequest) -> bytes:
+        if self.started and not self.stopping:
+            return self._json(request, 200, {"status": "ready"})
+        return self._json(request, 503, {"status": "stopping" if self.stopping else "starting"})
+
+    @app.route("/health/startup", methods=["GET", "HEAD"])
+    def startup(self, request: IRequest) -> bytes:
+        if self.started:
+            return self._json(request, 200, {"status": "started"})
+        return self._json(request, 503, {"status": "starting"})
+
+
+class GatewaySite(Site):
+    """
+    The gateway's L{Site}: C{/health} and below go to the Klein app, every
+    other path to the proxy leaf, without resource traversal.  Form parsing
+    is off (bodies are opaque), and the access log is optional.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        proxy: ProxyResource,
+        health: HealthApp,
+        access_log: bool = False,
+        reactor: Optional[Any] = None,
+    ) -> None:
+        """
+        @param reactor: drives HTTP timeouts and the C{Date} header
+            (default: the global reactor, as in L{Site}).
+        """
+        super().__init__(proxy, parsePOSTFormSubmission=False, reactor=reactor)
+        self.proxy = proxy
+        self.health = health
+        self.health_resource = health.app.resource()
+        self.access_log = access_log
+
+    def getResourceFor(self, request: Request) -> IResource:
+        request.site = self
+        request.sitepath = []
+        path = request.path
+        if path == b"/health" or path.startswith(b"/health/"):
+            return self.health_resource
+        return self.proxy
+
+    def log(self, request: Request) -> None:
+        if self.access_log:
+            super().log(request)

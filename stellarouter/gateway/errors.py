@@ -1,0 +1,138 @@
+"""
+Errors of the gateway's request pipeline.  Each maps to one HTTP status and
+one stable problem type.
+"""
+
+from typing import Iterable, Optional
+
+from ..common.errors import StellaError
+
+
+class PipelineError(StellaError):
+    """
+    A request cannot be served; the edge answers C{status} with a
+    problem+json body of kind C{kind}.
+    """
+
+    status = 500
+    kind = "internal-error"
+    title = "Internal gateway error"
+    retry_after: Optional[int] = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFound(PipelineError):
+    """
+    No endpoint template matches the path.
+    """
+
+    status = 404
+    kind = "not-found"
+    title = "No such endpoint"
+
+
+class MethodNotAllowed(PipelineError):
+    """
+    The path matches, but not for this method.
+
+    @ivar allow: the methods the path does serve, sorted.
+    """
+
+    status = 405
+    kind = "method-not-allowed"
+    title = "Method not allowed"
+
+    def __init__(self, detail: str, allow: Iterable[str]) -> None:
+        super().__init__(detail)
+        self.allow = tuple(sorted(set(allow)))
+
+
+class BadVersion(PipelineError):
+    """
+    C{X-Stella-Version} is not C{MAJOR.MINOR.PATCH}.
+    """
+
+    status = 400
+    kind = "bad-version"
+    title = "Malformed X-Stella-Version"
+
+
+class VersionNotFound(PipelineError):
+    """
+    No instance of the service ever announced the requested version.
+    """
+
+    status = 404
+    kind = "version-not-found"
+    title = "Version not found"
+
+
+class PayloadTooLarge(PipelineError):
+    """
+    The request body exceeds a payload limit.
+    """
+
+    status = 413
+    kind = "payload-too-large"
+    title = "Payload too large"
+
+
+class NoRoute(PipelineError):
+    """
+    No routable instance serves the endpoint right now.
+    """
+
+    status = 503
+    kind = "no-route"
+    title = "No instance available"
+    retry_after = 1
+
+
+class DispatchError(PipelineError):
+    """
+    The request was dispatched but no (complete) response came.
+    """
+
+
+class GatewayTimeout(DispatchError):
+    """
+    The effective timeout elapsed (CANCEL Timeout was sent).
+    """
+
+    status = 504
+    kind = "timeout"
+    title = "Upstream timeout"
+
+
+class UpstreamLost(DispatchError):
+    """
+    The microservice connection closed while the request was in flight.
+    """
+
+    status = 502
+    kind = "upstream-lost"
+    title = "Upstream connection lost"
+
+
+class UpstreamProtocolError(DispatchError):
+    """
+    The microservice sent an unusable RESPONSE for this request.
+    """
+
+    status = 502
+    kind = "bad-upstream-response"
+    title = "Bad upstream response"
+
+
+class GatewayShuttingDown(DispatchError):
+    """
+    The gateway is stopping (CANCEL Shutdown was sent).
+    """
+
+    status = 503
+    kind = "shutting-down"
+    title = "Gateway shutting down"
+    retry_after = 1

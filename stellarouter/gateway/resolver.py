@@ -1,0 +1,201 @@
+"""
+Endpoint resolution: C{(method, path)} → endpoint + path parameters, with a
+segment trie.  Lookup cost grows with the path's depth, not with the number
+of endpoints.  Literal segments win over parameters (with backtracking, so
+C{/a/{x}/d} still matches C{/a/b/d} when C{/a/b/c} exists); a trailing
+slash is ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import unquote
+
+from ..common.models import parse_path_template
+from .errors import MethodNotAllowed, NotFound
+
+
+@dataclass(frozen=True)
+class Route:
+    """
+    One registered endpoint identity and the service that owns it.
+    """
+
+    service_name: str
+    method: str
+    template: str
+    param_names: Tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """
+    The outcome of a successful lookup.
+    """
+
+    route: Route
+    path_params: Dict[str, str]
+
+    @property
+    def service_name(self) -> str:
+        return self.route.service_name
+
+    @property
+    def template(self) -> str:
+        return self.route.template
+
+
+class _Node:
+    __slots__ = ("literals", "param", "routes")
+
+    def __init__(self) -> None:
+        self.literals: Dict[str, _Node] = {}
+        self.param: Optional[_Node] = None
+        self.routes: Dict[str, Route] = {}
+
+    def empty(self) -> bool:
+        return not (self.literals or self.param or self.routes)
+
+
+def split_path(path: str) -> List[str]:
+    """
+    Split a request path into raw segments, ignoring one trailing slash.
+    """
+    if path.endswith("/"):
+        path = path[:-1]
+    return path.split("/")[1:] if path else []
+
+
+class EndpointResolver:
+    """
+    A trie of path templates.
+    """
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, route: Route) -> None:
+        """
+        Add a route.
+
+        @raise ValueError: C{(method, template shape)} is already taken by a
+            different route.
+        """
+        node = self._root
+        for literal, name in parse_path_template(route.template):
+            if name is None:
+                node = node.literals.setdefault(literal, _Node())
+            else:
+                if node.param is None:
+                    node.param = _Node()
+                node = node.param
+        existing = node.routes.get(route.method)
+        if existing is not None and existing != route:
+            raise ValueError(
+                f"{route.method} {route.template} clashes with {existing.method} "
+                f"{existing.template} of service {existing.service_name}"
+            )
+        if existing is None:
+            self._count += 1
+        node.routes[route.method] = route
+
+    def remove(self, method: str, template: str) -> None:
+        """
+        Remove a route; removing an unknown one is a no-op.
+        """
+        path: List[Tuple[_Node, Optional[str]]] = []
+        node = self._root
+        for literal, name in parse_path_template(template):
+            nxt = node.literals.get(literal) if name is None else node.param
+            if nxt is None:
+                return
+            path.append((node, literal if name is None else None))
+            node = nxt
+        route = node.routes.get(method)
+        if route is None or route.template != template:
+            return
+        del node.routes[method]
+        self._count -= 1
+        # Prune the branch of nodes left empty.
+        while path and node.empty():
+            parent, literal = path.pop()
+            if literal is None:
+                parent.param = None
+            else:
+                del parent.literals[literal]
+            node = parent
+
+    def lookup(self, method: str, template: str) -> Optional[Route]:
+        """
+        The route registered under exactly C{(method, template)}'s shape.
+        """
+        node: Optional[_Node] = self._root
+        for literal, name in parse_path_template(template):
+            assert node is not None
+            node = node.literals.get(literal) if name is None else node.param
+            if node is None:
+                return None
+        return node.routes.get(method) if node is not None else None
+
+    def resolve(self, method: str, path: str) -> Resolution:
+        """
+        Find the endpoint of a request.
+
+        @param method: upper-case HTTP method; C{HEAD} falls back to C{GET}.
+        @param path: the raw (percent-encoded) request path, without query.
+        @raise NotFound: no template matches the path.
+        @raise MethodNotAllowed: templates match the path, none for C{method}.
+        """
+        segments = split_path(path)
+        values: List[str] = []
+        allowed: List[str] = []
+        route = self._find(self._root, segments, 0, method, values, allowed)
+        if route is None:
+            if allowed:
+                raise MethodNotAllowed(f"{method} is not allowed on {path}", allowed)
+            raise NotFound(f"no endpoint matches {path}")
+        if route.param_names:
+            params = {name: unquote(v) for name, v in zip(route.param_names, values)}
+        else:
+            params = {}
+        return Resolution(route, params)
+
+    def _find(
+        self,
+        node: _Node,
+        segments: List[str],
+        index: int,
+        method: str,
+        values: List[str],
+        allowed: List[str],
+    ) -> Optional[Route]:
+        if index == len(segments):
+            routes = node.routes
+            if not routes:
+                return None
+            route = routes.get(method)
+            if route is None and method == "HEAD":
+                route = routes.get("GET")
+            if route is None and not allowed:
+                allowed.extend(routes)
+                if "GET" in routes and "HEAD" not in routes:
+                    allowed.append("HEAD")
+            return route
+        segment = segments[index]
+        child = node.literals.get(segment)
+        if child is not None:
+            found = self._find(child, segments, index + 1, method, values, allowed)
+            if found is not None:
+                return found
+        if node.param is not None and segment:
+            values.append(segment)
+            found = self._find(node.param, segments, index + 1, method, values, allowed)
+            if found is not None:
+                return found
+            values.pop()
+        return None

@@ -1,0 +1,136 @@
+"""
+The running gateway: the HTTP edge plus one transport server per configured
+listener, sharing one routing state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from ..common.interfaces import IRoutingPlugin, ITransportServer
+from ..config.gateway import GatewayConfig, TransportListenerConfig
+from ..transports.inmemory import InMemoryNetwork
+from ..transports.registry import make_server
+from .connection import GatewayConnection
+from .edge import GatewaySite, HealthApp, ProxyResource
+from .routing import LeastInFlightRouting
+from .state import RoutingState
+
+
+class GatewayService(Service):
+    """
+    Starts the transport listeners and the HTTP edge; on stop, cancels the
+    requests in flight (CANCEL Shutdown, clients get 503) and closes
+    everything.
+
+    @ivar addresses: once started, C{{"http": "127.0.0.1:8080",
+        "transports": ["tcp:127.0.0.1:5100", ...]}}.
+    @ivar ready: fires with C{addresses} once every listener is bound.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        reactor: Any,
+        network: Optional[InMemoryNetwork] = None,
+        routing: Optional[IRoutingPlugin] = None,
+    ) -> None:
+        """
+        @param reactor: provides C{IReactorTCP} and C{IReactorTime}.
+        @param network: for in-memory listeners.
+        @param routing: the routing plugin (default: L{LeastInFlightRouting}).
+        """
+        self.config = config
+        self.reactor = reactor
+        self.routing_state = RoutingState()
+        self.connections: List[GatewayConnection] = []
+        node = config.node
+        self.health = HealthApp(self.routing_state, node.node_id, node.region)
+        self.proxy = ProxyResource(
+            self.routing_state, routing or LeastInFlightRouting(), reactor, node.region,
+            config.payload_limits,
+        )
+        self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
+        self.servers: List[ITransportServer] = [
+            make_server(t.type, t.listen, reactor, self._receiver_factory(t),
+                        t.max_frame_bytes, network)
+            for t in config.transports
+        ]
+        self._http_port: Optional[IListeningPort] = None
+        self.addresses: Dict[str, Any] = {}
+        self.ready: Deferred = Deferred()
+
+    def _receiver_factory(self, listener: TransportListenerConfig) -> Any:
+        def build() -> GatewayConnection:
+            return _TrackedConnection(
+                self, self.routing_state, self.reactor, self.config.node.node_id,
+                self.config.node.region, listener.max_frame_bytes,
+            )
+        return build
+
+    def startService(self) -> None:
+        super().startService()
+        d = Deferred.fromCoroutine(self._start())
+        d.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        transports = []
+        for server in self.servers:
+            transports.append(await server.start())
+        port = await serverFromString(self.reactor, self.config.http.listen).listen(self.site)
+        self._http_port = port
+        host = port.getHost()
+        self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
+        self.health.started = True
+        node = self.config.node
+        self.log.info(
+            "gateway {node_id} (region {region}) ready: {addresses}",
+            node_id=node.node_id, region=node.region, addresses=json.dumps(self.addresses),
+        )
+        self.ready.callback(self.addresses)
+
+    def _start_failed(self, failure: Any) -> None:
+        self.log.failure("gateway failed to start", failure)
+        self.ready.errback(failure)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self.health.stopping = True
+        cancelled = sum(c.shutdown() for c in list(self.connections))
+        if cancelled:
+            self.log.info("shutting down: cancelled {count} request(s) in flight", count=cancelled)
+        waits = [server.stop() for server in self.servers]
+        if self._http_port is not None:
+            stopping = self._http_port.stopListening()
+            if isinstance(stopping, Deferred):
+                waits.append(stopping)
+            self._http_port = None
+        return DeferredList(waits)
+
+
+class _TrackedConnection(GatewayConnection):
+    """
+    A connection that keeps L{GatewayService.connections} current.
+    """
+
+    def __init__(self, owner: GatewayService, *args: Any) -> None:
+        super().__init__(*args)
+        self._owner = owner
+
+    def connectionOpened(self, sender: Any) -> None:
+        self._owner.connections.append(self)
+        super().connectionOpened(sender)
+
+    def connectionClosed(self, reason: str) -> None:
+        if self in self._owner.connections:
+            self._owner.connections.remove(self)
+        super().connectionClosed(reason)

@@ -1,0 +1,106 @@
+"""
+The gateway's routing state: the union of the live connections' HELLOs.
+Nothing here is persisted; a restart rebuilds it from the HELLOs of the
+microservices that dial in again.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List, Set, Tuple
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..common.errors import InvalidDescriptor
+from ..common.interfaces import IGlobalRoutingState
+from ..common.models import ConnectionState, RoutableConnection
+from .resolver import EndpointResolver, Resolution, Route
+
+#: Path prefixes served by the gateway itself; no service may announce them.
+RESERVED_PREFIXES = ("/health",)
+
+
+def _reserved(template: str) -> bool:
+    return any(template == p or template.startswith(p + "/") for p in RESERVED_PREFIXES)
+
+
+@implementer(IGlobalRoutingState)
+class RoutingState:
+    """
+    Live connections indexed by endpoint, plus the resolver trie built from
+    them.  A connection is anything with a C{state} attribute holding its
+    L{ConnectionState}.
+    """
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self._connections: Dict[str, RoutableConnection] = {}
+        self._by_endpoint: Dict[Tuple[str, str], List[RoutableConnection]] = {}
+        self._resolver = EndpointResolver()
+        self._versions_seen: Dict[str, Set[str]] = {}
+
+    def register(self, connection: RoutableConnection) -> None:
+        state: ConnectionState = connection.state
+        service = state.instance.service_name
+        if state.connection_id in self._connections:
+            raise InvalidDescriptor(f"connection {state.connection_id} is already registered")
+        new_routes = []
+        for (method, template), endpoint in state.endpoints.items():
+            if _reserved(template):
+                raise InvalidDescriptor(
+                    f"{method} {template} is reserved for the gateway's own endpoints"
+                )
+            existing = self._resolver.lookup(method, template)
+            if existing is None:
+                new_routes.append(Route(service, method, template, _param_names(template)))
+            elif existing.service_name != service:
+                raise InvalidDescriptor(
+                    f"{method} {template} is owned by service {existing.service_name!r}"
+                )
+            elif existing.template != template:
+                raise InvalidDescriptor(
+                    f"{method} {template} clashes with {existing.template} "
+                    "(same shape, different parameter names)"
+                )
+        for route in new_routes:
+            self._resolver.add(route)
+        self._connections[state.connection_id] = connection
+        for key in state.endpoints:
+            self._by_endpoint.setdefault(key, []).append(connection)
+        self._versions_seen.setdefault(service, set()).add(state.instance.version)
+
+    def unregister(self, connection: RoutableConnection) -> None:
+        state: ConnectionState = connection.state
+        if self._connections.pop(state.connection_id, None) is None:
+            return
+        for key in state.endpoints:
+            holders = self._by_endpoint.get(key)
+            if holders is None:
+                continue
+            if connection in holders:
+                holders.remove(connection)
+            if not holders:
+                del self._by_endpoint[key]
+                self._resolver.remove(*key)
+
+    def resolve(self, method: str, path: str) -> Resolution:
+        return self._resolver.resolve(method, path)
+
+    def connectionsFor(self, service_name: str, method: str, template: str) -> List[RoutableConnection]:
+        return self._by_endpoint.get((method, template), [])
+
+    def connections(self) -> List[RoutableConnection]:
+        return list(self._connections.values())
+
+    def versions_seen(self, service_name: str) -> Iterable[str]:
+        """
+        Every version of C{service_name} announced since the gateway started.
+        """
+        return self._versions_seen.get(service_name, ())
+
+
+def _param_names(template: str) -> Tuple[str, ...]:
+    return tuple(
+        segment[1:-1] for segment in template.split("/") if segment.startswith("{")
+    )

@@ -1,0 +1,310 @@
+"""
+The microservice's request dispatcher: REQUEST frames in, handler calls,
+RESPONSE frames out, multiplexed by correlation id; CANCEL cancels the
+handler's Deferred.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+from uuid import UUID
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ..common.enums import CancelReason, FrameType
+from ..common.errors import MalformedPayload
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.interfaces import IFrameSender
+from ..common.models import Frame
+from ..common.payloads import (
+    RequestMessage,
+    ResponseMessage,
+    decode_request,
+    decode_stream_data,
+    encode_response,
+    encode_stream_data,
+)
+from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from .context import HeaderMap, RawRequestContext, RawResponse
+from .endpoints import Microservice
+
+_PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
+
+#: Bytes a RESPONSE header may take before the body must be streamed; the
+#: header itself is small, this keeps the arithmetic simple and safe.
+_HEADER_ALLOWANCE = 64 * 1024
+
+
+class _InFlight:
+    """
+    One request being served: its context and the handler's Deferred.
+    """
+
+    __slots__ = ("ctx", "deferred")
+
+    def __init__(self, ctx: RawRequestContext) -> None:
+        self.ctx = ctx
+        self.deferred: Optional[Deferred] = None
+
+
+class _Assembly:
+    """
+    A non-streaming request whose body arrives as REQUEST_STREAM_DATA frames.
+    """
+
+    __slots__ = ("message", "chunks", "size")
+
+    def __init__(self, message: RequestMessage) -> None:
+        self.message = message
+        self.chunks: List[bytes] = [message.body] if message.body else []
+        self.size = len(message.body)
+
+
+class RequestDispatcher:
+    """
+    Serves the REQUEST frames of one gateway connection.
+
+    @ivar late_results: handler results discarded because their request was
+        cancelled (or the connection lost) first.
+    @ivar ignored_cancels: CANCEL frames for ids not in flight.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        app: Microservice,
+        sender: IFrameSender,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_request_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        """
+        @param app: the endpoints to serve.
+        @param sender: where RESPONSE frames go.
+        @param max_frame_bytes: the connection's frame cap; larger response
+            bodies are sent as RESPONSE_STREAM_DATA frames.
+        @param max_request_bytes: the largest body reassembled from stream
+            frames.
+        """
+        self.app = app
+        self.sender = sender
+        self.max_frame_bytes = max_frame_bytes
+        self.max_request_bytes = max_request_bytes
+        self._in_flight: Dict[UUID, _InFlight] = {}
+        self._assembling: Dict[UUID, _Assembly] = {}
+        self.late_results = 0
+        self.ignored_cancels = 0
+        self.served = 0
+        self.failed = 0
+
+    @property
+    def in_flight(self) -> int:
+        """
+        Requests whose handler has not finished.
+        """
+        return len(self._in_flight)
+
+    # -- frames in -------------------------------------------------------
+
+    def request_received(self, frame: Frame) -> None:
+        """
+        Handle one REQUEST frame.
+        """
+        cid = frame.correlation_id
+        try:
+            message = decode_request(frame.payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed REQUEST {cid}: {error}", cid=cid, error=e)
+            self._send(cid, _problem(400, "malformed-request", "Malformed request frame", str(e), cid))
+            return
+        if cid in self._in_flight or cid in self._assembling:
+            self.log.warn("duplicate REQUEST {cid} ignored", cid=cid)
+            return
+        if message.streaming:
+            self._assembling[cid] = _Assembly(message)
+            return
+        self._dispatch(cid, message, message.body)
+
+    def stream_data_received(self, frame: Frame) -> None:
+        """
+        Handle one REQUEST_STREAM_DATA frame (body of a large request).
+        """
+        cid = frame.correlation_id
+        assembly = self._assembling.get(cid)
+        if assembly is None:
+            self.log.debug("stream data for unknown request {cid} dropped", cid=cid)
+            return
+        try:
+            chunk, end, abort = decode_stream_data(frame.payload)
+        except MalformedPayload as e:
+            del self._assembling[cid]
+            self._send(cid, _problem(400, "malformed-request", "Malformed request frame", str(e), cid))
+            return
+        if abort:
+            del self._assembling[cid]
+            return
+        assembly.size += len(chunk)
+        if assembly.size > self.max_request_bytes:
+            del self._assembling[cid]
+            self._send(cid, _problem(
+                413, "payload-too-large", "Payload too large",
+                f"request body exceeds {self.max_request_bytes} bytes", cid,
+            ))
+            return
+        if chunk:
+            assembly.chunks.append(chunk)
+        if end:
+            del self._assembling[cid]
+            self._dispatch(cid, assembly.message, b"".join(assembly.chunks))
+
+    def cancel(self, cid: UUID, reason: CancelReason) -> None:
+        """
+        Cancel the handler of request C{cid}; an unknown id is a no-op.
+        """
+        if self._assembling.pop(cid, None) is not None:
+            self.log.info("request {cid} cancelled before its body was complete: {reason}",
+                          cid=cid, reason=reason.value)
+            return
+        entry = self._in_flight.pop(cid, None)
+        if entry is None:
+            self.ignored_cancels += 1
+            self.log.debug("CANCEL for unknown request {cid} ignored", cid=cid)
+            return
+        self.log.info("request {cid} cancelled: {reason}", cid=cid, reason=reason.value)
+        self._cancel_entry(entry, reason)
+
+    def connection_lost(self) -> None:
+        """
+        The gateway connection is gone: cancel every handler still running.
+        """
+        self._assembling.clear()
+        entries = list(self._in_flight.values())
+        self._in_flight.clear()
+        for entry in entries:
+            self._cancel_entry(entry, None)
+
+    # -- handler calls ---------------------------------------------------
+
+    def _dispatch(self, cid: UUID, message: RequestMessage, body: bytes) -> None:
+        registered = self.app.lookup(message.method, message.template)
+        if registered is None:
+            self._send(cid, _problem(
+                404, "not-found", "No such endpoint",
+                f"{message.method} {message.template} is not served by "
+                f"{self.app.name} {self.app.version}", cid,
+            ))
+            return
+        ctx = RawRequestContext(
+            method=message.method,
+            path=message.path,
+            path_params=message.path_params,
+            query=message.query,
+            headers=HeaderMap(message.headers),
+            claims=message.claims,
+            body=body,
+            correlation_id=str(cid),
+            deadline=message.deadline,
+        )
+        try:
+            result = registered.handler(ctx)
+        except Exception:
+            self._handler_failed(Failure(), cid, message)
+            return
+        if isinstance(result, RawResponse):
+            self.served += 1
+            self._send(cid, result)
+            return
+        if hasattr(result, "__await__") and not isinstance(result, Deferred):
+            result = Deferred.fromCoroutine(result)
+        if not isinstance(result, Deferred):
+            self.failed += 1
+            self.log.error(
+                "handler for {method} {template} returned {kind}, not a RawResponse "
+                "(request {cid})", method=message.method, template=message.template,
+                kind=type(result).__name__, cid=cid,
+            )
+            self._send(cid, _problem(500, "internal-error", "Internal server error",
+                                     "the handler returned an invalid response", cid))
+            return
+        entry = _InFlight(ctx)
+        entry.deferred = result
+        self._in_flight[cid] = entry
+        result.addCallbacks(
+            self._handler_done, self._handler_errback,
+            callbackArgs=(cid, entry, message), errbackArgs=(cid, entry, message),
+        )
+
+    def _handler_done(self, result: Any, cid: UUID, entry: _InFlight, message: RequestMessage) -> None:
+        if self._in_flight.get(cid) is not entry:
+            self.late_results += 1
+            self.log.debug("late result of cancelled request {cid} discarded", cid=cid)
+            return
+        del self._in_flight[cid]
+        if not isinstance(result, RawResponse):
+            self.failed += 1
+            self.log.error(
+                "handler for {method} {template} produced {kind}, not a RawResponse "
+                "(request {cid})", method=message.method, template=message.template,
+                kind=type(result).__name__, cid=cid,
+            )
+            self._send(cid, _problem(500, "internal-error", "Internal server error",
+                                     "the handler returned an invalid response", cid))
+            return
+        self.served += 1
+        self._send(cid, result)
+
+    def _handler_errback(self, failure: Failure, cid: UUID, entry: _InFlight, message: RequestMessage) -> None:
+        if self._in_flight.get(cid) is not entry:
+            if not failure.check(CancelledError):
+                self.late_results += 1
+            return
+        del self._in_flight[cid]
+        self._handler_failed(failure, cid, message)
+
+    def _handler_failed(self, failure: Failure, cid: UUID, message: RequestMessage) -> None:
+        self.failed += 1
+        self.log.failure(
+            "handler for {method} {template} failed (request {cid})",
+            failure, method=message.method, template=message.template, cid=cid,
+        )
+        self._send(cid, _problem(500, "internal-error", "Internal server error",
+                                 "the handler raised an exception", cid))
+
+    def _cancel_entry(self, entry: _InFlight, reason: Optional[CancelReason]) -> None:
+        if not entry.ctx.cancelled.called:
+            entry.ctx.cancelled.callback(reason)
+        if entry.deferred is not None and not entry.deferred.called:
+            entry.deferred.cancel()
+
+    # -- frames out ------------------------------------------------------
+
+    def _send(self, cid: UUID, response: RawResponse) -> None:
+        body = response.body
+        headers = [(str(k), str(v)) for k, v in response.headers]
+        room = self.max_frame_bytes - FRAME_OVERHEAD - _HEADER_ALLOWANCE
+        if len(body) <= room:
+            self.sender.sendFrame(Frame(
+                FrameType.RESPONSE, cid,
+                encode_response(ResponseMessage(response.status, headers, body)),
+            ))
+            return
+        self.sender.sendFrame(Frame(
+            FrameType.RESPONSE, cid,
+            encode_response(ResponseMessage(response.status, headers, b"", streaming=True)),
+        ))
+        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
+        for offset in range(0, len(body), step):
+            chunk = body[offset : offset + step]
+            self.sender.sendFrame(Frame(
+                FrameType.RESPONSE_STREAM_DATA, cid,
+                encode_stream_data(chunk, end=offset + step >= len(body)),
+            ))
+
+
+def _problem(status: int, kind: str, title: str, detail: str, cid: UUID) -> RawResponse:
+    return RawResponse(status, _PROBLEM_HEADERS, problem_body(status, kind, title, detail, str(cid)))
+
+
+__all__ = ["RequestDispatcher"]

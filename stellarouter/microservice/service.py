@@ -1,0 +1,126 @@
+"""
+The running microservice: one reconnecting transport client per configured
+router, each connection served by a L{RouterSession}.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Any, List, Optional
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger
+
+from ..common.interfaces import ITransportClient
+from ..common.models import InstanceDescriptor
+from ..config.microservice import MicroserviceConfig
+from ..transports.inmemory import InMemoryNetwork
+from ..transports.registry import make_client
+from .endpoints import Microservice
+from .session import RouterSession
+
+
+def default_instance_id(service_name: str) -> str:
+    """
+    A unique, readable instance id: C{service-host-pid-random}.
+    """
+    return f"{service_name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class MicroserviceService(Service):
+    """
+    Connects a L{Microservice} to every configured router.
+
+    @ivar sessions: the live L{RouterSession}s (one per open connection).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        app: Microservice,
+        config: MicroserviceConfig,
+        reactor: Any,
+        network: Optional[InMemoryNetwork] = None,
+        **backoff: Any,
+    ) -> None:
+        """
+        @param reactor: provides C{IReactorTime} (and C{IReactorTCP} for TCP).
+        @param network: the in-memory network, for in-memory routers.
+        @param backoff: reconnect tuning passed to the transport clients.
+        @raise ValueError: no router configured.
+        """
+        if not config.routers:
+            raise ValueError(
+                "a microservice needs at least one router to connect to; "
+                "add one under 'routers' in its configuration"
+            )
+        self.app = app
+        self.config = config
+        self.reactor = reactor
+        self.instance = InstanceDescriptor(
+            instance_id=config.instance_id or default_instance_id(app.name),
+            service_name=app.name,
+            version=app.version,
+            region=config.region,
+        )
+        self.sessions: List[RouterSession] = []
+        self.clients: List[ITransportClient] = []
+        for router in config.routers:
+            self.clients.append(make_client(
+                router.transport, router.address, reactor,
+                self._receiver_factory(_describe_router(router.transport.value, router.address),
+                                       router.max_frame_bytes),
+                router.max_frame_bytes, network, **backoff,
+            ))
+
+    def _receiver_factory(self, description: str, max_frame_bytes: int) -> Any:
+        def build() -> RouterSession:
+            session = _TrackedSession(
+                self, self.app, self.instance, description, self.reactor,
+                self.config.heartbeat_interval, max_frame_bytes,
+            )
+            return session
+        return build
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info(
+            "starting {service} {version} as {instance_id} in region {region}; "
+            "routers: {routers}", service=self.app.name, version=self.app.version,
+            instance_id=self.instance.instance_id, region=self.instance.region,
+            routers=", ".join(_describe_router(r.transport.value, r.address)
+                             for r in self.config.routers),
+        )
+        for client in self.clients:
+            client.start()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return DeferredList([client.stop() for client in self.clients])
+
+
+def _describe_router(transport: str, address: str) -> str:
+    return address if address.startswith(transport + ":") else f"{transport}:{address}"
+
+
+class _TrackedSession(RouterSession):
+    """
+    A session that keeps L{MicroserviceService.sessions} current.
+    """
+
+    def __init__(self, owner: MicroserviceService, *args: Any) -> None:
+        super().__init__(*args)
+        self._owner = owner
+
+    def connectionOpened(self, sender: Any) -> None:
+        self._owner.sessions.append(self)
+        super().connectionOpened(sender)
+
+    def connectionClosed(self, reason: str) -> None:
+        if self in self._owner.sessions:
+            self._owner.sessions.remove(self)
+        super().connectionClosed(reason)

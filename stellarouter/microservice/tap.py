@@ -1,0 +1,96 @@
+"""
+C{twistd stella-micro}: options and service construction.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Optional
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from ..config import ConfigError, load_microservice_config
+from ..config.microservice import check_app_reference
+from .endpoints import Microservice
+
+
+def load_app(reference: str) -> Microservice:
+    """
+    Import C{module:attribute} and check it is a L{Microservice}.  The
+    current directory is importable, as with C{python -m}.
+
+    @raise usage.UsageError: a bad reference, an import error, or not a
+        L{Microservice}.
+    """
+    problem = check_app_reference(reference)
+    if problem is not None:
+        raise usage.UsageError(f"--app: {problem}")
+    module_name, attribute = reference.split(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise usage.UsageError(f"cannot import {module_name!r} for --app {reference}: "
+                               f"{type(e).__name__}: {e}") from None
+    app = getattr(module, attribute, None)
+    if not isinstance(app, Microservice):
+        raise usage.UsageError(
+            f"{reference} is {type(app).__name__}, not a stellarouter Microservice")
+    return app
+
+
+class Options(usage.Options):
+    """
+    Command line of C{twistd stella-micro}.
+    """
+
+    synopsis = "--config service.yaml [--app module:attribute]"
+    longdesc = (
+        "Run a stellarouter microservice: it dials every configured router, "
+        "announces its endpoints and serves the requests routed to it."
+    )
+    optParameters = [
+        ["config", "c", None, "Path of the microservice YAML configuration (required)."],
+        ["app", "a", None, "The Microservice object, as module:attribute "
+                           "(default: 'app' in the configuration)."],
+    ]
+
+    def postOptions(self) -> None:
+        """
+        Load the configuration and the app now.
+
+        @raise usage.UsageError: with a message saying what is missing.
+        """
+        path: Optional[str] = self["config"]
+        if not path:
+            raise usage.UsageError(
+                "--config is required: the path of the microservice YAML file, "
+                "which names at least one router to connect to "
+                "(e.g. --config examples/billing/billing.yaml)"
+            )
+        try:
+            config = load_microservice_config(path)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+        reference = self["app"] or config.app
+        if not reference:
+            raise usage.UsageError(
+                f"no app to run: pass --app module:attribute or set 'app' in {path}")
+        self["micro_config"] = config
+        self["micro_app"] = load_app(reference)
+
+
+def makeService(options: Options) -> IService:
+    """
+    Build the microservice service from validated options.  The only place
+    that touches the global reactor.
+    """
+    from twisted.internet import reactor
+
+    from .service import MicroserviceService
+
+    return MicroserviceService(options["micro_app"], options["micro_config"], reactor)

@@ -1,0 +1,234 @@
+"""
+The transport contract: one test suite that every transport must pass.
+
+A test case mixes in L{TransportContractTests} with a trial C{TestCase} and
+provides:
+
+ - C{transport_type}: the L{TransportType} under test;
+ - C{max_frame_bytes}: the cap both ends use;
+ - C{async startServer(receiver_factory) -> (server, address)};
+ - C{makeClient(address, receiver_factory) -> ITransportClient} that
+   reconnects quickly (tests wait for a reconnect);
+ - C{async settle(deferred) -> result}: wait for a Deferred (advance a Clock,
+   or wait on the real reactor with a timeout);
+ - C{writeRaw(sender, data)}: put raw bytes on the wire under a sender.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Tuple
+from uuid import UUID, uuid4
+
+from twisted.internet.defer import Deferred
+from zope.interface.verify import verifyObject
+
+from ..common.enums import FrameType, TransportType
+from ..common.frames import FRAME_OVERHEAD
+from ..common.interfaces import IFrameSender, ITransportClient, ITransportServer
+from ..common.models import Frame
+from .fakes import RecordingReceiver
+
+
+class ReceiverLog:
+    """
+    Builds L{RecordingReceiver}s and lets a test wait for the n-th one to
+    open.
+    """
+
+    def __init__(self) -> None:
+        self.receivers: List[RecordingReceiver] = []
+        self._waiting: List[Tuple[int, Deferred]] = []
+
+    def __call__(self) -> RecordingReceiver:
+        receiver = RecordingReceiver()
+        self.receivers.append(receiver)
+        receiver.opened.addCallback(self._opened)
+        return receiver
+
+    def _opened(self, sender: Any) -> Any:
+        opened = sum(1 for r in self.receivers if r.opened.called)
+        still = []
+        for count, d in self._waiting:
+            if opened >= count:
+                d.callback(self.receivers[count - 1])
+            else:
+                still.append((count, d))
+        self._waiting = still
+        return sender
+
+    def opened(self, count: int) -> Deferred:
+        """
+        Fires with the C{count}-th receiver once it has opened.
+        """
+        d: Deferred = Deferred()
+        if sum(1 for r in self.receivers if r.opened.called) >= count:
+            d.callback([r for r in self.receivers if r.opened.called][count - 1])
+        else:
+            self._waiting.append((count, d))
+        return d
+
+
+def observe(d: Deferred) -> Deferred:
+    """
+    A new Deferred that fires with C{d}'s result without consuming it, so
+    C{d} can be waited on again.
+    """
+    waiter: Deferred = Deferred()
+
+    def relay(result: Any) -> Any:
+        waiter.callback(result)
+        return result
+
+    d.addBoth(relay)
+    return waiter
+
+
+def _frame(kind: FrameType, payload: bytes, cid: UUID | None = None) -> Frame:
+    return Frame(kind, cid or uuid4(), payload)
+
+
+class TransportContractTests:
+    """
+    What every transport guarantees to the layers above it.
+    """
+
+    transport_type: TransportType
+    max_frame_bytes: int = 64 * 1024
+
+    # Provided by the concrete test case:
+    startServer: Callable[..., Any]
+    makeClient: Callable[..., ITransportClient]
+    settle: Callable[[Deferred], Any]
+    writeRaw: Callable[[IFrameSender, bytes], None]
+    assertEqual: Callable[..., None]
+    assertIn: Callable[..., None]
+    assertTrue: Callable[..., None]
+    addCleanup: Callable[..., None]
+
+    async def _connected(self) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
+        servers, clients = ReceiverLog(), ReceiverLog()
+        server, address = await self.startServer(servers)
+        client = self.makeClient(address, clients)
+        self.addCleanup(self._stop, server, client)
+        client.start()
+        await self.settle(clients.opened(1))
+        await self.settle(servers.opened(1))
+        return server, client, servers, clients
+
+    async def _stop(self, server: Any, client: Any) -> None:
+        await self.settle(client.stop())
+        await self.settle(server.stop())
+
+    async def test_interfaces(self) -> None:
+        """
+        Server, client and both connection ends provide their interfaces.
+        """
+        server, client, servers, clients = await self._connected()
+        verifyObject(ITransportServer, server)
+        verifyObject(ITransportClient, client)
+        for receiver in (servers.receivers[0], clients.receivers[0]):
+            verifyObject(IFrameSender, receiver.sender)
+            self.assertEqual(receiver.sender.transport_type, self.transport_type)
+        self.assertEqual(server.transport_type, self.transport_type)
+        self.assertEqual(client.transport_type, self.transport_type)
+
+    async def test_frames_both_ways_in_order(self) -> None:
+        """
+        Frames of every type and many sizes arrive intact and in order, in
+        both directions.
+        """
+        _, _, servers, clients = await self._connected()
+        up = [
+            _frame(kind, bytes([i % 256]) * (i * 97 % 3000))
+            for i, kind in enumerate(list(FrameType) * 6)
+        ]
+        client_end = clients.receivers[0]
+        server_end = servers.receivers[0]
+        for frame in up:
+            client_end.sender.sendFrame(frame)
+        received = await self.settle(server_end.received(len(up)))
+        self.assertEqual(received, up)
+        down = [_frame(FrameType.RESPONSE, b"x" * n) for n in (0, 1, 17, 5000)]
+        for frame in down:
+            server_end.sender.sendFrame(frame)
+        self.assertEqual(await self.settle(client_end.received(len(down))), down)
+
+    async def test_largest_frame(self) -> None:
+        """
+        A frame exactly at C{max_frame_bytes} passes.
+        """
+        _, _, servers, clients = await self._connected()
+        frame = _frame(FrameType.REQUEST, b"\xab" * (self.max_frame_bytes - FRAME_OVERHEAD))
+        clients.receivers[0].sender.sendFrame(frame)
+        self.assertEqual(await self.settle(servers.receivers[0].received(1)), [frame])
+
+    async def test_oversized_frame_closes_only_that_connection(self) -> None:
+        """
+        A length prefix over the cap closes the connection with a protocol
+        error; the server keeps accepting and the client reconnects.
+        """
+        _, _, servers, clients = await self._connected()
+        length = self.max_frame_bytes + 1
+        self.writeRaw(clients.receivers[0].sender,
+                      length.to_bytes(4, "big") + b"\x04" + b"\0" * 16)
+        reason = await self.settle(servers.receivers[0].closed)
+        self.assertIn("exceeds max_frame_bytes", reason)
+        await self.settle(clients.receivers[0].closed)
+        await self.settle(servers.opened(2))
+        again = await self.settle(clients.opened(2))
+        frame = _frame(FrameType.HEARTBEAT, b"{}")
+        again.sender.sendFrame(frame)
+        self.assertEqual(await self.settle(servers.receivers[1].received(1)), [frame])
+
+    async def test_garbage_closes_with_reason(self) -> None:
+        """
+        An unknown frame type closes the connection with a logged protocol
+        error, never an exception.
+        """
+        _, _, servers, clients = await self._connected()
+        self.writeRaw(clients.receivers[0].sender, (17).to_bytes(4, "big") + b"\x63" + b"\0" * 16)
+        reason = await self.settle(servers.receivers[0].closed)
+        self.assertIn("unknown frame type 99", reason)
+
+    async def test_server_close_and_reconnect(self) -> None:
+        """
+        When the gateway side closes, both ends are told once, and the client
+        reconnects with a fresh receiver.
+        """
+        _, _, servers, clients = await self._connected()
+        servers.receivers[0].sender.close("go away")
+        self.assertEqual(await self.settle(servers.receivers[0].closed), "go away")
+        await self.settle(clients.receivers[0].closed)
+        await self.settle(clients.opened(2))
+        await self.settle(servers.opened(2))
+        self.assertEqual(servers.receivers[0].reasons, ["go away"])
+        self.assertEqual(len(clients.receivers[0].reasons), 1)
+
+    async def test_client_close(self) -> None:
+        """
+        When the microservice side closes, the gateway side is told.
+        """
+        _, _, servers, clients = await self._connected()
+        clients.receivers[0].sender.close("bye")
+        await self.settle(servers.receivers[0].closed)
+        self.assertEqual(await self.settle(clients.receivers[0].closed), "bye")
+
+    async def test_send_after_close_is_dropped(self) -> None:
+        """
+        Sending on a closed connection neither raises nor delivers.
+        """
+        _, _, servers, clients = await self._connected()
+        sender = clients.receivers[0].sender
+        sender.close("done")
+        sender.sendFrame(_frame(FrameType.HEARTBEAT, b"{}"))
+        await self.settle(servers.receivers[0].closed)
+        self.assertEqual(servers.receivers[0].frames, [])
+
+    async def test_server_stop_closes_connections(self) -> None:
+        """
+        Stopping the server closes its open connections.
+        """
+        server, _, servers, clients = await self._connected()
+        await self.settle(server.stop())
+        await self.settle(servers.receivers[0].closed)
+        await self.settle(clients.receivers[0].closed)

@@ -1,0 +1,117 @@
+"""
+Fakes of the seams, each verified against its interface in the tests.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from ..common.enums import TransportType
+from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
+from ..common.models import Frame
+from ..common.payloads import ResponseMessage
+
+
+@implementer(IFrameSender)
+class FakeFrameSender:
+    """
+    Records the frames sent and whether (and why) the connection was closed.
+    """
+
+    def __init__(self, transport_type: TransportType = TransportType.INMEMORY,
+                 peer: str = "fake-peer") -> None:
+        self.transport_type = transport_type
+        self.peer = peer
+        self.frames: List[Frame] = []
+        self.closed: Optional[str] = None
+
+    def sendFrame(self, frame: Frame) -> None:
+        if self.closed is None:
+            self.frames.append(frame)
+
+    def close(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = reason
+
+    def take(self) -> List[Frame]:
+        """
+        Return and forget the frames sent so far.
+        """
+        frames, self.frames = self.frames, []
+        return frames
+
+
+@implementer(IFrameReceiver)
+class RecordingReceiver:
+    """
+    Records what a transport delivers, with Deferreds to wait on.
+
+    @ivar opened: fires with the sender when the connection opens.
+    @ivar closed: fires with the reason when it closes.
+    """
+
+    def __init__(self) -> None:
+        self.sender: Optional[IFrameSender] = None
+        self.frames: List[Frame] = []
+        self.reasons: List[str] = []
+        self.opened: Deferred = Deferred()
+        self.closed: Deferred = Deferred()
+        self._waiting: List[tuple] = []
+
+    def connectionOpened(self, sender: IFrameSender) -> None:
+        self.sender = sender
+        self.opened.callback(sender)
+
+    def frameReceived(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        still = []
+        for count, d in self._waiting:
+            if len(self.frames) >= count:
+                d.callback(list(self.frames))
+            else:
+                still.append((count, d))
+        self._waiting = still
+
+    def connectionClosed(self, reason: str) -> None:
+        self.reasons.append(reason)
+        if not self.closed.called:
+            self.closed.callback(reason)
+
+    def received(self, count: int) -> Deferred:
+        """
+        A Deferred that fires with all frames once C{count} have arrived.
+        """
+        d: Deferred = Deferred()
+        if len(self.frames) >= count:
+            d.callback(list(self.frames))
+        else:
+            self._waiting.append((count, d))
+        return d
+
+
+@implementer(IResponseSink)
+class RecordingSink:
+    """
+    Records the outcome the gateway's dispatcher delivers for one request.
+    """
+
+    def __init__(self) -> None:
+        self.response: Optional[ResponseMessage] = None
+        self.chunks: List[bytes] = []
+        self.finished = False
+        self.error: Optional[Exception] = None
+
+    def responseStarted(self, response: ResponseMessage) -> None:
+        self.response = response
+
+    def bodyChunk(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def responseFinished(self) -> None:
+        self.finished = True
+
+    def failed(self, error: Exception) -> None:
+        self.error = error

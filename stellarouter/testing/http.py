@@ -1,0 +1,122 @@
+"""
+Drive a twisted.web L{Site} in memory: write raw HTTP/1.1 requests into a
+channel on a C{StringTransport} and parse what comes back.  No sockets, no
+reactor: the site's clock is whatever the test injected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.web.server import Site
+
+
+@dataclass
+class HttpResponse:
+    """
+    One parsed HTTP response.
+    """
+
+    status: int
+    headers: List[Tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        """
+        The first value of header C{name} (case-insensitive), or C{None}.
+        """
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def headers_dict(self) -> Dict[str, str]:
+        return {k.lower(): v for k, v in self.headers}
+
+
+class InMemoryHttpClient:
+    """
+    One HTTP connection to a L{Site}, in memory.
+    """
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        self.channel.makeConnection(self.transport)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Sequence[Tuple[str, str]] = (),
+    ) -> None:
+        """
+        Write one request on the connection.
+        """
+        lines = [f"{method} {path} HTTP/1.1", "Host: gateway.test"]
+        lines.extend(f"{k}: {v}" for k, v in headers)
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body)}")
+        raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        self.channel.dataReceived(raw)
+
+    def response(self) -> Optional[HttpResponse]:
+        """
+        Parse and consume the next complete response written so far, or
+        return C{None} if none is complete yet.
+        """
+        data = self.transport.value()
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        lookup = {k.lower(): v for k, v in headers}
+        if "content-length" in lookup:
+            size = int(lookup["content-length"])
+            if len(rest) < size:
+                return None
+            body, remainder = rest[:size], rest[size:]
+        elif lookup.get("transfer-encoding", "").lower() == "chunked":
+            parsed = _dechunk(rest)
+            if parsed is None:
+                return None
+            body, remainder = parsed
+        else:
+            body, remainder = rest, b""
+        self.transport.clear()
+        self.transport.io.write(remainder)
+        return HttpResponse(status, headers, body)
+
+    def disconnect(self) -> None:
+        """
+        Drop the connection as a client that goes away would.
+        """
+        from twisted.internet.error import ConnectionLost
+        from twisted.python.failure import Failure
+
+        self.channel.connectionLost(Failure(ConnectionLost("client went away")))
+
+
+def _dechunk(data: bytes) -> Optional[Tuple[bytes, bytes]]:
+    body = b""
+    while True:
+        line, sep, data = data.partition(b"\r\n")
+        if not sep:
+            return None
+        size = int(line.split(b";")[0], 16)
+        if len(data) < size + 2:
+            return None
+        if size == 0:
+            return body, data[2:]
+        body += data[:size]
+        data = data[size + 2 :]

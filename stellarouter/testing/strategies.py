@@ -1,0 +1,80 @@
+"""
+Hypothesis strategies for frames and payload messages.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from ..common.enums import CancelReason, FrameType
+from ..common.models import Frame
+from ..common.payloads import RequestMessage, ResponseMessage
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+
+
+def frames(max_payload: int = 2048) -> st.SearchStrategy[Frame]:
+    """
+    Any frame: every type, any id, any payload bytes.
+    """
+    return st.builds(
+        Frame,
+        st.sampled_from(list(FrameType)),
+        st.uuids(),
+        st.binary(max_size=max_payload),
+    )
+
+
+def header_pairs() -> st.SearchStrategy[list]:
+    """
+    HTTP-ish header pairs (latin-1 safe names and values).
+    """
+    return st.lists(st.tuples(_token, st.text(
+        alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=30)), max_size=6)
+
+
+def request_messages() -> st.SearchStrategy[RequestMessage]:
+    """
+    REQUEST contents with arbitrary fields and body.
+    """
+    return st.builds(
+        RequestMessage,
+        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        path=_text.map(lambda t: "/" + t),
+        template=_text.map(lambda t: "/" + t),
+        path_params=st.dictionaries(_token, _text, max_size=3),
+        query=_text,
+        headers=header_pairs(),
+        claims=st.dictionaries(_token, st.one_of(_text, st.lists(_text, max_size=3)), max_size=3),
+        deadline=st.one_of(st.none(), st.floats(min_value=0, max_value=4e9)),
+        streaming=st.booleans(),
+        body=st.binary(max_size=512),
+    )
+
+
+def response_messages() -> st.SearchStrategy[ResponseMessage]:
+    """
+    RESPONSE contents with arbitrary fields and body.
+    """
+    return st.builds(
+        ResponseMessage,
+        status=st.integers(min_value=100, max_value=599),
+        headers=header_pairs(),
+        body=st.binary(max_size=512),
+        streaming=st.booleans(),
+    )
+
+
+def cancel_reasons() -> st.SearchStrategy[CancelReason]:
+    """
+    Every cancel reason.
+    """
+    return st.sampled_from(list(CancelReason))
+
+
+def splits(data_size: int) -> st.SearchStrategy[list]:
+    """
+    Sorted cut points inside a byte string of C{data_size} bytes.
+    """
+    return st.lists(st.integers(min_value=0, max_value=data_size), max_size=20).map(sorted)

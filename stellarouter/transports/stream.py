@@ -1,0 +1,282 @@
+"""
+The Protocol/Factory pair shared by every stream transport (TCP, in-memory,
+TLS): length-prefixed frames over a byte stream.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, List, Optional, Set
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..common.enums import TransportType
+from ..common.errors import ProtocolError
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
+from ..common.interfaces import (
+    IFrameReceiver,
+    IFrameSender,
+    ITransportClient,
+    ITransportServer,
+)
+from ..common.models import Frame
+
+ReceiverFactory = Callable[[], IFrameReceiver]
+
+
+def _describe(address: object) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"{host}:{port}"
+    return str(address)
+
+
+@implementer(IFrameSender)
+class FrameStreamProtocol(Protocol):
+    """
+    Length-prefixed frames over one byte stream.  Decodes with
+    L{FrameDecoder}, hands frames to its L{IFrameReceiver}, and closes the
+    connection (with a logged reason) on any protocol error.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        receiver: IFrameReceiver,
+        transport_type: TransportType,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        """
+        @param receiver: gets the frames of this connection.
+        @param transport_type: reported to the layers above.
+        @param max_frame_bytes: the decoder's length cap.
+        """
+        self.receiver = receiver
+        self.transport_type = transport_type
+        self.peer = ""
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._closing: Optional[str] = None
+        self._open = False
+
+    def connectionMade(self) -> None:
+        """
+        Tell the receiver it may send.
+        """
+        self.peer = _describe(self.transport.getPeer())
+        self._open = True
+        self.receiver.connectionOpened(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Decode and deliver complete frames; close on a protocol error.
+        """
+        if self._closing is not None:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as e:
+            self.log.warn(
+                "protocol error from {peer}, closing: {error}", peer=self.peer, error=e
+            )
+            self.close(f"protocol error: {e}")
+            return
+        receive = self.receiver.frameReceived
+        for frame in frames:
+            if self._closing is not None:
+                return
+            try:
+                receive(frame)
+            except Exception:
+                self.log.failure(
+                    "receiver failed on a {kind} frame from {peer}; closing",
+                    kind=frame.type.name,
+                    peer=self.peer,
+                )
+                self.close("internal error while handling a frame")
+                return
+
+    def sendFrame(self, frame: Frame) -> None:
+        """
+        Write one frame; dropped silently once the connection is closing.
+        """
+        if self._open and self._closing is None:
+            self.transport.write(encode_frame(frame))
+
+    def close(self, reason: str) -> None:
+        """
+        Close after the queued bytes are written.
+        """
+        if self._closing is None and self._open:
+            self._closing = reason
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        """
+        Tell the receiver, with our own close reason if we closed.
+        """
+        if not self._open:
+            return
+        self._open = False
+        why = self._closing or reason.getErrorMessage()
+        self._closing = self._closing or why
+        self.receiver.connectionClosed(why)
+
+
+class FrameStreamFactory(Factory):
+    """
+    Builds a L{FrameStreamProtocol} with a fresh receiver per connection.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        receiver_factory: ReceiverFactory,
+        transport_type: TransportType,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        self.receiver_factory = receiver_factory
+        self.transport_type = transport_type
+        self.max_frame_bytes = max_frame_bytes
+        self.protocols: Set[FrameStreamProtocol] = set()
+
+    def buildProtocol(self, addr: object) -> FrameStreamProtocol:
+        proto = _TrackedProtocol(
+            self.receiver_factory(), self.transport_type, self.max_frame_bytes
+        )
+        proto.factory = self
+        return proto
+
+
+class _TrackedProtocol(FrameStreamProtocol):
+    """
+    A L{FrameStreamProtocol} its factory can enumerate (to close on stop).
+    """
+
+    factory: FrameStreamFactory
+
+    def connectionMade(self) -> None:
+        self.factory.protocols.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self.factory.protocols.discard(self)
+        super().connectionLost(reason)
+
+
+@implementer(ITransportServer)
+class StreamTransportServer:
+    """
+    The gateway side of a stream transport: listens on a server endpoint.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        receiver_factory: ReceiverFactory,
+        transport_type: TransportType,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        """
+        @param endpoint: where to listen.
+        @param receiver_factory: one receiver per accepted connection.
+        """
+        self.transport_type = transport_type
+        self._endpoint = endpoint
+        self._factory = FrameStreamFactory(
+            receiver_factory, transport_type, max_frame_bytes
+        )
+        self._port: Optional[IListeningPort] = None
+
+    async def _start(self) -> str:
+        port = await self._endpoint.listen(self._factory)
+        self._port = port
+        where = f"{self.transport_type.value}:{_describe(port.getHost())}"
+        self.log.info("{transport} transport listening on {where}",
+                      transport=self.transport_type.value, where=where)
+        return where
+
+    def start(self) -> Deferred:
+        return Deferred.fromCoroutine(self._start())
+
+    @property
+    def port(self) -> Optional[IListeningPort]:
+        """
+        The listening port once started.
+        """
+        return self._port
+
+    def stop(self) -> Deferred:
+        waits: List[Deferred] = []
+        if self._port is not None:
+            waits.append(Deferred.fromCoroutine(_await(self._port.stopListening())))
+            self._port = None
+        for proto in list(self._factory.protocols):
+            proto.close("gateway transport stopping")
+        return DeferredList(waits) if waits else succeed(None)
+
+
+async def _await(result: object) -> None:
+    if isinstance(result, Deferred):
+        await result
+
+
+@implementer(ITransportClient)
+class StreamTransportClient:
+    """
+    The microservice side of a stream transport: a L{ClientService} that
+    keeps one connection open and reconnects with exponential backoff and
+    jitter; each connection gets a fresh receiver (which sends HELLO).
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        receiver_factory: ReceiverFactory,
+        clock: IReactorTime,
+        transport_type: TransportType,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        initial_delay: float = 0.5,
+        max_delay: float = 30.0,
+        jitter: Optional[Callable[[], float]] = None,
+    ) -> None:
+        """
+        @param endpoint: where the router listens.
+        @param clock: drives the backoff timers.
+        @param jitter: extra random delay per attempt; defaults to up to 0.5 s
+            (pass C{lambda: 0} in tests for exact timings).
+        """
+        self.transport_type = transport_type
+        self.factory = FrameStreamFactory(receiver_factory, transport_type, max_frame_bytes)
+        self.service = ClientService(
+            endpoint,
+            self.factory,
+            retryPolicy=backoffPolicy(
+                initialDelay=initial_delay,
+                maxDelay=max_delay,
+                factor=2.0,
+                jitter=jitter if jitter is not None else (lambda: random.uniform(0, 0.5)),
+            ),
+            clock=clock,
+        )
+
+    def start(self) -> None:
+        self.service.startService()
+
+    def stop(self) -> Deferred:
+        return self.service.stopService()

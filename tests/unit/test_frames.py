@@ -1,0 +1,163 @@
+"""
+Tests for the sans-IO frame codec.
+"""
+
+from uuid import UUID, uuid4
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from stellarouter.common.enums import FrameType
+from stellarouter.common.errors import FrameTooLarge, FrameTooShort, ProtocolError, UnknownFrameType
+from stellarouter.common.frames import (
+    FrameDecoder,
+    decode_datagram,
+    encode_datagram,
+    encode_frame,
+)
+from stellarouter.common.models import Frame
+from stellarouter.testing.strategies import frames, splits
+
+CID = UUID("00112233-4455-6677-8899-aabbccddeeff")
+
+
+class EncodeTests(SynchronousTestCase):
+    def test_layout(self) -> None:
+        """
+        A frame is length (u32 BE, counting type + id + data), type, the id in
+        .NET GUID byte order, then the data.
+        """
+        data = encode_frame(Frame(FrameType.CANCEL, CID, b"xy"))
+        self.assertEqual(data[:4], (19).to_bytes(4, "big"))
+        self.assertEqual(data[4], 8)
+        self.assertEqual(data[5:21], bytes.fromhex("33221100554477668899aabbccddeeff"))
+        self.assertEqual(data[21:], b"xy")
+
+    def test_datagram_layout(self) -> None:
+        """
+        A datagram frame has no length prefix.
+        """
+        data = encode_datagram(Frame(FrameType.HELLO, CID, b"{}"))
+        self.assertEqual(data, b"\x01" + CID.bytes_le + b"{}")
+        self.assertEqual(decode_datagram(data), Frame(FrameType.HELLO, CID, b"{}"))
+
+
+class DecoderTests(SynchronousTestCase):
+    @given(st.lists(frames(), max_size=8))
+    def test_round_trip_all_at_once(self, sent: list) -> None:
+        """
+        Frames encoded back to back decode to the same frames in one feed.
+        """
+        decoder = FrameDecoder()
+        self.assertEqual(decoder.feed(b"".join(map(encode_frame, sent))), sent)
+        self.assertEqual(decoder.buffered, 0)
+
+    @given(st.lists(frames(max_payload=64), min_size=1, max_size=4))
+    def test_byte_at_a_time(self, sent: list) -> None:
+        """
+        Fed one byte at a time, the decoder yields each frame exactly when its
+        last byte arrives.
+        """
+        decoder = FrameDecoder()
+        received = []
+        for byte in b"".join(map(encode_frame, sent)):
+            received.extend(decoder.feed(bytes([byte])))
+        self.assertEqual(received, sent)
+
+    @given(st.data())
+    def test_random_splits(self, data: st.DataObject) -> None:
+        """
+        Any split of the byte stream gives the same frames.
+        """
+        sent = data.draw(st.lists(frames(max_payload=300), max_size=6))
+        stream = b"".join(map(encode_frame, sent))
+        cuts = data.draw(splits(len(stream)))
+        decoder = FrameDecoder()
+        received = []
+        start = 0
+        for cut in cuts + [len(stream)]:
+            received.extend(decoder.feed(stream[start:cut]))
+            start = cut
+        self.assertEqual(received, sent)
+
+    def test_oversize_rejected_from_prefix(self) -> None:
+        """
+        A length over the cap is rejected as soon as the 4 prefix bytes
+        arrive, before any of the frame is buffered.
+        """
+        decoder = FrameDecoder(max_frame_bytes=100)
+        self.assertEqual(decoder.feed(b"\x00\x00"), [])
+        error = self.assertRaises(FrameTooLarge, decoder.feed, b"\x00\x65")
+        self.assertIn("101 exceeds max_frame_bytes 100", str(error))
+        self.assertEqual(decoder.buffered, 0)
+
+    def test_exact_cap_accepted(self) -> None:
+        """
+        A frame whose length equals the cap is accepted.
+        """
+        frame = Frame(FrameType.REQUEST, uuid4(), b"a" * 83)
+        self.assertEqual(FrameDecoder(max_frame_bytes=100).feed(encode_frame(frame)), [frame])
+
+    def test_too_short(self) -> None:
+        """
+        A length below 17 is a typed error.
+        """
+        self.assertRaises(FrameTooShort, FrameDecoder().feed, b"\x00\x00\x00\x10" + b"\x01" * 16)
+
+    def test_short_prefix_waits(self) -> None:
+        """
+        Fewer than 4 bytes is not an error: the decoder waits for more.
+        """
+        decoder = FrameDecoder()
+        self.assertEqual(decoder.feed(b"\x00\x00\x00"), [])
+        self.assertEqual(decoder.buffered, 3)
+
+    def test_truncated_frame_waits(self) -> None:
+        """
+        A frame whose data has not all arrived yields nothing yet.
+        """
+        frame = encode_frame(Frame(FrameType.RESPONSE, CID, b"hello"))
+        decoder = FrameDecoder()
+        self.assertEqual(decoder.feed(frame[:-1]), [])
+        self.assertEqual(decoder.feed(frame[-1:]), [Frame(FrameType.RESPONSE, CID, b"hello")])
+
+    def test_unknown_type_detected_early(self) -> None:
+        """
+        An unknown type byte is an error as soon as it arrives.
+        """
+        decoder = FrameDecoder()
+        error = self.assertRaises(UnknownFrameType, decoder.feed, b"\x00\x00\x00\x20\x09")
+        self.assertIn("unknown frame type 9", str(error))
+
+    def test_errors_are_sticky(self) -> None:
+        """
+        After an error the stream is out of sync; every later feed raises.
+        """
+        decoder = FrameDecoder()
+        self.assertRaises(ProtocolError, decoder.feed, b"\x00\x00\x00\x00")
+        self.assertRaises(ProtocolError, decoder.feed, encode_frame(Frame(FrameType.HELLO, CID, b"")))
+
+    @given(st.binary(max_size=200))
+    def test_garbage_never_raises_untyped(self, junk: bytes) -> None:
+        """
+        Arbitrary bytes give frames or a ProtocolError, never another
+        exception.
+        """
+        try:
+            FrameDecoder(max_frame_bytes=1024).feed(junk)
+        except ProtocolError:
+            pass
+
+    def test_datagram_errors(self) -> None:
+        """
+        Short datagrams and unknown types are typed errors.
+        """
+        self.assertRaises(FrameTooShort, decode_datagram, b"\x01" * 16)
+        self.assertRaises(UnknownFrameType, decode_datagram, b"\x00" * 17)
+
+    def test_cap_minimum(self) -> None:
+        """
+        A cap that cannot hold a frame header is refused.
+        """
+        self.assertRaises(ValueError, FrameDecoder, 16)

@@ -1,0 +1,240 @@
+"""
+Tests for the payload encodings of each frame type.
+"""
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from stellarouter.common.enums import CancelReason, InstanceHealthStatus
+from stellarouter.common.errors import InvalidDescriptor, MalformedPayload
+from stellarouter.common.models import ClaimRequirement, EndpointDescriptor, InstanceDescriptor
+from stellarouter.common.payloads import (
+    Heartbeat,
+    Hello,
+    HelloAck,
+    decode_cancel,
+    decode_endpoints_update,
+    decode_heartbeat,
+    decode_hello,
+    decode_hello_ack,
+    decode_request,
+    decode_response,
+    decode_stream_data,
+    encode_cancel,
+    encode_endpoints_update,
+    encode_heartbeat,
+    encode_hello,
+    encode_hello_ack,
+    encode_request,
+    encode_response,
+    encode_stream_data,
+)
+from stellarouter.testing.strategies import cancel_reasons, request_messages, response_messages
+
+INSTANCE = InstanceDescriptor("billing-7", "billing", "1.2.3", "eu1")
+
+
+def hello_json(**changes: object) -> bytes:
+    """
+    A valid HELLO payload with some top-level or instance fields changed.
+    """
+    obj = json.loads(encode_hello(Hello(INSTANCE, (
+        EndpointDescriptor("billing", "1.2.3", "GET", "/invoices/{id}"),))))
+    for key, value in changes.items():
+        if key in obj["instance"]:
+            obj["instance"][key] = value
+        else:
+            obj[key] = value
+    return json.dumps(obj).encode()
+
+
+class HelloTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """
+        A HELLO with every endpoint field set decodes to the same HELLO.
+        """
+        endpoints = (
+            EndpointDescriptor("billing", "1.2.3", "POST", "/invoices", 2.5, True,
+                               (ClaimRequirement("scope", "billing:write"),
+                                ClaimRequirement("role", ("admin", "finance")),
+                                ClaimRequirement("sub")), 1024, False),
+            EndpointDescriptor("billing", "1.2.3", "GET", "/invoices/{id}"),
+        )
+        hello = Hello(INSTANCE, endpoints, 2.0, ("streaming",))
+        self.assertEqual(decode_hello(encode_hello(hello)), hello)
+
+    def test_service_name_lower_cased(self) -> None:
+        """
+        Service names match case-insensitively: they are lower-cased.
+        """
+        self.assertEqual(decode_hello(hello_json(service_name="Billing")).instance.service_name,
+                         "billing")
+
+    def test_invalid_versions(self) -> None:
+        """
+        Anything but strict MAJOR.MINOR.PATCH is rejected with a clear error.
+        """
+        for version in ["1.0", "1.0.0-beta", "01.0.0", "1.0.0.0", "v1.0.0", "", "1.0.0+b"]:
+            error = self.assertRaises(InvalidDescriptor, decode_hello, hello_json(version=version))
+            self.assertIn("is not MAJOR.MINOR.PATCH", str(error))
+
+    def test_missing_fields(self) -> None:
+        """
+        Missing or empty identity fields are rejected, naming the field.
+        """
+        obj = json.loads(hello_json())
+        del obj["instance"]["region"]
+        error = self.assertRaises(MalformedPayload, decode_hello, json.dumps(obj).encode())
+        self.assertIn("'region'", str(error))
+        self.assertRaises(MalformedPayload, decode_hello, hello_json(instance_id=""))
+        self.assertRaises(MalformedPayload, decode_hello, hello_json(endpoints="x"))
+
+    def test_bad_paths(self) -> None:
+        """
+        Malformed path templates are rejected, naming the endpoint.
+        """
+        for path in ["invoices", "/a//b", "/a/{b", "/a/{1x}", "/a/{x}/{x}", "/a b", ""]:
+            obj = json.loads(hello_json())
+            obj["endpoints"][0]["path"] = path
+            self.assertRaises((InvalidDescriptor, MalformedPayload), decode_hello,
+                              json.dumps(obj).encode())
+
+    def test_duplicate_endpoint(self) -> None:
+        """
+        The same (method, path) twice is rejected; a trailing slash does not
+        make it different.
+        """
+        obj = json.loads(hello_json())
+        obj["endpoints"].append(dict(obj["endpoints"][0], path="/invoices/{id}/"))
+        error = self.assertRaises(InvalidDescriptor, decode_hello, json.dumps(obj).encode())
+        self.assertIn("announced twice", str(error))
+
+    def test_unknown_protocol(self) -> None:
+        """
+        An unknown protocol version is rejected.
+        """
+        error = self.assertRaises(InvalidDescriptor, decode_hello, hello_json(protocol=2))
+        self.assertIn("protocol version 2 is not supported", str(error))
+
+    def test_not_json(self) -> None:
+        """
+        Non-JSON, non-object and non-UTF-8 payloads are MalformedPayload.
+        """
+        for payload in [b"", b"{", b"[]", b"\xff\xfe", b"null"]:
+            self.assertRaises(MalformedPayload, decode_hello, payload)
+
+    @given(st.binary(max_size=300))
+    def test_fuzz(self, junk: bytes) -> None:
+        """
+        Any bytes give a HELLO or a typed error.
+        """
+        try:
+            decode_hello(junk)
+        except (MalformedPayload, InvalidDescriptor):
+            pass
+
+    @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                        max_leaves=20))
+    def test_fuzz_json(self, value: object) -> None:
+        """
+        Any JSON document gives a HELLO or a typed error.
+        """
+        try:
+            decode_hello(json.dumps({"instance": value, "endpoints": value}).encode())
+        except (MalformedPayload, InvalidDescriptor):
+            pass
+
+
+class OtherPayloadTests(SynchronousTestCase):
+    def test_ack_round_trip(self) -> None:
+        """
+        The gateway's HELLO answer round-trips.
+        """
+        for ack in [HelloAck(True, None, "gw", "eu1"), HelloAck(False, "bad", "gw", "eu1")]:
+            self.assertEqual(decode_hello_ack(encode_hello_ack(ack)), ack)
+        self.assertRaises(MalformedPayload, decode_hello_ack, b'{"accepted": "yes"}')
+
+    def test_heartbeat_round_trip(self) -> None:
+        """
+        Heartbeats and pings round-trip; an unknown status is rejected.
+        """
+        for beat in [Heartbeat("i", InstanceHealthStatus.DRAINING, 3, 0.25),
+                     Heartbeat(ping=12.5)]:
+            self.assertEqual(decode_heartbeat(encode_heartbeat(beat)), beat)
+        self.assertRaises(MalformedPayload, decode_heartbeat, b'{"status": "sleepy"}')
+
+    @given(cancel_reasons())
+    def test_cancel_round_trip(self, reason: CancelReason) -> None:
+        """
+        Every cancel reason round-trips by its wire name.
+        """
+        self.assertEqual(decode_cancel(encode_cancel(reason)), reason)
+
+    def test_cancel_unknown_reason(self) -> None:
+        """
+        An unknown cancel reason is a typed error.
+        """
+        self.assertRaises(MalformedPayload, decode_cancel, b'{"reason": "Bored"}')
+
+    def test_endpoints_update_round_trip(self) -> None:
+        """
+        ENDPOINTS_UPDATE carries a full endpoint set for the instance.
+        """
+        endpoints = (EndpointDescriptor("billing", "1.2.3", "GET", "/a"),)
+        self.assertEqual(decode_endpoints_update(encode_endpoints_update(endpoints), INSTANCE),
+                         endpoints)
+
+    @given(request_messages())
+    def test_request_round_trip(self, message: object) -> None:
+        """
+        REQUEST contents round-trip exactly, body included.
+        """
+        self.assertEqual(decode_request(encode_request(message)), message)
+
+    @given(response_messages())
+    def test_response_round_trip(self, message: object) -> None:
+        """
+        RESPONSE contents round-trip exactly, body included.
+        """
+        self.assertEqual(decode_response(encode_response(message)), message)
+
+    def test_bad_header_length(self) -> None:
+        """
+        A header length past the payload, or a truncated length, is a typed
+        error.
+        """
+        for payload in [b"", b"\x00\x00", b"\x00\x00\x00\x09{}", b"\x00\x00\x00\x02[]"]:
+            self.assertRaises(MalformedPayload, decode_request, payload)
+            self.assertRaises(MalformedPayload, decode_response, payload)
+
+    def test_bad_status(self) -> None:
+        """
+        A status outside 100-599 is rejected.
+        """
+        body = json.dumps({"status": 700}).encode()
+        self.assertRaises(MalformedPayload, decode_response, len(body).to_bytes(4, "big") + body)
+
+    @given(st.binary(max_size=200))
+    def test_fuzz_request_response(self, junk: bytes) -> None:
+        """
+        Any bytes give a message or MalformedPayload.
+        """
+        for decode in (decode_request, decode_response, decode_stream_data):
+            try:
+                decode(junk)
+            except MalformedPayload:
+                pass
+
+    def test_stream_data(self) -> None:
+        """
+        Stream data flags: end, abort; unknown bits and empty payloads are
+        rejected.
+        """
+        self.assertEqual(decode_stream_data(encode_stream_data(b"ab", end=True)), (b"ab", True, False))
+        self.assertEqual(decode_stream_data(encode_stream_data(b"", abort=True)), (b"", False, True))
+        self.assertRaises(MalformedPayload, decode_stream_data, b"")
+        self.assertRaises(MalformedPayload, decode_stream_data, b"\x04x")
