@@ -14,7 +14,7 @@ from ..common.interfaces import IRoutingPlugin
 from ..common.models import RoutableConnection, RoutingContext, RoutingDecision, parse_version
 
 _HEALTHY = InstanceHealthStatus.HEALTHY
-_DEGRADED = InstanceHealthStatus.DEGRADED
+_ROUTABLE = (InstanceHealthStatus.HEALTHY, InstanceHealthStatus.DEGRADED)
 
 
 @implementer(IRoutingPlugin)
@@ -34,12 +34,14 @@ class LeastInFlightRouting:
     def choose(
         self, context: RoutingContext, candidates: Sequence[RoutableConnection], now: float
     ) -> Optional[RoutingDecision]:
-        healthy = [c for c in candidates if c.state.status is _HEALTHY]
-        pool = healthy or [c for c in candidates if c.state.status is _DEGRADED]
+        routable = [c for c in candidates if c.state.status in _ROUTABLE]
         version = context.requested_version
-        if version is None and pool:
-            version = max((c.state.instance.version for c in pool), key=parse_version)
-        pool = [c for c in pool if c.state.instance.version == version]
+        if version is None:
+            if not routable:
+                return None
+            version = max((c.state.instance.version for c in routable), key=parse_version)
+        at_version = [c for c in routable if c.state.instance.version == version]
+        pool = [c for c in at_version if c.state.status is _HEALTHY] or at_version
         if not pool:
             return None
         if len(pool) == 1:

@@ -82,10 +82,16 @@ class GatewayService(Service):
         d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._start_failed)
 
+    async def start_transports(self) -> List[str]:
+        """
+        Start every transport listener.
+
+        @return: the bound addresses.
+        """
+        return [await server.start() for server in self.servers]
+
     async def _start(self) -> None:
-        transports = []
-        for server in self.servers:
-            transports.append(await server.start())
+        transports = await self.start_transports()
         port = await serverFromString(self.reactor, self.config.http.listen).listen(self.site)
         self._http_port = port
         host = port.getHost()

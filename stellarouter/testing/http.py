@@ -104,6 +104,9 @@ class InMemoryHttpClient:
         from twisted.internet.error import ConnectionLost
         from twisted.python.failure import Failure
 
+        if self.transport.disconnecting or getattr(self, "_gone", False):
+            return
+        self._gone = True
         self.channel.connectionLost(Failure(ConnectionLost("client went away")))
 
 

@@ -1,0 +1,149 @@
+"""
+Tests for the gateway's in-flight table: timeouts, the one cancel path and
+late frames, on a Clock.
+"""
+
+from uuid import uuid4
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from stellarouter.common.enums import CancelReason
+from stellarouter.common.interfaces import IResponseSink
+from stellarouter.common.payloads import ResponseMessage
+from stellarouter.gateway.dispatch import InFlightRequests
+from stellarouter.gateway.errors import GatewayTimeout, UpstreamLost, UpstreamProtocolError
+from stellarouter.testing.fakes import RecordingSink
+
+EPSILON = 1e-6
+
+
+class InFlightTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.cancels: list = []
+        self.finished: list = []
+        self.table = InFlightRequests(self.clock, lambda cid, r: self.cancels.append((cid, r)),
+                                      self.finished.append)
+        self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
+
+    def test_sink_interface(self) -> None:
+        """
+        The recording fake provides IResponseSink.
+        """
+        verifyObject(IResponseSink, RecordingSink())
+
+    def test_response(self) -> None:
+        """
+        A response completes the request, cancels its timer and sends nothing.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, 5.0)
+        self.assertTrue(self.table.response(cid, ResponseMessage(200, [], b"ok")))
+        self.assertEqual(sink.response.body, b"ok")
+        self.assertEqual((len(self.table), self.cancels, len(self.finished)), (0, [], 1))
+
+    def test_timeout_boundary(self) -> None:
+        """
+        Nothing happens before the timeout; at it, exactly one CANCEL(Timeout)
+        is sent and the sink gets a 504 error.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, 5.0)
+        self.clock.advance(5.0 - EPSILON)
+        self.assertEqual((self.cancels, sink.error), ([], None))
+        self.clock.advance(EPSILON)
+        self.assertEqual(self.cancels, [(cid, CancelReason.TIMEOUT)])
+        self.assertIsInstance(sink.error, GatewayTimeout)
+        self.assertEqual(sink.error.status, 504)
+        self.assertEqual(self.table.cancels_sent, {"Timeout": 1})
+
+    def test_late_response_after_timeout(self) -> None:
+        """
+        A response after the timeout is counted, dropped, and reaches nobody.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, 1.0)
+        self.clock.advance(1.0)
+        self.assertFalse(self.table.response(cid, ResponseMessage(200)))
+        self.assertFalse(self.table.stream_data(cid, b"x", True, False, lambda: None))
+        self.assertIsNone(sink.response)
+        self.assertEqual(self.table.late_frames, 2)
+
+    def test_cancel_once(self) -> None:
+        """
+        Cancelling twice sends one CANCEL; cancelling an unknown id sends none.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, 1.0)
+        self.assertTrue(self.table.cancel(cid, CancelReason.CLIENT_DISCONNECTED))
+        self.assertFalse(self.table.cancel(cid, CancelReason.CLIENT_DISCONNECTED))
+        self.assertFalse(self.table.cancel(uuid4(), CancelReason.TIMEOUT))
+        self.assertEqual(self.cancels, [(cid, CancelReason.CLIENT_DISCONNECTED)])
+        self.assertIsNone(sink.error)
+        self.clock.advance(2.0)
+        self.assertEqual(len(self.cancels), 1)
+
+    def test_response_and_timeout_same_instant(self) -> None:
+        """
+        A response that arrives at the timeout instant, before the timer
+        runs, wins: no CANCEL.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, 1.0)
+        self.clock.advance(1.0 - EPSILON)
+        self.table.response(cid, ResponseMessage(204))
+        self.clock.advance(EPSILON)
+        self.assertEqual((self.cancels, sink.response.status), ([], 204))
+
+    def test_streamed_response(self) -> None:
+        """
+        A streaming response delivers its chunks then finishes; the timeout
+        stops once the response has started.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, 1.0)
+        self.table.response(cid, ResponseMessage(200, [], b"", streaming=True))
+        self.clock.advance(5.0)
+        self.table.stream_data(cid, b"ab", False, False, lambda: None)
+        self.table.stream_data(cid, b"c", True, False, lambda: None)
+        self.assertEqual((sink.chunks, sink.finished, self.cancels), ([b"ab", b"c"], True, []))
+        self.assertFalse(self.table.response(cid, ResponseMessage(200)))
+
+    def test_stream_before_response_is_late(self) -> None:
+        """
+        Stream data before the RESPONSE header is dropped and counted.
+        """
+        cid = uuid4()
+        self.table.add(cid, RecordingSink(), None)
+        self.assertFalse(self.table.stream_data(cid, b"x", False, False, lambda: None))
+        self.assertEqual(self.table.late_frames, 1)
+        self.table.fail_all(UpstreamLost("gone"))
+
+    def test_abort(self) -> None:
+        """
+        An aborted response stream fails the request with the given error.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, None)
+        self.table.response(cid, ResponseMessage(200, streaming=True))
+        self.table.stream_data(cid, b"", False, True, lambda: UpstreamProtocolError("aborted"))
+        self.assertIsInstance(sink.error, UpstreamProtocolError)
+
+    def test_fail_all_and_cancel_all(self) -> None:
+        """
+        Connection loss fails every request without CANCEL; shutdown cancels
+        every request with CANCEL(Shutdown).
+        """
+        sinks = [RecordingSink() for _ in range(3)]
+        for sink in sinks:
+            self.table.add(uuid4(), sink, 10.0)
+        self.assertEqual(self.table.fail_all(UpstreamLost("gone")), 3)
+        self.assertEqual(self.cancels, [])
+        self.assertTrue(all(isinstance(s.error, UpstreamLost) for s in sinks))
+        for sink in sinks:
+            self.table.add(uuid4(), sink, 10.0)
+        self.assertEqual(self.table.cancel_all(CancelReason.SHUTDOWN, UpstreamLost("x")), 3)
+        self.assertEqual([r for _, r in self.cancels], [CancelReason.SHUTDOWN] * 3)
+        self.assertEqual(len(self.finished), 6)

@@ -1,0 +1,132 @@
+"""
+Tests for the endpoint resolver trie.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from stellarouter.gateway.errors import MethodNotAllowed, NotFound
+from stellarouter.gateway.resolver import EndpointResolver, Route
+
+
+def route(method: str, template: str, service: str = "billing") -> Route:
+    names = tuple(s[1:-1] for s in template.split("/") if s.startswith("{"))
+    return Route(service, method, template, names)
+
+
+class ResolverTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.resolver = EndpointResolver()
+        for method, template in [
+            ("GET", "/"),
+            ("GET", "/ping"),
+            ("POST", "/invoices"),
+            ("GET", "/invoices/{id}"),
+            ("DELETE", "/invoices/{id}"),
+            ("GET", "/invoices/summary"),
+            ("GET", "/a/b/c"),
+            ("GET", "/a/{x}/d"),
+            ("GET", "/users/{user}/orders/{order}"),
+        ]:
+            self.resolver.add(route(method, template))
+
+    def test_literal(self) -> None:
+        """
+        A literal path resolves to its route, with no parameters.
+        """
+        resolution = self.resolver.resolve("GET", "/ping")
+        self.assertEqual(resolution.template, "/ping")
+        self.assertEqual(resolution.path_params, {})
+
+    def test_root(self) -> None:
+        """
+        The root template matches the root path.
+        """
+        self.assertEqual(self.resolver.resolve("GET", "/").template, "/")
+
+    def test_parameters_decoded(self) -> None:
+        """
+        Parameter segments bind their percent-decoded value.
+        """
+        resolution = self.resolver.resolve("GET", "/users/ann%20b/orders/7")
+        self.assertEqual(resolution.path_params, {"user": "ann b", "order": "7"})
+
+    def test_literal_beats_parameter(self) -> None:
+        """
+        A literal segment wins over a parameter at the same position.
+        """
+        self.assertEqual(self.resolver.resolve("GET", "/invoices/summary").template,
+                         "/invoices/summary")
+        self.assertEqual(self.resolver.resolve("GET", "/invoices/42").path_params, {"id": "42"})
+
+    def test_backtracking(self) -> None:
+        """
+        When the literal branch dead-ends, the parameter branch is tried.
+        """
+        resolution = self.resolver.resolve("GET", "/a/b/d")
+        self.assertEqual((resolution.template, resolution.path_params), ("/a/{x}/d", {"x": "b"}))
+
+    def test_trailing_slash(self) -> None:
+        """
+        A trailing slash on the request path is ignored.
+        """
+        self.assertEqual(self.resolver.resolve("GET", "/ping/").template, "/ping")
+
+    def test_not_found(self) -> None:
+        """
+        Paths no template matches are NotFound, including empty segments.
+        """
+        for path in ["/nope", "/ping/x", "/invoices//", "/users//orders/1", "//ping"]:
+            self.assertRaises(NotFound, self.resolver.resolve, "GET", path)
+
+    def test_method_not_allowed(self) -> None:
+        """
+        A known path with another method is 405 with the allowed methods
+        (HEAD implied by GET).
+        """
+        error = self.assertRaises(MethodNotAllowed, self.resolver.resolve, "PUT", "/invoices/9")
+        self.assertEqual(error.allow, ("DELETE", "GET", "HEAD"))
+        error = self.assertRaises(MethodNotAllowed, self.resolver.resolve, "GET", "/invoices")
+        self.assertEqual(error.allow, ("POST",))
+
+    def test_head_falls_back_to_get(self) -> None:
+        """
+        HEAD resolves to the GET endpoint when there is no HEAD endpoint.
+        """
+        self.assertEqual(self.resolver.resolve("HEAD", "/ping").route.method, "GET")
+
+    def test_clash(self) -> None:
+        """
+        The same method on the same shape with other parameter names clashes.
+        """
+        self.assertRaises(ValueError, self.resolver.add, route("GET", "/invoices/{other}"))
+
+    def test_remove_prunes(self) -> None:
+        """
+        Removing routes makes them unresolvable and leaves the others.
+        """
+        self.resolver.remove("GET", "/users/{user}/orders/{order}")
+        self.assertRaises(NotFound, self.resolver.resolve, "GET", "/users/a/orders/b")
+        self.resolver.remove("GET", "/invoices/{id}")
+        self.assertEqual(self.resolver.resolve("DELETE", "/invoices/1").template, "/invoices/{id}")
+        self.resolver.remove("GET", "/nope")
+        self.assertEqual(len(self.resolver), 7)
+
+    def test_remove_all_leaves_empty_trie(self) -> None:
+        """
+        After every route is removed, the trie holds no nodes.
+        """
+        resolver = EndpointResolver()
+        resolver.add(route("GET", "/a/{b}/c"))
+        resolver.remove("GET", "/a/{b}/c")
+        self.assertTrue(resolver._root.empty())
+        self.assertEqual(len(resolver), 0)
+
+    def test_many_endpoints(self) -> None:
+        """
+        Ten thousand endpoints resolve correctly.
+        """
+        resolver = EndpointResolver()
+        for i in range(10000):
+            resolver.add(route("GET", f"/svc{i % 100}/items{i}/{{id}}"))
+        resolution = resolver.resolve("GET", "/svc42/items9942/x")
+        self.assertEqual(resolution.template, "/svc42/items9942/{id}")
