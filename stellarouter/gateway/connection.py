@@ -99,7 +99,7 @@ class GatewayConnection:
             if kind is _HELLO:
                 self._hello(frame)
             else:
-                self._reject(f"expected HELLO first, got {kind.name}")
+                self._reject(f"expected HELLO first, got {kind.name}", frame.correlation_id)
         elif kind is _HEARTBEAT:
             self._heartbeat(frame)
         elif kind is _ENDPOINTS_UPDATE:

@@ -32,10 +32,6 @@ from .endpoints import Microservice
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
 
-#: Bytes a RESPONSE header may take before the body must be streamed; the
-#: header itself is small, this keeps the arithmetic simple and safe.
-_HEADER_ALLOWANCE = 64 * 1024
-
 
 class _InFlight:
     """
@@ -283,13 +279,11 @@ class RequestDispatcher:
     def _send(self, cid: UUID, response: RawResponse) -> None:
         body = response.body
         headers = [(str(k), str(v)) for k, v in response.headers]
-        room = self.max_frame_bytes - FRAME_OVERHEAD - _HEADER_ALLOWANCE
-        if len(body) <= room:
-            self.sender.sendFrame(Frame(
-                FrameType.RESPONSE, cid,
-                encode_response(ResponseMessage(response.status, headers, body)),
-            ))
-            return
+        if len(body) < self.max_frame_bytes:
+            payload = encode_response(ResponseMessage(response.status, headers, body))
+            if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
+                self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, payload))
+                return
         self.sender.sendFrame(Frame(
             FrameType.RESPONSE, cid,
             encode_response(ResponseMessage(response.status, headers, b"", streaming=True)),

@@ -1,0 +1,189 @@
+"""
+Tests for the gateway side of a microservice connection: HELLO validation
+and the frames it accepts.
+"""
+
+import json
+from uuid import uuid4
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from stellarouter.common.enums import FrameType, InstanceHealthStatus
+from stellarouter.common.interfaces import IFrameReceiver, IFrameSender
+from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
+from stellarouter.common.payloads import (
+    Heartbeat,
+    Hello,
+    decode_hello_ack,
+    encode_endpoints_update,
+    encode_heartbeat,
+    encode_hello,
+    encode_response,
+    ResponseMessage,
+)
+from stellarouter.gateway.connection import GatewayConnection
+from stellarouter.gateway.errors import NotFound
+from stellarouter.gateway.state import RoutingState
+from stellarouter.testing.fakes import FakeFrameSender
+
+
+def hello(service: str = "billing", version: str = "1.0.0", paths=(("GET", "/ping"),),
+          **instance: str) -> Frame:
+    ident = dict(instance_id="b-1", service_name=service, version=version, region="eu1")
+    ident.update(instance)
+    desc = InstanceDescriptor(**ident)
+    endpoints = tuple(EndpointDescriptor(service, version, m, p) for m, p in paths)
+    return Frame(FrameType.HELLO, uuid4(), encode_hello(Hello(desc, endpoints)))
+
+
+class GatewayConnectionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.state = RoutingState()
+
+    def connect(self) -> tuple:
+        connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1")
+        sender = FakeFrameSender()
+        connection.connectionOpened(sender)
+        return connection, sender
+
+    def assertRejected(self, frame: Frame, reason: str) -> None:
+        connection, sender = self.connect()
+        connection.frameReceived(frame)
+        self.assertIn(reason, sender.closed)
+        ack = decode_hello_ack(sender.frames[-1].payload)
+        self.assertFalse(ack.accepted)
+        self.assertIn(reason, ack.reason)
+        self.assertEqual(sender.frames[-1].correlation_id, frame.correlation_id)
+        self.assertIsNone(connection.state)
+
+    def test_interfaces(self) -> None:
+        """
+        The connection is an IFrameReceiver; the fake sender an IFrameSender.
+        """
+        connection, sender = self.connect()
+        verifyObject(IFrameReceiver, connection)
+        verifyObject(IFrameSender, sender)
+
+    def test_accepted(self) -> None:
+        """
+        A valid HELLO registers the connection and is answered with the
+        gateway's identity.
+        """
+        connection, sender = self.connect()
+        frame = hello()
+        connection.frameReceived(frame)
+        ack = decode_hello_ack(sender.frames[0].payload)
+        self.assertEqual((ack.accepted, ack.node_id, ack.region), (True, "gw-1", "eu1"))
+        self.assertEqual(self.state.resolve("GET", "/ping").service_name, "billing")
+        self.assertIsNone(sender.closed)
+        connection.connectionClosed("bye")
+        self.assertRaises(NotFound, self.state.resolve, "GET", "/ping")
+
+    def test_bad_version(self) -> None:
+        """
+        A HELLO with a version that is not strict semver is refused.
+        """
+        self.assertRejected(hello(version="1.0"), "is not MAJOR.MINOR.PATCH")
+
+    def test_missing_field(self) -> None:
+        """
+        A HELLO missing an identity field is refused, naming it.
+        """
+        obj = json.loads(hello().payload)
+        del obj["instance"]["instance_id"]
+        self.assertRejected(Frame(FrameType.HELLO, uuid4(), json.dumps(obj).encode()),
+                            "'instance_id'")
+
+    def test_malformed_path(self) -> None:
+        """
+        A HELLO with a malformed path template is refused.
+        """
+        obj = json.loads(hello().payload)
+        obj["endpoints"][0]["path"] = "/a//b"
+        self.assertRejected(Frame(FrameType.HELLO, uuid4(), json.dumps(obj).encode()),
+                            "empty segment")
+
+    def test_path_of_other_service(self) -> None:
+        """
+        A HELLO announcing a path owned by another service is refused.
+        """
+        first, _ = self.connect()
+        first.frameReceived(hello())
+        self.assertRejected(hello(service="audit"), "owned by service 'billing'")
+
+    def test_not_json(self) -> None:
+        """
+        A HELLO that is not JSON is refused.
+        """
+        self.assertRejected(Frame(FrameType.HELLO, uuid4(), b"\xff"), "not UTF-8 JSON")
+
+    def test_other_frame_first(self) -> None:
+        """
+        Any frame other than HELLO first closes the connection.
+        """
+        self.assertRejected(Frame(FrameType.HEARTBEAT, uuid4(), b"{}"), "expected HELLO first")
+
+    def test_second_hello(self) -> None:
+        """
+        A second HELLO on one connection closes it.
+        """
+        connection, sender = self.connect()
+        connection.frameReceived(hello())
+        connection.frameReceived(hello())
+        self.assertIn("HELLO sent twice", sender.closed)
+
+    def test_forbidden_frames(self) -> None:
+        """
+        A microservice may not send REQUEST or CANCEL.
+        """
+        for kind in (FrameType.REQUEST, FrameType.CANCEL, FrameType.REQUEST_STREAM_DATA):
+            connection, sender = self.connect()
+            connection.frameReceived(hello(instance_id=str(kind)))
+            connection.frameReceived(Frame(kind, uuid4(), b""))
+            self.assertIn("may not send", sender.closed)
+            connection.connectionClosed("closed")
+
+    def test_heartbeat(self) -> None:
+        """
+        A heartbeat refreshes last_heartbeat and carries DRAINING; a
+        malformed one is ignored.
+        """
+        connection, sender = self.connect()
+        connection.frameReceived(hello())
+        self.clock.advance(7)
+        connection.frameReceived(Frame(FrameType.HEARTBEAT, uuid4(), encode_heartbeat(
+            Heartbeat("b-1", InstanceHealthStatus.DRAINING))))
+        self.assertEqual(connection.state.last_heartbeat, 7)
+        self.assertEqual(connection.state.status, InstanceHealthStatus.DRAINING)
+        connection.frameReceived(Frame(FrameType.HEARTBEAT, uuid4(), b"junk"))
+        self.assertIsNone(sender.closed)
+
+    def test_endpoints_update(self) -> None:
+        """
+        ENDPOINTS_UPDATE replaces the connection's endpoints; an invalid one
+        closes the connection.
+        """
+        connection, sender = self.connect()
+        connection.frameReceived(hello())
+        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, uuid4(), encode_endpoints_update(
+            (EndpointDescriptor("billing", "1.0.0", "GET", "/v2"),))))
+        self.assertRaises(NotFound, self.state.resolve, "GET", "/ping")
+        self.assertEqual(self.state.resolve("GET", "/v2").template, "/v2")
+        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, uuid4(), b"{}"))
+        self.assertIn("invalid ENDPOINTS_UPDATE", sender.closed)
+
+    def test_late_and_malformed_responses(self) -> None:
+        """
+        A RESPONSE for an unknown id is counted and dropped without closing
+        the connection.
+        """
+        connection, sender = self.connect()
+        connection.frameReceived(hello())
+        connection.frameReceived(Frame(FrameType.RESPONSE, uuid4(),
+                                       encode_response(ResponseMessage(200))))
+        connection.frameReceived(Frame(FrameType.RESPONSE_STREAM_DATA, uuid4(), b"\x01"))
+        self.assertEqual(connection.in_flight.late_frames, 2)
+        self.assertIsNone(sender.closed)

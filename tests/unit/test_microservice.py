@@ -1,0 +1,305 @@
+"""
+Tests for the microservice SDK: registration, the dispatcher, the session.
+"""
+
+import json
+from typing import Any
+from uuid import uuid4
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from stellarouter.common.enums import CancelReason, FrameType
+from stellarouter.common.interfaces import IFrameReceiver, IRawStellaEndpoint
+from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
+from stellarouter.common.payloads import (
+    HelloAck,
+    RequestMessage,
+    decode_hello,
+    decode_response,
+    decode_stream_data,
+    encode_cancel,
+    encode_hello_ack,
+    encode_request,
+    encode_stream_data,
+)
+from stellarouter.config.microservice import MicroserviceConfig
+from stellarouter.microservice import Microservice, RawResponse
+from stellarouter.microservice.dispatcher import RequestDispatcher
+from stellarouter.microservice.service import MicroserviceService
+from stellarouter.microservice.session import RouterSession
+from stellarouter.testing.fakes import FakeFrameSender
+
+
+def request(template: str, method: str = "GET", body: bytes = b"", streaming: bool = False) -> Frame:
+    return Frame(FrameType.REQUEST, uuid4(), encode_request(RequestMessage(
+        method, template, template, body=body, streaming=streaming)))
+
+
+class RegistrationTests(SynchronousTestCase):
+    def test_descriptors(self) -> None:
+        """
+        Decorated handlers become endpoint descriptors with the service's
+        identity, in registration order, paths normalised.
+        """
+        app = Microservice("Billing", "2.0.1")
+
+        @app.endpoint("get", "/a/", timeout=3)
+        def a(ctx: Any) -> RawResponse:
+            return RawResponse()
+
+        @app.json("POST", "/b/{id}")
+        def b(ctx: Any, body: Any) -> Any:
+            return body
+
+        self.assertEqual(app.descriptors(), (
+            EndpointDescriptor("billing", "2.0.1", "GET", "/a", 3.0),
+            EndpointDescriptor("billing", "2.0.1", "POST", "/b/{id}"),
+        ))
+
+    def test_invalid(self) -> None:
+        """
+        Bad identities, paths, timeouts and duplicates are refused at
+        registration.
+        """
+        self.assertRaises(ValueError, Microservice, "bad name", "1.0.0")
+        self.assertRaises(ValueError, Microservice, "ok", "1.0")
+        app = Microservice("ok", "1.0.0")
+        app.endpoint("GET", "/x")(lambda ctx: None)
+        self.assertRaises(ValueError, app.endpoint("GET", "/x/"), lambda ctx: None)
+        self.assertRaises(ValueError, app.endpoint("GET", "x"), lambda ctx: None)
+        self.assertRaises(ValueError, app.endpoint("GET", "/y", timeout=0), lambda ctx: None)
+
+    def test_class_endpoint(self) -> None:
+        """
+        A class providing IRawStellaEndpoint is registered and served.
+        """
+        @implementer(IRawStellaEndpoint)
+        class Hello:
+            descriptor = EndpointDescriptor("", "", "GET", "/hello")
+
+            def handle(self, ctx: Any) -> RawResponse:
+                return RawResponse.text("hi")
+
+        app = Microservice("svc", "1.0.0")
+        endpoint = Hello()
+        verifyObject(IRawStellaEndpoint, endpoint)
+        app.add(endpoint)
+        self.assertEqual(app.descriptors()[0].service_name, "svc")
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender).request_received(request("/hello"))
+        self.assertEqual(decode_response(sender.frames[0].payload).body, b"hi")
+
+    def test_service_needs_a_router(self) -> None:
+        """
+        A microservice refuses to start without a router, saying so.
+        """
+        error = self.assertRaises(ValueError, MicroserviceService, Microservice("s", "1.0.0"),
+                                  MicroserviceConfig("eu1", ()), Clock())
+        self.assertIn("at least one router", str(error))
+
+
+class DispatcherTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.app = Microservice("svc", "1.0.0")
+        self.sender = FakeFrameSender()
+        self.dispatcher = RequestDispatcher(self.app, self.sender, max_frame_bytes=2048,
+                                            max_request_bytes=10_000)
+        self.pending: list = []
+
+        @self.app.endpoint("POST", "/echo")
+        def echo(ctx: Any) -> RawResponse:
+            return RawResponse(200, [], ctx.body)
+
+        @self.app.endpoint("GET", "/wait")
+        def wait(ctx: Any) -> Deferred:
+            d: Deferred = Deferred()
+            self.pending.append((ctx, d))
+            return d
+
+        @self.app.endpoint("GET", "/none")
+        def none(ctx: Any) -> None:
+            return None
+
+    def responses(self) -> list:
+        return [decode_response(f.payload) for f in self.sender.take() if f.type is FrameType.RESPONSE]
+
+    def test_unknown_endpoint(self) -> None:
+        """
+        A REQUEST for an endpoint the app does not have is answered 404.
+        """
+        self.dispatcher.request_received(request("/nope"))
+        self.assertEqual(self.responses()[0].status, 404)
+
+    def test_malformed_request(self) -> None:
+        """
+        A malformed REQUEST payload is answered 400, never raised.
+        """
+        self.dispatcher.request_received(Frame(FrameType.REQUEST, uuid4(), b"\x00\x00"))
+        self.assertEqual(self.responses()[0].status, 400)
+
+    def test_bad_handler_result(self) -> None:
+        """
+        A handler returning something other than a RawResponse gives 500.
+        """
+        self.dispatcher.request_received(request("/none"))
+        self.assertEqual(self.responses()[0].status, 500)
+
+    def test_cancel_and_late_result(self) -> None:
+        """
+        CANCEL fires ctx.cancelled and cancels the Deferred; a result that
+        comes later is discarded and counted; a CANCEL for an unknown id is a
+        no-op.
+        """
+        frame = request("/wait")
+        self.dispatcher.request_received(frame)
+        ctx, d = self.pending[0]
+        self.dispatcher.cancel(frame.correlation_id, CancelReason.TIMEOUT)
+        self.assertEqual(self.successResultOf(ctx.cancelled), CancelReason.TIMEOUT)
+        self.assertTrue(d.called)
+        self.dispatcher.cancel(frame.correlation_id, CancelReason.TIMEOUT)
+        self.dispatcher.cancel(uuid4(), CancelReason.TIMEOUT)
+        self.assertEqual(self.dispatcher.ignored_cancels, 2)
+        self.assertEqual((self.responses(), self.dispatcher.in_flight), ([], 0))
+
+    def test_handler_ignoring_cancellation(self) -> None:
+        """
+        A handler whose Deferred ignores cancellation does not block later
+        requests, and its eventual result is discarded.
+        """
+        gate: Deferred = Deferred()
+        later: Deferred = Deferred()
+
+        async def stubborn(ctx: Any) -> RawResponse:
+            try:
+                await gate
+            except CancelledError:
+                pass  # ignores the cancellation and carries on
+            await later
+            return RawResponse.text("too late")
+
+        self.app.endpoint("GET", "/stubborn")(stubborn)
+        frame = request("/stubborn")
+        self.dispatcher.request_received(frame)
+        self.dispatcher.cancel(frame.correlation_id, CancelReason.CLIENT_DISCONNECTED)
+        self.dispatcher.request_received(request("/echo", "POST", b"next"))
+        self.assertEqual(self.responses()[0].body, b"next")
+        later.callback(None)
+        self.assertEqual(self.responses(), [])
+        self.assertEqual(self.dispatcher.in_flight, 0)
+
+    def test_large_response_split(self) -> None:
+        """
+        A response body larger than a frame goes as stream frames that
+        reassemble to the body.
+        """
+        body = bytes(range(256)) * 40
+        self.dispatcher.request_received(request("/echo", "POST", body))
+        frames = self.sender.take()
+        head = decode_response(frames[0].payload)
+        self.assertTrue(head.streaming)
+        chunks = [decode_stream_data(f.payload) for f in frames[1:]]
+        self.assertTrue(all(len(f.payload) + 17 <= 2048 for f in frames))
+        self.assertEqual(b"".join(c for c, _, _ in chunks), body)
+        self.assertEqual([end for _, end, _ in chunks], [False] * (len(chunks) - 1) + [True])
+
+    def test_request_body_reassembled(self) -> None:
+        """
+        A request whose body comes in stream frames is dispatched once the
+        last chunk arrives, with the whole body.
+        """
+        frame = request("/echo", "POST", streaming=True)
+        cid = frame.correlation_id
+        self.dispatcher.request_received(frame)
+        self.dispatcher.stream_data_received(Frame(FrameType.REQUEST_STREAM_DATA, cid,
+                                                   encode_stream_data(b"ab")))
+        self.assertEqual(self.responses(), [])
+        self.dispatcher.stream_data_received(Frame(FrameType.REQUEST_STREAM_DATA, cid,
+                                                   encode_stream_data(b"c", end=True)))
+        self.assertEqual(self.responses()[0].body, b"abc")
+
+    def test_request_body_over_limit(self) -> None:
+        """
+        A reassembled body over the limit is answered 413 and dropped.
+        """
+        frame = request("/echo", "POST", streaming=True)
+        self.dispatcher.request_received(frame)
+        self.dispatcher.stream_data_received(Frame(
+            FrameType.REQUEST_STREAM_DATA, frame.correlation_id,
+            encode_stream_data(b"x" * 10_001)))
+        self.assertEqual(self.responses()[0].status, 413)
+
+
+class SessionTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.app = Microservice("svc", "1.0.0")
+        self.app.endpoint("GET", "/ping")(lambda ctx: RawResponse.text("pong"))
+        self.session = RouterSession(self.app, InstanceDescriptor("i-1", "svc", "1.0.0", "eu1"),
+                                     "test-router", self.clock, heartbeat_interval=5.0)
+        self.sender = FakeFrameSender()
+        self.session.connectionOpened(self.sender)
+
+    def test_interface(self) -> None:
+        """
+        The session is an IFrameReceiver.
+        """
+        verifyObject(IFrameReceiver, self.session)
+
+    def test_hello_then_heartbeats(self) -> None:
+        """
+        The session sends HELLO first; once accepted it sends a heartbeat
+        every interval, and stops when the connection closes.
+        """
+        hello_frame = self.sender.take()[0]
+        hello = decode_hello(hello_frame.payload)
+        self.assertEqual(hello.instance.instance_id, "i-1")
+        self.assertEqual([e.path for e in hello.endpoints], ["/ping"])
+        self.session.frameReceived(Frame(FrameType.HELLO, hello_frame.correlation_id,
+                                         encode_hello_ack(HelloAck(True, None, "gw", "eu1"))))
+        self.clock.advance(5.0 - 1e-6)
+        self.assertEqual(self.sender.take(), [])
+        self.clock.advance(1e-6)
+        self.assertEqual([f.type for f in self.sender.take()], [FrameType.HEARTBEAT])
+        self.session.connectionClosed("done")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_ping_echoed(self) -> None:
+        """
+        A gateway HEARTBEAT ping is echoed unchanged.
+        """
+        self.sender.take()
+        ping = Frame(FrameType.HEARTBEAT, uuid4(), b'{"ping": 1.5}')
+        self.session.frameReceived(ping)
+        self.assertEqual(self.sender.take(), [ping])
+
+    def test_rejected(self) -> None:
+        """
+        A rejected HELLO is logged; no heartbeats start.
+        """
+        self.session.frameReceived(Frame(FrameType.HELLO, uuid4(), encode_hello_ack(
+            HelloAck(False, "nope", "gw", "eu1"))))
+        self.assertIsNone(self.session.accepted)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_requests_and_cancel(self) -> None:
+        """
+        REQUEST frames are served; a malformed CANCEL is ignored.
+        """
+        self.sender.take()
+        self.session.frameReceived(request("/ping"))
+        self.assertEqual(decode_response(self.sender.take()[0].payload).body, b"pong")
+        self.session.frameReceived(Frame(FrameType.CANCEL, uuid4(), b"??"))
+        self.session.frameReceived(Frame(FrameType.CANCEL, uuid4(),
+                                         encode_cancel(CancelReason.SHUTDOWN)))
+        self.assertIsNone(self.sender.closed)
+
+    def test_unexpected_frame(self) -> None:
+        """
+        A frame the gateway never sends closes the connection.
+        """
+        self.session.frameReceived(Frame(FrameType.RESPONSE, uuid4(), b""))
+        self.assertIn("unexpected RESPONSE", self.sender.closed)
