@@ -18,7 +18,7 @@ setup(
         "zope.interface>=6",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10"],
+        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"],
     },
     classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3"],
 )

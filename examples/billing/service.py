@@ -9,7 +9,12 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Dict
 
-from stellarouter.microservice import JsonResponse, Microservice, RawRequestContext, RawResponse
+from stellarouter.microservice import (
+    JsonResponse,
+    Microservice,
+    RawRequestContext,
+    RawResponse,
+)
 from stellarouter.microservice.endpoints import BadRequestBody
 
 service = Microservice("billing", "1.0.0")

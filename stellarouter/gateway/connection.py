@@ -7,18 +7,18 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Optional
+from typing import Optional, cast
 from uuid import UUID, uuid4
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, TransportType
+from ..common.enums import CancelReason, FrameType, InstanceHealthStatus
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
-from ..common.models import ConnectionState, Frame
+from ..common.models import ConnectionState, Frame, RoutableConnection
 from ..common.payloads import (
     HelloAck,
     RequestMessage,
@@ -80,6 +80,13 @@ class GatewayConnection:
         i = self.state.instance
         return f"<GatewayConnection {self.state.connection_id} {i.service_name} {i.version} {i.instance_id}>"
 
+    def _routable(self) -> RoutableConnection:
+        """
+        This connection, for the routing state (it has a state by now).
+        """
+        assert self.state is not None
+        return cast(RoutableConnection, self)
+
     @property
     def peer(self) -> str:
         return self.sender.peer if self.sender is not None else "?"
@@ -112,7 +119,7 @@ class GatewayConnection:
     def connectionClosed(self, reason: str) -> None:
         self._closed = True
         if self.state is not None:
-            self.routing_state.unregister(self)
+            self.routing_state.unregister(self._routable())
             i = self.state.instance
             self.log.info(
                 "instance {instance_id} ({service} {version}) disconnected: {reason}",
@@ -146,7 +153,7 @@ class GatewayConnection:
         )
         self.state = state
         try:
-            self.routing_state.register(self)
+            self.routing_state.register(self._routable())
         except InvalidDescriptor as e:
             self.state = None
             self._reject(f"HELLO refused: {e}", frame.correlation_id)
@@ -194,13 +201,13 @@ class GatewayConnection:
             self._reject(f"invalid ENDPOINTS_UPDATE: {e}")
             return
         old = self.state.endpoints
-        self.routing_state.unregister(self)
+        self.routing_state.unregister(self._routable())
         self.state.endpoints = {e.key: e for e in endpoints}
         try:
-            self.routing_state.register(self)
+            self.routing_state.register(self._routable())
         except InvalidDescriptor as e:
             self.state.endpoints = old
-            self.routing_state.register(self)
+            self.routing_state.register(self._routable())
             self._reject(f"ENDPOINTS_UPDATE refused: {e}")
             return
         self.log.info("instance {instance_id} now serves {count} endpoint(s)",

@@ -14,6 +14,7 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -233,7 +234,7 @@ class ProxyResource(Resource):
         )
         sink = HttpResponseSink(request, cid_text)
         connection = decision.connection
-        connection.send_request(message, timeout, sink, cid)  # type: ignore[attr-defined]
+        connection.send_request(message, timeout, sink, cid)
         request.notifyFinish().addErrback(self._client_gone, sink, connection, cid)
         return NOT_DONE_YET
 
@@ -333,12 +334,12 @@ class GatewaySite(Site):
 
     def getResourceFor(self, request: Request) -> IResource:
         request.site = self
-        request.sitepath = []
+        request.sitepath = []  # type: ignore[attr-defined]
         path = request.path
         if path == b"/health" or path.startswith(b"/health/"):
             return self.health_resource
         return self.proxy
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         if self.access_log:
             super().log(request)

@@ -123,11 +123,11 @@ class EndpointResolver:
         self._count -= 1
         # Prune the branch of nodes left empty.
         while path and node.empty():
-            parent, literal = path.pop()
-            if literal is None:
+            parent, step = path.pop()
+            if step is None:
                 parent.param = None
             else:
-                del parent.literals[literal]
+                del parent.literals[step]
             node = parent
 
     def lookup(self, method: str, template: str) -> Optional[Route]:

@@ -11,7 +11,12 @@ from zope.interface import implementer
 
 from ..common.enums import InstanceHealthStatus
 from ..common.interfaces import IRoutingPlugin
-from ..common.models import RoutableConnection, RoutingContext, RoutingDecision, parse_version
+from ..common.models import (
+    RoutableConnection,
+    RoutingContext,
+    RoutingDecision,
+    parse_version,
+)
 
 _HEALTHY = InstanceHealthStatus.HEALTHY
 _ROUTABLE = (InstanceHealthStatus.HEALTHY, InstanceHealthStatus.DEGRADED)

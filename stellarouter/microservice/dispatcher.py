@@ -6,7 +6,7 @@ handler's Deferred.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 from uuid import UUID
 
 from twisted.internet.defer import CancelledError, Deferred

@@ -127,8 +127,8 @@ class TransportContractTests:
         verifyObject(ITransportServer, server)
         verifyObject(ITransportClient, client)
         for receiver in (servers.receivers[0], clients.receivers[0]):
-            verifyObject(IFrameSender, receiver.sender)
-            self.assertEqual(receiver.sender.transport_type, self.transport_type)
+            verifyObject(IFrameSender, receiver.connection)
+            self.assertEqual(receiver.connection.transport_type, self.transport_type)
         self.assertEqual(server.transport_type, self.transport_type)
         self.assertEqual(client.transport_type, self.transport_type)
 
@@ -145,12 +145,12 @@ class TransportContractTests:
         client_end = clients.receivers[0]
         server_end = servers.receivers[0]
         for frame in up:
-            client_end.sender.sendFrame(frame)
+            client_end.connection.sendFrame(frame)
         received = await self.settle(server_end.received(len(up)))
         self.assertEqual(received, up)
         down = [_frame(FrameType.RESPONSE, b"x" * n) for n in (0, 1, 17, 5000)]
         for frame in down:
-            server_end.sender.sendFrame(frame)
+            server_end.connection.sendFrame(frame)
         self.assertEqual(await self.settle(client_end.received(len(down))), down)
 
     async def test_largest_frame(self) -> None:
@@ -159,7 +159,7 @@ class TransportContractTests:
         """
         _, _, servers, clients = await self._connected()
         frame = _frame(FrameType.REQUEST, b"\xab" * (self.max_frame_bytes - FRAME_OVERHEAD))
-        clients.receivers[0].sender.sendFrame(frame)
+        clients.receivers[0].connection.sendFrame(frame)
         self.assertEqual(await self.settle(servers.receivers[0].received(1)), [frame])
 
     async def test_oversized_frame_closes_only_that_connection(self) -> None:
@@ -169,7 +169,7 @@ class TransportContractTests:
         """
         _, _, servers, clients = await self._connected()
         length = self.max_frame_bytes + 1
-        self.writeRaw(clients.receivers[0].sender,
+        self.writeRaw(clients.receivers[0].connection,
                       length.to_bytes(4, "big") + b"\x04" + b"\0" * 16)
         reason = await self.settle(servers.receivers[0].closed)
         self.assertIn("exceeds max_frame_bytes", reason)
@@ -177,7 +177,7 @@ class TransportContractTests:
         await self.settle(servers.opened(2))
         again = await self.settle(clients.opened(2))
         frame = _frame(FrameType.HEARTBEAT, b"{}")
-        again.sender.sendFrame(frame)
+        again.connection.sendFrame(frame)
         self.assertEqual(await self.settle(servers.receivers[1].received(1)), [frame])
 
     async def test_garbage_closes_with_reason(self) -> None:
@@ -186,7 +186,7 @@ class TransportContractTests:
         error, never an exception.
         """
         _, _, servers, clients = await self._connected()
-        self.writeRaw(clients.receivers[0].sender, (17).to_bytes(4, "big") + b"\x63" + b"\0" * 16)
+        self.writeRaw(clients.receivers[0].connection, (17).to_bytes(4, "big") + b"\x63" + b"\0" * 16)
         reason = await self.settle(servers.receivers[0].closed)
         self.assertIn("unknown frame type 99", reason)
 
@@ -196,7 +196,7 @@ class TransportContractTests:
         reconnects with a fresh receiver.
         """
         _, _, servers, clients = await self._connected()
-        servers.receivers[0].sender.close("go away")
+        servers.receivers[0].connection.close("go away")
         self.assertEqual(await self.settle(servers.receivers[0].closed), "go away")
         await self.settle(clients.receivers[0].closed)
         await self.settle(clients.opened(2))
@@ -209,7 +209,7 @@ class TransportContractTests:
         When the microservice side closes, the gateway side is told.
         """
         _, _, servers, clients = await self._connected()
-        clients.receivers[0].sender.close("bye")
+        clients.receivers[0].connection.close("bye")
         await self.settle(servers.receivers[0].closed)
         self.assertEqual(await self.settle(clients.receivers[0].closed), "bye")
 
@@ -218,7 +218,7 @@ class TransportContractTests:
         Sending on a closed connection neither raises nor delivers.
         """
         _, _, servers, clients = await self._connected()
-        sender = clients.receivers[0].sender
+        sender = clients.receivers[0].connection
         sender.close("done")
         sender.sendFrame(_frame(FrameType.HEARTBEAT, b"{}"))
         await self.settle(servers.receivers[0].closed)

@@ -61,6 +61,14 @@ class RecordingReceiver:
         self.closed: Deferred = Deferred()
         self._waiting: List[tuple] = []
 
+    @property
+    def connection(self) -> IFrameSender:
+        """
+        The sender of this receiver's connection (once opened).
+        """
+        assert self.sender is not None, "the connection is not open yet"
+        return self.sender
+
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
         self.opened.callback(sender)

@@ -92,7 +92,7 @@ class WatchedProcess(ProcessProtocol):
         """
         Send a signal if still running.
         """
-        if self.running:
+        if self.running and self.transport is not None:
             self.transport.signalProcess(name)
 
 

@@ -10,7 +10,7 @@ from ..common.enums import CancelReason, FrameType
 from ..common.models import Frame
 from ..common.payloads import RequestMessage, ResponseMessage
 
-_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
 
 

@@ -8,20 +8,25 @@ everything else.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IListeningPort,
+    IProtocol,
+    IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -58,10 +63,10 @@ class _PipeTransport:
         self._clock = clock
         self._host = host
         self._peer_address = peer
-        self.protocol: Optional[Protocol] = None
+        self.protocol: Optional[IProtocol] = None
         self.other: Optional[_PipeTransport] = None
         self._outgoing: List[bytes] = []
-        self._flush_call = None
+        self._flush_call: Optional[IDelayedCall] = None
         self._lost = False
 
     def write(self, data: bytes) -> None:
@@ -70,7 +75,7 @@ class _PipeTransport:
         self._outgoing.append(data)
         self._schedule()
 
-    def writeSequence(self, data: List[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -128,17 +133,17 @@ class InMemoryNetwork:
         @param clock: schedules every delivery.
         """
         self.clock = clock
-        self._listeners: Dict[str, Factory] = {}
+        self._listeners: Dict[str, IProtocolFactory] = {}
         self._pipes: List[_PipeTransport] = []
 
-    def listen(self, name: str, factory: Factory) -> "InMemoryPort":
+    def listen(self, name: str, factory: IProtocolFactory) -> "InMemoryPort":
         if name in self._listeners:
             raise ValueError(f"in-memory address {name!r} is already in use")
         self._listeners[name] = factory
         factory.doStart()
         return InMemoryPort(self, name, factory)
 
-    def connect(self, name: str, client_factory: Factory) -> Deferred:
+    def connect(self, name: str, client_factory: IProtocolFactory) -> Deferred:
         server_factory = self._listeners.get(name)
         if server_factory is None:
             return fail(ConnectionRefusedError(f"nothing listens on inmemory:{name}"))
@@ -146,6 +151,8 @@ class InMemoryNetwork:
         client_address = InMemoryAddress(name, "client")
         client_protocol = client_factory.buildProtocol(server_address)
         server_protocol = server_factory.buildProtocol(client_address)
+        if client_protocol is None or server_protocol is None:
+            return fail(ConnectionRefusedError("a factory refused the in-memory connection"))
         client_end = _PipeTransport(self.clock, client_address, server_address)
         server_end = _PipeTransport(self.clock, server_address, client_address)
         client_end.other, server_end.other = server_end, client_end
@@ -176,7 +183,7 @@ class InMemoryPort:
     A listening in-memory address.
     """
 
-    def __init__(self, network: InMemoryNetwork, name: str, factory: Factory):
+    def __init__(self, network: InMemoryNetwork, name: str, factory: IProtocolFactory):
         self._network = network
         self._name = name
         self.factory = factory
@@ -202,7 +209,7 @@ class InMemoryServerEndpoint:
         self._network = network
         self._name = name
 
-    def listen(self, factory: Factory) -> Deferred:
+    def listen(self, factory: IProtocolFactory) -> Deferred:
         try:
             return succeed(self._network.listen(self._name, factory))
         except ValueError as e:
@@ -219,7 +226,7 @@ class InMemoryClientEndpoint:
         self._network = network
         self._name = name
 
-    def connect(self, factory: Factory) -> Deferred:
+    def connect(self, factory: IProtocolFactory) -> Deferred:
         return self._network.connect(self._name, factory)
 
 

@@ -75,6 +75,7 @@ class FrameStreamProtocol(Protocol):
         """
         Tell the receiver it may send.
         """
+        assert self.transport is not None
         self.peer = _describe(self.transport.getPeer())
         self._open = True
         self.receiver.connectionOpened(self)
@@ -113,6 +114,7 @@ class FrameStreamProtocol(Protocol):
         Write one frame; dropped silently once the connection is closing.
         """
         if self._open and self._closing is None:
+            assert self.transport is not None
             self.transport.write(encode_frame(frame))
 
     def close(self, reason: str) -> None:
@@ -121,6 +123,7 @@ class FrameStreamProtocol(Protocol):
         """
         if self._closing is None and self._open:
             self._closing = reason
+            assert self.transport is not None
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:

@@ -11,7 +11,11 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.common.enums import TransportType
-from stellarouter.config import ConfigError, load_gateway_config, load_microservice_config
+from stellarouter.config import (
+    ConfigError,
+    load_gateway_config,
+    load_microservice_config,
+)
 from stellarouter.config.gateway import parse_gateway_config
 from stellarouter.config.microservice import parse_microservice_config
 from stellarouter.gateway import tap as gateway_tap

@@ -13,7 +13,11 @@ from stellarouter.common.enums import CancelReason
 from stellarouter.common.interfaces import IResponseSink
 from stellarouter.common.payloads import ResponseMessage
 from stellarouter.gateway.dispatch import InFlightRequests
-from stellarouter.gateway.errors import GatewayTimeout, UpstreamLost, UpstreamProtocolError
+from stellarouter.gateway.errors import (
+    GatewayTimeout,
+    UpstreamLost,
+    UpstreamProtocolError,
+)
 from stellarouter.testing.fakes import RecordingSink
 
 EPSILON = 1e-6

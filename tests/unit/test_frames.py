@@ -9,7 +9,12 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.common.enums import FrameType
-from stellarouter.common.errors import FrameTooLarge, FrameTooShort, ProtocolError, UnknownFrameType
+from stellarouter.common.errors import (
+    FrameTooLarge,
+    FrameTooShort,
+    ProtocolError,
+    UnknownFrameType,
+)
 from stellarouter.common.frames import (
     FrameDecoder,
     decode_datagram,

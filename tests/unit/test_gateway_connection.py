@@ -16,12 +16,12 @@ from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescri
 from stellarouter.common.payloads import (
     Heartbeat,
     Hello,
+    ResponseMessage,
     decode_hello_ack,
     encode_endpoints_update,
     encode_heartbeat,
     encode_hello,
     encode_response,
-    ResponseMessage,
 )
 from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.errors import NotFound

@@ -2,7 +2,6 @@
 Tests for the microservice SDK: registration, the dispatcher, the session.
 """
 
-import json
 from typing import Any
 from uuid import uuid4
 

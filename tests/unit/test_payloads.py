@@ -10,7 +10,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.common.enums import CancelReason, InstanceHealthStatus
 from stellarouter.common.errors import InvalidDescriptor, MalformedPayload
-from stellarouter.common.models import ClaimRequirement, EndpointDescriptor, InstanceDescriptor
+from stellarouter.common.models import (
+    ClaimRequirement,
+    EndpointDescriptor,
+    InstanceDescriptor,
+)
 from stellarouter.common.payloads import (
     Heartbeat,
     Hello,
@@ -32,7 +36,11 @@ from stellarouter.common.payloads import (
     encode_response,
     encode_stream_data,
 )
-from stellarouter.testing.strategies import cancel_reasons, request_messages, response_messages
+from stellarouter.testing.strategies import (
+    cancel_reasons,
+    request_messages,
+    response_messages,
+)
 
 INSTANCE = InstanceDescriptor("billing-7", "billing", "1.2.3", "eu1")
 

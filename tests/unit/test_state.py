@@ -10,7 +10,11 @@ from zope.interface.verify import verifyObject
 from stellarouter.common.enums import TransportType
 from stellarouter.common.errors import InvalidDescriptor
 from stellarouter.common.interfaces import IGlobalRoutingState
-from stellarouter.common.models import ConnectionState, EndpointDescriptor, InstanceDescriptor
+from stellarouter.common.models import (
+    ConnectionState,
+    EndpointDescriptor,
+    InstanceDescriptor,
+)
 from stellarouter.gateway.errors import NotFound
 from stellarouter.gateway.state import RoutingState
 

@@ -11,7 +11,11 @@ from twisted.trial.unittest import TestCase
 from stellarouter.common.enums import TransportType
 from stellarouter.common.interfaces import IFrameSender
 from stellarouter.testing.contract import TransportContractTests, observe
-from stellarouter.transports.inmemory import InMemoryNetwork, inmemory_client, inmemory_server
+from stellarouter.transports.inmemory import (
+    InMemoryNetwork,
+    inmemory_client,
+    inmemory_server,
+)
 
 
 class InMemoryTransportContractTests(TransportContractTests, TestCase):
