@@ -92,7 +92,12 @@ class FrameDecoder:
         if max_frame_bytes < FRAME_OVERHEAD:
             raise ValueError("max_frame_bytes must be at least 17")
         self.max_frame_bytes = max_frame_bytes
-        self._buffer = b""
+        # Bytes received and not yet decoded, kept as a list of chunks so a
+        # large frame arriving in many reads is joined once, not per read.
+        self._chunks: List[bytes] = []
+        self._size = 0
+        # How many buffered bytes the next frame needs (0: unknown yet).
+        self._needed = 0
         self._error: ProtocolError | None = None
 
     @property
@@ -100,7 +105,7 @@ class FrameDecoder:
         """
         Bytes received but not yet part of a complete frame.
         """
-        return len(self._buffer)
+        return self._size
 
     def feed(self, data: bytes) -> List[Frame]:
         """
@@ -115,11 +120,21 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        buffer = self._buffer + data if self._buffer else data
+        if self._needed and self._size + len(data) < self._needed:
+            self._chunks.append(data)
+            self._size += len(data)
+            return []
+        if self._chunks:
+            self._chunks.append(data)
+            buffer = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            buffer = data
         frames: List[Frame] = []
         offset = 0
         end = len(buffer)
         unpack = _LENGTH.unpack_from
+        needed = 0
         while end - offset >= PREFIX_SIZE:
             (length,) = unpack(buffer, offset)
             if length < FRAME_OVERHEAD:
@@ -139,6 +154,7 @@ class FrameDecoder:
                 self._fail(UnknownFrameType(f"unknown frame type {buffer[start]}"))
             stop = start + length
             if stop > end:
+                needed = PREFIX_SIZE + length
                 break
             frames.append(
                 Frame(
@@ -148,7 +164,13 @@ class FrameDecoder:
                 )
             )
             offset = stop
-        self._buffer = bytes(buffer[offset:]) if offset < end else b""
+        if offset < end:
+            rest = buffer[offset:] if offset else buffer
+            self._chunks = [rest]
+            self._size = len(rest)
+        else:
+            self._size = 0
+        self._needed = needed
         return frames
 
     def _fail(self, error: ProtocolError) -> None:
@@ -156,7 +178,8 @@ class FrameDecoder:
         Remember C{error} for every later call, drop the buffer, and raise it.
         """
         self._error = error
-        self._buffer = b""
+        self._chunks = []
+        self._size = 0
         raise error
 
 

@@ -293,3 +293,40 @@ class EndToEndTests(SynchronousTestCase):
         connection = self.deployment.gateway.connections[0]
         self.assertEqual(connection.in_flight.late_frames, 0)
         self.assertEqual(FrameType.REQUEST.value, 4)
+
+    def test_reconnect_resends_hello(self) -> None:
+        """
+        After the connection breaks the microservice reconnects with backoff,
+        sends HELLO again and is routable again; meanwhile the endpoint is
+        unknown.
+        """
+        self.deployment.network.sever_all()
+        self.deployment.pump()
+        self.assertEqual(self.deployment.gateway.connections, [])
+        self.assertEqual(self.deployment.request("GET", "/ping").status, 404)
+        # backoffPolicy's first delay is initial_delay * factor = 0.1 * 2.
+        self.deployment.clock.advance(0.2 - 1e-6)
+        self.deployment.pump()
+        self.assertEqual(self.deployment.gateway.connections, [])
+        self.deployment.clock.advance(1e-6)
+        self.deployment.pump()
+        self.assertEqual(len(self.deployment.gateway.connections), 1)
+        self.assertEqual(self.deployment.request("GET", "/ping").status, 200)
+
+    def test_health_endpoints(self) -> None:
+        """
+        live is always 200; ready and startup follow the start-up and
+        shutdown of the gateway.
+        """
+        health = self.deployment.gateway.health
+        for path in ("/health/live", "/health/ready", "/health/startup"):
+            self.assertEqual(self.deployment.request("GET", path).status, 200, path)
+        health.started = False
+        self.assertEqual(self.deployment.request("GET", "/health/startup").status, 503)
+        self.assertEqual(self.deployment.request("GET", "/health/ready").status, 503)
+        health.started = True
+        health.stopping = True
+        self.assertEqual(self.deployment.request("GET", "/health/ready").status, 503)
+        self.assertEqual(self.deployment.request("GET", "/health/live").status, 200)
+        self.assertEqual(self.deployment.request("GET", "/health").status, 503)
+        health.stopping = False
