@@ -11,6 +11,8 @@ from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
 
+from ..common.enums import CancelReason
+
 
 class HeaderMap:
     """
@@ -62,7 +64,9 @@ class RawRequestContext:
     @ivar query: the raw query string (see L{query_params}).
     @ivar claims: verified claims from the gateway (empty when anonymous).
     @ivar body: the request body bytes.
-    @ivar cancelled: fires with the L{CancelReason} if the gateway cancels.
+    @ivar cancelled: fires with the L{CancelReason} if the gateway cancels
+        (with C{None} if the gateway connection is lost).
+    @ivar cancel_reason: the same reason, once cancelled.
     @ivar deadline: absolute UNIX time after which nobody waits, or C{None}.
     @ivar correlation_id: the request's id, as in the gateway's logs.
     """
@@ -77,6 +81,7 @@ class RawRequestContext:
     correlation_id: str
     deadline: Optional[float] = None
     cancelled: Deferred = field(default_factory=Deferred)
+    cancel_reason: Optional[CancelReason] = None
 
     @property
     def query_params(self) -> Dict[str, List[str]]:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 from uuid import UUID
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -65,6 +66,8 @@ class RequestDispatcher:
     @ivar late_results: handler results discarded because their request was
         cancelled (or the connection lost) first.
     @ivar ignored_cancels: CANCEL frames for ids not in flight.
+    @ivar expired: requests not dispatched because they arrived past their
+        deadline.
     """
 
     log = Logger()
@@ -73,12 +76,14 @@ class RequestDispatcher:
         self,
         app: Microservice,
         sender: IFrameSender,
+        clock: IReactorTime,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_request_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         """
         @param app: the endpoints to serve.
         @param sender: where RESPONSE frames go.
+        @param clock: tells whether a request's deadline has passed.
         @param max_frame_bytes: the connection's frame cap; larger response
             bodies are sent as RESPONSE_STREAM_DATA frames.
         @param max_request_bytes: the largest body reassembled from stream
@@ -86,12 +91,14 @@ class RequestDispatcher:
         """
         self.app = app
         self.sender = sender
+        self.clock = clock
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
         self._in_flight: Dict[UUID, _InFlight] = {}
         self._assembling: Dict[UUID, _Assembly] = {}
         self.late_results = 0
         self.ignored_cancels = 0
+        self.expired = 0
         self.served = 0
         self.failed = 0
 
@@ -184,6 +191,19 @@ class RequestDispatcher:
     # -- handler calls ---------------------------------------------------
 
     def _dispatch(self, cid: UUID, message: RequestMessage, body: bytes) -> None:
+        deadline = message.deadline
+        if deadline is not None:
+            late = self.clock.seconds() - deadline
+            if late >= 0:
+                self.expired += 1
+                self.log.warn(
+                    "request {cid} ({method} {template}) arrived {late:.3f}s past its "
+                    "deadline; not dispatched", cid=cid, method=message.method,
+                    template=message.template, late=late,
+                )
+                self._send(cid, _problem(504, "deadline-expired", "Deadline expired",
+                                         "the request arrived after its deadline", cid))
+                return
         registered = self.app.lookup(message.method, message.template)
         if registered is None:
             self._send(cid, _problem(
@@ -270,6 +290,7 @@ class RequestDispatcher:
 
     def _cancel_entry(self, entry: _InFlight, reason: Optional[CancelReason]) -> None:
         if not entry.ctx.cancelled.called:
+            entry.ctx.cancel_reason = reason
             entry.ctx.cancelled.callback(reason)
         if entry.deferred is not None and not entry.deferred.called:
             entry.deferred.cancel()

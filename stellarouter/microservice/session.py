@@ -71,7 +71,7 @@ class RouterSession:
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
-        self.dispatcher = RequestDispatcher(self.app, sender, self.max_frame_bytes)
+        self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes)
         hello = Hello(self.instance, self.app.descriptors(), self.heartbeat_interval)
         self.log.info(
             "connected to router {router}; sending HELLO for {service} {version} "

@@ -5,6 +5,7 @@ their output line by line and wait for a line, without sleeping.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -72,13 +73,15 @@ class WatchedProcess(ProcessProtocol):
         self._waiting = []
         self.ended.callback(code if code is not None else -(sig or 0))
 
-    def wait_for(self, pattern: str, clock: Any, timeout: float = 20.0) -> Deferred:
+    def wait_for(self, pattern: str, clock: Any, timeout: float = 20.0,
+                 since: int = 0) -> Deferred:
         """
-        Fires with the regex match of the first line (from now on, or
-        already printed) matching C{pattern}.
+        Fires with the regex match of the first line matching C{pattern},
+        among the lines printed from index C{since} on (already printed or
+        still to come).
         """
         compiled = re.compile(pattern)
-        for line in self.lines:
+        for line in self.lines[since:]:
             match = compiled.search(line)
             if match is not None:
                 d: Deferred = Deferred()
@@ -113,4 +116,83 @@ def spawn_twistd(reactor: Any, name: str, plugin_args: Sequence[str],
     return process
 
 
-__all__ = ["WatchedProcess", "spawn_twistd", "twistd_path", "ROOT"]
+
+
+class ProcessDeployment:
+    """
+    A gateway and microservices as twistd child processes on free loopback
+    ports, with their configs written to a temporary directory.
+
+    @ivar base_url: C{http://127.0.0.1:PORT} of the gateway, once started.
+    """
+
+    def __init__(self, reactor: Any, directory: str) -> None:
+        self.reactor = reactor
+        self.directory = directory
+        self.processes: List[WatchedProcess] = []
+        self.gateway: Optional[WatchedProcess] = None
+        self.base_url = ""
+        self.transport_port = 0
+
+    def write(self, name: str, text: str) -> str:
+        """
+        Write a file in the deployment's directory and return its path.
+        """
+        path = os.path.join(self.directory, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def spawn(self, name: str, args: Sequence[str]) -> WatchedProcess:
+        """
+        Start one twistd process (killed by L{stop_all} if still running).
+        """
+        process = spawn_twistd(self.reactor, name, args)
+        self.processes.append(process)
+        return process
+
+    async def start_gateway(self, node_id: str = "gw-it", region: str = "eu1") -> WatchedProcess:
+        """
+        Start C{stella-gateway} on port 0 and wait until it is ready.
+        """
+        config = self.write(f"{node_id}.yaml", f"""
+node: {{node_id: {node_id}, region: {region}}}
+http: {{listen: "tcp:0:interface=127.0.0.1"}}
+transports: [{{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}]
+""")
+        gateway = self.spawn(node_id, ["stella-gateway", "--config", config])
+        ready = await gateway.wait_for(r"ready: (\{.*\})", self.reactor)
+        addresses = json.loads(ready.group(1))
+        self.base_url = "http://" + addresses["http"]
+        self.transport_port = int(addresses["transports"][0].rsplit(":", 1)[1])
+        self.gateway = gateway
+        return gateway
+
+    async def start_microservice(self, app: str, instance_id: str,
+                                 region: str = "eu1") -> WatchedProcess:
+        """
+        Start C{stella-micro} for C{app} dialling the gateway, and wait until
+        the gateway has registered it.
+        """
+        assert self.gateway is not None, "start the gateway first"
+        config = self.write(f"{instance_id}.yaml", f"""
+region: {region}
+instance_id: {instance_id}
+routers: [{{transport: tcp, address: "tcp:host=127.0.0.1:port={self.transport_port}"}}]
+""")
+        process = self.spawn(instance_id, ["stella-micro", "--config", config, "--app", app])
+        await self.gateway.wait_for(rf"registered instance {re.escape(instance_id)} ",
+                                    self.reactor)
+        return process
+
+    async def stop_all(self) -> None:
+        """
+        Kill whatever is still running and wait for it to end.
+        """
+        for process in self.processes:
+            if process.running:
+                process.signal("KILL")
+                await process.ended
+
+
+__all__ = ["ProcessDeployment", "WatchedProcess", "spawn_twistd", "twistd_path", "ROOT"]

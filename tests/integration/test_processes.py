@@ -12,7 +12,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from stellarouter.testing.processes import spawn_twistd, twistd_path
+from stellarouter.testing.processes import ProcessDeployment, WatchedProcess, twistd_path
 
 
 class PluginDiscoveryTests(TestCase):
@@ -33,33 +33,21 @@ class PluginDiscoveryTests(TestCase):
         self.assertIn(b"stella-micro", out)
 
 
-class BillingDemoTests(TestCase):
+class ProcessTestCase(TestCase):
+    """
+    A test case with a L{ProcessDeployment} and a non-persistent HTTP pool.
+    """
+
     timeout = 60
 
     def setUp(self) -> None:
         self.pool = HTTPConnectionPool(reactor, persistent=False)
-        self.tmp = os.path.abspath(self.mktemp())
-        os.makedirs(self.tmp)
-        self.processes: list = []
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.deployment = ProcessDeployment(reactor, directory)
+        self.addCleanup(self.deployment.stop_all)
 
-    def write(self, name: str, text: str) -> str:
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
-
-    def start(self, name: str, args: list) -> object:
-        process = spawn_twistd(reactor, name, args)
-        self.processes.append(process)
-        self.addCleanup(self._kill, process)
-        return process
-
-    async def _kill(self, process: object) -> None:
-        if process.running:
-            process.signal("KILL")
-            await process.ended
-
-    async def assertStoppedCleanly(self, process: object) -> None:
+    async def assertStoppedCleanly(self, process: WatchedProcess) -> None:
         """
         The process shut down through twistd's orderly path.  twistd re-raises
         the terminating signal after a clean shutdown, so the status is
@@ -71,30 +59,18 @@ class BillingDemoTests(TestCase):
         self.assertIn("Server Shut Down.", output)
         self.assertNotIn("Traceback", output)
 
+
+class BillingDemoTests(ProcessTestCase):
     async def test_billing_end_to_end(self) -> None:
         """
         Gateway and Billing start as twistd processes on free ports; the
         README's requests give 200, 201, 200, 404 and 405; both stop cleanly
         on SIGTERM.
         """
-        gateway_config = self.write("gateway.yaml", """
-node: {node_id: gw-it, region: eu1}
-http: {listen: "tcp:0:interface=127.0.0.1"}
-transports: [{type: tcp, listen: "tcp:0:interface=127.0.0.1"}]
-""")
-        gateway = self.start("gateway", ["stella-gateway", "--config", gateway_config])
-        ready = await gateway.wait_for(r"ready: (\{.*\})", reactor)
-        addresses = json.loads(ready.group(1))
-        base = "http://" + addresses["http"]
-        transport_port = addresses["transports"][0].rsplit(":", 1)[1]
-        billing_config = self.write("billing.yaml", f"""
-region: eu1
-instance_id: billing-it
-routers: [{{transport: tcp, address: "tcp:host=127.0.0.1:port={transport_port}"}}]
-""")
-        billing = self.start("billing", ["stella-micro", "--config", billing_config,
-                                         "--app", "examples.billing:service"])
-        await gateway.wait_for(r"registered instance billing-it of billing 1\.0\.0", reactor)
+        gateway = await self.deployment.start_gateway()
+        billing = await self.deployment.start_microservice("examples.billing:service",
+                                                           "billing-it")
+        base = self.deployment.base_url
 
         response = await treq.get(base + "/ping", pool=self.pool)
         self.assertEqual(response.code, 200)
@@ -140,8 +116,8 @@ routers: [{{transport: tcp, address: "tcp:host=127.0.0.1:port={transport_port}"}
         twistd stella-gateway refuses to start on an invalid config, printing
         every problem, and exits non-zero.
         """
-        bad = self.write("bad.yaml", "node: {regoin: eu1}\ntransports: [{type: tcpp}]\n")
-        gateway = self.start("gateway", ["stella-gateway", "--config", bad])
+        bad = self.deployment.write("bad.yaml", "node: {regoin: eu1}\ntransports: [{type: tcpp}]\n")
+        gateway = self.deployment.spawn("gateway", ["stella-gateway", "--config", bad])
         self.assertNotEqual(await gateway.ended, 0)
         output = "\n".join(gateway.lines)
         self.assertIn("node.regoin: unknown key (did you mean 'region'?)", output)

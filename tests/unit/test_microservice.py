@@ -2,7 +2,7 @@
 Tests for the microservice SDK: registration, the dispatcher, the session.
 """
 
-from typing import Any
+from typing import Any, Optional
 from uuid import uuid4
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -33,9 +33,10 @@ from stellarouter.microservice.session import RouterSession
 from stellarouter.testing.fakes import FakeFrameSender
 
 
-def request(template: str, method: str = "GET", body: bytes = b"", streaming: bool = False) -> Frame:
+def request(template: str, method: str = "GET", body: bytes = b"", streaming: bool = False,
+            deadline: Optional[float] = None) -> Frame:
     return Frame(FrameType.REQUEST, uuid4(), encode_request(RequestMessage(
-        method, template, template, body=body, streaming=streaming)))
+        method, template, template, body=body, streaming=streaming, deadline=deadline)))
 
 
 class RegistrationTests(SynchronousTestCase):
@@ -89,7 +90,7 @@ class RegistrationTests(SynchronousTestCase):
         app.add(endpoint)
         self.assertEqual(app.descriptors()[0].service_name, "svc")
         sender = FakeFrameSender()
-        RequestDispatcher(app, sender).request_received(request("/hello"))
+        RequestDispatcher(app, sender, Clock()).request_received(request("/hello"))
         self.assertEqual(decode_response(sender.frames[0].payload).body, b"hi")
 
     def test_service_needs_a_router(self) -> None:
@@ -105,7 +106,9 @@ class DispatcherTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.app = Microservice("svc", "1.0.0")
         self.sender = FakeFrameSender()
-        self.dispatcher = RequestDispatcher(self.app, self.sender, max_frame_bytes=2048,
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.dispatcher = RequestDispatcher(self.app, self.sender, self.clock, max_frame_bytes=2048,
                                             max_request_bytes=10_000)
         self.pending: list = []
 
@@ -189,6 +192,18 @@ class DispatcherTests(SynchronousTestCase):
         later.callback(None)
         self.assertEqual(self.responses(), [])
         self.assertEqual(self.dispatcher.in_flight, 0)
+
+    def test_deadline(self) -> None:
+        """
+        The handler sees the absolute deadline; a REQUEST that arrives at or
+        past its deadline is answered 504 without calling the handler.
+        """
+        self.dispatcher.request_received(request("/wait", deadline=1000.5))
+        self.assertEqual(self.pending[0][0].deadline, 1000.5)
+        self.dispatcher.request_received(request("/wait", deadline=1000.0))
+        self.assertEqual(len(self.pending), 1)
+        self.assertEqual(self.responses()[0].status, 504)
+        self.assertEqual(self.dispatcher.expired, 1)
 
     def test_large_response_split(self) -> None:
         """
