@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
-from ..common.models import PayloadLimits
+from ..common.errors import InvalidDescriptor
+from ..common.models import PayloadLimits, normalize_service_name, parse_version
 from .endpoints import check_server_endpoint
 from .reader import Reader, non_empty, positive, read_yaml
 
@@ -59,6 +60,35 @@ class TransportListenerConfig:
 
 
 @dataclass(frozen=True)
+class HealthConfig:
+    """
+    Liveness of microservice connections (spec section 5.3), in seconds.
+
+    @ivar degraded_after: silence after which a connection is DEGRADED.
+    @ivar unhealthy_after: silence after which it is UNHEALTHY.
+    @ivar sweep_interval: how often silences are checked.
+    @ivar ping_interval: how often the gateway pings each connection.
+    """
+
+    degraded_after: float = 15.0
+    unhealthy_after: float = 30.0
+    sweep_interval: float = 5.0
+    ping_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """
+    Gateway-side settings of one service.
+
+    @ivar default_version: the version used when a request names none.
+    """
+
+    name: str
+    default_version: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """
     Everything C{twistd stella-gateway} needs, validated.
@@ -68,6 +98,14 @@ class GatewayConfig:
     http: HttpConfig = HttpConfig()
     transports: Tuple[TransportListenerConfig, ...] = ()
     payload_limits: PayloadLimits = PayloadLimits()
+    health: HealthConfig = HealthConfig()
+    services: Tuple[ServiceConfig, ...] = ()
+
+    def default_versions(self) -> Dict[str, str]:
+        """
+        The configured default version of each service that has one.
+        """
+        return {s.name: s.default_version for s in self.services if s.default_version}
 
 
 def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConfig:
@@ -77,7 +115,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     @raise ConfigError: listing every problem found.
     """
     r = Reader(source)
-    top = r.mapping(document, "", ["node", "http", "transports", "payload_limits"])
+    top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
+                                   "services"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -120,13 +159,56 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         for name in ("max_request_bytes_per_call", "max_request_bytes_per_connection",
                      "max_aggregate_inflight_bytes")
     ))
+    health_raw = r.mapping(top.get("health"), "health", [
+        "degraded_after", "unhealthy_after", "sweep_interval", "ping_interval"])
+    health_defaults = HealthConfig()
+    health = HealthConfig(*(
+        r.get(health_raw, name, "health", float, getattr(health_defaults, name), positive)
+        for name in ("degraded_after", "unhealthy_after", "sweep_interval", "ping_interval")
+    ))
+    if health.unhealthy_after < health.degraded_after:
+        r.problem("health.unhealthy_after",
+                  f"{health.unhealthy_after:g} must not be below degraded_after "
+                  f"{health.degraded_after:g}")
+
+    services = []
+    seen = set()
+    for i, item in enumerate(r.items(top, "services", "")):
+        where = f"services[{i}]"
+        raw = r.mapping(item, where, ["name", "default_version"])
+        name = r.get(raw, "name", where, str, check=_service_name_problem)
+        version = r.get(raw, "default_version", where, str, None, _version_problem)
+        if name is not None:
+            name = name.lower()
+            if name in seen:
+                r.problem(f"{where}.name", f"service {name!r} is configured twice")
+            seen.add(name)
+            services.append(ServiceConfig(name, version))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
         http=http,
         transports=tuple(transports),
         payload_limits=limits,
+        health=health,
+        services=tuple(services),
     )
+
+
+def _service_name_problem(name: str) -> Optional[str]:
+    try:
+        normalize_service_name(name)
+    except InvalidDescriptor as e:
+        return str(e)
+    return None
+
+
+def _version_problem(version: str) -> Optional[str]:
+    try:
+        parse_version(version)
+    except InvalidDescriptor as e:
+        return str(e)
+    return None
 
 
 def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:

@@ -40,6 +40,8 @@ class MicroserviceConfig:
 
     @ivar app: C{"module:attribute"} naming the L{Microservice}.
     @ivar instance_id: C{None} means generated at start.
+    @ivar drain_grace_period: on stop, how long requests in flight may take
+        to finish (seconds) before they are cancelled.
     """
 
     region: str
@@ -47,6 +49,7 @@ class MicroserviceConfig:
     app: Optional[str] = None
     instance_id: Optional[str] = None
     heartbeat_interval: float = 5.0
+    drain_grace_period: float = 30.0
 
 
 def check_app_reference(value: str) -> Optional[str]:
@@ -65,11 +68,14 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
     r = Reader(source)
     if document is None:
         r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
-    top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval", "routers"])
+    top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
+                                   "drain_grace_period", "routers"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
     interval = r.get(top, "heartbeat_interval", "", float, 5.0, positive)
+    grace = r.get(top, "drain_grace_period", "", float, 30.0,
+                  lambda v: None if v >= 0 else "must not be negative")
     routers = []
     raw_routers = r.items(top, "routers", "", required=False)
     if not raw_routers and "routers" not in top:
@@ -88,7 +94,7 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         if kind is not None and address is not None:
             routers.append(RouterEndpointConfig(kind, address, max_frame))
     r.finish()
-    return MicroserviceConfig(region, tuple(routers), app, instance_id, interval)
+    return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace)
 
 
 def _router_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:

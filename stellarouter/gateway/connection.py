@@ -7,7 +7,7 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Optional, cast
+from typing import Dict, Optional, cast
 from uuid import UUID, uuid4
 
 from twisted.internet.interfaces import IReactorTime
@@ -23,16 +23,20 @@ from ..common.payloads import (
     HelloAck,
     RequestMessage,
     decode_endpoints_update,
+    Heartbeat,
     decode_heartbeat,
     decode_hello,
     decode_response,
     decode_stream_data,
     encode_cancel,
+    encode_heartbeat,
     encode_hello_ack,
     encode_request,
     encode_stream_data,
 )
+from ..config.gateway import HealthConfig
 from .dispatch import InFlightRequests, PendingRequest
+from .health import evaluate_status, update_ping_average
 from .errors import GatewayShuttingDown, UpstreamLost, UpstreamProtocolError
 from .state import RoutingState
 
@@ -63,8 +67,16 @@ class GatewayConnection:
         node_id: str,
         region: str,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        health: HealthConfig = HealthConfig(),
     ) -> None:
+        """
+        @param health: the liveness thresholds (a HEARTBEAT re-evaluates the
+            status at once).
+        """
         self.routing_state = routing_state
+        self.health = health
+        self.reported_status = InstanceHealthStatus.HEALTHY
+        self._pings: Dict[UUID, float] = {}
         self.clock = clock
         self.node_id = node_id
         self.region = region
@@ -188,10 +200,62 @@ class GatewayConnection:
             self.log.warn("malformed HEARTBEAT from {peer} ignored: {error}",
                           peer=self.peer, error=e)
             return
-        self.state.last_heartbeat = self.clock.seconds()
-        if beat.ping is None:
-            if beat.status in (InstanceHealthStatus.DRAINING, InstanceHealthStatus.HEALTHY):
-                self.state.status = beat.status
+        now = self.clock.seconds()
+        self.state.last_heartbeat = now
+        if beat.ping is not None:
+            sent = self._pings.pop(frame.correlation_id, None)
+            if sent is not None:
+                self.state.average_ping_ms = update_ping_average(
+                    self.state.average_ping_ms, (now - sent) * 1000.0)
+        else:
+            status = beat.status
+            if status is InstanceHealthStatus.UNKNOWN:
+                status = InstanceHealthStatus.HEALTHY
+            if status is InstanceHealthStatus.DRAINING and (
+                    self.reported_status is not InstanceHealthStatus.DRAINING):
+                self.log.info("instance {instance_id} is draining: no new requests",
+                              instance_id=self.state.instance.instance_id)
+            self.reported_status = status
+            if status is InstanceHealthStatus.DRAINING:
+                # Acknowledge: every REQUEST sent before this echo reaches the
+                # microservice before it, so once it has the echo and its
+                # requests are done it may close (protocol.md, HEARTBEAT).
+                assert self.sender is not None
+                self.sender.sendFrame(frame)
+        self.refresh_status(now)
+
+    def refresh_status(self, now: float, thresholds: Optional[HealthConfig] = None) -> None:
+        """
+        Re-evaluate the status from the last report and the silence since
+        the last HEARTBEAT; log a change.
+        """
+        state = self.state
+        if state is None:
+            return
+        status = evaluate_status(self.reported_status, state.last_heartbeat, now,
+                                 thresholds or self.health)
+        if status is not state.status:
+            self.log.info(
+                "instance {instance_id} ({service} {version}) {old} -> {new} "
+                "({silence:.1f}s since its last heartbeat)",
+                instance_id=state.instance.instance_id, service=state.instance.service_name,
+                version=state.instance.version, old=state.status.value, new=status.value,
+                silence=now - state.last_heartbeat,
+            )
+            state.status = status
+
+    def ping(self, now: float) -> None:
+        """
+        Send a HEARTBEAT ping; its echo updates C{average_ping_ms}.
+        """
+        if self.state is None or self.sender is None or self._closed:
+            return
+        if len(self._pings) >= 8:
+            # Unanswered pings of a silent peer: forget the oldest.
+            del self._pings[next(iter(self._pings))]
+        cid = uuid4()
+        self._pings[cid] = now
+        self.sender.sendFrame(Frame(_HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
 
     def _endpoints_update(self, frame: Frame) -> None:
         assert self.state is not None

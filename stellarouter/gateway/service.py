@@ -20,7 +20,8 @@ from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
 from .edge import GatewaySite, HealthApp, ProxyResource
-from .routing import LeastInFlightRouting
+from .health import HealthMonitor
+from .routing import RegionAwareRouting
 from .state import RoutingState
 
 
@@ -47,7 +48,8 @@ class GatewayService(Service):
         """
         @param reactor: provides C{IReactorTCP} and C{IReactorTime}.
         @param network: for in-memory listeners.
-        @param routing: the routing plugin (default: L{LeastInFlightRouting}).
+        @param routing: the routing plugin (default: L{RegionAwareRouting}
+            with the configured region, neighbours and default versions).
         """
         self.config = config
         self.reactor = reactor
@@ -56,7 +58,10 @@ class GatewayService(Service):
         node = config.node
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
         self.proxy = ProxyResource(
-            self.routing_state, routing or LeastInFlightRouting(), reactor, node.region,
+            self.routing_state,
+            routing or RegionAwareRouting(node.region, node.neighbor_regions,
+                                          config.default_versions()),
+            reactor, node.region,
             config.payload_limits,
         )
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
@@ -65,6 +70,7 @@ class GatewayService(Service):
                         t.max_frame_bytes, network)
             for t in config.transports
         ]
+        self.monitor = HealthMonitor(reactor, config.health, self._registered)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: Dict[str, Any] = {}
         self.ready: Deferred = Deferred()
@@ -73,12 +79,16 @@ class GatewayService(Service):
         def build() -> GatewayConnection:
             return _TrackedConnection(
                 self, self.routing_state, self.reactor, self.config.node.node_id,
-                self.config.node.region, listener.max_frame_bytes,
+                self.config.node.region, listener.max_frame_bytes, self.config.health,
             )
         return build
 
+    def _registered(self) -> List[GatewayConnection]:
+        return [c for c in self.connections if c.state is not None]
+
     def startService(self) -> None:
         super().startService()
+        self.monitor.start()
         d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._start_failed)
 
@@ -111,6 +121,7 @@ class GatewayService(Service):
     def stopService(self) -> Deferred:
         super().stopService()
         self.health.stopping = True
+        self.monitor.stop()
         cancelled = sum(c.shutdown() for c in list(self.connections))
         if cancelled:
             self.log.info("shutting down: cancelled {count} request(s) in flight", count=cancelled)

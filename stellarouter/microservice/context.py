@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import Deferred
 
 from ..common.enums import CancelReason
+from ..common.models import InstanceDescriptor
 
 
 class HeaderMap:
@@ -67,6 +68,7 @@ class RawRequestContext:
     @ivar cancelled: fires with the L{CancelReason} if the gateway cancels
         (with C{None} if the gateway connection is lost).
     @ivar cancel_reason: the same reason, once cancelled.
+    @ivar instance: the identity of the instance serving the request.
     @ivar deadline: absolute UNIX time after which nobody waits, or C{None}.
     @ivar correlation_id: the request's id, as in the gateway's logs.
     """
@@ -82,6 +84,7 @@ class RawRequestContext:
     deadline: Optional[float] = None
     cancelled: Deferred = field(default_factory=Deferred)
     cancel_reason: Optional[CancelReason] = None
+    instance: Optional[InstanceDescriptor] = None
 
     @property
     def query_params(self) -> Dict[str, List[str]]:

@@ -18,7 +18,7 @@ from ..common.enums import CancelReason, FrameType
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.interfaces import IFrameSender
-from ..common.models import Frame
+from ..common.models import Frame, InstanceDescriptor
 from ..common.payloads import (
     RequestMessage,
     ResponseMessage,
@@ -79,6 +79,7 @@ class RequestDispatcher:
         clock: IReactorTime,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_request_bytes: int = 16 * 1024 * 1024,
+        instance: Optional[InstanceDescriptor] = None,
     ) -> None:
         """
         @param app: the endpoints to serve.
@@ -88,13 +89,16 @@ class RequestDispatcher:
             bodies are sent as RESPONSE_STREAM_DATA frames.
         @param max_request_bytes: the largest body reassembled from stream
             frames.
+        @param instance: the serving instance, shown to handlers.
         """
         self.app = app
         self.sender = sender
         self.clock = clock
+        self.instance = instance
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
         self._in_flight: Dict[UUID, _InFlight] = {}
+        self._idle_waiters: List[Deferred] = []
         self._assembling: Dict[UUID, _Assembly] = {}
         self.late_results = 0
         self.ignored_cancels = 0
@@ -107,7 +111,42 @@ class RequestDispatcher:
         """
         Requests whose handler has not finished.
         """
-        return len(self._in_flight)
+        return len(self._in_flight) + len(self._assembling)
+
+    def when_idle(self) -> Deferred:
+        """
+        A Deferred that fires once no request is in flight (at once if none
+        is).
+        """
+        d: Deferred = Deferred()
+        self._idle_waiters.append(d)
+        self._check_idle()
+        return d
+
+    def _check_idle(self) -> None:
+        if self._idle_waiters and not self._in_flight and not self._assembling:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def shutdown(self) -> int:
+        """
+        Cancel every request still in flight with reason SHUTDOWN and answer
+        each 503, so the gateway can tell its clients at once.
+
+        @return: how many were cancelled.
+        """
+        self._assembling.clear()
+        cids = list(self._in_flight)
+        for cid in cids:
+            entry = self._in_flight.pop(cid)
+            self.log.warn("request {cid} cancelled: the microservice is shutting down", cid=cid)
+            self._cancel_entry(entry, CancelReason.SHUTDOWN)
+            self._send(cid, _problem(503, "shutting-down", "Service shutting down",
+                                     "the microservice stopped before the request finished",
+                                     cid))
+        self._check_idle()
+        return len(cids)
 
     # -- frames in -------------------------------------------------------
 
@@ -134,6 +173,10 @@ class RequestDispatcher:
         """
         Handle one REQUEST_STREAM_DATA frame (body of a large request).
         """
+        self._stream_data(frame)
+        self._check_idle()
+
+    def _stream_data(self, frame: Frame) -> None:
         cid = frame.correlation_id
         assembly = self._assembling.get(cid)
         if assembly is None:
@@ -169,6 +212,7 @@ class RequestDispatcher:
         if self._assembling.pop(cid, None) is not None:
             self.log.info("request {cid} cancelled before its body was complete: {reason}",
                           cid=cid, reason=reason.value)
+            self._check_idle()
             return
         entry = self._in_flight.pop(cid, None)
         if entry is None:
@@ -177,6 +221,7 @@ class RequestDispatcher:
             return
         self.log.info("request {cid} cancelled: {reason}", cid=cid, reason=reason.value)
         self._cancel_entry(entry, reason)
+        self._check_idle()
 
     def connection_lost(self) -> None:
         """
@@ -187,6 +232,7 @@ class RequestDispatcher:
         self._in_flight.clear()
         for entry in entries:
             self._cancel_entry(entry, None)
+        self._check_idle()
 
     # -- handler calls ---------------------------------------------------
 
@@ -222,6 +268,7 @@ class RequestDispatcher:
             body=body,
             correlation_id=str(cid),
             deadline=message.deadline,
+            instance=self.instance,
         )
         try:
             result = registered.handler(ctx)
@@ -258,6 +305,7 @@ class RequestDispatcher:
             self.log.debug("late result of cancelled request {cid} discarded", cid=cid)
             return
         del self._in_flight[cid]
+        self._check_idle()
         if not isinstance(result, RawResponse):
             self.failed += 1
             self.log.error(
@@ -277,6 +325,7 @@ class RequestDispatcher:
                 self.late_results += 1
             return
         del self._in_flight[cid]
+        self._check_idle()
         self._handler_failed(failure, cid, message)
 
     def _handler_failed(self, failure: Failure, cid: UUID, message: RequestMessage) -> None:

@@ -12,8 +12,10 @@ from typing import Any, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
+from ..common.enums import InstanceHealthStatus
 from ..common.interfaces import ITransportClient
 from ..common.models import InstanceDescriptor
 from ..config.microservice import MicroserviceConfig
@@ -68,6 +70,7 @@ class MicroserviceService(Service):
             region=config.region,
         )
         self.sessions: List[RouterSession] = []
+        self.draining = False
         self.clients: List[ITransportClient] = []
         for router in config.routers:
             self.clients.append(make_client(
@@ -99,8 +102,36 @@ class MicroserviceService(Service):
             client.start()
 
     def stopService(self) -> Deferred:
+        """
+        Drain, then disconnect: report DRAINING on every connection, wait
+        (at most C{drain_grace_period}) until each gateway acknowledged it and
+        the requests in flight are done, cancel what is left (answering it
+        503), and close.
+        """
         super().stopService()
-        return DeferredList([client.stop() for client in self.clients])
+        return Deferred.fromCoroutine(self._drain_and_stop())
+
+    async def _drain_and_stop(self) -> None:
+        self.draining = True
+        sessions = list(self.sessions)
+        in_flight = sum(s.dispatcher.in_flight for s in sessions if s.dispatcher is not None)
+        grace = self.config.drain_grace_period
+        self.log.info(
+            "draining {instance_id}: {count} request(s) in flight, grace period {grace:g}s",
+            instance_id=self.instance.instance_id, count=in_flight, grace=grace)
+        drained = DeferredList([s.drain() for s in sessions])
+        drained.addTimeout(grace, self.reactor)
+        try:
+            await drained
+        except DeferredTimeout:
+            left = sum(s.dispatcher.shutdown() for s in list(self.sessions)
+                       if s.dispatcher is not None)
+            self.log.warn("grace period of {grace:g}s over: cancelled {count} request(s)",
+                          grace=grace, count=left)
+        else:
+            self.log.info("drained {instance_id}; disconnecting",
+                          instance_id=self.instance.instance_id)
+        await DeferredList([client.stop() for client in self.clients])
 
 
 def _describe_router(transport: str, address: str) -> str:
@@ -118,6 +149,8 @@ class _TrackedSession(RouterSession):
 
     def connectionOpened(self, sender: Any) -> None:
         self._owner.sessions.append(self)
+        if self._owner.draining:
+            self.status = InstanceHealthStatus.DRAINING
         super().connectionOpened(sender)
 
     def connectionClosed(self, reason: str) -> None:

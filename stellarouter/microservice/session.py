@@ -1,13 +1,15 @@
 """
 One microservice ↔ router connection, seen from the microservice: sends
-HELLO, answers pings, hands REQUEST and CANCEL frames to the dispatcher.
+HELLO, heartbeats and ping echoes, hands REQUEST and CANCEL frames to the
+dispatcher, and drains on request.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
-from uuid import uuid4
+from typing import Callable, Optional, Set
+from uuid import UUID, uuid4
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -23,6 +25,7 @@ from ..common.payloads import (
     Hello,
     HelloAck,
     decode_cancel,
+    decode_heartbeat,
     decode_hello_ack,
     encode_heartbeat,
     encode_hello,
@@ -37,6 +40,7 @@ class RouterSession:
     The microservice's receiver for one connection to one router.
 
     @ivar accepted: the gateway's HELLO answer, once received.
+    @ivar status: what the heartbeats report (HEALTHY, or DRAINING).
     """
 
     log = Logger()
@@ -66,12 +70,17 @@ class RouterSession:
         self.dispatcher: Optional[RequestDispatcher] = None
         self.accepted: Optional[HelloAck] = None
         self.status = InstanceHealthStatus.HEALTHY
+        self.closed = False
         self._hello_id = uuid4()
         self._heartbeat: Optional[LoopingCall] = None
+        self._drain_ids: Set[UUID] = set()
+        self._drain_acked: Deferred = Deferred()
+        self._counted = (0, 0)
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
-        self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes)
+        self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
+                                            instance=self.instance)
         hello = Hello(self.instance, self.app.descriptors(), self.heartbeat_interval)
         self.log.info(
             "connected to router {router}; sending HELLO for {service} {version} "
@@ -96,14 +105,30 @@ class RouterSession:
         elif kind is FrameType.REQUEST_STREAM_DATA:
             self.dispatcher.stream_data_received(frame)
         elif kind is FrameType.HEARTBEAT:
-            # A gateway ping: echo it with the same correlation id.
-            self.sender.sendFrame(frame)
+            self._heartbeat_received(frame)
         elif kind is FrameType.HELLO:
             self._hello_answered(frame)
         else:
             self.log.warn("unexpected {kind} frame from router {router}; closing",
                           kind=kind.name, router=self.router)
             self.sender.close(f"unexpected {kind.name} frame from the gateway")
+
+    def _heartbeat_received(self, frame: Frame) -> None:
+        assert self.sender is not None
+        if frame.correlation_id in self._drain_ids:
+            # The gateway saw our DRAINING report: it sends no new request.
+            if not self._drain_acked.called:
+                self._drain_acked.callback(None)
+            return
+        try:
+            beat = decode_heartbeat(frame.payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed HEARTBEAT from {router} ignored: {error}",
+                          router=self.router, error=e)
+            return
+        if beat.ping is not None:
+            # A gateway ping: echo it unchanged, same correlation id.
+            self.sender.sendFrame(frame)
 
     def _hello_answered(self, frame: Frame) -> None:
         assert self.sender is not None
@@ -127,22 +152,58 @@ class RouterSession:
             node=ack.node_id, region=ack.region, router=self.router,
             instance_id=self.instance.instance_id,
         )
-        self._heartbeat = LoopingCall(self._send_heartbeat)
+        self._heartbeat = LoopingCall(self.send_heartbeat)
         self._heartbeat.clock = self.clock
         self._heartbeat.start(self.heartbeat_interval, now=False)
+        if self.status is InstanceHealthStatus.DRAINING:
+            self.send_heartbeat()
         if self.on_accepted is not None:
             self.on_accepted(self)
 
-    def _send_heartbeat(self) -> None:
-        assert self.sender is not None and self.dispatcher is not None
-        beat = Heartbeat(self.instance.instance_id, self.status, self.dispatcher.in_flight)
-        self.sender.sendFrame(Frame(FrameType.HEARTBEAT, uuid4(), encode_heartbeat(beat)))
+    def send_heartbeat(self) -> None:
+        """
+        Report status, requests in flight and the error rate since the last
+        report.
+        """
+        if self.sender is None or self.dispatcher is None or self.closed:
+            return
+        served, failed = self.dispatcher.served, self.dispatcher.failed
+        done = (served - self._counted[0]) + (failed - self._counted[1])
+        error_rate = (failed - self._counted[1]) / done if done else 0.0
+        self._counted = (served, failed)
+        cid = uuid4()
+        if self.status is InstanceHealthStatus.DRAINING:
+            self._drain_ids.add(cid)
+        beat = Heartbeat(self.instance.instance_id, self.status, self.dispatcher.in_flight,
+                         error_rate)
+        self.sender.sendFrame(Frame(FrameType.HEARTBEAT, cid, encode_heartbeat(beat)))
+
+    def drain(self) -> Deferred:
+        """
+        Report DRAINING now; fires when the gateway has acknowledged it (so
+        no new request will come) and no request is in flight.  A session not
+        (yet) registered is done at once.
+        """
+        self.status = InstanceHealthStatus.DRAINING
+        if self.accepted is None or self.closed or self.dispatcher is None:
+            return succeed(None)
+        self.send_heartbeat()
+        dispatcher = self.dispatcher
+
+        async def drained() -> None:
+            await self._drain_acked
+            await dispatcher.when_idle()
+
+        return Deferred.fromCoroutine(drained())
 
     def connectionClosed(self, reason: str) -> None:
+        self.closed = True
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         if self.dispatcher is not None:
             self.dispatcher.connection_lost()
+        if not self._drain_acked.called:
+            self._drain_acked.callback(None)
         self.log.info("connection to router {router} closed: {reason}",
                       router=self.router, reason=reason)
 

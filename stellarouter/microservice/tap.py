@@ -4,6 +4,7 @@ C{twistd stella-micro}: options and service construction.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -57,6 +58,8 @@ class Options(usage.Options):
         ["config", "c", None, "Path of the microservice YAML configuration (required)."],
         ["app", "a", None, "The Microservice object, as module:attribute "
                            "(default: 'app' in the configuration)."],
+        ["grace", "g", None, "Seconds requests in flight may take to finish when "
+                             "stopping (default: drain_grace_period, 30)."],
     ]
 
     def postOptions(self) -> None:
@@ -80,6 +83,14 @@ class Options(usage.Options):
         if not reference:
             raise usage.UsageError(
                 f"no app to run: pass --app module:attribute or set 'app' in {path}")
+        if self["grace"] is not None:
+            try:
+                grace = float(self["grace"])
+            except ValueError:
+                grace = -1.0
+            if not grace >= 0:
+                raise usage.UsageError(f"--grace: {self['grace']!r} is not a number of seconds >= 0")
+            config = dataclasses.replace(config, drain_grace_period=grace)
         self["micro_config"] = config
         self["micro_app"] = load_app(reference)
 

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from ..common.enums import TransportType
-from ..config.gateway import GatewayConfig, NodeConfig, TransportListenerConfig
+from ..config.gateway import GatewayConfig, HealthConfig, NodeConfig, TransportListenerConfig
 from ..config.microservice import MicroserviceConfig, RouterEndpointConfig
 from ..gateway.service import GatewayService
 from ..microservice.endpoints import Microservice
@@ -30,14 +30,18 @@ class InMemoryDeployment:
     """
 
     def __init__(self, clock: Optional[Clock] = None, region: str = "eu1",
-                 max_frame_bytes: int = 1024 * 1024) -> None:
+                 max_frame_bytes: int = 1024 * 1024, neighbor_regions: Any = (),
+                 health: HealthConfig = HealthConfig(), services: Any = ()) -> None:
         self.clock = clock or Clock()
         self.network = InMemoryNetwork(self.clock)
         self.max_frame_bytes = max_frame_bytes
         self.config = GatewayConfig(
-            node=NodeConfig(region=region, node_id="gw-test"),
+            node=NodeConfig(region=region, node_id="gw-test",
+                            neighbor_regions=tuple(neighbor_regions)),
             transports=(TransportListenerConfig(TransportType.INMEMORY, GATEWAY_ADDRESS,
                                                 max_frame_bytes),),
+            health=health,
+            services=tuple(services),
         )
         self.gateway = GatewayService(self.config, self.clock, self.network)
         self.microservices: List[MicroserviceService] = []
@@ -47,9 +51,11 @@ class InMemoryDeployment:
         if not started.called:
             raise AssertionError("the in-memory gateway did not start")
         self.gateway.health.started = True
+        self.gateway.monitor.start()
 
     def add(self, app: Microservice, region: str = "eu1", instance_id: Optional[str] = None,
-            heartbeat_interval: float = 5.0) -> MicroserviceService:
+            heartbeat_interval: float = 5.0,
+            drain_grace_period: float = 30.0) -> MicroserviceService:
         """
         Start a microservice serving C{app}, connected once this returns.
         """
@@ -59,6 +65,7 @@ class InMemoryDeployment:
                                           self.max_frame_bytes),),
             instance_id=instance_id,
             heartbeat_interval=heartbeat_interval,
+            drain_grace_period=drain_grace_period,
         )
         service = MicroserviceService(app, config, self.clock, self.network,
                                       initial_delay=0.1, jitter=lambda: 0)
