@@ -13,6 +13,8 @@ well-formed but invalid identity) and nothing else.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from struct import Struct
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -34,7 +36,22 @@ PROTOCOL_VERSION = 1
 
 _HEADER_LENGTH = Struct(">I")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_loads = json.loads
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+# NaN and Infinity are not JSON; Python's decoder accepts them unless told.
+_loads = json.JSONDecoder(parse_constant=_no_constants).decode
+
+#: The largest endpoint timeout accepted in a HELLO: one day.
+MAX_TIMEOUT = 86400.0
+
+#: RFC 9110 token characters (header names).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+#: Characters a header value may not contain.
+_BAD_VALUE = re.compile(r"[\x00\r\n]|[^\x00-\xff]")
 
 STREAM_END = 0x01
 STREAM_ABORT = 0x02
@@ -49,7 +66,7 @@ def _encode_json(obj: Mapping[str, Any]) -> bytes:
 
 def _decode_json(payload: bytes, what: str) -> Dict[str, Any]:
     try:
-        obj = _loads(payload)
+        obj = _loads(payload.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedPayload(f"{what} payload is not UTF-8 JSON: {e}") from None
     if not isinstance(obj, dict):
@@ -157,8 +174,9 @@ def endpoint_from_json(
     except InvalidDescriptor as e:
         raise InvalidDescriptor(f"{what}: {e}") from None
     timeout = _optional(obj, "default_timeout", float, what, 30.0)
-    if timeout <= 0:
-        raise MalformedPayload(f"{what}.default_timeout must be positive")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise MalformedPayload(
+            f"{what}.default_timeout must be above 0 and at most {MAX_TIMEOUT:g} seconds")
     claims = obj.get("requiring_claims") or []
     if not isinstance(claims, list):
         raise MalformedPayload(f"{what}.requiring_claims must be a list")
@@ -233,6 +251,8 @@ def decode_hello(payload: bytes) -> Hello:
     instance = InstanceDescriptor(instance_id, service, version, region)
     endpoints = decode_endpoint_list(obj, instance, "HELLO")
     interval = _optional(obj, "heartbeat_interval", float, "HELLO", 5.0)
+    if not 0 < interval <= MAX_TIMEOUT:
+        raise MalformedPayload("HELLO.heartbeat_interval must be a positive number of seconds")
     features = obj.get("features") or []
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise MalformedPayload("HELLO.features must be a list of strings")
@@ -445,6 +465,18 @@ def _split_header(payload: bytes, what: str) -> Tuple[Dict[str, Any], bytes]:
     return _decode_json(payload[4 : 4 + length], what), payload[4 + length :]
 
 
+def header_problem(name: object, value: object) -> Optional[str]:
+    """
+    Why C{(name, value)} cannot be sent as an HTTP header, or C{None}.
+    """
+    if not isinstance(name, str) or not _TOKEN.match(name):
+        return f"header name {name!r} is not an RFC 9110 token"
+    if not isinstance(value, str) or _BAD_VALUE.search(value):
+        return (f"value of header {name!r} must be a Latin-1 string without CR, LF or NUL, "
+                f"not {value!r}")
+    return None
+
+
 def _headers_from_json(raw: Any, what: str) -> List[Tuple[str, str]]:
     if not isinstance(raw, list):
         raise MalformedPayload(f"{what}.headers must be a list of [name, value]")
@@ -457,6 +489,10 @@ def _headers_from_json(raw: Any, what: str) -> List[Tuple[str, str]]:
             or not isinstance(pair[1], str)
         ):
             raise MalformedPayload(f"{what}.headers must be a list of [name, value]")
+        if not _TOKEN.match(pair[0]) or _BAD_VALUE.search(pair[1]):
+            raise MalformedPayload(
+                f"{what}.headers has an invalid header {pair[0]!r}: names are RFC 9110 "
+                "tokens, values Latin-1 without CR, LF or NUL")
         headers.append((pair[0], pair[1]))
     return headers
 
@@ -533,8 +569,8 @@ def decode_response(payload: bytes) -> ResponseMessage:
     """
     header, body = _split_header(payload, "RESPONSE")
     status = _field(header, "status", int, "RESPONSE")
-    if not 100 <= status <= 599:
-        raise MalformedPayload(f"RESPONSE.status {status} is not an HTTP status")
+    if not 200 <= status <= 599:
+        raise MalformedPayload(f"RESPONSE.status {status} is not a final HTTP status (200-599)")
     return ResponseMessage(
         status=status,
         headers=_headers_from_json(header.get("headers", []), "RESPONSE"),

@@ -146,7 +146,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         check = check_server_endpoint if kind is not TransportType.INMEMORY else non_empty
         listen = r.get(raw, "listen", where, str, check=check)
         max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
-                          lambda v: None if v >= 1024 else "must be at least 1024")
+                          lambda v: None if v >= 65536 else "must be at least 65536")
         if kind is not None and listen is not None:
             transports.append(TransportListenerConfig(kind, listen, max_frame))
 

@@ -90,7 +90,7 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         check = check_client_endpoint if kind is not TransportType.INMEMORY else non_empty
         address = r.get(raw, "address", where, str, check=check)
         max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
-                          lambda v: None if v >= 1024 else "must be at least 1024")
+                          lambda v: None if v >= 65536 else "must be at least 65536")
         if kind is not None and address is not None:
             routers.append(RouterEndpointConfig(kind, address, max_frame))
     r.finish()

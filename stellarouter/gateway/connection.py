@@ -7,7 +7,8 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Optional, cast
+import dataclasses
+from typing import Dict, List, Optional, cast
 from uuid import UUID, uuid4
 
 from twisted.internet.interfaces import IReactorTime
@@ -37,7 +38,12 @@ from ..common.payloads import (
 from ..config.gateway import HealthConfig
 from .dispatch import InFlightRequests, PendingRequest
 from .health import evaluate_status, update_ping_average
-from .errors import GatewayShuttingDown, UpstreamLost, UpstreamProtocolError
+from .errors import (
+    GatewayShuttingDown,
+    RequestHeadersTooLarge,
+    UpstreamLost,
+    UpstreamProtocolError,
+)
 from .state import RoutingState
 
 _ids = itertools.count(1)
@@ -110,15 +116,15 @@ class GatewayConnection:
 
     def frameReceived(self, frame: Frame) -> None:
         kind = frame.type
-        if kind is _RESPONSE:
-            self._response(frame)
-        elif kind is _RESPONSE_STREAM_DATA:
-            self._response_stream_data(frame)
-        elif self.state is None:
+        if self.state is None:
             if kind is _HELLO:
                 self._hello(frame)
             else:
                 self._reject(f"expected HELLO first, got {kind.name}", frame.correlation_id)
+        elif kind is _RESPONSE:
+            self._response(frame)
+        elif kind is _RESPONSE_STREAM_DATA:
+            self._response_stream_data(frame)
         elif kind is _HEARTBEAT:
             self._heartbeat(frame)
         elif kind is _ENDPOINTS_UPDATE:
@@ -181,10 +187,14 @@ class GatewayConnection:
             count=len(hello.endpoints),
         )
 
-    def _reject(self, reason: str, cid: Optional[UUID] = None) -> None:
+    def _reject(self, reason: str, cid: Optional[UUID] = None, answer: bool = False) -> None:
+        """
+        Close the connection, logging why; before registration (or when
+        C{answer} is set) first tell the microservice in a HELLO answer.
+        """
         assert self.sender is not None
         self.log.warn("closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
-        if self.state is None:
+        if self.state is None or answer:
             # Tell the microservice why before closing, so it can log it.
             self.sender.sendFrame(Frame(_HELLO, cid or uuid4(), encode_hello_ack(
                 HelloAck(False, reason, self.node_id, self.region))))
@@ -262,7 +272,7 @@ class GatewayConnection:
         try:
             endpoints = decode_endpoints_update(frame.payload, self.state.instance)
         except (MalformedPayload, InvalidDescriptor) as e:
-            self._reject(f"invalid ENDPOINTS_UPDATE: {e}")
+            self._reject(f"invalid ENDPOINTS_UPDATE: {e}", frame.correlation_id, answer=True)
             return
         old = self.state.endpoints
         self.routing_state.unregister(self._routable())
@@ -272,7 +282,7 @@ class GatewayConnection:
         except InvalidDescriptor as e:
             self.state.endpoints = old
             self.routing_state.register(self._routable())
-            self._reject(f"ENDPOINTS_UPDATE refused: {e}")
+            self._reject(f"ENDPOINTS_UPDATE refused: {e}", frame.correlation_id, answer=True)
             return
         self.log.info("instance {instance_id} now serves {count} endpoint(s)",
                       instance_id=self.state.instance.instance_id, count=len(endpoints))
@@ -299,8 +309,9 @@ class GatewayConnection:
         try:
             chunk, end, abort = decode_stream_data(frame.payload)
         except MalformedPayload as e:
-            self.in_flight.cancel(cid, CancelReason.CLIENT_DISCONNECTED,
-                                  UpstreamProtocolError(str(e)))
+            self.log.warn("malformed RESPONSE_STREAM_DATA {cid} from {peer}: {error}",
+                          cid=cid, peer=self.peer, error=e)
+            self.in_flight.fail(cid, UpstreamProtocolError(str(e)))
             return
         self.in_flight.stream_data(
             cid, chunk, end, abort,
@@ -320,32 +331,38 @@ class GatewayConnection:
         @param sink: receives the response or the failure.
         @param cid: the correlation id to use (fresh by default).
         @return: the correlation id.
+        @raise RequestHeadersTooLarge: the request's headers alone do not fit
+            in one frame (nothing is sent).
         """
         assert self.sender is not None and self.state is not None
         if cid is None:
             cid = uuid4()
-        state = self.state
-        state.in_flight += 1
-        size = len(message.body)
-        state.in_flight_bytes += size
-        self.in_flight.add(cid, sink, timeout, size)
+        frames: List[Frame]
         payload = encode_request(message)
         if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
-            self.sender.sendFrame(Frame(FrameType.REQUEST, cid, payload))
-            return cid
-        body = message.body
-        header = encode_request(RequestMessage(
-            message.method, message.path, message.template, message.path_params,
-            message.query, message.headers, message.claims, message.deadline,
-            streaming=True,
-        ))
-        self.sender.sendFrame(Frame(FrameType.REQUEST, cid, header))
-        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
-        for offset in range(0, len(body), step):
-            self.sender.sendFrame(Frame(
-                FrameType.REQUEST_STREAM_DATA, cid,
-                encode_stream_data(body[offset : offset + step], end=offset + step >= len(body)),
-            ))
+            frames = [Frame(FrameType.REQUEST, cid, payload)]
+        else:
+            header = encode_request(dataclasses.replace(message, streaming=True, body=b""))
+            if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
+                raise RequestHeadersTooLarge(
+                    f"the request's headers take {len(header)} bytes; a frame holds "
+                    f"{self.max_frame_bytes}")
+            frames = [Frame(FrameType.REQUEST, cid, header)]
+            body = message.body
+            step = self.max_frame_bytes - FRAME_OVERHEAD - 1
+            last = max(len(body) - 1, 0) // step * step
+            for offset in range(0, last + 1, step):
+                frames.append(Frame(
+                    FrameType.REQUEST_STREAM_DATA, cid,
+                    encode_stream_data(body[offset : offset + step], end=offset == last),
+                ))
+        self.in_flight.add(cid, sink, timeout, len(message.body))
+        state = self.state
+        state.in_flight += 1
+        state.in_flight_bytes += len(message.body)
+        send = self.sender.sendFrame
+        for frame in frames:
+            send(frame)
         return cid
 
     def cancel(self, cid: UUID, reason: CancelReason) -> bool:

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from ..common.enums import CancelReason
 from ..common.interfaces import IResponseSink
 from ..common.payloads import ResponseMessage
-from .errors import DispatchError, GatewayTimeout
+from .errors import DispatchError, GatewayTimeout, UpstreamProtocolError
 
 
 class PendingRequest:
@@ -102,15 +102,32 @@ class InFlightRequests:
             self.late_frames += 1
             return False
         if message.streaming:
+            # The timeout keeps running until the stream ends: a stalled
+            # stream is cancelled like a missing response.
             pending.started = True
-            if pending.timer is not None and pending.timer.active():
-                pending.timer.cancel()
-            pending.timer = None
-            pending.sink.responseStarted(message)
+            self._deliver(cid, pending, pending.sink.responseStarted, message)
             return True
         self._remove(cid)
-        pending.sink.responseStarted(message)
+        self._deliver(cid, pending, pending.sink.responseStarted, message)
         return True
+
+    def _deliver(self, cid: UUID, pending: PendingRequest, call: Callable[..., None],
+                 *args: object) -> None:
+        """
+        Call the sink; if it fails (a bug, or a response the HTTP layer
+        refuses), log it and fail that request alone.
+        """
+        try:
+            call(*args)
+        except Exception:
+            self.log.failure("writing the response of request {cid} failed", cid=cid)
+            if cid in self._pending:
+                self._remove(cid)
+                self._send_cancel(cid, CancelReason.CLIENT_DISCONNECTED)
+            try:
+                pending.sink.failed(UpstreamProtocolError("the response could not be written"))
+            except Exception:
+                self.log.failure("reporting the failure of request {cid} failed too", cid=cid)
 
     def stream_data(self, cid: UUID, chunk: bytes, end: bool, abort: bool,
                     abort_error: Callable[[], DispatchError]) -> bool:
@@ -126,13 +143,13 @@ class InFlightRequests:
             return False
         if abort:
             self._remove(cid)
-            pending.sink.failed(abort_error())
+            self._deliver(cid, pending, pending.sink.failed, abort_error())
             return True
         if chunk:
-            pending.sink.bodyChunk(chunk)
-        if end:
+            self._deliver(cid, pending, pending.sink.bodyChunk, chunk)
+        if end and cid in self._pending:
             self._remove(cid)
-            pending.sink.responseFinished()
+            self._deliver(cid, pending, pending.sink.responseFinished)
         return True
 
     def fail(self, cid: UUID, error: DispatchError) -> None:

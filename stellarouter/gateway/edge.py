@@ -7,6 +7,7 @@ own trie), while the gateway's own endpoints (C{/health...}) are a Klein app.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from typing import Any, List, Optional, Tuple
 from uuid import uuid4
 
@@ -17,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
+from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
@@ -44,6 +46,10 @@ HOP_BY_HOP = frozenset({
 })
 #: Response headers the gateway sets itself.
 _OWN_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length", "x-correlation-id"}
+#: Headers twisted.web sets that the microservice's value replaces.
+_REPLACED_BY_UPSTREAM = frozenset({"date", "server"})
+#: The gateway's own paths, served by the Klein app for GET and HEAD.
+HEALTH_PATHS = frozenset({b"/health", b"/health/live", b"/health/ready", b"/health/startup"})
 
 VERSION_HEADER = b"x-stella-version"
 CORRELATION_HEADER = b"X-Correlation-Id"
@@ -63,7 +69,8 @@ def _forwarded_headers(request: IRequest) -> List[Tuple[str, str]]:
         drop = drop | {t.strip().lower() for v in connection for t in v.decode("latin-1").split(",")}
     for name, values in raw:
         text = name.decode("latin-1")
-        if text.lower() in drop:
+        lower = text.lower()
+        if lower in drop or lower.startswith("proxy-"):
             continue
         for value in values:
             pairs.append((text, value.decode("latin-1")))
@@ -109,15 +116,35 @@ class HttpResponseSink:
         if self.client_gone:
             return
         request = self.request
-        request.setResponseCode(response.status)
+        status = response.status
+        request.setResponseCode(status)
         headers = request.responseHeaders
+        upstream_length: Optional[bytes] = None
+        drop = _OWN_RESPONSE_HEADERS
+        named = [v for k, v in response.headers if k.lower() == "connection"]
+        if named:
+            drop = drop | {t.strip().lower() for v in named for t in v.split(",")}
         for name, value in response.headers:
-            if name.lower() not in _OWN_RESPONSE_HEADERS:
-                headers.addRawHeader(name, value)
+            lower = name.lower()
+            raw_value = value.encode("latin-1")
+            if lower == "content-length":
+                upstream_length = raw_value
+            if lower in drop or lower.startswith("proxy-"):
+                continue
+            if lower in _REPLACED_BY_UPSTREAM:
+                headers.setRawHeaders(name.encode("latin-1"), [raw_value])
+            else:
+                headers.addRawHeader(name.encode("latin-1"), raw_value)
         if response.streaming:
             return
         body = response.body
-        headers.setRawHeaders(b"Content-Length", [str(len(body)).encode()])
+        if status in (204, 304):
+            body = b""
+        elif request.method == b"HEAD" and not body and upstream_length is not None:
+            # An explicit HEAD endpoint says how long the GET body would be.
+            headers.setRawHeaders(b"Content-Length", [upstream_length])
+        else:
+            headers.setRawHeaders(b"Content-Length", [str(len(body)).encode()])
         if body:
             request.write(body)
         request.finish()
@@ -141,7 +168,10 @@ class HttpResponseSink:
             if request.channel is not None:
                 request.channel.loseConnection()
             return
-        request.responseHeaders.removeHeader(b"Content-Type")
+        # Nothing of a response that failed may reach the client (no
+        # Set-Cookie or Cache-Control of the microservice on an error).
+        request.responseHeaders = Headers()
+        request.setHeader(CORRELATION_HEADER, self.correlation_id.encode())
         body = write_problem(request, error, self.correlation_id)
         request.write(body)
         request.finish()
@@ -183,6 +213,14 @@ class ProxyResource(Resource):
 
     def _dispatch(self, request: Request, cid: Any, cid_text: str) -> Any:
         method = request.method.decode("ascii", "replace")
+        if request.path in HEALTH_PATHS:
+            raise MethodNotAllowed(f"{method} is not allowed on the gateway's health endpoints",
+                                   ("GET", "HEAD"))
+        too_large = getattr(request, "too_large", None)
+        if too_large is not None:
+            raise PayloadTooLarge(
+                f"request body of {too_large} bytes exceeds "
+                f"{self.limits.max_request_bytes_per_call} bytes")
         path = request.path.decode("latin-1")
         resolution = self.routing_state.resolve(method, path)
         route = resolution.route
@@ -306,6 +344,64 @@ class HealthApp:
         return self._json(request, 503, {"status": "starting"})
 
 
+class GatewayRequest(Request):
+    """
+    The gateway's HTTP request.
+
+     - No default C{Content-Type}: a microservice response without one goes
+       out without one.
+     - The body is counted as it arrives (twisted.web's C{gotLength} and
+       C{handleContentChunk} hooks, not public API: pinned by
+       C{tests/unit/test_edge.py}); past the per-call limit it is discarded
+       instead of buffered, and C{too_large} records the size, so the answer
+       is 413 and the gateway never holds more than the limit.
+     - An absolute-form request target (C{GET http://host/path}) is reduced
+       to its path.
+    """
+
+    defaultContentType = None
+    too_large: Optional[int] = None
+    _received = 0
+
+    def _limit(self) -> Optional[int]:
+        site = getattr(self.channel, "site", None)
+        return getattr(site, "max_request_bytes", None)
+
+    def gotLength(self, length: Optional[int]) -> None:
+        limit = self._limit()
+        if length is not None and limit is not None and length > limit:
+            self.too_large = length
+            self.content = None
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self.too_large is not None:
+            self.too_large = max(self.too_large, self._received)
+            return
+        limit = self._limit()
+        if limit is not None and self._received > limit:
+            self.too_large = self._received
+            if self.content is not None:
+                self.content.close()
+            self.content = None
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.content is None:
+            # The body was discarded (too large): leave an empty one behind.
+            self.content = BytesIO()
+        super().requestReceived(command, path, version)
+
+    def process(self) -> None:
+        if self.path.startswith((b"http://", b"https://")):
+            parts = self.path.split(b"/", 3)
+            self.path = b"/" + (parts[3] if len(parts) > 3 else b"")
+        super().process()
+
+
 class GatewaySite(Site):
     """
     The gateway's L{Site}: C{/health} and below go to the Klein app, every
@@ -326,7 +422,9 @@ class GatewaySite(Site):
         @param reactor: drives HTTP timeouts and the C{Date} header
             (default: the global reactor, as in L{Site}).
         """
-        super().__init__(proxy, parsePOSTFormSubmission=False, reactor=reactor)
+        super().__init__(proxy, parsePOSTFormSubmission=False, reactor=reactor,
+                         requestFactory=GatewayRequest)
+        self.max_request_bytes = proxy.limits.max_request_bytes_per_call
         self.proxy = proxy
         self.health = health
         self.health_resource = health.app.resource()
@@ -335,8 +433,7 @@ class GatewaySite(Site):
     def getResourceFor(self, request: Request) -> IResource:
         request.site = self
         request.sitepath = []  # type: ignore[attr-defined]
-        path = request.path
-        if path == b"/health" or path.startswith(b"/health/"):
+        if request.path in HEALTH_PATHS and request.method in (b"GET", b"HEAD"):
             return self.health_resource
         return self.proxy
 

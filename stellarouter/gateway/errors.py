@@ -80,6 +80,27 @@ class PayloadTooLarge(PipelineError):
     title = "Payload too large"
 
 
+class BadRequest(PipelineError):
+    """
+    The request itself is unusable (e.g. a path that is not UTF-8 once
+    percent-decoded).
+    """
+
+    status = 400
+    kind = "bad-request"
+    title = "Bad request"
+
+
+class RequestHeadersTooLarge(PipelineError):
+    """
+    The request's headers do not fit in one frame of the chosen connection.
+    """
+
+    status = 431
+    kind = "request-headers-too-large"
+    title = "Request header fields too large"
+
+
 class NoRoute(PipelineError):
     """
     No routable instance serves the endpoint right now.

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from ..common.models import parse_path_template
-from .errors import MethodNotAllowed, NotFound
+from .errors import BadRequest, MethodNotAllowed, NotFound
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,21 @@ class _Node:
 
     def empty(self) -> bool:
         return not (self.literals or self.param or self.routes)
+
+
+def decode_segment(segment: str) -> str:
+    """
+    Percent-decode one raw path segment (Latin-1 text of the raw bytes) as
+    UTF-8.
+
+    @raise BadRequest: the bytes are not UTF-8.
+    """
+    if "%" not in segment and segment.isascii():
+        return segment
+    try:
+        return unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"path segment {segment!r} is not UTF-8 once percent-decoded") from None
 
 
 def split_path(path: str) -> List[str]:
@@ -160,7 +175,7 @@ class EndpointResolver:
                 raise MethodNotAllowed(f"{method} is not allowed on {path}", allowed)
             raise NotFound(f"no endpoint matches {path}")
         if route.param_names:
-            params = {name: unquote(v) for name, v in zip(route.param_names, values)}
+            params = {name: decode_segment(v) for name, v in zip(route.param_names, values)}
         else:
             params = {}
         return Resolution(route, params)
@@ -181,9 +196,10 @@ class EndpointResolver:
             route = routes.get(method)
             if route is None and method == "HEAD":
                 route = routes.get("GET")
-            if route is None and not allowed:
+            if route is None:
+                # Every template matching the path contributes to Allow.
                 allowed.extend(routes)
-                if "GET" in routes and "HEAD" not in routes:
+                if "GET" in routes:
                     allowed.append("HEAD")
             return route
         segment = segments[index]

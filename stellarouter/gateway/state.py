@@ -46,7 +46,15 @@ class RoutingState:
         if state.connection_id in self._connections:
             raise InvalidDescriptor(f"connection {state.connection_id} is already registered")
         new_routes = []
+        shapes: Dict[Tuple[str, str], str] = {}
         for (method, template), endpoint in state.endpoints.items():
+            shape = (method, _shape(template))
+            if shape in shapes:
+                raise InvalidDescriptor(
+                    f"{method} {template} clashes with {method} {shapes[shape]} "
+                    "(same shape, different parameter names)"
+                )
+            shapes[shape] = template
             if _reserved(template):
                 raise InvalidDescriptor(
                     f"{method} {template} is reserved for the gateway's own endpoints"
@@ -63,8 +71,15 @@ class RoutingState:
                     f"{method} {template} clashes with {existing.template} "
                     "(same shape, different parameter names)"
                 )
-        for route in new_routes:
-            self._resolver.add(route)
+        added: List[Route] = []
+        try:
+            for route in new_routes:
+                self._resolver.add(route)
+                added.append(route)
+        except ValueError as e:
+            for route in added:
+                self._resolver.remove(route.method, route.template)
+            raise InvalidDescriptor(str(e)) from None
         self._connections[state.connection_id] = connection
         for key in state.endpoints:
             self._by_endpoint.setdefault(key, []).append(connection)
@@ -98,6 +113,10 @@ class RoutingState:
         Every version of C{service_name} announced since the gateway started.
         """
         return self._versions_seen.get(service_name, ())
+
+
+def _shape(template: str) -> str:
+    return "/".join("{}" if s.startswith("{") else s for s in template.split("/"))
 
 
 def _param_names(template: str) -> Tuple[str, ...]:

@@ -26,6 +26,7 @@ from ..common.payloads import (
     decode_stream_data,
     encode_response,
     encode_stream_data,
+    header_problem,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .context import HeaderMap, RawRequestContext, RawResponse
@@ -276,20 +277,12 @@ class RequestDispatcher:
             self._handler_failed(Failure(), cid, message)
             return
         if isinstance(result, RawResponse):
-            self.served += 1
-            self._send(cid, result)
+            self._respond(cid, result, message)
             return
         if hasattr(result, "__await__") and not isinstance(result, Deferred):
             result = Deferred.fromCoroutine(result)
         if not isinstance(result, Deferred):
-            self.failed += 1
-            self.log.error(
-                "handler for {method} {template} returned {kind}, not a RawResponse "
-                "(request {cid})", method=message.method, template=message.template,
-                kind=type(result).__name__, cid=cid,
-            )
-            self._send(cid, _problem(500, "internal-error", "Internal server error",
-                                     "the handler returned an invalid response", cid))
+            self._respond(cid, result, message)
             return
         entry = _InFlight(ctx)
         entry.deferred = result
@@ -306,18 +299,7 @@ class RequestDispatcher:
             return
         del self._in_flight[cid]
         self._check_idle()
-        if not isinstance(result, RawResponse):
-            self.failed += 1
-            self.log.error(
-                "handler for {method} {template} produced {kind}, not a RawResponse "
-                "(request {cid})", method=message.method, template=message.template,
-                kind=type(result).__name__, cid=cid,
-            )
-            self._send(cid, _problem(500, "internal-error", "Internal server error",
-                                     "the handler returned an invalid response", cid))
-            return
-        self.served += 1
-        self._send(cid, result)
+        self._respond(cid, result, message)
 
     def _handler_errback(self, failure: Failure, cid: UUID, entry: _InFlight, message: RequestMessage) -> None:
         if self._in_flight.get(cid) is not entry:
@@ -346,25 +328,80 @@ class RequestDispatcher:
 
     # -- frames out ------------------------------------------------------
 
+    def _respond(self, cid: UUID, result: object, message: RequestMessage) -> None:
+        """
+        Send a handler's result, or a 500 if it is not a valid response.
+        """
+        problem = response_problem(result)
+        if problem is not None:
+            self.failed += 1
+            self.log.error(
+                "handler for {method} {template} returned an invalid response (request "
+                "{cid}): {problem}", method=message.method, template=message.template,
+                cid=cid, problem=problem,
+            )
+            self._send(cid, _problem(500, "internal-error", "Internal server error",
+                                     "the handler returned an invalid response", cid))
+            return
+        assert isinstance(result, RawResponse)
+        if result.status >= 500:
+            self.failed += 1
+        else:
+            self.served += 1
+        self._send(cid, result)
+
     def _send(self, cid: UUID, response: RawResponse) -> None:
-        body = response.body
-        headers = [(str(k), str(v)) for k, v in response.headers]
+        """
+        Send a valid response: one RESPONSE frame, or a streaming RESPONSE
+        header and stream frames (the last one flagged end) when it does not
+        fit in one frame.
+        """
+        body = bytes(response.body)
+        headers = [(k, v) for k, v in response.headers]
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body))
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
                 self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, payload))
                 return
-        self.sender.sendFrame(Frame(
-            FrameType.RESPONSE, cid,
-            encode_response(ResponseMessage(response.status, headers, b"", streaming=True)),
-        ))
+        header = encode_response(ResponseMessage(response.status, headers, b"", streaming=True))
+        if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
+            self.log.error("response headers of request {cid} do not fit in one frame "
+                           "({size} bytes)", cid=cid, size=len(header))
+            self._send(cid, _problem(500, "internal-error", "Internal server error",
+                                     "the response headers are too large", cid))
+            return
+        self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, header))
         step = self.max_frame_bytes - FRAME_OVERHEAD - 1
-        for offset in range(0, len(body), step):
-            chunk = body[offset : offset + step]
+        last = max(len(body) - 1, 0) // step * step
+        for offset in range(0, last + 1, step):
             self.sender.sendFrame(Frame(
                 FrameType.RESPONSE_STREAM_DATA, cid,
-                encode_stream_data(chunk, end=offset + step >= len(body)),
+                encode_stream_data(body[offset : offset + step], end=offset == last),
             ))
+
+
+def response_problem(result: object) -> Optional[str]:
+    """
+    Why C{result} is not a response the SDK can send, or C{None}.
+    """
+    if not isinstance(result, RawResponse):
+        return f"expected a RawResponse, got {type(result).__name__}"
+    status = result.status
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        return f"status {status!r} is not a final HTTP status (200-599)"
+    if not isinstance(result.body, (bytes, bytearray, memoryview)):
+        return f"body must be bytes, not {type(result.body).__name__}"
+    try:
+        pairs = list(result.headers)
+    except TypeError:
+        return "headers must be (name, value) pairs"
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            return f"header {pair!r} is not a (name, value) pair"
+        problem = header_problem(pair[0], pair[1])
+        if problem is not None:
+            return problem
+    return None
 
 
 def _problem(status: int, kind: str, title: str, detail: str, cid: UUID) -> RawResponse:

@@ -59,7 +59,7 @@ def response_messages() -> st.SearchStrategy[ResponseMessage]:
     """
     return st.builds(
         ResponseMessage,
-        status=st.integers(min_value=100, max_value=599),
+        status=st.integers(min_value=200, max_value=599),
         headers=header_pairs(),
         body=st.binary(max_size=512),
         streaming=st.booleans(),

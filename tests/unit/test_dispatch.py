@@ -103,17 +103,47 @@ class InFlightTests(SynchronousTestCase):
 
     def test_streamed_response(self) -> None:
         """
-        A streaming response delivers its chunks then finishes; the timeout
-        stops once the response has started.
+        A streaming response delivers its chunks then finishes.
         """
         cid, sink = uuid4(), RecordingSink()
         self.table.add(cid, sink, 1.0)
         self.table.response(cid, ResponseMessage(200, [], b"", streaming=True))
-        self.clock.advance(5.0)
+        self.clock.advance(0.5)
         self.table.stream_data(cid, b"ab", False, False, lambda: None)
         self.table.stream_data(cid, b"c", True, False, lambda: None)
         self.assertEqual((sink.chunks, sink.finished, self.cancels), ([b"ab", b"c"], True, []))
         self.assertFalse(self.table.response(cid, ResponseMessage(200)))
+
+    def test_stalled_stream_times_out(self) -> None:
+        """
+        A response stream that stalls is cancelled when the timeout elapses,
+        as a missing response would be.
+        """
+        cid, sink = uuid4(), RecordingSink()
+        self.table.add(cid, sink, 1.0)
+        self.table.response(cid, ResponseMessage(200, [], b"", streaming=True))
+        self.table.stream_data(cid, b"ab", False, False, lambda: None)
+        self.clock.advance(1.0)
+        self.assertEqual(self.cancels, [(cid, CancelReason.TIMEOUT)])
+        self.assertIsInstance(sink.error, GatewayTimeout)
+        self.assertFalse(sink.finished)
+
+    def test_failing_sink(self) -> None:
+        """
+        A sink that raises fails only its own request.
+        """
+        cid = uuid4()
+
+        class Broken(RecordingSink):
+            def responseStarted(self, response: object) -> None:
+                raise ValueError("cannot write that")
+
+        sink = Broken()
+        self.table.add(cid, sink, 1.0)
+        self.table.response(cid, ResponseMessage(200))
+        self.assertIsInstance(sink.error, UpstreamProtocolError)
+        self.assertEqual(len(self.table), 0)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_stream_before_response_is_late(self) -> None:
         """

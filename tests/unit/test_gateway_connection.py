@@ -187,3 +187,77 @@ class GatewayConnectionTests(SynchronousTestCase):
         connection.frameReceived(Frame(FrameType.RESPONSE_STREAM_DATA, uuid4(), b"\x01"))
         self.assertEqual(connection.in_flight.late_frames, 2)
         self.assertIsNone(sender.closed)
+
+    def test_response_before_hello(self) -> None:
+        """
+        A RESPONSE before the HELLO is refused like any other first frame.
+        """
+        self.assertRejected(Frame(FrameType.RESPONSE, uuid4(),
+                                  encode_response(ResponseMessage(200))), "expected HELLO first")
+
+    def test_non_finite_timeout(self) -> None:
+        """
+        NaN and Infinity are not JSON: a HELLO using them is refused.
+        """
+        for constant in ("NaN", "Infinity"):
+            text = hello().payload.decode().replace('"default_timeout":30.0',
+                                                    f'"default_timeout":{constant}')
+            self.assertRejected(Frame(FrameType.HELLO, uuid4(), text.encode()), "not allowed")
+
+    def test_refused_update_is_answered(self) -> None:
+        """
+        An ENDPOINTS_UPDATE that is refused is answered with the reason
+        before the connection closes.
+        """
+        connection, sender = self.connect()
+        connection.frameReceived(hello())
+        sender.take()
+        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, uuid4(), b"{}"))
+        self.assertIn("missing 'endpoints'", decode_hello_ack(sender.frames[0].payload).reason)
+
+    def test_bad_response_header_fails_one_request(self) -> None:
+        """
+        A RESPONSE with a header HTTP cannot carry fails that request with
+        502 and leaves the connection and the other requests alone.
+        """
+        from stellarouter.common.payloads import RequestMessage
+        from stellarouter.gateway.errors import UpstreamProtocolError
+        from stellarouter.testing.fakes import RecordingSink
+
+        connection, sender = self.connect()
+        connection.frameReceived(hello())
+        bad_sink, good_sink = RecordingSink(), RecordingSink()
+        bad = connection.send_request(RequestMessage("GET", "/ping", "/ping"), 5.0, bad_sink)
+        good = connection.send_request(RequestMessage("GET", "/ping", "/ping"), 5.0, good_sink)
+        header = json.dumps({"status": 200, "headers": [["Bad Name", "v"]]}).encode()
+        connection.frameReceived(Frame(FrameType.RESPONSE, bad,
+                                       len(header).to_bytes(4, "big") + header))
+        connection.frameReceived(Frame(FrameType.RESPONSE, good,
+                                       encode_response(ResponseMessage(200, [], b"ok"))))
+        self.assertIsInstance(bad_sink.error, UpstreamProtocolError)
+        self.assertEqual(good_sink.response.body, b"ok")
+        self.assertIsNone(sender.closed)
+        self.assertEqual(connection.state.in_flight, 0)
+        self.clock.advance(10)
+
+    def test_request_headers_too_large(self) -> None:
+        """
+        A request whose headers cannot fit in one frame is refused with 431
+        before anything is sent or counted.
+        """
+        from stellarouter.common.payloads import RequestMessage
+        from stellarouter.gateway.errors import RequestHeadersTooLarge
+        from stellarouter.testing.fakes import RecordingSink
+
+        connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1", max_frame_bytes=4096)
+        sender = FakeFrameSender()
+        connection.connectionOpened(sender)
+        connection.frameReceived(hello())
+        sender.take()
+        message = RequestMessage("GET", "/ping", "/ping", headers=[("Cookie", "c" * 5000)])
+        error = self.assertRaises(RequestHeadersTooLarge, connection.send_request, message, 5.0,
+                                  RecordingSink())
+        self.assertEqual(error.status, 431)
+        self.assertEqual((sender.frames, connection.state.in_flight, len(connection.in_flight)),
+                         ([], 0, 0))
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -23,7 +23,9 @@ from stellarouter.common.payloads import (
     encode_cancel,
     encode_hello_ack,
     encode_request,
+    encode_response,
     encode_stream_data,
+    ResponseMessage,
 )
 from stellarouter.config.microservice import MicroserviceConfig
 from stellarouter.microservice import Microservice, RawResponse
@@ -317,3 +319,74 @@ class SessionTests(SynchronousTestCase):
         """
         self.session.frameReceived(Frame(FrameType.RESPONSE, uuid4(), b""))
         self.assertIn("unexpected RESPONSE", self.sender.closed)
+
+
+class InvalidResponseTests(SynchronousTestCase):
+    """
+    A handler bug answers 500 for that request only; the connection stays.
+    """
+
+    def test_invalid_results(self) -> None:
+        """
+        A str body, a bad status, a bad header name or value, a non-pair
+        header, sync or async, each give 500 problem+json and nothing else.
+        """
+        bad = [
+            RawResponse(200, (), "text"),  # type: ignore[arg-type]
+            RawResponse(100, (), b""),
+            RawResponse(True, (), b""),  # type: ignore[arg-type]
+            RawResponse(200, [("Bad Name", "v")], b""),
+            RawResponse(200, [("X-Evil", "a\r\nInjected: yes")], b""),
+            RawResponse(200, [("X-Euro", "€")], b""),
+            RawResponse(200, ["oops"], b""),  # type: ignore[list-item]
+        ]
+        for index, result in enumerate(bad):
+            for wrap in (lambda r: r, lambda r: _later(r)):
+                app = Microservice("svc", "1.0.0")
+                app.endpoint("GET", "/x")(lambda ctx, r=result, w=wrap: w(r))
+                sender = FakeFrameSender()
+                RequestDispatcher(app, sender, Clock()).request_received(request("/x"))
+                frames = sender.take()
+                self.assertEqual(len(frames), 1, index)
+                response = decode_response(frames[0].payload)
+                self.assertEqual(response.status, 500, index)
+                self.assertIsNone(sender.closed)
+
+    def test_headers_too_large_for_a_frame(self) -> None:
+        """
+        Response headers that cannot fit in one frame give a 500, never an
+        oversized frame; an empty body still ends its stream.
+        """
+        app = Microservice("svc", "1.0.0")
+        app.endpoint("GET", "/x")(lambda ctx: RawResponse(200, [("X-Big", "a" * 5000)], b""))
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender, Clock(), max_frame_bytes=4096).request_received(
+            request("/x"))
+        frames = sender.take()
+        self.assertTrue(all(len(f.payload) + 17 <= 4096 for f in frames))
+        self.assertEqual(decode_response(frames[0].payload).status, 500)
+
+    def test_empty_body_stream_ends(self) -> None:
+        """
+        A response whose headers just miss one frame streams with an end
+        frame even though the body is empty.
+        """
+        def size(n: int) -> int:
+            return len(encode_response(ResponseMessage(200, [("X-Big", "a" * n)], b""))) + 17
+
+        n = next(n for n in range(3900, 4100) if size(n) == 4097)
+        app = Microservice("svc", "1.0.0")
+        app.endpoint("GET", "/x")(lambda ctx: RawResponse(200, [("X-Big", "a" * n)], b""))
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender, Clock(), max_frame_bytes=4096).request_received(
+            request("/x"))
+        frames = sender.take()
+        self.assertTrue(decode_response(frames[0].payload).streaming)
+        self.assertEqual([f.type for f in frames[1:]], [FrameType.RESPONSE_STREAM_DATA])
+        self.assertEqual(decode_stream_data(frames[1].payload), (b"", True, False))
+
+
+def _later(result: object) -> Deferred:
+    d: Deferred = Deferred()
+    d.callback(result)
+    return d

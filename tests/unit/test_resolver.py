@@ -130,3 +130,27 @@ class ResolverTests(SynchronousTestCase):
             resolver.add(route("GET", f"/svc{i % 100}/items{i}/{{id}}"))
         resolution = resolver.resolve("GET", "/svc42/items9942/x")
         self.assertEqual(resolution.template, "/svc42/items9942/{id}")
+
+    def test_allow_is_the_union(self) -> None:
+        """
+        When several templates match the path, Allow lists every method any
+        of them serves.
+        """
+        resolver = EndpointResolver()
+        resolver.add(route("GET", "/a/{x}"))
+        resolver.add(route("POST", "/a/b"))
+        error = self.assertRaises(MethodNotAllowed, resolver.resolve, "DELETE", "/a/b")
+        self.assertEqual(error.allow, ("GET", "HEAD", "POST"))
+
+    def test_parameters_are_utf8(self) -> None:
+        """
+        Parameters decode percent-escapes and raw bytes as UTF-8; anything
+        else is a 400.
+        """
+        from stellarouter.gateway.errors import BadRequest
+
+        self.assertEqual(self.resolver.resolve("GET", "/invoices/caf%C3%A9").path_params,
+                         {"id": "café"})
+        raw = "/invoices/" + "café".encode("utf-8").decode("latin-1")
+        self.assertEqual(self.resolver.resolve("GET", raw).path_params, {"id": "café"})
+        self.assertRaises(BadRequest, self.resolver.resolve, "GET", "/invoices/%E9")

@@ -99,3 +99,16 @@ class RoutingStateTests(SynchronousTestCase):
         Unregistering a connection never registered is a no-op.
         """
         self.state.unregister(FakeConnection("billing", "1.0.0", [("GET", "/ping")]))
+
+    def test_shape_clash_within_one_hello(self) -> None:
+        """
+        Two same-shape templates in one HELLO are refused and leave nothing
+        behind: the path stays unknown and free for a later service.
+        """
+        error = self.assertRaises(InvalidDescriptor, self.state.register,
+                                  FakeConnection("evil", "1.0.0", [("GET", "/a/{x}"),
+                                                                   ("GET", "/a/{y}")]))
+        self.assertIn("same shape", str(error))
+        self.assertRaises(NotFound, self.state.resolve, "GET", "/a/1")
+        self.state.register(FakeConnection("good", "1.0.0", [("GET", "/a/{x}")]))
+        self.assertEqual(self.state.resolve("GET", "/a/1").service_name, "good")

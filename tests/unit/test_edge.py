@@ -1,0 +1,148 @@
+"""
+Tests for the HTTP edge: body limits (through twisted.web's non-public
+gotLength / handleContentChunk hooks, pinned here), request targets, the
+health paths, and how upstream responses are written.
+"""
+
+import json
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from stellarouter.microservice import Microservice, RawResponse
+from stellarouter.testing.harness import InMemoryDeployment
+
+
+def make_app() -> Microservice:
+    app = Microservice("edge", "1.0.0")
+    app.seen = []  # type: ignore[attr-defined]
+
+    @app.endpoint("POST", "/upload")
+    def upload(ctx: Any) -> RawResponse:
+        app.seen.append(ctx)  # type: ignore[attr-defined]
+        return RawResponse(200, [("Content-Type", "text/plain")], str(len(ctx.body)).encode())
+
+    @app.endpoint("GET", "/plain")
+    def plain(ctx: Any) -> RawResponse:
+        app.seen.append(ctx)  # type: ignore[attr-defined]
+        return RawResponse(200, [
+            ("Date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("Server", "edge-svc"),
+            ("Connection", "X-Hop"), ("X-Hop", "secret"), ("Proxy-Thing", "x"),
+            ("X-Echo", ctx.headers.get("x-in", "")),
+        ], b"plain")
+
+    @app.endpoint("DELETE", "/things/{id}")
+    def delete(ctx: Any) -> RawResponse:
+        return RawResponse(204, [], b"")
+
+    @app.endpoint("HEAD", "/sized")
+    def sized(ctx: Any) -> RawResponse:
+        return RawResponse(200, [("Content-Length", "999")], b"")
+
+    @app.endpoint("GET", "/sized")
+    def sized_get(ctx: Any) -> RawResponse:
+        return RawResponse(200, [], b"x" * 999)
+
+    return app
+
+
+class EdgeTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.deployment = InMemoryDeployment()
+        self.app = make_app()
+        self.deployment.add(self.app)
+        self.site = self.deployment.gateway.site
+        self.site.max_request_bytes = 1000
+        self.deployment.gateway.proxy.limits = type(self.deployment.gateway.proxy.limits)(1000)
+        self.addCleanup(self.deployment.stop)
+
+    def test_content_length_over_limit(self) -> None:
+        """
+        A declared Content-Length over the per-call limit is 413; the body is
+        not buffered and nothing is dispatched.
+        """
+        client = self.deployment.http()
+        client.channel.dataReceived(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"a" * 5000)
+        self.deployment.pump()
+        response = client.response()
+        self.assertEqual(response.status, 413)
+        self.assertEqual(json.loads(response.body)["type"],
+                         "https://stellarouter.dev/problems/payload-too-large")
+        self.assertEqual(self.app.seen, [])
+
+    def test_chunked_over_limit(self) -> None:
+        """
+        A chunked body that crosses the limit is discarded past it and
+        answered 413.
+        """
+        client = self.deployment.http()
+        chunk = b"%x\r\n%s\r\n" % (600, b"b" * 600)
+        client.channel.dataReceived(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunk + chunk + b"0\r\n\r\n")
+        self.deployment.pump()
+        self.assertEqual(client.response().status, 413)
+        self.assertEqual(self.app.seen, [])
+
+    def test_body_at_limit(self) -> None:
+        """
+        A body exactly at the limit goes through whole.
+        """
+        response = self.deployment.request("POST", "/upload", b"c" * 1000)
+        self.assertEqual((response.status, response.body), (200, b"1000"))
+
+    def test_absolute_form_target(self) -> None:
+        """
+        GET http://host/path is served as GET /path.
+        """
+        response = self.deployment.request("GET", "http://gateway.test/plain")
+        self.assertEqual((response.status, response.body), (200, b"plain"))
+
+    def test_health_errors_are_problems(self) -> None:
+        """
+        Other methods on the health paths are 405 problem+json; unknown
+        health paths 404 problem+json.
+        """
+        response = self.deployment.request("POST", "/health")
+        self.assertEqual(response.status, 405)
+        self.assertEqual(response.header("allow"), "GET, HEAD")
+        self.assertEqual(response.header("content-type"), "application/problem+json")
+        response = self.deployment.request("GET", "/health/nope")
+        self.assertEqual(response.status, 404)
+        self.assertEqual(response.header("content-type"), "application/problem+json")
+
+    def test_response_headers(self) -> None:
+        """
+        Upstream Date and Server replace the gateway's, headers named in
+        Connection and Proxy-* are dropped, no default Content-Type is added,
+        and Latin-1 values pass through unchanged.
+        """
+        response = self.deployment.request("GET", "/plain", headers=[("X-In", "caf\xe9")])
+        headers = [(k.lower(), v) for k, v in response.headers]
+        self.assertEqual([v for k, v in headers if k == "date"], ["Mon, 01 Jan 2024 00:00:00 GMT"])
+        self.assertEqual([v for k, v in headers if k == "server"], ["edge-svc"])
+        self.assertNotIn("x-hop", dict(headers))
+        self.assertNotIn("proxy-thing", dict(headers))
+        self.assertNotIn("content-type", dict(headers))
+        self.assertEqual(response.header("x-echo"), "caf\xe9")
+
+    def test_no_content(self) -> None:
+        """
+        204 goes out without Content-Length or body.
+        """
+        client = self.deployment.http()
+        client.send("DELETE", "/things/1")
+        self.deployment.pump()
+        raw = client.transport.value()
+        self.assertTrue(raw.startswith(b"HTTP/1.1 204"))
+        self.assertNotIn(b"content-length", raw.lower())
+
+    def test_explicit_head(self) -> None:
+        """
+        An explicit HEAD endpoint's Content-Length is kept.
+        """
+        client = self.deployment.http()
+        client.send("HEAD", "/sized")
+        self.deployment.pump()
+        self.assertIn(b"Content-Length: 999\r\n", client.transport.value())
