@@ -13,7 +13,6 @@ well-formed but invalid identity) and nothing else.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from struct import Struct
