@@ -53,6 +53,7 @@ _RESPONSE = FrameType.RESPONSE
 _RESPONSE_STREAM_DATA = FrameType.RESPONSE_STREAM_DATA
 _HEARTBEAT = FrameType.HEARTBEAT
 _HELLO = FrameType.HELLO
+_SILENT = (InstanceHealthStatus.DEGRADED, InstanceHealthStatus.UNHEALTHY)
 
 
 @implementer(IFrameReceiver)
@@ -252,6 +253,11 @@ class GatewayConnection:
                 version=state.instance.version, old=state.status.value, new=status.value,
                 silence=now - state.last_heartbeat,
             )
+            if status is InstanceHealthStatus.HEALTHY and state.status in _SILENT:
+                # Round trips measured across the silence say nothing about
+                # the network: start the average afresh.
+                state.average_ping_ms = None
+                self._pings.clear()
             state.status = status
 
     def ping(self, now: float) -> None:

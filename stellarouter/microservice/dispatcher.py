@@ -298,8 +298,8 @@ class RequestDispatcher:
             self.log.debug("late result of cancelled request {cid} discarded", cid=cid)
             return
         del self._in_flight[cid]
-        self._check_idle()
         self._respond(cid, result, message)
+        self._check_idle()
 
     def _handler_errback(self, failure: Failure, cid: UUID, entry: _InFlight, message: RequestMessage) -> None:
         if self._in_flight.get(cid) is not entry:
@@ -307,8 +307,8 @@ class RequestDispatcher:
                 self.late_results += 1
             return
         del self._in_flight[cid]
-        self._check_idle()
         self._handler_failed(failure, cid, message)
+        self._check_idle()
 
     def _handler_failed(self, failure: Failure, cid: UUID, message: RequestMessage) -> None:
         self.failed += 1

@@ -12,7 +12,8 @@ from typing import Any, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.defer import race
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..common.enums import InstanceHealthStatus
@@ -119,11 +120,10 @@ class MicroserviceService(Service):
         self.log.info(
             "draining {instance_id}: {count} request(s) in flight, grace period {grace:g}s",
             instance_id=self.instance.instance_id, count=in_flight, grace=grace)
-        drained = DeferredList([s.drain() for s in sessions])
-        drained.addTimeout(grace, self.reactor)
-        try:
-            await drained
-        except DeferredTimeout:
+        drained = DeferredList([s.drain() for s in sessions], consumeErrors=True)
+        waits: List[Deferred[Any]] = [drained, deferLater(self.reactor, grace, lambda: None)]
+        winner, _ = await race(waits)
+        if winner == 1:
             left = sum(s.dispatcher.shutdown() for s in list(self.sessions)
                        if s.dispatcher is not None)
             self.log.warn("grace period of {grace:g}s over: cancelled {count} request(s)",

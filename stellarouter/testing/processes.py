@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -33,6 +34,10 @@ class WatchedProcess(ProcessProtocol):
     @ivar lines: every line printed so far (stdout and stderr).
     @ivar ended: fires with the exit code (or signal as C{-N}) when it ends.
     """
+
+    #: For gateways started by L{ProcessDeployment}: where they listen.
+    base_url = ""
+    transport_port = 0
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -91,12 +96,12 @@ class WatchedProcess(ProcessProtocol):
         self._waiting.append((compiled, d))
         return d.addTimeout(timeout, clock)
 
-    def signal(self, name: str = "TERM") -> None:
+    def signal(self, name: str = "TERM") -> None:  # noqa: F811
         """
         Send a signal if still running.
         """
         if self.running and self.transport is not None:
-            self.transport.signalProcess(name)
+            self.transport.signalProcess(getattr(signal, "SIG" + name))
 
 
 def spawn_twistd(reactor: Any, name: str, plugin_args: Sequence[str],
@@ -151,38 +156,60 @@ class ProcessDeployment:
         self.processes.append(process)
         return process
 
-    async def start_gateway(self, node_id: str = "gw-it", region: str = "eu1") -> WatchedProcess:
+    async def start_gateway(self, node_id: str = "gw-it", region: str = "eu1",
+                            extra: str = "", neighbors: Sequence[str] = ()) -> WatchedProcess:
         """
-        Start C{stella-gateway} on port 0 and wait until it is ready.
+        Start C{stella-gateway} on port 0 and wait until it is ready.  The
+        process gets C{base_url} and C{transport_port} attributes; the first
+        gateway started is also C{self.gateway}.
+
+        @param extra: more top-level YAML for its configuration.
         """
         config = self.write(f"{node_id}.yaml", f"""
-node: {{node_id: {node_id}, region: {region}}}
+node: {{node_id: {node_id}, region: {region}, neighbor_regions: [{", ".join(neighbors)}]}}
 http: {{listen: "tcp:0:interface=127.0.0.1"}}
 transports: [{{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}]
+{extra}
 """)
         gateway = self.spawn(node_id, ["stella-gateway", "--config", config])
         ready = await gateway.wait_for(r"ready: (\{.*\})", self.reactor)
         addresses = json.loads(ready.group(1))
-        self.base_url = "http://" + addresses["http"]
-        self.transport_port = int(addresses["transports"][0].rsplit(":", 1)[1])
-        self.gateway = gateway
+        gateway.base_url = "http://" + addresses["http"]
+        gateway.transport_port = int(addresses["transports"][0].rsplit(":", 1)[1])
+        if self.gateway is None:
+            self.gateway = gateway
+            self.base_url = gateway.base_url
+            self.transport_port = gateway.transport_port
         return gateway
 
-    async def start_microservice(self, app: str, instance_id: str,
-                                 region: str = "eu1") -> WatchedProcess:
+    async def start_microservice(self, app: str, instance_id: str, region: str = "eu1",
+                                 gateways: Optional[Sequence[WatchedProcess]] = None,
+                                 extra: str = "") -> WatchedProcess:
         """
-        Start C{stella-micro} for C{app} dialling the gateway, and wait until
-        the gateway has registered it.
+        Start C{stella-micro} for C{app} dialling the given gateways (default:
+        the first one), and wait until each has registered it.
+
+        @param extra: more top-level YAML for its configuration.
         """
-        assert self.gateway is not None, "start the gateway first"
+        if gateways:
+            targets = list(gateways)
+        else:
+            assert self.gateway is not None, "start a gateway first"
+            targets = [self.gateway]
+        routers = ", ".join(
+            f'{{transport: tcp, address: "tcp:host=127.0.0.1:port={g.transport_port}"}}'
+            for g in targets)
         config = self.write(f"{instance_id}.yaml", f"""
 region: {region}
 instance_id: {instance_id}
-routers: [{{transport: tcp, address: "tcp:host=127.0.0.1:port={self.transport_port}"}}]
+routers: [{routers}]
+{extra}
 """)
+        seen = [len(g.lines) for g in targets]
         process = self.spawn(instance_id, ["stella-micro", "--config", config, "--app", app])
-        await self.gateway.wait_for(rf"registered instance {re.escape(instance_id)} ",
-                                    self.reactor)
+        for gateway, since in zip(targets, seen):
+            await gateway.wait_for(
+                rf"registered instance {re.escape(instance_id)} ", self.reactor, since=since)
         return process
 
     async def stop_all(self) -> None:

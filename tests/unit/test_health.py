@@ -129,6 +129,21 @@ class MonitorTests(SynchronousTestCase):
         self.connection.frameReceived(second)
         self.assertAlmostEqual(self.connection.state.average_ping_ms, 7.0)
 
+    def test_recovery_resets_the_ping_average(self) -> None:
+        """
+        Coming back from silence forgets the ping average and the pings sent
+        meanwhile: their round trips measured the silence, not the network.
+        """
+        self.connection.state.average_ping_ms = 3.0
+        self.clock.advance(30)
+        late_ping = self.sender.take()[-1]
+        self.assertEqual(self.status(), U)
+        self.beat()
+        self.assertEqual(self.status(), H)
+        self.assertIsNone(self.connection.state.average_ping_ms)
+        self.connection.frameReceived(late_ping)
+        self.assertIsNone(self.connection.state.average_ping_ms)
+
     def test_unanswered_pings_are_bounded(self) -> None:
         """
         A silent peer does not make the gateway remember pings forever.
