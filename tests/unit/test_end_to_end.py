@@ -330,3 +330,23 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(self.deployment.request("GET", "/health/live").status, 200)
         self.assertEqual(self.deployment.request("GET", "/health").status, 503)
         health.stopping = False
+
+    def test_response_and_cancel_cross(self) -> None:
+        """
+        A client leaves while its response is already on the way: the CANCEL
+        and the RESPONSE cross; the gateway drops and counts the late
+        RESPONSE, the microservice ignores the CANCEL, and the connection
+        serves the next request normally.
+        """
+        client = self.deployment.http()
+        client.send("GET", "/slow")
+        self.deployment.pump()
+        ctx, d = self.app.pending[0]
+        d.callback(RawResponse.text("crossing"))  # RESPONSE queued, not yet delivered
+        client.disconnect()                        # CANCEL queued the other way
+        self.deployment.pump()
+        connection = self.deployment.gateway.connections[0]
+        self.assertEqual(connection.in_flight.late_frames, 1)
+        self.assertEqual(self.service.sessions[0].dispatcher.ignored_cancels, 1)
+        self.assertEqual(self.deployment.request("GET", "/ping").status, 200)
+        self.assertEqual(connection.state.in_flight, 0)
