@@ -20,5 +20,6 @@ setup(
     extras_require={
         "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"],
     },
+    entry_points={"console_scripts": ["stellarouter = stellarouter.cli:main"]},
     classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3"],
 )

@@ -6,16 +6,24 @@ limits.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.errors import InvalidDescriptor
-from ..common.models import PayloadLimits, normalize_service_name, parse_version
+from ..common.models import (
+    ClaimRequirement,
+    PayloadLimits,
+    normalize_service_name,
+    parse_version,
+)
 from .endpoints import check_server_endpoint
-from .reader import Reader, non_empty, positive, read_yaml
+from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
+from .errors import ConfigError
+from .reader import Reader, non_empty, positive, read_claims, read_endpoint_key, read_yaml
 
 #: Transports the gateway can listen on today.
 SUPPORTED_LISTENERS = (TransportType.TCP, TransportType.INMEMORY)
@@ -77,15 +85,33 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class EndpointOverride:
+    """
+    The gateway's override of one endpoint of a service.
+
+    @ivar timeout: replaces the endpoint's C{default_timeout} (seconds).
+    @ivar requiring_claims: added to the endpoint's own requirements (the
+        gateway can only tighten).
+    """
+
+    method: str
+    path: str
+    timeout: Optional[float] = None
+    requiring_claims: Tuple[ClaimRequirement, ...] = ()
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     """
     Gateway-side settings of one service.
 
     @ivar default_version: the version used when a request names none.
+    @ivar endpoints: per-endpoint overrides.
     """
 
     name: str
     default_version: Optional[str] = None
+    endpoints: Tuple[EndpointOverride, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,15 +201,34 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     seen = set()
     for i, item in enumerate(r.items(top, "services", "")):
         where = f"services[{i}]"
-        raw = r.mapping(item, where, ["name", "default_version"])
+        raw = r.mapping(item, where, ["name", "default_version", "endpoints"])
         name = r.get(raw, "name", where, str, check=_service_name_problem)
         version = r.get(raw, "default_version", where, str, None, _version_problem)
+        overrides = []
+        keys = set()
+        for j, entry in enumerate(r.items(raw, "endpoints", where)):
+            at = f"{where}.endpoints[{j}]"
+            obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
+                                        "supports_streaming"])
+            if "supports_streaming" in obj:
+                r.problem(f"{at}.supports_streaming",
+                          "a gateway-side streaming override is not supported yet")
+            key = read_endpoint_key(r, obj, at)
+            timeout = r.get(obj, "timeout", at, float, None,
+                            lambda v: None if 0 < v <= 86400 else "must be in (0, 86400]")
+            claims = read_claims(r, obj.get("requiring_claims"), f"{at}.requiring_claims")
+            if key is None:
+                continue
+            if key in keys:
+                r.problem(at, f"{key[0]} {key[1]} is overridden twice")
+            keys.add(key)
+            overrides.append(EndpointOverride(key[0], key[1], timeout, claims))
         if name is not None:
             name = name.lower()
             if name in seen:
                 r.problem(f"{where}.name", f"service {name!r} is configured twice")
             seen.add(name)
-            services.append(ServiceConfig(name, version))
+            services.append(ServiceConfig(name, version, tuple(overrides)))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -228,10 +273,17 @@ def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
     return kind
 
 
-def load_gateway_config(path: str) -> GatewayConfig:
+def load_gateway_config(path: str, environ: Optional[Mapping[str, str]] = None) -> GatewayConfig:
     """
-    Read and validate a gateway YAML file.
+    Read a gateway YAML file, apply C{STELLAROUTER_*} environment overrides
+    (see L{stellarouter.config.env}), and validate the result.
 
+    @param environ: the environment (default: C{os.environ}).
     @raise ConfigError: unreadable file, invalid YAML, or invalid content.
     """
-    return parse_gateway_config(read_yaml(path), path)
+    document, _, problems = apply_env_overrides(
+        read_yaml(path), os.environ if environ is None else environ,
+        GATEWAY_PREFIX, exclude=MICRO_PREFIX)
+    if problems:
+        raise ConfigError(path, problems)
+    return parse_gateway_config(document, path)

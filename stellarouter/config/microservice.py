@@ -5,14 +5,18 @@ routers it dials.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
+from ..common.models import ClaimRequirement
 from .endpoints import check_client_endpoint
-from .reader import Reader, non_empty, positive, read_yaml
+from .env import MICRO_PREFIX, apply_env_overrides
+from .errors import ConfigError
+from .reader import Reader, non_empty, positive, read_claims, read_endpoint_key, read_yaml
 
 #: Transports a microservice can dial today.
 SUPPORTED_ROUTERS = (TransportType.TCP, TransportType.INMEMORY)
@@ -34,6 +38,22 @@ class RouterEndpointConfig:
 
 
 @dataclass(frozen=True)
+class EndpointOverrideConfig:
+    """
+    A YAML override of one endpoint the code defines.
+
+    @ivar requiring_claims: added to the code's claims, or replacing them
+        when C{replace_claims} is set.
+    """
+
+    method: str
+    path: str
+    timeout: Optional[float] = None
+    requiring_claims: Tuple[ClaimRequirement, ...] = ()
+    replace_claims: bool = False
+
+
+@dataclass(frozen=True)
 class MicroserviceConfig:
     """
     Everything C{twistd stella-micro} needs besides the app's code.
@@ -50,6 +70,7 @@ class MicroserviceConfig:
     instance_id: Optional[str] = None
     heartbeat_interval: float = 5.0
     drain_grace_period: float = 30.0
+    endpoints: Tuple[EndpointOverrideConfig, ...] = ()
 
 
 def check_app_reference(value: str) -> Optional[str]:
@@ -69,7 +90,7 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
     if document is None:
         r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
-                                   "drain_grace_period", "routers"])
+                                   "drain_grace_period", "routers", "endpoints"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
@@ -93,8 +114,28 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
                           lambda v: None if v >= 65536 else "must be at least 65536")
         if kind is not None and address is not None:
             routers.append(RouterEndpointConfig(kind, address, max_frame))
+    overrides = []
+    keys = set()
+    for i, entry in enumerate(r.items(top, "endpoints", "")):
+        at = f"endpoints[{i}]"
+        obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
+                                    "replace_claims", "supports_streaming"])
+        if "supports_streaming" in obj:
+            r.problem(f"{at}.supports_streaming", "streaming endpoints are not supported yet")
+        key = read_endpoint_key(r, obj, at)
+        timeout = r.get(obj, "timeout", at, float, None,
+                        lambda v: None if 0 < v <= 86400 else "must be in (0, 86400]")
+        claims = read_claims(r, obj.get("requiring_claims"), f"{at}.requiring_claims")
+        replace = r.get(obj, "replace_claims", at, bool, False)
+        if key is None:
+            continue
+        if key in keys:
+            r.problem(at, f"{key[0]} {key[1]} is overridden twice")
+        keys.add(key)
+        overrides.append(EndpointOverrideConfig(key[0], key[1], timeout, claims, replace))
     r.finish()
-    return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace)
+    return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
+                              tuple(overrides))
 
 
 def _router_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
@@ -114,10 +155,18 @@ def _router_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
     return kind
 
 
-def load_microservice_config(path: str) -> MicroserviceConfig:
+def load_microservice_config(
+    path: str, environ: Optional[Mapping[str, str]] = None
+) -> MicroserviceConfig:
     """
-    Read and validate a microservice YAML file.
+    Read a microservice YAML file, apply C{STELLAROUTER_MICRO__*}
+    environment overrides, and validate the result.
 
+    @param environ: the environment (default: C{os.environ}).
     @raise ConfigError: unreadable file, invalid YAML, or invalid content.
     """
-    return parse_microservice_config(read_yaml(path), path)
+    document, _, problems = apply_env_overrides(
+        read_yaml(path), os.environ if environ is None else environ, MICRO_PREFIX)
+    if problems:
+        raise ConfigError(path, problems)
+    return parse_microservice_config(document, path)

@@ -6,10 +6,12 @@ key path instead of stopping at the first.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
 import yaml
 
+from ..common.errors import InvalidDescriptor
+from ..common.models import ClaimRequirement, normalize_method, normalize_path_template
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -159,3 +161,59 @@ def non_empty(value: str) -> Optional[str]:
     A C{check} for non-empty strings.
     """
     return None if value.strip() else "must not be empty"
+
+
+def read_claims(r: Reader, raw: Any, where: str) -> Tuple[ClaimRequirement, ...]:
+    """
+    Read a list of C{{type, value}} claim requirements (C{value}: a string,
+    a list of strings meaning any-of, or absent meaning "claim present").
+    """
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.problem(where, f"must be a list of {{type, value}}, not {_kind(raw)}")
+        return ()
+    claims = []
+    for i, item in enumerate(raw):
+        path = f"{where}[{i}]"
+        obj = r.mapping(item, path, ["type", "value"])
+        kind = r.get(obj, "type", path, str, check=non_empty)
+        value = obj.get("value")
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, str) and v for v in value):
+                r.problem(f"{path}.value", "a list of values must hold non-empty strings")
+                continue
+            value = tuple(value)
+        elif value is not None and not (isinstance(value, str) and value):
+            r.problem(f"{path}.value", f"must be a string or a list of strings, not {value!r}")
+            continue
+        if kind is not None:
+            claims.append(ClaimRequirement(kind, value))
+    return tuple(claims)
+
+
+def read_endpoint_key(r: Reader, obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, str]]:
+    """
+    Read C{method} and C{path} of an endpoint override, normalised.
+    """
+    method = r.get(obj, "method", where, str, check=_method_problem)
+    path = r.get(obj, "path", where, str, check=_path_problem)
+    if method is None or path is None:
+        return None
+    return (method.upper(), normalize_path_template(path))
+
+
+def _method_problem(value: str) -> Optional[str]:
+    try:
+        normalize_method(value)
+    except InvalidDescriptor as e:
+        return str(e)
+    return None
+
+
+def _path_problem(value: str) -> Optional[str]:
+    try:
+        normalize_path_template(value)
+    except InvalidDescriptor as e:
+        return str(e)
+    return None

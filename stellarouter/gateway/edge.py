@@ -35,8 +35,10 @@ from .errors import (
     NoRoute,
     PayloadTooLarge,
     PipelineError,
+    Unauthorized,
     VersionNotFound,
 )
+from .overrides import EndpointOverrides
 from .state import RoutingState
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded either way.
@@ -89,6 +91,8 @@ def write_problem(
     if isinstance(error, MethodNotAllowed):
         request.setHeader(b"Allow", ", ".join(error.allow).encode())
         extra["allow"] = list(error.allow)
+    if isinstance(error, Unauthorized):
+        request.setHeader(b"WWW-Authenticate", b"Bearer")
     if error.retry_after is not None:
         request.setHeader(b"Retry-After", str(error.retry_after).encode())
     body = problem_body(error.status, error.kind, error.title, error.detail,
@@ -201,6 +205,7 @@ class ProxyResource(Resource):
         self.clock = clock
         self.region = region
         self.limits = limits
+        self.overrides = EndpointOverrides()
 
     def render(self, request: Request) -> Any:
         cid = uuid4()
@@ -249,14 +254,22 @@ class ProxyResource(Resource):
             which = f" at version {requested}" if requested else ""
             raise NoRoute(f"no healthy instance of {route.service_name}{which} serves "
                           f"{route.method} {route.template}")
-        body = request.content.read() if request.content is not None else b""
         endpoint = decision.endpoint
+        timeout = decision.effective_timeout
+        if self.overrides:
+            endpoint, timeout = self.overrides.apply(endpoint)
+        if endpoint.requiring_claims:
+            # Fail closed: this gateway cannot verify tokens yet, so no
+            # caller can satisfy a requirement.
+            raise Unauthorized(
+                f"{route.method} {route.template} requires claims and this gateway has no "
+                "token validation configured")
+        body = request.content.read() if request.content is not None else b""
         limit = self.limits.max_request_bytes_per_call
         if endpoint.max_request_bytes is not None:
             limit = min(limit, endpoint.max_request_bytes)
         if len(body) > limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {limit} bytes")
-        timeout = decision.effective_timeout
         uri = request.uri
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
         message = RequestMessage(

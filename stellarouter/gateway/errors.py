@@ -60,6 +60,17 @@ class BadVersion(PipelineError):
     title = "Malformed X-Stella-Version"
 
 
+class Unauthorized(PipelineError):
+    """
+    The endpoint has claim requirements and the request carries no valid
+    token.
+    """
+
+    status = 401
+    kind = "unauthorized"
+    title = "Authentication required"
+
+
 class VersionNotFound(PipelineError):
     """
     No instance of the service ever announced the requested version.

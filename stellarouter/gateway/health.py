@@ -101,6 +101,13 @@ class HealthMonitor:
         self._sweeper.start(self.thresholds.sweep_interval, now=False)
         self._pinger.start(self.thresholds.ping_interval, now=False)
 
+    @property
+    def running(self) -> bool:
+        """
+        Whether the timers run.
+        """
+        return self._sweeper.running
+
     def stop(self) -> None:
         """
         Stop both timers.

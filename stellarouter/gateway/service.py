@@ -6,7 +6,8 @@ listener, sharing one routing state.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+import dataclasses
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -15,12 +16,15 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from ..common.interfaces import IRoutingPlugin, ITransportServer
-from ..config.gateway import GatewayConfig, TransportListenerConfig
+from ..config.diff import diff
+from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
+from ..config.watcher import ConfigWatcher
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
 from .edge import GatewaySite, HealthApp, ProxyResource
 from .health import HealthMonitor
+from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
 from .state import RoutingState
 
@@ -44,26 +48,26 @@ class GatewayService(Service):
         reactor: Any,
         network: Optional[InMemoryNetwork] = None,
         routing: Optional[IRoutingPlugin] = None,
+        config_path: Optional[str] = None,
     ) -> None:
         """
         @param reactor: provides C{IReactorTCP} and C{IReactorTime}.
         @param network: for in-memory listeners.
         @param routing: the routing plugin (default: L{RegionAwareRouting}
-            with the configured region, neighbours and default versions).
+            with the configured region, neighbours and default versions,
+            rebuilt on every reload).
+        @param config_path: the file C{config} came from; when given it is
+            watched and reloaded (L{reload}).
         """
         self.config = config
         self.reactor = reactor
         self.routing_state = RoutingState()
         self.connections: List[GatewayConnection] = []
+        self._custom_routing = routing
         node = config.node
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
-        self.proxy = ProxyResource(
-            self.routing_state,
-            routing or RegionAwareRouting(node.region, node.neighbor_regions,
-                                          config.default_versions()),
-            reactor, node.region,
-            config.payload_limits,
-        )
+        self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
+                                   node.region, config.payload_limits)
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
         self.servers: List[ITransportServer] = [
             make_server(t.type, t.listen, reactor, self._receiver_factory(t),
@@ -71,6 +75,11 @@ class GatewayService(Service):
             for t in config.transports
         ]
         self.monitor = HealthMonitor(reactor, config.health, self._registered)
+        self.watcher: Optional[ConfigWatcher] = None
+        if config_path is not None:
+            self.watcher = ConfigWatcher(config_path, load_gateway_config, self.apply_config,
+                                         reactor, config)
+        self._apply(config)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: Dict[str, Any] = {}
         self.ready: Deferred = Deferred()
@@ -83,12 +92,77 @@ class GatewayService(Service):
             )
         return build
 
+    def _routing_for(self, config: GatewayConfig) -> IRoutingPlugin:
+        if self._custom_routing is not None:
+            return self._custom_routing
+        node = config.node
+        return RegionAwareRouting(node.region, node.neighbor_regions, config.default_versions())
+
+    def _apply(self, config: GatewayConfig) -> None:
+        """
+        Put the live-changeable parts of C{config} in force.  Each piece is
+        swapped by replacing one reference, so a request sees either the old
+        or the new setting, never a mix within one object.
+        """
+        node = config.node
+        self.proxy.routing = self._routing_for(config)
+        self.proxy.region = node.region
+        self.proxy.limits = config.payload_limits
+        self.proxy.overrides = EndpointOverrides(config.services)
+        self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
+        self.site.access_log = config.http.access_log
+        self.health.node_id, self.health.region = node.node_id, node.region
+        for connection in self.connections:
+            connection.health = config.health
+            connection.node_id, connection.region = node.node_id, node.region
+        if self.monitor.thresholds != config.health:
+            running = self.monitor.running
+            self.monitor.stop()
+            self.monitor.thresholds = config.health
+            if running:
+                self.monitor.start()
+
+    def apply_config(self, new: GatewayConfig) -> Tuple[List[str], List[str]]:
+        """
+        Swap in a new validated configuration: what can change live does at
+        once; listen addresses keep their old value and are reported as
+        needing a restart.  Connections and requests in flight are untouched.
+
+        @return: the changes applied and those needing a restart.
+        """
+        live, restart = diff(self.config, new)
+        effective = dataclasses.replace(
+            new, http=dataclasses.replace(new.http, listen=self.config.http.listen),
+            transports=self.config.transports)
+        self._apply(effective)
+        self.config = effective
+        if self.watcher is not None:
+            self.watcher.current = new
+        if live:
+            self.log.info("configuration reloaded; changed: {changes}", changes="; ".join(live))
+        if restart:
+            self.log.warn("configuration changes that need a restart were NOT applied: "
+                          "{changes}", changes="; ".join(restart))
+        return live, restart
+
+    def reload(self) -> bool:
+        """
+        Re-read the configuration file now (SIGHUP).
+
+        @return: C{True} if a new configuration was applied.
+        """
+        if self.watcher is None:
+            return False
+        return self.watcher.check(force=True)
+
     def _registered(self) -> List[GatewayConnection]:
         return [c for c in self.connections if c.state is not None]
 
     def startService(self) -> None:
         super().startService()
         self.monitor.start()
+        if self.watcher is not None:
+            self.watcher.start()
         d = Deferred.fromCoroutine(self._start())
         d.addErrback(self._start_failed)
 
@@ -122,6 +196,8 @@ class GatewayService(Service):
         super().stopService()
         self.health.stopping = True
         self.monitor.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         cancelled = sum(c.shutdown() for c in list(self.connections))
         if cancelled:
             self.log.info("shutting down: cancelled {count} request(s) in flight", count=cancelled)

@@ -5,9 +5,12 @@ C{twistd stella-gateway}: options and service construction.
 from __future__ import annotations
 
 import gc
-from typing import Any, Optional
+import os
+import signal
+from typing import Any, Optional, cast
 
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from ..config import ConfigError, load_gateway_config
@@ -55,7 +58,14 @@ def makeService(options: Options) -> IService:
 
     from .service import GatewayService
 
-    service = GatewayService(options["gateway_config"], reactor)
+    service = GatewayService(options["gateway_config"], reactor,
+                             config_path=os.path.abspath(options["config"]))
+
+    def on_sighup(signum: int, frame: Any) -> None:
+        # A signal handler may run at any point: hand the work to the reactor.
+        cast(IReactorFromThreads, reactor).callFromThread(service.reload)
+
+    reactor.callWhenRunning(signal.signal, signal.SIGHUP, on_sighup)
 
     def started(addresses: Any) -> None:
         # Objects alive after start-up live for the whole process: keep

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, TypeVar
 
 from zope.interface.verify import verifyObject
 
@@ -24,6 +24,8 @@ from ..common.models import (
     parse_version,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..config.errors import ConfigError
+from ..config.microservice import EndpointOverrideConfig
 from .context import JsonResponse, RawRequestContext, RawResponse
 
 Handler = Callable[[RawRequestContext], Any]
@@ -110,6 +112,46 @@ def _bad_request(ctx: RawRequestContext, detail: str) -> RawResponse:
         (("Content-Type", PROBLEM_CONTENT_TYPE),),
         problem_body(400, "bad-request", "Bad request", detail, ctx.correlation_id),
     )
+
+
+def merge_overrides(
+    descriptors: Sequence[EndpointDescriptor],
+    overrides: Sequence[EndpointOverrideConfig],
+    source: str = "<config>",
+) -> Tuple[EndpointDescriptor, ...]:
+    """
+    Apply YAML endpoint overrides to the endpoints the code defines: code
+    says which endpoints exist, YAML may change their timeout and add claim
+    requirements (or replace them with C{replace_claims: true}).
+
+    @return: the merged descriptors, in the code's order (what HELLO sends).
+    @raise ConfigError: an override names an endpoint the code does not
+        define.
+    """
+    by_key = {(o.method, o.path): o for o in overrides}
+    known = {d.key for d in descriptors}
+    unknown = [f"endpoints: {m} {p} is not an endpoint of this service (it has: "
+               f"{', '.join(f'{a} {b}' for a, b in sorted(known)) or 'none'})"
+               for (m, p) in by_key if (m, p) not in known]
+    if unknown:
+        raise ConfigError(source, unknown)
+    merged = []
+    for descriptor in descriptors:
+        override = by_key.get(descriptor.key)
+        if override is not None:
+            if override.replace_claims:
+                claims = override.requiring_claims
+            else:
+                claims = descriptor.requiring_claims + tuple(
+                    c for c in override.requiring_claims
+                    if c not in descriptor.requiring_claims)
+            descriptor = dataclasses.replace(
+                descriptor,
+                default_timeout=override.timeout or descriptor.default_timeout,
+                requiring_claims=claims,
+            )
+        merged.append(descriptor)
+    return tuple(merged)
 
 
 class Microservice:

@@ -22,7 +22,7 @@ from ..common.models import InstanceDescriptor
 from ..config.microservice import MicroserviceConfig
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_client
-from .endpoints import Microservice
+from .endpoints import Microservice, merge_overrides
 from .session import RouterSession
 
 
@@ -55,6 +55,8 @@ class MicroserviceService(Service):
         @param network: the in-memory network, for in-memory routers.
         @param backoff: reconnect tuning passed to the transport clients.
         @raise ValueError: no router configured.
+        @raise stellarouter.config.ConfigError: an endpoint override names an
+            endpoint the app does not have.
         """
         if not config.routers:
             raise ValueError(
@@ -70,6 +72,7 @@ class MicroserviceService(Service):
             version=app.version,
             region=config.region,
         )
+        self.descriptors = merge_overrides(app.descriptors(), config.endpoints)
         self.sessions: List[RouterSession] = []
         self.draining = False
         self.clients: List[ITransportClient] = []
@@ -85,7 +88,7 @@ class MicroserviceService(Service):
         def build() -> RouterSession:
             session = _TrackedSession(
                 self, self.app, self.instance, description, self.reactor,
-                self.config.heartbeat_interval, max_frame_bytes,
+                self.config.heartbeat_interval, max_frame_bytes, None, self.descriptors,
             )
             return session
         return build

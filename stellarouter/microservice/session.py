@@ -6,7 +6,7 @@ dispatcher, and drains on request.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Set
+from typing import Callable, Optional, Set, Tuple
 from uuid import UUID, uuid4
 
 from twisted.internet.defer import Deferred, succeed
@@ -19,7 +19,7 @@ from ..common.enums import FrameType, InstanceHealthStatus
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.interfaces import IFrameReceiver, IFrameSender
-from ..common.models import Frame, InstanceDescriptor
+from ..common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from ..common.payloads import (
     Heartbeat,
     Hello,
@@ -54,11 +54,15 @@ class RouterSession:
         heartbeat_interval: float = 5.0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         on_accepted: Optional[Callable[["RouterSession"], None]] = None,
+        descriptors: Optional[Tuple[EndpointDescriptor, ...]] = None,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
         @param on_accepted: called once the gateway accepted the HELLO.
+        @param descriptors: the endpoints HELLO announces (default: the
+            app's, without configuration overrides).
         """
+        self.descriptors = descriptors if descriptors is not None else app.descriptors()
         self.app = app
         self.instance = instance
         self.router = router
@@ -81,7 +85,7 @@ class RouterSession:
         self.sender = sender
         self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
                                             instance=self.instance)
-        hello = Hello(self.instance, self.app.descriptors(), self.heartbeat_interval)
+        hello = Hello(self.instance, self.descriptors, self.heartbeat_interval)
         self.log.info(
             "connected to router {router}; sending HELLO for {service} {version} "
             "({count} endpoints)", router=self.router, service=self.app.name,

@@ -15,7 +15,7 @@ from twisted.python import usage
 
 from ..config import ConfigError, load_microservice_config
 from ..config.microservice import check_app_reference
-from .endpoints import Microservice
+from .endpoints import Microservice, merge_overrides
 
 
 def load_app(reference: str) -> Microservice:
@@ -92,7 +92,11 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--grace: {self['grace']!r} is not a number of seconds >= 0")
             config = dataclasses.replace(config, drain_grace_period=grace)
         self["micro_config"] = config
-        self["micro_app"] = load_app(reference)
+        self["micro_app"] = app = load_app(reference)
+        try:
+            merge_overrides(app.descriptors(), config.endpoints, path)
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def makeService(options: Options) -> IService:

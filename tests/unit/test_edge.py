@@ -146,3 +146,24 @@ class EdgeTests(SynchronousTestCase):
         client.send("HEAD", "/sized")
         self.deployment.pump()
         self.assertIn(b"Content-Length: 999\r\n", client.transport.value())
+
+
+class FailClosedTests(SynchronousTestCase):
+    def test_claims_without_token_validation(self) -> None:
+        """
+        An endpoint with claim requirements is refused 401 (WWW-Authenticate:
+        Bearer) while the gateway cannot validate tokens: fail closed.
+        """
+        from stellarouter.common.models import ClaimRequirement
+
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        app = Microservice("secure", "1.0.0")
+        app.endpoint("GET", "/secret", claims=[ClaimRequirement("scope", "read")])(
+            lambda ctx: RawResponse.text("secret"))
+        deployment.add(app)
+        response = deployment.request("GET", "/secret",
+                                             headers=[("Authorization", "Bearer x")])
+        self.assertEqual(response.status, 401)
+        self.assertEqual(response.header("www-authenticate"), "Bearer")
+        self.assertNotIn(b"secret\"", response.body)

@@ -1,0 +1,43 @@
+"""
+The gateway's per-endpoint overrides from C{services[].endpoints}: a
+timeout that replaces the endpoint's own, and claim requirements added to
+its own (the gateway only tightens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterable, Tuple
+
+from ..common.models import EndpointDescriptor
+from ..config.gateway import EndpointOverride, ServiceConfig
+
+
+class EndpointOverrides:
+    """
+    Looks up the override of an endpoint by (service, method, path).
+    """
+
+    def __init__(self, services: Iterable[ServiceConfig] = ()) -> None:
+        self._by_key: Dict[Tuple[str, str, str], EndpointOverride] = {
+            (service.name, o.method, o.path): o
+            for service in services for o in service.endpoints
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self._by_key)
+
+    def apply(self, endpoint: EndpointDescriptor) -> Tuple[EndpointDescriptor, float]:
+        """
+        The endpoint as the gateway enforces it, and its effective timeout.
+        """
+        override = self._by_key.get((endpoint.service_name, endpoint.method, endpoint.path))
+        if override is None:
+            return endpoint, endpoint.default_timeout
+        if override.requiring_claims:
+            extra = tuple(c for c in override.requiring_claims
+                          if c not in endpoint.requiring_claims)
+            endpoint = dataclasses.replace(
+                endpoint, requiring_claims=endpoint.requiring_claims + extra)
+        timeout = override.timeout if override.timeout is not None else endpoint.default_timeout
+        return endpoint, timeout
