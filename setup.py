@@ -12,6 +12,7 @@ setup(
     include_package_data=False,
     install_requires=[
         "twisted>=24.7",
+        "pyjwt[crypto]>=2.8",
         "klein>=24.8",
         "pyyaml>=6",
         "attrs>=23",

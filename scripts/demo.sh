@@ -34,6 +34,12 @@ run curl -si "localhost:8080/invoices/$ID"
 run curl -si localhost:8080/nope
 run curl -si -X DELETE localhost:8080/ping
 run curl -si localhost:8080/health
+echo "== claims: DELETE /invoices/{id} needs scope=billing:write"
+run curl -si -X DELETE "localhost:8080/invoices/$ID"
+T=$("$VENV/bin/stellarouter" token --config examples/billing/gateway.yaml --claim scope=billing:read)
+run curl -si -X DELETE -H "Authorization: Bearer $T" "localhost:8080/invoices/$ID"
+T=$("$VENV/bin/stellarouter" token --config examples/billing/gateway.yaml --claim scope=billing:write)
+run curl -si -X DELETE -H "Authorization: Bearer $T" "localhost:8080/invoices/$ID"
 
 if [ "$ONCE" = 1 ]; then exit 0; fi
 echo "== the demo is running: gateway on http://localhost:8080, Billing connected over TCP :5100."

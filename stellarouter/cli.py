@@ -2,13 +2,15 @@
 The C{stellarouter} command: tools around the two twistd plugins.
 
     stellarouter config check router.yaml     # validate, print problems, exit 1 if any
+    stellarouter token --config router.yaml --claim scope=billing:write   # a dev token
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional, Sequence, TextIO
+import time
+from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from .config import ConfigError, load_gateway_config, load_microservice_config
 from .config.reader import read_yaml
@@ -49,6 +51,58 @@ def check(path: str, kind: Optional[str], out: TextIO) -> int:
     return 0
 
 
+def mint(args: argparse.Namespace, out: TextIO) -> int:
+    """
+    Print a development token signed with the gateway's shared secret (or
+    C{--secret}, or a private key file).
+
+    @return: the exit status.
+    """
+    import jwt
+
+    secret, issuer, audience = args.secret, args.issuer, args.audience
+    if args.config:
+        try:
+            auth = load_gateway_config(args.config).auth
+        except ConfigError as e:
+            out.write(str(e) + "\n")
+            return 1
+        secret = secret or auth.hs256_secret
+        issuer = issuer or auth.issuer
+        audience = audience or auth.audience
+    claims: Dict[str, Any] = {}
+    for item in args.claim:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            out.write(f"--claim {item!r}: expected NAME=VALUE\n")
+            return 2
+        if name in claims:
+            previous = claims[name]
+            claims[name] = (f"{previous} {value}" if name in ("scope", "scp") else
+                            (previous if isinstance(previous, list) else [previous]) + [value])
+        else:
+            claims[name] = value
+    now = int(time.time())
+    claims.setdefault("sub", args.subject)
+    claims.update({"iat": now, "nbf": now, "exp": now + args.ttl})
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    if args.key:
+        with open(args.key, "rb") as f:
+            key: Any = f.read()
+        headers = {"kid": args.kid} if args.kid else None
+        token = jwt.encode(claims, key, algorithm=args.alg or "RS256", headers=headers)
+    elif secret:
+        token = jwt.encode(claims, secret, algorithm="HS256")
+    else:
+        out.write("no key: pass --config (with auth.hs256_secret), --secret or --key\n")
+        return 2
+    out.write(token + "\n")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     """
     Entry point of the C{stellarouter} console script.
@@ -62,7 +116,21 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     checker.add_argument("paths", nargs="+", metavar="FILE")
     checker.add_argument("--kind", choices=("gateway", "microservice"),
                          help="the file's kind (default: guessed from its keys)")
+    token = commands.add_parser("token", help="mint a development token (HS256 or a private key)")
+    token.add_argument("--config", help="a gateway config: use its auth secret, issuer, audience")
+    token.add_argument("--secret", help="the HS256 shared secret")
+    token.add_argument("--key", help="a PEM private key file (RSA, EC or Ed25519)")
+    token.add_argument("--kid", help="the key id to put in the token header")
+    token.add_argument("--alg", help="RS256, ES256, EdDSA... with --key (default RS256)")
+    token.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE",
+                       help="a claim; repeat a name for a list (scope values are joined)")
+    token.add_argument("--subject", default="dev-user", help="the sub claim")
+    token.add_argument("--issuer")
+    token.add_argument("--audience")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return mint(args, out)
     statuses: List[int] = [check(path, args.kind, out) for path in args.paths]
     return max(statuses)
 

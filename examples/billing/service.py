@@ -1,6 +1,7 @@
 """
-Billing: a raw C{GET /ping}, a typed C{POST /invoices} and a parameterised
-C{GET /invoices/{id}}.  Invoices live in memory (this is a demo).
+Billing: a raw C{GET /ping}, a typed C{POST /invoices}, a parameterised
+C{GET /invoices/{id}} and a claims-protected C{DELETE /invoices/{id}}.
+Invoices live in memory (this is a demo).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Dict
 
+from stellarouter.common.models import ClaimRequirement
+from stellarouter.common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from stellarouter.microservice import (
     JsonResponse,
     Microservice,
@@ -82,9 +85,26 @@ def get_invoice(ctx: RawRequestContext, _: None) -> Any:
     """
     invoice = _invoices.get(ctx.path_params["id"])
     if invoice is None:
-        return RawResponse(
-            404, (("Content-Type", "application/problem+json"),),
-            (b'{"type":"https://stellarouter.dev/problems/invoice-not-found",'
-             b'"title":"Invoice not found","status":404}'),
-        )
+        return _not_found(ctx)
     return invoice
+
+
+@service.endpoint("DELETE", "/invoices/{id}",
+                  claims=[ClaimRequirement("scope", "billing:write")])
+def delete_invoice(ctx: RawRequestContext) -> RawResponse:
+    """
+    Delete an invoice: needs a token with C{scope} containing
+    C{billing:write} (the gateway checks it; the verified claims are in
+    C{ctx.claims}).
+    """
+    if _invoices.pop(ctx.path_params["id"], None) is None:
+        return _not_found(ctx)
+    return RawResponse(204)
+
+
+def _not_found(ctx: RawRequestContext) -> RawResponse:
+    return RawResponse(
+        404, (("Content-Type", PROBLEM_CONTENT_TYPE),),
+        problem_body(404, "invoice-not-found", "Invoice not found",
+                     f"no invoice {ctx.path_params['id']}", ctx.correlation_id),
+    )

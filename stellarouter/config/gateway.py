@@ -6,10 +6,13 @@ limits.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from jwt import PyJWKSet
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
@@ -115,6 +118,38 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """
+    Bearer-token validation (spec section 6.2).
+
+    @ivar require_authentication: every endpoint needs a valid token, not
+        only those with claim requirements.
+    @ivar issuer: the required C{iss}, if set.
+    @ivar audience: the required C{aud}, if set.
+    @ivar jwks_file: a JWKS file of public keys (RSA, EC, OKP).
+    @ivar jwks: that file's content, read when the configuration is loaded
+        (so a reload picks up rotated keys).
+    @ivar hs256_secret: a shared secret for HMAC tokens.
+    @ivar leeway: clock skew tolerated on C{exp} / C{nbf}, seconds.
+    """
+
+    require_authentication: bool = False
+    issuer: Optional[str] = None
+    audience: Optional[str] = None
+    jwks_file: Optional[str] = None
+    jwks: Optional[str] = None
+    hs256_secret: Optional[str] = field(default=None, repr=False)
+    leeway: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        """
+        Whether any key is configured (otherwise no token can be valid).
+        """
+        return bool(self.jwks or self.hs256_secret)
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """
     Everything C{twistd stella-gateway} needs, validated.
@@ -126,6 +161,7 @@ class GatewayConfig:
     payload_limits: PayloadLimits = PayloadLimits()
     health: HealthConfig = HealthConfig()
     services: Tuple[ServiceConfig, ...] = ()
+    auth: AuthConfig = AuthConfig()
 
     def default_versions(self) -> Dict[str, str]:
         """
@@ -142,7 +178,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     """
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
-                                   "services"])
+                                   "services", "auth"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -229,6 +265,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                 r.problem(f"{where}.name", f"service {name!r} is configured twice")
             seen.add(name)
             services.append(ServiceConfig(name, version, tuple(overrides)))
+    auth = _read_auth(r, top.get("auth"), source)
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -237,7 +274,64 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         payload_limits=limits,
         health=health,
         services=tuple(services),
+        auth=auth,
     )
+
+
+def _read_auth(r: Reader, raw: Any, source: str) -> AuthConfig:
+    obj = r.mapping(raw, "auth", ["require_authentication", "issuer", "audience", "jwks_file",
+                                  "hs256_secret", "leeway"])
+    jwks_file = r.get(obj, "jwks_file", "auth", str, None, non_empty)
+    jwks = None
+    if jwks_file is not None:
+        if not os.path.isabs(jwks_file) and source not in ("<config>", ""):
+            jwks_file = os.path.join(os.path.dirname(os.path.abspath(source)), jwks_file)
+        jwks = _read_jwks(r, jwks_file)
+    secret = r.get(obj, "hs256_secret", "auth", str, None,
+                   lambda v: None if len(v) >= 16 else "must be at least 16 characters")
+    return AuthConfig(
+        require_authentication=r.get(obj, "require_authentication", "auth", bool, False),
+        issuer=r.get(obj, "issuer", "auth", str, None, non_empty),
+        audience=r.get(obj, "audience", "auth", str, None, non_empty),
+        jwks_file=jwks_file,
+        jwks=jwks,
+        hs256_secret=secret,
+        leeway=r.get(obj, "leeway", "auth", float, 30.0,
+                     lambda v: None if 0 <= v <= 600 else "must be in [0, 600]"),
+    )
+
+
+def _read_jwks(r: Reader, path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        r.problem("auth.jwks_file", f"cannot read {path}: {e}")
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError as e:
+        r.problem("auth.jwks_file", f"{path} is not JSON: {e}")
+        return None
+    keys = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(keys, list) or not keys:
+        r.problem("auth.jwks_file", f"{path} is not a JWKS: it needs a non-empty 'keys' list")
+        return None
+    for i, key in enumerate(keys):
+        if not isinstance(key, dict) or key.get("kty") not in ("RSA", "EC", "OKP"):
+            r.problem("auth.jwks_file",
+                      f"{path}: keys[{i}] must be an RSA, EC or OKP public key (kty)")
+            return None
+        if "d" in key:
+            r.problem("auth.jwks_file", f"{path}: keys[{i}] is a private key; publish only "
+                      "public keys to the gateway")
+            return None
+    try:
+        PyJWKSet.from_dict(document)
+    except Exception as e:
+        r.problem("auth.jwks_file", f"{path}: the keys cannot be loaded: {e}")
+        return None
+    return text
 
 
 def _service_name_problem(name: str) -> Optional[str]:

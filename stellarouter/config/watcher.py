@@ -6,8 +6,7 @@ new valid version to a callback; an invalid edit keeps the last good one.
 from __future__ import annotations
 
 import hashlib
-import os
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -18,7 +17,7 @@ from .errors import ConfigError
 
 class ConfigWatcher:
     """
-    Polls a file's modification time, size and content every C{interval}
+    Polls a file's content (a hash) every C{interval}
     seconds (or when L{check} is called, e.g. on SIGHUP).  A changed file is
     loaded with C{load}; a valid result goes to C{on_change(config)}, an
     invalid one is logged and the last good configuration stays.
@@ -37,11 +36,15 @@ class ConfigWatcher:
         clock: IReactorTime,
         current: Any,
         interval: float = 1.0,
+        also_watch: Callable[[Any], Sequence[str]] = lambda config: (),
     ) -> None:
         """
         @param load: reads and validates the file; raises L{ConfigError}.
         @param current: the configuration in force (loaded from C{path}).
+        @param also_watch: files a configuration refers to whose changes
+            count as changes of the configuration (e.g. a JWKS file).
         """
+        self.also_watch = also_watch
         self.path = path
         self.load = load
         self.on_change = on_change
@@ -52,14 +55,15 @@ class ConfigWatcher:
         self._loop.clock = clock
         self.interval = interval
 
-    def _read_stamp(self) -> Optional[tuple]:
-        try:
-            st = os.stat(self.path)
-            with open(self.path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, digest)
+    def _read_stamp(self) -> tuple:
+        stamps: List[Optional[str]] = []
+        for path in (self.path, *self.also_watch(self.current)):
+            try:
+                with open(path, "rb") as f:
+                    stamps.append(hashlib.sha256(f.read()).hexdigest())
+            except OSError:
+                stamps.append(None)
+        return tuple(stamps)
 
     def start(self) -> None:
         """

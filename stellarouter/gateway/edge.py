@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from io import BytesIO
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 from uuid import uuid4
 
 from klein import Klein
@@ -34,10 +34,12 @@ from .errors import (
     MethodNotAllowed,
     NoRoute,
     PayloadTooLarge,
+    Forbidden,
     PipelineError,
     Unauthorized,
     VersionNotFound,
 )
+from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
 from .overrides import EndpointOverrides
 from .state import RoutingState
 
@@ -92,7 +94,8 @@ def write_problem(
         request.setHeader(b"Allow", ", ".join(error.allow).encode())
         extra["allow"] = list(error.allow)
     if isinstance(error, Unauthorized):
-        request.setHeader(b"WWW-Authenticate", b"Bearer")
+        request.setHeader(b"WWW-Authenticate", b'Bearer error="invalid_token"'
+                          if error.invalid_token else b"Bearer")
     if error.retry_after is not None:
         request.setHeader(b"Retry-After", str(error.retry_after).encode())
     body = problem_body(error.status, error.kind, error.title, error.detail,
@@ -206,6 +209,8 @@ class ProxyResource(Resource):
         self.region = region
         self.limits = limits
         self.overrides = EndpointOverrides()
+        self.verifier: Optional[TokenVerifier] = None
+        self.auth_required = False
 
     def render(self, request: Request) -> Any:
         cid = uuid4()
@@ -258,12 +263,7 @@ class ProxyResource(Resource):
         timeout = decision.effective_timeout
         if self.overrides:
             endpoint, timeout = self.overrides.apply(endpoint)
-        if endpoint.requiring_claims:
-            # Fail closed: this gateway cannot verify tokens yet, so no
-            # caller can satisfy a requirement.
-            raise Unauthorized(
-                f"{route.method} {route.template} requires claims and this gateway has no "
-                "token validation configured")
+        claims = self._authenticate(request, endpoint, cid_text)
         body = request.content.read() if request.content is not None else b""
         limit = self.limits.max_request_bytes_per_call
         if endpoint.max_request_bytes is not None:
@@ -279,7 +279,7 @@ class ProxyResource(Resource):
             path_params=resolution.path_params,
             query=query,
             headers=_forwarded_headers(request),
-            claims={},
+            claims=claims,
             deadline=now + timeout,
             body=body,
         )
@@ -288,6 +288,41 @@ class ProxyResource(Resource):
         connection.send_request(message, timeout, sink, cid)
         request.notifyFinish().addErrback(self._client_gone, sink, connection, cid)
         return NOT_DONE_YET
+
+    def _authenticate(self, request: Request, endpoint: Any, cid_text: str) -> Mapping[str, Any]:
+        """
+        Validate the bearer token and check the endpoint's requirements.
+
+        @return: the verified claims (empty when anonymous).
+        @raise Unauthorized: a token is needed and missing or invalid (the
+            reason is logged, the client only learns "invalid token").
+        @raise Forbidden: a valid token lacks a requirement (named).
+        """
+        what = f"{endpoint.method} {endpoint.path}"
+        needed = bool(endpoint.requiring_claims) or self.auth_required
+        raw = request.requestHeaders.getRawHeaders(b"authorization")
+        token = bearer_token(raw[0]) if raw else None
+        if token is None:
+            if needed:
+                raise Unauthorized(f"{what} requires a bearer token")
+            return {}
+        verifier = self.verifier
+        if verifier is None:
+            if needed:
+                # Fail closed: without keys no token can be valid.
+                raise Unauthorized(f"{what} requires a valid token and this gateway has no "
+                                   "token validation configured")
+            return {}
+        try:
+            claims = verifier.verify(token)
+        except InvalidToken as e:
+            self.log.info("request {cid}: invalid token: {reason}", cid=cid_text,
+                          reason=e.reason)
+            raise Unauthorized("invalid token", invalid_token=True) from None
+        unmet = unmet_requirement(claims, endpoint.requiring_claims)
+        if unmet is not None:
+            raise Forbidden(f"the token does not satisfy {describe(unmet)} required by {what}")
+        return claims
 
     def _client_gone(self, failure: Failure, sink: HttpResponseSink, connection: Any, cid: Any) -> None:
         sink.client_gone = True

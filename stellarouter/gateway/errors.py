@@ -70,6 +70,20 @@ class Unauthorized(PipelineError):
     kind = "unauthorized"
     title = "Authentication required"
 
+    def __init__(self, detail: str, invalid_token: bool = False) -> None:
+        super().__init__(detail)
+        self.invalid_token = invalid_token
+
+
+class Forbidden(PipelineError):
+    """
+    A valid token lacks a claim requirement of the endpoint.
+    """
+
+    status = 403
+    kind = "forbidden"
+    title = "Missing claim"
+
 
 class VersionNotFound(PipelineError):
     """

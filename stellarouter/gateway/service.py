@@ -23,6 +23,7 @@ from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
 from .edge import GatewaySite, HealthApp, ProxyResource
+from .auth import TokenVerifier
 from .health import HealthMonitor
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
@@ -77,8 +78,9 @@ class GatewayService(Service):
         self.monitor = HealthMonitor(reactor, config.health, self._registered)
         self.watcher: Optional[ConfigWatcher] = None
         if config_path is not None:
-            self.watcher = ConfigWatcher(config_path, load_gateway_config, self.apply_config,
-                                         reactor, config)
+            self.watcher = ConfigWatcher(
+                config_path, load_gateway_config, self.apply_config, reactor, config,
+                also_watch=lambda c: [c.auth.jwks_file] if c.auth.jwks_file else [])
         self._apply(config)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: Dict[str, Any] = {}
@@ -109,6 +111,8 @@ class GatewayService(Service):
         self.proxy.region = node.region
         self.proxy.limits = config.payload_limits
         self.proxy.overrides = EndpointOverrides(config.services)
+        self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
+        self.proxy.auth_required = config.auth.require_authentication
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
         self.site.access_log = config.http.access_log
         self.health.node_id, self.health.region = node.node_id, node.region

@@ -12,7 +12,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from ..common.enums import TransportType
-from ..config.gateway import GatewayConfig, HealthConfig, NodeConfig, TransportListenerConfig
+from ..config.gateway import (
+    AuthConfig,
+    GatewayConfig,
+    HealthConfig,
+    NodeConfig,
+    TransportListenerConfig,
+)
 from ..config.microservice import MicroserviceConfig, RouterEndpointConfig
 from ..gateway.service import GatewayService
 from ..microservice.endpoints import Microservice
@@ -31,7 +37,8 @@ class InMemoryDeployment:
 
     def __init__(self, clock: Optional[Clock] = None, region: str = "eu1",
                  max_frame_bytes: int = 1024 * 1024, neighbor_regions: Any = (),
-                 health: HealthConfig = HealthConfig(), services: Any = ()) -> None:
+                 health: HealthConfig = HealthConfig(), services: Any = (),
+                 auth: AuthConfig = AuthConfig()) -> None:
         self.clock = clock or Clock()
         self.network = InMemoryNetwork(self.clock)
         self.max_frame_bytes = max_frame_bytes
@@ -42,6 +49,7 @@ class InMemoryDeployment:
                                                 max_frame_bytes),),
             health=health,
             services=tuple(services),
+            auth=auth,
         )
         self.gateway = GatewayService(self.config, self.clock, self.network)
         self.microservices: List[MicroserviceService] = []

@@ -122,3 +122,36 @@ class BillingDemoTests(ProcessTestCase):
         output = "\n".join(gateway.lines)
         self.assertIn("node.regoin: unknown key (did you mean 'region'?)", output)
         self.assertIn("transports[0].type: 'tcpp' is not one of", output)
+
+
+class BillingAuthTests(ProcessTestCase):
+    async def test_401_403_204(self) -> None:
+        """
+        With a shared secret configured, Billing's claims-protected DELETE
+        answers 401 without a token, 403 with a token lacking
+        scope=billing:write, and 204 with it.
+        """
+        import time
+
+        import jwt
+
+        secret = "integration-secret-0123456789abcdef"
+        await self.deployment.start_gateway(
+            extra=f"auth: {{hs256_secret: {secret}, issuer: it, audience: billing}}")
+        await self.deployment.start_microservice("examples.billing:service", "billing-auth")
+        base = self.deployment.base_url
+        created = await treq.post(base + "/invoices", b'{"customer":"acme","amount_cents":5}',
+                                  pool=self.pool)
+        invoice = json.loads(await created.content())["id"]
+
+        def token(scope: str) -> bytes:
+            now = int(time.time())
+            return ("Bearer " + jwt.encode(
+                {"sub": "it", "scope": scope, "iss": "it", "aud": "billing", "exp": now + 60},
+                secret, algorithm="HS256")).encode()
+
+        for headers, status in (({}, 401), ({b"Authorization": [token("billing:read")]}, 403),
+                                ({b"Authorization": [token("billing:write")]}, 204)):
+            response = await treq.request("DELETE", f"{base}/invoices/{invoice}",
+                                          headers=headers, pool=self.pool)
+            self.assertEqual(response.code, status, await response.content())
