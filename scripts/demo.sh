@@ -2,17 +2,29 @@
 # Set everything up and run the demo: the gateway and the Billing microservice over TCP on
 # 127.0.0.1, then a few requests through the gateway. Keeps running until Ctrl-C when run
 # in a terminal; pass --once (or run without a terminal) to stop after the requests.
+# --tls: the same over mutual TLS (development certificates are created in .demo/certs).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
-ONCE=0; { [ "${1:-}" = "--once" ] || [ ! -t 0 ]; } && ONCE=1
+ONCE=0; [ -t 0 ] || ONCE=1
+GATEWAY_CONFIG=examples/billing/gateway.yaml; BILLING_CONFIG=examples/billing/billing.yaml
+for arg in "$@"; do
+  case "$arg" in
+    --once) ONCE=1 ;;
+    --tls) GATEWAY_CONFIG=examples/billing/gateway-tls.yaml; BILLING_CONFIG=examples/billing/billing-tls.yaml ;;
+    *) echo "usage: $0 [--once] [--tls]" >&2; exit 2 ;;
+  esac
+done
 
 ensure_venv
 mkdir -p .demo
+if [ "$GATEWAY_CONFIG" = examples/billing/gateway-tls.yaml ] && [ ! -f .demo/certs/ca.pem ]; then
+  "$VENV/bin/stellarouter" certs init .demo/certs --service billing
+fi
 TWISTD="$VENV/bin/twistd"
-"$TWISTD" -n --pidfile= --logfile=.demo/gateway.log stella-gateway --config examples/billing/gateway.yaml &
+"$TWISTD" -n --pidfile= --logfile=.demo/gateway.log stella-gateway --config "$GATEWAY_CONFIG" &
 GW=$!
-"$TWISTD" -n --pidfile= --logfile=.demo/billing.log stella-micro --config examples/billing/billing.yaml &
+"$TWISTD" -n --pidfile= --logfile=.demo/billing.log stella-micro --config "$BILLING_CONFIG" &
 MS=$!
 cleanup() { kill "$MS" "$GW" 2>/dev/null || true; wait "$MS" "$GW" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
@@ -36,12 +48,12 @@ run curl -si -X DELETE localhost:8080/ping
 run curl -si localhost:8080/health
 echo "== claims: DELETE /invoices/{id} needs scope=billing:write"
 run curl -si -X DELETE "localhost:8080/invoices/$ID"
-T=$("$VENV/bin/stellarouter" token --config examples/billing/gateway.yaml --claim scope=billing:read)
+T=$("$VENV/bin/stellarouter" token --config "$GATEWAY_CONFIG" --claim scope=billing:read)
 run curl -si -X DELETE -H "Authorization: Bearer $T" "localhost:8080/invoices/$ID"
-T=$("$VENV/bin/stellarouter" token --config examples/billing/gateway.yaml --claim scope=billing:write)
+T=$("$VENV/bin/stellarouter" token --config "$GATEWAY_CONFIG" --claim scope=billing:write)
 run curl -si -X DELETE -H "Authorization: Bearer $T" "localhost:8080/invoices/$ID"
 
 if [ "$ONCE" = 1 ]; then exit 0; fi
-echo "== the demo is running: gateway on http://localhost:8080, Billing connected over TCP :5100."
+echo "== the demo is running: gateway on http://localhost:8080, Billing connected ($BILLING_CONFIG)."
 echo "   Try the curl lines above; Ctrl-C stops both processes."
 wait

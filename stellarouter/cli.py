@@ -3,6 +3,7 @@ The C{stellarouter} command: tools around the two twistd plugins.
 
     stellarouter config check router.yaml     # validate, print problems, exit 1 if any
     stellarouter token --config router.yaml --claim scope=billing:write   # a dev token
+    stellarouter certs init ./certs --service billing   # a dev CA + mTLS certificates
 """
 
 from __future__ import annotations
@@ -128,9 +129,28 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     token.add_argument("--issuer")
     token.add_argument("--audience")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
+    certs = commands.add_parser("certs", help="development certificates for mutual TLS")
+    certs_commands = certs.add_subparsers(dest="action", required=True)
+    init = certs_commands.add_parser(
+        "init", help="create a CA, a gateway certificate and one client certificate per service")
+    init.add_argument("directory")
+    init.add_argument("--service", action="append", default=[],
+                      help="a microservice to issue a client certificate for (repeatable; "
+                           "default: billing)")
+    init.add_argument("--gateway-name", action="append", default=[],
+                      help="a DNS name of the gateway (repeatable; default: localhost)")
     args = parser.parse_args(argv)
     if args.command == "token":
         return mint(args, out)
+    if args.command == "certs":
+        from .certs import init_dev_certs
+
+        paths = init_dev_certs(args.directory, args.service or ["billing"],
+                               args.gateway_name or ["localhost"])
+        for name, path in paths.items():
+            out.write(f"{name:>16}: {path}\n")
+        out.write("development certificates only: the CA key is not protected\n")
+        return 0
     statuses: List[int] = [check(path, args.kind, out) for path in args.paths]
     return max(statuses)
 

@@ -14,6 +14,9 @@ class IFrameSender(Interface):
 
     transport_type = Attribute("The L{TransportType} carrying this connection.")
     peer = Attribute("A human-readable description of the remote end (str).")
+    peer_identity = Attribute(
+        "The verified identity of the peer's TLS certificate: a tuple of names "
+        "(subject common name, then DNS alternative names); () without one.")
 
     def sendFrame(frame):
         """

@@ -228,6 +228,7 @@ class ConnectionState:
     in_flight: int = 0
     in_flight_bytes: int = 0
     peer: str = ""
+    peer_identity: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

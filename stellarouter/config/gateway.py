@@ -26,10 +26,18 @@ from ..common.models import (
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from .errors import ConfigError
-from .reader import Reader, non_empty, positive, read_claims, read_endpoint_key, read_yaml
+from .reader import (
+    Reader,
+    non_empty,
+    positive,
+    read_claims,
+    read_endpoint_key,
+    read_path,
+    read_yaml,
+)
 
 #: Transports the gateway can listen on today.
-SUPPORTED_LISTENERS = (TransportType.TCP, TransportType.INMEMORY)
+SUPPORTED_LISTENERS = (TransportType.TCP, TransportType.TLS, TransportType.INMEMORY)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,29 @@ class TransportListenerConfig:
     type: TransportType
     listen: str
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    tls: Optional["TLSListenerConfig"] = None
+
+
+@dataclass(frozen=True)
+class TLSListenerConfig:
+    """
+    TLS settings of a C{tls} listener (PEM files).
+
+    @ivar client_ca: the CA of acceptable client certificates; without it
+        clients are not asked for one.
+    @ivar allowed_client_names: service → certificate names allowed to
+        register it; empty means any verified certificate may register any
+        service.
+    """
+
+    certificate: str
+    private_key: str
+    client_ca: Optional[str] = None
+    require_client_certificate: bool = True
+    allowed_client_names: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+
+    def allowed_names(self) -> Dict[str, Tuple[str, ...]]:
+        return dict(self.allowed_client_names)
 
 
 @dataclass(frozen=True)
@@ -203,14 +234,24 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     transports = []
     for i, item in enumerate(r.items(top, "transports", "", required=True)):
         where = f"transports[{i}]"
-        raw = r.mapping(item, where, ["type", "listen", "max_frame_bytes"])
+        raw = r.mapping(item, where, ["type", "listen", "max_frame_bytes", "certificate",
+                                      "private_key", "client_ca", "require_client_certificate",
+                                      "allowed_client_names"])
         kind = _transport_type(r, raw, where)
         check = check_server_endpoint if kind is not TransportType.INMEMORY else non_empty
         listen = r.get(raw, "listen", where, str, check=check)
         max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
                           lambda v: None if v >= 65536 else "must be at least 65536")
+        tls = None
+        if kind is TransportType.TLS:
+            tls = _read_tls_listener(r, raw, where, source)
+        else:
+            for setting in ("certificate", "private_key", "client_ca",
+                            "require_client_certificate", "allowed_client_names"):
+                if setting in raw:
+                    r.problem(f"{where}.{setting}", "only a tls listener takes TLS settings")
         if kind is not None and listen is not None:
-            transports.append(TransportListenerConfig(kind, listen, max_frame))
+            transports.append(TransportListenerConfig(kind, listen, max_frame, tls))
 
     limits_raw = r.mapping(top.get("payload_limits"), "payload_limits", [
         "max_request_bytes_per_call", "max_request_bytes_per_connection",
@@ -348,6 +389,31 @@ def _version_problem(version: str) -> Optional[str]:
     except InvalidDescriptor as e:
         return str(e)
     return None
+
+
+def _read_tls_listener(r: Reader, raw: Any, where: str, source: str) -> Optional[TLSListenerConfig]:
+    certificate = read_path(r, raw, "certificate", where, source, required=True)
+    private_key = read_path(r, raw, "private_key", where, source, required=True)
+    client_ca = read_path(r, raw, "client_ca", where, source)
+    require = r.get(raw, "require_client_certificate", where, bool, True)
+    allowed = []
+    names_raw = raw.get("allowed_client_names")
+    if names_raw is not None:
+        if not isinstance(names_raw, dict):
+            r.problem(f"{where}.allowed_client_names",
+                      "must map a service name to the certificate names allowed to register it")
+        else:
+            if client_ca is None:
+                r.problem(f"{where}.allowed_client_names", "needs client_ca (client certificates)")
+            for service, names in names_raw.items():
+                if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+                    r.problem(f"{where}.allowed_client_names.{service}",
+                              "must be a list of certificate names")
+                    continue
+                allowed.append((str(service).lower(), tuple(names)))
+    if certificate is None or private_key is None:
+        return None
+    return TLSListenerConfig(certificate, private_key, client_ca, require, tuple(allowed))
 
 
 def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:

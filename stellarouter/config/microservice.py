@@ -16,10 +16,18 @@ from ..common.models import ClaimRequirement
 from .endpoints import check_client_endpoint
 from .env import MICRO_PREFIX, apply_env_overrides
 from .errors import ConfigError
-from .reader import Reader, non_empty, positive, read_claims, read_endpoint_key, read_yaml
+from .reader import (
+    Reader,
+    non_empty,
+    positive,
+    read_claims,
+    read_endpoint_key,
+    read_path,
+    read_yaml,
+)
 
 #: Transports a microservice can dial today.
-SUPPORTED_ROUTERS = (TransportType.TCP, TransportType.INMEMORY)
+SUPPORTED_ROUTERS = (TransportType.TCP, TransportType.TLS, TransportType.INMEMORY)
 
 _APP = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
 
@@ -35,6 +43,23 @@ class RouterEndpointConfig:
     transport: TransportType
     address: str
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    tls: Optional["TLSRouterConfig"] = None
+
+
+@dataclass(frozen=True)
+class TLSRouterConfig:
+    """
+    TLS settings for dialling a C{tls} router.
+
+    @ivar server_name: the name the gateway's certificate must carry.
+    @ivar ca: the CA that signed the gateway's certificate.
+    @ivar certificate: this microservice's client certificate (mutual TLS).
+    """
+
+    server_name: str
+    ca: str
+    certificate: Optional[str] = None
+    private_key: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -106,14 +131,29 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         r.problem("routers", "must list at least one router")
     for i, item in enumerate(raw_routers):
         where = f"routers[{i}]"
-        raw = r.mapping(item, where, ["transport", "address", "max_frame_bytes"])
+        raw = r.mapping(item, where, ["transport", "address", "max_frame_bytes", "server_name",
+                                      "ca", "certificate", "private_key"])
         kind = _router_type(r, raw, where)
+        tls = None
+        if kind is TransportType.TLS:
+            server_name = r.get(raw, "server_name", where, str, check=non_empty)
+            ca = read_path(r, raw, "ca", where, source, required=True)
+            certificate = read_path(r, raw, "certificate", where, source)
+            private_key = read_path(r, raw, "private_key", where, source)
+            if (certificate is None) != (private_key is None) and not r.problems:
+                r.problem(where, "certificate and private_key go together")
+            if server_name is not None and ca is not None:
+                tls = TLSRouterConfig(server_name, ca, certificate, private_key)
+        else:
+            for setting in ("server_name", "ca", "certificate", "private_key"):
+                if setting in raw:
+                    r.problem(f"{where}.{setting}", "only a tls router takes TLS settings")
         check = check_client_endpoint if kind is not TransportType.INMEMORY else non_empty
         address = r.get(raw, "address", where, str, check=check)
         max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
                           lambda v: None if v >= 65536 else "must be at least 65536")
         if kind is not None and address is not None:
-            routers.append(RouterEndpointConfig(kind, address, max_frame))
+            routers.append(RouterEndpointConfig(kind, address, max_frame, tls))
     overrides = []
     keys = set()
     for i, entry in enumerate(r.items(top, "endpoints", "")):

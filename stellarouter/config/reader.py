@@ -6,6 +6,7 @@ key path instead of stopping at the first.
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar
 
 import yaml
@@ -16,6 +17,7 @@ from .errors import ConfigError
 
 T = TypeVar("T")
 _MISSING = object()
+_MISSING_REQUIRED = _MISSING
 
 
 def read_yaml(path: str) -> Any:
@@ -217,3 +219,20 @@ def _path_problem(value: str) -> Optional[str]:
     except InvalidDescriptor as e:
         return str(e)
     return None
+
+
+def read_path(r: Reader, obj: Mapping[str, Any], key: str, where: str, source: str,
+              required: bool = False) -> Optional[str]:
+    """
+    Read a file path (relative paths are relative to the configuration
+    file) and check that the file can be read.
+    """
+    value = r.get(obj, key, where, str, None if not required else _MISSING_REQUIRED, non_empty)
+    if value is None:
+        return None
+    if not os.path.isabs(value) and source not in ("<config>", ""):
+        value = os.path.join(os.path.dirname(os.path.abspath(source)), value)
+    if not os.access(value, os.R_OK):
+        r.problem(f"{where}.{key}", f"cannot read {value}")
+        return None
+    return value

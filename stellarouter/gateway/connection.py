@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import dataclasses
-from typing import Dict, List, Optional, cast
+from typing import Dict, List, Mapping, Optional, Sequence, cast
 from uuid import UUID, uuid4
 
 from twisted.internet.interfaces import IReactorTime
@@ -75,11 +75,15 @@ class GatewayConnection:
         region: str,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         health: HealthConfig = HealthConfig(),
+        allowed_client_names: Optional[Mapping[str, Sequence[str]]] = None,
     ) -> None:
         """
         @param health: the liveness thresholds (a HEARTBEAT re-evaluates the
             status at once).
+        @param allowed_client_names: service → certificate names allowed to
+            register it (TLS listeners); empty: no restriction.
         """
+        self.allowed_client_names = dict(allowed_client_names or {})
         self.routing_state = routing_state
         self.health = health
         self.reported_status = InstanceHealthStatus.HEALTHY
@@ -160,6 +164,14 @@ class GatewayConnection:
         except (MalformedPayload, InvalidDescriptor) as e:
             self._reject(f"invalid HELLO: {e}", frame.correlation_id)
             return
+        identity = tuple(getattr(self.sender, "peer_identity", ()) or ())
+        if self.allowed_client_names:
+            allowed = self.allowed_client_names.get(hello.instance.service_name, ())
+            if not any(name in allowed for name in identity):
+                self._reject(
+                    f"HELLO refused: certificate {', '.join(identity) or '(none)'} may not "
+                    f"register service {hello.instance.service_name!r}", frame.correlation_id)
+                return
         now = self.clock.seconds()
         state = ConnectionState(
             connection_id=f"{self.sender.transport_type.value}-{next(_ids)}",
@@ -169,6 +181,7 @@ class GatewayConnection:
             connected_at=now,
             last_heartbeat=now,
             peer=self.sender.peer,
+            peer_identity=identity,
         )
         self.state = state
         try:
@@ -182,9 +195,10 @@ class GatewayConnection:
         i = hello.instance
         self.log.info(
             "registered instance {instance_id} of {service} {version} (region {region}) "
-            "over {transport} from {peer} with {count} endpoint(s)",
+            "over {transport} from {peer}{identity} with {count} endpoint(s)",
             instance_id=i.instance_id, service=i.service_name, version=i.version,
             region=i.region, transport=state.transport_type.value, peer=state.peer,
+            identity=f" (certificate {', '.join(identity)})" if identity else "",
             count=len(hello.endpoints),
         )
 

@@ -72,7 +72,7 @@ class GatewayService(Service):
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
         self.servers: List[ITransportServer] = [
             make_server(t.type, t.listen, reactor, self._receiver_factory(t),
-                        t.max_frame_bytes, network)
+                        t.max_frame_bytes, network, t.tls)
             for t in config.transports
         ]
         self.monitor = HealthMonitor(reactor, config.health, self._registered)
@@ -91,6 +91,7 @@ class GatewayService(Service):
             return _TrackedConnection(
                 self, self.routing_state, self.reactor, self.config.node.node_id,
                 self.config.node.region, listener.max_frame_bytes, self.config.health,
+                listener.tls.allowed_names() if listener.tls else {},
             )
         return build
 

@@ -81,7 +81,7 @@ class MicroserviceService(Service):
                 router.transport, router.address, reactor,
                 self._receiver_factory(_describe_router(router.transport.value, router.address),
                                        router.max_frame_bytes),
-                router.max_frame_bytes, network, **backoff,
+                router.max_frame_bytes, network, router.tls, **backoff,
             ))
 
     def _receiver_factory(self, description: str, max_frame_bytes: int) -> Any:

@@ -25,6 +25,7 @@ class FakeFrameSender:
                  peer: str = "fake-peer") -> None:
         self.transport_type = transport_type
         self.peer = peer
+        self.peer_identity: tuple = ()
         self.frames: List[Frame] = []
         self.closed: Optional[str] = None
 

@@ -157,7 +157,9 @@ class ProcessDeployment:
         return process
 
     async def start_gateway(self, node_id: str = "gw-it", region: str = "eu1",
-                            extra: str = "", neighbors: Sequence[str] = ()) -> WatchedProcess:
+                            extra: str = "", neighbors: Sequence[str] = (),
+                            transport: str = "{type: tcp, listen: \"tcp:0:interface=127.0.0.1\"}",
+                            ) -> WatchedProcess:
         """
         Start C{stella-gateway} on port 0 and wait until it is ready.  The
         process gets C{base_url} and C{transport_port} attributes; the first
@@ -168,7 +170,7 @@ class ProcessDeployment:
         config = self.write(f"{node_id}.yaml", f"""
 node: {{node_id: {node_id}, region: {region}, neighbor_regions: [{", ".join(neighbors)}]}}
 http: {{listen: "tcp:0:interface=127.0.0.1"}}
-transports: [{{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}]
+transports: [{transport}]
 {extra}
 """)
         gateway = self.spawn(node_id, ["stella-gateway", "--config", config])
@@ -184,7 +186,8 @@ transports: [{{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}]
 
     async def start_microservice(self, app: str, instance_id: str, region: str = "eu1",
                                  gateways: Optional[Sequence[WatchedProcess]] = None,
-                                 extra: str = "") -> WatchedProcess:
+                                 extra: str = "", transport: str = "tcp",
+                                 router_extra: str = "", wait: bool = True) -> WatchedProcess:
         """
         Start C{stella-micro} for C{app} dialling the given gateways (default:
         the first one), and wait until each has registered it.
@@ -197,7 +200,8 @@ transports: [{{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}]
             assert self.gateway is not None, "start a gateway first"
             targets = [self.gateway]
         routers = ", ".join(
-            f'{{transport: tcp, address: "tcp:host=127.0.0.1:port={g.transport_port}"}}'
+            f'{{transport: {transport}, address: "tcp:host=127.0.0.1:port={g.transport_port}"'
+            f'{", " + router_extra if router_extra else ""}}}'
             for g in targets)
         config = self.write(f"{instance_id}.yaml", f"""
 region: {region}
@@ -207,6 +211,8 @@ routers: [{routers}]
 """)
         seen = [len(g.lines) for g in targets]
         process = self.spawn(instance_id, ["stella-micro", "--config", config, "--app", app])
+        if not wait:
+            return process
         for gateway, since in zip(targets, seen):
             await gateway.wait_for(
                 rf"registered instance {re.escape(instance_id)} ", self.reactor, since=since)

@@ -13,6 +13,7 @@ from ..common.interfaces import ITransportClient, ITransportServer
 from .inmemory import InMemoryNetwork, inmemory_client, inmemory_server
 from .stream import ReceiverFactory
 from .tcp import tcp_client, tcp_server
+from .tls import tls_client, tls_server
 
 
 def make_server(
@@ -22,15 +23,25 @@ def make_server(
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
+    tls: Any = None,
 ) -> ITransportServer:
     """
     A server for C{kind} listening on C{listen}.
 
     @param network: required for L{TransportType.INMEMORY}.
+    @param tls: for L{TransportType.TLS}, an object with C{certificate},
+        C{private_key}, C{client_ca}, C{require_client_certificate}.
     @raise ValueError: an unsupported kind, or a bad address.
     """
     if kind is TransportType.TCP:
         return tcp_server(reactor, listen, receiver_factory, max_frame_bytes)
+    if kind is TransportType.TLS:
+        if tls is None:
+            raise ValueError("the TLS transport needs a certificate and a private key")
+        return tls_server(reactor, listen, receiver_factory, max_frame_bytes,
+                          certificate=tls.certificate, private_key=tls.private_key,
+                          client_ca=tls.client_ca,
+                          require_client_certificate=tls.require_client_certificate)
     if kind is TransportType.INMEMORY:
         if network is None:
             raise ValueError("the in-memory transport needs an InMemoryNetwork")
@@ -45,17 +56,26 @@ def make_client(
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
+    tls: Any = None,
     **backoff: Any,
 ) -> ITransportClient:
     """
     A reconnecting client for C{kind} dialling C{address}.
 
     @param network: required for L{TransportType.INMEMORY}.
+    @param tls: for L{TransportType.TLS}, an object with C{server_name},
+        C{ca}, C{certificate}, C{private_key}.
     @param backoff: C{initial_delay}, C{max_delay}, C{jitter}.
     @raise ValueError: an unsupported kind, or a bad address.
     """
     if kind is TransportType.TCP:
         return tcp_client(reactor, address, receiver_factory, max_frame_bytes, **backoff)
+    if kind is TransportType.TLS:
+        if tls is None:
+            raise ValueError("the TLS transport needs a server name and a CA")
+        return tls_client(reactor, address, receiver_factory, max_frame_bytes,
+                          server_name=tls.server_name, ca=tls.ca, certificate=tls.certificate,
+                          private_key=tls.private_key, **backoff)
     if kind is TransportType.INMEMORY:
         if network is None:
             raise ValueError("the in-memory transport needs an InMemoryNetwork")

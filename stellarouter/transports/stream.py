@@ -6,7 +6,7 @@ TLS): length-prefixed frames over a byte stream.
 from __future__ import annotations
 
 import random
-from typing import Callable, List, Optional, Set
+from typing import Any, Callable, List, Optional, Set, Tuple
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -67,6 +67,7 @@ class FrameStreamProtocol(Protocol):
         self.receiver = receiver
         self.transport_type = transport_type
         self.peer = ""
+        self.peer_identity: Tuple[str, ...] = ()
         self._decoder = FrameDecoder(max_frame_bytes)
         self._closing: Optional[str] = None
         self._open = False
@@ -77,6 +78,14 @@ class FrameStreamProtocol(Protocol):
         """
         assert self.transport is not None
         self.peer = _describe(self.transport.getPeer())
+        if isinstance(self.factory, FrameStreamFactory):
+            self.factory.protocols.add(self)
+        self.open()
+
+    def open(self) -> None:
+        """
+        The connection is usable: hand it to the receiver.
+        """
         self._open = True
         self.receiver.connectionOpened(self)
 
@@ -130,6 +139,8 @@ class FrameStreamProtocol(Protocol):
         """
         Tell the receiver, with our own close reason if we closed.
         """
+        if isinstance(self.factory, FrameStreamFactory):
+            self.factory.protocols.discard(self)
         if not self._open:
             return
         self._open = False
@@ -150,34 +161,20 @@ class FrameStreamFactory(Factory):
         receiver_factory: ReceiverFactory,
         transport_type: TransportType,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        protocol_class: type = FrameStreamProtocol,
     ) -> None:
         self.receiver_factory = receiver_factory
         self.transport_type = transport_type
         self.max_frame_bytes = max_frame_bytes
+        self.protocol_class = protocol_class
         self.protocols: Set[FrameStreamProtocol] = set()
 
     def buildProtocol(self, addr: object) -> FrameStreamProtocol:
-        proto = _TrackedProtocol(
+        proto = self.protocol_class(
             self.receiver_factory(), self.transport_type, self.max_frame_bytes
         )
         proto.factory = self
         return proto
-
-
-class _TrackedProtocol(FrameStreamProtocol):
-    """
-    A L{FrameStreamProtocol} its factory can enumerate (to close on stop).
-    """
-
-    factory: FrameStreamFactory
-
-    def connectionMade(self) -> None:
-        self.factory.protocols.add(self)
-        super().connectionMade()
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        self.factory.protocols.discard(self)
-        super().connectionLost(reason)
 
 
 @implementer(ITransportServer)
@@ -194,20 +191,25 @@ class StreamTransportServer:
         receiver_factory: ReceiverFactory,
         transport_type: TransportType,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        protocol_class: type = FrameStreamProtocol,
+        wrap: Callable[[Factory], Any] = lambda factory: factory,
     ) -> None:
         """
         @param endpoint: where to listen.
         @param receiver_factory: one receiver per accepted connection.
+        @param protocol_class: the L{FrameStreamProtocol} (sub)class to use.
+        @param wrap: wraps the protocol factory before listening (TLS).
         """
         self.transport_type = transport_type
         self._endpoint = endpoint
         self._factory = FrameStreamFactory(
-            receiver_factory, transport_type, max_frame_bytes
+            receiver_factory, transport_type, max_frame_bytes, protocol_class
         )
+        self._listening_factory = wrap(self._factory)
         self._port: Optional[IListeningPort] = None
 
     async def _start(self) -> str:
-        port = await self._endpoint.listen(self._factory)
+        port = await self._endpoint.listen(self._listening_factory)
         self._port = port
         where = f"{self.transport_type.value}:{_describe(port.getHost())}"
         self.log.info("{transport} transport listening on {where}",
@@ -257,6 +259,7 @@ class StreamTransportClient:
         initial_delay: float = 0.5,
         max_delay: float = 30.0,
         jitter: Optional[Callable[[], float]] = None,
+        protocol_class: type = FrameStreamProtocol,
     ) -> None:
         """
         @param endpoint: where the router listens.
@@ -265,7 +268,8 @@ class StreamTransportClient:
             (pass C{lambda: 0} in tests for exact timings).
         """
         self.transport_type = transport_type
-        self.factory = FrameStreamFactory(receiver_factory, transport_type, max_frame_bytes)
+        self.factory = FrameStreamFactory(receiver_factory, transport_type, max_frame_bytes,
+                                          protocol_class)
         self.service = ClientService(
             endpoint,
             self.factory,

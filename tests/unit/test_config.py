@@ -39,6 +39,43 @@ class ExampleConfigTests(SynchronousTestCase):
         self.assertEqual(micro.routers[0].address, "tcp:host=127.0.0.1:port=5100")
 
 
+    def test_tls_examples_load(self) -> None:
+        """
+        The mutual-TLS examples load once 'stellarouter certs init
+        .demo/certs' has made their certificates.
+        """
+        import shutil
+
+        from stellarouter import certs
+
+        root = self.mktemp()
+        certs.init_dev_certs(os.path.join(root, ".demo", "certs"), ["billing"])
+        target = os.path.join(root, "examples", "billing")
+        os.makedirs(target)
+        for name in ("gateway-tls.yaml", "billing-tls.yaml"):
+            shutil.copy(os.path.join(EXAMPLES, name), target)
+        gateway = load_gateway_config(os.path.join(target, "gateway-tls.yaml"), {})
+        self.assertEqual(gateway.transports[0].type, TransportType.TLS)
+        self.assertEqual(gateway.transports[0].tls.allowed_names(), {"billing": ("billing",)})
+        micro = load_microservice_config(os.path.join(target, "billing-tls.yaml"), {})
+        self.assertEqual(micro.routers[0].tls.server_name, "localhost")
+        self.assertTrue(os.path.isfile(micro.routers[0].tls.ca))
+
+    def test_tls_settings_checked(self) -> None:
+        """
+        Missing certificate files and TLS keys on a tcp listener are located
+        problems.
+        """
+        error = self.assertRaises(ConfigError, parse_gateway_config, {
+            "node": {"region": "eu1"},
+            "transports": [{"type": "tls", "listen": "tcp:1", "certificate": "/nope.pem"},
+                           {"type": "tcp", "listen": "tcp:2", "client_ca": "x"}]})
+        text = str(error)
+        self.assertIn("transports[0].certificate: cannot read /nope.pem", text)
+        self.assertIn("transports[0].private_key: is required", text)
+        self.assertIn("transports[1].client_ca: only a tls listener takes TLS settings", text)
+
+
 class GatewayConfigTests(SynchronousTestCase):
     def problems(self, document: object) -> tuple:
         return self.assertRaises(ConfigError, parse_gateway_config, document, "g.yaml").problems

@@ -1,0 +1,214 @@
+"""
+The TLS transport: the stream protocol over TLS (pyOpenSSL via
+C{twisted.internet.ssl}, host names checked with C{service_identity}),
+optionally with client certificates (mutual TLS).
+
+The receiver is only given the connection once the handshake has completed
+(C{IHandshakeListener.handshakeCompleted}), so nothing is said to or
+accepted from a peer whose certificate was not verified.  A handshake that
+fails (unknown CA, expired certificate, wrong host name, no client
+certificate, a plain TCP client) is logged on the side that sees it and
+closes only that connection; the microservice retries with backoff.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional, Tuple, cast
+
+from OpenSSL import SSL
+from twisted.internet import ssl
+from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..common.enums import TransportType
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES
+from .stream import (
+    FrameStreamProtocol,
+    ReceiverFactory,
+    StreamTransportClient,
+    StreamTransportServer,
+)
+
+# Twisted 26 passes pyOpenSSL X509 objects to pyOpenSSL 26 itself and so
+# triggers this deprecation warning from its own code; only this one is
+# hidden.
+warnings.filterwarnings(
+    "ignore", message="Passing pyOpenSSL X509 objects is deprecated",
+    category=DeprecationWarning)
+
+#: The default TLS port of the gateway's transport listener.
+DEFAULT_PORT = 5101
+
+
+def certificate_names(certificate: Any) -> Tuple[str, ...]:
+    """
+    The identity of a peer certificate: its subject common name, then its
+    DNS subject alternative names.
+    """
+    if certificate is None:
+        return ()
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = certificate.to_cryptography() if hasattr(certificate, "to_cryptography") else certificate
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += [n for n in san.get_values_for_type(x509.DNSName) if n not in names]
+    except x509.ExtensionNotFound:
+        pass
+    return tuple(str(n) for n in names)
+
+
+@implementer(IHandshakeListener)
+class TLSFrameStreamProtocol(FrameStreamProtocol):
+    """
+    The stream protocol under TLS: opens the connection to its receiver only
+    after a successful handshake, with the peer's certificate identity.
+    """
+
+    log = Logger()
+    _handshaken = False
+
+    def open(self) -> None:
+        # Wait for handshakeCompleted.
+        pass
+
+    def handshakeCompleted(self) -> None:
+        assert self.transport is not None
+        self._handshaken = True
+        self.peer_identity = certificate_names(
+            cast(ISSLTransport, self.transport).getPeerCertificate())
+        self.log.info("TLS handshake with {peer} done; peer certificate: {identity}",
+                      peer=self.peer, identity=", ".join(self.peer_identity) or "none")
+        super().open()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        if not self._handshaken:
+            self.log.warn("TLS connection with {peer} failed before the handshake completed: "
+                          "{reason}", peer=self.peer or "?", reason=_describe_tls_error(reason))
+        elif reason.check(SSL.Error):
+            # With TLS 1.3 a client learns that the server refused its
+            # certificate only after its side of the handshake completed.
+            self.log.warn("TLS connection with {peer} refused by the peer: {reason}",
+                          peer=self.peer or "?", reason=_describe_tls_error(reason))
+        super().connectionLost(Failure(ConnectionError(_describe_tls_error(reason)))
+                               if reason.check(SSL.Error) else reason)
+
+
+def _describe_tls_error(reason: Failure) -> str:
+    error = reason.value
+    if isinstance(error, SSL.Error) and error.args and isinstance(error.args[0], list):
+        parts = [item[2] if isinstance(item, tuple) and len(item) > 2 else str(item)
+                 for item in error.args[0]]
+        return "TLS error: " + "; ".join(parts)
+    return reason.getErrorMessage()
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def server_options(
+    certificate: str,
+    private_key: str,
+    client_ca: Optional[str] = None,
+    require_client_certificate: bool = True,
+) -> ssl.CertificateOptions:
+    """
+    Server-side TLS options from PEM files.
+
+    @param client_ca: the CA that signs acceptable client certificates;
+        without it no client certificate is asked for.
+    @param require_client_certificate: refuse clients without one (when
+        C{client_ca} is given).
+    """
+    own = ssl.PrivateCertificate.loadPEM(_read(certificate) + b"\n" + _read(private_key))
+    trust = ssl.Certificate.loadPEM(_read(client_ca)) if client_ca else None
+    if trust is None:
+        return ssl.CertificateOptions(
+            privateKey=own.privateKey.original, certificate=own.original,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+    return ssl.CertificateOptions(
+        privateKey=own.privateKey.original, certificate=own.original,
+        verify=True, caCerts=[trust.original],
+        requireCertificate=require_client_certificate,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
+
+
+def client_options(
+    server_name: str,
+    ca: str,
+    certificate: Optional[str] = None,
+    private_key: Optional[str] = None,
+) -> Any:
+    """
+    Client-side TLS options: trust C{ca}, check the server's name, and
+    present a client certificate when given.
+    """
+    client_certificate = None
+    if certificate and private_key:
+        client_certificate = ssl.PrivateCertificate.loadPEM(
+            _read(certificate) + b"\n" + _read(private_key))
+    return ssl.optionsForClientTLS(
+        server_name, trustRoot=ssl.Certificate.loadPEM(_read(ca)),
+        clientCertificate=client_certificate)
+
+
+def tls_server(
+    reactor: Any,
+    listen: str,
+    receiver_factory: ReceiverFactory,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    *,
+    certificate: str,
+    private_key: str,
+    client_ca: Optional[str] = None,
+    require_client_certificate: bool = True,
+) -> StreamTransportServer:
+    """
+    A TLS L{ITransportServer} on a TCP server endpoint string.
+
+    @raise OSError: an unreadable certificate or key file.
+    @raise ValueError: a bad endpoint string.
+    """
+    options = server_options(certificate, private_key, client_ca, require_client_certificate)
+    return StreamTransportServer(
+        serverFromString(reactor, listen), receiver_factory, TransportType.TLS,
+        max_frame_bytes, protocol_class=TLSFrameStreamProtocol,
+        wrap=lambda factory: TLSMemoryBIOFactory(options, False, factory),
+    )
+
+
+def tls_client(
+    reactor: IReactorTime,
+    address: str,
+    receiver_factory: ReceiverFactory,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    *,
+    server_name: str,
+    ca: str,
+    certificate: Optional[str] = None,
+    private_key: Optional[str] = None,
+    **backoff: Any,
+) -> StreamTransportClient:
+    """
+    A TLS L{ITransportClient} on a TCP client endpoint string, reconnecting
+    with backoff.
+
+    @param server_name: the name the gateway's certificate must carry.
+    @raise OSError: an unreadable certificate, key or CA file.
+    """
+    endpoint = wrapClientTLS(client_options(server_name, ca, certificate, private_key),
+                             clientFromString(reactor, address))
+    return StreamTransportClient(
+        endpoint, receiver_factory, reactor, TransportType.TLS, max_frame_bytes,
+        protocol_class=TLSFrameStreamProtocol, **backoff,
+    )
