@@ -229,6 +229,7 @@ class ConnectionState:
     in_flight_bytes: int = 0
     peer: str = ""
     peer_identity: Tuple[str, ...] = ()
+    max_frame_bytes: int = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,8 @@ class RoutingContext:
 
     @ivar requested_version: from C{X-Stella-Version}, or C{None}.
     @ivar deadline: absolute time (seconds, the gateway clock) or C{None}.
+    @ivar body_size: bytes of the request body (a datagram transport can
+        only carry small requests).
     """
 
     method: str
@@ -249,6 +252,7 @@ class RoutingContext:
     requested_version: Optional[str]
     gateway_region: str
     deadline: Optional[float] = None
+    body_size: int = 0
 
 
 @dataclass(frozen=True)

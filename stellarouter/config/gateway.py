@@ -23,6 +23,7 @@ from ..common.models import (
     normalize_service_name,
     parse_version,
 )
+from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from .errors import ConfigError
@@ -37,7 +38,8 @@ from .reader import (
 )
 
 #: Transports the gateway can listen on today.
-SUPPORTED_LISTENERS = (TransportType.TCP, TransportType.TLS, TransportType.INMEMORY)
+SUPPORTED_LISTENERS = (TransportType.TCP, TransportType.TLS, TransportType.UDP,
+                       TransportType.INMEMORY)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,14 @@ class TransportListenerConfig:
     listen: str
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     tls: Optional["TLSListenerConfig"] = None
+    idle_timeout: float = 90.0
+
+    @property
+    def frame_limit(self) -> int:
+        """
+        The largest frame on this listener (a datagram for UDP).
+        """
+        return self.max_frame_bytes
 
 
 @dataclass(frozen=True)
@@ -236,12 +246,25 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         where = f"transports[{i}]"
         raw = r.mapping(item, where, ["type", "listen", "max_frame_bytes", "certificate",
                                       "private_key", "client_ca", "require_client_certificate",
-                                      "allowed_client_names"])
+                                      "allowed_client_names", "max_datagram_bytes",
+                                      "idle_timeout"])
         kind = _transport_type(r, raw, where)
-        check = check_server_endpoint if kind is not TransportType.INMEMORY else non_empty
+        check = (non_empty if kind is TransportType.INMEMORY else
+                 _udp_listen_problem if kind is TransportType.UDP else check_server_endpoint)
         listen = r.get(raw, "listen", where, str, check=check)
-        max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
-                          lambda v: None if v >= 65536 else "must be at least 65536")
+        if kind is TransportType.UDP:
+            if "max_frame_bytes" in raw:
+                r.problem(f"{where}.max_frame_bytes", "a udp listener has max_datagram_bytes")
+            max_frame = r.get(raw, "max_datagram_bytes", where, int, MAX_DATAGRAM_BYTES,
+                              lambda v: None if 1024 <= v <= MAX_DATAGRAM_BYTES
+                              else f"must be in [1024, {MAX_DATAGRAM_BYTES}]")
+        else:
+            for setting in ("max_datagram_bytes", "idle_timeout"):
+                if setting in raw:
+                    r.problem(f"{where}.{setting}", "only a udp listener takes it")
+            max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
+                              lambda v: None if v >= 65536 else "must be at least 65536")
+        idle = r.get(raw, "idle_timeout", where, float, 90.0, positive)
         tls = None
         if kind is TransportType.TLS:
             tls = _read_tls_listener(r, raw, where, source)
@@ -251,7 +274,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                 if setting in raw:
                     r.problem(f"{where}.{setting}", "only a tls listener takes TLS settings")
         if kind is not None and listen is not None:
-            transports.append(TransportListenerConfig(kind, listen, max_frame, tls))
+            transports.append(TransportListenerConfig(kind, listen, max_frame, tls, idle))
 
     limits_raw = r.mapping(top.get("payload_limits"), "payload_limits", [
         "max_request_bytes_per_call", "max_request_bytes_per_connection",
@@ -414,6 +437,14 @@ def _read_tls_listener(r: Reader, raw: Any, where: str, source: str) -> Optional
     if certificate is None or private_key is None:
         return None
     return TLSListenerConfig(certificate, private_key, client_ca, require, tuple(allowed))
+
+
+def _udp_listen_problem(value: str) -> Optional[str]:
+    try:
+        parse_udp_address(value, server=True)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..common.enums import CancelReason, FrameType, InstanceHealthStatus
+from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
@@ -40,6 +40,7 @@ from .dispatch import InFlightRequests, PendingRequest
 from .health import evaluate_status, update_ping_average
 from .errors import (
     GatewayShuttingDown,
+    PayloadTooLarge,
     RequestHeadersTooLarge,
     UpstreamLost,
     UpstreamProtocolError,
@@ -182,6 +183,7 @@ class GatewayConnection:
             last_heartbeat=now,
             peer=self.sender.peer,
             peer_identity=identity,
+            max_frame_bytes=self.max_frame_bytes,
         )
         self.state = state
         try:
@@ -341,7 +343,7 @@ class GatewayConnection:
 
     def send_request(
         self, message: RequestMessage, timeout: Optional[float], sink: IResponseSink,
-        cid: Optional[UUID] = None,
+        cid: Optional[UUID] = None, retries: int = 0,
     ) -> UUID:
         """
         Send one REQUEST (its body split into REQUEST_STREAM_DATA frames if it
@@ -350,6 +352,9 @@ class GatewayConnection:
         @param timeout: seconds until CANCEL(Timeout) and a 504.
         @param sink: receives the response or the failure.
         @param cid: the correlation id to use (fresh by default).
+        @param retries: how many times to send the same REQUEST again while
+            no answer has come (for idempotent requests over UDP), spread
+            over the timeout.
         @return: the correlation id.
         @raise RequestHeadersTooLarge: the request's headers alone do not fit
             in one frame (nothing is sent).
@@ -361,6 +366,10 @@ class GatewayConnection:
         payload = encode_request(message)
         if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
             frames = [Frame(FrameType.REQUEST, cid, payload)]
+        elif self.sender.transport_type is TransportType.UDP:
+            raise PayloadTooLarge(
+                f"the request ({len(payload) + FRAME_OVERHEAD} bytes as a frame) does not fit in "
+                f"one UDP datagram of at most {self.max_frame_bytes} bytes")
         else:
             header = encode_request(dataclasses.replace(message, streaming=True, body=b""))
             if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
@@ -376,7 +385,13 @@ class GatewayConnection:
                     FrameType.REQUEST_STREAM_DATA, cid,
                     encode_stream_data(body[offset : offset + step], end=offset == last),
                 ))
-        self.in_flight.add(cid, sink, timeout, len(message.body))
+        resend = None
+        if retries and len(frames) == 1:
+            sender, frame = self.sender, frames[0]
+
+            def resend() -> None:
+                sender.sendFrame(frame)
+        self.in_flight.add(cid, sink, timeout, len(message.body), resend, retries)
         state = self.state
         state.in_flight += 1
         state.in_flight_bytes += len(message.body)

@@ -25,13 +25,14 @@ class PendingRequest:
     @ivar started: the RESPONSE header arrived and a streamed body follows.
     """
 
-    __slots__ = ("sink", "timer", "started", "size")
+    __slots__ = ("sink", "timer", "started", "size", "retry")
 
     def __init__(self, sink: IResponseSink, timer: Optional[IDelayedCall], size: int) -> None:
         self.sink = sink
         self.timer = timer
         self.started = False
         self.size = size
+        self.retry: Optional[IDelayedCall] = None
 
 
 class InFlightRequests:
@@ -62,6 +63,7 @@ class InFlightRequests:
         self._on_finished = on_finished
         self._pending: Dict[UUID, PendingRequest] = {}
         self.late_frames = 0
+        self.retries_sent = 0
         self.cancels_sent: Dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -70,17 +72,37 @@ class InFlightRequests:
     def __contains__(self, cid: object) -> bool:
         return cid in self._pending
 
-    def add(self, cid: UUID, sink: IResponseSink, timeout: Optional[float], size: int = 0) -> None:
+    def add(self, cid: UUID, sink: IResponseSink, timeout: Optional[float], size: int = 0,
+            resend: Optional[Callable[[], None]] = None, retries: int = 0) -> None:
         """
         Track a request just sent.
 
         @param timeout: seconds until CANCEL(Timeout) and a 504, or C{None}.
         @param size: request body bytes (for in-flight byte accounting).
+        @param resend: sends the request again; called up to C{retries}
+            times at even intervals within the timeout while no answer came.
         """
         timer = None
         if timeout is not None:
             timer = self._clock.callLater(timeout, self._timed_out, cid, timeout)
-        self._pending[cid] = PendingRequest(sink, timer, size)
+        pending = PendingRequest(sink, timer, size)
+        self._pending[cid] = pending
+        if resend is not None and retries > 0 and timeout is not None:
+            interval = timeout / (retries + 1)
+            pending.retry = self._clock.callLater(interval, self._retry, cid, resend,
+                                                  interval, retries)
+
+    def _retry(self, cid: UUID, resend: Callable[[], None], interval: float, left: int) -> None:
+        pending = self._pending.get(cid)
+        if pending is None or pending.started:
+            return
+        pending.retry = None
+        self.retries_sent += 1
+        self.log.info("no answer to request {cid} yet; sending it again", cid=cid)
+        resend()
+        if left > 1:
+            pending.retry = self._clock.callLater(interval, self._retry, cid, resend,
+                                                  interval, left - 1)
 
     def _remove(self, cid: UUID) -> Optional[PendingRequest]:
         pending = self._pending.pop(cid, None)
@@ -88,6 +110,9 @@ class InFlightRequests:
             if pending.timer is not None and pending.timer.active():
                 pending.timer.cancel()
             pending.timer = None
+            if pending.retry is not None and pending.retry.active():
+                pending.retry.cancel()
+            pending.retry = None
             self._on_finished(pending)
         return pending
 

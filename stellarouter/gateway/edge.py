@@ -22,7 +22,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
-from ..common.enums import CancelReason
+from ..common.enums import CancelReason, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IResponseSink, IRoutingPlugin
 from ..common.models import PayloadLimits, RoutingContext, parse_version
@@ -42,6 +42,8 @@ from .errors import (
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
 from .overrides import EndpointOverrides
 from .state import RoutingState
+
+_ROUTABLE = (InstanceHealthStatus.HEALTHY, InstanceHealthStatus.DEGRADED)
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1), never forwarded either way.
 HOP_BY_HOP = frozenset({
@@ -249,22 +251,20 @@ class ProxyResource(Resource):
         candidates = self.routing_state.connectionsFor(route.service_name, route.method,
                                                        route.template)
         now = self.clock.seconds()
+        body = request.content.read() if request.content is not None else b""
         context = RoutingContext(
             method=route.method, path=path, headers={}, endpoint=(route.method, route.template),
             service_name=route.service_name, path_params=resolution.path_params,
-            requested_version=requested, gateway_region=self.region,
+            requested_version=requested, gateway_region=self.region, body_size=len(body),
         )
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
-            which = f" at version {requested}" if requested else ""
-            raise NoRoute(f"no healthy instance of {route.service_name}{which} serves "
-                          f"{route.method} {route.template}")
+            raise _no_route_error(context, candidates, requested)
         endpoint = decision.endpoint
         timeout = decision.effective_timeout
         if self.overrides:
             endpoint, timeout = self.overrides.apply(endpoint)
         claims = self._authenticate(request, endpoint, cid_text)
-        body = request.content.read() if request.content is not None else b""
         limit = self.limits.max_request_bytes_per_call
         if endpoint.max_request_bytes is not None:
             limit = min(limit, endpoint.max_request_bytes)
@@ -285,7 +285,12 @@ class ProxyResource(Resource):
         )
         sink = HttpResponseSink(request, cid_text)
         connection = decision.connection
-        connection.send_request(message, timeout, sink, cid)
+        retries = 0
+        if connection.state.transport_type is TransportType.UDP and endpoint.is_idempotent:
+            # A lost datagram is repaired by sending the same REQUEST again;
+            # the microservice answers a duplicate from its reply cache.
+            retries = UDP_RETRIES
+        connection.send_request(message, timeout, sink, cid, retries=retries)
         request.notifyFinish().addErrback(self._client_gone, sink, connection, cid)
         return NOT_DONE_YET
 
@@ -328,6 +333,33 @@ class ProxyResource(Resource):
         sink.client_gone = True
         if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
             self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)
+
+
+#: How often an idempotent request over UDP is sent again when unanswered.
+UDP_RETRIES = 2
+
+
+def _no_route_error(context: RoutingContext, candidates: Any,
+                    requested: Optional[str]) -> PipelineError:
+    """
+    Why nothing can serve: too large or streaming for the only (UDP)
+    instances that could (413 / 503 saying so), or simply none routable.
+    """
+    routable = [c for c in candidates if c.state.status in _ROUTABLE and (
+        requested is None or c.state.instance.version == requested)]
+    if routable and all(c.state.transport_type is TransportType.UDP for c in routable):
+        endpoint = routable[0].state.endpoints.get(context.endpoint)
+        if endpoint is not None and endpoint.supports_streaming:
+            return NoRoute(f"{context.method} {context.path} is a streaming endpoint and its only "
+                           "instances are connected over UDP, which cannot carry streams")
+        limit = max(c.state.max_frame_bytes for c in routable)
+        return PayloadTooLarge(
+            f"a request body of {context.body_size} bytes does not fit in one UDP datagram "
+            f"(at most {limit} bytes with the request header) and no instance on another "
+            "transport serves this endpoint")
+    which = f" at version {requested}" if requested else ""
+    return NoRoute(f"no healthy instance of {context.service_name}{which} serves "
+                   f"{context.endpoint[0]} {context.endpoint[1]}")
 
 
 class HealthApp:

@@ -31,14 +31,22 @@ _HEALTHY = InstanceHealthStatus.HEALTHY
 _ROUTABLE = (InstanceHealthStatus.HEALTHY, InstanceHealthStatus.DEGRADED)
 
 
+#: Room kept in a datagram for the REQUEST header (method, path, headers...).
+DATAGRAM_HEADER_ALLOWANCE = 4096
+
+
 def can_carry(connection: RoutableConnection, context: RoutingContext) -> bool:
     """
-    Whether the connection's transport can carry a request for the endpoint
-    (UDP carries no streaming endpoint).
+    Whether the connection's transport can carry a request for the endpoint:
+    UDP carries no streaming endpoint and no request whose body (plus room
+    for the header) exceeds one datagram.
     """
-    if connection.state.transport_type is TransportType.UDP:
-        endpoint = connection.state.endpoints.get(context.endpoint)
-        return endpoint is not None and not endpoint.supports_streaming
+    state = connection.state
+    if state.transport_type is TransportType.UDP:
+        endpoint = state.endpoints.get(context.endpoint)
+        if endpoint is None or endpoint.supports_streaming:
+            return False
+        return context.body_size + DATAGRAM_HEADER_ALLOWANCE + 21 <= state.max_frame_bytes
     return True
 
 

@@ -81,6 +81,7 @@ class RequestDispatcher:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_request_bytes: int = 16 * 1024 * 1024,
         instance: Optional[InstanceDescriptor] = None,
+        can_stream: bool = True,
     ) -> None:
         """
         @param app: the endpoints to serve.
@@ -91,11 +92,14 @@ class RequestDispatcher:
         @param max_request_bytes: the largest body reassembled from stream
             frames.
         @param instance: the serving instance, shown to handlers.
+        @param can_stream: whether a response may be split into stream
+            frames (not over UDP, where a response must fit one datagram).
         """
         self.app = app
         self.sender = sender
         self.clock = clock
         self.instance = instance
+        self.can_stream = can_stream
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
         self._in_flight: Dict[UUID, _InFlight] = {}
@@ -363,6 +367,14 @@ class RequestDispatcher:
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
                 self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, payload))
                 return
+        if not self.can_stream:
+            self.log.error("the response to request {cid} ({size} bytes) does not fit in one "
+                           "datagram of {limit} bytes", cid=cid, size=len(body),
+                           limit=self.max_frame_bytes)
+            self._send(cid, _problem(500, "response-too-large", "Response too large",
+                                     "the response does not fit in one datagram of this "
+                                     "transport", cid))
+            return
         header = encode_response(ResponseMessage(response.status, headers, b"", streaming=True))
         if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
             self.log.error("response headers of request {cid} do not fit in one frame "

@@ -16,7 +16,8 @@ from twisted.internet.defer import race
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ..common.enums import InstanceHealthStatus
+from ..common.addresses import MAX_DATAGRAM_BYTES
+from ..common.enums import InstanceHealthStatus, TransportType
 from ..common.interfaces import ITransportClient
 from ..common.models import InstanceDescriptor
 from ..config.microservice import MicroserviceConfig
@@ -77,18 +78,22 @@ class MicroserviceService(Service):
         self.draining = False
         self.clients: List[ITransportClient] = []
         for router in config.routers:
+            datagrams = router.transport is TransportType.UDP
+            limit = min(router.max_frame_bytes, MAX_DATAGRAM_BYTES) if datagrams else (
+                router.max_frame_bytes)
             self.clients.append(make_client(
                 router.transport, router.address, reactor,
                 self._receiver_factory(_describe_router(router.transport.value, router.address),
-                                       router.max_frame_bytes),
-                router.max_frame_bytes, network, router.tls, **backoff,
+                                       limit, not datagrams),
+                limit, network, router.tls, **backoff,
             ))
 
-    def _receiver_factory(self, description: str, max_frame_bytes: int) -> Any:
+    def _receiver_factory(self, description: str, max_frame_bytes: int, can_stream: bool) -> Any:
         def build() -> RouterSession:
             session = _TrackedSession(
                 self, self.app, self.instance, description, self.reactor,
                 self.config.heartbeat_interval, max_frame_bytes, None, self.descriptors,
+                can_stream,
             )
             return session
         return build

@@ -55,6 +55,7 @@ class RouterSession:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         on_accepted: Optional[Callable[["RouterSession"], None]] = None,
         descriptors: Optional[Tuple[EndpointDescriptor, ...]] = None,
+        can_stream: bool = True,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
@@ -63,6 +64,7 @@ class RouterSession:
             app's, without configuration overrides).
         """
         self.descriptors = descriptors if descriptors is not None else app.descriptors()
+        self.can_stream = can_stream
         self.app = app
         self.instance = instance
         self.router = router
@@ -84,7 +86,7 @@ class RouterSession:
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
         self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
-                                            instance=self.instance)
+                                            instance=self.instance, can_stream=self.can_stream)
         hello = Hello(self.instance, self.descriptors, self.heartbeat_interval)
         self.log.info(
             "connected to router {router}; sending HELLO for {service} {version} "

@@ -38,7 +38,7 @@ class InMemoryDeployment:
     def __init__(self, clock: Optional[Clock] = None, region: str = "eu1",
                  max_frame_bytes: int = 1024 * 1024, neighbor_regions: Any = (),
                  health: HealthConfig = HealthConfig(), services: Any = (),
-                 auth: AuthConfig = AuthConfig()) -> None:
+                 auth: AuthConfig = AuthConfig(), extra_transports: Any = ()) -> None:
         self.clock = clock or Clock()
         self.network = InMemoryNetwork(self.clock)
         self.max_frame_bytes = max_frame_bytes
@@ -46,7 +46,7 @@ class InMemoryDeployment:
             node=NodeConfig(region=region, node_id="gw-test",
                             neighbor_regions=tuple(neighbor_regions)),
             transports=(TransportListenerConfig(TransportType.INMEMORY, GATEWAY_ADDRESS,
-                                                max_frame_bytes),),
+                                                max_frame_bytes),) + tuple(extra_transports),
             health=health,
             services=tuple(services),
             auth=auth,
@@ -63,14 +63,15 @@ class InMemoryDeployment:
 
     def add(self, app: Microservice, region: str = "eu1", instance_id: Optional[str] = None,
             heartbeat_interval: float = 5.0,
-            drain_grace_period: float = 30.0) -> MicroserviceService:
+            drain_grace_period: float = 30.0,
+            router: Optional[RouterEndpointConfig] = None) -> MicroserviceService:
         """
         Start a microservice serving C{app}, connected once this returns.
         """
         config = MicroserviceConfig(
             region=region,
-            routers=(RouterEndpointConfig(TransportType.INMEMORY, GATEWAY_ADDRESS,
-                                          self.max_frame_bytes),),
+            routers=(router or RouterEndpointConfig(TransportType.INMEMORY, GATEWAY_ADDRESS,
+                                                    self.max_frame_bytes),),
             instance_id=instance_id,
             heartbeat_interval=heartbeat_interval,
             drain_grace_period=drain_grace_period,

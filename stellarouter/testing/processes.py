@@ -200,7 +200,8 @@ transports: [{transport}]
             assert self.gateway is not None, "start a gateway first"
             targets = [self.gateway]
         routers = ", ".join(
-            f'{{transport: {transport}, address: "tcp:host=127.0.0.1:port={g.transport_port}"'
+            f'{{transport: {transport}, address: '
+            f'"{"udp" if transport == "udp" else "tcp"}:host=127.0.0.1:port={g.transport_port}"'
             f'{", " + router_extra if router_extra else ""}}}'
             for g in targets)
         config = self.write(f"{instance_id}.yaml", f"""

@@ -14,6 +14,8 @@ from .inmemory import InMemoryNetwork, inmemory_client, inmemory_server
 from .stream import ReceiverFactory
 from .tcp import tcp_client, tcp_server
 from .tls import tls_client, tls_server
+from .udp import udp_client, udp_server
+from ..common.addresses import MAX_DATAGRAM_BYTES
 
 
 def make_server(
@@ -24,6 +26,7 @@ def make_server(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
     tls: Any = None,
+    idle_timeout: float = 90.0,
 ) -> ITransportServer:
     """
     A server for C{kind} listening on C{listen}.
@@ -35,6 +38,8 @@ def make_server(
     """
     if kind is TransportType.TCP:
         return tcp_server(reactor, listen, receiver_factory, max_frame_bytes)
+    if kind is TransportType.UDP:
+        return udp_server(reactor, listen, receiver_factory, max_frame_bytes, idle_timeout)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a certificate and a private key")
@@ -70,6 +75,9 @@ def make_client(
     """
     if kind is TransportType.TCP:
         return tcp_client(reactor, address, receiver_factory, max_frame_bytes, **backoff)
+    if kind is TransportType.UDP:
+        return udp_client(reactor, address, receiver_factory,
+                          min(max_frame_bytes, MAX_DATAGRAM_BYTES), **backoff)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a server name and a CA")

@@ -115,7 +115,7 @@ class GatewayConfigTests(SynchronousTestCase):
         A transport that exists in the spec but not yet here says so.
         """
         problems = self.problems({"node": {"region": "eu1"},
-                                  "transports": [{"type": "udp", "listen": "x"}]})
+                                  "transports": [{"type": "rabbitmq", "listen": "x"}]})
         self.assertIn("not implemented yet", problems[0])
 
     def test_empty_and_wrong_shapes(self) -> None:

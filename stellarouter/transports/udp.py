@@ -1,0 +1,439 @@
+"""
+The UDP transport: one frame per datagram (C{type | id | data}, no length
+prefix), for small, non-streaming calls.
+
+UDP has no connection, so this module keeps a small one per peer:
+
+ - the gateway opens a peer for an address on its first valid HELLO
+   datagram; datagrams from an address without one are dropped and
+   counted; a peer silent for C{idle_timeout} is closed (its requests get
+   502, its routes go);
+ - a duplicated datagram (same frame type and correlation id) is dropped,
+   and if this side already answered it (HELLO answer, RESPONSE), the
+   answer is sent again, so a lost answer is repaired by the sender's
+   retry instead of re-running the request;
+ - the microservice resends its HELLO until it is answered, and starts a
+   new session (a new HELLO) when it has heard nothing from the gateway
+   for C{idle_timeout}.
+
+Malformed datagrams (shorter than 17 bytes, unknown type) are dropped and
+counted, never raised.  Received datagrams are read up to 65,535 bytes
+(C{listenUDP} reads only 8,192 unless told).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Optional, Tuple
+from uuid import UUID
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..common.enums import FrameType, TransportType
+from ..common.errors import ProtocolError
+from ..common.frames import decode_datagram, encode_datagram
+from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
+from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
+from ..common.models import Frame
+
+#: The default UDP port of the gateway's transport listener.
+DEFAULT_PORT = 5102
+#: What a received frame answers, by the received frame's type.
+_REPLY_TYPE = {FrameType.HELLO: FrameType.HELLO, FrameType.REQUEST: FrameType.RESPONSE}
+
+ReceiverFactory = Callable[[], IFrameReceiver]
+
+
+class _Seen:
+    """
+    A bounded memory of the frames received (for duplicates) and of the
+    answers sent (to repeat them).
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._received: "OrderedDict[Tuple[int, UUID], None]" = OrderedDict()
+        self._answers: "OrderedDict[UUID, bytes]" = OrderedDict()
+
+    def duplicate(self, frame: Frame) -> bool:
+        key = (frame.type, frame.correlation_id)
+        if key in self._received:
+            return True
+        self._received[key] = None
+        if len(self._received) > self.size:
+            self._received.popitem(last=False)
+        return False
+
+    def remember_answer(self, frame: Frame, datagram: bytes) -> None:
+        if frame.type in (FrameType.HELLO, FrameType.RESPONSE):
+            self._answers[frame.correlation_id] = datagram
+            if len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+
+    def answer_to(self, frame: Frame) -> Optional[bytes]:
+        if frame.type in _REPLY_TYPE:
+            return self._answers.get(frame.correlation_id)
+        return None
+
+
+class _Endpoint(DatagramProtocol):
+    """
+    What both sides share: decoding, counting drops, duplicates, answers.
+
+    @ivar drops: dropped datagrams by reason (C{malformed}, C{oversize},
+        C{duplicate}, C{unknown_peer}).
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, max_datagram_bytes: int) -> None:
+        self.clock = clock
+        self.max_datagram_bytes = max_datagram_bytes
+        self.drops: Dict[str, int] = {}
+
+    def drop(self, reason: str, address: Any, detail: str = "") -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        self.log.debug("dropped a datagram from {address}: {reason} {detail}",
+                       address=address, reason=reason, detail=detail)
+
+    def decode(self, data: bytes, address: Any) -> Optional[Frame]:
+        if len(data) > self.max_datagram_bytes:
+            self.drop("oversize", address, f"({len(data)} bytes)")
+            return None
+        try:
+            return decode_datagram(data)
+        except ProtocolError as e:
+            self.drop("malformed", address, str(e))
+            return None
+
+    def send(self, frame: Frame, address: Any, seen: _Seen) -> None:
+        datagram = encode_datagram(frame)
+        if len(datagram) > self.max_datagram_bytes:
+            self.log.error("a {kind} frame of {size} bytes does not fit in a datagram of at most "
+                           "{limit}; not sent", kind=frame.type.name, size=len(datagram),
+                           limit=self.max_datagram_bytes)
+            return
+        seen.remember_answer(frame, datagram)
+        if self.transport is not None:
+            self.transport.write(datagram, address)
+
+
+@implementer(IFrameSender)
+class UDPPeer:
+    """
+    The gateway's pseudo-connection to one microservice address.
+    """
+
+    transport_type = TransportType.UDP
+    peer_identity: Tuple[str, ...] = ()
+
+    def __init__(self, server: "UDPTransportServer", address: Tuple[str, int],
+                 receiver: IFrameReceiver) -> None:
+        self.server = server
+        self.address = address
+        self.peer = f"{address[0]}:{address[1]}"
+        self.receiver = receiver
+        self.seen = _Seen()
+        self.last_seen = server.clock.seconds()
+        self.closed = False
+
+    def sendFrame(self, frame: Frame) -> None:
+        if not self.closed:
+            self.server.protocol.send(frame, self.address, self.seen)
+
+    def close(self, reason: str) -> None:
+        self.server.forget(self, reason)
+
+
+@implementer(ITransportServer)
+class UDPTransportServer:
+    """
+    The gateway side: one UDP socket, one L{UDPPeer} per microservice.
+    """
+
+    transport_type = TransportType.UDP
+    log = Logger()
+
+    def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
+                 max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0) -> None:
+        """
+        @param listen: C{udp:PORT:interface=HOST}.
+        @param idle_timeout: a peer silent this long is closed.
+        @raise ValueError: a bad address.
+        """
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.interface, self.port_number = parse_udp_address(listen, server=True)
+        self.receiver_factory = receiver_factory
+        self.idle_timeout = idle_timeout
+        self.peers: Dict[Tuple[str, int], UDPPeer] = {}
+        self.protocol = _ServerProtocol(self, reactor, max_datagram_bytes)
+        self.port: Optional[IListeningPort] = None
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = reactor
+
+    def start(self) -> Deferred:
+        try:
+            self.port = self.reactor.listenUDP(self.port_number, self.protocol,
+                                               interface=self.interface, maxPacketSize=65535)
+        except Exception as e:
+            from twisted.internet.defer import fail
+            return fail(e)
+        self._sweeper.start(max(self.idle_timeout / 4, 0.05), now=False)
+        host: Any = self.port.getHost()
+        where = f"udp:{host.host}:{host.port}"
+        self.log.info("udp transport listening on {where}", where=where)
+        return succeed(where)
+
+    def stop(self) -> Deferred:
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for peer in list(self.peers.values()):
+            self.forget(peer, "gateway transport stopping")
+        if self.port is not None:
+            result = self.port.stopListening()
+            self.port = None
+            if isinstance(result, Deferred):
+                return result
+        return succeed(None)
+
+    def sweep(self) -> None:
+        """
+        Close peers silent for C{idle_timeout}.
+        """
+        now = self.clock.seconds()
+        for peer in list(self.peers.values()):
+            silence = now - peer.last_seen
+            if silence >= self.idle_timeout:
+                self.forget(peer, f"silent for {silence:.1f}s")
+
+    def forget(self, peer: UDPPeer, reason: str) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        self.peers.pop(peer.address, None)
+        peer.receiver.connectionClosed(reason)
+
+    def received(self, frame: Frame, address: Tuple[str, int]) -> None:
+        peer = self.peers.get(address)
+        if peer is None:
+            if frame.type is not FrameType.HELLO:
+                self.protocol.drop("unknown_peer", address, frame.type.name)
+                return
+            peer = UDPPeer(self, address, self.receiver_factory())
+            self.peers[address] = peer
+            peer.receiver.connectionOpened(peer)
+        peer.last_seen = self.clock.seconds()
+        if peer.seen.duplicate(frame):
+            answer = peer.seen.answer_to(frame)
+            self.protocol.drop("duplicate", address, frame.type.name)
+            if answer is not None and self.protocol.transport is not None:
+                self.protocol.transport.write(answer, address)
+            return
+        try:
+            peer.receiver.frameReceived(frame)
+        except Exception:
+            self.log.failure("receiver failed on a {kind} datagram from {peer}; closing",
+                             kind=frame.type.name, peer=peer.peer)
+            self.forget(peer, "internal error while handling a frame")
+
+
+class _ServerProtocol(_Endpoint):
+    def __init__(self, server: UDPTransportServer, clock: IReactorTime, limit: int) -> None:
+        super().__init__(clock, limit)
+        self.server = server
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        frame = self.decode(data, addr)
+        if frame is not None:
+            self.server.received(frame, addr)
+
+
+@implementer(ITransportClient, IFrameSender)
+class UDPTransportClient(_Endpoint):
+    """
+    The microservice side: a connected UDP socket to one gateway, with a
+    fresh receiver (session) whenever it has to start over.
+    """
+
+    transport_type = TransportType.UDP
+    peer_identity: Tuple[str, ...] = ()
+    log = Logger()
+
+    def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
+                 max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
+                 hello_retry: float = 1.0, **backoff: Any) -> None:
+        """
+        @param address: C{udp:host=HOST:port=PORT}.
+        @param idle_timeout: start a new session after this long without a
+            datagram from the gateway.
+        @param hello_retry: resend an unanswered HELLO after this long
+            (doubling up to 30 s).
+        @raise ValueError: a bad address.
+        """
+        super().__init__(reactor, max_datagram_bytes)
+        self.reactor = reactor
+        self.host, self.port_number = parse_udp_address(address, server=False)
+        self.peer = f"{self.host}:{self.port_number}"
+        self.receiver_factory = receiver_factory
+        self.idle_timeout = idle_timeout
+        self.hello_retry = hello_retry
+        self.receiver: Optional[IFrameReceiver] = None
+        self.seen = _Seen()
+        self._port: Optional[IListeningPort] = None
+        self._hello: Optional[Frame] = None
+        self._hello_call: Optional[IDelayedCall] = None
+        self._hello_delay = hello_retry
+        self._idle_call: Optional[IDelayedCall] = None
+        self._running = False
+
+    # ITransportClient
+
+    def start(self) -> None:
+        self._running = True
+        self._port = self.reactor.listenUDP(0, self, maxPacketSize=65535)
+
+    def stop(self) -> Deferred:
+        self._running = False
+        self._end_session("stopped")
+        if self._port is not None:
+            result = self._port.stopListening()
+            self._port = None
+            if isinstance(result, Deferred):
+                return result
+        return succeed(None)
+
+    # DatagramProtocol
+
+    def startProtocol(self) -> None:
+        assert self.transport is not None
+        self.transport.connect(self.host, self.port_number)
+        self._new_session()
+
+    def connectionRefused(self) -> None:
+        self.log.debug("gateway {peer} not answering (port unreachable)", peer=self.peer)
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        frame = self.decode(data, addr)
+        if frame is None or self.receiver is None:
+            return
+        self._touch()
+        if self._hello is not None and frame.type is FrameType.HELLO and (
+                frame.correlation_id == self._hello.correlation_id):
+            self._hello = None
+            self._cancel(self._hello_call)
+            self._hello_call = None
+        if self.seen.duplicate(frame):
+            answer = self.seen.answer_to(frame)
+            self.drop("duplicate", addr, frame.type.name)
+            if answer is not None and self.transport is not None:
+                self.transport.write(answer, None)
+            return
+        try:
+            self.receiver.frameReceived(frame)
+        except Exception:
+            self.log.failure("receiver failed on a {kind} datagram; starting over",
+                             kind=frame.type.name)
+            self._restart("internal error while handling a frame")
+
+    # IFrameSender (the session's view of the gateway)
+
+    def sendFrame(self, frame: Frame) -> None:
+        if self.receiver is None:
+            return
+        if frame.type is FrameType.HELLO and self._hello is None:
+            self._hello = frame
+            self._hello_delay = self.hello_retry
+            self._schedule_hello()
+        self.send(frame, None, self.seen)
+
+    def close(self, reason: str) -> None:
+        self._restart(reason)
+
+    def send(self, frame: Frame, address: Any, seen: _Seen) -> None:
+        datagram = encode_datagram(frame)
+        if len(datagram) > self.max_datagram_bytes:
+            self.log.error("a {kind} frame of {size} bytes does not fit in a datagram; not sent",
+                           kind=frame.type.name, size=len(datagram))
+            return
+        seen.remember_answer(frame, datagram)
+        if self.transport is not None:
+            self.transport.write(datagram, None)
+
+    # sessions
+
+    def _new_session(self) -> None:
+        self.seen = _Seen()
+        self.receiver = self.receiver_factory()
+        self._touch()
+        self.receiver.connectionOpened(self)
+
+    def _end_session(self, reason: str) -> None:
+        self._cancel(self._hello_call)
+        self._cancel(self._idle_call)
+        self._hello_call = self._idle_call = None
+        self._hello = None
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.connectionClosed(reason)
+
+    def _restart(self, reason: str) -> None:
+        self._end_session(reason)
+        if self._running and self.transport is not None:
+            self._new_session()
+
+    def _touch(self) -> None:
+        self._cancel(self._idle_call)
+        self._idle_call = self.clock.callLater(self.idle_timeout, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_call = None
+        self.log.warn("nothing heard from gateway {peer} for {timeout:g}s; starting over",
+                      peer=self.peer, timeout=self.idle_timeout)
+        self._restart(f"nothing heard from the gateway for {self.idle_timeout:g}s")
+
+    def _schedule_hello(self) -> None:
+        self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
+
+    def _resend_hello(self) -> None:
+        self._hello_call = None
+        if self._hello is None or self.transport is None:
+            return
+        self.log.info("HELLO to {peer} not answered; sending it again", peer=self.peer)
+        self.transport.write(encode_datagram(self._hello), None)
+        self._hello_delay = min(self._hello_delay * 2, 30.0)
+        self._schedule_hello()
+
+    @staticmethod
+    def _cancel(call: Optional[IDelayedCall]) -> None:
+        if call is not None and call.active():
+            call.cancel()
+
+
+def udp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory,
+               max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
+               idle_timeout: float = 90.0) -> UDPTransportServer:
+    """
+    A UDP L{ITransportServer}.
+    """
+    return UDPTransportServer(reactor, listen, receiver_factory, max_datagram_bytes, idle_timeout)
+
+
+def udp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
+               max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
+               **options: Any) -> UDPTransportClient:
+    """
+    A UDP L{ITransportClient}.
+    """
+    options.pop("jitter", None)
+    options.pop("max_delay", None)
+    initial = options.pop("initial_delay", None)
+    if initial is not None:
+        options.setdefault("hello_retry", initial)
+    return UDPTransportClient(reactor, address, receiver_factory, max_datagram_bytes,
+                              idle_timeout, **options)
