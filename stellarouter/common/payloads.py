@@ -54,6 +54,11 @@ _BAD_VALUE = re.compile(r"[\x00\r\n]|[^\x00-\xff]")
 
 STREAM_END = 0x01
 STREAM_ABORT = 0x02
+STREAM_CREDIT = 0x04
+
+#: Bytes a stream's sender may send before the receiver grants more
+#: (per request, per direction; protocol.md "Flow control").
+STREAM_WINDOW = 256 * 1024
 
 #: Header pairs, in order, names as sent.
 HeaderList = List[Tuple[str, str]]
@@ -594,7 +599,8 @@ def decode_stream_data(payload: bytes) -> Tuple[bytes, bool, bool]:
     Decode a stream-data payload.
 
     @return: C{(chunk, end, abort)}.
-    @raise MalformedPayload: empty payload or unknown flag bits.
+    @raise MalformedPayload: empty payload, unknown flag bits, or a credit
+        frame (see L{stream_credit}).
     """
     if not payload:
         raise MalformedPayload("stream data payload has no flags byte")
@@ -602,3 +608,28 @@ def decode_stream_data(payload: bytes) -> Tuple[bytes, bool, bool]:
     if flags & ~(STREAM_END | STREAM_ABORT):
         raise MalformedPayload(f"stream data flags {flags:#04x} has unknown bits")
     return payload[1:], bool(flags & STREAM_END), bool(flags & STREAM_ABORT)
+
+
+def encode_credit(amount: int) -> bytes:
+    """
+    Encode a credit grant: C{flags = 0x04 | amount: u32 BE}.  It travels
+    against the stream (a RESPONSE stream's credit in REQUEST_STREAM_DATA
+    frames, a REQUEST stream's in RESPONSE_STREAM_DATA frames).
+    """
+    return bytes((STREAM_CREDIT,)) + _HEADER_LENGTH.pack(amount)
+
+
+def stream_credit(payload: bytes) -> Optional[int]:
+    """
+    The amount of a credit grant, or C{None} if C{payload} is stream data.
+
+    @raise MalformedPayload: a credit frame of the wrong size or amount 0.
+    """
+    if not payload or payload[0] != STREAM_CREDIT:
+        return None
+    if len(payload) != 5:
+        raise MalformedPayload("a credit frame is flags 0x04 and a u32 amount")
+    (amount,) = _HEADER_LENGTH.unpack_from(payload, 1)
+    if amount == 0:
+        raise MalformedPayload("a credit frame grants at least one byte")
+    return int(amount)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import dataclasses
-from typing import Dict, List, Mapping, Optional, Sequence, cast
+from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
 from uuid import UUID, uuid4
 
 from twisted.internet.interfaces import IReactorTime
@@ -30,10 +30,12 @@ from ..common.payloads import (
     decode_response,
     decode_stream_data,
     encode_cancel,
+    encode_credit,
     encode_heartbeat,
     encode_hello_ack,
     encode_request,
     encode_stream_data,
+    stream_credit,
 )
 from ..config.gateway import HealthConfig
 from .dispatch import InFlightRequests, PendingRequest
@@ -96,6 +98,7 @@ class GatewayConnection:
         self.sender: Optional[IFrameSender] = None
         self.state: Optional[ConnectionState] = None
         self.in_flight = InFlightRequests(clock, self._send_cancel, self._finished)
+        self.uploads: Dict[UUID, Any] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -325,6 +328,15 @@ class GatewayConnection:
 
     def _response_stream_data(self, frame: Frame) -> None:
         cid = frame.correlation_id
+        try:
+            amount = stream_credit(frame.payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed credit for request {cid} from {peer} ignored: {error}",
+                          cid=cid, peer=self.peer, error=e)
+            return
+        if amount is not None:
+            self.upload_credit(cid, amount)
+            return
         if cid not in self.in_flight:
             self.in_flight.late_frames += 1
             return
@@ -399,6 +411,23 @@ class GatewayConnection:
         for frame in frames:
             send(frame)
         return cid
+
+    def upload_credit(self, cid: UUID, amount: int) -> None:
+        """
+        The microservice granted room for C{amount} more bytes of request
+        C{cid}'s streamed body.
+        """
+        stream = self.uploads.get(cid)
+        if stream is not None:
+            stream.grant(amount)
+
+    def grant(self, cid: UUID, amount: int) -> None:
+        """
+        Give the microservice room for C{amount} more bytes of the streamed
+        response of request C{cid}.
+        """
+        if self.sender is not None and not self._closed and cid in self.in_flight:
+            self.sender.sendFrame(Frame(FrameType.REQUEST_STREAM_DATA, cid, encode_credit(amount)))
 
     def cancel(self, cid: UUID, reason: CancelReason) -> bool:
         """

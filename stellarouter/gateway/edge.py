@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from io import BytesIO
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 from uuid import uuid4
 
 from klein import Klein
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -26,7 +26,7 @@ from ..common.enums import CancelReason, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IResponseSink, IRoutingPlugin
 from ..common.models import PayloadLimits, RoutingContext, parse_version
-from ..common.payloads import RequestMessage, ResponseMessage
+from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .errors import (
     BadVersion,
@@ -106,20 +106,52 @@ def write_problem(
     return body
 
 
-@implementer(IResponseSink)
+@implementer(IResponseSink, IPushProducer)
 class HttpResponseSink:
     """
     Writes one dispatched request's outcome to its HTTP request.
+
+    For a streamed response it is also the HTTP client's producer: it grants
+    the microservice room for more of the body (credit) only as the client
+    takes it, and stops granting while the client's connection is paused,
+    so a slow client slows the producer instead of filling the gateway.
     """
 
-    __slots__ = ("request", "correlation_id", "client_gone")
+    __slots__ = ("request", "correlation_id", "client_gone", "grant", "paused", "unacked",
+                 "streaming")
 
     log = Logger()
 
-    def __init__(self, request: Request, correlation_id: str) -> None:
+    def __init__(self, request: Request, correlation_id: str,
+                 grant: Callable[[int], None] = lambda amount: None) -> None:
+        """
+        @param grant: gives the microservice room for C{amount} more bytes of
+            a streamed response.
+        """
         self.request = request
         self.correlation_id = correlation_id
         self.client_gone = False
+        self.grant = grant
+        self.paused = False
+        self.unacked = 0
+        self.streaming = False
+
+    # IPushProducer (a streamed response)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._maybe_grant(0)
+
+    def stopProducing(self) -> None:
+        self.paused = True
+
+    def _maybe_grant(self, threshold: int) -> None:
+        if not self.paused and not self.client_gone and self.unacked > threshold:
+            amount, self.unacked = self.unacked, 0
+            self.grant(amount)
 
     def responseStarted(self, response: ResponseMessage) -> None:
         if self.client_gone:
@@ -145,6 +177,13 @@ class HttpResponseSink:
             else:
                 headers.addRawHeader(name.encode("latin-1"), raw_value)
         if response.streaming:
+            self.streaming = True
+            request.registerProducer(self, True)
+            if getattr(request.channel, "_waitingForTransport", False):
+                # twisted.web does not pause a producer registered while the
+                # client's connection is already paused (not public API:
+                # pinned by tests/unit/test_streaming.py).
+                self.pauseProducing()
             return
         body = response.body
         if status in (204, 304):
@@ -161,15 +200,22 @@ class HttpResponseSink:
     def bodyChunk(self, data: bytes) -> None:
         if not self.client_gone:
             self.request.write(data)
+            self.unacked += len(data)
+            self._maybe_grant(STREAM_WINDOW // 2)
 
     def responseFinished(self) -> None:
         if not self.client_gone:
+            if self.streaming:
+                self.request.unregisterProducer()
             self.request.finish()
 
     def failed(self, error: DispatchError) -> None:
         if self.client_gone:
             return
         request = self.request
+        if self.streaming:
+            self.streaming = False
+            request.unregisterProducer()
         if request.startedWriting:
             # Headers are gone already: all we can do is cut the response.
             self.log.warn("response {cid} cut short: {error}", cid=self.correlation_id,
@@ -283,8 +329,9 @@ class ProxyResource(Resource):
             deadline=now + timeout,
             body=body,
         )
-        sink = HttpResponseSink(request, cid_text)
         connection = decision.connection
+        sink = HttpResponseSink(request, cid_text,
+                                lambda amount: connection.grant(cid, amount))
         retries = 0
         if connection.state.transport_type is TransportType.UDP and endpoint.is_idempotent:
             # A lost datagram is repaired by sending the same REQUEST again;

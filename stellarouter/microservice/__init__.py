@@ -4,7 +4,20 @@ L{stellarouter.microservice.service.MicroserviceService} connects it to
 every configured router.
 """
 
-from .context import HeaderMap, JsonResponse, RawRequestContext, RawResponse
+from .context import (
+    HeaderMap,
+    JsonResponse,
+    RawRequestContext,
+    RawResponse,
+    StreamingResponse,
+)
 from .endpoints import Microservice
 
-__all__ = ["HeaderMap", "JsonResponse", "Microservice", "RawRequestContext", "RawResponse"]
+__all__ = [
+    "HeaderMap",
+    "JsonResponse",
+    "Microservice",
+    "RawRequestContext",
+    "RawResponse",
+    "StreamingResponse",
+]

@@ -124,6 +124,21 @@ class RawResponse:
 
 
 @dataclass(frozen=True)
+class StreamingResponse:
+    """
+    A response whose body is produced piece by piece: C{body} is an async
+    iterable (an C{async def} generator, say) or an iterable of C{bytes}.
+    The SDK pulls the next piece only when the gateway has granted room
+    for it, so a slow HTTP client slows the producer down instead of
+    filling memory (protocol.md, "Flow control").
+    """
+
+    status: int = 200
+    headers: Sequence[Tuple[str, str]] = ()
+    body: Any = ()
+
+
+@dataclass(frozen=True)
 class JsonResponse:
     """
     A typed handler's answer when the status or headers differ from the

@@ -25,11 +25,13 @@ from ..common.payloads import (
     decode_request,
     decode_stream_data,
     encode_response,
+    STREAM_WINDOW,
     encode_stream_data,
     header_problem,
+    stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from .context import HeaderMap, RawRequestContext, RawResponse
+from .context import HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
@@ -58,6 +60,28 @@ class _Assembly:
         self.message = message
         self.chunks: List[bytes] = [message.body] if message.body else []
         self.size = len(message.body)
+
+
+class _Credit:
+    """
+    Room the gateway granted for one streamed response.
+    """
+
+    __slots__ = ("available", "_waiter")
+
+    def __init__(self) -> None:
+        self.available = STREAM_WINDOW
+        self._waiter: Optional[Deferred] = None
+
+    def wait(self) -> Deferred:
+        self._waiter = Deferred()
+        return self._waiter
+
+    def grant(self, amount: int) -> None:
+        self.available += amount
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.called:
+            waiter.callback(None)
 
 
 class RequestDispatcher:
@@ -104,6 +128,7 @@ class RequestDispatcher:
         self.max_request_bytes = max_request_bytes
         self._in_flight: Dict[UUID, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
+        self._credits: Dict[UUID, _Credit] = {}
         self._assembling: Dict[UUID, _Assembly] = {}
         self.late_results = 0
         self.ignored_cancels = 0
@@ -183,6 +208,14 @@ class RequestDispatcher:
 
     def _stream_data(self, frame: Frame) -> None:
         cid = frame.correlation_id
+        try:
+            amount = stream_credit(frame.payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed credit for request {cid} ignored: {error}", cid=cid, error=e)
+            return
+        if amount is not None:
+            self.credit_received(cid, amount)
+            return
         assembly = self._assembling.get(cid)
         if assembly is None:
             self.log.debug("stream data for unknown request {cid} dropped", cid=cid)
@@ -302,7 +335,7 @@ class RequestDispatcher:
             self.log.debug("late result of cancelled request {cid} discarded", cid=cid)
             return
         del self._in_flight[cid]
-        self._respond(cid, result, message)
+        self._respond(cid, result, message, entry)
         self._check_idle()
 
     def _handler_errback(self, failure: Failure, cid: UUID, entry: _InFlight, message: RequestMessage) -> None:
@@ -332,10 +365,14 @@ class RequestDispatcher:
 
     # -- frames out ------------------------------------------------------
 
-    def _respond(self, cid: UUID, result: object, message: RequestMessage) -> None:
+    def _respond(self, cid: UUID, result: object, message: RequestMessage,
+                 entry: Optional[_InFlight] = None) -> None:
         """
         Send a handler's result, or a 500 if it is not a valid response.
         """
+        if isinstance(result, StreamingResponse):
+            self._start_stream(cid, result, message, entry)
+            return
         problem = response_problem(result)
         if problem is not None:
             self.failed += 1
@@ -353,6 +390,104 @@ class RequestDispatcher:
         else:
             self.served += 1
         self._send(cid, result)
+
+    def _start_stream(self, cid: UUID, response: StreamingResponse, message: RequestMessage,
+                      entry: Optional[_InFlight]) -> None:
+        problem = response_problem(RawResponse(response.status, response.headers, b""))
+        if problem is None and not self.can_stream:
+            problem = "this transport cannot carry a streamed response"
+        if problem is not None:
+            self.failed += 1
+            self.log.error("handler for {method} {template} returned an invalid streaming "
+                           "response (request {cid}): {problem}", method=message.method,
+                           template=message.template, cid=cid, problem=problem)
+            self._send(cid, _problem(500, "internal-error", "Internal server error",
+                                     "the handler returned an invalid response", cid))
+            return
+        self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
+            response.status, [(k, v) for k, v in response.headers], b"", streaming=True))))
+        credit = _Credit()
+        self._credits[cid] = credit
+        if entry is None:
+            entry = _InFlight(RawRequestContext(
+                method=message.method, path=message.path, path_params=message.path_params,
+                query=message.query, headers=HeaderMap(message.headers), claims=message.claims,
+                body=b"", correlation_id=str(cid), deadline=message.deadline,
+                instance=self.instance))
+        pump = Deferred.fromCoroutine(self._pump(cid, response.body, credit))
+        entry.deferred = pump
+        self._in_flight[cid] = entry
+        pump.addCallbacks(self._stream_done, self._stream_failed,
+                          callbackArgs=(cid, entry), errbackArgs=(cid, entry))
+
+    async def _pump(self, cid: UUID, body: Any, credit: "_Credit") -> None:
+        """
+        Send a streamed body as the gateway grants room for it.
+        """
+        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
+        send = self.sender.sendFrame
+
+        async def put(chunk: bytes) -> None:
+            offset = 0
+            while offset < len(chunk):
+                if credit.available <= 0:
+                    await credit.wait()
+                size = min(credit.available, step, len(chunk) - offset)
+                send(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
+                           encode_stream_data(chunk[offset:offset + size])))
+                credit.available -= size
+                offset += size
+
+        if hasattr(body, "__aiter__"):
+            iterator = body.__aiter__()
+            try:
+                while True:
+                    try:
+                        chunk = await iterator.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    await put(bytes(chunk))
+            finally:
+                close = getattr(iterator, "aclose", None)
+                if close is not None and not getattr(iterator, "ag_running", False):
+                    try:
+                        await close()
+                    except Exception:
+                        self.log.failure("closing the body of request {cid} failed", cid=cid)
+        else:
+            for chunk in body:
+                await put(bytes(chunk))
+
+    def _stream_done(self, result: object, cid: UUID, entry: _InFlight) -> None:
+        self._credits.pop(cid, None)
+        if self._in_flight.get(cid) is not entry:
+            return
+        del self._in_flight[cid]
+        self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
+                                    encode_stream_data(b"", end=True)))
+        self.served += 1
+        self._check_idle()
+
+    def _stream_failed(self, failure: Failure, cid: UUID, entry: _InFlight) -> None:
+        self._credits.pop(cid, None)
+        if self._in_flight.get(cid) is not entry:
+            return
+        del self._in_flight[cid]
+        self.failed += 1
+        self.log.failure("the streamed body of request {cid} failed; aborting the stream",
+                         failure, cid=cid)
+        self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
+                                    encode_stream_data(b"", abort=True)))
+        self._check_idle()
+
+    def credit_received(self, cid: UUID, amount: int) -> None:
+        """
+        The gateway granted room for C{amount} more bytes of a streamed
+        response.
+        """
+        credit = self._credits.get(cid)
+        if credit is not None:
+            credit.grant(amount)
 
     def _send(self, cid: UUID, response: RawResponse) -> None:
         """
