@@ -412,6 +412,19 @@ class GatewayConnection:
             send(frame)
         return cid
 
+    def send_body(self, cid: UUID, data: bytes, end: bool = False) -> None:
+        """
+        Send a piece of a streamed request body (split to fit frames).
+        """
+        if self.sender is None or self._closed:
+            return
+        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
+        last = max(len(data) - 1, 0) // step * step
+        for offset in range(0, last + 1, step):
+            self.sender.sendFrame(Frame(
+                FrameType.REQUEST_STREAM_DATA, cid,
+                encode_stream_data(data[offset:offset + step], end=end and offset == last)))
+
     def upload_credit(self, cid: UUID, amount: int) -> None:
         """
         The microservice granted room for C{amount} more bytes of request

@@ -6,7 +6,9 @@ own trie), while the gateway's own endpoints (C{/health...}) are a Klein app.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Callable, List, Mapping, Optional, Tuple
 from uuid import uuid4
@@ -270,6 +272,14 @@ class ProxyResource(Resource):
             return write_problem(request, e, cid_text)
 
     def _dispatch(self, request: Request, cid: Any, cid_text: str) -> Any:
+        upload: Optional[UploadStream] = getattr(request, "upload", None)
+        if upload is not None:
+            # A streaming endpoint whose REQUEST went out with the headers:
+            # the body has been forwarded as it came; close the stream.
+            upload.finish()
+            request.notifyFinish().addErrback(self._client_gone, upload.sink,
+                                              upload.connection, upload.cid)
+            return NOT_DONE_YET
         method = request.method.decode("ascii", "replace")
         if request.path in HEALTH_PATHS:
             raise MethodNotAllowed(f"{method} is not allowed on the gateway's health endpoints",
@@ -279,7 +289,32 @@ class ProxyResource(Resource):
             raise PayloadTooLarge(
                 f"request body of {too_large} bytes exceeds "
                 f"{self.limits.max_request_bytes_per_call} bytes")
-        path = request.path.decode("latin-1")
+        body = request.content.read() if request.content is not None else b""
+        plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text)
+        if len(body) > plan.limit:
+            raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
+        uri = request.uri
+        query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
+        message = plan.message(query, _forwarded_headers(request), body)
+        connection = plan.connection
+        sink = HttpResponseSink(request, cid_text,
+                                lambda amount: connection.grant(cid, amount))
+        retries = 0
+        if connection.state.transport_type is TransportType.UDP and plan.endpoint.is_idempotent:
+            # A lost datagram is repaired by sending the same REQUEST again;
+            # the microservice answers a duplicate from its reply cache.
+            retries = UDP_RETRIES
+        connection.send_request(message, plan.timeout, sink, cid, retries=retries)
+        request.notifyFinish().addErrback(self._client_gone, sink, connection, cid)
+        return NOT_DONE_YET
+
+    def _plan(self, request: Request, method: str, path: str, body_size: int,
+              cid_text: str) -> "_Plan":
+        """
+        Resolve, select the version, route, apply overrides, authenticate.
+
+        @raise PipelineError: whatever stops the request.
+        """
         resolution = self.routing_state.resolve(method, path)
         route = resolution.route
         requested: Optional[str] = None
@@ -297,11 +332,10 @@ class ProxyResource(Resource):
         candidates = self.routing_state.connectionsFor(route.service_name, route.method,
                                                        route.template)
         now = self.clock.seconds()
-        body = request.content.read() if request.content is not None else b""
         context = RoutingContext(
             method=route.method, path=path, headers={}, endpoint=(route.method, route.template),
             service_name=route.service_name, path_params=resolution.path_params,
-            requested_version=requested, gateway_region=self.region, body_size=len(body),
+            requested_version=requested, gateway_region=self.region, body_size=body_size,
         )
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
@@ -314,32 +348,47 @@ class ProxyResource(Resource):
         limit = self.limits.max_request_bytes_per_call
         if endpoint.max_request_bytes is not None:
             limit = min(limit, endpoint.max_request_bytes)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {limit} bytes")
-        uri = request.uri
+        return _Plan(route.method, path, route.template, resolution.path_params, endpoint,
+                     timeout, claims, now + timeout, decision.connection, limit)
+
+    def begin_upload(self, request: "GatewayRequest", command: bytes, uri: bytes,
+                     length: Optional[int]) -> bool:
+        """
+        Called when a request's headers are in: if it is for a streaming
+        endpoint, send its REQUEST now and forward the body as it arrives.
+
+        @return: C{False} for anything else (the body is then buffered and
+            the request dispatched, or refused, when complete).
+        """
+        path = _origin_form(uri.split(b"?", 1)[0])
+        if path in HEALTH_PATHS:
+            return False
+        method = command.decode("ascii", "replace")
+        cid = uuid4()
+        cid_text = str(cid)
+        try:
+            plan = self._plan(request, method, path.decode("latin-1"), length or 0, cid_text)
+        except PipelineError:
+            return False
+        if not plan.endpoint.supports_streaming:
+            return False
+        if length is not None and length > plan.limit:
+            return False
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
-        message = RequestMessage(
-            method=route.method,
-            path=path,
-            template=route.template,
-            path_params=resolution.path_params,
-            query=query,
-            headers=_forwarded_headers(request),
-            claims=claims,
-            deadline=now + timeout,
-            body=body,
-        )
-        connection = decision.connection
-        sink = HttpResponseSink(request, cid_text,
-                                lambda amount: connection.grant(cid, amount))
-        retries = 0
-        if connection.state.transport_type is TransportType.UDP and endpoint.is_idempotent:
-            # A lost datagram is repaired by sending the same REQUEST again;
-            # the microservice answers a duplicate from its reply cache.
-            retries = UDP_RETRIES
-        connection.send_request(message, timeout, sink, cid, retries=retries)
-        request.notifyFinish().addErrback(self._client_gone, sink, connection, cid)
-        return NOT_DONE_YET
+        message = dataclasses.replace(
+            plan.message(query, _forwarded_headers(request), b""), streaming=True)
+        connection = plan.connection
+        request._early_request_line(command, uri)
+        request.setHeader(CORRELATION_HEADER, cid_text.encode())
+        sink = HttpResponseSink(request, cid_text, lambda amount: connection.grant(cid, amount))
+        try:
+            connection.send_request(message, plan.timeout, sink, cid)
+        except PipelineError:
+            return False
+        upload = UploadStream(request, connection, cid, plan.limit, sink)
+        connection.uploads[cid] = upload
+        request.upload = upload
+        return True
 
     def _authenticate(self, request: Request, endpoint: Any, cid_text: str) -> Mapping[str, Any]:
         """
@@ -407,6 +456,131 @@ def _no_route_error(context: RoutingContext, candidates: Any,
     which = f" at version {requested}" if requested else ""
     return NoRoute(f"no healthy instance of {context.service_name}{which} serves "
                    f"{context.endpoint[0]} {context.endpoint[1]}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """
+    Everything decided about a request before its REQUEST is sent.
+    """
+
+    method: str
+    path: str
+    template: str
+    path_params: Mapping[str, str]
+    endpoint: Any
+    timeout: float
+    claims: Mapping[str, Any]
+    deadline: float
+    connection: Any
+    limit: int
+
+    def message(self, query: str, headers: List[Tuple[str, str]], body: bytes) -> RequestMessage:
+        return RequestMessage(method=self.method, path=self.path, template=self.template,
+                              path_params=self.path_params, query=query, headers=headers,
+                              claims=self.claims, deadline=self.deadline, body=body)
+
+
+class UploadStream:
+    """
+    The body of a request to a streaming endpoint, forwarded as it arrives
+    (REQUEST_STREAM_DATA frames).  The microservice grants credit as its
+    handler reads; when the credit is spent the gateway stops reading from
+    the client, so an upload never piles up in the gateway.
+    """
+
+    log = Logger()
+
+    def __init__(self, request: "GatewayRequest", connection: Any, cid: Any, limit: int,
+                 sink: HttpResponseSink) -> None:
+        self.request = request
+        self.connection = connection
+        self.cid = cid
+        self.limit = limit
+        self.sink = sink
+        self.credit = STREAM_WINDOW
+        self.received = 0
+        self.paused = False
+        self.done = False
+
+    def feed(self, data: bytes) -> None:
+        if self.done:
+            return
+        self.received += len(data)
+        if self.cid not in self.connection.in_flight:
+            # Answered (or cancelled) already: keep reading, drop the rest.
+            self._resume()
+            return
+        if self.received > self.limit:
+            self._exceeded()
+            return
+        self.connection.send_body(self.cid, data)
+        self.credit -= len(data)
+        if self.credit <= 0 and not self.paused:
+            self.paused = True
+            transport = self._transport()
+            if transport is not None:
+                transport.pauseProducing()
+
+    def grant(self, amount: int) -> None:
+        self.credit += amount
+        if self.credit > 0:
+            self._resume()
+
+    def _resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            transport = self._transport()
+            if transport is not None:
+                transport.resumeProducing()
+
+    def _transport(self) -> Any:
+        """
+        The client's TCP transport (an C{IPushProducer}).
+        """
+        return self.request.channel.transport if self.request.channel else None
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.connection.uploads.pop(self.cid, None)
+            self.connection.send_body(self.cid, b"", end=True)
+
+    def client_gone(self) -> None:
+        if not self.done:
+            self.done = True
+            self.sink.client_gone = True
+            self.connection.uploads.pop(self.cid, None)
+            self.connection.cancel(self.cid, CancelReason.CLIENT_DISCONNECTED)
+
+    def _exceeded(self) -> None:
+        """
+        The body crossed the limit: stop, CANCEL, answer 413, close.
+        """
+        self.done = True
+        self.sink.client_gone = True
+        self.connection.uploads.pop(self.cid, None)
+        self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
+        self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent, answering 413",
+                      cid=self.cid, limit=self.limit)
+        body = problem_body(413, PayloadTooLarge.kind, PayloadTooLarge.title,
+                            f"request body exceeds {self.limit} bytes", str(self.cid))
+        transport = self._transport()
+        if transport is not None:
+            transport.write(
+                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: " + _PROBLEM
+                + b"\r\nX-Correlation-Id: " + str(self.cid).encode()
+                + b"\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\n\r\n" + body)
+            transport.resumeProducing()
+            transport.loseConnection()
+
+
+def _origin_form(path: bytes) -> bytes:
+    if path.startswith((b"http://", b"https://")):
+        parts = path.split(b"/", 3)
+        return b"/" + (parts[3] if len(parts) > 3 else b"")
+    return path
 
 
 class HealthApp:
@@ -488,6 +662,7 @@ class GatewayRequest(Request):
 
     defaultContentType = None
     too_large: Optional[int] = None
+    upload: Optional["UploadStream"] = None
     _received = 0
 
     def _limit(self) -> Optional[int]:
@@ -500,9 +675,29 @@ class GatewayRequest(Request):
             self.too_large = length
             self.content = None
             return
+        site = getattr(self.channel, "site", None)
+        command = getattr(self.channel, "_command", None)
+        uri = getattr(self.channel, "_path", None)
+        if (isinstance(site, GatewaySite) and isinstance(command, bytes)
+                and isinstance(uri, bytes)
+                and site.proxy.begin_upload(self, command, uri, length)):
+            self.content = BytesIO()
+            return
         super().gotLength(length)
 
+    def _early_request_line(self, command: bytes, uri: bytes) -> None:
+        """
+        Fill in the request line before the body is complete, so a response
+        written early (a streaming endpoint may answer before reading the
+        whole upload) has a proper status line.
+        """
+        self.method, self.uri = command, uri
+        self.clientproto = getattr(self.channel, "_version", b"HTTP/1.1")
+
     def handleContentChunk(self, data: bytes) -> None:
+        if self.upload is not None:
+            self.upload.feed(data)
+            return
         self._received += len(data)
         if self.too_large is not None:
             self.too_large = max(self.too_large, self._received)
@@ -523,10 +718,14 @@ class GatewayRequest(Request):
         super().requestReceived(command, path, version)
 
     def process(self) -> None:
-        if self.path.startswith((b"http://", b"https://")):
-            parts = self.path.split(b"/", 3)
-            self.path = b"/" + (parts[3] if len(parts) > 3 else b"")
+        self.path = _origin_form(self.path)
         super().process()
+
+    def connectionLost(self, reason: Any) -> None:
+        upload = self.upload
+        if upload is not None:
+            upload.client_gone()
+        super().connectionLost(reason)
 
 
 class GatewaySite(Site):

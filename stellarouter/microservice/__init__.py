@@ -5,6 +5,7 @@ every configured router.
 """
 
 from .context import (
+    BodyStream,
     HeaderMap,
     JsonResponse,
     RawRequestContext,
@@ -14,6 +15,7 @@ from .context import (
 from .endpoints import Microservice
 
 __all__ = [
+    "BodyStream",
     "HeaderMap",
     "JsonResponse",
     "Microservice",

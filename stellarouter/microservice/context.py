@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
@@ -56,6 +57,78 @@ class HeaderMap:
         return f"HeaderMap({list(self._pairs)!r})"
 
 
+class BodyStream:
+    """
+    The body of a request to a streaming endpoint, as it arrives: iterate
+    it with C{async for chunk in ctx.body}, or C{await ctx.body.read()}.
+    The gateway sends more only as the handler takes what came (credit), so
+    a slow handler slows the upload down instead of filling memory.
+
+    @ivar received: bytes received so far.
+    """
+
+    def __init__(self, grant: Callable[[int], None], window: int) -> None:
+        """
+        @param grant: gives the gateway room for C{amount} more bytes.
+        @param window: bytes the gateway may send before the first grant.
+        """
+        self._grant = grant
+        self._window = window
+        self._chunks: Deque[bytes] = deque()
+        self._waiter: Optional[Deferred] = None
+        self._ended = False
+        self._error: Optional[Exception] = None
+        self._consumed = 0
+        self.received = 0
+
+    # fed by the SDK
+
+    def feed(self, chunk: bytes) -> None:
+        if chunk:
+            self.received += len(chunk)
+            self._chunks.append(chunk)
+            self._wake()
+
+    def end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def fail(self, error: Exception) -> None:
+        self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.called:
+            waiter.callback(None)
+
+    # read by the handler
+
+    def __aiter__(self) -> "BodyStream":
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                raise StopAsyncIteration
+            self._waiter = Deferred()
+            await self._waiter
+        chunk = self._chunks.popleft()
+        self._consumed += len(chunk)
+        if self._consumed >= self._window // 2:
+            amount, self._consumed = self._consumed, 0
+            self._grant(amount)
+        return chunk
+
+    async def read(self) -> bytes:
+        """
+        The whole (rest of the) body.
+        """
+        return b"".join([chunk async for chunk in self])
+
+
 @dataclass
 class RawRequestContext:
     """
@@ -64,7 +137,8 @@ class RawRequestContext:
     @ivar path_params: the template's parameters, percent-decoded.
     @ivar query: the raw query string (see L{query_params}).
     @ivar claims: verified claims from the gateway (empty when anonymous).
-    @ivar body: the request body bytes.
+    @ivar body: the request body bytes, or a L{BodyStream} for a
+        streaming endpoint.
     @ivar cancelled: fires with the L{CancelReason} if the gateway cancels
         (with C{None} if the gateway connection is lost).
     @ivar cancel_reason: the same reason, once cancelled.
@@ -79,7 +153,7 @@ class RawRequestContext:
     query: str
     headers: HeaderMap
     claims: Mapping[str, Any]
-    body: bytes
+    body: Any
     correlation_id: str
     deadline: Optional[float] = None
     cancelled: Deferred = field(default_factory=Deferred)

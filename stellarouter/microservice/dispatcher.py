@@ -26,12 +26,13 @@ from ..common.payloads import (
     decode_stream_data,
     encode_response,
     STREAM_WINDOW,
+    encode_credit,
     encode_stream_data,
     header_problem,
     stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from .context import HeaderMap, RawRequestContext, RawResponse, StreamingResponse
+from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
@@ -129,6 +130,7 @@ class RequestDispatcher:
         self._in_flight: Dict[UUID, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
         self._credits: Dict[UUID, _Credit] = {}
+        self._uploads: Dict[UUID, BodyStream] = {}
         self._assembling: Dict[UUID, _Assembly] = {}
         self.late_results = 0
         self.ignored_cancels = 0
@@ -195,6 +197,13 @@ class RequestDispatcher:
             self.log.warn("duplicate REQUEST {cid} ignored", cid=cid)
             return
         if message.streaming:
+            registered = self.app.lookup(message.method, message.template)
+            if registered is not None and registered.descriptor.supports_streaming:
+                stream = BodyStream(lambda amount: self._grant_upload(cid, amount),
+                                    STREAM_WINDOW)
+                self._uploads[cid] = stream
+                self._dispatch(cid, message, stream)
+                return
             self._assembling[cid] = _Assembly(message)
             return
         self._dispatch(cid, message, message.body)
@@ -215,6 +224,23 @@ class RequestDispatcher:
             return
         if amount is not None:
             self.credit_received(cid, amount)
+            return
+        upload = self._uploads.get(cid)
+        if upload is not None:
+            try:
+                chunk, end, abort = decode_stream_data(frame.payload)
+            except MalformedPayload as e:
+                del self._uploads[cid]
+                upload.fail(ValueError(f"malformed request stream: {e}"))
+                return
+            if abort:
+                del self._uploads[cid]
+                upload.fail(ConnectionError("the gateway aborted the request body"))
+                return
+            upload.feed(chunk)
+            if end:
+                del self._uploads[cid]
+                upload.end()
             return
         assembly = self._assembling.get(cid)
         if assembly is None:
@@ -274,7 +300,7 @@ class RequestDispatcher:
 
     # -- handler calls ---------------------------------------------------
 
-    def _dispatch(self, cid: UUID, message: RequestMessage, body: bytes) -> None:
+    def _dispatch(self, cid: UUID, message: RequestMessage, body: Any) -> None:
         deadline = message.deadline
         if deadline is not None:
             late = self.clock.seconds() - deadline
@@ -360,6 +386,9 @@ class RequestDispatcher:
         if not entry.ctx.cancelled.called:
             entry.ctx.cancel_reason = reason
             entry.ctx.cancelled.callback(reason)
+        upload = self._uploads.pop(UUID(entry.ctx.correlation_id), None)
+        if upload is not None:
+            upload.fail(CancelledError(f"cancelled: {reason.value if reason else 'lost'}"))
         if entry.deferred is not None and not entry.deferred.called:
             entry.deferred.cancel()
 
@@ -479,6 +508,11 @@ class RequestDispatcher:
         self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
                                     encode_stream_data(b"", abort=True)))
         self._check_idle()
+
+    def _grant_upload(self, cid: UUID, amount: int) -> None:
+        if cid in self._uploads or cid in self._in_flight:
+            self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
+                                        encode_credit(amount)))
 
     def credit_received(self, cid: UUID, amount: int) -> None:
         """

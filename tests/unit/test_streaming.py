@@ -5,6 +5,7 @@ requests on the same connection are not held up, failures and cancels end
 the stream cleanly.
 """
 
+import json
 from typing import Any, List
 
 from twisted.internet.defer import Deferred
@@ -118,3 +119,136 @@ class StreamingResponseTests(SynchronousTestCase):
         self.deployment.pump(50)
         self.assertEqual(len(self.progress), produced)
         self.assertEqual(self.service.sessions[0].dispatcher.in_flight, 0)
+
+
+def make_upload_app(events: List[Any]) -> Microservice:
+    import hashlib
+
+    app = Microservice("uploads", "1.0.0")
+
+    @app.endpoint("POST", "/invoices/{id}/attachments", streaming=True)
+    async def attach(ctx: Any) -> RawResponse:
+        digest = hashlib.sha256()
+        chunks = 0
+        try:
+            async for chunk in ctx.body:
+                digest.update(chunk)
+                chunks += 1
+                events.append(("chunk", len(chunk)))
+                if ctx.query_params.get("stall"):
+                    gate: Deferred = Deferred()
+                    events.append(("gate", gate))
+                    await gate
+        except Exception as e:
+            events.append(("error", type(e).__name__, ctx.cancel_reason))
+            raise
+        return RawResponse.json({"sha256": digest.hexdigest(), "chunks": chunks,
+                                 "bytes": ctx.body.received})
+
+    @app.endpoint("POST", "/early", streaming=True)
+    def early(ctx: Any) -> RawResponse:
+        return RawResponse.text("no thanks", status=403)
+
+    return app
+
+
+class StreamingRequestTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events: List[Any] = []
+        self.deployment = InMemoryDeployment()
+        self.deployment.add(make_upload_app(self.events))
+        self.addCleanup(self.deployment.stop)
+
+    def send_head(self, client: Any, path: str, length: Any = None) -> None:
+        size = (f"Content-Length: {length}" if length is not None
+                else "Transfer-Encoding: chunked")
+        client.channel.dataReceived(f"POST {path} HTTP/1.1\r\nHost: x\r\n{size}\r\n\r\n".encode())
+
+    def test_upload_hashed_as_it_arrives(self) -> None:
+        """
+        A 3 MiB upload reaches the handler in pieces as it arrives, and the
+        handler's sha256 matches the client's.
+        """
+        import hashlib
+
+        body = bytes(range(256)) * (3 * 4096)
+        client = self.deployment.http()
+        self.send_head(client, "/invoices/7/attachments", len(body))
+        for offset in range(0, len(body), 65536):
+            client.channel.dataReceived(body[offset:offset + 65536])
+            self.deployment.pump()
+        self.deployment.pump()
+        result = json.loads(client.response().body)
+        self.assertEqual(result["sha256"], hashlib.sha256(body).hexdigest())
+        self.assertEqual(result["bytes"], len(body))
+        self.assertGreater(result["chunks"], 10)
+
+    def test_slow_handler_pauses_the_client(self) -> None:
+        """
+        A handler that does not read makes the gateway stop reading from the
+        client after one window of credit; reading again resumes it.
+        """
+        client = self.deployment.http()
+        self.send_head(client, "/invoices/7/attachments?stall=1", 8 * 65536)
+        for offset in range(8):
+            if client.transport.producerState == "paused":
+                break
+            client.channel.dataReceived(b"z" * 65536)
+            self.deployment.pump()
+        self.assertEqual(client.transport.producerState, "paused")
+        sent = sum(size for kind, size, *_ in [e for e in self.events if e[0] == "chunk"])
+        self.assertLessEqual(sent, STREAM_WINDOW + 65536)
+        for _ in range(20):
+            gates = [e[1] for e in self.events if e[0] == "gate" and not e[1].called]
+            for gate in gates:
+                gate.callback(None)
+            self.deployment.pump()
+        self.assertEqual(client.transport.producerState, "producing")
+
+    def test_chunked_upload_over_the_limit(self) -> None:
+        """
+        A chunked upload crossing the per-call limit is stopped: CANCEL
+        PayloadLimitExceeded reaches the handler and the client gets 413.
+        """
+        from stellarouter.common.enums import CancelReason
+
+        self.deployment.gateway.proxy.limits = type(self.deployment.gateway.proxy.limits)(
+            200_000)
+        self.deployment.gateway.site.max_request_bytes = 200_000
+        client = self.deployment.http()
+        self.send_head(client, "/invoices/7/attachments")
+        for _ in range(5):
+            client.channel.dataReceived(b"%x\r\n%s\r\n" % (60000, b"q" * 60000))
+            self.deployment.pump()
+        self.assertTrue(client.transport.value().startswith(b"HTTP/1.1 413"))
+        self.assertTrue(client.transport.disconnecting)
+        errors = [e for e in self.events if e[0] == "error"]
+        self.assertEqual(errors, [("error", "CancelledError", CancelReason.PAYLOAD_LIMIT_EXCEEDED)])
+
+    def test_client_gone_mid_upload(self) -> None:
+        """
+        A client that leaves mid-upload cancels the handler (reason
+        ClientDisconnected).
+        """
+        from stellarouter.common.enums import CancelReason
+
+        client = self.deployment.http()
+        self.send_head(client, "/invoices/7/attachments", 10 * 65536)
+        client.channel.dataReceived(b"a" * 65536)
+        self.deployment.pump()
+        client.disconnect()
+        self.deployment.pump()
+        self.assertIn(("error", "CancelledError", CancelReason.CLIENT_DISCONNECTED), self.events)
+
+    def test_early_answer(self) -> None:
+        """
+        A handler that answers before reading the body: the client gets the
+        answer and the rest of its upload is read and dropped.
+        """
+        client = self.deployment.http()
+        self.send_head(client, "/early", 6 * 65536)
+        for _ in range(6):
+            client.channel.dataReceived(b"e" * 65536)
+            self.deployment.pump()
+        response = client.response()
+        self.assertEqual((response.status, response.body), (403, b"no thanks"))
