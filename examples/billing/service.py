@@ -1,11 +1,14 @@
 """
 Billing: a raw C{GET /ping}, a typed C{POST /invoices}, a parameterised
-C{GET /invoices/{id}} and a claims-protected C{DELETE /invoices/{id}}.
-Invoices live in memory (this is a demo).
+C{GET /invoices/{id}}, a claims-protected C{DELETE /invoices/{id}}, a
+streaming upload C{POST /invoices/{id}/attachments} and a streaming
+download C{GET /invoices/{id}/export}.  Invoices live in memory (this is a
+demo).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass
 from typing import Any, Dict
@@ -17,6 +20,7 @@ from stellarouter.microservice import (
     Microservice,
     RawRequestContext,
     RawResponse,
+    StreamingResponse,
 )
 from stellarouter.microservice.endpoints import BadRequestBody
 
@@ -108,3 +112,46 @@ def _not_found(ctx: RawRequestContext) -> RawResponse:
         problem_body(404, "invoice-not-found", "Invoice not found",
                      f"no invoice {ctx.path_params['id']}", ctx.correlation_id),
     )
+
+
+@service.endpoint("POST", "/invoices/{id}/attachments", streaming=True, timeout=3600.0,
+                  max_request_bytes=4 * 1024 ** 3)
+async def attach(ctx: RawRequestContext) -> RawResponse:
+    """
+    Receive an attachment of any size up to 4 GiB as it arrives, hashing it
+    chunk by chunk (nothing is kept): answers its size and sha256.
+    """
+    digest = hashlib.sha256()
+    async for chunk in ctx.body:
+        digest.update(chunk)
+    return RawResponse.json({"invoice": ctx.path_params["id"], "bytes": ctx.body.received,
+                             "sha256": digest.hexdigest()}, status=201)
+
+
+@service.endpoint("GET", "/invoices/{id}/export", timeout=3600.0)
+def export(ctx: RawRequestContext) -> Any:
+    """
+    Stream an export of C{bytes} bytes (query parameter, default 1 MiB, at
+    most 8 GiB), produced 64 KiB at a time only as fast as the client reads.
+    """
+    try:
+        size = int(ctx.query_params.get("bytes", [str(1024 * 1024)])[0])
+    except ValueError:
+        size = -1
+    if not 0 <= size <= 8 * 1024 ** 3:
+        return RawResponse.text("bytes must be between 0 and 8 GiB", status=400)
+    return StreamingResponse(200, (("Content-Type", "application/octet-stream"),),
+                             export_bytes(size))
+
+
+def export_bytes(size: int, chunk: int = 64 * 1024) -> Any:
+    """
+    The deterministic content of an export: C{size} bytes of a repeating
+    pattern (so a client can check what it got).
+    """
+    block = bytes(range(256)) * (chunk // 256)
+    sent = 0
+    while sent < size:
+        piece = block[: min(chunk, size - sent)]
+        sent += len(piece)
+        yield piece

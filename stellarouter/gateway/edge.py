@@ -345,9 +345,15 @@ class ProxyResource(Resource):
         if self.overrides:
             endpoint, timeout = self.overrides.apply(endpoint)
         claims = self._authenticate(request, endpoint, cid_text)
-        limit = self.limits.max_request_bytes_per_call
-        if endpoint.max_request_bytes is not None:
-            limit = min(limit, endpoint.max_request_bytes)
+        if endpoint.supports_streaming:
+            # A streamed body never sits in the gateway: only the endpoint's
+            # own limit applies (spec change log, 6).
+            limit = endpoint.max_request_bytes if endpoint.max_request_bytes is not None else (
+                UNLIMITED)
+        else:
+            limit = self.limits.max_request_bytes_per_call
+            if endpoint.max_request_bytes is not None:
+                limit = min(limit, endpoint.max_request_bytes)
         return _Plan(route.method, path, route.template, resolution.path_params, endpoint,
                      timeout, claims, now + timeout, decision.connection, limit)
 
@@ -430,6 +436,9 @@ class ProxyResource(Resource):
         if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
             self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)
 
+
+#: "No limit" for a streamed body whose endpoint declares none.
+UNLIMITED = 2 ** 62
 
 #: How often an idempotent request over UDP is sent again when unanswered.
 UDP_RETRIES = 2
@@ -670,11 +679,6 @@ class GatewayRequest(Request):
         return getattr(site, "max_request_bytes", None)
 
     def gotLength(self, length: Optional[int]) -> None:
-        limit = self._limit()
-        if length is not None and limit is not None and length > limit:
-            self.too_large = length
-            self.content = None
-            return
         site = getattr(self.channel, "site", None)
         command = getattr(self.channel, "_command", None)
         uri = getattr(self.channel, "_path", None)
@@ -682,6 +686,11 @@ class GatewayRequest(Request):
                 and isinstance(uri, bytes)
                 and site.proxy.begin_upload(self, command, uri, length)):
             self.content = BytesIO()
+            return
+        limit = self._limit()
+        if length is not None and limit is not None and length > limit:
+            self.too_large = length
+            self.content = None
             return
         super().gotLength(length)
 

@@ -126,7 +126,8 @@ def make_upload_app(events: List[Any]) -> Microservice:
 
     app = Microservice("uploads", "1.0.0")
 
-    @app.endpoint("POST", "/invoices/{id}/attachments", streaming=True)
+    @app.endpoint("POST", "/invoices/{id}/attachments", streaming=True,
+                  max_request_bytes=200_000)
     async def attach(ctx: Any) -> RawResponse:
         digest = hashlib.sha256()
         chunks = 0
@@ -144,6 +145,10 @@ def make_upload_app(events: List[Any]) -> Microservice:
             raise
         return RawResponse.json({"sha256": digest.hexdigest(), "chunks": chunks,
                                  "bytes": ctx.body.received})
+
+    @app.endpoint("POST", "/big/{id}/attachments", streaming=True)
+    async def big(ctx: Any) -> RawResponse:
+        return await attach(ctx)
 
     @app.endpoint("POST", "/early", streaming=True)
     def early(ctx: Any) -> RawResponse:
@@ -173,7 +178,7 @@ class StreamingRequestTests(SynchronousTestCase):
 
         body = bytes(range(256)) * (3 * 4096)
         client = self.deployment.http()
-        self.send_head(client, "/invoices/7/attachments", len(body))
+        self.send_head(client, "/big/7/attachments", len(body))
         for offset in range(0, len(body), 65536):
             client.channel.dataReceived(body[offset:offset + 65536])
             self.deployment.pump()
@@ -189,7 +194,7 @@ class StreamingRequestTests(SynchronousTestCase):
         client after one window of credit; reading again resumes it.
         """
         client = self.deployment.http()
-        self.send_head(client, "/invoices/7/attachments?stall=1", 8 * 65536)
+        self.send_head(client, "/big/7/attachments?stall=1", 8 * 65536)
         for offset in range(8):
             if client.transport.producerState == "paused":
                 break
@@ -207,14 +212,12 @@ class StreamingRequestTests(SynchronousTestCase):
 
     def test_chunked_upload_over_the_limit(self) -> None:
         """
-        A chunked upload crossing the per-call limit is stopped: CANCEL
-        PayloadLimitExceeded reaches the handler and the client gets 413.
+        A chunked upload crossing the endpoint's max_request_bytes is
+        stopped: CANCEL PayloadLimitExceeded reaches the handler and the
+        client gets 413.
         """
         from stellarouter.common.enums import CancelReason
 
-        self.deployment.gateway.proxy.limits = type(self.deployment.gateway.proxy.limits)(
-            200_000)
-        self.deployment.gateway.site.max_request_bytes = 200_000
         client = self.deployment.http()
         self.send_head(client, "/invoices/7/attachments")
         for _ in range(5):
@@ -233,7 +236,7 @@ class StreamingRequestTests(SynchronousTestCase):
         from stellarouter.common.enums import CancelReason
 
         client = self.deployment.http()
-        self.send_head(client, "/invoices/7/attachments", 10 * 65536)
+        self.send_head(client, "/big/7/attachments", 10 * 65536)
         client.channel.dataReceived(b"a" * 65536)
         self.deployment.pump()
         client.disconnect()
@@ -252,3 +255,23 @@ class StreamingRequestTests(SynchronousTestCase):
             self.deployment.pump()
         response = client.response()
         self.assertEqual((response.status, response.body), (403, b"no thanks"))
+
+
+class StreamLimitTests(SynchronousTestCase):
+    def test_streamed_body_beyond_the_per_call_limit(self) -> None:
+        """
+        A streaming endpoint without its own limit takes a body larger than
+        the per-call limit (it never sits in the gateway); a declared
+        Content-Length over the endpoint's own limit is 413 before dispatch.
+        """
+        events: List[Any] = []
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        deployment.add(make_upload_app(events))
+        deployment.gateway.proxy.limits = type(deployment.gateway.proxy.limits)(100_000)
+        deployment.gateway.site.max_request_bytes = 100_000
+        response = deployment.request("POST", "/big/1/attachments", b"b" * 300_000)
+        self.assertEqual(json.loads(response.body)["bytes"], 300_000)
+        response = deployment.request("POST", "/invoices/1/attachments", b"b" * 300_000)
+        self.assertEqual(response.status, 413)
+        self.assertEqual([e for e in events if e[0] == "error"], [])
