@@ -38,7 +38,7 @@ from ..common.payloads import (
     stream_credit,
 )
 from ..config.gateway import HealthConfig
-from .dispatch import InFlightRequests, PendingRequest
+from .dispatch import ByteCount, InFlightRequests, PendingRequest
 from .health import evaluate_status, update_ping_average
 from .errors import (
     GatewayShuttingDown,
@@ -79,6 +79,7 @@ class GatewayConnection:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         health: HealthConfig = HealthConfig(),
         allowed_client_names: Optional[Mapping[str, Sequence[str]]] = None,
+        aggregate: Optional[ByteCount] = None,
     ) -> None:
         """
         @param health: the liveness thresholds (a HEARTBEAT re-evaluates the
@@ -87,6 +88,7 @@ class GatewayConnection:
             register it (TLS listeners); empty: no restriction.
         """
         self.allowed_client_names = dict(allowed_client_names or {})
+        self.aggregate = aggregate if aggregate is not None else ByteCount()
         self.routing_state = routing_state
         self.health = health
         self.reported_status = InstanceHealthStatus.HEALTHY
@@ -407,6 +409,7 @@ class GatewayConnection:
         state = self.state
         state.in_flight += 1
         state.in_flight_bytes += len(message.body)
+        self.aggregate.value += len(message.body)
         send = self.sender.sendFrame
         for frame in frames:
             send(frame)
@@ -468,3 +471,14 @@ class GatewayConnection:
         if self.state is not None:
             self.state.in_flight -= 1
             self.state.in_flight_bytes -= pending.size
+        self.aggregate.value -= pending.size
+
+    def count_bytes(self, cid: UUID, amount: int) -> None:
+        """
+        Count C{amount} more streamed body bytes of request C{cid} in flight.
+        """
+        pending = self.in_flight.pending(cid)
+        if pending is not None and self.state is not None:
+            pending.size += amount
+            self.state.in_flight_bytes += amount
+            self.aggregate.value += amount

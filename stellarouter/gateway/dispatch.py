@@ -18,6 +18,18 @@ from ..common.payloads import ResponseMessage
 from .errors import DispatchError, GatewayTimeout, UpstreamProtocolError
 
 
+class ByteCount:
+    """
+    Request body bytes in flight across all connections of a gateway (the
+    aggregate payload budget).
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
 class PendingRequest:
     """
     One dispatched request awaiting its response.
@@ -71,6 +83,12 @@ class InFlightRequests:
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._pending
+
+    def pending(self, cid: UUID) -> Optional[PendingRequest]:
+        """
+        The request in flight under C{cid}, if any.
+        """
+        return self._pending.get(cid)
 
     def add(self, cid: UUID, sink: IResponseSink, timeout: Optional[float], size: int = 0,
             resend: Optional[Callable[[], None]] = None, retries: int = 0) -> None:

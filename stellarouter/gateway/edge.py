@@ -36,12 +36,14 @@ from .errors import (
     MethodNotAllowed,
     NoRoute,
     PayloadTooLarge,
+    BudgetExhausted,
     Forbidden,
     PipelineError,
     Unauthorized,
     VersionNotFound,
 )
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
+from .dispatch import ByteCount
 from .overrides import EndpointOverrides
 from .state import RoutingState
 
@@ -251,8 +253,10 @@ class ProxyResource(Resource):
         clock: IReactorTime,
         region: str,
         limits: PayloadLimits = PayloadLimits(),
+        aggregate: Optional[ByteCount] = None,
     ) -> None:
         super().__init__()
+        self.aggregate = aggregate if aggregate is not None else ByteCount()
         self.routing_state = routing_state
         self.routing = routing
         self.clock = clock
@@ -280,6 +284,9 @@ class ProxyResource(Resource):
             request.notifyFinish().addErrback(self._client_gone, upload.sink,
                                               upload.connection, upload.cid)
             return NOT_DONE_YET
+        early_error = getattr(request, "early_error", None)
+        if early_error is not None:
+            raise early_error
         method = request.method.decode("ascii", "replace")
         if request.path in HEALTH_PATHS:
             raise MethodNotAllowed(f"{method} is not allowed on the gateway's health endpoints",
@@ -293,6 +300,7 @@ class ProxyResource(Resource):
         plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text)
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
+        self._check_budgets(plan.connection, len(body))
         uri = request.uri
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
         message = plan.message(query, _forwarded_headers(request), body)
@@ -357,6 +365,24 @@ class ProxyResource(Resource):
         return _Plan(route.method, path, route.template, resolution.path_params, endpoint,
                      timeout, claims, now + timeout, decision.connection, limit)
 
+    def _check_budgets(self, connection: Any, size: int) -> None:
+        """
+        @raise BudgetExhausted: the connection's or the gateway's request
+            bytes in flight would pass their budget (503, Retry-After).
+        """
+        if not size:
+            return
+        limits = self.limits
+        if connection.state.in_flight_bytes + size > limits.max_request_bytes_per_connection:
+            raise BudgetExhausted(
+                f"{connection.state.in_flight_bytes} request bytes are in flight to instance "
+                f"{connection.state.instance.instance_id}; {size} more would pass its budget of "
+                f"{limits.max_request_bytes_per_connection}")
+        if self.aggregate.value + size > limits.max_aggregate_inflight_bytes:
+            raise BudgetExhausted(
+                f"{self.aggregate.value} request bytes are in flight through this gateway; "
+                f"{size} more would pass its budget of {limits.max_aggregate_inflight_bytes}")
+
     def begin_upload(self, request: "GatewayRequest", command: bytes, uri: bytes,
                      length: Optional[int]) -> bool:
         """
@@ -380,6 +406,12 @@ class ProxyResource(Resource):
             return False
         if length is not None and length > plan.limit:
             return False
+        try:
+            self._check_budgets(plan.connection, length or 0)
+        except PipelineError as e:
+            # Answer it when the request completes; do not buffer the body.
+            request.early_error = e
+            return True
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
         message = dataclasses.replace(
             plan.message(query, _forwarded_headers(request), b""), streaming=True)
@@ -524,6 +556,7 @@ class UploadStream:
             self._exceeded()
             return
         self.connection.send_body(self.cid, data)
+        self.connection.count_bytes(self.cid, len(data))
         self.credit -= len(data)
         if self.credit <= 0 and not self.paused:
             self.paused = True
@@ -672,6 +705,7 @@ class GatewayRequest(Request):
     defaultContentType = None
     too_large: Optional[int] = None
     upload: Optional["UploadStream"] = None
+    early_error: Optional[PipelineError] = None
     _received = 0
 
     def _limit(self) -> Optional[int]:
@@ -706,6 +740,8 @@ class GatewayRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self.upload is not None:
             self.upload.feed(data)
+            return
+        if self.early_error is not None:
             return
         self._received += len(data)
         if self.too_large is not None:

@@ -137,6 +137,18 @@ class NoRoute(PipelineError):
     retry_after = 1
 
 
+class BudgetExhausted(PipelineError):
+    """
+    The request bytes in flight (per connection or through the gateway)
+    would pass their budget.
+    """
+
+    status = 503
+    kind = "payload-budget-exhausted"
+    title = "Too much in flight"
+    retry_after = 1
+
+
 class DispatchError(PipelineError):
     """
     The request was dispatched but no (complete) response came.

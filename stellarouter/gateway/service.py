@@ -24,6 +24,7 @@ from ..transports.registry import make_server
 from .connection import GatewayConnection
 from .edge import GatewaySite, HealthApp, ProxyResource
 from .auth import TokenVerifier
+from .dispatch import ByteCount
 from .health import HealthMonitor
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
@@ -63,12 +64,13 @@ class GatewayService(Service):
         self.config = config
         self.reactor = reactor
         self.routing_state = RoutingState()
+        self.aggregate = ByteCount()
         self.connections: List[GatewayConnection] = []
         self._custom_routing = routing
         node = config.node
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
-                                   node.region, config.payload_limits)
+                                   node.region, config.payload_limits, self.aggregate)
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
         self.servers: List[ITransportServer] = [
             make_server(t.type, t.listen, reactor, self._receiver_factory(t),
@@ -91,7 +93,7 @@ class GatewayService(Service):
             return _TrackedConnection(
                 self, self.routing_state, self.reactor, self.config.node.node_id,
                 self.config.node.region, listener.max_frame_bytes, self.config.health,
-                listener.tls.allowed_names() if listener.tls else {},
+                listener.tls.allowed_names() if listener.tls else {}, self.aggregate,
             )
         return build
 

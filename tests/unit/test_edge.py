@@ -167,3 +167,42 @@ class FailClosedTests(SynchronousTestCase):
         self.assertEqual(response.status, 401)
         self.assertEqual(response.header("www-authenticate"), "Bearer")
         self.assertNotIn(b"secret\"", response.body)
+
+
+class BudgetTests(SynchronousTestCase):
+    def test_per_connection_and_aggregate_budgets(self) -> None:
+        """
+        A request whose body would pass the per-connection or the aggregate
+        in-flight budget is 503 with Retry-After; within budget it passes;
+        the budget frees up as requests finish.
+        """
+        from twisted.internet.defer import Deferred
+
+        from stellarouter.common.models import PayloadLimits
+
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        app = Microservice("budget", "1.0.0")
+        pending: list = []
+        app.endpoint("POST", "/hold")(lambda ctx: pending.append(Deferred()) or pending[-1])
+        deployment.add(app)
+        deployment.gateway.proxy.limits = PayloadLimits(1000, 1500, 10_000)
+        first = deployment.http()
+        first.send("POST", "/hold", b"a" * 1000)
+        deployment.pump()
+        response = deployment.request("POST", "/hold", b"b" * 600)
+        self.assertEqual((response.status, response.header("retry-after")), (503, "1"))
+        self.assertIn(b"payload-budget-exhausted", response.body)
+        self.assertEqual(deployment.gateway.aggregate.value, 1000)
+        deployment.gateway.proxy.limits = PayloadLimits(1000, 100_000, 1200)
+        self.assertEqual(deployment.request("POST", "/hold", b"c" * 600).status, 503)
+        pending[0].callback(RawResponse.text("done"))
+        deployment.pump()
+        self.assertEqual(first.response().status, 200)
+        self.assertEqual(deployment.gateway.aggregate.value, 0)
+        second = deployment.http()
+        second.send("POST", "/hold", b"d" * 600)
+        deployment.pump()
+        self.assertEqual(len(pending), 2)
+        pending[1].callback(RawResponse.text("done"))
+        deployment.pump()

@@ -19,6 +19,7 @@ from stellarouter.common.payloads import (
     RequestMessage,
     ResponseMessage,
     encode_cancel,
+    encode_credit,
     encode_endpoints_update,
     encode_heartbeat,
     encode_hello,
@@ -52,6 +53,7 @@ EXPECTED = {
     "response-stream-data": Frame(FrameType.RESPONSE_STREAM_DATA, CID,
                                   encode_stream_data(b"", abort=True)),
     "cancel": Frame(FrameType.CANCEL, CID, encode_cancel(CancelReason.TIMEOUT)),
+    "response-credit": Frame(FrameType.REQUEST_STREAM_DATA, CID, encode_credit(131072)),
 }
 
 
