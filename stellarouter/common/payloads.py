@@ -58,7 +58,7 @@ STREAM_CREDIT = 0x04
 
 #: Bytes a stream's sender may send before the receiver grants more
 #: (per request, per direction; protocol.md "Flow control").
-STREAM_WINDOW = 256 * 1024
+STREAM_WINDOW = 1024 * 1024
 
 #: Header pairs, in order, names as sent.
 HeaderList = List[Tuple[str, str]]

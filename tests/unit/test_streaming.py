@@ -194,8 +194,8 @@ class StreamingRequestTests(SynchronousTestCase):
         client after one window of credit; reading again resumes it.
         """
         client = self.deployment.http()
-        self.send_head(client, "/big/7/attachments?stall=1", 8 * 65536)
-        for offset in range(8):
+        self.send_head(client, "/big/7/attachments?stall=1", 64 * 65536)
+        for offset in range(64):
             if client.transport.producerState == "paused":
                 break
             client.channel.dataReceived(b"z" * 65536)
