@@ -14,7 +14,6 @@ twisted.web server (one run, same machine):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import statistics
 import sys

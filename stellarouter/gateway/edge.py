@@ -297,7 +297,8 @@ class ProxyResource(Resource):
                 f"request body of {too_large} bytes exceeds "
                 f"{self.limits.max_request_bytes_per_call} bytes")
         body = request.content.read() if request.content is not None else b""
-        plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text)
+        plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text,
+                          getattr(request, "resolution", None))
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
         self._check_budgets(plan.connection, len(body))
@@ -317,13 +318,15 @@ class ProxyResource(Resource):
         return NOT_DONE_YET
 
     def _plan(self, request: Request, method: str, path: str, body_size: int,
-              cid_text: str) -> "_Plan":
+              cid_text: str, resolution: Any = None) -> "_Plan":
         """
-        Resolve, select the version, route, apply overrides, authenticate.
+        Resolve (unless already resolved), select the version, route, apply
+        overrides, authenticate.
 
         @raise PipelineError: whatever stops the request.
         """
-        resolution = self.routing_state.resolve(method, path)
+        if resolution is None:
+            resolution = self.routing_state.resolve(method, path)
         route = resolution.route
         requested: Optional[str] = None
         raw_version = request.requestHeaders.getRawHeaders(VERSION_HEADER)
@@ -396,10 +399,22 @@ class ProxyResource(Resource):
         if path in HEALTH_PATHS:
             return False
         method = command.decode("ascii", "replace")
+        try:
+            resolution = self.routing_state.resolve(method, path.decode("latin-1"))
+        except PipelineError:
+            return False
+        route = resolution.route
+        key = (route.method, route.template)
+        if not any(c.state.endpoints[key].supports_streaming
+                   for c in self.routing_state.connectionsFor(route.service_name, *key)):
+            # The usual case: resolve once here, route once when complete.
+            request.resolution = resolution
+            return False
         cid = uuid4()
         cid_text = str(cid)
         try:
-            plan = self._plan(request, method, path.decode("latin-1"), length or 0, cid_text)
+            plan = self._plan(request, method, path.decode("latin-1"), length or 0, cid_text,
+                              resolution)
         except PipelineError:
             return False
         if not plan.endpoint.supports_streaming:
@@ -706,6 +721,7 @@ class GatewayRequest(Request):
     too_large: Optional[int] = None
     upload: Optional["UploadStream"] = None
     early_error: Optional[PipelineError] = None
+    resolution: Any = None
     _received = 0
 
     def _limit(self) -> Optional[int]:

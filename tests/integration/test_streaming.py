@@ -6,12 +6,11 @@ the same microservice connection.
 """
 
 import hashlib
-import os
 from typing import Any, List
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer

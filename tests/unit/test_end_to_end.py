@@ -350,3 +350,14 @@ class EndToEndTests(SynchronousTestCase):
         self.assertEqual(self.service.sessions[0].dispatcher.ignored_cancels, 1)
         self.assertEqual(self.deployment.request("GET", "/ping").status, 200)
         self.assertEqual(connection.state.in_flight, 0)
+
+    def test_round_robin_through_the_edge(self) -> None:
+        """
+        Requests through the HTTP edge alternate between two idle instances
+        (each request is routed exactly once).
+        """
+        second = make_app()
+        self.deployment.add(second)
+        bodies = [self.deployment.request("POST", "/echo", b"x").status for _ in range(6)]
+        self.assertEqual(bodies, [200] * 6)
+        self.assertEqual((len(self.app.calls), len(second.calls)), (3, 3))
