@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# cpu_per_request.sh - CPU time per request of each server process, gateway path vs direct Klein.
+#
+#   bash benchmarks/cpu_per_request.sh            # C=16 and C=1, 10 s each
+#   CS="16" SECS=20 bash benchmarks/cpu_per_request.sh
+#
+# Same layout as gateway_vs_klein.sh (gateway, billing and a plain direct Klein app pinned to
+# SERVER_CPU=1, wrk to WRK_CPU=0).  For each C it loads the gateway, then the direct app, for SECS
+# seconds (after a 2 s warm-up) and divides each process's user and system CPU time
+# (/proc/PID/stat, clock ticks) by the number of requests wrk completed.  Tells which process
+# pays for a proxied request; a ratio alone does not.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+CS=${CS:-16 1}; SECS=${SECS:-10}; SERVER_CPU=${SERVER_CPU:-1}; WRK_CPU=${WRK_CPU:-0}
+if [ -z "${STELLA_VENV:-}" ]; then
+  if [ -x "$ROOT/.venv/bin/twistd" ]; then STELLA_VENV=$ROOT/.venv
+  else common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir); STELLA_VENV=${common%/.git}/.venv
+  fi
+fi
+TWISTD=$STELLA_VENV/bin/twistd; PY=$STELLA_VENV/bin/python
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+OUT=${OUT:-$(mktemp -d /tmp/stella-cpu.XXXXXX)}; mkdir -p "$OUT"
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+for port in 8080 5100 8081; do
+  for i in $(seq 1 60); do
+    ss -Hltn "sport = :$port" | grep -q . || break
+    [ "$i" = 60 ] && { echo "port $port busy (not ours)" >&2; exit 1; }
+    sleep 2
+  done
+done
+taskset -c "$SERVER_CPU" "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml >"$OUT/gateway.log" 2>&1 &
+GW=$!; PIDS+=($GW)
+taskset -c "$SERVER_CPU" "$TWISTD" -n --pidfile= stella-micro --config examples/billing/billing.yaml >"$OUT/billing.log" 2>&1 &
+MS=$!; PIDS+=($MS)
+taskset -c "$SERVER_CPU" "$PY" benchmarks/direct_klein.py --port 8081 >"$OUT/direct.log" 2>&1 &
+DK=$!; PIDS+=($DK)
+for _ in $(seq 1 150); do
+  [ "$(curl -fs --max-time 1 localhost:8080/ping 2>/dev/null)" = pong ] &&
+    [ "$(curl -fs --max-time 1 127.0.0.1:8081/ping 2>/dev/null)" = pong ] && break
+  sleep 0.2
+done
+
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # utime stime
+TCK=$(getconf CLK_TCK)
+echo "CPU us per request (user+system), C connections, ${SECS}s runs; servers on CPU $SERVER_CPU"
+for c in $CS; do
+  for url in http://127.0.0.1:8080/ping http://127.0.0.1:8081/ping; do
+    taskset -c "$WRK_CPU" wrk -t1 -c"$c" -d2s "$url" >/dev/null
+    before="$(ticks $GW) $(ticks $MS) $(ticks $DK)"
+    out=$(taskset -c "$WRK_CPU" wrk -t1 -c"$c" -d"${SECS}"s "$url")
+    after="$(ticks $GW) $(ticks $MS) $(ticks $DK)"
+    n=$(echo "$out" | awk '/requests in/ {print $1}')
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    "$PY" - "$c" "$url" "$rps" "$n" "$TCK" "$before" "$after" <<'EOF'
+import sys
+c, url, rps, n, tck = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+b = [int(x) for x in sys.argv[6].split()]; a = [int(x) for x in sys.argv[7].split()]
+us = [(y - x) / tck * 1e6 / n for x, y in zip(b, a)]
+g, m, d = us[0:2], us[2:4], us[4:6]
+target = "gateway" if ":8080/" in url else "direct "
+line = f"C={c:<3} {target} {rps:8.0f} req/s |"
+if target == "gateway":
+    line += (f" gateway {g[0]:5.1f}+{g[1]:4.1f}  billing {m[0]:5.1f}+{m[1]:4.1f}"
+             f"  = {sum(g) + sum(m):5.1f} us/req")
+else:
+    line += f" direct Klein {d[0]:5.1f}+{d[1]:4.1f}  = {sum(d):5.1f} us/req"
+print(line)
+EOF
+  done
+done

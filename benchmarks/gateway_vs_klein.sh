@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# gateway_vs_klein.sh - GET /ping through the gateway (Billing demo) vs a bare Klein app.
+#
+#   bash benchmarks/gateway_vs_klein.sh            # full: D=10 ROUNDS=3, C=16 then C=1
+#   bash benchmarks/gateway_vs_klein.sh --quick    # smoke: D=3 ROUNDS=1
+#   D=20 ROUNDS=5 CONNS="16 64" bash benchmarks/gateway_vs_klein.sh
+#
+# Starts, all pinned to SERVER_CPU (default 1) with taskset:
+#   * twistd stella-gateway --config examples/billing/gateway.yaml   (HTTP 127.0.0.1:8080, TCP 5100)
+#   * twistd stella-micro   --config examples/billing/billing.yaml   (dials 127.0.0.1:5100)
+#   * benchmarks/direct_klein.py, one process per direct variant in VARIANTS:
+#       plain                on 127.0.0.1:8081  Site(app.resource()), no access log
+#       like-gateway         on 127.0.0.1:8082  --like-gateway: the gateway's Site settings
+#       like-gateway-frozen  on 127.0.0.1:8083  --like-gateway --gc-freeze (as twistd stella-gateway
+#                                               does after start-up)
+# then runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0) for gateway vs each
+# direct variant at every C in CONNS, prints the per-round and SUMMARY lines, and stops everything
+# it started on exit.  After each A/B it prints how much of the server core other processes used
+# (and how busy wrk's core was): if that is more than a few percent, the run was disturbed.
+#
+# env knobs (defaults):
+#   D=10 ROUNDS=3 WARMUP=2     passed through to the A/B script
+#   CONNS="16 1"               connection counts to run
+#   VARIANTS="plain like-gateway like-gateway-frozen"   which direct Klein variants to compare against (see above)
+#   SERVER_CPU=1 WRK_CPU=0     CPU pinning (servers / wrk)
+#   AB_SCRIPT=/work/shared/perf/gateway_vs_direct.sh   the interleaved A/B wrk script
+#   STELLA_VENV                virtualenv with Twisted/Klein/stellarouter (default: .venv of this
+#                              checkout, else of the main worktree)
+#   OUT                        directory for logs and raw results (default: a new temp dir)
+# The code under test is this checkout's (PYTHONPATH is set to the repository root).
+# Only loopback addresses are used.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+if [ "${1:-}" = "--quick" ]; then
+  D=3; ROUNDS=1; shift
+elif [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+  sed -n '2,/^set -euo pipefail/{/^set /d;s/^# \{0,1\}//;p}' "$0"; exit 0
+fi
+[ $# -eq 0 ] || { echo "unknown argument: $1 (only --quick)" >&2; exit 2; }
+export D=${D:-10} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-2}
+export WRK_CPU=${WRK_CPU-0}
+SERVER_CPU=${SERVER_CPU:-1}
+CONNS=${CONNS:-16 1}
+VARIANTS=${VARIANTS:-plain like-gateway like-gateway-frozen}
+AB_SCRIPT=${AB_SCRIPT:-/work/shared/perf/gateway_vs_direct.sh}
+GW_PORT=8080; MS_PORT=5100
+variant_port() { case "$1" in plain) echo 8081;; like-gateway) echo 8082;; like-gateway-frozen) echo 8083;;
+                   *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen)" >&2; exit 2;; esac; }
+variant_args() { case "$1" in plain) ;; like-gateway) echo --like-gateway;;
+                   like-gateway-frozen) echo --like-gateway --gc-freeze;; esac; }
+DIRECT_PORTS=(); for v in $VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
+
+if [ -z "${STELLA_VENV:-}" ]; then
+  if [ -x "$ROOT/.venv/bin/twistd" ]; then
+    STELLA_VENV=$ROOT/.venv
+  else  # a git worktree: use the main checkout's virtualenv
+    common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+    STELLA_VENV=${common%/.git}/.venv
+  fi
+fi
+TWISTD=$STELLA_VENV/bin/twistd; PY=$STELLA_VENV/bin/python
+[ -x "$TWISTD" ] || { echo "no twistd in $STELLA_VENV (set STELLA_VENV)" >&2; exit 1; }
+[ -r "$AB_SCRIPT" ] || { echo "A/B script not found: $AB_SCRIPT (set AB_SCRIPT)" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
+command -v taskset >/dev/null || { echo "taskset missing (util-linux)" >&2; exit 1; }
+export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+
+OUT=${OUT:-$(mktemp -d /tmp/stella-bench.XXXXXX)}
+mkdir -p "$OUT"; : >"$OUT/pids.txt"
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+wait_port_free() {  # another agent's demo may hold a port briefly: wait, never kill it
+  local port=$1 i
+  for i in $(seq 1 60); do
+    port_busy "$port" || return 0
+    [ "$i" = 1 ] && echo "== port $port is busy (not ours); waiting up to 120 s"
+    sleep 2
+  done
+  echo "!! port $port still busy; giving up" >&2; exit 1
+}
+for p in $GW_PORT $MS_PORT "${DIRECT_PORTS[@]}"; do wait_port_free "$p"; done
+
+start() {  # name cmd... : start pinned to SERVER_CPU, log to $OUT/name.log
+  local name=$1; shift
+  taskset -c "$SERVER_CPU" "$@" >"$OUT/$name.log" 2>&1 &
+  PIDS+=($!)
+  echo "   $name: pid $!" >>"$OUT/pids.txt"
+}
+start gateway "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml
+start billing "$TWISTD" -n --pidfile= stella-micro --config examples/billing/billing.yaml
+for v in $VARIANTS; do
+  # shellcheck disable=SC2046
+  start "direct-$v" "$PY" benchmarks/direct_klein.py --port "$(variant_port "$v")" $(variant_args "$v")
+done
+
+echo "== waiting for the servers (logs in $OUT)"
+ready=0
+for _ in $(seq 1 150); do
+  ready=1
+  for url in localhost:$GW_PORT/ping "${DIRECT_PORTS[@]/#/127.0.0.1:}"; do
+    url=${url%/ping}/ping
+    [ "$(curl -fs --max-time 1 "$url" 2>/dev/null)" = pong ] || { ready=0; break; }
+  done
+  [ "$ready" = 1 ] && break
+  for p in "${PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "!! a server exited early; logs:" >&2; tail -n 20 "$OUT"/*.log >&2; exit 1; }
+  done
+  sleep 0.2
+done
+[ "$ready" = 1 ] || { echo "!! servers not ready after 30 s; logs:" >&2; tail -n 20 "$OUT"/*.log >&2; exit 1; }
+
+echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+echo "== $("$PY" -c 'import sys, twisted, klein; print("Python %s, Twisted %s, Klein %s" % (sys.version.split()[0], twisted.__version__, klein.__version__))')"
+echo "== code: $ROOT @ $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+echo "== servers on CPU $SERVER_CPU, wrk on CPU ${WRK_CPU:-unpinned}:"; cat "$OUT/pids.txt"
+echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANTS\""
+
+# Interference check: CPU time spent on the server core by anything but our servers (other
+# processes, this machine's other work) during each A/B.  A few percent is normal.
+TCK=$(getconf CLK_TCK)
+cpu_snapshot() {  # -> non-idle jiffies of the server core, our servers' jiffies, non-idle of wrk's core
+  local busy ours=0 p wrkcore
+  busy=$(awk -v c="cpu$SERVER_CPU" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
+  wrkcore=$(awk -v c="cpu${WRK_CPU:-none}" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
+  for p in "${PIDS[@]}"; do ours=$((ours + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  echo "$busy $ours ${wrkcore:-0}"
+}
+
+summaries=()
+for c in $CONNS; do
+  for v in $VARIANTS; do
+    port=$(variant_port "$v")
+    echo
+    echo "== C=$c: gateway vs direct Klein ($v)"
+    read -r busy0 ours0 wc0 < <(cpu_snapshot); t0=$(date +%s)
+    C=$c bash "$AB_SCRIPT" "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$port/ping" \
+      | tee "$OUT/ab-c$c-$v.txt"
+    read -r busy1 ours1 wc1 < <(cpu_snapshot); t1=$(date +%s)
+    other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$TCK" -v w=$((t1 - t0)) \
+      'BEGIN { x = (b - o) / t; printf "%.1f s of %d s (%.1f %%; core non-idle %.1f s, our servers %.1f s)", x, w, (w > 0 ? 100 * x / w : 0), b / t, o / t }')
+    wrkcore=$(awk -v x=$((wc1 - wc0)) -v t="$TCK" 'BEGIN { printf "%.1f s", x / t }')
+    echo "CPU $SERVER_CPU time used by other processes during this A/B: $other; CPU ${WRK_CPU:-?} (wrk) non-idle $wrkcore" | tee -a "$OUT/ab-c$c-$v.txt"
+    summaries+=("C=$c vs $v: $(grep '^SUMMARY' "$OUT/ab-c$c-$v.txt" || echo 'SUMMARY missing') | other load on CPU $SERVER_CPU: $other")
+    for p in "${PIDS[@]}"; do
+      kill -0 "$p" 2>/dev/null || { echo "!! a server died during the run; logs in $OUT" >&2; exit 1; }
+    done
+  done
+done
+
+echo
+echo "== SUMMARY (raw results and server logs in $OUT)"
+printf '%s\n' "${summaries[@]}"
