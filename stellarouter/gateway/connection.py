@@ -18,6 +18,7 @@ from zope.interface import implementer
 from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.ids import new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
 from ..common.models import ConnectionState, Frame, RoutableConnection
 from ..common.payloads import (
@@ -375,7 +376,7 @@ class GatewayConnection:
         """
         assert self.sender is not None and self.state is not None
         if cid is None:
-            cid = uuid4()
+            cid = new_correlation_id()
         frames: List[Frame]
         payload = encode_request(message)
         if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:

@@ -28,6 +28,14 @@ from ..common.interfaces import IRoutingPlugin
 from ..common.models import RoutableConnection, RoutingContext, RoutingDecision, parse_version
 
 _HEALTHY = InstanceHealthStatus.HEALTHY
+_version_keys: Dict[str, Tuple[int, int, int]] = {}
+
+
+def _version_key(version: str) -> Tuple[int, int, int]:
+    key = _version_keys.get(version)
+    if key is None:
+        key = _version_keys[version] = parse_version(version)
+    return key
 _ROUTABLE = (InstanceHealthStatus.HEALTHY, InstanceHealthStatus.DEGRADED)
 
 
@@ -104,7 +112,8 @@ class RegionAwareRouting:
         if version is None:
             if not eligible:
                 return None
-            version = max((c.state.instance.version for c in eligible), key=parse_version)
+            versions = {c.state.instance.version for c in eligible}
+            version = versions.pop() if len(versions) == 1 else max(versions, key=_version_key)
         at_version = [c for c in eligible if c.state.instance.version == version]
         pool = [c for c in at_version if c.state.status is _HEALTHY] or at_version
         if not pool:
