@@ -1,24 +1,30 @@
 """
-Correlation ids: unique per request, cheap to make on the hot path.
+Correlation ids: unique and unpredictable per request, cheap to make on the
+hot path.
 
-An id is a UUID whose first 64 bits are random per process (from
-C{os.urandom}) and whose last 64 bits count up, so ids never repeat within
-a process and differ between processes, at a fraction of C{uuid4}'s cost
-(no system call per id).
+An id is a random UUID (version 4 layout) made from a pool of
+C{os.urandom} bytes refilled 4 KiB at a time, so the system call is paid
+once per 256 ids instead of once per id.  Ids must not be guessable: over
+UDP the correlation id is what ties a RESPONSE to its request.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from uuid import UUID
 
-_prefix = int.from_bytes(os.urandom(8), "big") << 64
-_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+_POOL = 4096
+_pool = b""
+_offset = _POOL
 
 
 def new_correlation_id() -> UUID:
     """
-    A fresh correlation id.
+    A fresh random correlation id.
     """
-    return UUID(int=_prefix | (next(_counter) & 0xFFFFFFFFFFFFFFFF))
+    global _pool, _offset
+    if _offset >= len(_pool):
+        _pool, _offset = os.urandom(_POOL), 0
+    raw = _pool[_offset:_offset + 16]
+    _offset += 16
+    return UUID(bytes=raw, version=4)

@@ -23,8 +23,8 @@ def check_server_endpoint(description: str) -> Optional[str]:
     """
     try:
         serverFromString(_NoReactor(), description)
-    except (ValueError, TypeError, KeyError) as e:
-        return f"{description!r} is not a server endpoint string ({e})"
+    except Exception as e:
+        return f"{description!r} is not a usable server endpoint string ({e})"
     return None
 
 
@@ -34,6 +34,6 @@ def check_client_endpoint(description: str) -> Optional[str]:
     """
     try:
         clientFromString(_NoReactor(), description)
-    except (ValueError, TypeError, KeyError) as e:
-        return f"{description!r} is not a client endpoint string ({e})"
+    except Exception as e:
+        return f"{description!r} is not a usable client endpoint string ({e})"
     return None

@@ -47,6 +47,9 @@ def apply_env_overrides(
     if not isinstance(result, dict):
         return document, applied, [f"{names[0]}: the configuration is not a mapping"]
     for name in names:
+        if not environ[name].strip():
+            problems.append(f"{name}: empty value (unset the variable to keep the file's value)")
+            continue
         segments = [s.lower() for s in name[len(prefix):].split("__")]
         if not all(segments):
             problems.append(f"{name}: empty segment in the variable name")

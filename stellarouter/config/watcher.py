@@ -95,8 +95,18 @@ class ConfigWatcher:
             self.log.error("configuration reload refused; keeping the last good one:\n{problems}",
                            problems=str(e))
             return False
+        except Exception:
+            self.failures += 1
+            self.log.failure("configuration reload failed; keeping the last good one")
+            return False
         if config == self.current:
             return False
+        try:
+            self.on_change(config)
+        except Exception:
+            self.failures += 1
+            self.log.failure("applying the reloaded configuration failed; the previous one "
+                             "stays in force")
+            return False
         self.current = config
-        self.on_change(config)
         return True

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
 from uuid import UUID, uuid4
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -81,6 +81,7 @@ class GatewayConnection:
         health: HealthConfig = HealthConfig(),
         allowed_client_names: Optional[Mapping[str, Sequence[str]]] = None,
         aggregate: Optional[ByteCount] = None,
+        hello_timeout: float = 10.0,
     ) -> None:
         """
         @param health: the liveness thresholds (a HEARTBEAT re-evaluates the
@@ -90,6 +91,8 @@ class GatewayConnection:
         """
         self.allowed_client_names = dict(allowed_client_names or {})
         self.aggregate = aggregate if aggregate is not None else ByteCount()
+        self.hello_timeout = hello_timeout
+        self._hello_timer: Optional[IDelayedCall] = None
         self.routing_state = routing_state
         self.health = health
         self.reported_status = InstanceHealthStatus.HEALTHY
@@ -125,6 +128,17 @@ class GatewayConnection:
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
+        self._hello_timer = self.clock.callLater(self.hello_timeout, self._no_hello)
+
+    def _no_hello(self) -> None:
+        self._hello_timer = None
+        if self.state is None and not self._closed:
+            self._reject(f"no HELLO within {self.hello_timeout:g}s")
+
+    def _stop_hello_timer(self) -> None:
+        if self._hello_timer is not None and self._hello_timer.active():
+            self._hello_timer.cancel()
+        self._hello_timer = None
 
     def frameReceived(self, frame: Frame) -> None:
         kind = frame.type
@@ -148,6 +162,7 @@ class GatewayConnection:
 
     def connectionClosed(self, reason: str) -> None:
         self._closed = True
+        self._stop_hello_timer()
         if self.state is not None:
             self.routing_state.unregister(self._routable())
             i = self.state.instance
@@ -166,6 +181,7 @@ class GatewayConnection:
 
     def _hello(self, frame: Frame) -> None:
         assert self.sender is not None
+        self._stop_hello_timer()
         try:
             hello = decode_hello(frame.payload)
         except (MalformedPayload, InvalidDescriptor) as e:
@@ -416,11 +432,16 @@ class GatewayConnection:
             send(frame)
         return cid
 
-    def send_body(self, cid: UUID, data: bytes, end: bool = False) -> None:
+    def send_body(self, cid: UUID, data: bytes, end: bool = False, abort: bool = False) -> None:
         """
-        Send a piece of a streamed request body (split to fit frames).
+        Send a piece of a streamed request body (split to fit frames), or
+        end or abort the stream.
         """
         if self.sender is None or self._closed:
+            return
+        if abort:
+            self.sender.sendFrame(Frame(FrameType.REQUEST_STREAM_DATA, cid,
+                                        encode_stream_data(b"", abort=True)))
             return
         step = self.max_frame_bytes - FRAME_OVERHEAD - 1
         last = max(len(data) - 1, 0) // step * step

@@ -121,7 +121,7 @@ class HttpResponseSink:
     """
 
     __slots__ = ("request", "correlation_id", "client_gone", "grant", "paused", "unacked",
-                 "streaming")
+                 "streaming", "finish_pending")
 
     log = Logger()
 
@@ -138,6 +138,20 @@ class HttpResponseSink:
         self.paused = False
         self.unacked = 0
         self.streaming = False
+        self.finish_pending = False
+
+    def _finish(self) -> None:
+        """
+        Finish the HTTP response, unless the client is still sending the
+        request's body: then finish once the body is in (twisted.web would
+        otherwise parse the rest of the body as a new request).
+        """
+        upload = getattr(self.request, "upload", None)
+        if upload is not None and not upload.complete:
+            self.finish_pending = True
+            upload.stop_forwarding()
+            return
+        self.request.finish()
 
     # IPushProducer (a streamed response)
 
@@ -198,7 +212,7 @@ class HttpResponseSink:
             headers.setRawHeaders(b"Content-Length", [str(len(body)).encode()])
         if body:
             request.write(body)
-        request.finish()
+        self._finish()
 
     def bodyChunk(self, data: bytes) -> None:
         if not self.client_gone:
@@ -210,7 +224,7 @@ class HttpResponseSink:
         if not self.client_gone:
             if self.streaming:
                 self.request.unregisterProducer()
-            self.request.finish()
+            self._finish()
 
     def failed(self, error: DispatchError) -> None:
         if self.client_gone:
@@ -232,7 +246,7 @@ class HttpResponseSink:
         request.setHeader(CORRELATION_HEADER, self.correlation_id.encode())
         body = write_problem(request, error, self.correlation_id)
         request.write(body)
-        request.finish()
+        self._finish()
 
 
 @implementer(IResource)
@@ -280,6 +294,9 @@ class ProxyResource(Resource):
             # A streaming endpoint whose REQUEST went out with the headers:
             # the body has been forwarded as it came; close the stream.
             upload.finish()
+            if upload.sink.finish_pending and not request.finished:
+                request.finish()
+                return NOT_DONE_YET
             self._watch_client(request, upload.sink, upload.connection, upload.cid)
             return NOT_DONE_YET
         early_error = getattr(request, "early_error", None)
@@ -420,7 +437,8 @@ class ProxyResource(Resource):
         if length is not None and length > plan.limit:
             return False
         try:
-            self._check_budgets(plan.connection, length or 0)
+            # A stream holds at most one window in flight at a time.
+            self._check_budgets(plan.connection, min(length or STREAM_WINDOW, STREAM_WINDOW))
         except PipelineError as e:
             # Answer it when the request completes; do not buffer the body.
             request.early_error = e
@@ -550,8 +568,14 @@ class UploadStream:
     """
     The body of a request to a streaming endpoint, forwarded as it arrives
     (REQUEST_STREAM_DATA frames).  The microservice grants credit as its
-    handler reads; when the credit is spent the gateway stops reading from
-    the client, so an upload never piles up in the gateway.
+    handler reads; while the credit is spent the gateway keeps the client's
+    connection paused, so an upload never piles up anywhere.
+
+    @ivar complete: the whole body has been received from the client.
+    @ivar forwarding: the body still goes to the microservice (not once the
+        request was answered, cancelled or refused; the rest is dropped).
+    @ivar outstanding: bytes forwarded and not yet granted back; they count
+        against the payload budgets.
     """
 
     log = Logger()
@@ -565,40 +589,45 @@ class UploadStream:
         self.sink = sink
         self.credit = STREAM_WINDOW
         self.received = 0
-        self.paused = False
-        self.done = False
+        self.outstanding = 0
+        self.complete = False
+        self.forwarding = True
 
     def feed(self, data: bytes) -> None:
-        if self.done:
+        if self.complete:
             return
         self.received += len(data)
+        if not self.forwarding:
+            return
         if self.cid not in self.connection.in_flight:
-            # Answered (or cancelled) already: keep reading, drop the rest.
-            self._resume()
+            self.stop_forwarding()
             return
         if self.received > self.limit:
             self._exceeded()
             return
         self.connection.send_body(self.cid, data)
         self.connection.count_bytes(self.cid, len(data))
+        self.outstanding += len(data)
         self.credit -= len(data)
-        if self.credit <= 0 and not self.paused:
-            self.paused = True
+        if self.credit <= 0:
+            # Every time: twisted.web may resume the transport on its own
+            # (when the client's write buffer drains).
             transport = self._transport()
             if transport is not None:
                 transport.pauseProducing()
 
     def grant(self, amount: int) -> None:
         self.credit += amount
+        release = min(amount, self.outstanding)
+        self.outstanding -= release
+        self.connection.count_bytes(self.cid, -release)
         if self.credit > 0:
             self._resume()
 
     def _resume(self) -> None:
-        if self.paused:
-            self.paused = False
-            transport = self._transport()
-            if transport is not None:
-                transport.resumeProducing()
+        transport = self._transport()
+        if transport is not None:
+            transport.resumeProducing()
 
     def _transport(self) -> Any:
         """
@@ -606,33 +635,58 @@ class UploadStream:
         """
         return self.request.channel.transport if self.request.channel else None
 
+    def stop_forwarding(self, abort: bool = True) -> None:
+        """
+        The request no longer needs its body (answered, cancelled or
+        refused): tell the microservice the stream ends (abort), and read
+        and drop the rest from the client.
+        """
+        if self.forwarding:
+            self.forwarding = False
+            self.connection.uploads.pop(self.cid, None)
+            if abort:
+                self.connection.send_body(self.cid, b"", abort=True)
+            if not self.complete:
+                self._resume()
+
     def finish(self) -> None:
-        if not self.done:
-            self.done = True
+        """
+        The whole body has been received from the client.
+        """
+        self.complete = True
+        if self.forwarding:
+            self.forwarding = False
             self.connection.uploads.pop(self.cid, None)
             self.connection.send_body(self.cid, b"", end=True)
 
     def client_gone(self) -> None:
-        if not self.done:
-            self.done = True
+        if not self.complete:
+            self.complete = True
             self.sink.client_gone = True
+            was_forwarding = self.forwarding
+            self.forwarding = False
             self.connection.uploads.pop(self.cid, None)
-            self.connection.cancel(self.cid, CancelReason.CLIENT_DISCONNECTED)
+            if was_forwarding:
+                self.connection.cancel(self.cid, CancelReason.CLIENT_DISCONNECTED)
 
     def _exceeded(self) -> None:
         """
-        The body crossed the limit: stop, CANCEL, answer 413, close.
+        The body crossed the limit: stop, CANCEL, answer 413 (unless an
+        answer has started: then only abort), close.
         """
-        self.done = True
+        self.complete = True
+        self.forwarding = False
         self.sink.client_gone = True
         self.connection.uploads.pop(self.cid, None)
         self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
-        self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent, answering 413",
+        self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent",
                       cid=self.cid, limit=self.limit)
-        body = problem_body(413, PayloadTooLarge.kind, PayloadTooLarge.title,
-                            f"request body exceeds {self.limit} bytes", str(self.cid))
         transport = self._transport()
-        if transport is not None:
+        if transport is None:
+            return
+        if not self.request.startedWriting:
+            body = problem_body(413, PayloadTooLarge.kind, PayloadTooLarge.title,
+                                f"request body exceeds {self.limit} bytes", str(self.cid))
             transport.write(
                 b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: " + _PROBLEM
                 + b"\r\nX-Correlation-Id: " + str(self.cid).encode()
@@ -640,6 +694,8 @@ class UploadStream:
                 + b"\r\n\r\n" + body)
             transport.resumeProducing()
             transport.loseConnection()
+        else:
+            transport.abortConnection()
 
 
 def _origin_form(path: bytes) -> bytes:

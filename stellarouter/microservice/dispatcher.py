@@ -374,6 +374,7 @@ class RequestDispatcher:
         self._check_idle()
 
     def _handler_failed(self, failure: Failure, cid: UUID, message: RequestMessage) -> None:
+        self._uploads.pop(cid, None)
         self.failed += 1
         self.log.failure(
             "handler for {method} {template} failed (request {cid})",
@@ -402,6 +403,9 @@ class RequestDispatcher:
         if isinstance(result, StreamingResponse):
             self._start_stream(cid, result, message, entry)
             return
+        # Answered: whatever of a streamed request body still comes is
+        # dropped (the gateway aborts the stream).
+        self._uploads.pop(cid, None)
         problem = response_problem(result)
         if problem is not None:
             self.failed += 1
@@ -489,6 +493,7 @@ class RequestDispatcher:
 
     def _stream_done(self, result: object, cid: UUID, entry: _InFlight) -> None:
         self._credits.pop(cid, None)
+        self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
             return
         del self._in_flight[cid]
@@ -499,6 +504,7 @@ class RequestDispatcher:
 
     def _stream_failed(self, failure: Failure, cid: UUID, entry: _InFlight) -> None:
         self._credits.pop(cid, None)
+        self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
             return
         del self._in_flight[cid]

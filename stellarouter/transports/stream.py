@@ -162,7 +162,9 @@ class FrameStreamFactory(Factory):
         transport_type: TransportType,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         protocol_class: type = FrameStreamProtocol,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
+        self.clock = clock
         self.receiver_factory = receiver_factory
         self.transport_type = transport_type
         self.max_frame_bytes = max_frame_bytes
@@ -193,6 +195,7 @@ class StreamTransportServer:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         protocol_class: type = FrameStreamProtocol,
         wrap: Callable[[Factory], Any] = lambda factory: factory,
+        clock: Optional[IReactorTime] = None,
     ) -> None:
         """
         @param endpoint: where to listen.
@@ -203,7 +206,7 @@ class StreamTransportServer:
         self.transport_type = transport_type
         self._endpoint = endpoint
         self._factory = FrameStreamFactory(
-            receiver_factory, transport_type, max_frame_bytes, protocol_class
+            receiver_factory, transport_type, max_frame_bytes, protocol_class, clock
         )
         self._listening_factory = wrap(self._factory)
         self._port: Optional[IListeningPort] = None
@@ -269,7 +272,7 @@ class StreamTransportClient:
         """
         self.transport_type = transport_type
         self.factory = FrameStreamFactory(receiver_factory, transport_type, max_frame_bytes,
-                                          protocol_class)
+                                          protocol_class, clock)
         self.service = ClientService(
             endpoint,
             self.factory,

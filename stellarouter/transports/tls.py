@@ -74,14 +74,29 @@ class TLSFrameStreamProtocol(FrameStreamProtocol):
 
     log = Logger()
     _handshaken = False
+    _deadline: Any = None
+    #: Seconds a peer has to complete the handshake.
+    handshake_timeout = 10.0
 
     def open(self) -> None:
-        # Wait for handshakeCompleted.
-        pass
+        # Wait for handshakeCompleted, but not forever.
+        clock = getattr(self.factory, "clock", None)
+        if clock is not None:
+            self._deadline = clock.callLater(self.handshake_timeout, self._too_slow)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self._handshaken and self.transport is not None:
+            self.log.warn("TLS handshake with {peer} not done within {timeout:g}s; closing",
+                          peer=self.peer, timeout=self.handshake_timeout)
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def handshakeCompleted(self) -> None:
         assert self.transport is not None
         self._handshaken = True
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
         self.peer_identity = certificate_names(
             cast(ISSLTransport, self.transport).getPeerCertificate())
         self.log.info("TLS handshake with {peer} done; peer certificate: {identity}",
@@ -89,6 +104,9 @@ class TLSFrameStreamProtocol(FrameStreamProtocol):
         super().open()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
         if not self._handshaken:
             self.log.warn("TLS connection with {peer} failed before the handshake completed: "
                           "{reason}", peer=self.peer or "?", reason=_describe_tls_error(reason))
@@ -183,7 +201,7 @@ def tls_server(
     return StreamTransportServer(
         serverFromString(reactor, listen), receiver_factory, TransportType.TLS,
         max_frame_bytes, protocol_class=TLSFrameStreamProtocol,
-        wrap=lambda factory: TLSMemoryBIOFactory(options, False, factory),
+        wrap=lambda factory: TLSMemoryBIOFactory(options, False, factory), clock=reactor,
     )
 
 

@@ -52,13 +52,18 @@ ReceiverFactory = Callable[[], IFrameReceiver]
 class _Seen:
     """
     A bounded memory of the frames received (for duplicates) and of the
-    answers sent (to repeat them).
+    answers this side sent (to repeat them): HELLO answers on the gateway,
+    RESPONSEs on the microservice.  Answers are kept up to C{max_bytes}.
     """
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, answer_types: Tuple[FrameType, ...], size: int = 4096,
+                 max_bytes: int = 16 * 1024 * 1024) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.answer_types = answer_types
         self._received: "OrderedDict[Tuple[int, UUID], None]" = OrderedDict()
-        self._answers: "OrderedDict[UUID, bytes]" = OrderedDict()
+        self._answers: "OrderedDict[Tuple[int, UUID], bytes]" = OrderedDict()
+        self._answer_bytes = 0
 
     def duplicate(self, frame: Frame) -> bool:
         key = (frame.type, frame.correlation_id)
@@ -70,15 +75,24 @@ class _Seen:
         return False
 
     def remember_answer(self, frame: Frame, datagram: bytes) -> None:
-        if frame.type in (FrameType.HELLO, FrameType.RESPONSE):
-            self._answers[frame.correlation_id] = datagram
-            if len(self._answers) > self.size:
-                self._answers.popitem(last=False)
+        if frame.type not in self.answer_types:
+            return
+        key = (frame.type, frame.correlation_id)
+        previous = self._answers.pop(key, None)
+        if previous is not None:
+            self._answer_bytes -= len(previous)
+        self._answers[key] = datagram
+        self._answer_bytes += len(datagram)
+        while self._answers and (len(self._answers) > self.size
+                                 or self._answer_bytes > self.max_bytes):
+            _, dropped = self._answers.popitem(last=False)
+            self._answer_bytes -= len(dropped)
 
     def answer_to(self, frame: Frame) -> Optional[bytes]:
-        if frame.type in _REPLY_TYPE:
-            return self._answers.get(frame.correlation_id)
-        return None
+        reply = _REPLY_TYPE.get(frame.type)
+        if reply is None:
+            return None
+        return self._answers.get((reply, frame.correlation_id))
 
 
 class _Endpoint(DatagramProtocol):
@@ -138,7 +152,7 @@ class UDPPeer:
         self.address = address
         self.peer = f"{address[0]}:{address[1]}"
         self.receiver = receiver
-        self.seen = _Seen()
+        self.seen = _Seen((FrameType.HELLO,))
         self.last_seen = server.clock.seconds()
         self.closed = False
 
@@ -284,7 +298,7 @@ class UDPTransportClient(_Endpoint):
         self.idle_timeout = idle_timeout
         self.hello_retry = hello_retry
         self.receiver: Optional[IFrameReceiver] = None
-        self.seen = _Seen()
+        self.seen = _Seen((FrameType.RESPONSE,))
         self._port: Optional[IListeningPort] = None
         self._hello: Optional[Frame] = None
         self._hello_call: Optional[IDelayedCall] = None
@@ -368,7 +382,7 @@ class UDPTransportClient(_Endpoint):
     # sessions
 
     def _new_session(self) -> None:
-        self.seen = _Seen()
+        self.seen = _Seen((FrameType.RESPONSE,))
         self.receiver = self.receiver_factory()
         self._touch()
         self.receiver.connectionOpened(self)

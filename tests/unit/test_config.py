@@ -103,7 +103,7 @@ class GatewayConfigTests(SynchronousTestCase):
         text = "\n".join(problems)
         self.assertIn("node.regoin: unknown key (did you mean 'region'?)", text)
         self.assertIn("node.region: is required", text)
-        self.assertIn("http.listen: 'nonsense:1' is not a server endpoint string", text)
+        self.assertIn("http.listen: 'nonsense:1' is not a usable server endpoint string", text)
         self.assertIn("transports[0].type: 'tcpp' is not one of inmemory, tcp, tls, udp, rabbitmq",
                       text)
         self.assertIn("transports[1].listen: is required", text)
