@@ -232,3 +232,111 @@ class TransportContractTests:
         await self.settle(server.stop())
         await self.settle(servers.receivers[0].closed)
         await self.settle(clients.receivers[0].closed)
+
+
+class DatagramContractTests:
+    """
+    What a datagram transport (UDP) guarantees to the layers above it: the
+    parts of L{TransportContractTests} that apply without a connection.
+
+    The concrete test case provides C{startServer(receiver_factory) ->
+    (server, client_address)}, C{makeClient(address, receiver_factory)},
+    C{settle(deferred)} and C{sendRaw(server, data, source)} (a datagram
+    from an arbitrary source address).
+    """
+
+    startServer: Callable[..., Any]
+    makeClient: Callable[..., ITransportClient]
+    settle: Callable[[Deferred], Any]
+    sendRaw: Callable[..., None]
+    assertEqual: Callable[..., None]
+    assertIn: Callable[..., None]
+    addCleanup: Callable[..., None]
+
+    async def _pair(self) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
+        servers, clients = ReceiverLog(), ReceiverLog()
+        server, address = await self.startServer(servers)
+        client = self.makeClient(address, clients)
+        self.addCleanup(self._stop, server, client)
+        client.start()
+        session = await self.settle(clients.opened(1))
+        session.connection.sendFrame(_frame(FrameType.HELLO, b"{}"))
+        await self.settle(servers.opened(1))
+        return server, client, servers, clients
+
+    async def _stop(self, server: Any, client: Any) -> None:
+        await self.settle(client.stop())
+        await self.settle(server.stop())
+
+    async def test_interfaces(self) -> None:
+        """
+        Server, client and the server's peer provide their interfaces.
+        """
+        server, client, servers, clients = await self._pair()
+        verifyObject(ITransportServer, server)
+        verifyObject(ITransportClient, client)
+        for receiver in (servers.receivers[0], clients.receivers[0]):
+            verifyObject(IFrameSender, receiver.connection)
+            self.assertEqual(receiver.connection.transport_type, TransportType.UDP)
+
+    async def test_hello_opens_and_frames_flow(self) -> None:
+        """
+        A HELLO opens the peer; frames of every datagram-able type then go
+        both ways intact.
+        """
+        _, _, servers, clients = await self._pair()
+        server_end, client_end = servers.receivers[0], clients.receivers[0]
+        up = [_frame(kind, bytes([i]) * (i * 300)) for i, kind in enumerate(
+            [FrameType.HEARTBEAT, FrameType.RESPONSE, FrameType.ENDPOINTS_UPDATE], start=1)]
+        for frame in up:
+            client_end.connection.sendFrame(frame)
+        received = await self.settle(server_end.received(1 + len(up)))
+        self.assertEqual(received[1:], up)
+        down = [_frame(FrameType.REQUEST, b"r" * 1000), _frame(FrameType.CANCEL, b"{}")]
+        for frame in down:
+            server_end.connection.sendFrame(frame)
+        self.assertEqual(await self.settle(client_end.received(len(down))), down)
+
+    async def test_unknown_and_malformed_dropped(self) -> None:
+        """
+        Datagrams from an address that never sent HELLO, and malformed ones,
+        are dropped and counted; nothing is opened.
+        """
+        server, _, servers, _ = await self._pair()
+        from ..common.frames import encode_datagram
+
+        self.sendRaw(server, encode_datagram(_frame(FrameType.RESPONSE, b"x")), ("127.0.0.1", 9))
+        self.sendRaw(server, b"\x01\x02", ("127.0.0.1", 9))
+        await self.settle(_later(self))
+        self.assertEqual(len(servers.receivers), 1)
+        self.assertEqual(server.protocol.drops.get("unknown_peer"), 1)
+        self.assertEqual(server.protocol.drops.get("malformed"), 1)
+
+    async def test_duplicates_dropped(self) -> None:
+        """
+        The same frame (type and id) delivered twice reaches the receiver
+        once.
+        """
+        _, _, servers, clients = await self._pair()
+        frame = _frame(FrameType.HEARTBEAT, b"{}")
+        clients.receivers[0].connection.sendFrame(frame)
+        clients.receivers[0].connection.sendFrame(frame)
+        clients.receivers[0].connection.sendFrame(_frame(FrameType.HEARTBEAT, b"{}"))
+        frames = await self.settle(servers.receivers[0].received(3))
+        self.assertEqual(frames[1], frame)
+        self.assertEqual(len(servers.receivers[0].frames), 3)
+
+    async def test_server_stop_closes_peers(self) -> None:
+        """
+        Stopping the server closes its peers.
+        """
+        server, _, servers, _ = await self._pair()
+        await self.settle(server.stop())
+        await self.settle(servers.receivers[0].closed)
+
+
+def _later(case: Any) -> Deferred:
+    """
+    A Deferred that fires after a round of deliveries.
+    """
+    return case.roundTrip()
