@@ -19,7 +19,7 @@ setup(
         "zope.interface>=6",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"],
+        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0", "pika>=1.3"],
     },
     entry_points={"console_scripts": ["stellarouter = stellarouter.cli:main"]},
     classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3"],
