@@ -13,13 +13,14 @@ setup(
     install_requires=[
         "twisted>=24.7",
         "pyjwt[crypto]>=2.8",
+        "pika>=1.3",
         "klein>=24.8",
         "pyyaml>=6",
         "attrs>=23",
         "zope.interface>=6",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0", "pika>=1.3"],
+        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"],
     },
     entry_points={"console_scripts": ["stellarouter = stellarouter.cli:main"]},
     classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3"],

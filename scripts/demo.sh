@@ -3,6 +3,7 @@
 # 127.0.0.1, then a few requests through the gateway. Keeps running until Ctrl-C when run
 # in a terminal; pass --once (or run without a terminal) to stop after the requests.
 # --tls: the same over mutual TLS (development certificates are created in .demo/certs).
+# --amqp: the microservice connected through RabbitMQ on 127.0.0.1:5672 (guest/guest).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -12,7 +13,8 @@ for arg in "$@"; do
   case "$arg" in
     --once) ONCE=1 ;;
     --tls) GATEWAY_CONFIG=examples/billing/gateway-tls.yaml; BILLING_CONFIG=examples/billing/billing-tls.yaml ;;
-    *) echo "usage: $0 [--once] [--tls]" >&2; exit 2 ;;
+    --amqp) GATEWAY_CONFIG=examples/billing/gateway-amqp.yaml; BILLING_CONFIG=examples/billing/billing-amqp.yaml ;;
+    *) echo "usage: $0 [--once] [--tls|--amqp]" >&2; exit 2 ;;
   esac
 done
 

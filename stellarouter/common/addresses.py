@@ -43,3 +43,32 @@ def parse_udp_address(description: str, server: bool) -> Tuple[str, int]:
     except ValueError:
         form = "udp:PORT:interface=HOST" if server else "udp:host=HOST:port=PORT"
         raise ValueError(f"{description!r} is not of the form {form}") from None
+
+
+def parse_amqp_address(description: str, gateway_required: bool = False) -> Dict[str, str]:
+    """
+    Parse C{amqp:host=HOST:port=PORT[:user=U][:password=P][:vhost=V][:gateway=NODE]}.
+
+    @param gateway_required: a microservice's router address must name the
+        gateway node it dials (C{gateway=NODE}).
+    @return: the options, with defaults (port 5672, guest/guest, vhost /).
+    @raise ValueError: anything else.
+    """
+    parts = description.split(":")
+    if parts[0] != "amqp":
+        raise ValueError(f"{description!r} does not start with 'amqp:'")
+    options = {"port": "5672", "user": "guest", "password": "guest", "vhost": "/"}
+    allowed = {"host", "port", "user", "password", "vhost", "gateway"}
+    for part in parts[1:]:
+        match = _KEY_VALUE.match(part)
+        if match is None or match.group(1) not in allowed:
+            raise ValueError(f"{description!r}: {part!r} is not one of "
+                             f"{', '.join(sorted(allowed))} as key=value")
+        options[match.group(1)] = match.group(2)
+    if "host" not in options:
+        raise ValueError(f"{description!r} needs host=...")
+    if not options["port"].isdigit():
+        raise ValueError(f"{description!r}: port must be a number")
+    if gateway_required and not options.get("gateway"):
+        raise ValueError(f"{description!r} needs gateway=NODE_ID (the gateway to dial)")
+    return options

@@ -23,7 +23,7 @@ from ..common.models import (
     normalize_service_name,
     parse_version,
 )
-from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
+from ..common.addresses import MAX_DATAGRAM_BYTES, parse_amqp_address, parse_udp_address
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from .errors import ConfigError
@@ -39,7 +39,7 @@ from .reader import (
 
 #: Transports the gateway can listen on today.
 SUPPORTED_LISTENERS = (TransportType.TCP, TransportType.TLS, TransportType.UDP,
-                       TransportType.INMEMORY)
+                       TransportType.RABBITMQ, TransportType.INMEMORY)
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,9 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                                       "idle_timeout"])
         kind = _transport_type(r, raw, where)
         check = (non_empty if kind is TransportType.INMEMORY else
-                 _udp_listen_problem if kind is TransportType.UDP else check_server_endpoint)
+                 _udp_listen_problem if kind is TransportType.UDP else
+                 _amqp_listen_problem if kind is TransportType.RABBITMQ else
+                 check_server_endpoint)
         listen = r.get(raw, "listen", where, str, check=check)
         if kind is TransportType.UDP:
             if "max_frame_bytes" in raw:
@@ -259,7 +261,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                               lambda v: None if 1024 <= v <= MAX_DATAGRAM_BYTES
                               else f"must be in [1024, {MAX_DATAGRAM_BYTES}]")
         else:
-            for setting in ("max_datagram_bytes", "idle_timeout"):
+            for setting in ("max_datagram_bytes",) + (
+                    () if kind is TransportType.RABBITMQ else ("idle_timeout",)):
                 if setting in raw:
                     r.problem(f"{where}.{setting}", "only a udp listener takes it")
             max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
@@ -437,6 +440,14 @@ def _read_tls_listener(r: Reader, raw: Any, where: str, source: str) -> Optional
     if certificate is None or private_key is None:
         return None
     return TLSListenerConfig(certificate, private_key, client_ca, require, tuple(allowed))
+
+
+def _amqp_listen_problem(value: str) -> Optional[str]:
+    try:
+        parse_amqp_address(value)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _udp_listen_problem(value: str) -> Optional[str]:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Tuple
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.models import ClaimRequirement
-from ..common.addresses import parse_udp_address
+from ..common.addresses import parse_amqp_address, parse_udp_address
 from .endpoints import check_client_endpoint
 from .env import MICRO_PREFIX, apply_env_overrides
 from .errors import ConfigError
@@ -29,7 +29,7 @@ from .reader import (
 
 #: Transports a microservice can dial today.
 SUPPORTED_ROUTERS = (TransportType.TCP, TransportType.TLS, TransportType.UDP,
-                     TransportType.INMEMORY)
+                     TransportType.RABBITMQ, TransportType.INMEMORY)
 
 _APP = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
 
@@ -151,7 +151,9 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
                 if setting in raw:
                     r.problem(f"{where}.{setting}", "only a tls router takes TLS settings")
         check = (non_empty if kind is TransportType.INMEMORY else
-                 _udp_address_problem if kind is TransportType.UDP else check_client_endpoint)
+                 _udp_address_problem if kind is TransportType.UDP else
+                 _amqp_address_problem if kind is TransportType.RABBITMQ else
+                 check_client_endpoint)
         address = r.get(raw, "address", where, str, check=check)
         max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
                           lambda v: None if v >= 65536 else "must be at least 65536")
@@ -179,6 +181,14 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
     r.finish()
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
                               tuple(overrides))
+
+
+def _amqp_address_problem(value: str) -> Optional[str]:
+    try:
+        parse_amqp_address(value, gateway_required=True)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _udp_address_problem(value: str) -> Optional[str]:

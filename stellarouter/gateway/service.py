@@ -74,7 +74,7 @@ class GatewayService(Service):
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
         self.servers: List[ITransportServer] = [
             make_server(t.type, t.listen, reactor, self._receiver_factory(t),
-                        t.max_frame_bytes, network, t.tls, t.idle_timeout)
+                        t.max_frame_bytes, network, t.tls, t.idle_timeout, node.node_id)
             for t in config.transports
         ]
         self.monitor = HealthMonitor(reactor, config.health, self._registered)

@@ -177,7 +177,8 @@ transports: [{transport}]
         ready = await gateway.wait_for(r"ready: (\{.*\})", self.reactor)
         addresses = json.loads(ready.group(1))
         gateway.base_url = "http://" + addresses["http"]
-        gateway.transport_port = int(addresses["transports"][0].rsplit(":", 1)[1])
+        port = re.search(r":(\d+)$", addresses["transports"][0])
+        gateway.transport_port = int(port.group(1)) if port else 0
         if self.gateway is None:
             self.gateway = gateway
             self.base_url = gateway.base_url

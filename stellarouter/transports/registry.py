@@ -15,6 +15,7 @@ from .stream import ReceiverFactory
 from .tcp import tcp_client, tcp_server
 from .tls import tls_client, tls_server
 from .udp import udp_client, udp_server
+from .amqp import amqp_client, amqp_server
 from ..common.addresses import MAX_DATAGRAM_BYTES
 
 
@@ -27,6 +28,7 @@ def make_server(
     network: Optional[InMemoryNetwork] = None,
     tls: Any = None,
     idle_timeout: float = 90.0,
+    node_id: str = "gateway",
 ) -> ITransportServer:
     """
     A server for C{kind} listening on C{listen}.
@@ -40,6 +42,8 @@ def make_server(
         return tcp_server(reactor, listen, receiver_factory, max_frame_bytes)
     if kind is TransportType.UDP:
         return udp_server(reactor, listen, receiver_factory, max_frame_bytes, idle_timeout)
+    if kind is TransportType.RABBITMQ:
+        return amqp_server(reactor, listen, receiver_factory, node_id, idle_timeout)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a certificate and a private key")
@@ -78,6 +82,8 @@ def make_client(
     if kind is TransportType.UDP:
         return udp_client(reactor, address, receiver_factory,
                           min(max_frame_bytes, MAX_DATAGRAM_BYTES), **backoff)
+    if kind is TransportType.RABBITMQ:
+        return amqp_client(reactor, address, receiver_factory, **backoff)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a server name and a CA")

@@ -61,6 +61,15 @@ class ExampleConfigTests(SynchronousTestCase):
         self.assertEqual(micro.routers[0].tls.server_name, "localhost")
         self.assertTrue(os.path.isfile(micro.routers[0].tls.ca))
 
+    def test_amqp_examples_load(self) -> None:
+        """
+        The RabbitMQ examples load.
+        """
+        gateway = load_gateway_config(os.path.join(EXAMPLES, "gateway-amqp.yaml"), {})
+        self.assertEqual(gateway.transports[0].type, TransportType.RABBITMQ)
+        micro = load_microservice_config(os.path.join(EXAMPLES, "billing-amqp.yaml"), {})
+        self.assertIn("gateway=gw-demo-1", micro.routers[0].address)
+
     def test_tls_settings_checked(self) -> None:
         """
         Missing certificate files and TLS keys on a tcp listener are located
@@ -110,13 +119,13 @@ class GatewayConfigTests(SynchronousTestCase):
         self.assertIn("payload_limits.max_request_bytes_per_call: must be positive", text)
         self.assertEqual(len(problems), 6)
 
-    def test_not_yet_implemented_transport(self) -> None:
+    def test_rabbitmq_address_checked(self) -> None:
         """
-        A transport that exists in the spec but not yet here says so.
+        A rabbitmq listener's address is checked like any other.
         """
         problems = self.problems({"node": {"region": "eu1"},
                                   "transports": [{"type": "rabbitmq", "listen": "x"}]})
-        self.assertIn("not implemented yet", problems[0])
+        self.assertIn("transports[0].listen: 'x' does not start with 'amqp:'", problems[0])
 
     def test_empty_and_wrong_shapes(self) -> None:
         """

@@ -1,0 +1,450 @@
+"""
+The RabbitMQ transport (AMQP 0-9-1, with pika's Twisted adapter; the choice
+and its evidence are in C{docs/router/decisions.md}).
+
+Topology: one direct exchange, C{stellaops.router}.  Each gateway node
+consumes its own queue C{stella.gw.<node_id>}; each microservice instance
+consumes C{stella.svc.<instance_id>.<random>}; queues are exclusive and
+deleted with their connection.  One AMQP message = one frame: the frame
+type in the message C{type} property, the correlation id in
+C{correlation_id}, the sender's queue in C{reply_to}, the payload as the
+body.  A REQUEST message carries an C{expiration} so the broker drops it
+once its deadline has passed.
+
+Delivery is at most once: messages are consumed with automatic
+acknowledgement, so nothing is redelivered after a handler got it.
+
+There is no connection between gateway and microservice, so the gateway
+keeps a peer per microservice queue, opened by HELLO (messages from a
+queue without one are dropped and counted) and closed when the
+microservice says goodbye (a HEARTBEAT with C{"goodbye": true}), when it
+has been silent for C{idle_timeout}, or when the broker connection is lost.
+The microservice starts a new session (a new HELLO) when it has heard
+nothing from the gateway for C{idle_timeout}, and after every reconnect.
+Both sides reconnect to the broker with backoff (C{ClientService}).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from typing import Any, Callable, Dict, Optional, Tuple
+from uuid import UUID
+
+import pika
+from pika.adapters.twisted_connection import TwistedProtocolConnection
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..common.addresses import parse_amqp_address
+from ..common.enums import FrameType, TransportType
+from ..common.errors import MalformedPayload
+from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
+from ..common.models import Frame
+from ..common.payloads import decode_request
+
+#: The exchange every router message goes through.
+EXCHANGE = "stellaops.router"
+#: The default AMQP port.
+DEFAULT_PORT = 5672
+_TYPES = {str(int(t)): t for t in FrameType}
+
+ReceiverFactory = Callable[[], IFrameReceiver]
+
+
+def gateway_queue(node_id: str) -> str:
+    """
+    The queue a gateway node consumes.
+    """
+    return f"stella.gw.{node_id}"
+
+
+def _parameters(options: Dict[str, str]) -> pika.ConnectionParameters:
+    return pika.ConnectionParameters(
+        host=options["host"], port=int(options["port"]), virtual_host=options["vhost"],
+        credentials=pika.PlainCredentials(options["user"], options["password"]),
+        heartbeat=30)
+
+
+class _Link(TwistedProtocolConnection):
+    """
+    One broker connection; tells its owner when it is usable and when it
+    is gone.
+    """
+
+    def __init__(self, parameters: pika.ConnectionParameters, owner: "_Node") -> None:
+        super().__init__(parameters)
+        self.owner = owner
+
+    def connectionReady(self) -> Any:
+        result = super().connectionReady()
+        Deferred.fromCoroutine(self.owner.link_ready(self)).addErrback(
+            self.owner.setup_failed, self)
+        return result
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        super().connectionLost(reason)
+        self.owner.link_lost(self, reason)
+
+
+class _Node:
+    """
+    What both sides share: one consumed queue on the exchange, kept alive
+    across broker restarts with a reconnecting L{ClientService}.
+
+    @ivar drops: dropped messages by reason (C{malformed}, C{unknown_peer}).
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, address: str, queue: str, gateway_required: bool,
+                 initial_delay: float = 0.5, max_delay: float = 30.0,
+                 jitter: Optional[Callable[[], float]] = None) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.options = parse_amqp_address(address, gateway_required)
+        self.queue = queue
+        self.channel: Any = None
+        self.link: Optional[_Link] = None
+        self.drops: Dict[str, int] = {}
+        factory = Factory.forProtocol(lambda: _Link(_parameters(self.options), self))
+        self.service = ClientService(
+            TCP4ClientEndpoint(reactor, self.options["host"], int(self.options["port"])),
+            factory,
+            retryPolicy=backoffPolicy(initialDelay=initial_delay, maxDelay=max_delay,
+                                      jitter=jitter or (lambda: random.uniform(0, 0.5))),
+            clock=reactor)
+
+    async def link_ready(self, link: _Link) -> None:
+        channel = await link.channel()
+        await channel.exchange_declare(exchange=EXCHANGE, exchange_type="direct")
+        await channel.queue_declare(queue=self.queue, exclusive=True, auto_delete=True)
+        await channel.queue_bind(queue=self.queue, exchange=EXCHANGE, routing_key=self.queue)
+        messages, _ = await channel.basic_consume(queue=self.queue, auto_ack=True)
+        self.channel, self.link = channel, link
+        self.log.info("AMQP link to {host}:{port} ready; consuming {queue}",
+                      host=self.options["host"], port=self.options["port"], queue=self.queue)
+        self.opened()
+        while True:
+            try:
+                _, _, properties, body = await messages.get()
+            except Exception:
+                return
+            frame = self._decode(properties, body)
+            if frame is not None:
+                try:
+                    self.received(frame, properties.reply_to or "")
+                except Exception:
+                    self.log.failure("handling a {kind} message failed", kind=frame.type.name)
+
+    def setup_failed(self, failure: Failure, link: _Link) -> None:
+        self.log.failure("setting up the AMQP link failed; reconnecting", failure)
+        if link.transport is not None:
+            link.transport.loseConnection()
+
+    def link_lost(self, link: _Link, reason: Failure) -> None:
+        if link is self.link:
+            self.link, self.channel = None, None
+            self.log.warn("AMQP link lost: {reason}", reason=reason.getErrorMessage())
+            self.closed(f"broker connection lost: {reason.getErrorMessage()}")
+
+    def _decode(self, properties: Any, body: bytes) -> Optional[Frame]:
+        kind = _TYPES.get(str(properties.type or ""))
+        try:
+            cid = UUID(str(properties.correlation_id))
+        except (ValueError, TypeError):
+            cid = None
+        if kind is None or cid is None:
+            self.drop("malformed", properties.reply_to,
+                      f"type {properties.type!r} id {properties.correlation_id!r}")
+            return None
+        return Frame(kind, cid, bytes(body))
+
+    def drop(self, reason: str, source: Any, detail: str = "") -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        self.log.debug("dropped a message from {source}: {reason} {detail}",
+                       source=source, reason=reason, detail=detail)
+
+    def publish(self, target: str, frame: Frame) -> None:
+        channel = self.channel
+        if channel is None:
+            return
+        expiration = None
+        if frame.type is FrameType.REQUEST:
+            try:
+                deadline = decode_request(frame.payload).deadline
+            except MalformedPayload:
+                deadline = None
+            if deadline is not None:
+                expiration = str(max(1, int((deadline - time.time()) * 1000)))
+        properties = pika.BasicProperties(
+            type=str(int(frame.type)), correlation_id=str(frame.correlation_id),
+            reply_to=self.queue, expiration=expiration)
+        try:
+            d = channel.basic_publish(exchange=EXCHANGE, routing_key=target,
+                                      body=frame.payload, properties=properties)
+        except Exception as e:
+            self.log.warn("publishing a {kind} message failed: {error}", kind=frame.type.name,
+                          error=e)
+            return
+        d.addErrback(lambda f: self.log.warn("publishing a {kind} message failed: {error}",
+                                             kind=frame.type.name, error=f.getErrorMessage()))
+
+    # overridden by each side
+    def opened(self) -> None:
+        raise NotImplementedError
+
+    def closed(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def received(self, frame: Frame, reply_to: str) -> None:
+        raise NotImplementedError
+
+
+@implementer(IFrameSender)
+class AMQPPeer:
+    """
+    The gateway's pseudo-connection to one microservice queue.
+    """
+
+    transport_type = TransportType.RABBITMQ
+    peer_identity: Tuple[str, ...] = ()
+
+    def __init__(self, server: "AMQPTransportServer", queue: str,
+                 receiver: IFrameReceiver) -> None:
+        self.server = server
+        self.queue = queue
+        self.peer = f"amqp:{queue}"
+        self.receiver = receiver
+        self.last_seen = server.clock.seconds()
+        self.closed = False
+
+    def sendFrame(self, frame: Frame) -> None:
+        if not self.closed:
+            self.server.publish(self.queue, frame)
+
+    def close(self, reason: str) -> None:
+        self.server.forget(self, reason)
+
+
+@implementer(ITransportServer)
+class AMQPTransportServer(_Node):
+    """
+    The gateway side: consumes C{stella.gw.<node_id>}; one L{AMQPPeer} per
+    microservice queue.
+    """
+
+    transport_type = TransportType.RABBITMQ
+
+    def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
+                 node_id: str, idle_timeout: float = 90.0, **backoff: Any) -> None:
+        super().__init__(reactor, listen, gateway_queue(node_id), False, **backoff)
+        self.receiver_factory = receiver_factory
+        self.idle_timeout = idle_timeout
+        self.peers: Dict[str, AMQPPeer] = {}
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = reactor
+        self._ready: Optional[Deferred] = None
+
+    def start(self) -> Deferred:
+        self._ready = Deferred()
+        self.service.startService()
+        self._sweeper.start(max(self.idle_timeout / 4, 0.05), now=False)
+        return self._ready
+
+    def opened(self) -> None:
+        if self._ready is not None and not self._ready.called:
+            self._ready.callback(
+                f"rabbitmq:{self.options['host']}:{self.options['port']}/{self.queue}")
+
+    def stop(self) -> Deferred:
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for peer in list(self.peers.values()):
+            self.forget(peer, "gateway transport stopping")
+        return self.service.stopService()
+
+    def sweep(self) -> None:
+        now = self.clock.seconds()
+        for peer in list(self.peers.values()):
+            if now - peer.last_seen >= self.idle_timeout:
+                self.forget(peer, f"silent for {now - peer.last_seen:.1f}s")
+
+    def forget(self, peer: AMQPPeer, reason: str) -> None:
+        if peer.closed:
+            return
+        peer.closed = True
+        self.peers.pop(peer.queue, None)
+        peer.receiver.connectionClosed(reason)
+
+    def closed(self, reason: str) -> None:
+        for peer in list(self.peers.values()):
+            self.forget(peer, reason)
+
+    def received(self, frame: Frame, reply_to: str) -> None:
+        peer = self.peers.get(reply_to)
+        if peer is None:
+            if frame.type is not FrameType.HELLO or not reply_to:
+                self.drop("unknown_peer", reply_to, frame.type.name)
+                return
+            peer = AMQPPeer(self, reply_to, self.receiver_factory())
+            self.peers[reply_to] = peer
+            peer.receiver.connectionOpened(peer)
+        peer.last_seen = self.clock.seconds()
+        if frame.type is FrameType.HEARTBEAT and _is_goodbye(frame.payload):
+            self.forget(peer, "the microservice said goodbye")
+            return
+        peer.receiver.frameReceived(frame)
+
+
+def _is_goodbye(payload: bytes) -> bool:
+    try:
+        return bool(json.loads(payload).get("goodbye"))
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return False
+
+
+@implementer(ITransportClient, IFrameSender)
+class AMQPTransportClient(_Node):
+    """
+    The microservice side: consumes its own queue and talks to one gateway
+    node's queue; a fresh receiver (session) after every reconnect and
+    after silence.
+    """
+
+    transport_type = TransportType.RABBITMQ
+    peer_identity: Tuple[str, ...] = ()
+
+    def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
+                 idle_timeout: float = 90.0, hello_retry: float = 1.0, **backoff: Any) -> None:
+        """
+        @param hello_retry: resend an unanswered HELLO after this long
+            (doubling up to 30 s): the gateway's queue may not exist yet.
+        """
+        options = parse_amqp_address(address, gateway_required=True)
+        super().__init__(reactor, address,
+                         f"stella.svc.{uuid.uuid4().hex[:12]}", True, **backoff)
+        self.target = gateway_queue(options["gateway"])
+        self.peer = f"amqp:{self.target}"
+        self.receiver_factory = receiver_factory
+        self.idle_timeout = idle_timeout
+        self.receiver: Optional[IFrameReceiver] = None
+        self._idle: Optional[IDelayedCall] = None
+        self.hello_retry = hello_retry
+        self._hello: Optional[Frame] = None
+        self._hello_call: Optional[IDelayedCall] = None
+        self._hello_delay = hello_retry
+
+    def start(self) -> None:
+        self.service.startService()
+
+    def stop(self) -> Deferred:
+        if self.receiver is not None and self.channel is not None:
+            self.publish(self.target, Frame(FrameType.HEARTBEAT, uuid.uuid4(),
+                                            json.dumps({"goodbye": True}).encode()))
+        self._end_session("stopped")
+        return self.service.stopService()
+
+    # link events
+
+    def opened(self) -> None:
+        self._new_session()
+
+    def closed(self, reason: str) -> None:
+        self._end_session(reason)
+
+    def received(self, frame: Frame, reply_to: str) -> None:
+        if self.receiver is None:
+            return
+        self._touch()
+        if (frame.type is FrameType.HELLO and self._hello is not None
+                and frame.correlation_id == self._hello.correlation_id):
+            self._hello = None
+            self._cancel_hello()
+        self.receiver.frameReceived(frame)
+
+    # IFrameSender
+
+    def sendFrame(self, frame: Frame) -> None:
+        if self.receiver is not None:
+            if frame.type is FrameType.HELLO and self._hello is None:
+                self._hello = frame
+                self._hello_delay = self.hello_retry
+                self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
+            self.publish(self.target, frame)
+
+    def _resend_hello(self) -> None:
+        self._hello_call = None
+        if self._hello is None or self.receiver is None:
+            return
+        self.log.info("HELLO to {peer} not answered; sending it again", peer=self.peer)
+        self.publish(self.target, self._hello)
+        self._hello_delay = min(self._hello_delay * 2, 30.0)
+        self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
+
+    def _cancel_hello(self) -> None:
+        if self._hello_call is not None and self._hello_call.active():
+            self._hello_call.cancel()
+        self._hello_call = None
+
+    def close(self, reason: str) -> None:
+        self._end_session(reason)
+        if self.channel is not None:
+            self._new_session()
+
+    # sessions
+
+    def _new_session(self) -> None:
+        self.receiver = self.receiver_factory()
+        self._touch()
+        self.receiver.connectionOpened(self)
+
+    def _end_session(self, reason: str) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        self._hello = None
+        self._cancel_hello()
+        receiver, self.receiver = self.receiver, None
+        if receiver is not None:
+            receiver.connectionClosed(reason)
+
+    def _touch(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = self.clock.callLater(self.idle_timeout, self._silent)
+
+    def _silent(self) -> None:
+        self._idle = None
+        self.log.warn("nothing heard from {peer} for {timeout:g}s; starting over",
+                      peer=self.peer, timeout=self.idle_timeout)
+        self.close(f"nothing heard from the gateway for {self.idle_timeout:g}s")
+
+
+def amqp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory, node_id: str,
+                idle_timeout: float = 90.0, **backoff: Any) -> AMQPTransportServer:
+    """
+    A RabbitMQ L{ITransportServer} for gateway node C{node_id}.
+    """
+    return AMQPTransportServer(reactor, listen, receiver_factory, node_id, idle_timeout, **backoff)
+
+
+def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
+                idle_timeout: float = 90.0, **backoff: Any) -> AMQPTransportClient:
+    """
+    A RabbitMQ L{ITransportClient} (C{address} names the gateway node).
+    """
+    return AMQPTransportClient(reactor, address, receiver_factory, idle_timeout, **backoff)
+
+
+__all__ = ["AMQPTransportClient", "AMQPTransportServer", "EXCHANGE", "amqp_client",
+           "amqp_server", "gateway_queue"]

@@ -1,0 +1,142 @@
+"""
+The RabbitMQ transport against the real broker on 127.0.0.1:5672: frames
+both ways between a gateway node and a microservice, messages from queues
+without HELLO dropped, goodbye removes at once; and the Billing demo with
+the microservice on RabbitMQ (same HTTP behaviour as TCP).
+"""
+
+import json
+import uuid
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from stellarouter.common.enums import FrameType, TransportType
+from stellarouter.common.interfaces import IFrameSender, ITransportClient, ITransportServer
+from stellarouter.common.models import Frame
+from stellarouter.testing.contract import ReceiverLog, observe
+from stellarouter.transports.amqp import amqp_client, amqp_server
+
+from .test_processes import ProcessTestCase
+
+BROKER = "amqp:host=127.0.0.1:port=5672"
+
+
+class AMQPTransportTests(TestCase):
+    timeout = 30
+
+    async def settle(self, d: Deferred) -> Any:
+        waiter = observe(d)
+        waiter.addTimeout(10, reactor)
+        result = await waiter
+        await deferLater(reactor, 0, lambda: None)
+        return result
+
+    async def pair(self) -> Any:
+        node = f"it-{uuid.uuid4().hex[:8]}"
+        servers, clients = ReceiverLog(), ReceiverLog()
+        server = amqp_server(reactor, BROKER, servers, node, initial_delay=0.05,
+                             jitter=lambda: 0)
+        await self.settle(server.start())
+        self.addCleanup(server.stop)
+        client = amqp_client(reactor, f"{BROKER}:gateway={node}", clients, initial_delay=0.05,
+                             jitter=lambda: 0)
+        client.start()
+        self.addCleanup(client.stop)
+        session = await self.settle(clients.opened(1))
+        session.connection.sendFrame(Frame(FrameType.HELLO, uuid.uuid4(), b"{}"))
+        await self.settle(servers.opened(1))
+        return server, client, servers, clients
+
+    async def test_frames_both_ways(self) -> None:
+        """
+        HELLO opens a peer; frames of every kind go both ways intact and in
+        order (one queue per side), bodies up to a megabyte included.
+        """
+        server, client, servers, clients = await self.pair()
+        verifyObject(ITransportServer, server)
+        verifyObject(ITransportClient, client)
+        verifyObject(IFrameSender, servers.receivers[0].connection)
+        self.assertEqual(servers.receivers[0].connection.transport_type, TransportType.RABBITMQ)
+        up = [Frame(kind, uuid.uuid4(), bytes([i]) * (i * 100_000))
+              for i, kind in enumerate([FrameType.HEARTBEAT, FrameType.RESPONSE,
+                                        FrameType.RESPONSE_STREAM_DATA], start=1)]
+        for frame in up:
+            clients.receivers[0].connection.sendFrame(frame)
+        received = await self.settle(servers.receivers[0].received(1 + len(up)))
+        self.assertEqual(received[1:], up)
+        down = [Frame(FrameType.CANCEL, uuid.uuid4(), b'{"reason":"Timeout"}'),
+                Frame(FrameType.REQUEST_STREAM_DATA, uuid.uuid4(), b"\x01" + b"z" * 1000)]
+        for frame in down:
+            servers.receivers[0].connection.sendFrame(frame)
+        self.assertEqual(await self.settle(clients.receivers[0].received(len(down))), down)
+
+    async def test_goodbye_removes_at_once(self) -> None:
+        """
+        A microservice that stops says goodbye: the gateway closes its peer
+        at once, without waiting for silence.
+        """
+        _, client, servers, _ = await self.pair()
+        await client.stop()
+        reason = await self.settle(servers.receivers[0].closed)
+        self.assertEqual(reason, "the microservice said goodbye")
+
+
+    async def test_hello_resent_until_the_gateway_is_there(self) -> None:
+        """
+        A microservice that starts before its gateway resends HELLO until
+        the gateway's queue exists and answers.
+        """
+        node = f"late-{uuid.uuid4().hex[:8]}"
+        servers, clients = ReceiverLog(), ReceiverLog()
+        client = amqp_client(reactor, f"{BROKER}:gateway={node}", clients, initial_delay=0.05,
+                             jitter=lambda: 0, hello_retry=0.2)
+        client.start()
+        self.addCleanup(client.stop)
+        session = await self.settle(clients.opened(1))
+        session.connection.sendFrame(Frame(FrameType.HELLO, uuid.uuid4(), b"{}"))
+        await deferLater(reactor, 0.3, lambda: None)   # the HELLO went nowhere
+        server = amqp_server(reactor, BROKER, servers, node)
+        await self.settle(server.start())
+        self.addCleanup(server.stop)
+        await self.settle(servers.opened(1))
+        self.assertEqual(servers.receivers[0].frames[0].type, FrameType.HELLO)
+
+
+class BillingOverRabbitMQTests(ProcessTestCase):
+    async def test_billing_over_rabbitmq(self) -> None:
+        """
+        Billing connected through RabbitMQ serves the README's requests with
+        the same HTTP behaviour as over TCP.
+        """
+        node = f"gw-{uuid.uuid4().hex[:8]}"
+        await self.deployment.start_gateway(
+            node_id=node, transport=f'{{type: rabbitmq, listen: "{BROKER}"}}')
+        config = self.deployment.write("billing-amqp.yaml", f"""
+region: eu1
+instance_id: billing-amqp
+routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
+""")
+        self.deployment.spawn("billing-amqp", ["stella-micro", "--config", config,
+                                               "--app", "examples.billing:service"])
+        await self.deployment.gateway.wait_for(r"registered instance billing-amqp .* over "
+                                               r"rabbitmq", reactor)
+        base = self.deployment.base_url
+        response = await treq.get(base + "/ping", pool=self.pool)
+        self.assertEqual((response.code, await response.content()), (200, b"pong"))
+        response = await treq.post(base + "/invoices", b'{"customer":"acme","amount_cents":7}',
+                                   pool=self.pool)
+        self.assertEqual(response.code, 201)
+        invoice = json.loads(await response.content())
+        response = await treq.get(base + "/invoices/" + invoice["id"], pool=self.pool)
+        self.assertEqual(response.code, 200)
+        await response.content()
+        for method, path, status in (("GET", "/nope", 404), ("DELETE", "/ping", 405)):
+            response = await treq.request(method, base + path, pool=self.pool)
+            self.assertEqual(response.code, status)
+            await response.content()
