@@ -1,5 +1,5 @@
 """
-Microservices for the benchmarks: the same tiny handler at three versions,
+Microservices for the benchmarks: the same tiny handler at four versions,
 so one gateway can route to the instance on a chosen transport with
 C{X-Stella-Version}.
 """
@@ -20,3 +20,4 @@ def build(version: str) -> Microservice:
 tcp = build("1.0.0")
 tls = build("1.0.1")
 udp = build("1.0.2")
+rabbitmq = build("1.0.3")

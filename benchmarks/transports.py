@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """
-Small calls through the gateway with the microservice on TCP, TLS (mutual)
-and UDP, measured in the same run with wrk, rounds interleaved:
+Small calls through the gateway with the microservice on TCP, TLS (mutual),
+UDP and RabbitMQ, measured in the same run with wrk, rounds interleaved:
 requests/s, p50 and p99, and each transport's ratio to TCP.
 
-One gateway listens on all three transports; three instances of the same
-service at versions 1.0.0 (TCP), 1.0.1 (TLS) and 1.0.2 (UDP) dial in, and
-wrk picks one with X-Stella-Version.  Needs wrk (apt-get install -y wrk).
+One gateway listens on all four transports; four instances of the same
+service at versions 1.0.0 (TCP), 1.0.1 (TLS), 1.0.2 (UDP) and 1.0.3
+(RabbitMQ on 127.0.0.1:5672) dial in, and wrk picks one with
+X-Stella-Version.  Needs wrk (apt-get install -y wrk).
 
     .venv/bin/python benchmarks/transports.py [--seconds 5] [--rounds 3] [--connections 16]
 """
@@ -31,7 +32,7 @@ from twisted.internet.threads import deferToThread  # noqa: E402
 from stellarouter import certs  # noqa: E402
 from stellarouter.testing.processes import ProcessDeployment  # noqa: E402
 
-VERSIONS = {"tcp": "1.0.0", "tls": "1.0.1", "udp": "1.0.2"}
+VERSIONS = {"tcp": "1.0.0", "tls": "1.0.1", "udp": "1.0.2", "rabbitmq": "1.0.3"}
 
 
 def wrk(url: str, version: str, seconds: int, connections: int) -> Dict[str, float]:
@@ -57,12 +58,13 @@ async def measure(seconds: int, rounds: int, connections: int) -> None:
             f'{{type: tls, listen: "tcp:0:interface=127.0.0.1", certificate: {pki}/gateway.pem, '
             f'private_key: {pki}/gateway.key, client_ca: {pki}/ca.pem}}',
             '{type: udp, listen: "udp:0:interface=127.0.0.1"}',
+            '{type: rabbitmq, listen: "amqp:host=127.0.0.1:port=5672"}',
         ])
         try:
             gateway = await deployment.start_gateway(node_id="gw-bench", transport=listeners)
             ready = next(line for line in gateway.lines if "ready: {" in line)
             ports = [int(a.rsplit(":", 1)[1])
-                     for a in json.loads(ready.split("ready: ", 1)[1])["transports"]]
+                     for a in json.loads(ready.split("ready: ", 1)[1])["transports"][:3]]
             tls_extra = (f"server_name: localhost, ca: {pki}/ca.pem, certificate: {pki}/bench.pem, "
                          f"private_key: {pki}/bench.key")
             for name, port, transport, extra in (("tcp", ports[0], "tcp", ""),
@@ -71,6 +73,14 @@ async def measure(seconds: int, rounds: int, connections: int) -> None:
                 gateway.transport_port = port
                 await deployment.start_microservice(f"benchmarks.apps:{name}", f"bench-{name}",
                                                     transport=transport, router_extra=extra)
+            config = deployment.write("bench-rabbitmq.yaml", """
+region: eu1
+instance_id: bench-rabbitmq
+routers: [{transport: rabbitmq, address: "amqp:host=127.0.0.1:port=5672:gateway=gw-bench"}]
+""")
+            deployment.spawn("bench-rabbitmq", ["stella-micro", "--config", config,
+                                                "--app", "benchmarks.apps:rabbitmq"])
+            await gateway.wait_for(r"registered instance bench-rabbitmq ", reactor)
             url = deployment.base_url + "/ping"
             results: Dict[str, List[Dict[str, float]]] = {k: [] for k in VERSIONS}
             order = list(VERSIONS)
