@@ -27,6 +27,7 @@ Both sides reconnect to the broker with backoff (C{ClientService}).
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import uuid
@@ -68,11 +69,13 @@ def gateway_queue(node_id: str) -> str:
     return f"stella.gw.{node_id}"
 
 
-def _parameters(options: Dict[str, str]) -> pika.ConnectionParameters:
+def _parameters(options: Dict[str, str], queue: str) -> pika.ConnectionParameters:
     return pika.ConnectionParameters(
         host=options["host"], port=int(options["port"]), virtual_host=options["vhost"],
         credentials=pika.PlainCredentials(options["user"], options["password"]),
-        heartbeat=30)
+        heartbeat=30,
+        # Shown by the broker's tools (rabbitmqctl list_connections client_properties).
+        client_properties={"connection_name": f"stellarouter {queue} pid {os.getpid()}"})
 
 
 class _Link(TwistedProtocolConnection):
@@ -116,7 +119,7 @@ class _Node:
         self.channel: Any = None
         self.link: Optional[_Link] = None
         self.drops: Dict[str, int] = {}
-        factory = Factory.forProtocol(lambda: _Link(_parameters(self.options), self))
+        factory = Factory.forProtocol(lambda: _Link(_parameters(self.options, queue), self))
         self.service = ClientService(
             TCP4ClientEndpoint(reactor, self.options["host"], int(self.options["port"])),
             factory,
@@ -227,9 +230,13 @@ class AMQPPeer:
         self.receiver = receiver
         self.last_seen = server.clock.seconds()
         self.closed = False
+        self.hello_id: Optional[UUID] = None
+        self.hello_answer: Optional[Frame] = None
 
     def sendFrame(self, frame: Frame) -> None:
         if not self.closed:
+            if frame.type is FrameType.HELLO:
+                self.hello_answer = frame
             self.server.publish(self.queue, frame)
 
     def close(self, reason: str) -> None:
@@ -300,6 +307,15 @@ class AMQPTransportServer(_Node):
             self.peers[reply_to] = peer
             peer.receiver.connectionOpened(peer)
         peer.last_seen = self.clock.seconds()
+        if frame.type is FrameType.HELLO:
+            if peer.hello_id == frame.correlation_id:
+                # The microservice resent its HELLO before it saw our answer:
+                # answer again instead of treating it as a second HELLO.
+                if peer.hello_answer is not None:
+                    self.publish(peer.queue, peer.hello_answer)
+                return
+            if peer.hello_id is None:
+                peer.hello_id = frame.correlation_id
         if frame.type is FrameType.HEARTBEAT and _is_goodbye(frame.payload):
             self.forget(peer, "the microservice said goodbye")
             return

@@ -140,3 +140,76 @@ routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
             response = await treq.request(method, base + path, pool=self.pool)
             self.assertEqual(response.code, status)
             await response.content()
+
+
+class RabbitMQFailureTests(ProcessTestCase):
+    """
+    Failures with real processes and the real broker.
+    """
+
+    timeout = 90
+
+    async def start(self, app: str, instance: str) -> Any:
+        node = f"gw-{uuid.uuid4().hex[:8]}"
+        gateway = await self.deployment.start_gateway(
+            node_id=node, transport=f'{{type: rabbitmq, listen: "{BROKER}"}}',
+            extra="health: {degraded_after: 30, unhealthy_after: 60, sweep_interval: 5, "
+                  "ping_interval: 60}")
+        config = self.deployment.write(f"{instance}.yaml", f"""
+region: eu1
+instance_id: {instance}
+routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
+""")
+        micro = self.deployment.spawn(instance, ["stella-micro", "--config", config,
+                                                 "--app", app])
+        await gateway.wait_for(rf"registered instance {instance} .* over rabbitmq", reactor)
+        return gateway, micro
+
+    async def test_expired_request_is_not_executed(self) -> None:
+        """
+        A request whose deadline passes while its microservice is frozen is
+        never executed: the client gets 504, and when the microservice
+        resumes the request has expired (in the broker, or, if it was
+        already delivered, at the SDK's deadline check).
+        """
+        gateway, micro = await self.start("examples.slowpoke:service", "slow-amqp")
+        micro.signal("STOP")
+        response = await treq.get(self.deployment.base_url + "/slow/timeout", pool=self.pool)
+        self.assertEqual(response.code, 504)
+        cid = json.loads(await response.content())["correlation_id"]
+        micro.signal("CONT")
+        response = await treq.get(self.deployment.base_url + "/slow?seconds=0", pool=self.pool)
+        self.assertEqual(response.code, 200, "\n".join(gateway.lines[-15:] + micro.lines[-15:]))
+        await response.content()
+        self.assertFalse([line for line in micro.lines if f"slow request {cid} started" in line],
+                         micro.lines[-20:])
+
+    async def test_broker_drops_the_connections(self) -> None:
+        """
+        When the broker drops both sides' connections, both reconnect with
+        backoff, the microservice announces itself again and requests
+        succeed again; nothing hangs.
+        """
+        import subprocess
+
+        gateway, micro = await self.start("examples.billing:service", "billing-drop")
+        response = await treq.get(self.deployment.base_url + "/ping", pool=self.pool)
+        self.assertEqual(response.code, 200)
+        await response.content()
+        seen = len(gateway.lines)
+        ours = {str(p.transport.pid) for p in (gateway, micro)}  # type: ignore[union-attr]
+        listing = subprocess.run(
+            ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+            capture_output=True, text=True, timeout=30).stdout
+        closed = 0
+        for line in listing.splitlines():
+            if any(f" pid {pid}\"" in line or f" pid {pid}>>" in line for pid in ours):
+                subprocess.run(["rabbitmqctl", "-q", "close_connection", line.split()[0],
+                                "test: broker drops the connection"], timeout=30)
+                closed += 1
+        self.assertEqual(closed, 2, listing)
+        await gateway.wait_for(r"AMQP link lost", reactor, since=seen)
+        await gateway.wait_for(r"registered instance billing-drop ", reactor, since=seen)
+        response = await treq.get(self.deployment.base_url + "/ping", pool=self.pool)
+        self.assertEqual(response.code, 200)
+        await response.content()
