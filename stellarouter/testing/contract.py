@@ -16,7 +16,7 @@ provides:
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 from uuid import UUID, uuid4
 
 from twisted.internet.defer import Deferred
@@ -234,23 +234,35 @@ class TransportContractTests:
         await self.settle(clients.receivers[0].closed)
 
 
-class DatagramContractTests:
+class MessageContractTests:
     """
-    What a datagram transport (UDP) guarantees to the layers above it: the
-    parts of L{TransportContractTests} that apply without a connection.
+    What a message transport (UDP, RabbitMQ) guarantees to the layers above
+    it: the parts of L{TransportContractTests} that apply without a
+    connection.  A peer is opened by its HELLO, bad messages are dropped and
+    counted (there is no connection to close), and stopping the server closes
+    its peers.
 
-    The concrete test case provides C{startServer(receiver_factory) ->
-    (server, client_address)}, C{makeClient(address, receiver_factory)},
-    C{settle(deferred)} and C{sendRaw(server, data, source)} (a datagram
-    from an arbitrary source address).
+    The concrete test case provides C{transport_type}, C{max_frame_bytes},
+    C{startServer(receiver_factory) -> (server, client_address)},
+    C{makeClient(address, receiver_factory)}, C{settle(deferred)},
+    C{roundTrip()} (a Deferred that fires once messages already sent have
+    been delivered) and three ways to put a message on the wire around the
+    client: C{injectStranger(server, frame)} (a well-formed frame from a
+    source that never sent HELLO), C{injectMalformed(server)} and
+    C{injectOversized(server, frame)}.
     """
 
+    transport_type: TransportType
+    max_frame_bytes: int
     startServer: Callable[..., Any]
     makeClient: Callable[..., ITransportClient]
     settle: Callable[[Deferred], Any]
-    sendRaw: Callable[..., None]
+    injectStranger: Callable[..., None]
+    injectMalformed: Callable[..., None]
+    injectOversized: Callable[..., None]
     assertEqual: Callable[..., None]
     assertIn: Callable[..., None]
+    assertNotIn: Callable[..., None]
     addCleanup: Callable[..., None]
 
     async def _pair(self) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
@@ -275,14 +287,16 @@ class DatagramContractTests:
         server, client, servers, clients = await self._pair()
         verifyObject(ITransportServer, server)
         verifyObject(ITransportClient, client)
+        self.assertEqual(server.transport_type, self.transport_type)
+        self.assertEqual(client.transport_type, self.transport_type)
         for receiver in (servers.receivers[0], clients.receivers[0]):
             verifyObject(IFrameSender, receiver.connection)
-            self.assertEqual(receiver.connection.transport_type, TransportType.UDP)
+            self.assertEqual(receiver.connection.transport_type, self.transport_type)
 
     async def test_hello_opens_and_frames_flow(self) -> None:
         """
-        A HELLO opens the peer; frames of every datagram-able type then go
-        both ways intact.
+        A HELLO opens the peer; frames of every message-able type then go
+        both ways intact and in order.
         """
         _, _, servers, clients = await self._pair()
         server_end, client_end = servers.receivers[0], clients.receivers[0]
@@ -297,20 +311,80 @@ class DatagramContractTests:
             server_end.connection.sendFrame(frame)
         self.assertEqual(await self.settle(client_end.received(len(down))), down)
 
+    async def test_largest_frame(self) -> None:
+        """
+        A frame exactly at C{max_frame_bytes} passes, both ways.
+        """
+        _, _, servers, clients = await self._pair()
+        size = self.max_frame_bytes - FRAME_OVERHEAD
+        up = _frame(FrameType.RESPONSE, b"\xab" * size)
+        clients.receivers[0].connection.sendFrame(up)
+        self.assertEqual((await self.settle(servers.receivers[0].received(2)))[1], up)
+        down = _frame(FrameType.REQUEST, b"\xcd" * size)
+        servers.receivers[0].connection.sendFrame(down)
+        self.assertEqual(await self.settle(clients.receivers[0].received(1)), [down])
+
     async def test_unknown_and_malformed_dropped(self) -> None:
         """
-        Datagrams from an address that never sent HELLO, and malformed ones,
-        are dropped and counted; nothing is opened.
+        Messages from a source that never sent HELLO, and malformed ones, are
+        dropped and counted; nothing is opened and the peer keeps working.
         """
-        server, _, servers, _ = await self._pair()
-        from ..common.frames import encode_datagram
-
-        self.sendRaw(server, encode_datagram(_frame(FrameType.RESPONSE, b"x")), ("127.0.0.1", 9))
-        self.sendRaw(server, b"\x01\x02", ("127.0.0.1", 9))
+        server, _, servers, clients = await self._pair()
+        self.injectStranger(server, _frame(FrameType.RESPONSE, b"x"))
+        self.injectMalformed(server)
         await self.settle(_later(self))
         self.assertEqual(len(servers.receivers), 1)
-        self.assertEqual(server.protocol.drops.get("unknown_peer"), 1)
-        self.assertEqual(server.protocol.drops.get("malformed"), 1)
+        self.assertEqual(self.drops(server).get("unknown_peer"), 1)
+        self.assertEqual(self.drops(server).get("malformed"), 1)
+        await self._still_open(servers, clients)
+
+    async def test_oversized_dropped(self) -> None:
+        """
+        A message over C{max_frame_bytes} is dropped and counted, never
+        delivered; the peer stays open and later frames pass.
+        """
+        server, _, servers, clients = await self._pair()
+        big = _frame(FrameType.RESPONSE, b"o" * (self.max_frame_bytes - FRAME_OVERHEAD + 1))
+        self.injectOversized(server, big)
+        await self.settle(_later(self))
+        self.assertEqual(self.drops(server).get("oversize"), 1)
+        await self._still_open(servers, clients)
+        self.assertNotIn(big, servers.receivers[0].frames)
+        self.assertEqual(servers.receivers[0].reasons, [])
+
+    async def _still_open(self, servers: ReceiverLog, clients: ReceiverLog) -> None:
+        """
+        The first peer still carries frames and nothing new was opened.
+        """
+        frame = _frame(FrameType.HEARTBEAT, b"{}")
+        before = len(servers.receivers[0].frames)
+        clients.receivers[0].connection.sendFrame(frame)
+        received = await self.settle(servers.receivers[0].received(before + 1))
+        self.assertEqual(received[-1], frame)
+        self.assertEqual(len(servers.receivers), 1)
+
+    async def test_server_stop_closes_peers(self) -> None:
+        """
+        Stopping the server closes its peers.
+        """
+        server, _, servers, _ = await self._pair()
+        await self.settle(server.stop())
+        await self.settle(servers.receivers[0].closed)
+
+    def drops(self, server: Any) -> Dict[str, int]:
+        """
+        The server's drop counters by reason.
+        """
+        return dict(getattr(server, "protocol", server).drops)
+
+
+class DatagramContractTests(MessageContractTests):
+    """
+    L{MessageContractTests} plus what a datagram transport adds: the network
+    may duplicate, so duplicates are dropped.
+    """
+
+    transport_type = TransportType.UDP
 
     async def test_duplicates_dropped(self) -> None:
         """
@@ -325,14 +399,6 @@ class DatagramContractTests:
         frames = await self.settle(servers.receivers[0].received(3))
         self.assertEqual(frames[1], frame)
         self.assertEqual(len(servers.receivers[0].frames), 3)
-
-    async def test_server_stop_closes_peers(self) -> None:
-        """
-        Stopping the server closes its peers.
-        """
-        server, _, servers, _ = await self._pair()
-        await self.settle(server.stop())
-        await self.settle(servers.receivers[0].closed)
 
 
 def _later(case: Any) -> Deferred:

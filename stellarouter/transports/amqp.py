@@ -49,6 +49,7 @@ from zope.interface import implementer
 from ..common.addresses import parse_amqp_address
 from ..common.enums import FrameType, TransportType
 from ..common.errors import MalformedPayload
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.models import Frame
 from ..common.payloads import decode_request
@@ -104,15 +105,20 @@ class _Node:
     What both sides share: one consumed queue on the exchange, kept alive
     across broker restarts with a reconnecting L{ClientService}.
 
-    @ivar drops: dropped messages by reason (C{malformed}, C{unknown_peer}).
+    @ivar drops: dropped messages by reason (C{malformed}, C{oversize},
+        C{unknown_peer}).
+    @ivar max_frame_bytes: the largest frame (type, id and payload) sent or
+        accepted; a larger message is refused on send and dropped on receipt.
     """
 
     log = Logger()
 
     def __init__(self, reactor: Any, address: str, queue: str, gateway_required: bool,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  initial_delay: float = 0.5, max_delay: float = 30.0,
                  jitter: Optional[Callable[[], float]] = None) -> None:
         self.reactor = reactor
+        self.max_frame_bytes = max_frame_bytes
         self.clock: IReactorTime = reactor
         self.options = parse_amqp_address(address, gateway_required)
         self.queue = queue
@@ -161,6 +167,9 @@ class _Node:
             self.closed(f"broker connection lost: {reason.getErrorMessage()}")
 
     def _decode(self, properties: Any, body: bytes) -> Optional[Frame]:
+        if len(body) + FRAME_OVERHEAD > self.max_frame_bytes:
+            self.drop("oversize", properties.reply_to, f"({len(body)} bytes)")
+            return None
         kind = _TYPES.get(str(properties.type or ""))
         try:
             cid = UUID(str(properties.correlation_id))
@@ -180,6 +189,11 @@ class _Node:
     def publish(self, target: str, frame: Frame) -> None:
         channel = self.channel
         if channel is None:
+            return
+        if len(frame.payload) + FRAME_OVERHEAD > self.max_frame_bytes:
+            self.log.error("a {kind} frame of {size} bytes is over max_frame_bytes ({limit}); "
+                           "not sent", kind=frame.type.name,
+                           size=len(frame.payload) + FRAME_OVERHEAD, limit=self.max_frame_bytes)
             return
         expiration = None
         if frame.type is FrameType.REQUEST:
@@ -253,8 +267,10 @@ class AMQPTransportServer(_Node):
     transport_type = TransportType.RABBITMQ
 
     def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
-                 node_id: str, idle_timeout: float = 90.0, **backoff: Any) -> None:
-        super().__init__(reactor, listen, gateway_queue(node_id), False, **backoff)
+                 node_id: str, idle_timeout: float = 90.0,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, **backoff: Any) -> None:
+        super().__init__(reactor, listen, gateway_queue(node_id), False, max_frame_bytes,
+                         **backoff)
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
         self.peers: Dict[str, AMQPPeer] = {}
@@ -341,14 +357,16 @@ class AMQPTransportClient(_Node):
     peer_identity: Tuple[str, ...] = ()
 
     def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
-                 idle_timeout: float = 90.0, hello_retry: float = 1.0, **backoff: Any) -> None:
+                 idle_timeout: float = 90.0, hello_retry: float = 1.0,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, **backoff: Any) -> None:
         """
         @param hello_retry: resend an unanswered HELLO after this long
             (doubling up to 30 s): the gateway's queue may not exist yet.
         """
         options = parse_amqp_address(address, gateway_required=True)
         super().__init__(reactor, address,
-                         f"stella.svc.{uuid.uuid4().hex[:12]}", True, **backoff)
+                         f"stella.svc.{uuid.uuid4().hex[:12]}", True, max_frame_bytes,
+                         **backoff)
         self.target = gateway_queue(options["gateway"])
         self.peer = f"amqp:{self.target}"
         self.receiver_factory = receiver_factory
@@ -447,19 +465,23 @@ class AMQPTransportClient(_Node):
 
 
 def amqp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory, node_id: str,
-                idle_timeout: float = 90.0, **backoff: Any) -> AMQPTransportServer:
+                idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                **backoff: Any) -> AMQPTransportServer:
     """
     A RabbitMQ L{ITransportServer} for gateway node C{node_id}.
     """
-    return AMQPTransportServer(reactor, listen, receiver_factory, node_id, idle_timeout, **backoff)
+    return AMQPTransportServer(reactor, listen, receiver_factory, node_id, idle_timeout,
+                               max_frame_bytes, **backoff)
 
 
 def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
-                idle_timeout: float = 90.0, **backoff: Any) -> AMQPTransportClient:
+                idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                **backoff: Any) -> AMQPTransportClient:
     """
     A RabbitMQ L{ITransportClient} (C{address} names the gateway node).
     """
-    return AMQPTransportClient(reactor, address, receiver_factory, idle_timeout, **backoff)
+    return AMQPTransportClient(reactor, address, receiver_factory, idle_timeout,
+                               max_frame_bytes=max_frame_bytes, **backoff)
 
 
 __all__ = ["AMQPTransportClient", "AMQPTransportServer", "EXCHANGE", "amqp_client",

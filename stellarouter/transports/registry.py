@@ -43,7 +43,8 @@ def make_server(
     if kind is TransportType.UDP:
         return udp_server(reactor, listen, receiver_factory, max_frame_bytes, idle_timeout)
     if kind is TransportType.RABBITMQ:
-        return amqp_server(reactor, listen, receiver_factory, node_id, idle_timeout)
+        return amqp_server(reactor, listen, receiver_factory, node_id, idle_timeout,
+                           max_frame_bytes)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a certificate and a private key")
@@ -83,7 +84,8 @@ def make_client(
         return udp_client(reactor, address, receiver_factory,
                           min(max_frame_bytes, MAX_DATAGRAM_BYTES), **backoff)
     if kind is TransportType.RABBITMQ:
-        return amqp_client(reactor, address, receiver_factory, **backoff)
+        return amqp_client(reactor, address, receiver_factory,
+                           max_frame_bytes=max_frame_bytes, **backoff)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a server name and a CA")

@@ -10,6 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from stellarouter.common.frames import encode_datagram
+from stellarouter.common.models import Frame
 from stellarouter.testing.contract import DatagramContractTests, observe
 from stellarouter.transports.udp import udp_client, udp_server
 
@@ -20,15 +22,17 @@ class UDPContractTests(DatagramContractTests, TestCase):
     """
 
     timeout = 20
+    max_frame_bytes = 16 * 1024
 
     async def startServer(self, receiver_factory: Any) -> Tuple[Any, str]:
-        server = udp_server(reactor, "udp:0:interface=127.0.0.1", receiver_factory)
+        server = udp_server(reactor, "udp:0:interface=127.0.0.1", receiver_factory,
+                            self.max_frame_bytes)
         await server.start()
         self.port = server.port.getHost().port
         return server, f"udp:host=127.0.0.1:port={self.port}"
 
     def makeClient(self, address: str, receiver_factory: Any) -> Any:
-        return udp_client(reactor, address, receiver_factory)
+        return udp_client(reactor, address, receiver_factory, self.max_frame_bytes)
 
     async def settle(self, d: Deferred) -> Any:
         waiter = observe(d)
@@ -37,10 +41,20 @@ class UDPContractTests(DatagramContractTests, TestCase):
         await deferLater(reactor, 0, lambda: None)
         return result
 
-    def sendRaw(self, server: Any, data: bytes, source: Any) -> None:
+    def sendRaw(self, data: bytes) -> None:
+        # From a fresh socket: an address that never sent HELLO.
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.sendto(data, ("127.0.0.1", self.port))
         sock.close()
+
+    def injectStranger(self, server: Any, frame: Frame) -> None:
+        self.sendRaw(encode_datagram(frame))
+
+    def injectMalformed(self, server: Any) -> None:
+        self.sendRaw(b"\x01\x02")
+
+    def injectOversized(self, server: Any, frame: Frame) -> None:
+        self.sendRaw(encode_datagram(frame))
 
     def roundTrip(self) -> Deferred:
         # Datagrams to ourselves on loopback arrive in order: a probe sent

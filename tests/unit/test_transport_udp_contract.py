@@ -7,6 +7,8 @@ from typing import Any, Tuple
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import TestCase
 
+from stellarouter.common.frames import encode_datagram
+from stellarouter.common.models import Frame
 from stellarouter.testing.contract import DatagramContractTests, observe
 from stellarouter.testing.datagrams import FakeDatagramReactor
 from stellarouter.transports.udp import udp_client, udp_server
@@ -17,16 +19,19 @@ class FakeUDPContractTests(DatagramContractTests, TestCase):
     UDP keeps the datagram contract on a fake network.
     """
 
+    max_frame_bytes = 4096
+
     def setUp(self) -> None:
         self.reactor = FakeDatagramReactor()
 
     async def startServer(self, receiver_factory: Any) -> Tuple[Any, str]:
-        server = udp_server(self.reactor, "udp:5200:interface=127.0.0.1", receiver_factory)
+        server = udp_server(self.reactor, "udp:5200:interface=127.0.0.1", receiver_factory,
+                            self.max_frame_bytes)
         await server.start()
         return server, "udp:host=127.0.0.1:port=5200"
 
     def makeClient(self, address: str, receiver_factory: Any) -> Any:
-        return udp_client(self.reactor, address, receiver_factory)
+        return udp_client(self.reactor, address, receiver_factory, self.max_frame_bytes)
 
     async def settle(self, d: Deferred) -> Any:
         waiter = observe(d)
@@ -36,8 +41,18 @@ class FakeUDPContractTests(DatagramContractTests, TestCase):
             self.reactor.advance(0.01)
         return self.successResultOf(waiter)
 
-    def sendRaw(self, server: Any, data: bytes, source: Any) -> None:
-        self.reactor.send(source, ("127.0.0.1", 5200), data)
+    def sendRaw(self, data: bytes) -> None:
+        # From an address that never sent HELLO.
+        self.reactor.send(("127.0.0.1", 9), ("127.0.0.1", 5200), data)
+
+    def injectStranger(self, server: Any, frame: Frame) -> None:
+        self.sendRaw(encode_datagram(frame))
+
+    def injectMalformed(self, server: Any) -> None:
+        self.sendRaw(b"\x01\x02")
+
+    def injectOversized(self, server: Any, frame: Frame) -> None:
+        self.sendRaw(encode_datagram(frame))
 
     def roundTrip(self) -> Deferred:
         self.reactor.settle()
