@@ -1,0 +1,185 @@
+"""
+A full broker restart, on a private RabbitMQ node started for the test (its
+own node name, AMQP port and data directory), so stopping it does not disturb
+the shared broker that the other tests use in parallel.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from typing import Any, List
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
+
+from .test_processes import ProcessTestCase
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PrivateBroker:
+    """
+    One RabbitMQ node of our own: C{rabbitmq-server} with a config file that
+    listens on a free loopback port, no plugins, data under a fresh
+    directory.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.node = f"stellatest-{uuid.uuid4().hex[:8]}@localhost"
+        self.process: Any = None
+
+    def _env(self) -> dict:
+        env = dict(os.environ)
+        env.update(
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_CONFIG_FILE=os.path.join(self.directory, "rabbitmq.conf"),
+            RABBITMQ_DIST_PORT=str(_free_port()),
+            RABBITMQ_MNESIA_BASE=os.path.join(self.directory, "mnesia"),
+            RABBITMQ_LOG_BASE=os.path.join(self.directory, "log"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(self.directory, "enabled_plugins"),
+            RABBITMQ_FEATURE_FLAGS_FILE=os.path.join(self.directory, "feature_flags"),
+            RABBITMQ_PID_FILE=os.path.join(self.directory, "pid"),
+        )
+        return env
+
+    async def start(self) -> None:
+        for sub in ("mnesia", "log"):
+            os.makedirs(os.path.join(self.directory, sub), exist_ok=True)
+        with open(os.path.join(self.directory, "rabbitmq.conf"), "w") as f:
+            f.write(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        with open(os.path.join(self.directory, "enabled_plugins"), "w") as f:
+            f.write("[].\n")
+        # The server may drop to the rabbitmq user: let it write here.
+        for root, dirs, files in os.walk(self.directory):
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), 0o777)
+        os.chmod(self.directory, 0o777)
+        server = shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server"
+        output = open(os.path.join(self.directory, "server.out"), "wb")
+        self.process = subprocess.Popen([server], env=self._env(), stdout=output,
+                                        stderr=subprocess.STDOUT)
+        output.close()
+        # await_startup fails at once until the node has registered with
+        # epmd: ask again until it answers, the server exits, or a minute.
+        deadline = reactor.seconds() + 60
+        while True:
+            try:
+                await self.ctl("await_startup", "--timeout", "60")
+                return
+            except RuntimeError:
+                if self.process.poll() is not None or reactor.seconds() > deadline:
+                    with open(os.path.join(self.directory, "server.out")) as f:
+                        raise RuntimeError("the private broker did not start:\n"
+                                           + f.read()[-3000:])
+                await deferLater(reactor, 0.5, lambda: None)
+
+    async def ctl(self, *args: str) -> str:
+        """
+        Run C{rabbitmqctl -n NODE ARGS}; raise with its output if it fails.
+        """
+        ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+        out, err, code = await getProcessOutputAndValue(
+            ctl, ["-q", "-n", self.node, *args], env=os.environ, reactor=reactor)
+        if code != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} exited {code}: "
+                               f"{out.decode()} {err.decode()}")
+        return out.decode()
+
+    async def stop(self) -> None:
+        if self.process is None:
+            return
+        try:
+            await self.ctl("stop")
+        except RuntimeError:
+            pass
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        self.process = None
+
+
+class BrokerRestartTests(ProcessTestCase):
+    """
+    Gateway and microservice (real twistd processes) through a broker that
+    is stopped and started under load.
+    """
+
+    timeout = 120
+
+    async def test_broker_restart_under_load(self) -> None:
+        """
+        Requests in flight when the broker stops fail cleanly (502, the
+        connection was lost; none hang); both sides reconnect with backoff once it is back, the
+        microservice announces itself again, and requests succeed again
+        within seconds.
+        """
+        # Not under _trial_temp: trial makes its directories private, and the
+        # server may run as the rabbitmq user.
+        directory = tempfile.mkdtemp(prefix="stellarouter-broker-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        broker = PrivateBroker(directory)
+        self.addCleanup(broker.stop)
+        await broker.start()
+        address = f"amqp:host=127.0.0.1:port={broker.port}"
+        node = f"gw-{uuid.uuid4().hex[:8]}"
+        gateway = await self.deployment.start_gateway(
+            node_id=node, transport=f'{{type: rabbitmq, listen: "{address}"}}',
+            extra="health: {degraded_after: 30, unhealthy_after: 60, sweep_interval: 5, "
+                  "ping_interval: 60}")
+        config = self.deployment.write("slow-restart.yaml", f"""
+region: eu1
+instance_id: slow-restart
+routers: [{{transport: rabbitmq, address: "{address}:gateway={node}"}}]
+""")
+        micro = self.deployment.spawn("slow-restart", [
+            "stella-micro", "--config", config, "--app", "examples.slowpoke:service"])
+        await gateway.wait_for(r"registered instance slow-restart .* over rabbitmq", reactor)
+        base = self.deployment.base_url
+        response = await treq.get(base + "/slow?seconds=0", pool=self.pool)
+        self.assertEqual(response.code, 200)
+        await response.content()
+
+        # Light load: requests that are still running when the broker stops.
+        seen = len(gateway.lines)
+        in_flight = [treq.get(base + "/slow?seconds=5", pool=self.pool) for _ in range(4)]
+        await micro.wait_for(r"slow request .* started", reactor)
+        await broker.ctl("stop_app")
+        results = await DeferredList(in_flight, consumeErrors=True)
+        codes: List[Any] = []
+        for ok, response in results:
+            self.assertTrue(ok, response)
+            codes.append(response.code)
+            await response.content()
+        self.assertEqual(set(codes), {502},
+                         (codes, gateway.lines[-20:]))
+        await gateway.wait_for(r"AMQP link lost", reactor, since=seen)
+
+        # While the broker is down the gateway answers at once: with its only
+        # instance gone the endpoint is unknown (invariant 5: the routing
+        # state is the union of live connections), so 404.
+        response = await treq.get(base + "/slow?seconds=0", pool=self.pool)
+        self.assertEqual(response.code, 404)
+        await response.content()
+
+        started = reactor.seconds()
+        await broker.ctl("start_app")
+        await gateway.wait_for(r"registered instance slow-restart ", reactor, timeout=30,
+                               since=seen)
+        recovered = reactor.seconds() - started
+        response = await treq.get(base + "/slow?seconds=0", pool=self.pool)
+        self.assertEqual(response.code, 200, gateway.lines[-20:])
+        await response.content()
+        self.assertLess(recovered, 30)
+        self.assertNotIn("Traceback", "\n".join(gateway.lines + micro.lines))
