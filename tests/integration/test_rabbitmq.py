@@ -5,11 +5,14 @@ without HELLO dropped, goodbye removes at once; and the Billing demo with
 the microservice on RabbitMQ (same HTTP behaviour as TCP).
 """
 
+import hashlib
 import json
 import uuid
+from collections import Counter as Tally
 from typing import Any
 
 import treq
+from twisted.web.client import ResponseNeverReceived
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -23,6 +26,7 @@ from stellarouter.testing.contract import ReceiverLog, observe
 from stellarouter.transports.amqp import amqp_client, amqp_server
 
 from .test_processes import ProcessTestCase
+from .test_streaming import BLOCK, Counter, PatternProducer
 
 BROKER = "amqp:host=127.0.0.1:port=5672"
 
@@ -141,6 +145,24 @@ routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
             self.assertEqual(response.code, status)
             await response.content()
 
+        # Streams both ways as stream-data messages, across several credit
+        # windows: an upload hashed as it arrives, a download checked whole.
+        size = 6 * 1024 * 1024
+        producer = PatternProducer(size)
+        response = await treq.post(base + "/invoices/7/attachments", data=producer,
+                                   pool=self.pool)
+        result = json.loads(await response.content())
+        self.assertEqual(response.code, 201, result)
+        self.assertEqual((result["bytes"], result["sha256"]),
+                         (size, producer.digest.hexdigest()))
+        response = await treq.get(base + f"/invoices/7/export?bytes={size}", pool=self.pool)
+        self.assertEqual(response.code, 200)
+        counter = Counter()
+        response.deliverBody(counter)
+        await counter.finished
+        expected = hashlib.sha256(BLOCK * (size // len(BLOCK))).hexdigest()
+        self.assertEqual((counter.size, counter.digest.hexdigest()), (size, expected))
+
 
 class RabbitMQFailureTests(ProcessTestCase):
     """
@@ -211,5 +233,66 @@ routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
         await gateway.wait_for(r"AMQP link lost", reactor, since=seen)
         await gateway.wait_for(r"registered instance billing-drop ", reactor, since=seen)
         response = await treq.get(self.deployment.base_url + "/ping", pool=self.pool)
+        self.assertEqual(response.code, 200)
+        await response.content()
+
+    async def test_silent_instance_is_not_used(self) -> None:
+        """
+        Liveness without a connection between the two: an instance frozen
+        with SIGSTOP stops heartbeating through the broker, the sweep marks
+        it UNHEALTHY and its queue gets no requests while its twin serves
+        them all; after SIGCONT it is routed to again.
+        """
+        node = f"gw-{uuid.uuid4().hex[:8]}"
+        gateway = await self.deployment.start_gateway(
+            node_id=node, transport=f'{{type: rabbitmq, listen: "{BROKER}"}}',
+            extra="health: {degraded_after: 0.6, unhealthy_after: 1.2, sweep_interval: 0.1, "
+                  "ping_interval: 60}")
+        processes = {}
+        for instance in ("w-amqp-frozen", "w-amqp-twin"):
+            config = self.deployment.write(f"{instance}.yaml", f"""
+region: eu1
+instance_id: {instance}
+heartbeat_interval: 0.1
+routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
+""")
+            processes[instance] = self.deployment.spawn(
+                instance, ["stella-micro", "--config", config, "--app", "examples.whoami:service"])
+            await gateway.wait_for(rf"registered instance {instance} .* over rabbitmq", reactor)
+
+        async def served_by(count: int) -> Tally:
+            served: Tally = Tally()
+            for _ in range(count):
+                response = await treq.get(self.deployment.base_url + "/whoami", pool=self.pool)
+                body = await response.content()
+                self.assertEqual(response.code, 200, body)
+                served[json.loads(body)["instance_id"]] += 1
+            return served
+
+        self.assertEqual(set(await served_by(8)), {"w-amqp-frozen", "w-amqp-twin"})
+        seen = len(gateway.lines)
+        processes["w-amqp-frozen"].signal("STOP")
+        await gateway.wait_for(r"instance w-amqp-frozen .* -> unhealthy", reactor, since=seen)
+        self.assertEqual(await served_by(10), Tally({"w-amqp-twin": 10}))
+        seen = len(gateway.lines)
+        processes["w-amqp-frozen"].signal("CONT")
+        await gateway.wait_for(r"instance w-amqp-frozen .* -> healthy", reactor, since=seen)
+        self.assertIn("w-amqp-frozen", await served_by(10))
+
+    async def test_client_disconnect_cancels_over_rabbitmq(self) -> None:
+        """
+        A client that goes away mid-request gets its handler cancelled
+        through the broker (CANCEL ClientDisconnected), as over TCP.
+        """
+        gateway, micro = await self.start("examples.slowpoke:service", "slow-cancel")
+        request = treq.get(self.deployment.base_url + "/slow?seconds=30", pool=self.pool)
+        match = await micro.wait_for(r"slow request ([0-9a-f-]{36}) started", reactor)
+        cid = match.group(1)
+        request.cancel()
+        self.failureResultOf(request, ResponseNeverReceived)
+        await gateway.wait_for(rf"client of request {cid} disconnected; CANCEL sent", reactor)
+        await micro.wait_for(rf"slow request {cid} cancelled at [0-9.]+: ClientDisconnected",
+                             reactor)
+        response = await treq.get(self.deployment.base_url + "/slow?seconds=0", pool=self.pool)
         self.assertEqual(response.code, 200)
         await response.content()

@@ -5,11 +5,13 @@ the shared broker that the other tests use in parallel.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import uuid
+from collections import Counter
 from typing import Any, List
 
 import treq
@@ -123,7 +125,7 @@ class BrokerRestartTests(ProcessTestCase):
         Requests in flight when the broker stops fail cleanly (502, the
         connection was lost; none hang); both sides reconnect with backoff once it is back, the
         microservice announces itself again, and requests succeed again
-        within seconds.
+        within seconds; no request is executed twice.
         """
         # Not under _trial_temp: trial makes its directories private, and the
         # server may run as the rabbitmq user.
@@ -182,4 +184,10 @@ routers: [{{transport: rabbitmq, address: "{address}:gateway={node}"}}]
         self.assertEqual(response.code, 200, gateway.lines[-20:])
         await response.content()
         self.assertLess(recovered, 30)
+        # At most once: no request was started twice (nothing redelivered
+        # after the reconnect), and each of the four in flight did start.
+        started = Counter(re.findall(r"slow request ([0-9a-f-]{36}) started",
+                                     "\n".join(micro.lines)))
+        self.assertEqual(set(started.values()), {1}, started)
+        self.assertEqual(len(started), 6, started)
         self.assertNotIn("Traceback", "\n".join(gateway.lines + micro.lines))
