@@ -191,6 +191,34 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class StaticInstance:
+    """
+    One instance the operator expects to be connected (C{static_instances}).
+
+    The gateway never routes by this list (invariant 5: the routing state is
+    the union of the live connections); it reports each expected instance in
+    C{/health} as connected, missing or mismatched, and logs the changes.
+
+    @ivar service: the service name (lower-cased).
+    @ivar instance_id: the C{instance_id} the instance announces in HELLO.
+    @ivar version: if set, the version it must announce.
+    @ivar region: if set, the region it must announce.
+    """
+
+    service: str
+    instance_id: str
+    version: Optional[str] = None
+    region: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        """
+        C{service/instance_id}, as shown in C{/health} and the logs.
+        """
+        return f"{self.service}/{self.instance_id}"
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """
     Everything C{twistd stella-gateway} needs, validated.
@@ -203,6 +231,7 @@ class GatewayConfig:
     health: HealthConfig = HealthConfig()
     services: Tuple[ServiceConfig, ...] = ()
     auth: AuthConfig = AuthConfig()
+    static_instances: Tuple[StaticInstance, ...] = ()
 
     def default_versions(self) -> Dict[str, str]:
         """
@@ -219,7 +248,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     """
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
-                                   "services", "auth"])
+                                   "services", "static_instances", "auth"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -332,6 +361,22 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                 r.problem(f"{where}.name", f"service {name!r} is configured twice")
             seen.add(name)
             services.append(ServiceConfig(name, version, tuple(overrides)))
+    statics = []
+    expected = set()
+    for i, item in enumerate(r.items(top, "static_instances", "")):
+        where = f"static_instances[{i}]"
+        raw = r.mapping(item, where, ["service", "instance_id", "version", "region"])
+        service = r.get(raw, "service", where, str, check=_service_name_problem)
+        instance_id = r.get(raw, "instance_id", where, str, check=non_empty)
+        expected_version = r.get(raw, "version", where, str, None, _version_problem)
+        expected_region = r.get(raw, "region", where, str, None, non_empty)
+        if service is None or instance_id is None:
+            continue
+        static = StaticInstance(service.lower(), instance_id, expected_version, expected_region)
+        if static.name in expected:
+            r.problem(where, f"{static.name} is listed twice")
+        expected.add(static.name)
+        statics.append(static)
     auth = _read_auth(r, top.get("auth"), source)
     r.finish()
     return GatewayConfig(
@@ -342,6 +387,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         health=health,
         services=tuple(services),
         auth=auth,
+        static_instances=tuple(statics),
     )
 
 

@@ -43,6 +43,7 @@ from .errors import (
 )
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
 from .dispatch import ByteCount
+from .expected import CONNECTED, ExpectedInstances
 from .overrides import EndpointOverrides
 from .state import RoutingState
 
@@ -720,6 +721,7 @@ class HealthApp:
         self.region = region
         self.started = False
         self.stopping = False
+        self.expected = ExpectedInstances(())
 
     @staticmethod
     def _json(request: IRequest, status: int, obj: Any) -> bytes:
@@ -737,8 +739,14 @@ class HealthApp:
                                         {"instances": 0, "versions": set()})
             entry["instances"] += 1
             entry["versions"].add(state.instance.version)
+        expected = self.expected.report(self.routing_state.connections())
         status = "ok" if self.started and not self.stopping else "unavailable"
-        return self._json(request, 200 if status == "ok" else 503, {
+        code = 200 if status == "ok" else 503
+        if status == "ok" and any(e["status"] != CONNECTED for e in expected.values()):
+            # The gateway itself is fine (still 200); an instance it counts on
+            # is not there.
+            status = "degraded"
+        return self._json(request, code, {
             "status": status,
             "node_id": self.node_id,
             "region": self.region,
@@ -748,6 +756,7 @@ class HealthApp:
                        "versions": sorted(e["versions"], key=parse_version)}
                 for name, e in sorted(services.items())
             },
+            **({"expected_instances": expected} if expected else {}),
         })
 
     @app.route("/health/live", methods=["GET", "HEAD"])

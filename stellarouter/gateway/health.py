@@ -76,6 +76,7 @@ class HealthMonitor:
 
     @ivar connections: returns the connections to watch (each has C{state}
         and C{ping(now)}).
+    @ivar after_sweep: called with those connections after each sweep.
     """
 
     log = Logger()
@@ -85,10 +86,12 @@ class HealthMonitor:
         clock: IReactorTime,
         thresholds: HealthConfig,
         connections: Callable[[], Iterable],
+        after_sweep: Optional[Callable[[list], None]] = None,
     ) -> None:
         self.clock = clock
         self.thresholds = thresholds
         self.connections = connections
+        self.after_sweep = after_sweep
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
         self._pinger = LoopingCall(self.ping)
@@ -121,8 +124,11 @@ class HealthMonitor:
         Re-evaluate every registered connection now.
         """
         now = self.clock.seconds()
-        for connection in list(self.connections()):
+        connections = list(self.connections())
+        for connection in connections:
             connection.refresh_status(now, self.thresholds)
+        if self.after_sweep is not None:
+            self.after_sweep(connections)
 
     def ping(self) -> None:
         """

@@ -25,6 +25,7 @@ from .connection import GatewayConnection
 from .edge import GatewaySite, HealthApp, ProxyResource
 from .auth import TokenVerifier
 from .dispatch import ByteCount
+from .expected import ExpectedInstances
 from .health import HealthMonitor
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
@@ -77,7 +78,8 @@ class GatewayService(Service):
                         t.max_frame_bytes, network, t.tls, t.idle_timeout, node.node_id)
             for t in config.transports
         ]
-        self.monitor = HealthMonitor(reactor, config.health, self._registered)
+        self.monitor = HealthMonitor(reactor, config.health, self._registered,
+                                     self._check_expected)
         self.watcher: Optional[ConfigWatcher] = None
         if config_path is not None:
             self.watcher = ConfigWatcher(
@@ -119,6 +121,9 @@ class GatewayService(Service):
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
         self.site.access_log = config.http.access_log
         self.health.node_id, self.health.region = node.node_id, node.region
+        if config.static_instances != self.health.expected.expected:
+            self.health.expected = ExpectedInstances(config.static_instances,
+                                                     self.health.expected)
         for connection in self.connections:
             connection.health = config.health
             connection.node_id, connection.region = node.node_id, node.region
@@ -161,6 +166,9 @@ class GatewayService(Service):
         if self.watcher is None:
             return False
         return self.watcher.check(force=True)
+
+    def _check_expected(self, connections: List[GatewayConnection]) -> None:
+        self.health.expected.check(connections)
 
     def _registered(self) -> List[GatewayConnection]:
         return [c for c in self.connections if c.state is not None]

@@ -36,6 +36,8 @@ class ExampleConfigTests(SynchronousTestCase):
         self.assertEqual([t.type for t in gateway.transports], [TransportType.TCP])
         micro = load_microservice_config(os.path.join(EXAMPLES, "billing.yaml"))
         self.assertEqual(micro.app, "examples.billing:service")
+        self.assertEqual([(s.service, s.instance_id) for s in gateway.static_instances],
+                         [("billing", micro.instance_id)])
         self.assertEqual(micro.routers[0].address, "tcp:host=127.0.0.1:port=5100")
 
 
