@@ -344,7 +344,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                                         "supports_streaming"])
             if "supports_streaming" in obj:
                 r.problem(f"{at}.supports_streaming",
-                          "a gateway-side streaming override is not supported yet")
+                          "not supported at the gateway; set supports_streaming in the "
+                          "microservice's endpoints (what the instance announces)")
             key = read_endpoint_key(r, obj, at)
             timeout = r.get(obj, "timeout", at, float, None,
                             lambda v: None if 0 < v <= 86400 else "must be in (0, 86400]")

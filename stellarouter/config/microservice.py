@@ -71,6 +71,9 @@ class EndpointOverrideConfig:
 
     @ivar requiring_claims: added to the code's claims, or replacing them
         when C{replace_claims} is set.
+    @ivar supports_streaming: if set, what HELLO announces instead of the
+        code's choice (how the gateway moves the bodies); the handler keeps
+        the body shape it was written for.
     """
 
     method: str
@@ -78,6 +81,7 @@ class EndpointOverrideConfig:
     timeout: Optional[float] = None
     requiring_claims: Tuple[ClaimRequirement, ...] = ()
     replace_claims: bool = False
+    supports_streaming: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -165,19 +169,19 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         at = f"endpoints[{i}]"
         obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
                                     "replace_claims", "supports_streaming"])
-        if "supports_streaming" in obj:
-            r.problem(f"{at}.supports_streaming", "streaming endpoints are not supported yet")
         key = read_endpoint_key(r, obj, at)
         timeout = r.get(obj, "timeout", at, float, None,
                         lambda v: None if 0 < v <= 86400 else "must be in (0, 86400]")
         claims = read_claims(r, obj.get("requiring_claims"), f"{at}.requiring_claims")
         replace = r.get(obj, "replace_claims", at, bool, False)
+        streaming = r.get(obj, "supports_streaming", at, bool, None)
         if key is None:
             continue
         if key in keys:
             r.problem(at, f"{key[0]} {key[1]} is overridden twice")
         keys.add(key)
-        overrides.append(EndpointOverrideConfig(key[0], key[1], timeout, claims, replace))
+        overrides.append(EndpointOverrideConfig(key[0], key[1], timeout, claims, replace,
+                                                streaming))
     r.finish()
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
                               tuple(overrides))

@@ -206,6 +206,16 @@ class RequestDispatcher:
                 return
             self._assembling[cid] = _Assembly(message)
             return
+        registered = self.app.lookup(message.method, message.template)
+        if registered is not None and registered.descriptor.supports_streaming:
+            # A streaming handler whose body came inline (YAML announced the
+            # endpoint as non-streaming): the same async stream, already whole.
+            stream = BodyStream(lambda amount: None, STREAM_WINDOW)
+            if message.body:
+                stream.feed(message.body)
+            stream.end()
+            self._dispatch(cid, message, stream)
+            return
         self._dispatch(cid, message, message.body)
 
     def stream_data_received(self, frame: Frame) -> None:
@@ -265,6 +275,11 @@ class RequestDispatcher:
             return
         if chunk:
             assembly.chunks.append(chunk)
+            # Keep a streamed upload flowing (YAML announced a bytes handler's
+            # endpoint as streaming): the body is bounded by max_request_bytes
+            # above.  The gateway ignores credit for a body it sends whole.
+            self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
+                                        encode_credit(len(chunk))))
         if end:
             del self._assembling[cid]
             self._dispatch(cid, assembly.message, b"".join(assembly.chunks))

@@ -121,8 +121,10 @@ def merge_overrides(
 ) -> Tuple[EndpointDescriptor, ...]:
     """
     Apply YAML endpoint overrides to the endpoints the code defines: code
-    says which endpoints exist, YAML may change their timeout and add claim
-    requirements (or replace them with C{replace_claims: true}).
+    says which endpoints exist, YAML may change their timeout, add claim
+    requirements (or replace them with C{replace_claims: true}) and change
+    C{supports_streaming} (how the gateway moves the bodies; the dispatcher
+    hands the handler the body shape its code declared either way).
 
     @return: the merged descriptors, in the code's order (what HELLO sends).
     @raise ConfigError: an override names an endpoint the code does not
@@ -149,6 +151,9 @@ def merge_overrides(
                 descriptor,
                 default_timeout=override.timeout or descriptor.default_timeout,
                 requiring_claims=claims,
+                supports_streaming=(descriptor.supports_streaming
+                                    if override.supports_streaming is None
+                                    else override.supports_streaming),
             )
         merged.append(descriptor)
     return tuple(merged)

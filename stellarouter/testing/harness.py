@@ -64,9 +64,13 @@ class InMemoryDeployment:
     def add(self, app: Microservice, region: str = "eu1", instance_id: Optional[str] = None,
             heartbeat_interval: float = 5.0,
             drain_grace_period: float = 30.0,
-            router: Optional[RouterEndpointConfig] = None) -> MicroserviceService:
+            router: Optional[RouterEndpointConfig] = None,
+            endpoints: Any = ()) -> MicroserviceService:
         """
         Start a microservice serving C{app}, connected once this returns.
+
+        @param endpoints: YAML-style endpoint overrides
+            (L{EndpointOverrideConfig}s).
         """
         config = MicroserviceConfig(
             region=region,
@@ -75,6 +79,7 @@ class InMemoryDeployment:
             instance_id=instance_id,
             heartbeat_interval=heartbeat_interval,
             drain_grace_period=drain_grace_period,
+            endpoints=tuple(endpoints),
         )
         service = MicroserviceService(app, config, self.clock, self.network,
                                       initial_delay=0.1, jitter=lambda: 0)

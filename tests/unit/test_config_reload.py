@@ -120,6 +120,28 @@ class EndpointOverrideTests(SynchronousTestCase):
         self.assertEqual(replaced[0].requiring_claims, (ClaimRequirement("tenant"),))
         self.assertEqual(replaced[0].default_timeout, 30.0)
 
+    def test_streaming_flag(self) -> None:
+        """
+        C{supports_streaming} from YAML replaces the code's flag when set,
+        and is read from YAML as a bool.
+        """
+        merged = merge_overrides(self.code, [EndpointOverrideConfig(
+            "GET", "/ping", supports_streaming=True)])
+        self.assertTrue(merged[1].supports_streaming)
+        self.assertFalse(merged[0].supports_streaming)
+        unchanged = merge_overrides(self.code, [EndpointOverrideConfig("GET", "/ping", 1.0)])
+        self.assertFalse(unchanged[1].supports_streaming)
+        from stellarouter.config.microservice import parse_microservice_config
+
+        base = {"region": "eu1", "routers": [{"transport": "tcp",
+                                              "address": "tcp:host=127.0.0.1:port=5100"}]}
+        config = parse_microservice_config(dict(base, endpoints=[
+            {"method": "GET", "path": "/ping", "supports_streaming": True}]))
+        self.assertIs(config.endpoints[0].supports_streaming, True)
+        error = self.assertRaises(ConfigError, parse_microservice_config, dict(base, endpoints=[
+            {"method": "GET", "path": "/ping", "supports_streaming": "yes"}]))
+        self.assertIn("endpoints[0].supports_streaming: must be", str(error))
+
     def test_unknown_endpoint(self) -> None:
         """
         An override for an endpoint the code does not define is an error

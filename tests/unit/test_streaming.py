@@ -275,3 +275,86 @@ class StreamLimitTests(SynchronousTestCase):
         response = deployment.request("POST", "/invoices/1/attachments", b"b" * 300_000)
         self.assertEqual(response.status, 413)
         self.assertEqual([e for e in events if e[0] == "error"], [])
+
+
+def make_shape_app(events: List[Any]) -> Microservice:
+    """
+    One handler written for a whole body, one for an async stream.
+    """
+    app = Microservice("shapes", "1.0.0")
+
+    @app.endpoint("POST", "/whole")
+    def whole(ctx: Any) -> RawResponse:
+        events.append(("whole", type(ctx.body).__name__))
+        return RawResponse.json({"bytes": len(ctx.body)})
+
+    @app.endpoint("POST", "/stream", streaming=True)
+    async def stream(ctx: Any) -> RawResponse:
+        events.append(("stream", type(ctx.body).__name__))
+        size = 0
+        async for chunk in ctx.body:
+            size += len(chunk)
+        return RawResponse.json({"bytes": size, "received": ctx.body.received})
+
+    return app
+
+
+class StreamingOverrideTests(SynchronousTestCase):
+    """
+    C{supports_streaming} in the microservice's YAML changes what HELLO
+    announces (so how the gateway moves the body); each handler still gets
+    the body shape its code declared.
+    """
+
+    def setUp(self) -> None:
+        from stellarouter.config.microservice import EndpointOverrideConfig
+
+        self.events: List[Any] = []
+        self.deployment = InMemoryDeployment()
+        self.deployment.add(make_shape_app(self.events), endpoints=[
+            EndpointOverrideConfig("POST", "/whole", supports_streaming=True),
+            EndpointOverrideConfig("POST", "/stream", supports_streaming=False)])
+        self.addCleanup(self.deployment.stop)
+
+    def test_announced(self) -> None:
+        """
+        HELLO announces the overridden flags.
+        """
+        endpoints = self.deployment.gateway.connections[0].state.endpoints
+        self.assertTrue(endpoints[("POST", "/whole")].supports_streaming)
+        self.assertFalse(endpoints[("POST", "/stream")].supports_streaming)
+
+    def test_bytes_handler_made_streaming(self) -> None:
+        """
+        A 3 MiB upload to a bytes handler announced as streaming is streamed
+        by the gateway with credit (more than one window) and handed to the
+        handler whole.
+        """
+        body = b"w" * (3 * 1024 * 1024)
+        client = self.deployment.http()
+        client.channel.dataReceived(
+            f"POST /whole HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        self.deployment.pump()
+        # Routed when the headers arrived: the body streams, nothing buffered.
+        self.assertEqual(len(self.deployment.gateway.connections[0].uploads), 1)
+        for offset in range(0, len(body), 65536):
+            # The microservice grants credit as the body arrives, so the
+            # gateway never has to stop reading from the client.
+            self.assertNotEqual(client.transport.producerState, "paused", offset)
+            client.channel.dataReceived(body[offset:offset + 65536])
+            self.deployment.pump()
+        response = client.response()
+        self.assertEqual((response.status, json.loads(response.body)), (200, {"bytes": len(body)}))
+        self.assertEqual(self.events, [("whole", "bytes")])
+
+    def test_stream_handler_made_buffered(self) -> None:
+        """
+        A streaming handler announced as non-streaming gets its (buffered,
+        inline) body as the same async stream.
+        """
+        response = self.deployment.request("POST", "/stream", b"s" * 5000)
+        self.assertEqual((response.status, json.loads(response.body)),
+                         (200, {"bytes": 5000, "received": 5000}))
+        self.assertEqual(self.events, [("stream", "BodyStream")])
+        response = self.deployment.request("POST", "/stream", b"")
+        self.assertEqual(json.loads(response.body), {"bytes": 0, "received": 0})
