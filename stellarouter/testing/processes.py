@@ -56,14 +56,17 @@ class WatchedProcess(ProcessProtocol):
         for raw in complete:
             line = raw.decode("utf-8", "replace")
             self.lines.append(line)
+            # A callback may start waiting again (re-entering wait_for): keep
+            # those new waiters, they have not seen this line.
+            waiting, self._waiting = self._waiting, []
             still = []
-            for pattern, d in self._waiting:
+            for pattern, d in waiting:
                 match = pattern.search(line)
                 if match is not None:
                     d.callback(match)
                 else:
                     still.append((pattern, d))
-            self._waiting = still
+            self._waiting = still + self._waiting
 
     errReceived = outReceived
 

@@ -169,6 +169,16 @@ class _Node:
     def _decode(self, properties: Any, body: bytes) -> Optional[Frame]:
         if len(body) + FRAME_OVERHEAD > self.max_frame_bytes:
             self.drop("oversize", properties.reply_to, f"({len(body)} bytes)")
+            count = self.drops["oversize"]
+            if count & (count - 1) == 0:
+                # Usually a max_frame_bytes mismatch between the two sides:
+                # say so (the 1st, 2nd, 4th, 8th... time), the request waits
+                # for its timeout otherwise.
+                self.log.warn("dropped a {size}-byte message from {source}: over "
+                              "max_frame_bytes {limit} (does the other side use the same "
+                              "max_frame_bytes?); {count} dropped so far", size=len(body),
+                              source=properties.reply_to, limit=self.max_frame_bytes,
+                              count=count)
             return None
         kind = _TYPES.get(str(properties.type or ""))
         try:

@@ -9,6 +9,7 @@ import json
 import os
 
 from twisted.application.service import IServiceCollection
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
@@ -27,7 +28,9 @@ class MigrationExampleTests(SynchronousTestCase):
         self.deployment.add(service.service)
 
     def klein(self, method: str, path: str, body: bytes = b"") -> tuple:
-        client = InMemoryHttpClient(Site(legacy.app.resource()))
+        # On a Clock: the site's idle-timeout timers must not reach the
+        # global reactor.
+        client = InMemoryHttpClient(Site(legacy.app.resource(), reactor=Clock()))
         client.send(method, path, body)
         response = client.response()
         assert response is not None
