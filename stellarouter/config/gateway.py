@@ -142,6 +142,7 @@ class EndpointOverride:
     path: str
     timeout: Optional[float] = None
     requiring_claims: Tuple[ClaimRequirement, ...] = ()
+    buffered: bool = False
 
 
 @dataclass(frozen=True)
@@ -342,10 +343,11 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
             at = f"{where}.endpoints[{j}]"
             obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
                                         "supports_streaming"])
-            if "supports_streaming" in obj:
+            streaming = r.get(obj, "supports_streaming", at, bool, None)
+            if streaming is True:
                 r.problem(f"{at}.supports_streaming",
-                          "not supported at the gateway; set supports_streaming in the "
-                          "microservice's endpoints (what the instance announces)")
+                          "the gateway can only turn streaming off (false); turning it on "
+                          "is the instance's to announce (the microservice's endpoints)")
             key = read_endpoint_key(r, obj, at)
             timeout = r.get(obj, "timeout", at, float, None,
                             lambda v: None if 0 < v <= 86400 else "must be in (0, 86400]")
@@ -355,7 +357,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
             if key in keys:
                 r.problem(at, f"{key[0]} {key[1]} is overridden twice")
             keys.add(key)
-            overrides.append(EndpointOverride(key[0], key[1], timeout, claims))
+            overrides.append(EndpointOverride(key[0], key[1], timeout, claims,
+                                              streaming is False))
         if name is not None:
             name = name.lower()
             if name in seen:

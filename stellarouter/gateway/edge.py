@@ -422,7 +422,8 @@ class ProxyResource(Resource):
         route = resolution.route
         key = (route.method, route.template)
         if not any(c.state.endpoints[key].supports_streaming
-                   for c in self.routing_state.connectionsFor(route.service_name, *key)):
+                   for c in self.routing_state.connectionsFor(route.service_name, *key)) or (
+                self.overrides and self.overrides.buffered(route.service_name, *key)):
             # The usual case: resolve once here, route once when complete.
             request.resolution = resolution
             return False

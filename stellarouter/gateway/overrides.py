@@ -1,7 +1,8 @@
 """
 The gateway's per-endpoint overrides from C{services[].endpoints}: a
-timeout that replaces the endpoint's own, and claim requirements added to
-its own (the gateway only tightens).
+timeout that replaces the endpoint's own, claim requirements added to its
+own, and C{supports_streaming: false} to buffer the bodies of an endpoint
+announced as streaming (the gateway only tightens).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ class EndpointOverrides:
     def __bool__(self) -> bool:
         return bool(self._by_key)
 
+    def buffered(self, service_name: str, method: str, path: str) -> bool:
+        """
+        Whether the configuration turns streaming off for this endpoint.
+        """
+        override = self._by_key.get((service_name, method, path))
+        return override is not None and override.buffered
+
     def apply(self, endpoint: EndpointDescriptor) -> Tuple[EndpointDescriptor, float]:
         """
         The endpoint as the gateway enforces it, and its effective timeout.
@@ -34,6 +42,8 @@ class EndpointOverrides:
         override = self._by_key.get((endpoint.service_name, endpoint.method, endpoint.path))
         if override is None:
             return endpoint, endpoint.default_timeout
+        if override.buffered and endpoint.supports_streaming:
+            endpoint = dataclasses.replace(endpoint, supports_streaming=False)
         if override.requiring_claims:
             extra = tuple(c for c in override.requiring_claims
                           if c not in endpoint.requiring_claims)

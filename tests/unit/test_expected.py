@@ -163,3 +163,19 @@ class ExpectedInstancesTests(SynchronousTestCase):
         self.expect()
         self.assertNotIn("expected_instances", self.health())
         self.assertEqual(self.health()["status"], "ok")
+
+
+class GatewayStreamingOverrideConfigTests(SynchronousTestCase):
+    def test_only_off(self) -> None:
+        """
+        The gateway may turn streaming off for an endpoint, never on.
+        """
+        def config(value: Any) -> Any:
+            return parse_gateway_config(dict(BASE, services=[{"name": "billing", "endpoints": [
+                {"method": "POST", "path": "/x", "supports_streaming": value}]}]))
+
+        self.assertTrue(config(False).services[0].endpoints[0].buffered)
+        with self.assertRaises(ConfigError) as caught:
+            config(True)
+        self.assertIn("services[0].endpoints[0].supports_streaming: the gateway can only turn "
+                      "streaming off", str(caught.exception))

@@ -358,3 +358,59 @@ class StreamingOverrideTests(SynchronousTestCase):
         self.assertEqual(self.events, [("stream", "BodyStream")])
         response = self.deployment.request("POST", "/stream", b"")
         self.assertEqual(json.loads(response.body), {"bytes": 0, "received": 0})
+
+
+class GatewayBufferedOverrideTests(SynchronousTestCase):
+    """
+    The gateway's C{services[].endpoints[].supports_streaming: false} turns
+    streaming off for an endpoint announced as streaming: the body is
+    buffered (within the per-call limit) and sent whole; the streaming
+    handler still reads it as a stream.
+    """
+
+    def setUp(self) -> None:
+        from stellarouter.config.gateway import EndpointOverride, ServiceConfig
+
+        self.events: List[Any] = []
+        self.deployment = InMemoryDeployment(services=[ServiceConfig("uploads", endpoints=(
+            EndpointOverride("POST", "/big/{id}/attachments", buffered=True),))])
+        self.deployment.add(make_upload_app(self.events))
+        self.addCleanup(self.deployment.stop)
+
+    def upload(self, path: str, body: bytes) -> Any:
+        client = self.deployment.http()
+        client.channel.dataReceived(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        self.deployment.pump()
+        early = len(self.deployment.gateway.connections[0].uploads)
+        client.channel.dataReceived(body)
+        self.deployment.pump()
+        return early, client.response()
+
+    def test_buffered(self) -> None:
+        """
+        Not routed when the headers arrive; answered once the body is in,
+        with the handler's digest of the whole body.
+        """
+        import hashlib
+
+        body = b"q" * 100_000
+        early, response = self.upload("/big/1/attachments", body)
+        self.assertEqual(early, 0)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(json.loads(response.body)["sha256"], hashlib.sha256(body).hexdigest())
+        # The endpoint without the override still streams.
+        early, response = self.upload("/invoices/1/attachments", body)
+        self.assertEqual((early, response.status), (1, 200))
+
+    def test_per_call_limit_applies(self) -> None:
+        """
+        Buffered, the endpoint is bounded by the per-call limit (413; the
+        body is read and dropped, never buffered or dispatched), which a
+        streaming endpoint without its own limit is not
+        (L{StreamingRequestTests.test_streamed_body_beyond_the_per_call_limit}).
+        """
+        size = self.deployment.config.payload_limits.max_request_bytes_per_call + 1
+        early, response = self.upload("/big/1/attachments", b"z" * size)
+        self.assertEqual((early, response.status), (0, 413))
+        self.assertEqual(self.events, [])
