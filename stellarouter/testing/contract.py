@@ -87,6 +87,31 @@ def _frame(kind: FrameType, payload: bytes, cid: UUID | None = None) -> Frame:
     return Frame(kind, cid or uuid4(), payload)
 
 
+async def _start_pair(case: Any, hello: bool) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
+    """
+    Start a server and a client of the case's transport (both stopped at
+    cleanup) and wait until each side has opened; a message transport opens
+    the server's side on the client's HELLO.
+
+    @return: C{(server, client, server receivers, client receivers)}.
+    """
+    servers, clients = ReceiverLog(), ReceiverLog()
+    server, address = await case.startServer(servers)
+    client = case.makeClient(address, clients)
+    case.addCleanup(_stop_pair, case, server, client)
+    client.start()
+    session = await case.settle(clients.opened(1))
+    if hello:
+        session.connection.sendFrame(_frame(FrameType.HELLO, b"{}"))
+    await case.settle(servers.opened(1))
+    return server, client, servers, clients
+
+
+async def _stop_pair(case: Any, server: Any, client: Any) -> None:
+    await case.settle(client.stop())
+    await case.settle(server.stop())
+
+
 class TransportContractTests:
     """
     What every transport guarantees to the layers above it.
@@ -106,18 +131,7 @@ class TransportContractTests:
     addCleanup: Callable[..., None]
 
     async def _connected(self) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
-        servers, clients = ReceiverLog(), ReceiverLog()
-        server, address = await self.startServer(servers)
-        client = self.makeClient(address, clients)
-        self.addCleanup(self._stop, server, client)
-        client.start()
-        await self.settle(clients.opened(1))
-        await self.settle(servers.opened(1))
-        return server, client, servers, clients
-
-    async def _stop(self, server: Any, client: Any) -> None:
-        await self.settle(client.stop())
-        await self.settle(server.stop())
+        return await _start_pair(self, hello=False)
 
     async def test_interfaces(self) -> None:
         """
@@ -266,19 +280,7 @@ class MessageContractTests:
     addCleanup: Callable[..., None]
 
     async def _pair(self) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
-        servers, clients = ReceiverLog(), ReceiverLog()
-        server, address = await self.startServer(servers)
-        client = self.makeClient(address, clients)
-        self.addCleanup(self._stop, server, client)
-        client.start()
-        session = await self.settle(clients.opened(1))
-        session.connection.sendFrame(_frame(FrameType.HELLO, b"{}"))
-        await self.settle(servers.opened(1))
-        return server, client, servers, clients
-
-    async def _stop(self, server: Any, client: Any) -> None:
-        await self.settle(client.stop())
-        await self.settle(server.stop())
+        return await _start_pair(self, hello=True)
 
     async def test_interfaces(self) -> None:
         """
