@@ -47,6 +47,26 @@ class ProcessTestCase(TestCase):
         self.deployment = ProcessDeployment(reactor, directory)
         self.addCleanup(self.deployment.stop_all)
 
+    async def assertBillingAnswers(self, amount: int) -> None:
+        """
+        The README's requests through the gateway give 200, 201, 200, 404
+        and 405, whatever transport Billing is connected by.
+        """
+        base = self.deployment.base_url
+        response = await treq.get(base + "/ping", pool=self.pool)
+        self.assertEqual((response.code, await response.content()), (200, b"pong"))
+        body = json.dumps({"customer": "acme", "amount_cents": amount}).encode()
+        response = await treq.post(base + "/invoices", body, pool=self.pool)
+        self.assertEqual(response.code, 201)
+        invoice = json.loads(await response.content())
+        response = await treq.get(base + "/invoices/" + invoice["id"], pool=self.pool)
+        self.assertEqual(response.code, 200)
+        await response.content()
+        for method, path, status in (("GET", "/nope", 404), ("DELETE", "/ping", 405)):
+            response = await treq.request(method, base + path, pool=self.pool)
+            self.assertEqual(response.code, status)
+            await response.content()
+
     async def assertStoppedCleanly(self, process: WatchedProcess) -> None:
         """
         The process shut down through twistd's orderly path.  twistd re-raises
