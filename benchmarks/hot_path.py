@@ -1,0 +1,265 @@
+"""
+The per-request CPU cost of the proxied path, in one process, without
+sockets: a tool for finding where the gateway's time goes.
+
+    python benchmarks/hot_path.py                 # GET /ping and POST 1 KiB echo
+    python benchmarks/hot_path.py -n 50000 --profile gateway-get
+
+What it times (C{time.process_time} over N keep-alive requests on one
+connection, best of R rounds, gc enabled):
+
+ - C{gateway-get}: C{GET /ping} written into a C{GatewaySite} channel on a
+   C{StringTransport}; the gateway dispatches it over the in-memory transport
+   to the Billing example's SDK in the same process, and the answer comes
+   back.  Both sides' CPU (gateway and microservice), which is what a
+   deployment with both on one core pays, minus the kernel's share.
+ - C{klein-get}: the same request into a bare Klein app with the same handler
+   (C{benchmarks/direct_klein.py}).
+ - C{leaf-get}: a twisted.web leaf resource answering directly: the floor of
+   twisted.web's own per-request cost.
+ - the same three for C{POST} with a 1 KiB body echoed back.
+
+The in-memory transport hands frames over with C{callLater(0)} on a clock
+that keeps its calls in a heap, as the reactor does (L{HeapClock}; Twisted's
+test C{Clock} sorts a list on every call and would dominate the profile).  The ratio
+klein/gateway predicts the wrk ratio of C{gateway_vs_klein.sh} minus the
+syscalls (which the hop adds: about 5-10 us per request on each side).
+C{--profile NAME} runs one setup under cProfile and prints the functions with
+the most own time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import heapq
+import itertools
+import os
+import pstats
+import sys
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from klein import Klein  # noqa: E402
+from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.base import DelayedCall  # noqa: E402
+from twisted.internet.testing import StringTransport  # noqa: E402
+from twisted.web.resource import Resource  # noqa: E402
+from twisted.web.server import Site  # noqa: E402
+
+from stellarouter.microservice import Microservice, RawRequestContext, RawResponse  # noqa: E402
+from stellarouter.testing.harness import InMemoryDeployment  # noqa: E402
+
+BODY = b"x" * 1024
+GET = b"GET /ping HTTP/1.1\r\nHost: gateway.test\r\n\r\n"
+POST = (b"POST /echo HTTP/1.1\r\nHost: gateway.test\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Length: 1024\r\n\r\n" + BODY)
+
+
+class HeapClock:
+    """
+    A manual clock (C{IReactorTime} plus C{advance}) whose calls sit in a
+    heap, like the reactor's: C{callLater} and C{cancel} cost O(log n).
+    """
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self._heap: List[Tuple[float, int, DelayedCall]] = []
+        self._seq = itertools.count()
+        self._cancelled = 0
+
+    def seconds(self) -> float:
+        return self.now
+
+    def callLater(self, delay: float, f: Callable[..., Any], *args: Any,
+                  **kw: Any) -> DelayedCall:
+        call = DelayedCall(self.now + delay, f, args, kw, self._cancel, self._push,
+                           seconds=self.seconds)
+        self._push(call)
+        return call
+
+    def _push(self, call: DelayedCall) -> None:
+        heapq.heappush(self._heap, (call.getTime(), next(self._seq), call))
+
+    def _cancel(self, call: DelayedCall) -> None:
+        # As the reactor does: drop cancelled calls once they are half the heap.
+        self._cancelled += 1
+        if self._cancelled > 50 and self._cancelled > len(self._heap) // 2:
+            self._heap = [e for e in self._heap if e[2].active()]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
+
+    def getDelayedCalls(self) -> List[DelayedCall]:
+        return [c for _, _, c in self._heap if c.active()]
+
+    def advance(self, amount: float) -> None:
+        self.now += amount
+        heap = self._heap
+        while heap and heap[0][0] <= self.now:
+            when, _, call = heapq.heappop(heap)
+            if not call.active() or call.getTime() != when:
+                continue  # cancelled, or reset (pushed again at its new time)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+    def pending(self) -> bool:
+        """
+        Whether a call is due now.
+        """
+        heap = self._heap
+        while heap and not heap[0][2].active():
+            heapq.heappop(heap)
+        return bool(heap) and heap[0][0] <= self.now
+
+
+def _app() -> Microservice:
+    app = Microservice("bench", "1.0.0")
+
+    @app.endpoint("GET", "/ping")
+    def ping(ctx: RawRequestContext) -> RawResponse:
+        return RawResponse.text("pong")
+
+    @app.endpoint("POST", "/echo")
+    def echo(ctx: RawRequestContext) -> RawResponse:
+        return RawResponse(200, (("Content-Type", "application/octet-stream"),), ctx.body)
+
+    return app
+
+
+class _Klein:
+    app = Klein()
+
+    @app.route("/ping", methods=["GET"])
+    def ping(self, request):  # type: ignore[no-untyped-def]
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"pong"
+
+    @app.route("/echo", methods=["POST"])
+    def echo(self, request):  # type: ignore[no-untyped-def]
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        return request.content.read()
+
+
+class _Leaf(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):  # type: ignore[no-untyped-def]
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        return b"pong"
+
+    def render_POST(self, request):  # type: ignore[no-untyped-def]
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        return request.content.read()
+
+
+class _QuietSite(Site):
+    noisy = False
+
+    def log(self, request):  # type: ignore[no-untyped-def]
+        pass
+
+
+def _channel(site: Site) -> StringTransport:
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    channel.makeConnection(transport)
+    return transport, channel
+
+
+def _direct(site: Site, raw: bytes) -> Callable[[], None]:
+    transport, channel = _channel(site)
+
+    def one() -> None:
+        channel.dataReceived(raw)
+        if not transport.value():
+            raise AssertionError("no response")
+        transport.clear()
+
+    return one
+
+
+def _gateway(raw: bytes) -> Callable[[], None]:
+    clock = HeapClock()
+    deployment = InMemoryDeployment(clock=clock)  # type: ignore[arg-type]
+    deployment.add(_app())
+    transport, channel = _channel(deployment.gateway.site)
+    expected = b"HTTP/1.1 200"
+
+    def one() -> None:
+        channel.dataReceived(raw)
+        while clock.pending():
+            clock.advance(0)
+        if not transport.value().startswith(expected):
+            raise AssertionError(transport.value()[:200])
+        transport.clear()
+
+    return one
+
+
+def setups() -> Dict[str, Callable[[], Callable[[], None]]]:
+    klein_site = lambda: _QuietSite(_Klein().app.resource())  # noqa: E731
+    leaf_site = lambda: _QuietSite(_Leaf())  # noqa: E731
+    return {
+        "gateway-get": lambda: _gateway(GET),
+        "klein-get": lambda: _direct(klein_site(), GET),
+        "leaf-get": lambda: _direct(leaf_site(), GET),
+        "gateway-post": lambda: _gateway(POST),
+        "klein-post": lambda: _direct(klein_site(), POST),
+        "leaf-post": lambda: _direct(leaf_site(), POST),
+    }
+
+
+def measure(one: Callable[[], None], n: int) -> float:
+    """
+    CPU microseconds per call of C{one}, over C{n} calls.
+    """
+    start = time.process_time()
+    for _ in range(n):
+        one()
+    return (time.process_time() - start) / n * 1e6
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=20000, help="requests per round")
+    parser.add_argument("-r", "--rounds", type=int, default=3, help="rounds (best is kept)")
+    parser.add_argument("--profile", metavar="SETUP", help="profile one setup instead")
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args(argv)
+    table = setups()
+    if args.profile:
+        one = table[args.profile]()
+        for _ in range(1000):
+            one()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.n):
+            one()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+        return 0
+    ones = {name: make() for name, make in table.items()}
+    for one in ones.values():
+        for _ in range(1000):
+            one()
+    best = {name: float("inf") for name in ones}
+    for _ in range(args.rounds):
+        for name, one in ones.items():  # interleaved: A B C A B C ...
+            gc.collect()
+            best[name] = min(best[name], measure(one, args.n))
+    print(f"CPU us per request (best of {args.rounds} rounds of {args.n}, one process, "
+          "no sockets)")
+    for name, us in best.items():
+        print(f"  {name:13s} {us:7.1f} us")
+    for kind in ("get", "post"):
+        g, k, leaf = best[f"gateway-{kind}"], best[f"klein-{kind}"], best[f"leaf-{kind}"]
+        print(f"  {kind.upper():4s} klein/gateway {k / g:.2f}x  leaf/gateway {leaf / g:.2f}x  "
+              f"(gateway path costs {g - leaf:.1f} us over a bare leaf)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
