@@ -481,7 +481,35 @@ def header_problem(name: object, value: object) -> Optional[str]:
     return None
 
 
+_is_token = _TOKEN.match
+_bad_value = _BAD_VALUE.search
+
+
 def _headers_from_json(raw: Any, what: str) -> List[Tuple[str, str]]:
+    """
+    The header pairs of a REQUEST/RESPONSE header, checked.  A list that
+    fails the quick checks here is walked again by L{_check_headers} to say
+    what is wrong.
+    """
+    if type(raw) is list:
+        headers = []
+        for pair in raw:
+            if type(pair) is not list or len(pair) != 2:
+                break
+            name, value = pair
+            if (type(name) is not str or type(value) is not str or not _is_token(name)
+                    or _bad_value(value)):
+                break
+            headers.append((name, value))
+        else:
+            return headers
+    return _check_headers(raw, what)
+
+
+def _check_headers(raw: Any, what: str) -> List[Tuple[str, str]]:
+    """
+    L{_headers_from_json}, pair by pair with the reason of the first bad one.
+    """
     if not isinstance(raw, list):
         raise MalformedPayload(f"{what}.headers must be a list of [name, value]")
     headers = []
@@ -528,6 +556,29 @@ def decode_request(payload: bytes) -> RequestMessage:
     @raise MalformedPayload: bad header length, JSON or field shapes.
     """
     header, body = _split_header(payload, "REQUEST")
+    get = header.get
+    method, path, template = get("method"), get("path"), get("template")
+    params, query, claims = get("params") or {}, get("query"), get("claims") or {}
+    deadline, streaming = get("deadline"), get("streaming")
+    # One combined check for a well-formed header; the field-by-field checks
+    # below only run to word the error.
+    if not (type(method) is str and type(path) is str and type(template) is str
+            and (query is None or type(query) is str)
+            and (deadline is None or type(deadline) is float)
+            and (streaming is None or type(streaming) is bool)
+            and type(params) is dict and type(claims) is dict
+            and all(type(v) is str for v in params.values())):
+        return _decode_request_slowly(header, body)
+    return RequestMessage(method, path, template, params, query or "",
+                          _headers_from_json(get("headers", []), "REQUEST"), claims, deadline,
+                          bool(streaming), body)
+
+
+def _decode_request_slowly(header: Dict[str, Any], body: bytes) -> RequestMessage:
+    """
+    L{decode_request} for a header that failed the quick check: each field
+    checked in turn, so the error names the first bad one.
+    """
     params = header.get("params") or {}
     if not isinstance(params, dict) or not all(
         isinstance(v, str) for v in params.values()
@@ -572,15 +623,15 @@ def decode_response(payload: bytes) -> ResponseMessage:
         status outside 100-599.
     """
     header, body = _split_header(payload, "RESPONSE")
-    status = _field(header, "status", int, "RESPONSE")
+    status, streaming = header.get("status"), header.get("streaming")
+    if type(status) is not int:
+        status = _field(header, "status", int, "RESPONSE")
     if not 200 <= status <= 599:
         raise MalformedPayload(f"RESPONSE.status {status} is not a final HTTP status (200-599)")
-    return ResponseMessage(
-        status=status,
-        headers=_headers_from_json(header.get("headers", []), "RESPONSE"),
-        body=body,
-        streaming=_optional(header, "streaming", bool, "RESPONSE", False),
-    )
+    if streaming is not None and type(streaming) is not bool:
+        streaming = _field(header, "streaming", bool, "RESPONSE")
+    return ResponseMessage(status, _headers_from_json(header.get("headers", []), "RESPONSE"),
+                           body, bool(streaming))
 
 
 # -- stream data ------------------------------------------------------------

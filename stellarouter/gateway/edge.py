@@ -6,11 +6,10 @@ own trie), while the gateway's own endpoints (C{/health...}) are a Klein app.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Callable, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from klein import Klein
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -19,7 +18,10 @@ from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.http_headers import Headers
+from twisted.python.failure import Failure
+from twisted.web.http import datetimeToString
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import version as SERVER_VERSION
 from zope.interface import implementer
 
 from ..common.ids import new_correlation_id
@@ -121,21 +123,24 @@ class HttpResponseSink:
     so a slow client slows the producer instead of filling the gateway.
     """
 
-    __slots__ = ("request", "correlation_id", "client_gone", "grant", "paused", "unacked",
-                 "streaming", "finish_pending")
+    __slots__ = ("request", "correlation_id", "client_gone", "connection", "cid", "paused",
+                 "unacked", "streaming", "finish_pending")
 
     log = Logger()
 
-    def __init__(self, request: Request, correlation_id: str,
-                 grant: Callable[[int], None] = lambda amount: None) -> None:
+    def __init__(self, request: Request, correlation_id: str, connection: Any = None,
+                 cid: Any = None) -> None:
         """
-        @param grant: gives the microservice room for C{amount} more bytes of
+        @param connection: the microservice connection the request went to;
+            its C{grant(cid, amount)} gives the microservice room for more of
             a streamed response.
+        @param cid: the request's correlation id.
         """
         self.request = request
         self.correlation_id = correlation_id
         self.client_gone = False
-        self.grant = grant
+        self.connection = connection
+        self.cid = cid
         self.paused = False
         self.unacked = 0
         self.streaming = False
@@ -169,7 +174,8 @@ class HttpResponseSink:
     def _maybe_grant(self, threshold: int) -> None:
         if not self.paused and not self.client_gone and self.unacked > threshold:
             amount, self.unacked = self.unacked, 0
-            self.grant(amount)
+            if self.connection is not None:
+                self.connection.grant(self.cid, amount)
 
     def responseStarted(self, response: ResponseMessage) -> None:
         if self.client_gone:
@@ -322,8 +328,7 @@ class ProxyResource(Resource):
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
         message = plan.message(query, _forwarded_headers(request), body)
         connection = plan.connection
-        sink = HttpResponseSink(request, cid_text,
-                                lambda amount: connection.grant(cid, amount))
+        sink = HttpResponseSink(request, cid_text, connection, cid)
         retries = 0
         if connection.state.transport_type is TransportType.UDP and plan.endpoint.is_idempotent:
             # A lost datagram is repaired by sending the same REQUEST again;
@@ -446,12 +451,11 @@ class ProxyResource(Resource):
             request.early_error = e
             return True
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
-        message = dataclasses.replace(
-            plan.message(query, _forwarded_headers(request), b""), streaming=True)
+        message = plan.message(query, _forwarded_headers(request), b"", streaming=True)
         connection = plan.connection
         request._early_request_line(command, uri)
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
-        sink = HttpResponseSink(request, cid_text, lambda amount: connection.grant(cid, amount))
+        sink = HttpResponseSink(request, cid_text, connection, cid)
         try:
             connection.send_request(message, plan.timeout, sink, cid)
         except PipelineError:
@@ -543,10 +547,11 @@ def _no_route_error(context: RoutingContext, candidates: Any,
                    f"{context.endpoint[0]} {context.endpoint[1]}")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Plan:
     """
-    Everything decided about a request before its REQUEST is sent.
+    Everything decided about a request before its REQUEST is sent.  (One
+    is made per request: slots and no frozen C{__setattr__} keep it cheap.)
     """
 
     method: str
@@ -560,10 +565,10 @@ class _Plan:
     connection: Any
     limit: int
 
-    def message(self, query: str, headers: List[Tuple[str, str]], body: bytes) -> RequestMessage:
-        return RequestMessage(method=self.method, path=self.path, template=self.template,
-                              path_params=self.path_params, query=query, headers=headers,
-                              claims=self.claims, deadline=self.deadline, body=body)
+    def message(self, query: str, headers: List[Tuple[str, str]], body: bytes,
+                streaming: bool = False) -> RequestMessage:
+        return RequestMessage(self.method, self.path, self.template, self.path_params, query,
+                              headers, self.claims, self.deadline, streaming, body)
 
 
 class UploadStream:
@@ -860,7 +865,25 @@ class GatewayRequest(Request):
 
     def process(self) -> None:
         self.path = _origin_form(self.path)
-        super().process()
+        site = getattr(self.channel, "site", None)
+        if not isinstance(site, GatewaySite) or self.path == b"*" or self.path in HEALTH_PATHS:
+            super().process()
+            return
+        # A proxied request: what twisted.web's Request.process does for our
+        # leaf resource, without the parts a leaf does not use (resource
+        # traversal, the unquoted postpath, encoders) and with a Date header
+        # formatted once a second instead of once a request.
+        self.site = site
+        self.sitepath: List[bytes] = []
+        self.prepath = []
+        self.postpath = []
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"Server", [SERVER_VERSION])
+        headers.setRawHeaders(b"Date", [site.http_date()])
+        try:
+            self.render(site.proxy)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def connectionLost(self, reason: Any) -> None:
         upload = self.upload
@@ -883,6 +906,8 @@ class GatewaySite(Site):
     """
 
     noisy = False
+    _date_second = -1
+    _date = b""
 
     def __init__(
         self,
@@ -902,6 +927,17 @@ class GatewaySite(Site):
         self.health = health
         self.health_resource = health.app.resource()
         self.access_log = access_log
+
+    def http_date(self) -> bytes:
+        """
+        The C{Date} header value for now (RFC 9110 IMF-fixdate), formatted
+        once per second of the site's clock.
+        """
+        now = int(self.reactor.seconds())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = datetimeToString(now)
+        return self._date
 
     def getResourceFor(self, request: Request) -> IResource:
         request.site = self

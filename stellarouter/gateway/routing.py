@@ -106,6 +106,32 @@ class RegionAwareRouting:
     def choose(
         self, context: RoutingContext, candidates: Sequence[RoutableConnection], now: float
     ) -> Optional[RoutingDecision]:
+        if len(candidates) == 1:
+            return self._choose_only(context, candidates[0])
+        return self._choose_among(context, candidates)
+
+    def _choose_only(self, context: RoutingContext,
+                     only: RoutableConnection) -> Optional[RoutingDecision]:
+        """
+        L{choose} with one candidate (the common case, kept cheap): it is
+        chosen if it is routable, can carry the request and has the version
+        asked for (or configured); tiers and costs do not matter.
+        """
+        state = only.state
+        version = context.requested_version or self.default_versions.get(context.service_name)
+        if (state.status not in _ROUTABLE or not can_carry(only, context)
+                or (version is not None and state.instance.version != version)):
+            return None
+        endpoint = state.endpoints[context.endpoint]
+        return RoutingDecision(endpoint, only, endpoint.default_timeout)
+
+    def _choose_among(
+        self, context: RoutingContext, candidates: Sequence[RoutableConnection]
+    ) -> Optional[RoutingDecision]:
+        """
+        L{choose} in general: version, health, region tier, cost, then
+        round-robin among ties.
+        """
         eligible = [c for c in candidates
                     if c.state.status in _ROUTABLE and can_carry(c, context)]
         version = context.requested_version or self.default_versions.get(context.service_name)

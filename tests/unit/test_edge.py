@@ -127,6 +127,27 @@ class EdgeTests(SynchronousTestCase):
         self.assertNotIn("content-type", dict(headers))
         self.assertEqual(response.header("x-echo"), "caf\xe9")
 
+    def test_server_and_date_headers(self) -> None:
+        """
+        A proxied answer carries twisted.web's C{Server} header and a C{Date}
+        for the site's clock, formatted once a second: the same within a
+        second, the new time after it.
+        """
+        from twisted.web.http import datetimeToString
+        from twisted.web.server import version
+
+        clock = self.deployment.clock
+        clock.advance(1_700_000_000.25 - clock.seconds())
+        first = self.deployment.request("DELETE", "/things/1")
+        self.assertEqual(first.header("Server"), version.decode())
+        self.assertEqual(first.header("Date"), datetimeToString(1_700_000_000).decode())
+        clock.advance(0.5)
+        self.assertEqual(self.deployment.request("DELETE", "/things/2").header("Date"),
+                         datetimeToString(1_700_000_000).decode())
+        clock.advance(1.0)
+        self.assertEqual(self.deployment.request("DELETE", "/things/3").header("Date"),
+                         datetimeToString(1_700_000_001).decode())
+
     def test_no_content(self) -> None:
         """
         204 goes out without Content-Length or body.

@@ -167,3 +167,38 @@ class RoutingTests(SynchronousTestCase):
             "billing", "1.0.0", "GET", "/ping", supports_streaming=True)
         tcp = instance(region="us1")
         self.assertIs(self.choose([udp, tcp]), tcp)
+
+
+class SingleCandidateTests(SynchronousTestCase):
+    """
+    With one candidate, C{choose} takes a shortcut; it must decide exactly as
+    the general path does.
+    """
+
+    def test_shortcut_agrees_with_general_path(self) -> None:
+        """
+        For every status, version asked (none, the instance's, another),
+        configured default version, region and transport (UDP with a body that
+        does not fit), the shortcut and the general path agree.
+        """
+        checked = 0
+        for defaults in ({}, {"billing": "1.0.0"}, {"billing": "2.0.0"}):
+            plugin = RegionAwareRouting("eu1", ["eu2"], default_versions=defaults)
+            for status in (H, D, U, DR):
+                for region in ("eu1", "eu2", "us1"):
+                    for asked in (None, "1.0.0", "2.0.0"):
+                        for transport, body in ((TransportType.TCP, 0),
+                                                (TransportType.UDP, 0),
+                                                (TransportType.UDP, 10_000_000)):
+                            only = instance("1.0.0", region, status)
+                            only.state.transport_type = transport
+                            ctx = RoutingContext("GET", "/ping", {}, ("GET", "/ping"), "billing",
+                                                 {}, asked, "eu1", body_size=body)
+                            short = plugin._choose_only(ctx, only)
+                            general = plugin._choose_among(ctx, [only])
+                            self.assertEqual(short, general, (defaults, status, region, asked,
+                                                              transport, body))
+                            self.assertEqual(plugin.choose(ctx, [only], 0.0), general)
+                            checked += 1 if general is not None else 0
+        # The grid reaches both outcomes.
+        self.assertGreater(checked, 0)
