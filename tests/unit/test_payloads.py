@@ -2,7 +2,9 @@
 Tests for the payload encodings of each frame type.
 """
 
+import dataclasses
 import json
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +21,8 @@ from stellarouter.common.payloads import (
     Heartbeat,
     Hello,
     HelloAck,
+    RequestMessage,
+    ResponseMessage,
     decode_cancel,
     decode_endpoints_update,
     decode_heartbeat,
@@ -57,6 +61,10 @@ def hello_json(**changes: object) -> bytes:
         else:
             obj[key] = value
     return json.dumps(obj).encode()
+
+
+#: Any text UTF-8 can carry (no lone surrogates).
+_utf8 = st.text(alphabet=st.characters(codec="utf-8"))
 
 
 class HelloTests(SynchronousTestCase):
@@ -210,6 +218,52 @@ class OtherPayloadTests(SynchronousTestCase):
         """
         self.assertEqual(decode_response(encode_response(message)), message)
 
+    @given(request_messages(), _utf8, _utf8, st.dictionaries(_utf8, _utf8),
+           st.lists(st.tuples(_utf8, _utf8), max_size=4),
+           st.one_of(st.none(), st.floats(allow_nan=False), st.integers()))
+    def test_request_bytes_are_json_dumps(self, message: Any, path: str, query: str,
+                                          params: Any, headers: Any, deadline: Any) -> None:
+        """
+        The hand-written REQUEST header encoding gives the same bytes as
+        C{json.dumps} of the header object, for any text (escapes, non-ASCII,
+        control characters), any params, headers and deadline (float, int,
+        infinite, none).
+        """
+        for m in (message, dataclasses.replace(message, path=path, query=query,
+                                               path_params=params, headers=headers,
+                                               deadline=deadline)):
+            header = {"method": m.method, "path": m.path, "template": m.template,
+                      "params": m.path_params, "query": m.query, "headers": m.headers,
+                      "claims": m.claims, "deadline": m.deadline, "streaming": m.streaming}
+            self.assertEqual(encode_request(m), _reference(header, m.body))
+
+    @given(response_messages(), st.lists(st.tuples(_utf8, _utf8), max_size=4))
+    def test_response_bytes_are_json_dumps(self, message: Any, headers: Any) -> None:
+        """
+        The same for RESPONSE headers.
+        """
+        for m in (message, dataclasses.replace(message, headers=headers)):
+            header = {"status": m.status, "headers": m.headers, "streaming": m.streaming}
+            self.assertEqual(encode_response(m), _reference(header, m.body))
+
+    def test_unusual_values_use_the_general_encoder(self) -> None:
+        """
+        Values the hand-written encoding does not take (lists as header
+        pairs, a pair of three, a non-string value, a bool status) are encoded
+        by C{json.dumps} as before.
+        """
+        for headers in ([["A", "b"]], [("A", "b", "c")], [("A", 1)]):
+            m = RequestMessage("GET", "/", "/", headers=headers)
+            header = {"method": "GET", "path": "/", "template": "/", "params": {}, "query": "",
+                      "headers": headers, "claims": {}, "deadline": None, "streaming": False}
+            self.assertEqual(encode_request(m), _reference(header, b""))
+            r = ResponseMessage(200, headers)
+            self.assertEqual(encode_response(r),
+                             _reference({"status": 200, "headers": headers,
+                                         "streaming": False}, b""))
+        self.assertEqual(encode_response(ResponseMessage(True)),  # type: ignore[arg-type]
+                         _reference({"status": True, "headers": (), "streaming": False}, b""))
+
     def test_bad_header_length(self) -> None:
         """
         A header length past the payload, or a truncated length, is a typed
@@ -246,3 +300,11 @@ class OtherPayloadTests(SynchronousTestCase):
         self.assertEqual(decode_stream_data(encode_stream_data(b"", abort=True)), (b"", False, True))
         self.assertRaises(MalformedPayload, decode_stream_data, b"")
         self.assertRaises(MalformedPayload, decode_stream_data, b"\x04x")
+
+
+def _reference(header: Any, body: bytes) -> bytes:
+    """
+    A REQUEST/RESPONSE payload as C{json.dumps} writes its header.
+    """
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return len(text).to_bytes(4, "big") + text + body
