@@ -474,21 +474,21 @@ class ProxyResource(Resource):
             reason is logged, the client only learns "invalid token").
         @raise Forbidden: a valid token lacks a requirement (named).
         """
-        what = f"{endpoint.method} {endpoint.path}"
         needed = bool(endpoint.requiring_claims) or self.auth_required
+        verifier = self.verifier
+        if verifier is None and not needed:
+            return {}  # nothing to check and no claims to give
+        what = f"{endpoint.method} {endpoint.path}"
         raw = request.requestHeaders.getRawHeaders(b"authorization")
         token = bearer_token(raw[0]) if raw else None
         if token is None:
             if needed:
                 raise Unauthorized(f"{what} requires a bearer token")
             return {}
-        verifier = self.verifier
         if verifier is None:
-            if needed:
-                # Fail closed: without keys no token can be valid.
-                raise Unauthorized(f"{what} requires a valid token and this gateway has no "
-                                   "token validation configured")
-            return {}
+            # Fail closed: without keys no token can be valid.
+            raise Unauthorized(f"{what} requires a valid token and this gateway has no "
+                               "token validation configured")
         try:
             claims = verifier.verify(token)
         except InvalidToken as e:

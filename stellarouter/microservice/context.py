@@ -22,14 +22,22 @@ class HeaderMap:
     name allowed, order kept).
     """
 
-    __slots__ = ("_pairs", "_index")
+    __slots__ = ("_pairs", "_lookup")
 
     def __init__(self, pairs: Sequence[Tuple[str, str]] = ()) -> None:
         self._pairs = tuple(pairs)
-        index: Dict[str, List[str]] = {}
-        for name, value in self._pairs:
-            index.setdefault(name.lower(), []).append(value)
-        self._index = index
+        # Built on the first lookup: many handlers never read a header.
+        self._lookup: Optional[Dict[str, List[str]]] = None
+
+    @property
+    def _index(self) -> Dict[str, List[str]]:
+        index = self._lookup
+        if index is None:
+            index = {}
+            for name, value in self._pairs:
+                index.setdefault(name.lower(), []).append(value)
+            self._lookup = index
+        return index
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """
@@ -156,9 +164,20 @@ class RawRequestContext:
     body: Any
     correlation_id: str
     deadline: Optional[float] = None
-    cancelled: Deferred = field(default_factory=Deferred)
     cancel_reason: Optional[CancelReason] = None
     instance: Optional[InstanceDescriptor] = None
+    _cancelled: Optional[Deferred] = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> Deferred:
+        """
+        Fires with the L{CancelReason} if the gateway cancels (with C{None}
+        if the gateway connection is lost).  Made on first use: most
+        requests finish without anybody waiting for it.
+        """
+        if self._cancelled is None:
+            self._cancelled = Deferred()
+        return self._cancelled
 
     @property
     def query_params(self) -> Dict[str, List[str]]:

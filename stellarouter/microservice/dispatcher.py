@@ -85,6 +85,10 @@ class _Credit:
             waiter.callback(None)
 
 
+#: L{RequestDispatcher._dispatch}'s "look the endpoint up yourself".
+_LOOKUP: Any = object()
+
+
 class RequestDispatcher:
     """
     Serves the REQUEST frames of one gateway connection.
@@ -214,9 +218,9 @@ class RequestDispatcher:
             if message.body:
                 stream.feed(message.body)
             stream.end()
-            self._dispatch(cid, message, stream)
+            self._dispatch(cid, message, stream, registered)
             return
-        self._dispatch(cid, message, message.body)
+        self._dispatch(cid, message, message.body, registered)
 
     def stream_data_received(self, frame: Frame) -> None:
         """
@@ -315,7 +319,12 @@ class RequestDispatcher:
 
     # -- handler calls ---------------------------------------------------
 
-    def _dispatch(self, cid: UUID, message: RequestMessage, body: Any) -> None:
+    def _dispatch(self, cid: UUID, message: RequestMessage, body: Any,
+                  registered: Any = _LOOKUP) -> None:
+        """
+        Run the handler of C{message} (C{registered}: its endpoint, if the
+        caller looked it up already, C{None} if there is none).
+        """
         deadline = message.deadline
         if deadline is not None:
             late = self.clock.seconds() - deadline
@@ -329,7 +338,8 @@ class RequestDispatcher:
                 self._send(cid, _problem(504, "deadline-expired", "Deadline expired",
                                          "the request arrived after its deadline", cid))
                 return
-        registered = self.app.lookup(message.method, message.template)
+        if registered is _LOOKUP:
+            registered = self.app.lookup(message.method, message.template)
         if registered is None:
             self._send(cid, _problem(
                 404, "not-found", "No such endpoint",
