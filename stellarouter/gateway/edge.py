@@ -898,14 +898,34 @@ class GatewayRequest(Request):
         super().connectionLost(reason)
 
 
+class GatewayChannel(http.HTTPChannel):
+    """
+    The gateway's HTTP/1.1 connection: twisted.web's L{http.HTTPChannel},
+    except that it asks the socket for its own address once per connection
+    (twisted.web asks on every request: a C{getsockname} system call each).
+    """
+
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
+
+
 class GatewaySite(Site):
     """
     The gateway's L{Site}: C{/health} and below go to the Klein app, every
     other path to the proxy leaf, without resource traversal.  Form parsing
-    is off (bodies are opaque), and the access log is optional.
+    is off (bodies are opaque), and the access log is optional.  Its
+    connections are L{GatewayChannel}s: HTTP/1.1 (twisted.web's HTTP/2
+    negotiation wrapper is left out; HTTP/2 needs the h2 package, which the
+    gateway does not install).
     """
 
     noisy = False
+    protocol = GatewayChannel  # type: ignore[assignment]
     _date_second = -1
     _date = b""
 

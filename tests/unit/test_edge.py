@@ -148,6 +148,27 @@ class EdgeTests(SynchronousTestCase):
         self.assertEqual(self.deployment.request("DELETE", "/things/3").header("Date"),
                          datetimeToString(1_700_000_001).decode())
 
+    def test_host_address_asked_once_per_connection(self) -> None:
+        """
+        The gateway's HTTP channel asks its transport for the local address
+        once, however many requests the connection carries (twisted.web's
+        channel asks on every request: a system call each on TCP).
+        """
+        from stellarouter.gateway.edge import GatewayChannel
+
+        client = self.deployment.http()
+        self.assertIsInstance(client.channel, GatewayChannel)
+        calls = []
+        real = client.transport.getHost
+        client.transport.getHost = lambda: calls.append(1) or real()  # type: ignore[method-assign]
+        for n in range(3):
+            client.send("DELETE", f"/things/{n}")
+            self.deployment.pump()
+            response = client.response()
+            assert response is not None
+            self.assertEqual(response.status, 204)
+        self.assertEqual(len(calls), 1)
+
     def test_no_content(self) -> None:
         """
         204 goes out without Content-Length or body.
