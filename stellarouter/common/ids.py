@@ -2,18 +2,18 @@
 Correlation ids: unique and unpredictable per request, cheap to make on the
 hot path.
 
-L{CorrelationId} holds an id as exactly the 16 bytes the frames carry, in
-the .NET GUID byte order (what C{UUID.bytes_le} gives).  Hashing and
-comparing it are those of C{bytes}, in C, and a frame decoder can build one
-from a slice without any Python-level code; a C{uuid.UUID} costs about a
-microsecond to build and hashes in Python, which adds up to about 5 us per
-proxied request.  Its text (C{str}) is the canonical GUID text, the same as
-C{str(UUID(bytes_le=...))}.
+A correlation id is a L{CorrelationId}: a C{bytes} of exactly the 16 bytes
+the frames carry, in the .NET GUID byte order (what C{UUID.bytes_le}
+gives).  Hashing and comparing it are those of C{bytes}, in C, and decoding
+a frame builds one from a slice without any Python-level code; a
+C{uuid.UUID} costs about a microsecond to build and hashes in Python, which
+added up to about 5 us per proxied request.  Its text (C{str}) is the
+canonical GUID text, the same as C{str(UUID(bytes_le=...))}.
 
-A new id is a random UUID (version 4 layout) made from a pool of
-C{os.urandom} bytes refilled 4 KiB at a time, so the system call is paid
-once per 256 ids instead of once per id.  Ids must not be guessable: over
-UDP the correlation id is what ties a RESPONSE to its request.
+A new id is random (version 4 layout) made from a pool of C{os.urandom}
+bytes refilled 4 KiB at a time, so the system call is paid once per 256 ids
+instead of once per id.  Ids must not be guessable: over UDP the
+correlation id is what ties a RESPONSE to its request.
 """
 
 from __future__ import annotations
@@ -84,16 +84,22 @@ class CorrelationId(bytes):
         return f"CorrelationId('{self}')"
 
 
-def new_correlation_id() -> UUID:
+def new_correlation_id() -> CorrelationId:
     """
-    A fresh random correlation id.
+    A fresh random correlation id, with the version 4 and RFC 4122 variant
+    bits of a random UUID set (so its L{CorrelationId.uuid} has
+    C{version == 4}).
     """
     global _pool, _offset
     if _offset >= len(_pool):
         _pool, _offset = os.urandom(_POOL), 0
     raw = _pool[_offset:_offset + 16]
     _offset += 16
-    return UUID(bytes=raw, version=4)
+    # In the bytes_le order the version is the high nibble of byte 7 (the
+    # last byte of the little-endian third field) and the variant the top
+    # two bits of byte 8.
+    return CorrelationId(
+        raw[:7] + bytes(((raw[7] & 0x0F) | 0x40, (raw[8] & 0x3F) | 0x80)) + raw[9:])
 
 
 __all__ = ["CorrelationId", "new_correlation_id"]

@@ -30,7 +30,7 @@ def frames(max_payload: int = 2048) -> st.SearchStrategy[Frame]:
     return st.builds(
         Frame,
         st.sampled_from(list(FrameType)),
-        st.uuids(),
+        correlation_ids(),
         st.binary(max_size=max_payload),
     )
 

@@ -1,15 +1,16 @@
 """
-Tests for correlation ids: L{CorrelationId} is the 16 wire bytes and reads
-and writes the same GUID text as C{uuid.UUID}.
+Tests for correlation ids: L{CorrelationId} is the 16 wire bytes, reads and
+writes the same GUID text as C{uuid.UUID}, and new ids are random version 4
+ids.
 """
 
-from uuid import UUID
+from uuid import RFC_4122, UUID
 
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from stellarouter.common.ids import CorrelationId
+from stellarouter.common.ids import CorrelationId, new_correlation_id
 from stellarouter.testing.strategies import correlation_ids
 
 TEXT = "00112233-4455-6677-8899-aabbccddeeff"
@@ -121,3 +122,27 @@ class BytesTests(SynchronousTestCase):
         An id joins other bytes as its 16 wire bytes, as the encoders use it.
         """
         self.assertEqual(b"\x01" + CorrelationId(WIRE) + b"{}", b"\x01" + WIRE + b"{}")
+
+
+class NewIdTests(SynchronousTestCase):
+    def test_version_4(self) -> None:
+        """
+        New ids, across several refills of the random pool, are 16-byte
+        L{CorrelationId}s with the version 4 and RFC 4122 variant bits of a
+        random UUID.
+        """
+        for _ in range(1000):
+            cid = new_correlation_id()
+            self.assertIsInstance(cid, CorrelationId)
+            self.assertEqual(len(cid), 16)
+            self.assertEqual(cid.uuid.version, 4)
+            self.assertEqual(cid.uuid.variant, RFC_4122)
+            self.assertEqual(str(cid)[14], "4")
+
+    def test_distinct(self) -> None:
+        """
+        New ids, across several refills of the random pool, are all
+        different.
+        """
+        ids = [new_correlation_id() for _ in range(2000)]
+        self.assertEqual(len(set(ids)), len(ids))
