@@ -6,7 +6,8 @@ Wire layout of one frame::
     length: u32 big-endian | type: u8 | correlation_id: 16 bytes | data
 
 C{length} counts type + id + data, so it is at least 17.  The id bytes use
-the .NET GUID byte order (C{UUID.bytes_le}).  The decoder checks the length
+the .NET GUID byte order (C{UUID.bytes_le}); a frame's id is a
+L{CorrelationId}, which is those bytes.  The decoder checks the length
 prefix against C{max_frame_bytes} before it buffers the frame.
 """
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 from struct import Struct
 from typing import List
-from uuid import UUID
 
 from .enums import FrameType
 from .errors import FrameTooLarge, FrameTooShort, ProtocolError, UnknownFrameType
+from .ids import CorrelationId
 from .models import Frame
 
 #: Bytes of type + correlation id: the smallest legal length value.
@@ -44,7 +45,7 @@ def encode_frame(frame: Frame) -> bytes:
     payload = frame.payload
     return (
         _PREFIX.pack(FRAME_OVERHEAD + len(payload), frame.type)
-        + frame.correlation_id.bytes_le
+        + frame.correlation_id
         + payload
     )
 
@@ -56,7 +57,7 @@ def encode_datagram(frame: Frame) -> bytes:
     @param frame: the frame to encode.
     @return: C{type | id | data}.
     """
-    return bytes((frame.type,)) + frame.correlation_id.bytes_le + frame.payload
+    return bytes((frame.type,)) + frame.correlation_id + frame.payload
 
 
 def decode_datagram(data: bytes) -> Frame:
@@ -73,7 +74,7 @@ def decode_datagram(data: bytes) -> Frame:
     kind = _TYPES.get(data[0])
     if kind is None:
         raise UnknownFrameType(f"unknown frame type {data[0]}")
-    return Frame(kind, UUID(bytes_le=bytes(data[1:17])), bytes(data[17:]))
+    return Frame(kind, CorrelationId(data[1:17]), bytes(data[17:]))
 
 
 class FrameDecoder:
@@ -159,7 +160,7 @@ class FrameDecoder:
             frames.append(
                 Frame(
                     kind,  # type: ignore[arg-type]
-                    UUID(bytes_le=bytes(buffer[start + 1 : start + 17])),
+                    CorrelationId(buffer[start + 1 : start + 17]),
                     bytes(buffer[start + 17 : stop]),
                 )
             )

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, NamedTuple, Optional, Protocol, Tuple, Union
-from uuid import UUID
 
 from .enums import FrameType, InstanceHealthStatus, TransportType
 from .errors import InvalidDescriptor
+from .ids import CorrelationId
 
 _SEMVER = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z")
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
@@ -201,12 +201,14 @@ class Frame(NamedTuple):
 
     @ivar type: the frame kind.
     @ivar correlation_id: ties a REQUEST to its RESPONSE, CANCEL and stream
-        frames; for HELLO and HEARTBEAT any id.
+        frames; for HELLO and HEARTBEAT any id.  The 16 wire bytes
+        (L{CorrelationId}), not a C{uuid.UUID}: cheap to build, hash and
+        compare on the hot path; C{str()} gives the GUID text.
     @ivar payload: the frame's data bytes, encoded per frame type.
     """
 
     type: FrameType
-    correlation_id: UUID
+    correlation_id: CorrelationId
     payload: bytes
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
-from uuid import UUID, uuid4
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -18,7 +17,7 @@ from zope.interface import implementer
 from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
-from ..common.ids import new_correlation_id
+from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
 from ..common.models import ConnectionState, Frame, RoutableConnection
 from ..common.payloads import (
@@ -96,7 +95,7 @@ class GatewayConnection:
         self.routing_state = routing_state
         self.health = health
         self.reported_status = InstanceHealthStatus.HEALTHY
-        self._pings: Dict[UUID, float] = {}
+        self._pings: Dict[CorrelationId, float] = {}
         self.clock = clock
         self.node_id = node_id
         self.region = region
@@ -104,7 +103,7 @@ class GatewayConnection:
         self.sender: Optional[IFrameSender] = None
         self.state: Optional[ConnectionState] = None
         self.in_flight = InFlightRequests(clock, self._send_cancel, self._finished)
-        self.uploads: Dict[UUID, Any] = {}
+        self.uploads: Dict[CorrelationId, Any] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -226,7 +225,8 @@ class GatewayConnection:
             count=len(hello.endpoints),
         )
 
-    def _reject(self, reason: str, cid: Optional[UUID] = None, answer: bool = False) -> None:
+    def _reject(self, reason: str, cid: Optional[CorrelationId] = None,
+                answer: bool = False) -> None:
         """
         Close the connection, logging why; before registration (or when
         C{answer} is set) first tell the microservice in a HELLO answer.
@@ -235,7 +235,9 @@ class GatewayConnection:
         self.log.warn("closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
         if self.state is None or answer:
             # Tell the microservice why before closing, so it can log it.
-            self.sender.sendFrame(Frame(_HELLO, cid or uuid4(), encode_hello_ack(
+            if cid is None:
+                cid = new_correlation_id()
+            self.sender.sendFrame(Frame(_HELLO, cid, encode_hello_ack(
                 HelloAck(False, reason, self.node_id, self.region))))
         self.sender.close(reason)
 
@@ -307,7 +309,7 @@ class GatewayConnection:
         if len(self._pings) >= 8:
             # Unanswered pings of a silent peer: forget the oldest.
             del self._pings[next(iter(self._pings))]
-        cid = uuid4()
+        cid = new_correlation_id()
         self._pings[cid] = now
         self.sender.sendFrame(Frame(_HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
 
@@ -374,8 +376,8 @@ class GatewayConnection:
 
     def send_request(
         self, message: RequestMessage, timeout: Optional[float], sink: IResponseSink,
-        cid: Optional[UUID] = None, retries: int = 0,
-    ) -> UUID:
+        cid: Optional[CorrelationId] = None, retries: int = 0,
+    ) -> CorrelationId:
         """
         Send one REQUEST (its body split into REQUEST_STREAM_DATA frames if it
         does not fit one frame) and track it.
@@ -432,7 +434,8 @@ class GatewayConnection:
             send(frame)
         return cid
 
-    def send_body(self, cid: UUID, data: bytes, end: bool = False, abort: bool = False) -> None:
+    def send_body(self, cid: CorrelationId, data: bytes, end: bool = False,
+                  abort: bool = False) -> None:
         """
         Send a piece of a streamed request body (split to fit frames), or
         end or abort the stream.
@@ -450,7 +453,7 @@ class GatewayConnection:
                 FrameType.REQUEST_STREAM_DATA, cid,
                 encode_stream_data(data[offset:offset + step], end=end and offset == last)))
 
-    def upload_credit(self, cid: UUID, amount: int) -> None:
+    def upload_credit(self, cid: CorrelationId, amount: int) -> None:
         """
         The microservice granted room for C{amount} more bytes of request
         C{cid}'s streamed body.
@@ -459,7 +462,7 @@ class GatewayConnection:
         if stream is not None:
             stream.grant(amount)
 
-    def grant(self, cid: UUID, amount: int) -> None:
+    def grant(self, cid: CorrelationId, amount: int) -> None:
         """
         Give the microservice room for C{amount} more bytes of the streamed
         response of request C{cid}.
@@ -467,7 +470,7 @@ class GatewayConnection:
         if self.sender is not None and not self._closed and cid in self.in_flight:
             self.sender.sendFrame(Frame(FrameType.REQUEST_STREAM_DATA, cid, encode_credit(amount)))
 
-    def cancel(self, cid: UUID, reason: CancelReason) -> bool:
+    def cancel(self, cid: CorrelationId, reason: CancelReason) -> bool:
         """
         Cancel a request whose client went away (no answer is written).
 
@@ -485,7 +488,7 @@ class GatewayConnection:
         return self.in_flight.cancel_all(
             CancelReason.SHUTDOWN, GatewayShuttingDown("the gateway is shutting down"))
 
-    def _send_cancel(self, cid: UUID, reason: CancelReason) -> None:
+    def _send_cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
         if self.sender is not None and not self._closed:
             self.sender.sendFrame(Frame(FrameType.CANCEL, cid, encode_cancel(reason)))
 
@@ -495,7 +498,7 @@ class GatewayConnection:
             self.state.in_flight_bytes -= pending.size
         self.aggregate.value -= pending.size
 
-    def count_bytes(self, cid: UUID, amount: int) -> None:
+    def count_bytes(self, cid: CorrelationId, amount: int) -> None:
         """
         Count C{amount} more streamed body bytes of request C{cid} in flight.
         """

@@ -7,12 +7,12 @@ reason), and late frames (counted and dropped).
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional
-from uuid import UUID
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ..common.enums import CancelReason
+from ..common.ids import CorrelationId
 from ..common.interfaces import IResponseSink
 from ..common.payloads import ResponseMessage
 from .errors import DispatchError, GatewayTimeout, UpstreamProtocolError
@@ -61,7 +61,7 @@ class InFlightRequests:
     def __init__(
         self,
         clock: IReactorTime,
-        send_cancel: Callable[[UUID, CancelReason], None],
+        send_cancel: Callable[[CorrelationId, CancelReason], None],
         on_finished: Callable[[PendingRequest], None] = lambda pending: None,
     ) -> None:
         """
@@ -73,7 +73,7 @@ class InFlightRequests:
         self._clock = clock
         self._send_cancel = send_cancel
         self._on_finished = on_finished
-        self._pending: Dict[UUID, PendingRequest] = {}
+        self._pending: Dict[CorrelationId, PendingRequest] = {}
         self.late_frames = 0
         self.retries_sent = 0
         self.cancels_sent: Dict[str, int] = {}
@@ -84,13 +84,13 @@ class InFlightRequests:
     def __contains__(self, cid: object) -> bool:
         return cid in self._pending
 
-    def pending(self, cid: UUID) -> Optional[PendingRequest]:
+    def pending(self, cid: CorrelationId) -> Optional[PendingRequest]:
         """
         The request in flight under C{cid}, if any.
         """
         return self._pending.get(cid)
 
-    def add(self, cid: UUID, sink: IResponseSink, timeout: Optional[float], size: int = 0,
+    def add(self, cid: CorrelationId, sink: IResponseSink, timeout: Optional[float], size: int = 0,
             resend: Optional[Callable[[], None]] = None, retries: int = 0) -> None:
         """
         Track a request just sent.
@@ -110,7 +110,8 @@ class InFlightRequests:
             pending.retry = self._clock.callLater(interval, self._retry, cid, resend,
                                                   interval, retries)
 
-    def _retry(self, cid: UUID, resend: Callable[[], None], interval: float, left: int) -> None:
+    def _retry(self, cid: CorrelationId, resend: Callable[[], None], interval: float,
+               left: int) -> None:
         pending = self._pending.get(cid)
         if pending is None or pending.started:
             return
@@ -122,7 +123,7 @@ class InFlightRequests:
             pending.retry = self._clock.callLater(interval, self._retry, cid, resend,
                                                   interval, left - 1)
 
-    def _remove(self, cid: UUID) -> Optional[PendingRequest]:
+    def _remove(self, cid: CorrelationId) -> Optional[PendingRequest]:
         pending = self._pending.pop(cid, None)
         if pending is not None:
             if pending.timer is not None and pending.timer.active():
@@ -134,7 +135,7 @@ class InFlightRequests:
             self._on_finished(pending)
         return pending
 
-    def response(self, cid: UUID, message: ResponseMessage) -> bool:
+    def response(self, cid: CorrelationId, message: ResponseMessage) -> bool:
         """
         A RESPONSE arrived.
 
@@ -154,7 +155,7 @@ class InFlightRequests:
         self._deliver(cid, pending, pending.sink.responseStarted, message)
         return True
 
-    def _deliver(self, cid: UUID, pending: PendingRequest, call: Callable[..., None],
+    def _deliver(self, cid: CorrelationId, pending: PendingRequest, call: Callable[..., None],
                  *args: object) -> None:
         """
         Call the sink; if it fails (a bug, or a response the HTTP layer
@@ -172,7 +173,7 @@ class InFlightRequests:
             except Exception:
                 self.log.failure("reporting the failure of request {cid} failed too", cid=cid)
 
-    def stream_data(self, cid: UUID, chunk: bytes, end: bool, abort: bool,
+    def stream_data(self, cid: CorrelationId, chunk: bytes, end: bool, abort: bool,
                     abort_error: Callable[[], DispatchError]) -> bool:
         """
         A RESPONSE_STREAM_DATA frame arrived.
@@ -195,7 +196,7 @@ class InFlightRequests:
             self._deliver(cid, pending, pending.sink.responseFinished)
         return True
 
-    def fail(self, cid: UUID, error: DispatchError) -> None:
+    def fail(self, cid: CorrelationId, error: DispatchError) -> None:
         """
         Give up on one request without sending CANCEL (the microservice sent
         something unusable for it).
@@ -204,7 +205,8 @@ class InFlightRequests:
         if pending is not None:
             pending.sink.failed(error)
 
-    def cancel(self, cid: UUID, reason: CancelReason, error: Optional[DispatchError] = None) -> bool:
+    def cancel(self, cid: CorrelationId, reason: CancelReason,
+               error: Optional[DispatchError] = None) -> bool:
         """
         The one cancel path: stop tracking, send CANCEL once, and tell the
         sink (unless C{error} is C{None}: the client is gone).
@@ -242,7 +244,7 @@ class InFlightRequests:
             self.fail(cid, error)
         return len(cids)
 
-    def _timed_out(self, cid: UUID, timeout: float) -> None:
+    def _timed_out(self, cid: CorrelationId, timeout: float) -> None:
         pending = self._pending.get(cid)
         if pending is None:
             return

@@ -7,7 +7,6 @@ handler's Deferred.
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
-from uuid import UUID
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -17,6 +16,7 @@ from twisted.python.failure import Failure
 from ..common.enums import CancelReason, FrameType
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameSender
 from ..common.models import Frame, InstanceDescriptor
 from ..common.payloads import (
@@ -40,12 +40,15 @@ _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
 
 class _InFlight:
     """
-    One request being served: its context and the handler's Deferred.
+    One request being served: its correlation id (the key of the
+    dispatcher's tables; C{ctx} has only its text), its context and the
+    handler's Deferred.
     """
 
-    __slots__ = ("ctx", "deferred")
+    __slots__ = ("cid", "ctx", "deferred")
 
-    def __init__(self, ctx: RawRequestContext) -> None:
+    def __init__(self, cid: CorrelationId, ctx: RawRequestContext) -> None:
+        self.cid = cid
         self.ctx = ctx
         self.deferred: Optional[Deferred] = None
 
@@ -131,11 +134,11 @@ class RequestDispatcher:
         self.can_stream = can_stream
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
-        self._in_flight: Dict[UUID, _InFlight] = {}
+        self._in_flight: Dict[CorrelationId, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
-        self._credits: Dict[UUID, _Credit] = {}
-        self._uploads: Dict[UUID, BodyStream] = {}
-        self._assembling: Dict[UUID, _Assembly] = {}
+        self._credits: Dict[CorrelationId, _Credit] = {}
+        self._uploads: Dict[CorrelationId, BodyStream] = {}
+        self._assembling: Dict[CorrelationId, _Assembly] = {}
         self.late_results = 0
         self.ignored_cancels = 0
         self.expired = 0
@@ -288,7 +291,7 @@ class RequestDispatcher:
             del self._assembling[cid]
             self._dispatch(cid, assembly.message, b"".join(assembly.chunks))
 
-    def cancel(self, cid: UUID, reason: CancelReason) -> None:
+    def cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
         """
         Cancel the handler of request C{cid}; an unknown id is a no-op.
         """
@@ -319,7 +322,7 @@ class RequestDispatcher:
 
     # -- handler calls ---------------------------------------------------
 
-    def _dispatch(self, cid: UUID, message: RequestMessage, body: Any,
+    def _dispatch(self, cid: CorrelationId, message: RequestMessage, body: Any,
                   registered: Any = _LOOKUP) -> None:
         """
         Run the handler of C{message} (C{registered}: its endpoint, if the
@@ -372,7 +375,7 @@ class RequestDispatcher:
         if not isinstance(result, Deferred):
             self._respond(cid, result, message)
             return
-        entry = _InFlight(ctx)
+        entry = _InFlight(cid, ctx)
         entry.deferred = result
         self._in_flight[cid] = entry
         result.addCallbacks(
@@ -380,7 +383,8 @@ class RequestDispatcher:
             callbackArgs=(cid, entry, message), errbackArgs=(cid, entry, message),
         )
 
-    def _handler_done(self, result: Any, cid: UUID, entry: _InFlight, message: RequestMessage) -> None:
+    def _handler_done(self, result: Any, cid: CorrelationId, entry: _InFlight,
+                      message: RequestMessage) -> None:
         if self._in_flight.get(cid) is not entry:
             self.late_results += 1
             self.log.debug("late result of cancelled request {cid} discarded", cid=cid)
@@ -389,7 +393,8 @@ class RequestDispatcher:
         self._respond(cid, result, message, entry)
         self._check_idle()
 
-    def _handler_errback(self, failure: Failure, cid: UUID, entry: _InFlight, message: RequestMessage) -> None:
+    def _handler_errback(self, failure: Failure, cid: CorrelationId, entry: _InFlight,
+                         message: RequestMessage) -> None:
         if self._in_flight.get(cid) is not entry:
             if not failure.check(CancelledError):
                 self.late_results += 1
@@ -398,7 +403,8 @@ class RequestDispatcher:
         self._handler_failed(failure, cid, message)
         self._check_idle()
 
-    def _handler_failed(self, failure: Failure, cid: UUID, message: RequestMessage) -> None:
+    def _handler_failed(self, failure: Failure, cid: CorrelationId,
+                        message: RequestMessage) -> None:
         self._uploads.pop(cid, None)
         self.failed += 1
         self.log.failure(
@@ -412,7 +418,7 @@ class RequestDispatcher:
         if not entry.ctx.cancelled.called:
             entry.ctx.cancel_reason = reason
             entry.ctx.cancelled.callback(reason)
-        upload = self._uploads.pop(UUID(entry.ctx.correlation_id), None)
+        upload = self._uploads.pop(entry.cid, None)
         if upload is not None:
             upload.fail(CancelledError(f"cancelled: {reason.value if reason else 'lost'}"))
         if entry.deferred is not None and not entry.deferred.called:
@@ -420,7 +426,7 @@ class RequestDispatcher:
 
     # -- frames out ------------------------------------------------------
 
-    def _respond(self, cid: UUID, result: object, message: RequestMessage,
+    def _respond(self, cid: CorrelationId, result: object, message: RequestMessage,
                  entry: Optional[_InFlight] = None) -> None:
         """
         Send a handler's result, or a 500 if it is not a valid response.
@@ -449,8 +455,8 @@ class RequestDispatcher:
             self.served += 1
         self._send(cid, result)
 
-    def _start_stream(self, cid: UUID, response: StreamingResponse, message: RequestMessage,
-                      entry: Optional[_InFlight]) -> None:
+    def _start_stream(self, cid: CorrelationId, response: StreamingResponse,
+                      message: RequestMessage, entry: Optional[_InFlight]) -> None:
         problem = response_problem(RawResponse(response.status, response.headers, b""))
         if problem is None and not self.can_stream:
             problem = "this transport cannot carry a streamed response"
@@ -467,7 +473,7 @@ class RequestDispatcher:
         credit = _Credit()
         self._credits[cid] = credit
         if entry is None:
-            entry = _InFlight(RawRequestContext(
+            entry = _InFlight(cid, RawRequestContext(
                 method=message.method, path=message.path, path_params=message.path_params,
                 query=message.query, headers=HeaderMap(message.headers), claims=message.claims,
                 body=b"", correlation_id=str(cid), deadline=message.deadline,
@@ -478,7 +484,7 @@ class RequestDispatcher:
         pump.addCallbacks(self._stream_done, self._stream_failed,
                           callbackArgs=(cid, entry), errbackArgs=(cid, entry))
 
-    async def _pump(self, cid: UUID, body: Any, credit: "_Credit") -> None:
+    async def _pump(self, cid: CorrelationId, body: Any, credit: "_Credit") -> None:
         """
         Send a streamed body as the gateway grants room for it.
         """
@@ -516,7 +522,7 @@ class RequestDispatcher:
             for chunk in body:
                 await put(bytes(chunk))
 
-    def _stream_done(self, result: object, cid: UUID, entry: _InFlight) -> None:
+    def _stream_done(self, result: object, cid: CorrelationId, entry: _InFlight) -> None:
         self._credits.pop(cid, None)
         self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
@@ -527,7 +533,7 @@ class RequestDispatcher:
         self.served += 1
         self._check_idle()
 
-    def _stream_failed(self, failure: Failure, cid: UUID, entry: _InFlight) -> None:
+    def _stream_failed(self, failure: Failure, cid: CorrelationId, entry: _InFlight) -> None:
         self._credits.pop(cid, None)
         self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
@@ -540,12 +546,12 @@ class RequestDispatcher:
                                     encode_stream_data(b"", abort=True)))
         self._check_idle()
 
-    def _grant_upload(self, cid: UUID, amount: int) -> None:
+    def _grant_upload(self, cid: CorrelationId, amount: int) -> None:
         if cid in self._uploads or cid in self._in_flight:
             self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
                                         encode_credit(amount)))
 
-    def credit_received(self, cid: UUID, amount: int) -> None:
+    def credit_received(self, cid: CorrelationId, amount: int) -> None:
         """
         The gateway granted room for C{amount} more bytes of a streamed
         response.
@@ -554,7 +560,7 @@ class RequestDispatcher:
         if credit is not None:
             credit.grant(amount)
 
-    def _send(self, cid: UUID, response: RawResponse) -> None:
+    def _send(self, cid: CorrelationId, response: RawResponse) -> None:
         """
         Send a valid response: one RESPONSE frame, or a streaming RESPONSE
         header and stream frames (the last one flagged end) when it does not
@@ -616,7 +622,7 @@ def response_problem(result: object) -> Optional[str]:
     return None
 
 
-def _problem(status: int, kind: str, title: str, detail: str, cid: UUID) -> RawResponse:
+def _problem(status: int, kind: str, title: str, detail: str, cid: CorrelationId) -> RawResponse:
     return RawResponse(status, _PROBLEM_HEADERS, problem_body(status, kind, title, detail, str(cid)))
 
 

@@ -7,7 +7,6 @@ dispatcher, and drains on request.
 from __future__ import annotations
 
 from typing import Callable, Optional, Set, Tuple
-from uuid import UUID, uuid4
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -18,6 +17,7 @@ from zope.interface import implementer
 from ..common.enums import FrameType, InstanceHealthStatus
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
+from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender
 from ..common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from ..common.payloads import (
@@ -77,9 +77,9 @@ class RouterSession:
         self.accepted: Optional[HelloAck] = None
         self.status = InstanceHealthStatus.HEALTHY
         self.closed = False
-        self._hello_id = uuid4()
+        self._hello_id = new_correlation_id()
         self._heartbeat: Optional[LoopingCall] = None
-        self._drain_ids: Set[UUID] = set()
+        self._drain_ids: Set[CorrelationId] = set()
         self._drain_acked: Deferred = Deferred()
         self._counted = (0, 0)
 
@@ -177,7 +177,7 @@ class RouterSession:
         done = (served - self._counted[0]) + (failed - self._counted[1])
         error_rate = (failed - self._counted[1]) / done if done else 0.0
         self._counted = (served, failed)
-        cid = uuid4()
+        cid = new_correlation_id()
         if self.status is InstanceHealthStatus.DRAINING:
             self._drain_ids.add(cid)
         beat = Heartbeat(self.instance.instance_id, self.status, self.dispatcher.in_flight,

@@ -17,13 +17,13 @@ provides:
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Tuple
-from uuid import UUID, uuid4
 
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from ..common.enums import FrameType, TransportType
 from ..common.frames import FRAME_OVERHEAD
+from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameSender, ITransportClient, ITransportServer
 from ..common.models import Frame
 from .fakes import RecordingReceiver
@@ -83,8 +83,8 @@ def observe(d: Deferred) -> Deferred:
     return waiter
 
 
-def _frame(kind: FrameType, payload: bytes, cid: UUID | None = None) -> Frame:
-    return Frame(kind, cid or uuid4(), payload)
+def _frame(kind: FrameType, payload: bytes, cid: CorrelationId | None = None) -> Frame:
+    return Frame(kind, new_correlation_id() if cid is None else cid, payload)
 
 
 async def _start_pair(case: Any, hello: bool) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:

@@ -7,11 +7,20 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from ..common.enums import CancelReason, FrameType
+from ..common.ids import CorrelationId
 from ..common.models import Frame
 from ..common.payloads import RequestMessage, ResponseMessage
 
 _text = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 _token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+
+
+def correlation_ids() -> st.SearchStrategy[CorrelationId]:
+    """
+    Any correlation id: any 16 bytes, not only version 4 UUIDs (a peer may
+    send any id).
+    """
+    return st.binary(min_size=16, max_size=16).map(CorrelationId)
 
 
 def frames(max_payload: int = 2048) -> st.SearchStrategy[Frame]:
@@ -21,7 +30,7 @@ def frames(max_payload: int = 2048) -> st.SearchStrategy[Frame]:
     return st.builds(
         Frame,
         st.sampled_from(list(FrameType)),
-        st.uuids(),
+        correlation_ids(),
         st.binary(max_size=max_payload),
     )
 

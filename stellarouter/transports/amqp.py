@@ -6,7 +6,7 @@ Topology: one direct exchange, C{stellaops.router}.  Each gateway node
 consumes its own queue C{stella.gw.<node_id>}; each microservice instance
 consumes C{stella.svc.<instance_id>.<random>}; queues are exclusive and
 deleted with their connection.  One AMQP message = one frame: the frame
-type in the message C{type} property, the correlation id in
+type in the message C{type} property, the correlation id (its GUID text) in
 C{correlation_id}, the sender's queue in C{reply_to}, the payload as the
 body.  A REQUEST message carries an C{expiration} so the broker drops it
 once its deadline has passed.
@@ -32,7 +32,6 @@ import random
 import time
 import uuid
 from typing import Any, Callable, Dict, Optional, Tuple
-from uuid import UUID
 
 import pika
 from pika.adapters.twisted_connection import TwistedProtocolConnection
@@ -50,6 +49,7 @@ from ..common.addresses import parse_amqp_address
 from ..common.enums import FrameType, TransportType
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.models import Frame
 from ..common.payloads import decode_request
@@ -182,7 +182,7 @@ class _Node:
             return None
         kind = _TYPES.get(str(properties.type or ""))
         try:
-            cid = UUID(str(properties.correlation_id))
+            cid = CorrelationId.parse(str(properties.correlation_id))
         except (ValueError, TypeError):
             cid = None
         if kind is None or cid is None:
@@ -254,7 +254,7 @@ class AMQPPeer:
         self.receiver = receiver
         self.last_seen = server.clock.seconds()
         self.closed = False
-        self.hello_id: Optional[UUID] = None
+        self.hello_id: Optional[CorrelationId] = None
         self.hello_answer: Optional[Frame] = None
 
     def sendFrame(self, frame: Frame) -> None:
@@ -393,7 +393,7 @@ class AMQPTransportClient(_Node):
 
     def stop(self) -> Deferred:
         if self.receiver is not None and self.channel is not None:
-            self.publish(self.target, Frame(FrameType.HEARTBEAT, uuid.uuid4(),
+            self.publish(self.target, Frame(FrameType.HEARTBEAT, new_correlation_id(),
                                             json.dumps({"goodbye": True}).encode()))
         self._end_session("stopped")
         return self.service.stopService()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple
-from uuid import UUID
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
@@ -37,6 +36,7 @@ from zope.interface import implementer
 from ..common.enums import FrameType, TransportType
 from ..common.errors import ProtocolError
 from ..common.frames import decode_datagram, encode_datagram
+from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
 from ..common.models import Frame
@@ -61,8 +61,8 @@ class _Seen:
         self.size = size
         self.max_bytes = max_bytes
         self.answer_types = answer_types
-        self._received: "OrderedDict[Tuple[int, UUID], None]" = OrderedDict()
-        self._answers: "OrderedDict[Tuple[int, UUID], bytes]" = OrderedDict()
+        self._received: "OrderedDict[Tuple[int, CorrelationId], None]" = OrderedDict()
+        self._answers: "OrderedDict[Tuple[int, CorrelationId], bytes]" = OrderedDict()
         self._answer_bytes = 0
 
     def duplicate(self, frame: Frame) -> bool:

@@ -20,6 +20,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import FrameType, TransportType
+from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.interfaces import IFrameSender, ITransportClient, ITransportServer
 from stellarouter.common.models import Frame
 from stellarouter.testing.contract import ReceiverLog, observe
@@ -53,7 +54,7 @@ class AMQPTransportTests(TestCase):
         client.start()
         self.addCleanup(client.stop)
         session = await self.settle(clients.opened(1))
-        session.connection.sendFrame(Frame(FrameType.HELLO, uuid.uuid4(), b"{}"))
+        session.connection.sendFrame(Frame(FrameType.HELLO, new_correlation_id(), b"{}"))
         await self.settle(servers.opened(1))
         return server, client, servers, clients
 
@@ -67,15 +68,15 @@ class AMQPTransportTests(TestCase):
         verifyObject(ITransportClient, client)
         verifyObject(IFrameSender, servers.receivers[0].connection)
         self.assertEqual(servers.receivers[0].connection.transport_type, TransportType.RABBITMQ)
-        up = [Frame(kind, uuid.uuid4(), bytes([i]) * (i * 100_000))
+        up = [Frame(kind, new_correlation_id(), bytes([i]) * (i * 100_000))
               for i, kind in enumerate([FrameType.HEARTBEAT, FrameType.RESPONSE,
                                         FrameType.RESPONSE_STREAM_DATA], start=1)]
         for frame in up:
             clients.receivers[0].connection.sendFrame(frame)
         received = await self.settle(servers.receivers[0].received(1 + len(up)))
         self.assertEqual(received[1:], up)
-        down = [Frame(FrameType.CANCEL, uuid.uuid4(), b'{"reason":"Timeout"}'),
-                Frame(FrameType.REQUEST_STREAM_DATA, uuid.uuid4(), b"\x01" + b"z" * 1000)]
+        down = [Frame(FrameType.CANCEL, new_correlation_id(), b'{"reason":"Timeout"}'),
+                Frame(FrameType.REQUEST_STREAM_DATA, new_correlation_id(), b"\x01" + b"z" * 1000)]
         for frame in down:
             servers.receivers[0].connection.sendFrame(frame)
         self.assertEqual(await self.settle(clients.receivers[0].received(len(down))), down)
@@ -103,7 +104,7 @@ class AMQPTransportTests(TestCase):
         client.start()
         self.addCleanup(client.stop)
         session = await self.settle(clients.opened(1))
-        session.connection.sendFrame(Frame(FrameType.HELLO, uuid.uuid4(), b"{}"))
+        session.connection.sendFrame(Frame(FrameType.HELLO, new_correlation_id(), b"{}"))
         await deferLater(reactor, 0.3, lambda: None)   # the HELLO went nowhere
         server = amqp_server(reactor, BROKER, servers, node)
         await self.settle(server.start())

@@ -14,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from stellarouter.common.enums import FrameType, TransportType
+from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.models import Frame
 from stellarouter.testing.contract import MessageContractTests, ReceiverLog, observe
 from stellarouter.transports.amqp import EXCHANGE, amqp_client, amqp_server
@@ -57,7 +58,7 @@ class AMQPContractTests(MessageContractTests, TestCase):
         Publish a message to the gateway node's queue on the client's own
         channel, around the transport's checks.
         """
-        properties = pika.BasicProperties(type=kind, correlation_id=str(uuid.uuid4()),
+        properties = pika.BasicProperties(type=kind, correlation_id=str(new_correlation_id()),
                                           reply_to=reply_to)
         self.client.channel.basic_publish(exchange=EXCHANGE, routing_key=server.queue,
                                           body=body, properties=properties)
@@ -77,7 +78,7 @@ class AMQPContractTests(MessageContractTests, TestCase):
         # sent after the injected messages marks their arrival.
         receiver = self.servers.receivers[0]
         count = len(receiver.frames) + 1
-        self.client.sendFrame(Frame(FrameType.HEARTBEAT, uuid.uuid4(), b"{}"))
+        self.client.sendFrame(Frame(FrameType.HEARTBEAT, new_correlation_id(), b"{}"))
         return receiver.received(count)
 
     def test_oversized_frame_is_not_sent(self) -> None:
@@ -95,7 +96,7 @@ class AMQPContractTests(MessageContractTests, TestCase):
                 return Deferred()
 
         node.channel = Channel()
-        node.publish("somewhere", Frame(FrameType.RESPONSE, uuid.uuid4(), b"x" * 1007))
+        node.publish("somewhere", Frame(FrameType.RESPONSE, new_correlation_id(), b"x" * 1007))
         self.assertEqual(len(published), 1)
-        node.publish("somewhere", Frame(FrameType.RESPONSE, uuid.uuid4(), b"x" * 1008))
+        node.publish("somewhere", Frame(FrameType.RESPONSE, new_correlation_id(), b"x" * 1008))
         self.assertEqual(len(published), 1)

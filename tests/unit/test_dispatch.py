@@ -3,13 +3,12 @@ Tests for the gateway's in-flight table: timeouts, the one cancel path and
 late frames, on a Clock.
 """
 
-from uuid import uuid4
-
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import CancelReason
+from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.interfaces import IResponseSink
 from stellarouter.common.payloads import ResponseMessage
 from stellarouter.gateway.dispatch import InFlightRequests
@@ -42,7 +41,7 @@ class InFlightTests(SynchronousTestCase):
         """
         A response completes the request, cancels its timer and sends nothing.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, 5.0)
         self.assertTrue(self.table.response(cid, ResponseMessage(200, [], b"ok")))
         self.assertEqual(sink.response.body, b"ok")
@@ -53,7 +52,7 @@ class InFlightTests(SynchronousTestCase):
         Nothing happens before the timeout; at it, exactly one CANCEL(Timeout)
         is sent and the sink gets a 504 error.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, 5.0)
         self.clock.advance(5.0 - EPSILON)
         self.assertEqual((self.cancels, sink.error), ([], None))
@@ -67,7 +66,7 @@ class InFlightTests(SynchronousTestCase):
         """
         A response after the timeout is counted, dropped, and reaches nobody.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, 1.0)
         self.clock.advance(1.0)
         self.assertFalse(self.table.response(cid, ResponseMessage(200)))
@@ -79,11 +78,11 @@ class InFlightTests(SynchronousTestCase):
         """
         Cancelling twice sends one CANCEL; cancelling an unknown id sends none.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, 1.0)
         self.assertTrue(self.table.cancel(cid, CancelReason.CLIENT_DISCONNECTED))
         self.assertFalse(self.table.cancel(cid, CancelReason.CLIENT_DISCONNECTED))
-        self.assertFalse(self.table.cancel(uuid4(), CancelReason.TIMEOUT))
+        self.assertFalse(self.table.cancel(new_correlation_id(), CancelReason.TIMEOUT))
         self.assertEqual(self.cancels, [(cid, CancelReason.CLIENT_DISCONNECTED)])
         self.assertIsNone(sink.error)
         self.clock.advance(2.0)
@@ -94,7 +93,7 @@ class InFlightTests(SynchronousTestCase):
         A response that arrives at the timeout instant, before the timer
         runs, wins: no CANCEL.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, 1.0)
         self.clock.advance(1.0 - EPSILON)
         self.table.response(cid, ResponseMessage(204))
@@ -105,7 +104,7 @@ class InFlightTests(SynchronousTestCase):
         """
         A streaming response delivers its chunks then finishes.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, 1.0)
         self.table.response(cid, ResponseMessage(200, [], b"", streaming=True))
         self.clock.advance(0.5)
@@ -119,7 +118,7 @@ class InFlightTests(SynchronousTestCase):
         A response stream that stalls is cancelled when the timeout elapses,
         as a missing response would be.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, 1.0)
         self.table.response(cid, ResponseMessage(200, [], b"", streaming=True))
         self.table.stream_data(cid, b"ab", False, False, lambda: None)
@@ -132,7 +131,7 @@ class InFlightTests(SynchronousTestCase):
         """
         A sink that raises fails only its own request.
         """
-        cid = uuid4()
+        cid = new_correlation_id()
 
         class Broken(RecordingSink):
             def responseStarted(self, response: object) -> None:
@@ -149,7 +148,7 @@ class InFlightTests(SynchronousTestCase):
         """
         Stream data before the RESPONSE header is dropped and counted.
         """
-        cid = uuid4()
+        cid = new_correlation_id()
         self.table.add(cid, RecordingSink(), None)
         self.assertFalse(self.table.stream_data(cid, b"x", False, False, lambda: None))
         self.assertEqual(self.table.late_frames, 1)
@@ -159,7 +158,7 @@ class InFlightTests(SynchronousTestCase):
         """
         An aborted response stream fails the request with the given error.
         """
-        cid, sink = uuid4(), RecordingSink()
+        cid, sink = new_correlation_id(), RecordingSink()
         self.table.add(cid, sink, None)
         self.table.response(cid, ResponseMessage(200, streaming=True))
         self.table.stream_data(cid, b"", False, True, lambda: UpstreamProtocolError("aborted"))
@@ -172,12 +171,12 @@ class InFlightTests(SynchronousTestCase):
         """
         sinks = [RecordingSink() for _ in range(3)]
         for sink in sinks:
-            self.table.add(uuid4(), sink, 10.0)
+            self.table.add(new_correlation_id(), sink, 10.0)
         self.assertEqual(self.table.fail_all(UpstreamLost("gone")), 3)
         self.assertEqual(self.cancels, [])
         self.assertTrue(all(isinstance(s.error, UpstreamLost) for s in sinks))
         for sink in sinks:
-            self.table.add(uuid4(), sink, 10.0)
+            self.table.add(new_correlation_id(), sink, 10.0)
         self.assertEqual(self.table.cancel_all(CancelReason.SHUTDOWN, UpstreamLost("x")), 3)
         self.assertEqual([r for _, r in self.cancels], [CancelReason.SHUTDOWN] * 3)
         self.assertEqual(len(self.finished), 6)

@@ -2,8 +2,6 @@
 Tests for the sans-IO frame codec.
 """
 
-from uuid import UUID, uuid4
-
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,10 +19,11 @@ from stellarouter.common.frames import (
     encode_datagram,
     encode_frame,
 )
+from stellarouter.common.ids import CorrelationId, new_correlation_id
 from stellarouter.common.models import Frame
 from stellarouter.testing.strategies import frames, splits
 
-CID = UUID("00112233-4455-6677-8899-aabbccddeeff")
+CID = CorrelationId.parse("00112233-4455-6677-8899-aabbccddeeff")
 
 
 class EncodeTests(SynchronousTestCase):
@@ -44,8 +43,20 @@ class EncodeTests(SynchronousTestCase):
         A datagram frame has no length prefix.
         """
         data = encode_datagram(Frame(FrameType.HELLO, CID, b"{}"))
-        self.assertEqual(data, b"\x01" + CID.bytes_le + b"{}")
+        self.assertEqual(data, b"\x01" + bytes.fromhex("33221100554477668899aabbccddeeff") + b"{}")
         self.assertEqual(decode_datagram(data), Frame(FrameType.HELLO, CID, b"{}"))
+
+    def test_decoded_id_is_a_correlation_id(self) -> None:
+        """
+        Both decoders give the frame's id as a L{CorrelationId} of the 16
+        wire bytes, which prints as the GUID text.
+        """
+        frame = Frame(FrameType.REQUEST, CID, b"x")
+        (streamed,) = FrameDecoder().feed(encode_frame(frame))
+        for decoded in (streamed, decode_datagram(encode_datagram(frame))):
+            self.assertIs(type(decoded.correlation_id), CorrelationId)
+            self.assertEqual(decoded.correlation_id, CID)
+            self.assertEqual(str(decoded.correlation_id), "00112233-4455-6677-8899-aabbccddeeff")
 
 
 class DecoderTests(SynchronousTestCase):
@@ -101,7 +112,7 @@ class DecoderTests(SynchronousTestCase):
         """
         A frame whose length equals the cap is accepted.
         """
-        frame = Frame(FrameType.REQUEST, uuid4(), b"a" * 83)
+        frame = Frame(FrameType.REQUEST, new_correlation_id(), b"a" * 83)
         self.assertEqual(FrameDecoder(max_frame_bytes=100).feed(encode_frame(frame)), [frame])
 
     def test_too_short(self) -> None:

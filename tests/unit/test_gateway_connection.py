@@ -4,13 +4,13 @@ and the frames it accepts.
 """
 
 import json
-from uuid import uuid4
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import FrameType, InstanceHealthStatus
+from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.interfaces import IFrameReceiver, IFrameSender
 from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from stellarouter.common.payloads import (
@@ -35,7 +35,7 @@ def hello(service: str = "billing", version: str = "1.0.0", paths=(("GET", "/pin
     ident.update(instance)
     desc = InstanceDescriptor(**ident)
     endpoints = tuple(EndpointDescriptor(service, version, m, p) for m, p in paths)
-    return Frame(FrameType.HELLO, uuid4(), encode_hello(Hello(desc, endpoints)))
+    return Frame(FrameType.HELLO, new_correlation_id(), encode_hello(Hello(desc, endpoints)))
 
 
 class GatewayConnectionTests(SynchronousTestCase):
@@ -94,7 +94,7 @@ class GatewayConnectionTests(SynchronousTestCase):
         """
         obj = json.loads(hello().payload)
         del obj["instance"]["instance_id"]
-        self.assertRejected(Frame(FrameType.HELLO, uuid4(), json.dumps(obj).encode()),
+        self.assertRejected(Frame(FrameType.HELLO, new_correlation_id(), json.dumps(obj).encode()),
                             "'instance_id'")
 
     def test_malformed_path(self) -> None:
@@ -103,7 +103,7 @@ class GatewayConnectionTests(SynchronousTestCase):
         """
         obj = json.loads(hello().payload)
         obj["endpoints"][0]["path"] = "/a//b"
-        self.assertRejected(Frame(FrameType.HELLO, uuid4(), json.dumps(obj).encode()),
+        self.assertRejected(Frame(FrameType.HELLO, new_correlation_id(), json.dumps(obj).encode()),
                             "empty segment")
 
     def test_path_of_other_service(self) -> None:
@@ -118,13 +118,14 @@ class GatewayConnectionTests(SynchronousTestCase):
         """
         A HELLO that is not JSON is refused.
         """
-        self.assertRejected(Frame(FrameType.HELLO, uuid4(), b"\xff"), "not UTF-8 JSON")
+        self.assertRejected(Frame(FrameType.HELLO, new_correlation_id(), b"\xff"), "not UTF-8 JSON")
 
     def test_other_frame_first(self) -> None:
         """
         Any frame other than HELLO first closes the connection.
         """
-        self.assertRejected(Frame(FrameType.HEARTBEAT, uuid4(), b"{}"), "expected HELLO first")
+        self.assertRejected(Frame(FrameType.HEARTBEAT, new_correlation_id(), b"{}"),
+                            "expected HELLO first")
 
     def test_second_hello(self) -> None:
         """
@@ -142,7 +143,7 @@ class GatewayConnectionTests(SynchronousTestCase):
         for kind in (FrameType.REQUEST, FrameType.CANCEL, FrameType.REQUEST_STREAM_DATA):
             connection, sender = self.connect()
             connection.frameReceived(hello(instance_id=str(kind)))
-            connection.frameReceived(Frame(kind, uuid4(), b""))
+            connection.frameReceived(Frame(kind, new_correlation_id(), b""))
             self.assertIn("may not send", sender.closed)
             connection.connectionClosed("closed")
 
@@ -154,11 +155,11 @@ class GatewayConnectionTests(SynchronousTestCase):
         connection, sender = self.connect()
         connection.frameReceived(hello())
         self.clock.advance(7)
-        connection.frameReceived(Frame(FrameType.HEARTBEAT, uuid4(), encode_heartbeat(
+        connection.frameReceived(Frame(FrameType.HEARTBEAT, new_correlation_id(), encode_heartbeat(
             Heartbeat("b-1", InstanceHealthStatus.DRAINING))))
         self.assertEqual(connection.state.last_heartbeat, 7)
         self.assertEqual(connection.state.status, InstanceHealthStatus.DRAINING)
-        connection.frameReceived(Frame(FrameType.HEARTBEAT, uuid4(), b"junk"))
+        connection.frameReceived(Frame(FrameType.HEARTBEAT, new_correlation_id(), b"junk"))
         self.assertIsNone(sender.closed)
 
     def test_endpoints_update(self) -> None:
@@ -168,11 +169,12 @@ class GatewayConnectionTests(SynchronousTestCase):
         """
         connection, sender = self.connect()
         connection.frameReceived(hello())
-        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, uuid4(), encode_endpoints_update(
-            (EndpointDescriptor("billing", "1.0.0", "GET", "/v2"),))))
+        connection.frameReceived(Frame(
+            FrameType.ENDPOINTS_UPDATE, new_correlation_id(),
+            encode_endpoints_update((EndpointDescriptor("billing", "1.0.0", "GET", "/v2"),))))
         self.assertRaises(NotFound, self.state.resolve, "GET", "/ping")
         self.assertEqual(self.state.resolve("GET", "/v2").template, "/v2")
-        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, uuid4(), b"{}"))
+        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, new_correlation_id(), b"{}"))
         self.assertIn("invalid ENDPOINTS_UPDATE", sender.closed)
 
     def test_late_and_malformed_responses(self) -> None:
@@ -182,9 +184,10 @@ class GatewayConnectionTests(SynchronousTestCase):
         """
         connection, sender = self.connect()
         connection.frameReceived(hello())
-        connection.frameReceived(Frame(FrameType.RESPONSE, uuid4(),
+        connection.frameReceived(Frame(FrameType.RESPONSE, new_correlation_id(),
                                        encode_response(ResponseMessage(200))))
-        connection.frameReceived(Frame(FrameType.RESPONSE_STREAM_DATA, uuid4(), b"\x01"))
+        connection.frameReceived(
+            Frame(FrameType.RESPONSE_STREAM_DATA, new_correlation_id(), b"\x01"))
         self.assertEqual(connection.in_flight.late_frames, 2)
         self.assertIsNone(sender.closed)
 
@@ -192,7 +195,7 @@ class GatewayConnectionTests(SynchronousTestCase):
         """
         A RESPONSE before the HELLO is refused like any other first frame.
         """
-        self.assertRejected(Frame(FrameType.RESPONSE, uuid4(),
+        self.assertRejected(Frame(FrameType.RESPONSE, new_correlation_id(),
                                   encode_response(ResponseMessage(200))), "expected HELLO first")
 
     def test_non_finite_timeout(self) -> None:
@@ -202,7 +205,8 @@ class GatewayConnectionTests(SynchronousTestCase):
         for constant in ("NaN", "Infinity"):
             text = hello().payload.decode().replace('"default_timeout":30.0',
                                                     f'"default_timeout":{constant}')
-            self.assertRejected(Frame(FrameType.HELLO, uuid4(), text.encode()), "not allowed")
+            self.assertRejected(Frame(FrameType.HELLO, new_correlation_id(), text.encode()),
+                                "not allowed")
 
     def test_refused_update_is_answered(self) -> None:
         """
@@ -212,7 +216,7 @@ class GatewayConnectionTests(SynchronousTestCase):
         connection, sender = self.connect()
         connection.frameReceived(hello())
         sender.take()
-        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, uuid4(), b"{}"))
+        connection.frameReceived(Frame(FrameType.ENDPOINTS_UPDATE, new_correlation_id(), b"{}"))
         self.assertIn("missing 'endpoints'", decode_hello_ack(sender.frames[0].payload).reason)
 
     def test_bad_response_header_fails_one_request(self) -> None:

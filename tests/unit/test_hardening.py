@@ -128,9 +128,9 @@ class MiscHardeningTests(SynchronousTestCase):
         give the next.
         """
         a, b = new_correlation_id(), new_correlation_id()
-        self.assertNotEqual(a.int >> 64, b.int >> 64)
-        self.assertNotEqual(b.int - a.int, 1)
-        self.assertEqual(a.version, 4)
+        self.assertNotEqual(a.uuid.int >> 64, b.uuid.int >> 64)
+        self.assertNotEqual(b.uuid.int - a.uuid.int, 1)
+        self.assertEqual(a.uuid.version, 4)
 
     def test_no_hello_closes(self) -> None:
         """

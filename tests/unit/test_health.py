@@ -3,12 +3,11 @@ Tests for liveness: the status policy, the monitor's sweeps and pings on a
 Clock, and the DRAINING acknowledgement.
 """
 
-from uuid import uuid4
-
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.common.enums import FrameType, InstanceHealthStatus
+from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.models import Frame
 from stellarouter.common.payloads import Heartbeat, decode_heartbeat, encode_heartbeat
 from stellarouter.config.gateway import HealthConfig
@@ -79,7 +78,8 @@ class MonitorTests(SynchronousTestCase):
         return self.connection.state.status
 
     def beat(self, status: InstanceHealthStatus = H) -> Frame:
-        frame = Frame(FrameType.HEARTBEAT, uuid4(), encode_heartbeat(Heartbeat("b-1", status)))
+        frame = Frame(FrameType.HEARTBEAT, new_correlation_id(),
+                      encode_heartbeat(Heartbeat("b-1", status)))
         self.connection.frameReceived(frame)
         return frame
 

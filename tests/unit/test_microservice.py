@@ -3,7 +3,6 @@ Tests for the microservice SDK: registration, the dispatcher, the session.
 """
 
 from typing import Any, Optional
-from uuid import uuid4
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
@@ -12,6 +11,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import CancelReason, FrameType
+from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.interfaces import IFrameReceiver, IRawStellaEndpoint
 from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from stellarouter.common.payloads import (
@@ -37,7 +37,7 @@ from stellarouter.testing.fakes import FakeFrameSender
 
 def request(template: str, method: str = "GET", body: bytes = b"", streaming: bool = False,
             deadline: Optional[float] = None) -> Frame:
-    return Frame(FrameType.REQUEST, uuid4(), encode_request(RequestMessage(
+    return Frame(FrameType.REQUEST, new_correlation_id(), encode_request(RequestMessage(
         method, template, template, body=body, streaming=streaming, deadline=deadline)))
 
 
@@ -142,7 +142,8 @@ class DispatcherTests(SynchronousTestCase):
         """
         A malformed REQUEST payload is answered 400, never raised.
         """
-        self.dispatcher.request_received(Frame(FrameType.REQUEST, uuid4(), b"\x00\x00"))
+        self.dispatcher.request_received(
+            Frame(FrameType.REQUEST, new_correlation_id(), b"\x00\x00"))
         self.assertEqual(self.responses()[0].status, 400)
 
     def test_bad_handler_result(self) -> None:
@@ -165,7 +166,7 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(ctx.cancelled), CancelReason.TIMEOUT)
         self.assertTrue(d.called)
         self.dispatcher.cancel(frame.correlation_id, CancelReason.TIMEOUT)
-        self.dispatcher.cancel(uuid4(), CancelReason.TIMEOUT)
+        self.dispatcher.cancel(new_correlation_id(), CancelReason.TIMEOUT)
         self.assertEqual(self.dispatcher.ignored_cancels, 2)
         self.assertEqual((self.responses(), self.dispatcher.in_flight), ([], 0))
 
@@ -288,7 +289,7 @@ class SessionTests(SynchronousTestCase):
         A gateway HEARTBEAT ping is echoed unchanged.
         """
         self.sender.take()
-        ping = Frame(FrameType.HEARTBEAT, uuid4(), b'{"ping": 1.5}')
+        ping = Frame(FrameType.HEARTBEAT, new_correlation_id(), b'{"ping": 1.5}')
         self.session.frameReceived(ping)
         self.assertEqual(self.sender.take(), [ping])
 
@@ -296,7 +297,7 @@ class SessionTests(SynchronousTestCase):
         """
         A rejected HELLO is logged; no heartbeats start.
         """
-        self.session.frameReceived(Frame(FrameType.HELLO, uuid4(), encode_hello_ack(
+        self.session.frameReceived(Frame(FrameType.HELLO, new_correlation_id(), encode_hello_ack(
             HelloAck(False, "nope", "gw", "eu1"))))
         self.assertIsNone(self.session.accepted)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -308,8 +309,8 @@ class SessionTests(SynchronousTestCase):
         self.sender.take()
         self.session.frameReceived(request("/ping"))
         self.assertEqual(decode_response(self.sender.take()[0].payload).body, b"pong")
-        self.session.frameReceived(Frame(FrameType.CANCEL, uuid4(), b"??"))
-        self.session.frameReceived(Frame(FrameType.CANCEL, uuid4(),
+        self.session.frameReceived(Frame(FrameType.CANCEL, new_correlation_id(), b"??"))
+        self.session.frameReceived(Frame(FrameType.CANCEL, new_correlation_id(),
                                          encode_cancel(CancelReason.SHUTDOWN)))
         self.assertIsNone(self.sender.closed)
 
@@ -317,7 +318,7 @@ class SessionTests(SynchronousTestCase):
         """
         A frame the gateway never sends closes the connection.
         """
-        self.session.frameReceived(Frame(FrameType.RESPONSE, uuid4(), b""))
+        self.session.frameReceived(Frame(FrameType.RESPONSE, new_correlation_id(), b""))
         self.assertIn("unexpected RESPONSE", self.sender.closed)
 
 

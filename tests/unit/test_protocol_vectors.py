@@ -5,12 +5,12 @@ encodes and decodes.
 
 import os
 import re
-from uuid import UUID
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.common.enums import CancelReason, FrameType, InstanceHealthStatus
 from stellarouter.common.frames import FrameDecoder, encode_frame
+from stellarouter.common.ids import CorrelationId
 from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from stellarouter.common.payloads import (
     Heartbeat,
@@ -30,7 +30,7 @@ from stellarouter.common.payloads import (
 )
 
 DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "router", "protocol.md")
-CID = UUID("00112233-4455-6677-8899-aabbccddeeff")
+CID = CorrelationId.parse("00112233-4455-6677-8899-aabbccddeeff")
 INSTANCE = InstanceDescriptor("billing-1", "billing", "1.0.0", "eu1")
 PING = EndpointDescriptor("billing", "1.0.0", "GET", "/ping", 5.0)
 

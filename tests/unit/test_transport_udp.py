@@ -11,6 +11,7 @@ from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import FrameType, TransportType
 from stellarouter.common.frames import encode_datagram
+from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.interfaces import IFrameSender, ITransportClient, ITransportServer
 from stellarouter.common.models import Frame
 from stellarouter.config.gateway import TransportListenerConfig
@@ -176,7 +177,7 @@ class UDPTests(SynchronousTestCase):
         protocol = self.server().protocol
         protocol.datagramReceived(b"\x01" * 5, ("127.0.0.1", 9))
         protocol.datagramReceived(b"\x63" + b"\x00" * 20, ("127.0.0.1", 9))
-        heartbeat = Frame(FrameType.HEARTBEAT, __import__("uuid").uuid4(), b"{}")
+        heartbeat = Frame(FrameType.HEARTBEAT, new_correlation_id(), b"{}")
         protocol.datagramReceived(encode_datagram(heartbeat), ("127.0.0.1", 9))
         self.assertEqual(protocol.drops, {"malformed": 2, "unknown_peer": 1})
         self.assertEqual(self.deployment.request("GET", "/ping").status, 200)
