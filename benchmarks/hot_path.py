@@ -17,7 +17,9 @@ connection, best of R rounds, gc enabled):
    (C{benchmarks/direct_klein.py}).
  - C{leaf-get}: a twisted.web leaf resource answering directly: the floor of
    twisted.web's own per-request cost.
- - the same three for C{POST} with a 1 KiB body echoed back.
+ - C{sdk-get}: the microservice side alone (REQUEST frames into the SDK's
+   stream protocol), the part of C{gateway-get} a microservice process pays.
+ - the same four for C{POST} with a 1 KiB body echoed back.
 
 The in-memory transport hands frames over with C{callLater(0)} on a clock
 that keeps its calls in a heap, as the reactor does (L{HeapClock}; Twisted's
@@ -199,14 +201,55 @@ def _gateway(raw: bytes) -> Callable[[], None]:
     return one
 
 
+def _sdk(raw: bytes) -> Callable[[], None]:
+    """
+    The microservice side alone: REQUEST frames (as the gateway sends them for
+    C{raw}) written into the SDK's stream protocol, RESPONSE frames written
+    to a C{StringTransport}.
+    """
+    from stellarouter.common.enums import FrameType, TransportType
+    from stellarouter.common.frames import encode_frame
+    from stellarouter.common.ids import new_correlation_id
+    from stellarouter.common.models import Frame, InstanceDescriptor
+    from stellarouter.common.payloads import RequestMessage, encode_request
+    from stellarouter.microservice.session import RouterSession
+    from stellarouter.transports.stream import FrameStreamProtocol
+
+    app = _app()
+    clock = HeapClock()
+    session = RouterSession(app, InstanceDescriptor("bench-1", "bench", "1.0.0", "eu1"),
+                            "bench", clock)  # type: ignore[arg-type]
+    protocol = FrameStreamProtocol(session, TransportType.TCP)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    transport.clear()
+    get = raw is GET
+    message = RequestMessage(
+        "GET" if get else "POST", "/ping" if get else "/echo", "/ping" if get else "/echo",
+        {}, "", [("Host", "gateway.test")] + ([] if get else [
+            ("Content-Type", "application/octet-stream"), ("Content-Length", "1024")]),
+        {}, clock.seconds() + 30.0, False, b"" if get else BODY)
+    frame = encode_frame(Frame(FrameType.REQUEST, new_correlation_id(), encode_request(message)))
+
+    def one() -> None:
+        protocol.dataReceived(frame)
+        if not transport.value():
+            raise AssertionError("no response")
+        transport.clear()
+
+    return one
+
+
 def setups() -> Dict[str, Callable[[], Callable[[], None]]]:
     klein_site = lambda: _QuietSite(_Klein().app.resource())  # noqa: E731
     leaf_site = lambda: _QuietSite(_Leaf())  # noqa: E731
     return {
         "gateway-get": lambda: _gateway(GET),
+        "sdk-get": lambda: _sdk(GET),
         "klein-get": lambda: _direct(klein_site(), GET),
         "leaf-get": lambda: _direct(leaf_site(), GET),
         "gateway-post": lambda: _gateway(POST),
+        "sdk-post": lambda: _sdk(POST),
         "klein-post": lambda: _direct(klein_site(), POST),
         "leaf-post": lambda: _direct(leaf_site(), POST),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from io import BytesIO
+from types import MappingProxyType
 from typing import Any, List, Mapping, Optional, Tuple
 
 from klein import Klein
@@ -64,6 +65,7 @@ _REPLACED_BY_UPSTREAM = frozenset({"date", "server"})
 HEALTH_PATHS = frozenset({b"/health", b"/health/live", b"/health/ready", b"/health/startup"})
 
 VERSION_HEADER = b"x-stella-version"
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 CORRELATION_HEADER = b"X-Correlation-Id"
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
@@ -364,11 +366,9 @@ class ProxyResource(Resource):
         candidates = self.routing_state.connectionsFor(route.service_name, route.method,
                                                        route.template)
         now = self.clock.seconds()
-        context = RoutingContext(
-            method=route.method, path=path, headers={}, endpoint=(route.method, route.template),
-            service_name=route.service_name, path_params=resolution.path_params,
-            requested_version=requested, gateway_region=self.region, body_size=body_size,
-        )
+        context = RoutingContext(  # (positional: one per request, keywords cost more)
+            route.method, path, _NO_HEADERS, (route.method, route.template), route.service_name,
+            resolution.path_params, requested, self.region, None, body_size)
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
             raise _no_route_error(context, candidates, requested)

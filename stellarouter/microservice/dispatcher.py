@@ -567,7 +567,9 @@ class RequestDispatcher:
         fit in one frame.
         """
         body = bytes(response.body)
-        headers = [(k, v) for k, v in response.headers]
+        headers = response.headers
+        if type(headers) is not tuple and type(headers) is not list:
+            headers = [(k, v) for k, v in headers]
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body))
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
