@@ -5,6 +5,7 @@ C{twistd stella-micro}: options and service construction.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import os
 import sys
@@ -108,4 +109,12 @@ def makeService(options: Options) -> IService:
 
     from .service import MicroserviceService
 
+    def started() -> None:
+        # The app and the SDK are loaded: what is alive now lives for the
+        # whole process; keep it out of the cyclic GC's generations
+        # (shorter GC pauses), as twistd stella-gateway does.
+        gc.collect()
+        gc.freeze()
+
+    reactor.callWhenRunning(started)
     return MicroserviceService(options["micro_app"], options["micro_config"], reactor)
