@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
-# gateway_vs_klein.sh - GET /ping through the gateway (Billing demo) vs a bare Klein app.
+# gateway_vs_klein.sh - the gateway (Billing demo) vs a bare Klein app: GET /ping, and POST /echo
+# with a 1 KiB body echoed back.
 #
 #   bash benchmarks/gateway_vs_klein.sh            # full: D=10 ROUNDS=3, C=16 then C=1
 #   bash benchmarks/gateway_vs_klein.sh --quick    # smoke: D=3 ROUNDS=1
 #   D=20 ROUNDS=5 CONNS="16 64" bash benchmarks/gateway_vs_klein.sh
+#   POST=0 VARIANTS=plain bash benchmarks/gateway_vs_klein.sh    # GET vs plain Klein only
 #
 # Starts, all pinned to SERVER_CPU (default 1) with taskset:
 #   * twistd stella-gateway --config examples/billing/gateway.yaml   (HTTP 127.0.0.1:8080, TCP 5100)
-#   * twistd stella-micro   --config examples/billing/billing.yaml   (dials 127.0.0.1:5100)
-#   * benchmarks/direct_klein.py, one process per direct variant in VARIANTS:
+#   * twistd stella-micro   --config examples/billing/billing.yaml   (GET /ping; dials 127.0.0.1:5100)
+#   * twistd stella-micro   --config benchmarks/echo.yaml            (POST /echo, service bench-echo;
+#                                                                     only with POST=1)
+#   * benchmarks/direct_klein.py (GET /ping, POST /echo), one process per direct variant in VARIANTS
+#     (plain also when POST=1, whatever VARIANTS says):
 #       plain                on 127.0.0.1:8081  Site(app.resource()), no access log
 #       like-gateway         on 127.0.0.1:8082  --like-gateway: the gateway's Site settings
 #       like-gateway-frozen  on 127.0.0.1:8083  --like-gateway --gc-freeze (as twistd stella-gateway
 #                                               does after start-up)
-# then runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0) for gateway vs each
-# direct variant at every C in CONNS, prints the per-round and SUMMARY lines, and stops everything
-# it started on exit.  After each A/B it prints how much of the server core other processes used
-# (and how busy wrk's core was): if that is more than a few percent, the run was disturbed.
+# then, at every C in CONNS, runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0) for
+#   * GET /ping: gateway vs each direct variant in VARIANTS;
+#   * POST /echo with a BODY=1024-byte body: gateway (-> bench-echo) vs the plain direct Klein
+#     (POST=1, the default),
+# prints the per-round and SUMMARY lines, and stops everything it started on exit.  After each A/B
+# it prints how much of the server core other processes used (and how busy wrk's core was): if
+# that is more than a few percent, the run was disturbed.
 #
 # env knobs (defaults):
 #   D=10 ROUNDS=3 WARMUP=2     passed through to the A/B script
 #   CONNS="16 1"               connection counts to run
-#   VARIANTS="plain like-gateway like-gateway-frozen"   which direct Klein variants to compare against (see above)
+#   VARIANTS="plain like-gateway like-gateway-frozen"   which direct Klein variants GET /ping is
+#                              compared against (see above)
+#   POST=1                     also POST 1 KiB /echo, gateway vs plain direct Klein (0: GET only)
 #   SERVER_CPU=1 WRK_CPU=0     CPU pinning (servers / wrk)
 #   AB_SCRIPT=/work/shared/perf/gateway_vs_direct.sh   the interleaved A/B wrk script
 #   STELLA_VENV                virtualenv with Twisted/Klein/stellarouter (default: .venv of this
@@ -45,13 +55,19 @@ export WRK_CPU=${WRK_CPU-0}
 SERVER_CPU=${SERVER_CPU:-1}
 CONNS=${CONNS:-16 1}
 VARIANTS=${VARIANTS:-plain like-gateway like-gateway-frozen}
+POST=${POST:-1}
+case "$POST" in 0|1) ;; *) echo "POST must be 0 or 1, not $POST" >&2; exit 2;; esac
+POST_BYTES=1024
 AB_SCRIPT=${AB_SCRIPT:-/work/shared/perf/gateway_vs_direct.sh}
 GW_PORT=8080; MS_PORT=5100
 variant_port() { case "$1" in plain) echo 8081;; like-gateway) echo 8082;; like-gateway-frozen) echo 8083;;
                    *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen)" >&2; exit 2;; esac; }
 variant_args() { case "$1" in plain) ;; like-gateway) echo --like-gateway;;
                    like-gateway-frozen) echo --like-gateway --gc-freeze;; esac; }
-DIRECT_PORTS=(); for v in $VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
+KLEIN_VARIANTS=$VARIANTS  # the direct Klein processes to start: POST compares against plain
+if [ "$POST" = 1 ] && ! [[ " $KLEIN_VARIANTS " == *" plain "* ]]; then KLEIN_VARIANTS="plain $KLEIN_VARIANTS"; fi
+DIRECT_PORTS=(); for v in $KLEIN_VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
+PLAIN_PORT=$(variant_port plain)
 
 if [ -z "${STELLA_VENV:-}" ]; then
   if [ -x "$ROOT/.venv/bin/twistd" ]; then
@@ -103,20 +119,32 @@ start() {  # name cmd... : start pinned to SERVER_CPU, log to $OUT/name.log
 }
 start gateway "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml
 start billing "$TWISTD" -n --pidfile= stella-micro --config examples/billing/billing.yaml
-for v in $VARIANTS; do
+if [ "$POST" = 1 ]; then
+  start echo "$TWISTD" -n --pidfile= stella-micro --config benchmarks/echo.yaml
+fi
+for v in $KLEIN_VARIANTS; do
   # shellcheck disable=SC2046
   start "direct-$v" "$PY" benchmarks/direct_klein.py --port "$(variant_port "$v")" $(variant_args "$v")
 done
 
+echo_ok() {  # url: does POST url answer its body?
+  local probe=stella-echo-probe
+  [ "$(curl -fs --max-time 1 -X POST -H 'Content-Type: application/octet-stream' --data-binary @- "$1" \
+         <<<"$probe" 2>/dev/null)" = "$probe" ]
+}
+all_ready() {
+  local url
+  for url in "localhost:$GW_PORT" "${DIRECT_PORTS[@]/#/127.0.0.1:}"; do
+    [ "$(curl -fs --max-time 1 "$url/ping" 2>/dev/null)" = pong ] || return 1
+  done
+  if [ "$POST" = 1 ]; then
+    echo_ok "http://127.0.0.1:$GW_PORT/echo" && echo_ok "http://127.0.0.1:$PLAIN_PORT/echo" || return 1
+  fi
+}
 echo "== waiting for the servers (logs in $OUT)"
 ready=0
 for _ in $(seq 1 150); do
-  ready=1
-  for url in localhost:$GW_PORT/ping "${DIRECT_PORTS[@]/#/127.0.0.1:}"; do
-    url=${url%/ping}/ping
-    [ "$(curl -fs --max-time 1 "$url" 2>/dev/null)" = pong ] || { ready=0; break; }
-  done
-  [ "$ready" = 1 ] && break
+  all_ready && { ready=1; break; }
   for p in "${PIDS[@]}"; do
     kill -0 "$p" 2>/dev/null || { echo "!! a server exited early; logs:" >&2; tail -n 20 "$OUT"/*.log >&2; exit 1; }
   done
@@ -128,7 +156,7 @@ echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc
 echo "== $("$PY" -c 'import sys, twisted, klein; print("Python %s, Twisted %s, Klein %s" % (sys.version.split()[0], twisted.__version__, klein.__version__))')"
 echo "== code: $ROOT @ $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
 echo "== servers on CPU $SERVER_CPU, wrk on CPU ${WRK_CPU:-unpinned}:"; cat "$OUT/pids.txt"
-echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANTS\""
+echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANTS\" POST=$POST"
 
 # Interference check: CPU time spent on the server core by anything but our servers (other
 # processes, this machine's other work) during each A/B.  A few percent is normal.
@@ -142,24 +170,32 @@ cpu_snapshot() {  # -> non-idle jiffies of the server core, our servers' jiffies
 }
 
 summaries=()
+ab() {  # c name label gateway_url direct_url body_bytes: one A/B at C=c, its interference check,
+         # a summary line
+  local c=$1 name=$2 label=$3 gw=$4 direct=$5 body=$6 busy0 ours0 wc0 busy1 ours1 wc1 t0 t1 other wrkcore p
+  echo
+  echo "== C=$c: $label"
+  read -r busy0 ours0 wc0 < <(cpu_snapshot); t0=$(date +%s)
+  C=$c BODY=$body bash "$AB_SCRIPT" "$gw" "$direct" | tee "$OUT/ab-c$c-$name.txt"
+  read -r busy1 ours1 wc1 < <(cpu_snapshot); t1=$(date +%s)
+  other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$TCK" -v w=$((t1 - t0)) \
+    'BEGIN { x = (b - o) / t; printf "%.1f s of %d s (%.1f %%; core non-idle %.1f s, our servers %.1f s)", x, w, (w > 0 ? 100 * x / w : 0), b / t, o / t }')
+  wrkcore=$(awk -v x=$((wc1 - wc0)) -v t="$TCK" 'BEGIN { printf "%.1f s", x / t }')
+  echo "CPU $SERVER_CPU time used by other processes during this A/B: $other; CPU ${WRK_CPU:-?} (wrk) non-idle $wrkcore" | tee -a "$OUT/ab-c$c-$name.txt"
+  summaries+=("C=$c $label: $(grep '^SUMMARY' "$OUT/ab-c$c-$name.txt" || echo 'SUMMARY missing') | other load on CPU $SERVER_CPU: $other")
+  for p in "${PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "!! a server died during the run; logs in $OUT" >&2; exit 1; }
+  done
+}
 for c in $CONNS; do
   for v in $VARIANTS; do
-    port=$(variant_port "$v")
-    echo
-    echo "== C=$c: gateway vs direct Klein ($v)"
-    read -r busy0 ours0 wc0 < <(cpu_snapshot); t0=$(date +%s)
-    C=$c bash "$AB_SCRIPT" "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$port/ping" \
-      | tee "$OUT/ab-c$c-$v.txt"
-    read -r busy1 ours1 wc1 < <(cpu_snapshot); t1=$(date +%s)
-    other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$TCK" -v w=$((t1 - t0)) \
-      'BEGIN { x = (b - o) / t; printf "%.1f s of %d s (%.1f %%; core non-idle %.1f s, our servers %.1f s)", x, w, (w > 0 ? 100 * x / w : 0), b / t, o / t }')
-    wrkcore=$(awk -v x=$((wc1 - wc0)) -v t="$TCK" 'BEGIN { printf "%.1f s", x / t }')
-    echo "CPU $SERVER_CPU time used by other processes during this A/B: $other; CPU ${WRK_CPU:-?} (wrk) non-idle $wrkcore" | tee -a "$OUT/ab-c$c-$v.txt"
-    summaries+=("C=$c vs $v: $(grep '^SUMMARY' "$OUT/ab-c$c-$v.txt" || echo 'SUMMARY missing') | other load on CPU $SERVER_CPU: $other")
-    for p in "${PIDS[@]}"; do
-      kill -0 "$p" 2>/dev/null || { echo "!! a server died during the run; logs in $OUT" >&2; exit 1; }
-    done
+    ab "$c" "get-$v" "GET /ping, gateway vs direct Klein ($v)" \
+      "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$(variant_port "$v")/ping" 0
   done
+  if [ "$POST" = 1 ]; then
+    ab "$c" post-plain "POST /echo ${POST_BYTES} B body, gateway vs direct Klein (plain)" \
+      "http://127.0.0.1:$GW_PORT/echo" "http://127.0.0.1:$PLAIN_PORT/echo" "$POST_BYTES"
+  fi
 done
 
 echo
