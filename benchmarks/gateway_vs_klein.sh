@@ -12,16 +12,21 @@
 #   * twistd stella-micro   --config examples/billing/billing.yaml   (GET /ping; dials 127.0.0.1:5100)
 #   * twistd stella-micro   --config benchmarks/echo.yaml            (POST /echo, service bench-echo;
 #                                                                     only with POST=1)
-#   * benchmarks/direct_klein.py (GET /ping, POST /echo), one process per direct variant in VARIANTS
-#     (plain also when POST=1, whatever VARIANTS says):
+#   * benchmarks/direct_klein.py (GET /ping, POST /echo), one process per direct Klein variant in
+#     VARIANTS (plain also when POST=1 or nginx is in VARIANTS, whatever VARIANTS says):
 #       plain                on 127.0.0.1:8081  Site(app.resource()), no access log
 #       like-gateway         on 127.0.0.1:8082  --like-gateway: the gateway's Site settings
 #       like-gateway-frozen  on 127.0.0.1:8083  --like-gateway --gc-freeze (as twistd stella-gateway
 #                                               does after start-up)
+#   * for the variant nginx, if nginx is installed (else it is skipped, with a message):
+#       nginx                on 127.0.0.1:8084  nginx -> the plain direct Klein: one worker, daemon off,
+#                                               no access log, upstream keep-alive (32 connections,
+#                                               HTTP/1.1); config, pid, error log, temp files in $OUT
 # then, at every C in CONNS, runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0) for
-#   * GET /ping: gateway vs each direct variant in VARIANTS;
+#   * GET /ping: gateway vs each variant in VARIANTS (target: >= 1.0x plain Klein); for nginx that
+#     is gateway vs nginx -> Klein, so its ratio is directly the ">= 1.3x nginx -> Klein" target;
 #   * POST /echo with a BODY=1024-byte body: gateway (-> bench-echo) vs the plain direct Klein
-#     (POST=1, the default),
+#     (POST=1, the default; target >= 0.9x),
 # prints the per-round and SUMMARY lines, and stops everything it started on exit.  After each A/B
 # it prints how much of the server core other processes used (and how busy wrk's core was): if
 # that is more than a few percent, the run was disturbed.
@@ -29,8 +34,10 @@
 # env knobs (defaults):
 #   D=10 ROUNDS=3 WARMUP=2     passed through to the A/B script
 #   CONNS="16 1"               connection counts to run
-#   VARIANTS="plain like-gateway like-gateway-frozen"   which direct Klein variants GET /ping is
-#                              compared against (see above)
+#   VARIANTS="plain like-gateway-frozen nginx"   what GET /ping is compared against (see above;
+#                              without nginx installed: "plain like-gateway-frozen"); like-gateway
+#                              is available too
+#   NGINX=nginx                the nginx binary (default: nginx on PATH, else /usr/sbin/nginx)
 #   POST=1                     also POST 1 KiB /echo, gateway vs plain direct Klein (0: GET only)
 #   SERVER_CPU=1 WRK_CPU=0     CPU pinning (servers / wrk)
 #   AB_SCRIPT=/work/shared/perf/gateway_vs_direct.sh   the interleaved A/B wrk script
@@ -54,20 +61,38 @@ export D=${D:-10} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-2}
 export WRK_CPU=${WRK_CPU-0}
 SERVER_CPU=${SERVER_CPU:-1}
 CONNS=${CONNS:-16 1}
-VARIANTS=${VARIANTS:-plain like-gateway like-gateway-frozen}
+if [ -z "${NGINX:-}" ]; then  # /usr/sbin may not be on a non-root PATH
+  NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || echo nginx)
+fi
+HAVE_NGINX=0; command -v "$NGINX" >/dev/null && HAVE_NGINX=1
+if [ "$HAVE_NGINX" = 1 ]; then VARIANTS=${VARIANTS:-plain like-gateway-frozen nginx}
+else VARIANTS=${VARIANTS:-plain like-gateway-frozen}
+fi
 POST=${POST:-1}
 case "$POST" in 0|1) ;; *) echo "POST must be 0 or 1, not $POST" >&2; exit 2;; esac
 POST_BYTES=1024
 AB_SCRIPT=${AB_SCRIPT:-/work/shared/perf/gateway_vs_direct.sh}
 GW_PORT=8080; MS_PORT=5100
 variant_port() { case "$1" in plain) echo 8081;; like-gateway) echo 8082;; like-gateway-frozen) echo 8083;;
-                   *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen)" >&2; exit 2;; esac; }
+                   nginx) echo 8084;;
+                   *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen, nginx)" >&2; exit 2;;
+                 esac; }
 variant_args() { case "$1" in plain) ;; like-gateway) echo --like-gateway;;
                    like-gateway-frozen) echo --like-gateway --gc-freeze;; esac; }
-KLEIN_VARIANTS=$VARIANTS  # the direct Klein processes to start: POST compares against plain
-if [ "$POST" = 1 ] && ! [[ " $KLEIN_VARIANTS " == *" plain "* ]]; then KLEIN_VARIANTS="plain $KLEIN_VARIANTS"; fi
+has_variant() { [[ " $VARIANTS " == *" $1 "* ]]; }
+for v in $VARIANTS; do variant_port "$v" >/dev/null; done
+if has_variant nginx && [ "$HAVE_NGINX" = 0 ]; then
+  echo "!! VARIANTS has nginx but $NGINX is not installed (apt-get install -y nginx): skipping the nginx variant" >&2
+  VARIANTS=$(for v in $VARIANTS; do [ "$v" = nginx ] || printf '%s ' "$v"; done); VARIANTS=${VARIANTS% }
+fi
+KLEIN_VARIANTS=  # the direct Klein processes to start; POST and nginx need plain
+if [ "$POST" = 1 ] || has_variant nginx; then has_variant plain || KLEIN_VARIANTS=plain; fi
+for v in $VARIANTS; do [ "$v" = nginx ] || KLEIN_VARIANTS="${KLEIN_VARIANTS:+$KLEIN_VARIANTS }$v"; done
 DIRECT_PORTS=(); for v in $KLEIN_VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
 PLAIN_PORT=$(variant_port plain)
+NGINX_PORT=$(variant_port nginx)
+FRONT_PORTS=("${DIRECT_PORTS[@]}")  # every direct port that must answer GET /ping
+if has_variant nginx; then FRONT_PORTS+=("$NGINX_PORT"); fi
 
 if [ -z "${STELLA_VENV:-}" ]; then
   if [ -x "$ROOT/.venv/bin/twistd" ]; then
@@ -87,10 +112,15 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-$(mktemp -d /tmp/stella-bench.XXXXXX)}
 mkdir -p "$OUT"; : >"$OUT/pids.txt"
 PIDS=()
-cleanup() {
+with_children() {  # pids...: them and their child processes (nginx's worker)
   local p
+  for p in "$@"; do echo "$p"; pgrep -P "$p" || true; done
+}
+cleanup() {
+  local p all
+  mapfile -t all < <(with_children "${PIDS[@]}")
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
+  for p in "${all[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
@@ -109,7 +139,7 @@ wait_port_free() {  # another agent's demo may hold a port briefly: wait, never 
   done
   echo "!! port $port still busy; giving up" >&2; exit 1
 }
-for p in $GW_PORT $MS_PORT "${DIRECT_PORTS[@]}"; do wait_port_free "$p"; done
+for p in $GW_PORT $MS_PORT "${FRONT_PORTS[@]}"; do wait_port_free "$p"; done
 
 start() {  # name cmd... : start pinned to SERVER_CPU, log to $OUT/name.log
   local name=$1; shift
@@ -126,6 +156,41 @@ for v in $KLEIN_VARIANTS; do
   # shellcheck disable=SC2046
   start "direct-$v" "$PY" benchmarks/direct_klein.py --port "$(variant_port "$v")" $(variant_args "$v")
 done
+if has_variant nginx; then
+  # nginx -> plain Klein, everything it writes under $OUT.  Running as root, the worker must be root
+  # too: nginx's default user could not enter the mktemp directory (mode 0700) for temp files.
+  mkdir -p "$OUT/nginx"
+  {
+    if [ "$(id -u)" = 0 ]; then echo "user root;"; fi
+    cat <<NGINX_CONF
+worker_processes 1;
+daemon off;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $OUT/nginx/client_body;
+  proxy_temp_path $OUT/nginx/proxy;
+  fastcgi_temp_path $OUT/nginx/fastcgi;
+  uwsgi_temp_path $OUT/nginx/uwsgi;
+  scgi_temp_path $OUT/nginx/scgi;
+  upstream k { server 127.0.0.1:$PLAIN_PORT; keepalive 32; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://k;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX_CONF
+  } >"$OUT/nginx.conf"
+  NGINX_ARGS=(-p "$OUT/nginx/" -e "$OUT/nginx-error.log" -c "$OUT/nginx.conf")
+  "$NGINX" -t -q "${NGINX_ARGS[@]}" || { echo "!! nginx rejects $OUT/nginx.conf" >&2; exit 1; }
+  start nginx "$NGINX" "${NGINX_ARGS[@]}"  # the master; its worker inherits the CPU pinning
+fi
 
 echo_ok() {  # url: does POST url answer its body?
   local probe=stella-echo-probe
@@ -134,7 +199,7 @@ echo_ok() {  # url: does POST url answer its body?
 }
 all_ready() {
   local url
-  for url in "localhost:$GW_PORT" "${DIRECT_PORTS[@]/#/127.0.0.1:}"; do
+  for url in "localhost:$GW_PORT" "${FRONT_PORTS[@]/#/127.0.0.1:}"; do
     [ "$(curl -fs --max-time 1 "$url/ping" 2>/dev/null)" = pong ] || return 1
   done
   if [ "$POST" = 1 ]; then
@@ -165,7 +230,9 @@ cpu_snapshot() {  # -> non-idle jiffies of the server core, our servers' jiffies
   local busy ours=0 p wrkcore
   busy=$(awk -v c="cpu$SERVER_CPU" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
   wrkcore=$(awk -v c="cpu${WRK_CPU:-none}" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
-  for p in "${PIDS[@]}"; do ours=$((ours + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  for p in $(with_children "${PIDS[@]}"); do
+    ours=$((ours + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
   echo "$busy $ours ${wrkcore:-0}"
 }
 
@@ -189,11 +256,15 @@ ab() {  # c name label gateway_url direct_url body_bytes: one A/B at C=c, its in
 }
 for c in $CONNS; do
   for v in $VARIANTS; do
-    ab "$c" "get-$v" "GET /ping, gateway vs direct Klein ($v)" \
-      "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$(variant_port "$v")/ping" 0
+    case "$v" in
+      nginx) label="GET /ping, gateway vs nginx -> Klein (plain) [target >= 1.3x]";;
+      plain) label="GET /ping, gateway vs direct Klein (plain) [target >= 1.0x]";;
+      *)     label="GET /ping, gateway vs direct Klein ($v)";;
+    esac
+    ab "$c" "get-$v" "$label" "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$(variant_port "$v")/ping" 0
   done
   if [ "$POST" = 1 ]; then
-    ab "$c" post-plain "POST /echo ${POST_BYTES} B body, gateway vs direct Klein (plain)" \
+    ab "$c" post-plain "POST /echo ${POST_BYTES} B body echoed, gateway vs direct Klein (plain) [target >= 0.9x]" \
       "http://127.0.0.1:$GW_PORT/echo" "http://127.0.0.1:$PLAIN_PORT/echo" "$POST_BYTES"
   fi
 done
