@@ -6,6 +6,7 @@
 #   bash benchmarks/gateway_vs_klein.sh --quick    # smoke: D=3 ROUNDS=1
 #   D=20 ROUNDS=5 CONNS="16 64" bash benchmarks/gateway_vs_klein.sh
 #   POST=0 VARIANTS=plain bash benchmarks/gateway_vs_klein.sh    # GET vs plain Klein only
+#   POST_VARIANTS="plain like-gateway-frozen" bash benchmarks/gateway_vs_klein.sh   # POST like for like
 #
 # Starts, all pinned to SERVER_CPU (default 1) with taskset:
 #   * twistd stella-gateway --config examples/billing/gateway.yaml   (HTTP 127.0.0.1:8080, TCP 5100)
@@ -13,7 +14,7 @@
 #   * twistd stella-micro   --config benchmarks/echo.yaml            (POST /echo, service bench-echo;
 #                                                                     only with POST=1)
 #   * benchmarks/direct_klein.py (GET /ping, POST /echo), one process per direct Klein variant in
-#     VARIANTS (plain also when POST=1 or nginx is in VARIANTS, whatever VARIANTS says):
+#     VARIANTS and (with POST=1) POST_VARIANTS; plain also whenever nginx is used:
 #       plain                on 127.0.0.1:8081  Site(app.resource()), no access log
 #       like-gateway         on 127.0.0.1:8082  --like-gateway: the gateway's Site settings
 #       like-gateway-frozen  on 127.0.0.1:8083  --like-gateway --gc-freeze (as twistd stella-gateway
@@ -25,8 +26,10 @@
 # then, at every C in CONNS, runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0) for
 #   * GET /ping: gateway vs each variant in VARIANTS (target: >= 1.0x plain Klein); for nginx that
 #     is gateway vs nginx -> Klein, so its ratio is directly the ">= 1.3x nginx -> Klein" target;
-#   * POST /echo with a BODY=1024-byte body: gateway (-> bench-echo) vs the plain direct Klein
-#     (POST=1, the default; target >= 0.9x),
+#   * POST /echo with a BODY=1024-byte body: gateway (-> bench-echo) vs each variant in
+#     POST_VARIANTS, by default the plain direct Klein (POST=1, the default; target >= 0.9x plain).
+#     plain parses every POST's Content-Type (form parsing on), the gateway does not; compare with
+#     like-gateway(-frozen) for the like-for-like ratio,
 # prints the per-round and SUMMARY lines, and stops everything it started on exit.  After each A/B
 # it prints how much of the server core other processes used (and how busy wrk's core was): if
 # that is more than a few percent, the run was disturbed.
@@ -38,7 +41,8 @@
 #                              without nginx installed: "plain like-gateway-frozen"); like-gateway
 #                              is available too
 #   NGINX=nginx                the nginx binary (default: nginx on PATH, else /usr/sbin/nginx)
-#   POST=1                     also POST 1 KiB /echo, gateway vs plain direct Klein (0: GET only)
+#   POST=1                     also POST 1 KiB /echo (0: GET only)
+#   POST_VARIANTS="plain"      what POST /echo is compared against (any of the variants above)
 #   SERVER_CPU=1 WRK_CPU=0     CPU pinning (servers / wrk)
 #   AB_SCRIPT=/work/shared/perf/gateway_vs_direct.sh   the interleaved A/B wrk script
 #   STELLA_VENV                virtualenv with Twisted/Klein/stellarouter (default: .venv of this
@@ -70,6 +74,7 @@ else VARIANTS=${VARIANTS:-plain like-gateway-frozen}
 fi
 POST=${POST:-1}
 case "$POST" in 0|1) ;; *) echo "POST must be 0 or 1, not $POST" >&2; exit 2;; esac
+POST_VARIANTS=${POST_VARIANTS:-plain}
 POST_BYTES=1024
 AB_SCRIPT=${AB_SCRIPT:-/work/shared/perf/gateway_vs_direct.sh}
 GW_PORT=8080; MS_PORT=5100
@@ -79,20 +84,25 @@ variant_port() { case "$1" in plain) echo 8081;; like-gateway) echo 8082;; like-
                  esac; }
 variant_args() { case "$1" in plain) ;; like-gateway) echo --like-gateway;;
                    like-gateway-frozen) echo --like-gateway --gc-freeze;; esac; }
-has_variant() { [[ " $VARIANTS " == *" $1 "* ]]; }
-for v in $VARIANTS; do variant_port "$v" >/dev/null; done
-if has_variant nginx && [ "$HAVE_NGINX" = 0 ]; then
-  echo "!! VARIANTS has nginx but $NGINX is not installed (apt-get install -y nginx): skipping the nginx variant" >&2
-  VARIANTS=$(for v in $VARIANTS; do [ "$v" = nginx ] || printf '%s ' "$v"; done); VARIANTS=${VARIANTS% }
+[ "$POST" = 1 ] || POST_VARIANTS=
+in_list() { [[ " $2 " == *" $1 "* ]]; }  # word list
+without_nginx() { local v kept=(); for v in $1; do [ "$v" = nginx ] || kept+=("$v"); done; echo "${kept[*]}"; }
+for v in $VARIANTS $POST_VARIANTS; do variant_port "$v" >/dev/null; done
+if in_list nginx "$VARIANTS $POST_VARIANTS" && [ "$HAVE_NGINX" = 0 ]; then
+  echo "!! nginx requested but $NGINX is not installed (apt-get install -y nginx): skipping the nginx variant" >&2
+  VARIANTS=$(without_nginx "$VARIANTS"); POST_VARIANTS=$(without_nginx "$POST_VARIANTS")
 fi
-KLEIN_VARIANTS=  # the direct Klein processes to start; POST and nginx need plain
-if [ "$POST" = 1 ] || has_variant nginx; then has_variant plain || KLEIN_VARIANTS=plain; fi
-for v in $VARIANTS; do [ "$v" = nginx ] || KLEIN_VARIANTS="${KLEIN_VARIANTS:+$KLEIN_VARIANTS }$v"; done
+[ -n "$VARIANTS$POST_VARIANTS" ] || { echo "nothing to compare (VARIANTS and POST_VARIANTS empty)" >&2; exit 2; }
+USE_NGINX=0; in_list nginx "$VARIANTS $POST_VARIANTS" && USE_NGINX=1
+KLEIN_VARIANTS=  # the direct Klein processes to start, each once; nginx proxies to plain
+for v in $([ "$USE_NGINX" = 1 ] && echo plain) $VARIANTS $POST_VARIANTS; do
+  [ "$v" = nginx ] || in_list "$v" "$KLEIN_VARIANTS" || KLEIN_VARIANTS="${KLEIN_VARIANTS:+$KLEIN_VARIANTS }$v"
+done
 DIRECT_PORTS=(); for v in $KLEIN_VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
 PLAIN_PORT=$(variant_port plain)
 NGINX_PORT=$(variant_port nginx)
 FRONT_PORTS=("${DIRECT_PORTS[@]}")  # every direct port that must answer GET /ping
-if has_variant nginx; then FRONT_PORTS+=("$NGINX_PORT"); fi
+if [ "$USE_NGINX" = 1 ]; then FRONT_PORTS+=("$NGINX_PORT"); fi
 
 if [ -z "${STELLA_VENV:-}" ]; then
   if [ -x "$ROOT/.venv/bin/twistd" ]; then
@@ -156,7 +166,7 @@ for v in $KLEIN_VARIANTS; do
   # shellcheck disable=SC2046
   start "direct-$v" "$PY" benchmarks/direct_klein.py --port "$(variant_port "$v")" $(variant_args "$v")
 done
-if has_variant nginx; then
+if [ "$USE_NGINX" = 1 ]; then
   # nginx -> plain Klein, everything it writes under $OUT.  Running as root, the worker must be root
   # too: nginx's default user could not enter the mktemp directory (mode 0700) for temp files.
   mkdir -p "$OUT/nginx"
@@ -203,7 +213,8 @@ all_ready() {
     [ "$(curl -fs --max-time 1 "$url/ping" 2>/dev/null)" = pong ] || return 1
   done
   if [ "$POST" = 1 ]; then
-    echo_ok "http://127.0.0.1:$GW_PORT/echo" && echo_ok "http://127.0.0.1:$PLAIN_PORT/echo" || return 1
+    echo_ok "http://127.0.0.1:$GW_PORT/echo" || return 1
+    for v in $POST_VARIANTS; do echo_ok "http://127.0.0.1:$(variant_port "$v")/echo" || return 1; done
   fi
 }
 echo "== waiting for the servers (logs in $OUT)"
@@ -221,7 +232,7 @@ echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc
 echo "== $("$PY" -c 'import sys, twisted, klein; print("Python %s, Twisted %s, Klein %s" % (sys.version.split()[0], twisted.__version__, klein.__version__))')"
 echo "== code: $ROOT @ $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
 echo "== servers on CPU $SERVER_CPU, wrk on CPU ${WRK_CPU:-unpinned}:"; cat "$OUT/pids.txt"
-echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANTS\" POST=$POST"
+echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANTS\" POST=$POST POST_VARIANTS=\"$POST_VARIANTS\""
 
 # Interference check: CPU time spent on the server core by anything but our servers (other
 # processes, this machine's other work) during each A/B.  A few percent is normal.
@@ -263,10 +274,15 @@ for c in $CONNS; do
     esac
     ab "$c" "get-$v" "$label" "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$(variant_port "$v")/ping" 0
   done
-  if [ "$POST" = 1 ]; then
-    ab "$c" post-plain "POST /echo ${POST_BYTES} B body echoed, gateway vs direct Klein (plain) [target >= 0.9x]" \
-      "http://127.0.0.1:$GW_PORT/echo" "http://127.0.0.1:$PLAIN_PORT/echo" "$POST_BYTES"
-  fi
+  for v in $POST_VARIANTS; do
+    label="POST /echo ${POST_BYTES} B body echoed, gateway vs"
+    case "$v" in
+      nginx) label="$label nginx -> Klein (plain)";;
+      plain) label="$label direct Klein (plain) [target >= 0.9x]";;
+      *)     label="$label direct Klein ($v)";;
+    esac
+    ab "$c" "post-$v" "$label" "http://127.0.0.1:$GW_PORT/echo" "http://127.0.0.1:$(variant_port "$v")/echo" "$POST_BYTES"
+  done
 done
 
 echo
