@@ -1,7 +1,13 @@
 """
-Microservices for the benchmarks: the same tiny handler at four versions,
-so one gateway can route to the instance on a chosen transport with
-C{X-Stella-Version}.
+Microservices for the benchmarks:
+
+ - C{tcp}, C{tls}, C{udp}, C{rabbitmq}: the same tiny C{GET /ping} handler at
+   four versions, so one gateway can route to the instance on a chosen
+   transport with C{X-Stella-Version};
+ - C{echo}: service C{bench-echo}, C{POST /echo} answers the request body
+   as C{application/octet-stream} (the same handler as
+   C{benchmarks/direct_klein.py}'s; run it with
+   C{twistd stella-micro --config benchmarks/echo.yaml}).
 """
 
 from stellarouter.microservice import Microservice, RawRequestContext, RawResponse
@@ -21,3 +27,16 @@ tcp = build("1.0.0")
 tls = build("1.0.1")
 udp = build("1.0.2")
 rabbitmq = build("1.0.3")
+
+
+def build_echo() -> Microservice:
+    app = Microservice("bench-echo", "1.0.0")
+
+    @app.endpoint("POST", "/echo", timeout=10.0)
+    def echo(ctx: RawRequestContext) -> RawResponse:
+        return RawResponse(200, (("Content-Type", "application/octet-stream"),), ctx.body)
+
+    return app
+
+
+echo = build_echo()

@@ -1,7 +1,11 @@
 """
 The baseline of the gateway benchmark: a bare Klein app with the same
-C{GET /ping} handler as the Billing example (C{text/plain; charset=utf-8}
-"pong"), served directly by twisted.web -- no gateway, no binary hop.
+handlers as the microservices behind the gateway, served directly by
+twisted.web -- no gateway, no binary hop:
+
+ - C{GET /ping}: the Billing example's (C{text/plain; charset=utf-8} "pong");
+ - C{POST /echo}: C{benchmarks.apps:echo}'s, the request body answered back
+   as C{application/octet-stream}.
 
     python benchmarks/direct_klein.py [--port 8081] [--interface 127.0.0.1]
                                       [--like-gateway] [--gc-freeze]
@@ -32,9 +36,10 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
 
-class PingApp:
+class DirectApp:
     """
-    The Billing example's C{GET /ping}, as a class-based Klein app.
+    The Billing example's C{GET /ping} and the echo microservice's
+    C{POST /echo}, as a class-based Klein app.
     """
 
     app = Klein()
@@ -43,6 +48,12 @@ class PingApp:
     def ping(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"pong"
+
+    @app.route("/echo", methods=["POST"])
+    def echo(self, request: IRequest) -> bytes:
+        request.setHeader(b"Content-Type", b"application/octet-stream")
+        body: bytes = request.content.read()
+        return body
 
 
 class QuietSite(Site):
@@ -59,10 +70,10 @@ class QuietSite(Site):
 
 def make_site(like_gateway: bool = False) -> Site:
     """
-    The site under test: C{Site(PingApp().app.resource())}, access log off;
+    The site under test: C{Site(DirectApp().app.resource())}, access log off;
     with C{like_gateway}, also form parsing off as in C{GatewaySite}.
     """
-    resource = PingApp().app.resource()
+    resource = DirectApp().app.resource()
     if like_gateway:
         return QuietSite(resource, parsePOSTFormSubmission=False)
     return QuietSite(resource)
@@ -91,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         gc.freeze()
     variant = "like-gateway" if args.like_gateway else "plain"
     print(f"direct Klein ({variant}{', gc.freeze' if args.gc_freeze else ''}) on "
-          f"http://{args.interface}:{listening.getHost().port}/ping", flush=True)
+          f"http://{args.interface}:{listening.getHost().port}/ping and /echo", flush=True)
     reactor.run()  # type: ignore[attr-defined]
     return 0
 

@@ -1,27 +1,48 @@
 #!/usr/bin/env bash
-# gateway_vs_klein.sh - GET /ping through the gateway (Billing demo) vs a bare Klein app.
+# gateway_vs_klein.sh - the gateway (Billing demo) vs a bare Klein app: GET /ping, and POST /echo
+# with a 1 KiB body echoed back.
 #
 #   bash benchmarks/gateway_vs_klein.sh            # full: D=10 ROUNDS=3, C=16 then C=1
 #   bash benchmarks/gateway_vs_klein.sh --quick    # smoke: D=3 ROUNDS=1
 #   D=20 ROUNDS=5 CONNS="16 64" bash benchmarks/gateway_vs_klein.sh
+#   POST=0 VARIANTS=plain bash benchmarks/gateway_vs_klein.sh    # GET vs plain Klein only
+#   POST_VARIANTS="plain like-gateway-frozen" bash benchmarks/gateway_vs_klein.sh   # POST like for like
 #
 # Starts, all pinned to SERVER_CPU (default 1) with taskset:
 #   * twistd stella-gateway --config examples/billing/gateway.yaml   (HTTP 127.0.0.1:8080, TCP 5100)
-#   * twistd stella-micro   --config examples/billing/billing.yaml   (dials 127.0.0.1:5100)
-#   * benchmarks/direct_klein.py, one process per direct variant in VARIANTS:
+#   * twistd stella-micro   --config examples/billing/billing.yaml   (GET /ping; dials 127.0.0.1:5100)
+#   * twistd stella-micro   --config benchmarks/echo.yaml            (POST /echo, service bench-echo;
+#                                                                     only with POST=1)
+#   * benchmarks/direct_klein.py (GET /ping, POST /echo), one process per direct Klein variant in
+#     VARIANTS and (with POST=1) POST_VARIANTS; plain also whenever nginx is used:
 #       plain                on 127.0.0.1:8081  Site(app.resource()), no access log
 #       like-gateway         on 127.0.0.1:8082  --like-gateway: the gateway's Site settings
 #       like-gateway-frozen  on 127.0.0.1:8083  --like-gateway --gc-freeze (as twistd stella-gateway
 #                                               does after start-up)
-# then runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0) for gateway vs each
-# direct variant at every C in CONNS, prints the per-round and SUMMARY lines, and stops everything
-# it started on exit.  After each A/B it prints how much of the server core other processes used
-# (and how busy wrk's core was): if that is more than a few percent, the run was disturbed.
+#   * for the variant nginx, if nginx is installed (else it is skipped, with a message):
+#       nginx                on 127.0.0.1:8084  nginx -> the plain direct Klein: one worker, daemon off,
+#                                               no access log, upstream keep-alive (32 connections,
+#                                               HTTP/1.1); config, pid, error log, temp files in $OUT
+# then, at every C in CONNS, runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0) for
+#   * GET /ping: gateway vs each variant in VARIANTS (target: >= 1.0x plain Klein); for nginx that
+#     is gateway vs nginx -> Klein, so its ratio is directly the ">= 1.3x nginx -> Klein" target;
+#   * POST /echo with a BODY=1024-byte body: gateway (-> bench-echo) vs each variant in
+#     POST_VARIANTS, by default the plain direct Klein (POST=1, the default; target >= 0.9x plain).
+#     plain parses every POST's Content-Type (form parsing on), the gateway does not; compare with
+#     like-gateway(-frozen) for the like-for-like ratio,
+# prints the per-round and SUMMARY lines, and stops everything it started on exit.  After each A/B
+# it prints how much of the server core other processes used (and how busy wrk's core was): if
+# that is more than a few percent, the run was disturbed.
 #
 # env knobs (defaults):
 #   D=10 ROUNDS=3 WARMUP=2     passed through to the A/B script
 #   CONNS="16 1"               connection counts to run
-#   VARIANTS="plain like-gateway like-gateway-frozen"   which direct Klein variants to compare against (see above)
+#   VARIANTS="plain like-gateway-frozen nginx"   what GET /ping is compared against (see above;
+#                              without nginx installed: "plain like-gateway-frozen"); like-gateway
+#                              is available too
+#   NGINX=nginx                the nginx binary (default: nginx on PATH, else /usr/sbin/nginx)
+#   POST=1                     also POST 1 KiB /echo (0: GET only)
+#   POST_VARIANTS="plain"      what POST /echo is compared against (any of the variants above)
 #   SERVER_CPU=1 WRK_CPU=0     CPU pinning (servers / wrk)
 #   AB_SCRIPT=/work/shared/perf/gateway_vs_direct.sh   the interleaved A/B wrk script
 #   STELLA_VENV                virtualenv with Twisted/Klein/stellarouter (default: .venv of this
@@ -44,14 +65,44 @@ export D=${D:-10} ROUNDS=${ROUNDS:-3} WARMUP=${WARMUP:-2}
 export WRK_CPU=${WRK_CPU-0}
 SERVER_CPU=${SERVER_CPU:-1}
 CONNS=${CONNS:-16 1}
-VARIANTS=${VARIANTS:-plain like-gateway like-gateway-frozen}
+if [ -z "${NGINX:-}" ]; then  # /usr/sbin may not be on a non-root PATH
+  NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || echo nginx)
+fi
+HAVE_NGINX=0; command -v "$NGINX" >/dev/null && HAVE_NGINX=1
+if [ "$HAVE_NGINX" = 1 ]; then VARIANTS=${VARIANTS:-plain like-gateway-frozen nginx}
+else VARIANTS=${VARIANTS:-plain like-gateway-frozen}
+fi
+POST=${POST:-1}
+case "$POST" in 0|1) ;; *) echo "POST must be 0 or 1, not $POST" >&2; exit 2;; esac
+POST_VARIANTS=${POST_VARIANTS:-plain}
+POST_BYTES=1024
 AB_SCRIPT=${AB_SCRIPT:-/work/shared/perf/gateway_vs_direct.sh}
 GW_PORT=8080; MS_PORT=5100
 variant_port() { case "$1" in plain) echo 8081;; like-gateway) echo 8082;; like-gateway-frozen) echo 8083;;
-                   *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen)" >&2; exit 2;; esac; }
+                   nginx) echo 8084;;
+                   *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen, nginx)" >&2; exit 2;;
+                 esac; }
 variant_args() { case "$1" in plain) ;; like-gateway) echo --like-gateway;;
                    like-gateway-frozen) echo --like-gateway --gc-freeze;; esac; }
-DIRECT_PORTS=(); for v in $VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
+[ "$POST" = 1 ] || POST_VARIANTS=
+in_list() { [[ " $2 " == *" $1 "* ]]; }  # word list
+without_nginx() { local v kept=(); for v in $1; do [ "$v" = nginx ] || kept+=("$v"); done; echo "${kept[*]}"; }
+for v in $VARIANTS $POST_VARIANTS; do variant_port "$v" >/dev/null; done
+if in_list nginx "$VARIANTS $POST_VARIANTS" && [ "$HAVE_NGINX" = 0 ]; then
+  echo "!! nginx requested but $NGINX is not installed (apt-get install -y nginx): skipping the nginx variant" >&2
+  VARIANTS=$(without_nginx "$VARIANTS"); POST_VARIANTS=$(without_nginx "$POST_VARIANTS")
+fi
+[ -n "$VARIANTS$POST_VARIANTS" ] || { echo "nothing to compare (VARIANTS and POST_VARIANTS empty)" >&2; exit 2; }
+USE_NGINX=0; in_list nginx "$VARIANTS $POST_VARIANTS" && USE_NGINX=1
+KLEIN_VARIANTS=  # the direct Klein processes to start, each once; nginx proxies to plain
+for v in $([ "$USE_NGINX" = 1 ] && echo plain) $VARIANTS $POST_VARIANTS; do
+  [ "$v" = nginx ] || in_list "$v" "$KLEIN_VARIANTS" || KLEIN_VARIANTS="${KLEIN_VARIANTS:+$KLEIN_VARIANTS }$v"
+done
+DIRECT_PORTS=(); for v in $KLEIN_VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
+PLAIN_PORT=$(variant_port plain)
+NGINX_PORT=$(variant_port nginx)
+FRONT_PORTS=("${DIRECT_PORTS[@]}")  # every direct port that must answer GET /ping
+if [ "$USE_NGINX" = 1 ]; then FRONT_PORTS+=("$NGINX_PORT"); fi
 
 if [ -z "${STELLA_VENV:-}" ]; then
   if [ -x "$ROOT/.venv/bin/twistd" ]; then
@@ -71,10 +122,15 @@ export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-$(mktemp -d /tmp/stella-bench.XXXXXX)}
 mkdir -p "$OUT"; : >"$OUT/pids.txt"
 PIDS=()
-cleanup() {
+with_children() {  # pids...: them and their child processes (nginx's worker)
   local p
+  for p in "$@"; do echo "$p"; pgrep -P "$p" || true; done
+}
+cleanup() {
+  local p all
+  mapfile -t all < <(with_children "${PIDS[@]}")
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
+  for p in "${all[@]}"; do
     for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
     wait "$p" 2>/dev/null || true
@@ -93,7 +149,7 @@ wait_port_free() {  # another agent's demo may hold a port briefly: wait, never 
   done
   echo "!! port $port still busy; giving up" >&2; exit 1
 }
-for p in $GW_PORT $MS_PORT "${DIRECT_PORTS[@]}"; do wait_port_free "$p"; done
+for p in $GW_PORT $MS_PORT "${FRONT_PORTS[@]}"; do wait_port_free "$p"; done
 
 start() {  # name cmd... : start pinned to SERVER_CPU, log to $OUT/name.log
   local name=$1; shift
@@ -103,20 +159,68 @@ start() {  # name cmd... : start pinned to SERVER_CPU, log to $OUT/name.log
 }
 start gateway "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml
 start billing "$TWISTD" -n --pidfile= stella-micro --config examples/billing/billing.yaml
-for v in $VARIANTS; do
+if [ "$POST" = 1 ]; then
+  start echo "$TWISTD" -n --pidfile= stella-micro --config benchmarks/echo.yaml
+fi
+for v in $KLEIN_VARIANTS; do
   # shellcheck disable=SC2046
   start "direct-$v" "$PY" benchmarks/direct_klein.py --port "$(variant_port "$v")" $(variant_args "$v")
 done
+if [ "$USE_NGINX" = 1 ]; then
+  # nginx -> plain Klein, everything it writes under $OUT.  Running as root, the worker must be root
+  # too: nginx's default user could not enter the mktemp directory (mode 0700) for temp files.
+  mkdir -p "$OUT/nginx"
+  {
+    if [ "$(id -u)" = 0 ]; then echo "user root;"; fi
+    cat <<NGINX_CONF
+worker_processes 1;
+daemon off;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $OUT/nginx/client_body;
+  proxy_temp_path $OUT/nginx/proxy;
+  fastcgi_temp_path $OUT/nginx/fastcgi;
+  uwsgi_temp_path $OUT/nginx/uwsgi;
+  scgi_temp_path $OUT/nginx/scgi;
+  upstream k { server 127.0.0.1:$PLAIN_PORT; keepalive 32; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://k;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX_CONF
+  } >"$OUT/nginx.conf"
+  NGINX_ARGS=(-p "$OUT/nginx/" -e "$OUT/nginx-error.log" -c "$OUT/nginx.conf")
+  "$NGINX" -t -q "${NGINX_ARGS[@]}" || { echo "!! nginx rejects $OUT/nginx.conf" >&2; exit 1; }
+  start nginx "$NGINX" "${NGINX_ARGS[@]}"  # the master; its worker inherits the CPU pinning
+fi
 
+echo_ok() {  # url: does POST url answer its body?
+  local probe=stella-echo-probe
+  [ "$(curl -fs --max-time 1 -X POST -H 'Content-Type: application/octet-stream' --data-binary @- "$1" \
+         <<<"$probe" 2>/dev/null)" = "$probe" ]
+}
+all_ready() {
+  local url
+  for url in "localhost:$GW_PORT" "${FRONT_PORTS[@]/#/127.0.0.1:}"; do
+    [ "$(curl -fs --max-time 1 "$url/ping" 2>/dev/null)" = pong ] || return 1
+  done
+  if [ "$POST" = 1 ]; then
+    echo_ok "http://127.0.0.1:$GW_PORT/echo" || return 1
+    for v in $POST_VARIANTS; do echo_ok "http://127.0.0.1:$(variant_port "$v")/echo" || return 1; done
+  fi
+}
 echo "== waiting for the servers (logs in $OUT)"
 ready=0
 for _ in $(seq 1 150); do
-  ready=1
-  for url in localhost:$GW_PORT/ping "${DIRECT_PORTS[@]/#/127.0.0.1:}"; do
-    url=${url%/ping}/ping
-    [ "$(curl -fs --max-time 1 "$url" 2>/dev/null)" = pong ] || { ready=0; break; }
-  done
-  [ "$ready" = 1 ] && break
+  all_ready && { ready=1; break; }
   for p in "${PIDS[@]}"; do
     kill -0 "$p" 2>/dev/null || { echo "!! a server exited early; logs:" >&2; tail -n 20 "$OUT"/*.log >&2; exit 1; }
   done
@@ -128,7 +232,7 @@ echo "== machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc
 echo "== $("$PY" -c 'import sys, twisted, klein; print("Python %s, Twisted %s, Klein %s" % (sys.version.split()[0], twisted.__version__, klein.__version__))')"
 echo "== code: $ROOT @ $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
 echo "== servers on CPU $SERVER_CPU, wrk on CPU ${WRK_CPU:-unpinned}:"; cat "$OUT/pids.txt"
-echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANTS\""
+echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANTS\" POST=$POST POST_VARIANTS=\"$POST_VARIANTS\""
 
 # Interference check: CPU time spent on the server core by anything but our servers (other
 # processes, this machine's other work) during each A/B.  A few percent is normal.
@@ -137,28 +241,47 @@ cpu_snapshot() {  # -> non-idle jiffies of the server core, our servers' jiffies
   local busy ours=0 p wrkcore
   busy=$(awk -v c="cpu$SERVER_CPU" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
   wrkcore=$(awk -v c="cpu${WRK_CPU:-none}" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
-  for p in "${PIDS[@]}"; do ours=$((ours + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+  for p in $(with_children "${PIDS[@]}"); do
+    ours=$((ours + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
   echo "$busy $ours ${wrkcore:-0}"
 }
 
 summaries=()
+ab() {  # c name label gateway_url direct_url body_bytes: one A/B at C=c, its interference check,
+         # a summary line
+  local c=$1 name=$2 label=$3 gw=$4 direct=$5 body=$6 busy0 ours0 wc0 busy1 ours1 wc1 t0 t1 other wrkcore p
+  echo
+  echo "== C=$c: $label"
+  read -r busy0 ours0 wc0 < <(cpu_snapshot); t0=$(date +%s)
+  C=$c BODY=$body bash "$AB_SCRIPT" "$gw" "$direct" | tee "$OUT/ab-c$c-$name.txt"
+  read -r busy1 ours1 wc1 < <(cpu_snapshot); t1=$(date +%s)
+  other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$TCK" -v w=$((t1 - t0)) \
+    'BEGIN { x = (b - o) / t; printf "%.1f s of %d s (%.1f %%; core non-idle %.1f s, our servers %.1f s)", x, w, (w > 0 ? 100 * x / w : 0), b / t, o / t }')
+  wrkcore=$(awk -v x=$((wc1 - wc0)) -v t="$TCK" 'BEGIN { printf "%.1f s", x / t }')
+  echo "CPU $SERVER_CPU time used by other processes during this A/B: $other; CPU ${WRK_CPU:-?} (wrk) non-idle $wrkcore" | tee -a "$OUT/ab-c$c-$name.txt"
+  summaries+=("C=$c $label: $(grep '^SUMMARY' "$OUT/ab-c$c-$name.txt" || echo 'SUMMARY missing') | other load on CPU $SERVER_CPU: $other")
+  for p in "${PIDS[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "!! a server died during the run; logs in $OUT" >&2; exit 1; }
+  done
+}
 for c in $CONNS; do
   for v in $VARIANTS; do
-    port=$(variant_port "$v")
-    echo
-    echo "== C=$c: gateway vs direct Klein ($v)"
-    read -r busy0 ours0 wc0 < <(cpu_snapshot); t0=$(date +%s)
-    C=$c bash "$AB_SCRIPT" "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$port/ping" \
-      | tee "$OUT/ab-c$c-$v.txt"
-    read -r busy1 ours1 wc1 < <(cpu_snapshot); t1=$(date +%s)
-    other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$TCK" -v w=$((t1 - t0)) \
-      'BEGIN { x = (b - o) / t; printf "%.1f s of %d s (%.1f %%; core non-idle %.1f s, our servers %.1f s)", x, w, (w > 0 ? 100 * x / w : 0), b / t, o / t }')
-    wrkcore=$(awk -v x=$((wc1 - wc0)) -v t="$TCK" 'BEGIN { printf "%.1f s", x / t }')
-    echo "CPU $SERVER_CPU time used by other processes during this A/B: $other; CPU ${WRK_CPU:-?} (wrk) non-idle $wrkcore" | tee -a "$OUT/ab-c$c-$v.txt"
-    summaries+=("C=$c vs $v: $(grep '^SUMMARY' "$OUT/ab-c$c-$v.txt" || echo 'SUMMARY missing') | other load on CPU $SERVER_CPU: $other")
-    for p in "${PIDS[@]}"; do
-      kill -0 "$p" 2>/dev/null || { echo "!! a server died during the run; logs in $OUT" >&2; exit 1; }
-    done
+    case "$v" in
+      nginx) label="GET /ping, gateway vs nginx -> Klein (plain) [target >= 1.3x]";;
+      plain) label="GET /ping, gateway vs direct Klein (plain) [target >= 1.0x]";;
+      *)     label="GET /ping, gateway vs direct Klein ($v)";;
+    esac
+    ab "$c" "get-$v" "$label" "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$(variant_port "$v")/ping" 0
+  done
+  for v in $POST_VARIANTS; do
+    label="POST /echo ${POST_BYTES} B body echoed, gateway vs"
+    case "$v" in
+      nginx) label="$label nginx -> Klein (plain)";;
+      plain) label="$label direct Klein (plain) [target >= 0.9x]";;
+      *)     label="$label direct Klein ($v)";;
+    esac
+    ab "$c" "post-$v" "$label" "http://127.0.0.1:$GW_PORT/echo" "http://127.0.0.1:$(variant_port "$v")/echo" "$POST_BYTES"
   done
 done
 

@@ -4,7 +4,10 @@
 #   bash benchmarks/run_all.sh            # the numbers in docs/benchmarks.md (~10 min)
 #   bash benchmarks/run_all.sh --quick    # smaller sizes, shorter runs
 #
-# Needs wrk (apt-get install -y wrk). Runs on loopback only; everything it starts is stopped.
+# Needs wrk (apt-get install -y wrk); nginx (apt-get install -y nginx) for the nginx -> Klein
+# reference of gateway_vs_klein.sh, which is skipped without it.  gateway_vs_klein.sh takes its
+# knobs from the environment (VARIANTS, CONNS, POST, ...).  Runs on loopback only; everything it
+# starts is stopped.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -20,12 +23,14 @@ if [ "$QUICK" = 1 ]; then
   section "transports (TCP, TLS, UDP)";                 "$PY" benchmarks/transports.py --seconds 3 --rounds 1
   section "streaming (64 MiB)";                         "$PY" benchmarks/streaming.py --size-mib 64 --pings 50
   section "scale (200 instances, 10,000 endpoints)";    "$PY" benchmarks/scale.py --instances 200 --services 20 --soak-seconds 5
-  section "gateway vs direct Klein";                    bash benchmarks/gateway_vs_klein.sh --quick
+  section "gateway vs direct Klein and nginx -> Klein (GET /ping, POST 1 KiB echo)"
+  bash benchmarks/gateway_vs_klein.sh --quick
 else
   section "resolution + routing, 10 vs 10,000 endpoints"; "$PY" benchmarks/resolution.py
   section "cancellation latency over TCP";              "$PY" benchmarks/cancel_latency.py --runs 200
   section "transports (TCP, TLS, UDP)";                 "$PY" benchmarks/transports.py --seconds 5 --rounds 3
   section "streaming (1 GiB)";                          "$PY" benchmarks/streaming.py --size-mib 1024 --pings 300
   section "scale (1,000 instances, 10,000 endpoints)";  "$PY" benchmarks/scale.py --soak-seconds ${SOAK:-120}
-  section "gateway vs direct Klein";                    D=${D:-5} ROUNDS=${ROUNDS:-3} bash benchmarks/gateway_vs_klein.sh
+  section "gateway vs direct Klein and nginx -> Klein (GET /ping, POST 1 KiB echo)"
+  D=${D:-5} ROUNDS=${ROUNDS:-3} bash benchmarks/gateway_vs_klein.sh
 fi
