@@ -18,6 +18,7 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2
 
 section() { echo; echo "== $*"; }
 if [ "$QUICK" = 1 ]; then
+  section "proxied path CPU in one process (no sockets)"; "$PY" benchmarks/hot_path.py -n 3000 -r 2
   section "resolution + routing, 10 vs 10,000 endpoints"; "$PY" benchmarks/resolution.py --lookups 50000
   section "cancellation latency over TCP";              "$PY" benchmarks/cancel_latency.py --runs 50
   section "transports (TCP, TLS, UDP)";                 "$PY" benchmarks/transports.py --seconds 3 --rounds 1
@@ -26,6 +27,7 @@ if [ "$QUICK" = 1 ]; then
   section "gateway vs direct Klein and nginx -> Klein (GET /ping, POST 1 KiB echo)"
   bash benchmarks/gateway_vs_klein.sh --quick
 else
+  section "proxied path CPU in one process (no sockets)"; "$PY" benchmarks/hot_path.py
   section "resolution + routing, 10 vs 10,000 endpoints"; "$PY" benchmarks/resolution.py
   section "cancellation latency over TCP";              "$PY" benchmarks/cancel_latency.py --runs 200
   section "transports (TCP, TLS, UDP)";                 "$PY" benchmarks/transports.py --seconds 5 --rounds 3

@@ -41,8 +41,12 @@ def encode_frame(frame: Frame) -> bytes:
 
     @param frame: the frame to encode.
     @return: the frame's bytes, length prefix included.
+    @raise ValueError: the correlation id is not 16 bytes (it would shift
+        every later frame of the stream).
     """
     payload = frame.payload
+    if len(frame.correlation_id) != 16:
+        raise ValueError(f"a correlation id is 16 bytes, not {len(frame.correlation_id)}")
     return (
         _PREFIX.pack(FRAME_OVERHEAD + len(payload), frame.type)
         + frame.correlation_id
@@ -56,7 +60,10 @@ def encode_datagram(frame: Frame) -> bytes:
 
     @param frame: the frame to encode.
     @return: C{type | id | data}.
+    @raise ValueError: the correlation id is not 16 bytes.
     """
+    if len(frame.correlation_id) != 16:
+        raise ValueError(f"a correlation id is 16 bytes, not {len(frame.correlation_id)}")
     return bytes((frame.type,)) + frame.correlation_id + frame.payload
 
 

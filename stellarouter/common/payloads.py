@@ -539,7 +539,7 @@ def encode_request(message: RequestMessage) -> bytes:
     """
     try:
         return _pack_header(_request_json(message), message.body)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         pass  # a value of an unusual type or shape: the general encoder copes
     return _with_header(
         {
@@ -576,6 +576,15 @@ def _json_number(value: Any) -> str:
 
 
 def _json_headers(headers: Sequence[Tuple[str, str]]) -> str:
+    """
+    @raise TypeError: not a list or tuple of (name, value) tuples or lists
+        (a string of two characters would unpack as a pair).
+    """
+    if type(headers) is not list and type(headers) is not tuple:
+        raise TypeError("headers")
+    for pair in headers:
+        if type(pair) is not tuple and type(pair) is not list:
+            raise TypeError("header pair")
     return ",".join(["[" + _string(name) + "," + _string(value) + "]"
                      for name, value in headers])
 
@@ -590,7 +599,8 @@ def _request_json(message: RequestMessage) -> str:
         + ',"params":{' + ",".join([_string(k) + ":" + _string(v) for k, v in params.items()])
         + '},"query":' + _string(message.query)
         + ',"headers":[' + _json_headers(message.headers)
-        + '],"claims":' + (_dumps(message.claims) if message.claims else "{}")
+        + '],"claims":' + ("{}" if type(message.claims) is dict and not message.claims
+                           else _dumps(message.claims))
         + ',"deadline":' + ("null" if deadline is None else _json_number(deadline))
         + ',"streaming":' + ("true" if message.streaming is True else "false" if
                              message.streaming is False else _dumps(message.streaming))

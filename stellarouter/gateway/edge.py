@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from io import BytesIO
-from types import MappingProxyType
 from typing import Any, List, Mapping, Optional, Tuple
 
 from klein import Klein
@@ -65,7 +64,6 @@ _REPLACED_BY_UPSTREAM = frozenset({"date", "server"})
 HEALTH_PATHS = frozenset({b"/health", b"/health/live", b"/health/ready", b"/health/startup"})
 
 VERSION_HEADER = b"x-stella-version"
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 CORRELATION_HEADER = b"X-Correlation-Id"
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
@@ -367,7 +365,7 @@ class ProxyResource(Resource):
                                                        route.template)
         now = self.clock.seconds()
         context = RoutingContext(  # (positional: one per request, keywords cost more)
-            route.method, path, _NO_HEADERS, (route.method, route.template), route.service_name,
+            route.method, path, {}, (route.method, route.template), route.service_name,
             resolution.path_params, requested, self.region, None, body_size)
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
@@ -947,6 +945,14 @@ class GatewaySite(Site):
         self.health = health
         self.health_resource = health.app.resource()
         self.access_log = access_log
+
+    def acceptableProtocols(self) -> List[bytes]:
+        """
+        What TLS offers in ALPN: HTTP/1.1 only, the one protocol a
+        L{GatewayChannel} speaks (twisted.web's L{Site} also offers h2 when
+        the h2 package is importable).
+        """
+        return [b"http/1.1"]
 
     def http_date(self) -> bytes:
         """

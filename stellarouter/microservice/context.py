@@ -164,20 +164,9 @@ class RawRequestContext:
     body: Any
     correlation_id: str
     deadline: Optional[float] = None
+    cancelled: Deferred = field(default_factory=Deferred)
     cancel_reason: Optional[CancelReason] = None
     instance: Optional[InstanceDescriptor] = None
-    _cancelled: Optional[Deferred] = field(default=None, repr=False, compare=False)
-
-    @property
-    def cancelled(self) -> Deferred:
-        """
-        Fires with the L{CancelReason} if the gateway cancels (with C{None}
-        if the gateway connection is lost).  Made on first use: most
-        requests finish without anybody waiting for it.
-        """
-        if self._cancelled is None:
-            self._cancelled = Deferred()
-        return self._cancelled
 
     @property
     def query_params(self) -> Dict[str, List[str]]:

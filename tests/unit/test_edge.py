@@ -169,6 +169,16 @@ class EdgeTests(SynchronousTestCase):
             self.assertEqual(response.status, 204)
         self.assertEqual(len(calls), 1)
 
+    def test_alpn_offers_http_1_1_only(self) -> None:
+        """
+        Over TLS the site offers only HTTP/1.1 in ALPN, the protocol its
+        channel speaks, whether or not the h2 package is importable.
+        """
+        from twisted.web import http
+
+        self.patch(http, "H2_ENABLED", True)
+        self.assertEqual(self.site.acceptableProtocols(), [b"http/1.1"])
+
     def test_no_content(self) -> None:
         """
         204 goes out without Content-Length or body.

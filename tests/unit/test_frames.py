@@ -46,6 +46,16 @@ class EncodeTests(SynchronousTestCase):
         self.assertEqual(data, b"\x01" + bytes.fromhex("33221100554477668899aabbccddeeff") + b"{}")
         self.assertEqual(decode_datagram(data), Frame(FrameType.HELLO, CID, b"{}"))
 
+    def test_wrong_length_id_refused(self) -> None:
+        """
+        A correlation id that is not 16 bytes (the GUID text, say) is refused
+        when encoding, instead of shifting every later frame of the stream.
+        """
+        for cid in (b"", b"x" * 15, b"x" * 17, str(new_correlation_id()).encode()):
+            frame = Frame(FrameType.CANCEL, cid, b"{}")  # type: ignore[arg-type]
+            self.assertRaises(ValueError, encode_frame, frame)
+            self.assertRaises(ValueError, encode_datagram, frame)
+
     def test_decoded_id_is_a_correlation_id(self) -> None:
         """
         Both decoders give the frame's id as a L{CorrelationId} of the 16

@@ -263,6 +263,20 @@ class OtherPayloadTests(SynchronousTestCase):
                                          "streaming": False}, b""))
         self.assertEqual(encode_response(ResponseMessage(True)),  # type: ignore[arg-type]
                          _reference({"status": True, "headers": (), "streaming": False}, b""))
+        # Shapes the field-by-field writer would misread: headers as a dict or
+        # as two-character strings (they unpack as pairs), params None, falsy
+        # claims that are not a dict.
+        for headers in ({"ab": "x"}, ["ab"]):
+            self.assertEqual(encode_response(ResponseMessage(200, headers)),  # type: ignore[arg-type]
+                             _reference({"status": 200, "headers": headers,
+                                         "streaming": False}, b""))
+        for params, claims in ((None, {}), ({}, None), ({}, []), ({}, 0)):
+            m = RequestMessage("GET", "/", "/", path_params=params,  # type: ignore[arg-type]
+                               claims=claims)  # type: ignore[arg-type]
+            header = {"method": "GET", "path": "/", "template": "/", "params": params,
+                      "query": "", "headers": (), "claims": claims, "deadline": None,
+                      "streaming": False}
+            self.assertEqual(encode_request(m), _reference(header, b""))
 
     def test_bad_header_length(self) -> None:
         """
