@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
+)
 from urllib.parse import parse_qs
 
 from twisted.internet.defer import Deferred
@@ -180,10 +182,13 @@ class RawRequestContext:
 class RawResponse:
     """
     A handler's answer.
+
+    @ivar headers: C{(name, value)} pairs in order, or a mapping of names
+        to values.
     """
 
     status: int = 200
-    headers: Sequence[Tuple[str, str]] = ()
+    headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()
     body: bytes = b""
 
     @classmethod
@@ -216,7 +221,7 @@ class StreamingResponse:
     """
 
     status: int = 200
-    headers: Sequence[Tuple[str, str]] = ()
+    headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()
     body: Any = ()
 
 
@@ -229,4 +234,4 @@ class JsonResponse:
 
     body: Any
     status: int = 200
-    headers: Sequence[Tuple[str, str]] = ()
+    headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()

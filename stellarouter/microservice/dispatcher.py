@@ -6,7 +6,7 @@ handler's Deferred.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -469,7 +469,7 @@ class RequestDispatcher:
                                      "the handler returned an invalid response", cid))
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
-            response.status, [(k, v) for k, v in response.headers], b"", streaming=True))))
+            response.status, _header_pairs(response.headers), b"", streaming=True))))
         credit = _Credit()
         self._credits[cid] = credit
         if entry is None:
@@ -569,7 +569,7 @@ class RequestDispatcher:
         body = bytes(response.body)
         headers = response.headers
         if type(headers) is not tuple and type(headers) is not list:
-            headers = [(k, v) for k, v in headers]
+            headers = _header_pairs(headers)
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body))
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
@@ -612,7 +612,7 @@ def response_problem(result: object) -> Optional[str]:
     if not isinstance(result.body, (bytes, bytearray, memoryview)):
         return f"body must be bytes, not {type(result.body).__name__}"
     try:
-        pairs = list(result.headers)
+        pairs = _header_pairs(result.headers)
     except TypeError:
         return "headers must be (name, value) pairs"
     for pair in pairs:
@@ -622,6 +622,18 @@ def response_problem(result: object) -> Optional[str]:
         if problem is not None:
             return problem
     return None
+
+
+def _header_pairs(headers: Any) -> List[Tuple[Any, Any]]:
+    """
+    A response's headers as a list of pairs: a handler may give pairs (any
+    iterable of them) or a mapping of names to values.
+
+    @raise TypeError: C{headers} is not iterable.
+    """
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
 
 
 def _problem(status: int, kind: str, title: str, detail: str, cid: CorrelationId) -> RawResponse:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from zope.interface.verify import verifyObject
 
@@ -70,7 +70,9 @@ def typed_handler(
         if isinstance(result, RawResponse):
             return result
         if isinstance(result, JsonResponse):
-            headers = (("Content-Type", "application/json"),) + tuple(result.headers)
+            extra = result.headers
+            headers = (("Content-Type", "application/json"),) + tuple(
+                extra.items() if isinstance(extra, Mapping) else extra)
             return RawResponse(
                 result.status,
                 headers,

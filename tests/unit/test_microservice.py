@@ -353,6 +353,34 @@ class InvalidResponseTests(SynchronousTestCase):
                 self.assertEqual(response.status, 500, index)
                 self.assertIsNone(sender.closed)
 
+    def test_headers_as_a_mapping(self) -> None:
+        """
+        A handler may give its response headers as a mapping of names to
+        values (raw, JSON and streaming responses alike); a bad name in a
+        mapping is refused like a bad pair.
+        """
+        from stellarouter.microservice import JsonResponse, StreamingResponse
+
+        app = Microservice("svc", "1.0.0")
+        app.endpoint("GET", "/raw")(
+            lambda ctx: RawResponse(200, {"X-A": "1", "Content-Type": "text/plain"}, b"r"))
+        app.json("GET", "/json")(
+            lambda ctx, payload: JsonResponse({"ok": True}, headers={"X-A": "1"}))
+        app.endpoint("GET", "/stream")(
+            lambda ctx: StreamingResponse(200, {"X-A": "1"}, [b"s"]))
+        app.endpoint("GET", "/bad")(lambda ctx: RawResponse(200, {"Bad Name": "v"}, b""))
+        expected = {"/raw": [("X-A", "1"), ("Content-Type", "text/plain")],
+                    "/json": [("Content-Type", "application/json"), ("X-A", "1")],
+                    "/stream": [("X-A", "1")]}
+        for path, headers in expected.items():
+            sender = FakeFrameSender()
+            RequestDispatcher(app, sender, Clock()).request_received(request(path))
+            response = decode_response(sender.take()[0].payload)
+            self.assertEqual((response.status, response.headers), (200, headers), path)
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender, Clock()).request_received(request("/bad"))
+        self.assertEqual(decode_response(sender.take()[0].payload).status, 500)
+
     def test_headers_too_large_for_a_frame(self) -> None:
         """
         Response headers that cannot fit in one frame give a 500, never an
