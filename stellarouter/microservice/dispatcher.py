@@ -631,7 +631,7 @@ def _header_pairs(headers: Any) -> List[Tuple[Any, Any]]:
 
     @raise TypeError: C{headers} is not iterable.
     """
-    if isinstance(headers, Mapping):
+    if type(headers) is not tuple and type(headers) is not list and isinstance(headers, Mapping):
         return list(headers.items())
     return list(headers)
 
