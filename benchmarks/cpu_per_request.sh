@@ -15,33 +15,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 CS=${CS:-16 1}; SECS=${SECS:-10}; SERVER_CPU=${SERVER_CPU:-1}; WRK_CPU=${WRK_CPU:-0}; POST=${POST:-1}
 POST_BYTES=1024
-if [ -z "${STELLA_VENV:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/twistd" ]; then STELLA_VENV=$ROOT/.venv
-  else common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir); STELLA_VENV=${common%/.git}/.venv
-  fi
-fi
-TWISTD=$STELLA_VENV/bin/twistd; PY=$STELLA_VENV/bin/python
-export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+source "$ROOT/benchmarks/lib.sh"
 OUT=${OUT:-$(mktemp -d /tmp/stella-cpu.XXXXXX)}; mkdir -p "$OUT"
 
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for port in 8080 5100 8081; do
-  for i in $(seq 1 60); do
-    ss -Hltn "sport = :$port" | grep -q . || break
-    [ "$i" = 60 ] && { echo "port $port busy (not ours)" >&2; exit 1; }
-    sleep 2
-  done
-done
+for port in 8080 5100 8081; do wait_port_free "$port"; done
 taskset -c "$SERVER_CPU" "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml >"$OUT/gateway.log" 2>&1 &
 GW=$!; PIDS+=($GW)
 taskset -c "$SERVER_CPU" "$TWISTD" -n --pidfile= stella-micro --config examples/billing/billing.yaml >"$OUT/billing.log" 2>&1 &

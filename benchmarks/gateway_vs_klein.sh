@@ -104,51 +104,13 @@ NGINX_PORT=$(variant_port nginx)
 FRONT_PORTS=("${DIRECT_PORTS[@]}")  # every direct port that must answer GET /ping
 if [ "$USE_NGINX" = 1 ]; then FRONT_PORTS+=("$NGINX_PORT"); fi
 
-if [ -z "${STELLA_VENV:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/twistd" ]; then
-    STELLA_VENV=$ROOT/.venv
-  else  # a git worktree: use the main checkout's virtualenv
-    common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
-    STELLA_VENV=${common%/.git}/.venv
-  fi
-fi
-TWISTD=$STELLA_VENV/bin/twistd; PY=$STELLA_VENV/bin/python
-[ -x "$TWISTD" ] || { echo "no twistd in $STELLA_VENV (set STELLA_VENV)" >&2; exit 1; }
+source "$ROOT/benchmarks/lib.sh"
 [ -r "$AB_SCRIPT" ] || { echo "A/B script not found: $AB_SCRIPT (set AB_SCRIPT)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset missing (util-linux)" >&2; exit 1; }
-export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 
 OUT=${OUT:-$(mktemp -d /tmp/stella-bench.XXXXXX)}
 mkdir -p "$OUT"; : >"$OUT/pids.txt"
-PIDS=()
-with_children() {  # pids...: them and their child processes (nginx's worker)
-  local p
-  for p in "$@"; do echo "$p"; pgrep -P "$p" || true; done
-}
-cleanup() {
-  local p all
-  mapfile -t all < <(with_children "${PIDS[@]}")
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${all[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-wait_port_free() {  # another agent's demo may hold a port briefly: wait, never kill it
-  local port=$1 i
-  for i in $(seq 1 60); do
-    port_busy "$port" || return 0
-    [ "$i" = 1 ] && echo "== port $port is busy (not ours); waiting up to 120 s"
-    sleep 2
-  done
-  echo "!! port $port still busy; giving up" >&2; exit 1
-}
 for p in $GW_PORT $MS_PORT "${FRONT_PORTS[@]}"; do wait_port_free "$p"; done
 
 start() {  # name cmd... : start pinned to SERVER_CPU, log to $OUT/name.log

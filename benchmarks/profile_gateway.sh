@@ -24,34 +24,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 C=${C:-16}; SECS=${SECS:-10}; TOP=${TOP:-15}; RATE=${RATE:-100}
 SERVER_CPU=${SERVER_CPU:-1}; MICRO_CPU=${MICRO_CPU:-0}; WRK_CPU=${WRK_CPU:-0}; IDLE=${IDLE:-0}
-if [ -z "${STELLA_VENV:-}" ]; then
-  if [ -x "$ROOT/.venv/bin/twistd" ]; then STELLA_VENV=$ROOT/.venv
-  else common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir); STELLA_VENV=${common%/.git}/.venv
-  fi
-fi
-TWISTD=$STELLA_VENV/bin/twistd; PY=$STELLA_VENV/bin/python; PYSPY=$STELLA_VENV/bin/py-spy
+source "$ROOT/benchmarks/lib.sh"
+PYSPY=$STELLA_VENV/bin/py-spy
 [ -x "$PYSPY" ] || { echo "py-spy missing: $STELLA_VENV/bin/pip install py-spy" >&2; exit 1; }
-export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-$(mktemp -d /tmp/stella-prof.XXXXXX)}; mkdir -p "$OUT"
 
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-for port in 8080 5100; do
-  for i in $(seq 1 60); do
-    ss -Hltn "sport = :$port" | grep -q . || break
-    [ "$i" = 60 ] && { echo "port $port busy (not ours)" >&2; exit 1; }
-    sleep 2
-  done
-done
+for port in 8080 5100; do wait_port_free "$port"; done
 
 taskset -c "$SERVER_CPU" "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml >"$OUT/gateway.log" 2>&1 &
 GW=$!; PIDS+=($GW)
