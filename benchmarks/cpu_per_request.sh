@@ -9,7 +9,8 @@
 # each C it loads the gateway, then the direct app, with GET /ping and then (POST=1, the default)
 # with POST /echo and a 1 KiB body, for SECS seconds each (after a 2 s warm-up), and divides each
 # process's user and system CPU time (/proc/PID/stat, clock ticks) by the number of requests wrk
-# completed.  Tells which process pays for a proxied request; a ratio alone does not.
+# completed.  Tells which process pays for a proxied request; a ratio alone does not.  Ends with
+# each process's resident memory (VmRSS) after the runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -74,3 +75,5 @@ print(line)
 EOF
   done
 done
+rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+echo "RSS after the runs (MiB): gateway $(rss $GW), billing $(rss $MS), echo $(rss $EC), direct Klein $(rss $DK)"

@@ -26,6 +26,7 @@ if [ "$QUICK" = 1 ]; then
   section "scale (200 instances, 10,000 endpoints)";    "$PY" benchmarks/scale.py --instances 200 --services 20 --soak-seconds 5
   section "gateway vs direct Klein and nginx -> Klein (GET /ping, POST 1 KiB echo)"
   bash benchmarks/gateway_vs_klein.sh --quick
+  section "CPU per request of each process, and RSS"; CS=16 SECS=3 bash benchmarks/cpu_per_request.sh
 else
   section "proxied path CPU in one process (no sockets)"; "$PY" benchmarks/hot_path.py
   section "resolution + routing, 10 vs 10,000 endpoints"; "$PY" benchmarks/resolution.py
@@ -35,4 +36,5 @@ else
   section "scale (1,000 instances, 10,000 endpoints)";  "$PY" benchmarks/scale.py --soak-seconds ${SOAK:-120}
   section "gateway vs direct Klein and nginx -> Klein (GET /ping, POST 1 KiB echo)"
   D=${D:-5} ROUNDS=${ROUNDS:-3} bash benchmarks/gateway_vs_klein.sh
+  section "CPU per request of each process, and RSS"; SECS=8 bash benchmarks/cpu_per_request.sh
 fi
