@@ -18,15 +18,15 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2
 
 section() { echo; echo "== $*"; }
 if [ "$QUICK" = 1 ]; then
-  section "proxied path CPU in one process (no sockets)"; "$PY" benchmarks/hot_path.py -n 3000 -r 2
+  section "proxied path CPU in one process (no sockets)"; "$PY" benchmarks/hot_path.py -n 2000 -r 1
   section "resolution + routing, 10 vs 10,000 endpoints"; "$PY" benchmarks/resolution.py --lookups 50000
   section "cancellation latency over TCP";              "$PY" benchmarks/cancel_latency.py --runs 50
   section "transports (TCP, TLS, UDP)";                 "$PY" benchmarks/transports.py --seconds 3 --rounds 1
   section "streaming (64 MiB)";                         "$PY" benchmarks/streaming.py --size-mib 64 --pings 50
   section "scale (200 instances, 10,000 endpoints)";    "$PY" benchmarks/scale.py --instances 200 --services 20 --soak-seconds 5
   section "gateway vs direct Klein and nginx -> Klein (GET /ping, POST 1 KiB echo)"
-  bash benchmarks/gateway_vs_klein.sh --quick
-  section "CPU per request of each process, and RSS"; CS=16 SECS=3 bash benchmarks/cpu_per_request.sh
+  CONNS=${CONNS:-16} VARIANTS=${VARIANTS:-plain nginx} bash benchmarks/gateway_vs_klein.sh --quick
+  section "CPU per request of each process, and RSS"; CS=16 SECS=2 POST=0 bash benchmarks/cpu_per_request.sh
 else
   section "proxied path CPU in one process (no sockets)"; "$PY" benchmarks/hot_path.py
   section "resolution + routing, 10 vs 10,000 endpoints"; "$PY" benchmarks/resolution.py
