@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Run the benchmark suite and print every summary line; --quick finishes in about two minutes.
+# Run the benchmark suite and print every summary line; --quick finishes in under two minutes (~100 s).
 #
-#   bash benchmarks/run_all.sh            # the numbers in docs/benchmarks.md (~10 min)
+#   bash benchmarks/run_all.sh            # the numbers in docs/benchmarks.md (~20 min)
 #   bash benchmarks/run_all.sh --quick    # smaller sizes, shorter runs
 #
 # Needs wrk (apt-get install -y wrk); nginx (apt-get install -y nginx) for the nginx -> Klein
