@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from ..common.enums import FrameType, TransportType
-from ..common.frames import FRAME_OVERHEAD
+from ..common.frames import FRAME_OVERHEAD, encode_datagram
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameSender, ITransportClient, ITransportServer
 from ..common.models import Frame
@@ -387,6 +387,23 @@ class DatagramContractTests(MessageContractTests):
     """
 
     transport_type = TransportType.UDP
+
+    def sendRaw(self, data: bytes) -> None:
+        """
+        Deliver one datagram to the server under test from a source that
+        never sent HELLO.  Subclasses provide it (real socket or fake
+        network); the injections below are made of it.
+        """
+        raise NotImplementedError
+
+    def injectStranger(self, server: Any, frame: Frame) -> None:
+        self.sendRaw(encode_datagram(frame))
+
+    def injectMalformed(self, server: Any) -> None:
+        self.sendRaw(b"\x01\x02")
+
+    def injectOversized(self, server: Any, frame: Frame) -> None:
+        self.sendRaw(encode_datagram(frame))
 
     async def test_duplicates_dropped(self) -> None:
         """

@@ -10,8 +10,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from stellarouter.common.frames import encode_datagram
-from stellarouter.common.models import Frame
 from stellarouter.testing.contract import DatagramContractTests, observe
 from stellarouter.transports.udp import udp_client, udp_server
 
@@ -46,15 +44,6 @@ class UDPContractTests(DatagramContractTests, TestCase):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.sendto(data, ("127.0.0.1", self.port))
         sock.close()
-
-    def injectStranger(self, server: Any, frame: Frame) -> None:
-        self.sendRaw(encode_datagram(frame))
-
-    def injectMalformed(self, server: Any) -> None:
-        self.sendRaw(b"\x01\x02")
-
-    def injectOversized(self, server: Any, frame: Frame) -> None:
-        self.sendRaw(encode_datagram(frame))
 
     def roundTrip(self) -> Deferred:
         # Datagrams to ourselves on loopback arrive in order: a probe sent

@@ -7,8 +7,6 @@ from typing import Any, Tuple
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import TestCase
 
-from stellarouter.common.frames import encode_datagram
-from stellarouter.common.models import Frame
 from stellarouter.testing.contract import DatagramContractTests, observe
 from stellarouter.testing.datagrams import FakeDatagramReactor
 from stellarouter.transports.udp import udp_client, udp_server
@@ -44,15 +42,6 @@ class FakeUDPContractTests(DatagramContractTests, TestCase):
     def sendRaw(self, data: bytes) -> None:
         # From an address that never sent HELLO.
         self.reactor.send(("127.0.0.1", 9), ("127.0.0.1", 5200), data)
-
-    def injectStranger(self, server: Any, frame: Frame) -> None:
-        self.sendRaw(encode_datagram(frame))
-
-    def injectMalformed(self, server: Any) -> None:
-        self.sendRaw(b"\x01\x02")
-
-    def injectOversized(self, server: Any, frame: Frame) -> None:
-        self.sendRaw(encode_datagram(frame))
 
     def roundTrip(self) -> Deferred:
         self.reactor.settle()
