@@ -19,7 +19,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.http_headers import Headers
 from twisted.python.failure import Failure
-from twisted.web.http import datetimeToString
+from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.server import version as SERVER_VERSION
 from zope.interface import implementer
@@ -182,6 +182,10 @@ class HttpResponseSink:
             return
         request = self.request
         status = response.status
+        if not response.streaming and isinstance(request, GatewayRequest) and (
+                request.upload is None and request.can_write_whole()):
+            self._write_whole(request, response)
+            return
         request.setResponseCode(status)
         headers = request.responseHeaders
         upstream_length: Optional[bytes] = None
@@ -220,6 +224,41 @@ class HttpResponseSink:
         if body:
             request.write(body)
         self._finish()
+
+    def _write_whole(self, request: "GatewayRequest", response: ResponseMessage) -> None:
+        """
+        A whole (not streamed) response: the microservice's headers go out
+        as they came (the RESPONSE decoder checked they are tokens and values
+        without CR, LF or NUL), without a round through twisted.web's
+        L{Headers}, in one write with the gateway's own headers and the body.
+        """
+        status = response.status
+        lines: List[bytes] = []
+        upstream_length: Optional[bytes] = None
+        drop = _OWN_RESPONSE_HEADERS
+        headers = response.headers
+        named = [v for k, v in headers if k.lower() == "connection"]
+        if named:
+            drop = drop | {t.strip().lower() for v in named for t in v.split(",")}
+        for name, value in headers:
+            lower = name.lower()
+            if lower in drop or lower.startswith("proxy-"):
+                if lower == "content-length":
+                    upstream_length = value.encode("latin-1")
+                continue
+            if lower in _REPLACED_BY_UPSTREAM:
+                request.responseHeaders.removeHeader(lower.encode("latin-1"))
+            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        body = response.body
+        length: Optional[bytes]
+        if status in (204, 304):
+            body, length = b"", None
+        elif request.method == b"HEAD" and not body and upstream_length is not None:
+            # An explicit HEAD endpoint says how long the GET body would be.
+            length = upstream_length
+        else:
+            length = b"%d" % len(body)
+        request.write_whole(status, lines, length, body)
 
     def bodyChunk(self, data: bytes) -> None:
         if not self.client_gone:
@@ -882,6 +921,43 @@ class GatewayRequest(Request):
             self.render(site.proxy)
         except BaseException:
             self.processingFailed(Failure())
+
+    def can_write_whole(self) -> bool:
+        """
+        Whether L{write_whole} may answer: nothing written yet, the client is
+        still there, and none of twisted.web's own header sources
+        (C{lastModified}, C{etag}, cookies) is in use.
+        """
+        return not (self.startedWriting or self.finished or self._disconnected
+                    or self.lastModified is not None or self.etag is not None or self.cookies)
+
+    def write_whole(self, code: int, header_lines: List[bytes], length: Optional[bytes],
+                    body: bytes) -> None:
+        """
+        Write a whole response at once and finish: what C{setResponseCode},
+        C{write} and C{finish} do for a response whose length is known, with
+        the status line and headers formatted here in one pass.
+
+        @param header_lines: more headers, each C{b"Name: value\\r\\n"},
+            after those already in C{responseHeaders}.
+        @param length: the C{Content-Length} value, or L{None} for none
+            (204, 304).
+        """
+        self.setResponseCode(code)
+        self.startedWriting = 1
+        out = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
+        for name, values in self.responseHeaders.getAllRawHeaders():
+            for value in values:
+                out += (name, b": ", value, b"\r\n")
+        out += header_lines
+        if length is not None:
+            out += (b"Content-Length: ", length, b"\r\n")
+        out.append(b"\r\n")
+        if body and self.method != b"HEAD" and code not in NO_BODY_CODES:
+            out.append(body)
+            self.sentLength = len(body)
+        self.channel.writeSequence(out)
+        self.finish()
 
     def connectionLost(self, reason: Any) -> None:
         upload = self.upload

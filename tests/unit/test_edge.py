@@ -190,6 +190,58 @@ class EdgeTests(SynchronousTestCase):
         self.assertTrue(raw.startswith(b"HTTP/1.1 204"))
         self.assertNotIn(b"content-length", raw.lower())
 
+    def test_http_1_0_closes(self) -> None:
+        """
+        An HTTP/1.0 request is answered with an HTTP/1.0 status line and its
+        length, and the connection closes after the answer.
+        """
+        client = self.deployment.http()
+        client.channel.dataReceived(b"GET /sized HTTP/1.0\r\nHost: x\r\n\r\n")
+        self.deployment.pump()
+        raw = client.transport.value()
+        self.assertTrue(raw.startswith(b"HTTP/1.0 200 OK\r\n"), raw[:40])
+        self.assertIn(b"\r\nContent-Length: 999\r\n", raw)
+        self.assertTrue(raw.endswith(b"\r\n\r\n" + b"x" * 999))
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_connection_close(self) -> None:
+        """
+        C{Connection: close} from the client is answered with
+        C{Connection: close}, and the connection closes.
+        """
+        client = self.deployment.http()
+        client.channel.dataReceived(
+            b"DELETE /things/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.deployment.pump()
+        raw = client.transport.value()
+        self.assertTrue(raw.startswith(b"HTTP/1.1 204 No Content\r\n"), raw[:40])
+        self.assertIn(b"\r\nConnection: close\r\n", raw)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_pipelined_requests(self) -> None:
+        """
+        Requests pipelined on one keep-alive connection are answered in
+        order, each whole, and the connection stays open.
+        """
+        client = self.deployment.http()
+        client.channel.dataReceived(
+            b"GET /sized HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"DELETE /things/1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"HEAD /sized HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(5):
+            self.deployment.pump()
+        raw = client.transport.value()
+        first, rest = raw.split(b"x" * 999, 1)
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertIn(b"\r\nContent-Length: 999\r\n", first)
+        second, third = rest.split(b"HTTP/1.1 200 OK\r\n", 1)
+        self.assertTrue(second.startswith(b"HTTP/1.1 204 No Content\r\n"))
+        self.assertTrue(second.endswith(b"\r\n\r\n"))
+        self.assertIn(b"\r\nContent-Length: 999\r\n", third)
+        self.assertTrue(third.endswith(b"\r\n\r\n"), "a HEAD answer has no body")
+        self.assertEqual(raw.count(b"X-Correlation-Id: "), 3)
+        self.assertFalse(client.transport.disconnecting)
+
     def test_explicit_head(self) -> None:
         """
         An explicit HEAD endpoint's Content-Length is kept.
