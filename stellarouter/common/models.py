@@ -6,7 +6,7 @@ versions and path templates.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Mapping, NamedTuple, Optional, Protocol, Tuple, Union
 
 from .enums import FrameType, InstanceHealthStatus, TransportType
@@ -234,10 +234,11 @@ class ConnectionState:
     max_frame_bytes: int = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class RoutingContext:
+class RoutingContext(NamedTuple):
     """
-    What the routing plugin knows about one HTTP request.
+    What the routing plugin knows about one HTTP request.  A named tuple:
+    immutable, and one is built per request (cheaper than a frozen
+    dataclass).
 
     @ivar requested_version: from C{X-Stella-Version}, or C{None}.
     @ivar deadline: absolute time (seconds, the gateway clock) or C{None}.
@@ -257,15 +258,15 @@ class RoutingContext:
     body_size: int = 0
 
 
-@dataclass(frozen=True)
-class RoutingDecision:
+class RoutingDecision(NamedTuple):
     """
-    The routing plugin's choice for one request.
+    The routing plugin's choice for one request (a named tuple, as
+    L{RoutingContext}).
     """
 
     endpoint: EndpointDescriptor
     connection: "RoutableConnection"
-    effective_timeout: float = field(default=DEFAULT_TIMEOUT)
+    effective_timeout: float = DEFAULT_TIMEOUT
 
 
 class RoutableConnection(Protocol):

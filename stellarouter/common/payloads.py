@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import re
 from json.encoder import encode_basestring
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from struct import Struct
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from .enums import CancelReason, InstanceHealthStatus
 from .errors import InvalidDescriptor, MalformedPayload
@@ -417,10 +418,15 @@ def decode_cancel(payload: bytes) -> CancelReason:
 # -- REQUEST / RESPONSE ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RequestMessage:
+#: The default of a message's mappings (shared, so it must not change).
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class RequestMessage(NamedTuple):
     """
-    A REQUEST frame's contents.
+    A REQUEST frame's contents.  A named tuple, like L{Frame}: immutable, and
+    built twice per proxied request (by the gateway and by the microservice)
+    at a third of the cost of a frozen dataclass.
 
     @ivar path: the request path as received (percent-encoded).
     @ivar template: the endpoint's path template the gateway resolved.
@@ -434,19 +440,18 @@ class RequestMessage:
     method: str
     path: str
     template: str
-    path_params: Mapping[str, str] = field(default_factory=dict)
+    path_params: Mapping[str, str] = EMPTY
     query: str = ""
     headers: Sequence[Tuple[str, str]] = ()
-    claims: Mapping[str, Any] = field(default_factory=dict)
+    claims: Mapping[str, Any] = EMPTY
     deadline: Optional[float] = None
     streaming: bool = False
     body: bytes = b""
 
 
-@dataclass(frozen=True)
-class ResponseMessage:
+class ResponseMessage(NamedTuple):
     """
-    A RESPONSE frame's contents.
+    A RESPONSE frame's contents (a named tuple, as L{RequestMessage}).
 
     @ivar streaming: the body follows as RESPONSE_STREAM_DATA frames.
     """
@@ -533,6 +538,14 @@ def _check_headers(raw: Any, what: str) -> List[Tuple[str, str]]:
     return headers
 
 
+def _plain(value: Any) -> Any:
+    """
+    C{value}, or a C{dict} copy of a read-only mapping (which C{json} cannot
+    write).
+    """
+    return dict(value) if isinstance(value, MappingProxyType) else value
+
+
 def encode_request(message: RequestMessage) -> bytes:
     """
     Encode a REQUEST payload.
@@ -546,10 +559,10 @@ def encode_request(message: RequestMessage) -> bytes:
             "method": message.method,
             "path": message.path,
             "template": message.template,
-            "params": message.path_params,
+            "params": _plain(message.path_params),
             "query": message.query,
             "headers": message.headers,
-            "claims": message.claims,
+            "claims": _plain(message.claims),
             "deadline": message.deadline,
             "streaming": message.streaming,
         },
@@ -599,7 +612,8 @@ def _request_json(message: RequestMessage) -> str:
         + ',"params":{' + ",".join([_string(k) + ":" + _string(v) for k, v in params.items()])
         + '},"query":' + _string(message.query)
         + ',"headers":[' + _json_headers(message.headers)
-        + '],"claims":' + ("{}" if type(message.claims) is dict and not message.claims
+        + '],"claims":' + ("{}" if message.claims is EMPTY or (
+                               type(message.claims) is dict and not message.claims)
                            else _dumps(message.claims))
         + ',"deadline":' + ("null" if deadline is None else _json_number(deadline))
         + ',"streaming":' + ("true" if message.streaming is True else "false" if

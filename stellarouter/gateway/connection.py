@@ -7,7 +7,6 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-import dataclasses
 from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -404,7 +403,7 @@ class GatewayConnection:
                 f"the request ({len(payload) + FRAME_OVERHEAD} bytes as a frame) does not fit in "
                 f"one UDP datagram of at most {self.max_frame_bytes} bytes")
         else:
-            header = encode_request(dataclasses.replace(message, streaming=True, body=b""))
+            header = encode_request(message._replace(streaming=True, body=b""))
             if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
                 raise RequestHeadersTooLarge(
                     f"the request's headers take {len(header)} bytes; a frame holds "

@@ -9,7 +9,7 @@ slash is ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from ..common.models import parse_path_template
@@ -28,10 +28,9 @@ class Route:
     param_names: Tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     """
-    The outcome of a successful lookup.
+    The outcome of a successful lookup (a named tuple: one per request).
     """
 
     route: Route

@@ -2,7 +2,6 @@
 Tests for the payload encodings of each frame type.
 """
 
-import dataclasses
 import json
 from typing import Any
 
@@ -229,7 +228,7 @@ class OtherPayloadTests(SynchronousTestCase):
         control characters), any params, headers and deadline (float, int,
         infinite, none).
         """
-        for m in (message, dataclasses.replace(message, path=path, query=query,
+        for m in (message, message._replace(path=path, query=query,
                                                path_params=params, headers=headers,
                                                deadline=deadline)):
             header = {"method": m.method, "path": m.path, "template": m.template,
@@ -242,7 +241,7 @@ class OtherPayloadTests(SynchronousTestCase):
         """
         The same for RESPONSE headers.
         """
-        for m in (message, dataclasses.replace(message, headers=headers)):
+        for m in (message, message._replace(headers=headers)):
             header = {"status": m.status, "headers": m.headers, "streaming": m.streaming}
             self.assertEqual(encode_response(m), _reference(header, m.body))
 
