@@ -2,11 +2,22 @@
 In-flight requests of one microservice connection: correlation ids,
 timeouts, the one cancel path (CANCEL sent at most once per request, with its
 reason), and late frames (counted and dropped).
+
+Timeouts share one timer per connection.  Each request's deadline goes into
+a heap; one C{callLater} is armed for the earliest, and when it fires every
+request whose deadline has come times out (the same moment a timer of its
+own would have fired).  A request that is answered is not looked for in the
+heap: its entry is dropped when it reaches the top, or when dead entries
+outnumber live ones.  A C{DelayedCall} per request cost its construction,
+the reactor's heap push and its cancellation: a few microseconds on every
+proxied request.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+import heapq
+import itertools
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -37,14 +48,30 @@ class PendingRequest:
     @ivar started: the RESPONSE header arrived and a streamed body follows.
     """
 
-    __slots__ = ("sink", "timer", "started", "size", "retry")
+    __slots__ = ("sink", "timeout", "started", "size", "retry")
 
-    def __init__(self, sink: IResponseSink, timer: Optional[IDelayedCall], size: int) -> None:
+    def __init__(self, sink: IResponseSink, timeout: Optional[float], size: int) -> None:
+        """
+        @param timeout: seconds it may take, or L{None} for no limit.
+        """
         self.sink = sink
-        self.timer = timer
+        self.timeout = timeout
         self.started = False
         self.size = size
         self.retry: Optional[IDelayedCall] = None
+
+
+#: A timeout heap entry: deadline, sequence number (first sent times out
+#: first), correlation id, and the request (live while it is the one in the
+#: table under that id).
+_Deadline = Tuple[float, int, CorrelationId, PendingRequest]
+
+#: Dead heap entries tolerated beyond twice the live requests before the heap
+#: is rebuilt.
+_SLACK = 64
+
+
+_NEVER = float("inf")
 
 
 class InFlightRequests:
@@ -74,6 +101,10 @@ class InFlightRequests:
         self._send_cancel = send_cancel
         self._on_finished = on_finished
         self._pending: Dict[CorrelationId, PendingRequest] = {}
+        self._deadlines: List[_Deadline] = []
+        self._sequence = itertools.count()
+        self._alarm: Optional[IDelayedCall] = None
+        self._alarm_at = _NEVER
         self.late_frames = 0
         self.retries_sent = 0
         self.cancels_sent: Dict[str, int] = {}
@@ -100,11 +131,16 @@ class InFlightRequests:
         @param resend: sends the request again; called up to C{retries}
             times at even intervals within the timeout while no answer came.
         """
-        timer = None
-        if timeout is not None:
-            timer = self._clock.callLater(timeout, self._timed_out, cid, timeout)
-        pending = PendingRequest(sink, timer, size)
+        pending = PendingRequest(sink, timeout, size)
         self._pending[cid] = pending
+        if timeout is not None:
+            deadlines = self._deadlines
+            deadline = self._clock.seconds() + timeout
+            heapq.heappush(deadlines, (deadline, next(self._sequence), cid, pending))
+            if deadline < self._alarm_at:
+                self._arm(deadline)
+            if len(deadlines) > 2 * len(self._pending) + _SLACK:
+                self._compact()
         if resend is not None and retries > 0 and timeout is not None:
             interval = timeout / (retries + 1)
             pending.retry = self._clock.callLater(interval, self._retry, cid, resend,
@@ -123,12 +159,58 @@ class InFlightRequests:
             pending.retry = self._clock.callLater(interval, self._retry, cid, resend,
                                                   interval, left - 1)
 
+    def _arm(self, deadline: float) -> None:
+        """
+        Set the timer for C{deadline} (earlier than the one set, if any).
+        """
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm_at = deadline
+        self._alarm = self._clock.callLater(deadline - self._clock.seconds(), self._alarm_rang)
+
+    def _disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        self._alarm_at = _NEVER
+
+    def _compact(self) -> None:
+        """
+        Drop the heap entries of requests no longer in flight.
+        """
+        pending = self._pending
+        self._deadlines = [e for e in self._deadlines if pending.get(e[2]) is e[3]]
+        heapq.heapify(self._deadlines)
+
+    def _alarm_rang(self) -> None:
+        """
+        Time out every request whose deadline has come, then set the timer
+        for the next.
+        """
+        # What the timer was set for counts as reached, even if the clock's
+        # arithmetic (now + (deadline - now)) landed a hair before it.
+        now = max(self._clock.seconds(), self._alarm_at)
+        self._alarm, self._alarm_at = None, _NEVER
+        # (self._deadlines is read afresh each time: a sink told of a timeout
+        # may send or finish requests, which can rebuild the heap.)
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, cid, pending = heapq.heappop(self._deadlines)
+            if self._pending.get(cid) is pending:
+                self._timed_out(cid, pending.timeout)
+        # Skip to the next live deadline (answered requests leave theirs).
+        deadlines = self._deadlines
+        while deadlines and self._pending.get(deadlines[0][2]) is not deadlines[0][3]:
+            heapq.heappop(deadlines)
+        if deadlines and deadlines[0][0] < self._alarm_at:
+            self._arm(deadlines[0][0])
+
     def _remove(self, cid: CorrelationId) -> Optional[PendingRequest]:
         pending = self._pending.pop(cid, None)
         if pending is not None:
-            if pending.timer is not None and pending.timer.active():
-                pending.timer.cancel()
-            pending.timer = None
+            if not self._pending:
+                # Nothing in flight: no deadline left to watch.
+                self._deadlines.clear()
+                self._disarm()
             if pending.retry is not None and pending.retry.active():
                 pending.retry.cancel()
             pending.retry = None
@@ -244,11 +326,7 @@ class InFlightRequests:
             self.fail(cid, error)
         return len(cids)
 
-    def _timed_out(self, cid: CorrelationId, timeout: float) -> None:
-        pending = self._pending.get(cid)
-        if pending is None:
-            return
-        pending.timer = None
+    def _timed_out(self, cid: CorrelationId, timeout: Optional[float]) -> None:
         self.log.warn("request {cid} timed out after {timeout}s; sending CANCEL",
                       cid=cid, timeout=timeout)
         self.cancel(cid, CancelReason.TIMEOUT,

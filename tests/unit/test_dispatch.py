@@ -180,3 +180,71 @@ class InFlightTests(SynchronousTestCase):
         self.assertEqual(self.table.cancel_all(CancelReason.SHUTDOWN, UpstreamLost("x")), 3)
         self.assertEqual([r for _, r in self.cancels], [CancelReason.SHUTDOWN] * 3)
         self.assertEqual(len(self.finished), 6)
+
+    def test_timeouts_in_deadline_order(self) -> None:
+        """
+        Requests with different timeouts, sent in any order, each time out
+        exactly at their own deadline, in deadline order (send order when
+        equal); answered ones never do.
+        """
+        timeouts = [5.0, 1.0, 3.0, 1.0, 0.5, 3.0]
+        sent = [(new_correlation_id(), RecordingSink(), t) for t in timeouts]
+        for cid, sink, timeout in sent:
+            self.table.add(cid, sink, timeout)
+        answered = sent[2][0]  # one of the 3 s requests
+        self.table.response(answered, ResponseMessage(200, [], b""))
+        order = [i for _, i in sorted((t, i) for i, (_, _, t) in enumerate(sent) if i != 2)]
+        for deadline in sorted({t for i, (_, _, t) in enumerate(sent) if i != 2}):
+            self.clock.advance(deadline - self.clock.seconds() - EPSILON)
+            due = [i for i in order if sent[i][2] < deadline]
+            self.assertEqual(self.cancels, [(sent[i][0], CancelReason.TIMEOUT) for i in due])
+            self.clock.advance(EPSILON)
+            due = [i for i in order if sent[i][2] <= deadline]
+            self.assertEqual(self.cancels, [(sent[i][0], CancelReason.TIMEOUT) for i in due])
+            self.assertTrue(all(isinstance(sent[i][1].error, GatewayTimeout) for i in due))
+        self.assertIsNone(sent[2][1].error)
+        self.assertEqual(len(self.table), 0)
+
+    def test_answered_requests_leave_no_timer_state(self) -> None:
+        """
+        Many requests answered while one stays in flight: the timeout heap
+        keeps a bounded number of entries (answered ones are dropped), the
+        one left still times out at its deadline, and an empty table holds
+        no timer.
+        """
+        slow, slow_sink = new_correlation_id(), RecordingSink()
+        self.table.add(slow, slow_sink, 30.0)
+        for _ in range(1000):
+            cid = new_correlation_id()
+            self.table.add(cid, RecordingSink(), 30.0)
+            self.table.response(cid, ResponseMessage(200, [], b""))
+            # at most 2 x (2 in flight) + 64 dead entries
+            self.assertLessEqual(len(self.table._deadlines), 2 * 2 + 64)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(30.0)
+        self.assertEqual(self.cancels, [(slow, CancelReason.TIMEOUT)])
+        self.assertIsInstance(slow_sink.error, GatewayTimeout)
+        self.assertEqual((len(self.table), self.table._deadlines), (0, []))
+
+    def test_sink_sends_from_timeout(self) -> None:
+        """
+        A sink that sends a new request when told of a timeout (the heap
+        changes while deadlines are being processed): the new request gets
+        its own full timeout.
+        """
+        later = new_correlation_id()
+        later_sink = RecordingSink()
+
+        class Resend(RecordingSink):
+            def failed(inner, error: object) -> None:  # noqa: N805
+                super().failed(error)  # type: ignore[arg-type]
+                self.table.add(later, later_sink, 2.0)
+
+        first = new_correlation_id()
+        self.table.add(first, Resend(), 1.0)
+        self.clock.advance(1.0)
+        self.assertEqual(self.cancels, [(first, CancelReason.TIMEOUT)])
+        self.clock.advance(2.0 - EPSILON)
+        self.assertIsNone(later_sink.error)
+        self.clock.advance(EPSILON)
+        self.assertIsInstance(later_sink.error, GatewayTimeout)
