@@ -247,7 +247,7 @@ class HttpResponseSink:
                     upstream_length = value.encode("latin-1")
                 continue
             if lower in _REPLACED_BY_UPSTREAM:
-                request.responseHeaders.removeHeader(lower.encode("latin-1"))
+                request.drop_own_header(lower.encode("latin-1"))
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         body = response.body
         length: Optional[bytes]
@@ -328,7 +328,11 @@ class ProxyResource(Resource):
     def render(self, request: Request) -> Any:
         cid = new_correlation_id()
         cid_text = str(cid)
-        request.setHeader(CORRELATION_HEADER, cid_text.encode())
+        own = getattr(request, "own_headers", None)
+        if own is not None:
+            own.append((CORRELATION_HEADER, cid_text.encode()))
+        else:
+            request.setHeader(CORRELATION_HEADER, cid_text.encode())
         try:
             return self._dispatch(request, cid, cid_text)
         except PipelineError as e:
@@ -839,6 +843,12 @@ class GatewayRequest(Request):
     upload: Optional["UploadStream"] = None
     early_error: Optional[PipelineError] = None
     resolution: Any = None
+    #: The gateway's own response headers (C{Server}, C{Date},
+    #: C{X-Correlation-Id}) of a proxied request, kept out of twisted.web's
+    #: L{Headers} (which costs a name encoding and a value check per header)
+    #: until written: by L{write_whole}, or moved into C{responseHeaders}
+    #: by L{write}.
+    own_headers: Optional[List[Tuple[bytes, bytes]]] = None
     on_client_gone: Optional[Tuple[Any, ...]] = None
     _received = 0
 
@@ -914,13 +924,36 @@ class GatewayRequest(Request):
         self.sitepath: List[bytes] = []
         self.prepath = []
         self.postpath = []
-        headers = self.responseHeaders
-        headers.setRawHeaders(b"Server", [SERVER_VERSION])
-        headers.setRawHeaders(b"Date", [site.http_date()])
+        self.own_headers = [(b"Server", SERVER_VERSION), (b"Date", site.http_date())]
         try:
             self.render(site.proxy)
         except BaseException:
             self.processingFailed(Failure())
+
+    def drop_own_header(self, lower_name: bytes) -> None:
+        """
+        Leave out the gateway's own header C{lower_name} (lower case): the
+        microservice's value replaces it.
+        """
+        own = self.own_headers
+        if own is not None:
+            self.own_headers = [(n, v) for n, v in own if n.lower() != lower_name]
+        self.responseHeaders.removeHeader(lower_name)
+
+    def write(self, data: bytes) -> None:
+        """
+        twisted.web's C{write}, after moving the gateway's own headers into
+        C{responseHeaders} (unless a header of that name is there already:
+        the microservice's C{Date} and C{Server} win).
+        """
+        own = self.own_headers
+        if own is not None and not self.startedWriting:
+            self.own_headers = None
+            headers = self.responseHeaders
+            for name, value in own:
+                if not headers.hasHeader(name):
+                    headers.setRawHeaders(name, [value])
+        super().write(data)
 
     def can_write_whole(self) -> bool:
         """
@@ -939,13 +972,19 @@ class GatewayRequest(Request):
         the status line and headers formatted here in one pass.
 
         @param header_lines: more headers, each C{b"Name: value\\r\\n"},
-            after those already in C{responseHeaders}.
+            after the gateway's own (L{own_headers}) and those in
+            C{responseHeaders}.
         @param length: the C{Content-Length} value, or L{None} for none
             (204, 304).
         """
         self.setResponseCode(code)
         self.startedWriting = 1
         out = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
+        own = self.own_headers
+        if own is not None:
+            self.own_headers = None
+            for name, value in own:
+                out += (name, b": ", value, b"\r\n")
         for name, values in self.responseHeaders.getAllRawHeaders():
             for value in values:
                 out += (name, b": ", value, b"\r\n")

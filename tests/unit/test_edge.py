@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from stellarouter.microservice import Microservice, RawResponse
+from stellarouter.microservice import Microservice, RawResponse, StreamingResponse
 from stellarouter.testing.harness import InMemoryDeployment
 
 
@@ -30,6 +30,10 @@ def make_app() -> Microservice:
             ("Connection", "X-Hop"), ("X-Hop", "secret"), ("Proxy-Thing", "x"),
             ("X-Echo", ctx.headers.get("x-in", "")),
         ], b"plain")
+
+    @app.endpoint("GET", "/streamed")
+    def streamed(ctx: Any) -> StreamingResponse:
+        return StreamingResponse(200, [("Date", "Mon, 01 Jan 2024 00:00:00 GMT")], [b"a", b"b"])
 
     @app.endpoint("DELETE", "/things/{id}")
     def delete(ctx: Any) -> RawResponse:
@@ -147,6 +151,25 @@ class EdgeTests(SynchronousTestCase):
         clock.advance(1.0)
         self.assertEqual(self.deployment.request("DELETE", "/things/3").header("Date"),
                          datetimeToString(1_700_000_001).decode())
+
+    def test_own_headers_once_on_every_path(self) -> None:
+        """
+        C{Server}, C{Date} and C{X-Correlation-Id} appear exactly once on a
+        whole answer, a streamed one (whose upstream C{Date} wins) and a
+        problem answer of the gateway's own.
+        """
+        for method, path, status in (("DELETE", "/things/1", 204), ("GET", "/streamed", 200),
+                                     ("GET", "/nowhere", 404)):
+            client = self.deployment.http()
+            client.send(method, path)
+            for _ in range(5):
+                self.deployment.pump()
+            raw = client.transport.value().split(b"\r\n\r\n", 1)[0].lower()
+            self.assertTrue(raw.startswith(b"http/1.1 %d" % status), raw[:30])
+            for name in (b"server", b"date", b"x-correlation-id"):
+                self.assertEqual(raw.count(b"\r\n" + name + b": "), 1, (path, name, raw))
+            if path == "/streamed":
+                self.assertIn(b"\r\ndate: mon, 01 jan 2024 00:00:00 gmt", raw)
 
     def test_host_address_asked_once_per_connection(self) -> None:
         """
