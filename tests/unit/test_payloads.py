@@ -321,3 +321,40 @@ def _reference(header: Any, body: bytes) -> bytes:
     """
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return len(text).to_bytes(4, "big") + text + body
+
+
+class JsonDecodingTests(SynchronousTestCase):
+    """
+    Payload JSON is read with the decoder's scanner directly when the
+    document is exactly one value, and with C{json} otherwise: what is
+    accepted is exactly what C{json.loads} accepts (NaN and Infinity aside).
+    """
+
+    DOCUMENTS = [
+        '{"a":1}', ' {"a":1}', '{"a":1}\n', '\t{"a": [1, 2.5, "x", null, true]} ',
+        '{"a":1}x', '{"a":1}{"b":2}', '{"a":', '', ' ', '[1]', '"x"', '1', '{"a":NaN}',
+        '{"a":Infinity}', '{"a":-Infinity}', '{"\\u00e9":"\\ud83d\\ude00"}', '{"a":1,}',
+    ]
+
+    def test_same_as_json(self) -> None:
+        from stellarouter.common.payloads import _decode_json
+
+        for doc in self.DOCUMENTS:
+            try:
+                expected = json.loads(doc, parse_constant=lambda c: 1 / 0)
+            except (ValueError, ZeroDivisionError):
+                expected = None
+            if not isinstance(expected, dict):
+                self.assertRaises(MalformedPayload, _decode_json, doc.encode(), "T")
+            else:
+                self.assertEqual(_decode_json(doc.encode(), "T"), expected, doc)
+
+    @given(st.dictionaries(st.text(), st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=10)), st.sampled_from(["", " ", "\n"]), st.sampled_from(["", " ", "\r\n"]))
+    def test_round_trip(self, obj: Any, before: str, after: str) -> None:
+        from stellarouter.common.payloads import _decode_json
+
+        doc = before + json.dumps(obj, ensure_ascii=False) + after
+        self.assertEqual(_decode_json(doc.encode(), "T"), obj)
