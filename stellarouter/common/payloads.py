@@ -18,7 +18,7 @@ from json.encoder import encode_basestring
 from dataclasses import dataclass
 from struct import Struct
 from types import MappingProxyType
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from .enums import CancelReason, InstanceHealthStatus
 from .errors import InvalidDescriptor, MalformedPayload
@@ -54,7 +54,7 @@ _loads = _DECODER.decode
 # two Python calls and two whitespace regex matches per document.  Anything
 # else (whitespace around, trailing data, an error) goes through _loads, so
 # what is accepted and every error are exactly json's.
-_scan = _DECODER.scan_once
+_scan: Callable[[str, int], Tuple[Any, int]] = getattr(_DECODER, "scan_once")
 
 #: The largest endpoint timeout accepted in a HELLO: one day.
 MAX_TIMEOUT = 86400.0
