@@ -18,6 +18,7 @@ from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.http_headers import Headers
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -1011,20 +1012,83 @@ class GatewayRequest(Request):
         super().connectionLost(reason)
 
 
+#: How early (seconds) the idle timer may fire and still count as on time
+#: (C{now + (deadline - now)} can land a rounding error short of C{deadline}).
+_IDLE_SLACK = 1e-6
+
+
 class GatewayChannel(http.HTTPChannel):
     """
     The gateway's HTTP/1.1 connection: twisted.web's L{http.HTTPChannel},
     except that it asks the socket for its own address once per connection
-    (twisted.web asks on every request: a C{getsockname} system call each).
+    (twisted.web asks on every request: a C{getsockname} system call each),
+    and keeps its idle timeout with one lazily moved timer.
     """
 
     _host: Any = None
+    #: The site's clock (set by L{GatewaySite.buildProtocol}).
+    clock: Optional[IReactorTime] = None
+    _idle_call: Any = None
+    _idle_deadline: Optional[float] = None
 
     def getHost(self) -> Any:
         host = self._host
         if host is None:
             host = self._host = super().getHost()
         return host
+
+    # The idle timeout (twisted.web's TimeoutMixin API), kept with one timer
+    # that is moved lazily.  twisted.web turns the timeout off while a request
+    # is handled and on again after it: with TimeoutMixin's own timer that is
+    # a DelayedCall cancelled and another created on every request.  Here
+    # setting and resetting only move a deadline; the timer, when it fires,
+    # closes the connection if the deadline has come and otherwise waits for
+    # the rest.
+
+    def setTimeout(self, period: Optional[int]) -> Optional[int]:
+        prev = self.timeOut
+        self.timeOut = period
+        if period is None:
+            self._idle_deadline = None
+        else:
+            self._idle_from_now(period)
+        return prev
+
+    def resetTimeout(self) -> None:
+        if self.timeOut is not None and self._idle_deadline is not None:
+            self._idle_from_now(self.timeOut)
+
+    def _idle_from_now(self, period: float) -> None:
+        if self.clock is None:
+            # Not built by a GatewaySite (no clock to read): TimeoutMixin's way.
+            self._idle_deadline = None
+            super().setTimeout(period)
+            return
+        self._idle_deadline = self.clock.seconds() + period
+        call = self._idle_call
+        if call is None:
+            self._idle_call = self.callLater(period, self._idle_due)
+        elif call.getTime() > self._idle_deadline:
+            call.reset(period)
+
+    def _idle_due(self) -> None:
+        self._idle_call = None
+        deadline = self._idle_deadline
+        if deadline is None:
+            return  # turned off (a request is being handled)
+        assert self.clock is not None
+        remaining = deadline - self.clock.seconds()
+        if remaining > _IDLE_SLACK:
+            self._idle_call = self.callLater(remaining, self._idle_due)
+            return
+        self._idle_deadline = None
+        self.timeoutConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
 
 
 class GatewaySite(Site):
@@ -1060,6 +1124,12 @@ class GatewaySite(Site):
         self.health = health
         self.health_resource = health.app.resource()
         self.access_log = access_log
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if isinstance(channel, GatewayChannel):
+            channel.clock = self.reactor
+        return channel
 
     def acceptableProtocols(self) -> List[bytes]:
         """

@@ -333,3 +333,94 @@ class BudgetTests(SynchronousTestCase):
         self.assertEqual(len(pending), 2)
         pending[1].callback(RawResponse.text("done"))
         deployment.pump()
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    """
+    The HTTP idle timeout of a gateway connection: closed after C{timeOut}
+    seconds without a request, never while a request is being handled, with
+    one timer per connection that requests only move.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.defer import Deferred
+
+        self.deployment = InMemoryDeployment()
+        app = make_app()
+        self.held: list = []
+
+        @app.endpoint("GET", "/held")
+        def held(ctx: Any) -> Deferred:
+            d: Deferred = Deferred()
+            self.held.append(d)
+            return d
+
+        self.deployment.add(app)
+        self.deployment.gateway.site.timeOut = 10
+        self.clock = self.deployment.clock
+        self.addCleanup(self.deployment.stop)
+
+    def answer(self, client: Any, method: str, path: str) -> None:
+        client.send(method, path)
+        self.deployment.pump()
+        response = client.response()
+        assert response is not None
+        self.assertLess(response.status, 300)
+
+    def test_closed_when_idle(self) -> None:
+        """
+        A connection is closed C{timeOut} seconds after its last answer, not
+        a moment earlier.
+        """
+        client = self.deployment.http()
+        self.clock.advance(6)
+        self.answer(client, "DELETE", "/things/1")
+        self.clock.advance(9.999)
+        self.assertFalse(client.transport.disconnecting)
+        self.clock.advance(0.001)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_not_while_handling(self) -> None:
+        """
+        A request that takes longer than the idle timeout keeps the
+        connection open; the countdown starts again after its answer.
+        """
+        client = self.deployment.http()
+        client.send("GET", "/held")
+        self.deployment.pump()
+        self.clock.advance(25)
+        self.assertFalse(client.transport.disconnecting)
+        self.held[0].callback(RawResponse(200, [], b"late"))
+        self.deployment.pump()
+        self.assertEqual(client.response().status, 200)  # type: ignore[union-attr]
+        self.clock.advance(9.5)
+        self.assertFalse(client.transport.disconnecting)
+        self.clock.advance(0.5)
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_one_timer_per_connection(self) -> None:
+        """
+        Requests move the deadline without making a timer each; a connection
+        that goes away leaves no timer behind.
+        """
+        made = []
+        real = self.clock.callLater
+
+        def counting(delay: float, f: Any, *a: Any, **kw: Any) -> Any:
+            made.append(f)
+            return real(delay, f, *a, **kw)
+
+        self.clock.callLater = counting  # type: ignore[method-assign]
+        client = self.deployment.http()
+        for n in range(30):
+            self.clock.advance(1)
+            self.answer(client, "DELETE", f"/things/{n}")
+        # 30 requests, 4 timers: one when the connection opened, and one each
+        # time it came due with the deadline moved on (at 10, 19 and 28 s:
+        # the last answer was 9 s before).
+        self.assertEqual(made.count(client.channel._idle_due), 4)
+        timer = client.channel._idle_call
+        self.assertTrue(timer.active())
+        client.disconnect()
+        self.assertFalse(timer.active())
+        self.assertIsNone(client.channel._idle_call)
