@@ -608,30 +608,29 @@ def _json_headers(headers: Sequence[Tuple[str, str]]) -> str:
     """
     if type(headers) is not list and type(headers) is not tuple:
         raise TypeError("headers")
+    out = []
     for pair in headers:
         if type(pair) is not tuple and type(pair) is not list:
             raise TypeError("header pair")
-    return ",".join(["[" + _string(name) + "," + _string(value) + "]"
-                     for name, value in headers])
+        name, value = pair
+        out.append(f"[{_string(name)},{_string(value)}]")
+    return ",".join(out)
 
 
 def _request_json(message: RequestMessage) -> str:
-    params = message.path_params
-    deadline = message.deadline
+    # One f-string (built in one step) rather than a chain of + (a new
+    # string per piece).
+    params, claims = message.path_params, message.claims
+    deadline, streaming = message.deadline, message.streaming
     return (
-        '{"method":' + _string(message.method)
-        + ',"path":' + _string(message.path)
-        + ',"template":' + _string(message.template)
-        + ',"params":{' + ",".join([_string(k) + ":" + _string(v) for k, v in params.items()])
-        + '},"query":' + _string(message.query)
-        + ',"headers":[' + _json_headers(message.headers)
-        + '],"claims":' + ("{}" if message.claims is EMPTY or (
-                               type(message.claims) is dict and not message.claims)
-                           else _dumps(message.claims))
-        + ',"deadline":' + ("null" if deadline is None else _json_number(deadline))
-        + ',"streaming":' + ("true" if message.streaming is True else "false" if
-                             message.streaming is False else _dumps(message.streaming))
-        + "}"
+        f'{{"method":{_string(message.method)},"path":{_string(message.path)},'
+        f'"template":{_string(message.template)},"params":{{'
+        f'{",".join([_string(k) + ":" + _string(v) for k, v in params.items()])}'
+        f'}},"query":{_string(message.query)},"headers":[{_json_headers(message.headers)}],'
+        f'"claims":'
+        f'{"{}" if claims is EMPTY or (type(claims) is dict and not claims) else _dumps(claims)},'
+        f'"deadline":{"null" if deadline is None else _json_number(deadline)},"streaming":'
+        f'{"true" if streaming is True else "false" if streaming is False else _dumps(streaming)}}}'
     )
 
 
