@@ -64,30 +64,34 @@ _REPLACED_BY_UPSTREAM = frozenset({"date", "server"})
 #: The gateway's own paths, served by the Klein app for GET and HEAD.
 HEALTH_PATHS = frozenset({b"/health", b"/health/live", b"/health/ready", b"/health/startup"})
 
-VERSION_HEADER = b"x-stella-version"
 CORRELATION_HEADER = b"X-Correlation-Id"
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
 
-def _forwarded_headers(request: IRequest) -> List[Tuple[str, str]]:
+def _read_headers(request: IRequest) -> Tuple[List[Tuple[str, str]], Optional[bytes]]:
     """
-    The request headers to forward: all but the hop-by-hop ones and those
-    named in C{Connection}.
+    Read the request headers once: those to forward (all but the hop-by-hop
+    ones and those named in C{Connection}), and the first
+    C{X-Stella-Version} value.
     """
-    raw = request.requestHeaders.getAllRawHeaders()
     pairs: List[Tuple[str, str]] = []
-    drop = HOP_BY_HOP
-    connection = request.requestHeaders.getRawHeaders(b"connection")
-    if connection:
-        drop = drop | {t.strip().lower() for v in connection for t in v.decode("latin-1").split(",")}
-    for name, values in raw:
+    version: Optional[bytes] = None
+    named: Optional[List[bytes]] = None
+    for name, values in request.requestHeaders.getAllRawHeaders():
         text = name.decode("latin-1")
         lower = text.lower()
-        if lower in drop or lower.startswith("proxy-"):
+        if lower in HOP_BY_HOP or lower.startswith("proxy-"):
+            if lower == "connection":
+                named = values
             continue
+        if lower == "x-stella-version":
+            version = values[0]
         for value in values:
             pairs.append((text, value.decode("latin-1")))
-    return pairs
+    if named:
+        drop = {t.strip().lower() for v in named for t in v.decode("latin-1").split(",")}
+        pairs = [(n, v) for n, v in pairs if n.lower() not in drop]
+    return pairs, version
 
 
 def write_problem(
@@ -363,14 +367,15 @@ class ProxyResource(Resource):
                 f"request body of {too_large} bytes exceeds "
                 f"{self.limits.max_request_bytes_per_call} bytes")
         body = request.content.read() if request.content is not None else b""
+        headers, version = _read_headers(request)
         plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text,
-                          getattr(request, "resolution", None))
+                          version, getattr(request, "resolution", None))
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
         self._check_budgets(plan.connection, len(body))
         uri = request.uri
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
-        message = plan.message(query, _forwarded_headers(request), body)
+        message = plan.message(query, headers, body)
         connection = plan.connection
         sink = HttpResponseSink(request, cid_text, connection, cid)
         retries = 0
@@ -383,10 +388,13 @@ class ProxyResource(Resource):
         return NOT_DONE_YET
 
     def _plan(self, request: Request, method: str, path: str, body_size: int,
-              cid_text: str, resolution: Any = None) -> "_Plan":
+              cid_text: str, raw_version: Optional[bytes] = None,
+              resolution: Any = None) -> "_Plan":
         """
         Resolve (unless already resolved), select the version, route, apply
         overrides, authenticate.
+
+        @param raw_version: the C{X-Stella-Version} header's value, if any.
 
         @raise PipelineError: whatever stops the request.
         """
@@ -394,9 +402,8 @@ class ProxyResource(Resource):
             resolution = self.routing_state.resolve(method, path)
         route = resolution.route
         requested: Optional[str] = None
-        raw_version = request.requestHeaders.getRawHeaders(VERSION_HEADER)
-        if raw_version:
-            requested = raw_version[0].decode("latin-1").strip()
+        if raw_version is not None:
+            requested = raw_version.decode("latin-1").strip()
             try:
                 parse_version(requested)
             except InvalidDescriptor:
@@ -476,9 +483,10 @@ class ProxyResource(Resource):
             return False
         cid = new_correlation_id()
         cid_text = str(cid)
+        headers, version = _read_headers(request)
         try:
             plan = self._plan(request, method, path.decode("latin-1"), length or 0, cid_text,
-                              resolution)
+                              version, resolution)
         except PipelineError:
             return False
         if not plan.endpoint.supports_streaming:
@@ -493,7 +501,7 @@ class ProxyResource(Resource):
             request.early_error = e
             return True
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
-        message = plan.message(query, _forwarded_headers(request), b"", streaming=True)
+        message = plan.message(query, headers, b"", streaming=True)
         connection = plan.connection
         request._early_request_line(command, uri)
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
