@@ -845,6 +845,8 @@ class GatewayRequest(Request):
        is 413 and the gateway never holds more than the limit.
      - An absolute-form request target (C{GET http://host/path}) is reduced
        to its path.
+     - Neither the query string nor cookies are parsed (C{args} and
+       C{received_cookies} stay empty): both are forwarded as they came.
     """
 
     defaultContentType = None
@@ -914,10 +916,27 @@ class GatewayRequest(Request):
         super().handleContentChunk(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """
+        The request is complete: what twisted.web's C{requestReceived} does,
+        without parsing the query string into C{args} (the gateway forwards
+        the query as it came and never reads C{args}; form parsing is off
+        in L{GatewaySite}), then L{process}.
+        """
         if self.content is None:
             # The body was discarded (too large): leave an empty one behind.
             self.content = BytesIO()
-        super().requestReceived(command, path, version)
+        else:
+            self.content.seek(0, 0)
+        self.args = {}
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path = path.split(b"?", 1)[0]
+        self.process()
+
+    def parseCookies(self) -> None:
+        """
+        Nothing: the gateway forwards C{Cookie} headers as they came and
+        never reads C{received_cookies}.
+        """
 
     def process(self) -> None:
         self.path = _origin_form(self.path)
