@@ -507,6 +507,23 @@ _is_token = _TOKEN.match
 _bad_value = _BAD_VALUE.search
 
 
+def plain_headers(pairs: Sequence[Any]) -> bool:
+    """
+    Whether C{pairs} holds only C{(name, value)} tuples or lists of two
+    C{str} that L{header_problem} accepts: the check of the common case in
+    one pass.  C{False} also for pairs of other types (a C{str} subclass,
+    say) that L{header_problem} may accept: ask it, pair by pair.
+    """
+    for pair in pairs:
+        if (type(pair) is not tuple and type(pair) is not list) or len(pair) != 2:
+            return False
+        name, value = pair
+        if (type(name) is not str or type(value) is not str or not _is_token(name)
+                or _bad_value(value)):
+            return False
+    return True
+
+
 def _headers_from_json(raw: Any, what: str) -> List[Tuple[str, str]]:
     """
     The header pairs of a REQUEST/RESPONSE header, checked.  A list that

@@ -29,6 +29,7 @@ from ..common.payloads import (
     encode_credit,
     encode_stream_data,
     header_problem,
+    plain_headers,
     stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
@@ -607,6 +608,12 @@ def response_problem(result: object) -> Optional[str]:
     if not isinstance(result, RawResponse):
         return f"expected a RawResponse, got {type(result).__name__}"
     status = result.status
+    headers = result.headers
+    # The common case in one pass; anything else is checked field by field
+    # below, which also words the problem.
+    if (type(status) is int and 200 <= status <= 599 and type(result.body) is bytes
+            and (type(headers) is tuple or type(headers) is list) and plain_headers(headers)):
+        return None
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         return f"status {status!r} is not a final HTTP status (200-599)"
     if not isinstance(result.body, (bytes, bytearray, memoryview)):

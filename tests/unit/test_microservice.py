@@ -353,6 +353,33 @@ class InvalidResponseTests(SynchronousTestCase):
                 self.assertEqual(response.status, 500, index)
                 self.assertIsNone(sender.closed)
 
+    def test_valid_results_of_other_types(self) -> None:
+        """
+        A body as C{bytearray} or C{memoryview}, header pairs as lists, names
+        and values as C{str} subclasses, and a status as an C{int} subclass
+        are sent as given, not refused.
+        """
+        class Text(str):
+            pass
+
+        class Status(int):
+            pass
+
+        good = [
+            RawResponse(200, (), bytearray(b"r")),
+            RawResponse(200, [["X-A", "1"]], memoryview(b"r")),
+            RawResponse(200, ((Text("X-A"), Text("1")),), b"r"),
+            RawResponse(Status(201), [("X-A", "1")], b"r"),
+        ]
+        for index, result in enumerate(good):
+            app = Microservice("svc", "1.0.0")
+            app.endpoint("GET", "/x")(lambda ctx, r=result: r)
+            sender = FakeFrameSender()
+            RequestDispatcher(app, sender, Clock()).request_received(request("/x"))
+            response = decode_response(sender.take()[0].payload)
+            self.assertEqual((response.status, response.body), (int(result.status), b"r"), index)
+            self.assertEqual(response.headers, [("X-A", "1")] if index else [], index)
+
     def test_headers_as_a_mapping(self) -> None:
         """
         A handler may give its response headers as a mapping of names to
