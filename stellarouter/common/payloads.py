@@ -669,7 +669,7 @@ def decode_request(payload: bytes) -> RequestMessage:
             and (deadline is None or type(deadline) is float)
             and (streaming is None or type(streaming) is bool)
             and type(params) is dict and type(claims) is dict
-            and all(type(v) is str for v in params.values())):
+            and (not params or all(type(v) is str for v in params.values()))):
         return _decode_request_slowly(header, body)
     return RequestMessage(method, path, template, params, query or "",
                           _headers_from_json(get("headers", []), "REQUEST"), claims, deadline,

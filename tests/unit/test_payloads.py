@@ -313,6 +313,24 @@ class OtherPayloadTests(SynchronousTestCase):
             self.assertFalse(plain_headers([pair]), pair)
         self.assertTrue(plain_headers([]))
 
+    def test_request_field_shapes(self) -> None:
+        """
+        A REQUEST header field of the wrong type is refused with an error
+        naming it; params, empty or not, map names to strings.
+        """
+        base = {"method": "GET", "path": "/a/b", "template": "/a/{x}"}
+        for params in ({}, {"x": "b"}, {"x": "b", "y": ""}):
+            message = decode_request(_reference(dict(base, params=params), b""))
+            self.assertEqual(message.path_params, params)
+        bad = {"params": {"x": 1}, "method": 1, "template": None, "query": 1, "claims": ["x"],
+               "deadline": "soon", "streaming": 1}
+        for name, value in bad.items():
+            with self.assertRaises(MalformedPayload) as raised:
+                decode_request(_reference(dict(base, **{name: value}), b""))
+            self.assertIn(name, str(raised.exception))
+        self.assertRaises(MalformedPayload, decode_request,
+                          _reference(dict(base, params={"x": "b", "y": 2}), b""))
+
     def test_bad_status(self) -> None:
         """
         A status outside 100-599 is rejected.
