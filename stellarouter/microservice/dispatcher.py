@@ -567,7 +567,9 @@ class RequestDispatcher:
         header and stream frames (the last one flagged end) when it does not
         fit in one frame.
         """
-        body = bytes(response.body)
+        body = response.body
+        if type(body) is not bytes:
+            body = bytes(body)
         headers = response.headers
         if type(headers) is not tuple and type(headers) is not list:
             headers = _header_pairs(headers)
