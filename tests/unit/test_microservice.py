@@ -250,6 +250,33 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(self.responses()[0].status, 413)
 
 
+class ContextTests(SynchronousTestCase):
+    def test_handler_sees_the_request(self) -> None:
+        """
+        The context a handler receives holds each part of the REQUEST frame
+        in its own field, the correlation id as text and the serving
+        instance.
+        """
+        instance = InstanceDescriptor("svc-1", "svc", "1.0.0", "eu1")
+        app = Microservice("svc", "1.0.0")
+        seen: list = []
+        app.endpoint("POST", "/items/{id}")(lambda ctx: seen.append(ctx) or RawResponse())
+        clock = Clock()
+        dispatcher = RequestDispatcher(app, FakeFrameSender(), clock, instance=instance)
+        frame = Frame(FrameType.REQUEST, new_correlation_id(), encode_request(RequestMessage(
+            "POST", "/items/a%2Fb", "/items/{id}", {"id": "a/b"}, "q=1",
+            [("X-A", "1"), ("x-a", "2")], {"sub": "alice"}, 30.0, False, b"body")))
+        dispatcher.request_received(frame)
+        [ctx] = seen
+        self.assertEqual(
+            (ctx.method, ctx.path, ctx.path_params, ctx.query, list(ctx.headers),
+             ctx.headers.get_all("X-A"), ctx.claims, ctx.body, ctx.correlation_id,
+             ctx.deadline, ctx.instance, ctx.cancel_reason, ctx.cancelled.called),
+            ("POST", "/items/a%2Fb", {"id": "a/b"}, "q=1", [("X-A", "1"), ("x-a", "2")],
+             ["1", "2"], {"sub": "alice"}, b"body", str(frame.correlation_id), 30.0, instance,
+             None, False))
+
+
 class SessionTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
