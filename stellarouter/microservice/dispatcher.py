@@ -37,6 +37,10 @@ from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, Stre
 from .endpoints import Microservice
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
+# A member read from an enum class goes through the enum metaclass (about
+# 60 ns on Python 3.11, against a few for a global): the frame type every
+# answer has is read once, here.
+_RESPONSE = FrameType.RESPONSE
 
 
 class _InFlight:
@@ -571,7 +575,7 @@ class RequestDispatcher:
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body))
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
-                self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, payload))
+                self.sender.sendFrame(Frame(_RESPONSE, cid, payload))
                 return
         if not self.can_stream:
             self.log.error("the response to request {cid} ({size} bytes) does not fit in one "
