@@ -250,6 +250,33 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(self.responses()[0].status, 413)
 
 
+class ContextTests(SynchronousTestCase):
+    def test_handler_sees_the_request(self) -> None:
+        """
+        The context a handler receives holds each part of the REQUEST frame
+        in its own field, the correlation id as text and the serving
+        instance.
+        """
+        instance = InstanceDescriptor("svc-1", "svc", "1.0.0", "eu1")
+        app = Microservice("svc", "1.0.0")
+        seen: list = []
+        app.endpoint("POST", "/items/{id}")(lambda ctx: seen.append(ctx) or RawResponse())
+        clock = Clock()
+        dispatcher = RequestDispatcher(app, FakeFrameSender(), clock, instance=instance)
+        frame = Frame(FrameType.REQUEST, new_correlation_id(), encode_request(RequestMessage(
+            "POST", "/items/a%2Fb", "/items/{id}", {"id": "a/b"}, "q=1",
+            [("X-A", "1"), ("x-a", "2")], {"sub": "alice"}, 30.0, False, b"body")))
+        dispatcher.request_received(frame)
+        [ctx] = seen
+        self.assertEqual(
+            (ctx.method, ctx.path, ctx.path_params, ctx.query, list(ctx.headers),
+             ctx.headers.get_all("X-A"), ctx.claims, ctx.body, ctx.correlation_id,
+             ctx.deadline, ctx.instance, ctx.cancel_reason, ctx.cancelled.called),
+            ("POST", "/items/a%2Fb", {"id": "a/b"}, "q=1", [("X-A", "1"), ("x-a", "2")],
+             ["1", "2"], {"sub": "alice"}, b"body", str(frame.correlation_id), 30.0, instance,
+             None, False))
+
+
 class SessionTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -352,6 +379,33 @@ class InvalidResponseTests(SynchronousTestCase):
                 response = decode_response(frames[0].payload)
                 self.assertEqual(response.status, 500, index)
                 self.assertIsNone(sender.closed)
+
+    def test_valid_results_of_other_types(self) -> None:
+        """
+        A body as C{bytearray} or C{memoryview}, header pairs as lists, names
+        and values as C{str} subclasses, and a status as an C{int} subclass
+        are sent as given, not refused.
+        """
+        class Text(str):
+            pass
+
+        class Status(int):
+            pass
+
+        good = [
+            RawResponse(200, (), bytearray(b"r")),
+            RawResponse(200, [["X-A", "1"]], memoryview(b"r")),
+            RawResponse(200, ((Text("X-A"), Text("1")),), b"r"),
+            RawResponse(Status(201), [("X-A", "1")], b"r"),
+        ]
+        for index, result in enumerate(good):
+            app = Microservice("svc", "1.0.0")
+            app.endpoint("GET", "/x")(lambda ctx, r=result: r)
+            sender = FakeFrameSender()
+            RequestDispatcher(app, sender, Clock()).request_received(request("/x"))
+            response = decode_response(sender.take()[0].payload)
+            self.assertEqual((response.status, response.body), (int(result.status), b"r"), index)
+            self.assertEqual(response.headers, [("X-A", "1")] if index else [], index)
 
     def test_headers_as_a_mapping(self) -> None:
         """

@@ -38,6 +38,8 @@ from stellarouter.common.payloads import (
     encode_request,
     encode_response,
     encode_stream_data,
+    header_problem,
+    plain_headers,
 )
 from stellarouter.testing.strategies import (
     cancel_reasons,
@@ -285,6 +287,49 @@ class OtherPayloadTests(SynchronousTestCase):
         for payload in [b"", b"\x00\x00", b"\x00\x00\x00\x09{}", b"\x00\x00\x00\x02[]"]:
             self.assertRaises(MalformedPayload, decode_request, payload)
             self.assertRaises(MalformedPayload, decode_response, payload)
+
+    @given(st.lists(st.tuples(st.sampled_from(["X-A", "Bad Name", "", "\u00e9"]),
+                              st.sampled_from(["v", "", "a\r\nb", "\u00e9", "\u20ac", "\x00"])),
+                    max_size=3))
+    def test_plain_headers_agrees_with_header_problem(self, pairs: Any) -> None:
+        """
+        For C{str} pairs, as tuples or lists, L{plain_headers} accepts
+        exactly what L{header_problem} accepts pair by pair.
+        """
+        expected = all(header_problem(name, value) is None for name, value in pairs)
+        self.assertEqual(plain_headers(pairs), expected)
+        self.assertEqual(plain_headers(tuple([list(p) for p in pairs])), expected)
+
+    def test_plain_headers_other_shapes(self) -> None:
+        """
+        L{plain_headers} refuses pairs that are not tuples or lists of two
+        plain C{str}: those are for L{header_problem} to judge.
+        """
+        class Name(str):
+            pass
+
+        for pair in (("A", 1), ("A", "b", "c"), ("A",), "ab", {"A": "b"}, (Name("A"), "b"),
+                     (b"A", "b")):
+            self.assertFalse(plain_headers([pair]), pair)
+        self.assertTrue(plain_headers([]))
+
+    def test_request_field_shapes(self) -> None:
+        """
+        A REQUEST header field of the wrong type is refused with an error
+        naming it; params, empty or not, map names to strings.
+        """
+        base = {"method": "GET", "path": "/a/b", "template": "/a/{x}"}
+        for params in ({}, {"x": "b"}, {"x": "b", "y": ""}):
+            message = decode_request(_reference(dict(base, params=params), b""))
+            self.assertEqual(message.path_params, params)
+        bad = {"params": {"x": 1}, "method": 1, "template": None, "query": 1, "claims": ["x"],
+               "deadline": "soon", "streaming": 1}
+        for name, value in bad.items():
+            with self.assertRaises(MalformedPayload) as raised:
+                decode_request(_reference(dict(base, **{name: value}), b""))
+            self.assertIn(name, str(raised.exception))
+        self.assertRaises(MalformedPayload, decode_request,
+                          _reference(dict(base, params={"x": "b", "y": 2}), b""))
 
     def test_bad_status(self) -> None:
         """
