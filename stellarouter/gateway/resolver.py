@@ -9,7 +9,8 @@ slash is ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from types import MappingProxyType
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from ..common.models import parse_path_template
@@ -34,7 +35,7 @@ class Resolution(NamedTuple):
     """
 
     route: Route
-    path_params: Dict[str, str]
+    path_params: Mapping[str, str]
 
     @property
     def service_name(self) -> str:
@@ -43,6 +44,21 @@ class Resolution(NamedTuple):
     @property
     def template(self) -> str:
         return self.route.template
+
+
+#: The parameters of a template that has none (shared: read-only).
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+def _literal_key(template: str) -> Optional[str]:
+    """
+    The path a template without parameters matches (no trailing slash; the
+    root is C{""}), or L{None} for a template with parameters.
+    """
+    segments = parse_path_template(template)
+    if any(name is not None for _, name in segments):
+        return None
+    return "".join("/" + literal for literal, _ in segments)
 
 
 class _Node:
@@ -89,6 +105,11 @@ class EndpointResolver:
     def __init__(self) -> None:
         self._root = _Node()
         self._count = 0
+        # Templates without parameters, by method and path (without a
+        # trailing slash): the answer the trie gives for such a path and
+        # method (its literal branch is tried first and wins), in two dict
+        # lookups.
+        self._literal: Dict[str, Dict[str, Resolution]] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -117,6 +138,9 @@ class EndpointResolver:
         if existing is None:
             self._count += 1
         node.routes[route.method] = route
+        key = _literal_key(route.template)
+        if key is not None:
+            self._literal.setdefault(route.method, {})[key] = Resolution(route, _NO_PARAMS)
 
     def remove(self, method: str, template: str) -> None:
         """
@@ -135,6 +159,12 @@ class EndpointResolver:
             return
         del node.routes[method]
         self._count -= 1
+        key = _literal_key(template)
+        paths = self._literal.get(method)
+        if key is not None and paths is not None:
+            paths.pop(key, None)
+            if not paths:
+                del self._literal[method]
         # Prune the branch of nodes left empty.
         while path and node.empty():
             parent, step = path.pop()
@@ -164,6 +194,24 @@ class EndpointResolver:
         @param path: the raw (percent-encoded) request path, without query.
         @raise NotFound: no template matches the path.
         @raise MethodNotAllowed: templates match the path, none for C{method}.
+        """
+        paths = self._literal.get(method)
+        if paths is not None:
+            found = paths.get(path[:-1] if path.endswith("/") else path)
+            if found is not None:
+                return found
+        if method == "HEAD":
+            paths = self._literal.get("GET")
+            if paths is not None:
+                found = paths.get(path[:-1] if path.endswith("/") else path)
+                if found is not None:
+                    return found
+        return self.resolve_in_trie(method, path)
+
+    def resolve_in_trie(self, method: str, path: str) -> Resolution:
+        """
+        L{resolve} without the shortcut for templates without parameters
+        (the general walk, which the shortcut must agree with).
         """
         segments = split_path(path)
         values: List[str] = []

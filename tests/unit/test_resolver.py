@@ -154,3 +154,47 @@ class ResolverTests(SynchronousTestCase):
         raw = "/invoices/" + "café".encode("utf-8").decode("latin-1")
         self.assertEqual(self.resolver.resolve("GET", raw).path_params, {"id": "café"})
         self.assertRaises(BadRequest, self.resolver.resolve, "GET", "/invoices/%E9")
+
+
+class LiteralShortcutTests(SynchronousTestCase):
+    """
+    Templates without parameters are answered from a dict; the answer is
+    the trie walk's for every method and path, while routes come and go.
+    """
+
+    TEMPLATES = [
+        ("GET", "/"), ("GET", "/a"), ("POST", "/a"), ("HEAD", "/a/b"), ("GET", "/a/{x}"),
+        ("POST", "/a/{x}"), ("GET", "/a/b/c"), ("DELETE", "/a/{x}/c"), ("GET", "/%7Eu"),
+        ("PUT", "/a/b"), ("HEAD", "/{p}"), ("GET", "/x/y"), ("GET", "/{p}/y"),
+    ]
+    PATHS = ["/", "//", "/a", "/a/", "/a//", "/a/b", "/a/b/", "/a/z", "/a/b/c", "/a/b/c/",
+             "/a/z/c", "/%7Eu", "/~u", "/x/y", "/q/y", "/x", "/nowhere", "/a/b/c/d"]
+    METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]
+
+    def outcome(self, resolve: object, method: str, path: str) -> object:
+        try:
+            found = resolve(method, path)  # type: ignore[operator]
+        except MethodNotAllowed as e:
+            return ("405", sorted(e.allow))
+        except NotFound:
+            return "404"
+        return (found.route, dict(found.path_params))
+
+    def check_all(self, resolver: EndpointResolver) -> None:
+        for method in self.METHODS:
+            for path in self.PATHS:
+                self.assertEqual(self.outcome(resolver.resolve, method, path),
+                                 self.outcome(resolver.resolve_in_trie, method, path),
+                                 (method, path))
+
+    def test_agrees_with_the_trie(self) -> None:
+        resolver = EndpointResolver()
+        for index, (method, template) in enumerate(self.TEMPLATES):
+            resolver.add(route(method, template))
+            self.check_all(resolver)
+        for method, template in self.TEMPLATES[::2]:
+            resolver.remove(method, template)
+            self.check_all(resolver)
+        self.assertEqual(resolver.resolve("GET", "/a").route, route("GET", "/a"))
+        self.assertEqual(resolver.resolve("HEAD", "/a/b").route.method, "HEAD")
+        self.assertEqual(resolver.resolve("HEAD", "/x/y/").route, route("GET", "/x/y"))
