@@ -46,7 +46,11 @@ def build(endpoints: int, services: int = 10, instances: int = 3) -> Tuple[Routi
         service = f"svc{s}"
         mine = []
         for e in range(per_service):
-            template = f"/{service}/things{e}/{{id}}/parts" if e % 2 else f"/{service}/items{e}"
+            # Half the templates have a parameter, half not, at every size
+            # (counted across services: with 10 endpoints each service has
+            # one), so both sizes resolve the same mix of paths.
+            template = (f"/{service}/things{e}/{{id}}/parts" if len(paths) % 2
+                        else f"/{service}/items{e}")
             mine.append(("GET", template))
             paths.append(template.replace("{id}", "42"))
         for _ in range(instances):
