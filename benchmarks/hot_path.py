@@ -301,8 +301,21 @@ def main(argv: List[str]) -> int:
     parser.add_argument("-r", "--rounds", type=int, default=3, help="rounds (best is kept)")
     parser.add_argument("--profile", metavar="SETUP", help="profile one setup instead")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--run", metavar="SETUP",
+                        help="only run SETUP -n requests after a warm-up and gc.freeze(), "
+                             "timing nothing (for benchmarks/instructions.sh)")
     args = parser.parse_args(argv)
     table = setups()
+    if args.run:
+        one = table[args.run]()
+        per_call = getattr(one, "requests", 1)
+        for _ in range(max(300 // per_call, 1)):
+            one()
+        gc.collect()
+        gc.freeze()
+        for _ in range(max(args.n // per_call, 1)):
+            one()
+        return 0
     if args.profile:
         one = table[args.profile]()
         for _ in range(1000):
