@@ -131,6 +131,7 @@ class NewIdTests(SynchronousTestCase):
         L{CorrelationId}s with the version 4 and RFC 4122 variant bits of a
         random UUID.
         """
+        kept_random = set(), set()
         for _ in range(1000):
             cid = new_correlation_id()
             self.assertIsInstance(cid, CorrelationId)
@@ -138,6 +139,12 @@ class NewIdTests(SynchronousTestCase):
             self.assertEqual(cid.uuid.version, 4)
             self.assertEqual(cid.uuid.variant, RFC_4122)
             self.assertEqual(str(cid)[14], "4")
+            kept_random[0].add(cid[7] & 0x0F)
+            kept_random[1].add(cid[8] & 0x3F)
+        # Only the version and variant bits are fixed: the other bits of
+        # those two bytes stay random (all 16 and nearly all 64 values seen).
+        self.assertEqual(len(kept_random[0]), 16)
+        self.assertGreater(len(kept_random[1]), 50)
 
     def test_distinct(self) -> None:
         """
