@@ -166,7 +166,9 @@ class InFlightRequests:
         if self._alarm is not None:
             self._alarm.cancel()
         self._alarm_at = deadline
-        self._alarm = self._clock.callLater(deadline - self._clock.seconds(), self._alarm_rang)
+        # (never negative: the real clock moves between reading it and here)
+        self._alarm = self._clock.callLater(max(deadline - self._clock.seconds(), 0.0),
+                                            self._alarm_rang)
 
     def _disarm(self) -> None:
         if self._alarm is not None:

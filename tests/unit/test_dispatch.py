@@ -248,3 +248,15 @@ class InFlightTests(SynchronousTestCase):
         self.assertIsNone(later_sink.error)
         self.clock.advance(EPSILON)
         self.assertIsInstance(later_sink.error, GatewayTimeout)
+
+    def test_zero_timeout(self) -> None:
+        """
+        A timeout of 0 s times the request out on the clock's next turn, not
+        at once.
+        """
+        cid, sink = new_correlation_id(), RecordingSink()
+        self.table.add(cid, sink, 0.0)
+        self.assertEqual(self.cancels, [])
+        self.clock.advance(0)
+        self.assertEqual(self.cancels, [(cid, CancelReason.TIMEOUT)])
+        self.assertIsInstance(sink.error, GatewayTimeout)
