@@ -1073,6 +1073,9 @@ class GatewayChannel(http.HTTPChannel):
     # the rest.
 
     def setTimeout(self, period: Optional[int]) -> Optional[int]:
+        if self.clock is None:
+            # Not built by a GatewaySite (no clock to read): TimeoutMixin's way.
+            return super().setTimeout(period)
         prev = self.timeOut
         self.timeOut = period
         if period is None:
@@ -1082,15 +1085,14 @@ class GatewayChannel(http.HTTPChannel):
         return prev
 
     def resetTimeout(self) -> None:
+        if self.clock is None:
+            super().resetTimeout()
+            return
         if self.timeOut is not None and self._idle_deadline is not None:
             self._idle_from_now(self.timeOut)
 
     def _idle_from_now(self, period: float) -> None:
-        if self.clock is None:
-            # Not built by a GatewaySite (no clock to read): TimeoutMixin's way.
-            self._idle_deadline = None
-            super().setTimeout(period)
-            return
+        assert self.clock is not None
         self._idle_deadline = self.clock.seconds() + period
         call = self._idle_call
         if call is None:

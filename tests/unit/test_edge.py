@@ -424,3 +424,27 @@ class IdleTimeoutTests(SynchronousTestCase):
         client.disconnect()
         self.assertFalse(timer.active())
         self.assertIsNone(client.channel._idle_call)
+
+    def test_channel_without_site_clock(self) -> None:
+        """
+        A L{GatewayChannel} not built by a L{GatewaySite} (no clock to read)
+        keeps twisted.web's own idle timeout: reset by data, closed after
+        C{timeOut} seconds of silence.
+        """
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from stellarouter.gateway.edge import GatewayChannel
+
+        clock = Clock()
+        channel = GatewayChannel()
+        channel.callLater = clock.callLater  # type: ignore[method-assign]
+        channel.timeOut = 5
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        clock.advance(4)
+        channel.dataReceived(b"GET /ping HTTP/1.1\r\n")  # incomplete: resets the timeout
+        clock.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.1)
+        self.assertTrue(transport.disconnecting)
