@@ -33,7 +33,8 @@ from typing import Any, List, Optional
 
 from klein import Klein
 from twisted.web.iweb import IRequest
-from twisted.web.server import Request, Site
+from twisted.web import http
+from twisted.web.server import Site
 
 
 class DirectApp:
@@ -64,7 +65,7 @@ class QuietSite(Site):
 
     noisy = False
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         pass
 
 
@@ -93,17 +94,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     port = args.port_opt if args.port_opt is not None else (args.port if args.port is not None else 8081)
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
+    reactor: Any = global_reactor  # (the module global is typed as a module, not a reactor)
     site = make_site(args.like_gateway)
-    listening: Any = reactor.listenTCP(port, site, interface=args.interface)  # type: ignore[attr-defined]
+    listening: Any = reactor.listenTCP(port, site, interface=args.interface)
     if args.gc_freeze:
         gc.collect()
         gc.freeze()
     variant = "like-gateway" if args.like_gateway else "plain"
     print(f"direct Klein ({variant}{', gc.freeze' if args.gc_freeze else ''}) on "
           f"http://{args.interface}:{listening.getHost().port}/ping and /echo", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     return 0
 
 
