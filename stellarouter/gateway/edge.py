@@ -117,6 +117,32 @@ def write_problem(
     return body
 
 
+def _dropped_response_headers(headers: Any) -> frozenset:
+    """
+    The (lower-case) names of a microservice response's headers that are
+    not passed on: hop-by-hop ones, those the gateway sets itself, and those
+    named in the response's C{Connection}.
+    """
+    named = [v for k, v in headers if k.lower() == "connection"]
+    if not named:
+        return _OWN_RESPONSE_HEADERS
+    return _OWN_RESPONSE_HEADERS | {t.strip().lower() for v in named for t in v.split(",")}
+
+
+def _body_and_length(method: bytes, status: int, body: bytes,
+                     upstream_length: Optional[bytes]) -> Tuple[bytes, Optional[bytes]]:
+    """
+    The body to send and its C{Content-Length} value (L{None}: no header):
+    none for 204 and 304; an explicit HEAD endpoint's own length (how long
+    the GET body would be); otherwise the body's.
+    """
+    if status in (204, 304):
+        return b"", None
+    if method == b"HEAD" and not body and upstream_length is not None:
+        return body, upstream_length
+    return body, b"%d" % len(body)
+
+
 @implementer(IResponseSink, IPushProducer)
 class HttpResponseSink:
     """
@@ -194,10 +220,7 @@ class HttpResponseSink:
         request.setResponseCode(status)
         headers = request.responseHeaders
         upstream_length: Optional[bytes] = None
-        drop = _OWN_RESPONSE_HEADERS
-        named = [v for k, v in response.headers if k.lower() == "connection"]
-        if named:
-            drop = drop | {t.strip().lower() for v in named for t in v.split(",")}
+        drop = _dropped_response_headers(response.headers)
         for name, value in response.headers:
             lower = name.lower()
             raw_value = value.encode("latin-1")
@@ -218,14 +241,9 @@ class HttpResponseSink:
                 # pinned by tests/unit/test_streaming.py).
                 self.pauseProducing()
             return
-        body = response.body
-        if status in (204, 304):
-            body = b""
-        elif request.method == b"HEAD" and not body and upstream_length is not None:
-            # An explicit HEAD endpoint says how long the GET body would be.
-            headers.setRawHeaders(b"Content-Length", [upstream_length])
-        else:
-            headers.setRawHeaders(b"Content-Length", [str(len(body)).encode()])
+        body, length = _body_and_length(request.method, status, response.body, upstream_length)
+        if length is not None:
+            headers.setRawHeaders(b"Content-Length", [length])
         if body:
             request.write(body)
         self._finish()
@@ -237,15 +255,10 @@ class HttpResponseSink:
         without CR, LF or NUL), without a round through twisted.web's
         L{Headers}, in one write with the gateway's own headers and the body.
         """
-        status = response.status
         lines: List[bytes] = []
         upstream_length: Optional[bytes] = None
-        drop = _OWN_RESPONSE_HEADERS
-        headers = response.headers
-        named = [v for k, v in headers if k.lower() == "connection"]
-        if named:
-            drop = drop | {t.strip().lower() for v in named for t in v.split(",")}
-        for name, value in headers:
+        drop = _dropped_response_headers(response.headers)
+        for name, value in response.headers:
             lower = name.lower()
             if lower in drop or lower.startswith("proxy-"):
                 if lower == "content-length":
@@ -254,16 +267,9 @@ class HttpResponseSink:
             if lower in _REPLACED_BY_UPSTREAM:
                 request.drop_own_header(lower.encode("latin-1"))
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        body = response.body
-        length: Optional[bytes]
-        if status in (204, 304):
-            body, length = b"", None
-        elif request.method == b"HEAD" and not body and upstream_length is not None:
-            # An explicit HEAD endpoint says how long the GET body would be.
-            length = upstream_length
-        else:
-            length = b"%d" % len(body)
-        request.write_whole(status, lines, length, body)
+        body, length = _body_and_length(request.method, response.status, response.body,
+                                        upstream_length)
+        request.write_whole(response.status, lines, length, body)
 
     def bodyChunk(self, data: bytes) -> None:
         if not self.client_gone:
