@@ -7,6 +7,7 @@ other tests use in parallel.
 """
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -27,9 +28,26 @@ from .test_processes import ProcessTestCase
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """
+    A loopback port free now, below the kernel's ephemeral range: a port
+    that bind(0) hands out is in that range, where any outgoing connection
+    of a test running in parallel may take it before the broker binds it
+    (seen as the broker's C{eaddrinuse}).
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randrange(max(low - 12000, 1024), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below {low}")
 
 
 class PrivateBroker:
