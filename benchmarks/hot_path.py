@@ -235,10 +235,17 @@ def _sdk(raw: bytes) -> Callable[[], None]:
     to a C{StringTransport}.
     """
     from stellarouter.common.enums import FrameType, TransportType
-    from stellarouter.common.frames import encode_frame
+    from stellarouter.common.frames import FrameDecoder, encode_frame
     from stellarouter.common.ids import new_correlation_id
     from stellarouter.common.models import Frame, InstanceDescriptor
-    from stellarouter.common.payloads import RequestMessage, encode_request
+    from stellarouter.common.payloads import (
+        COMPACT_HEADERS,
+        HelloAck,
+        RequestMessage,
+        decode_hello,
+        encode_hello_ack,
+        encode_request,
+    )
     from stellarouter.microservice.session import RouterSession
     from stellarouter.transports.stream import FrameStreamProtocol
 
@@ -249,6 +256,12 @@ def _sdk(raw: bytes) -> Callable[[], None]:
     protocol = FrameStreamProtocol(session, TransportType.TCP)
     transport = StringTransport()
     protocol.makeConnection(transport)
+    # Answer the HELLO as the gateway does: take up the features it knows.
+    (hello_frame,) = FrameDecoder().feed(transport.value())
+    features = tuple(f for f in decode_hello(hello_frame.payload).features
+                     if f == COMPACT_HEADERS)
+    session.frameReceived(Frame(FrameType.HELLO, hello_frame.correlation_id, encode_hello_ack(
+        HelloAck(True, None, "gw", "eu1", features))))
     transport.clear()
     get = raw is GET
     message = RequestMessage(
@@ -256,7 +269,8 @@ def _sdk(raw: bytes) -> Callable[[], None]:
         {}, "", [("Host", "gateway.test")] + ([] if get else [
             ("Content-Type", "application/octet-stream"), ("Content-Length", "1024")]),
         {}, clock.seconds() + 30.0, False, b"" if get else BODY)
-    frame = encode_frame(Frame(FrameType.REQUEST, new_correlation_id(), encode_request(message)))
+    frame = encode_frame(Frame(FrameType.REQUEST, new_correlation_id(),
+                               encode_request(message, bool(features))))
 
     def one() -> None:
         protocol.dataReceived(frame)

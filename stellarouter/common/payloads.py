@@ -3,7 +3,10 @@ Payload encodings of each frame type (spec section 5.2, exact bytes in
 C{docs/router/protocol.md}).
 
  - HELLO, HEARTBEAT, ENDPOINTS_UPDATE and CANCEL carry one UTF-8 JSON object.
- - REQUEST and RESPONSE carry C{header_length: u32 BE | JSON header | body}.
+ - REQUEST and RESPONSE carry C{header_length: u32 BE | header | body}, the
+   header a JSON object or, between peers that agreed on
+   L{COMPACT_HEADERS} in the HELLO exchange, the compact binary form
+   (its first byte L{COMPACT_MARKER}, which no JSON text starts with).
  - REQUEST_STREAM_DATA and RESPONSE_STREAM_DATA carry C{flags: u8 | chunk}.
 
 Every decoder raises L{MalformedPayload} (or L{InvalidDescriptor} for a
@@ -34,6 +37,14 @@ from .models import (
 
 #: Wire protocol version announced in HELLO.
 PROTOCOL_VERSION = 1
+
+#: The HELLO feature of a microservice that reads compact REQUEST headers;
+#: a gateway that lists it in its HELLO answer reads compact RESPONSE
+#: headers (docs/router/protocol.md, "Compact headers").
+COMPACT_HEADERS = "compact-headers"
+
+#: The first header byte of a compact REQUEST/RESPONSE header.
+COMPACT_MARKER = 0x01
 
 _HEADER_LENGTH = Struct(">I")
 _INF = float("inf")
@@ -142,6 +153,7 @@ class HelloAck:
     reason: Optional[str] = None
     node_id: str = ""
     region: str = ""
+    features: Tuple[str, ...] = ()
 
 
 def _claim_to_json(claim: ClaimRequirement) -> Dict[str, Any]:
@@ -329,16 +341,18 @@ def decode_endpoints_update(
 
 def encode_hello_ack(ack: HelloAck) -> bytes:
     """
-    Encode the gateway's answer to a HELLO.
+    Encode the gateway's answer to a HELLO (C{features} only when there are
+    some, so an answer without any is what it was before features).
     """
-    return _encode_json(
-        {
-            "accepted": ack.accepted,
-            "reason": ack.reason,
-            "node_id": ack.node_id,
-            "region": ack.region,
-        }
-    )
+    obj: Dict[str, Any] = {
+        "accepted": ack.accepted,
+        "reason": ack.reason,
+        "node_id": ack.node_id,
+        "region": ack.region,
+    }
+    if ack.features:
+        obj["features"] = list(ack.features)
+    return _encode_json(obj)
 
 
 def decode_hello_ack(payload: bytes) -> HelloAck:
@@ -348,11 +362,15 @@ def decode_hello_ack(payload: bytes) -> HelloAck:
     @raise MalformedPayload: if it is not one.
     """
     obj = _decode_json(payload, "HELLO ack")
+    features = obj.get("features") or []
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise MalformedPayload("HELLO ack.features must be a list of strings")
     return HelloAck(
         accepted=_field(obj, "accepted", bool, "HELLO ack"),
         reason=_optional(obj, "reason", str, "HELLO ack", None),
         node_id=_optional(obj, "node_id", str, "HELLO ack", ""),
         region=_optional(obj, "region", str, "HELLO ack", ""),
+        features=tuple(features),
     )
 
 
@@ -576,10 +594,20 @@ def _plain(value: Any) -> Any:
     return dict(value) if isinstance(value, MappingProxyType) else value
 
 
-def encode_request(message: RequestMessage) -> bytes:
+def encode_request(message: RequestMessage, compact: bool = False) -> bytes:
     """
     Encode a REQUEST payload.
+
+    @param compact: write the compact header (for a microservice that
+        announced L{COMPACT_HEADERS}); a message it cannot hold (a NUL in a
+        string, values of unusual types) is written as JSON, which every
+        decoder reads as well.
     """
+    if compact:
+        try:
+            return _request_compact(message)
+        except (TypeError, ValueError, AttributeError):
+            pass
     try:
         return _pack_header(_request_json(message), message.body)
     except (TypeError, ValueError, AttributeError):
@@ -657,6 +685,8 @@ def decode_request(payload: bytes) -> RequestMessage:
 
     @raise MalformedPayload: bad header length, JSON or field shapes.
     """
+    if len(payload) > 4 and payload[4] == COMPACT_MARKER:
+        return _decode_request_compact(payload)
     header, body = _split_header(payload, "REQUEST")
     get = header.get
     method, path, template = get("method"), get("path"), get("template")
@@ -703,11 +733,20 @@ def _decode_request_slowly(header: Dict[str, Any], body: bytes) -> RequestMessag
     )
 
 
-def encode_response(message: ResponseMessage) -> bytes:
+def encode_response(message: ResponseMessage, compact: bool = False) -> bytes:
     """
     Encode a RESPONSE payload.
+
+    @param compact: write the compact header (for a gateway that listed
+        L{COMPACT_HEADERS} in its HELLO answer); as L{encode_request}, a
+        message it cannot hold is written as JSON.
     """
     status = message.status
+    if compact and type(status) is int and 0 <= status <= 0xFFFF:
+        try:
+            return _response_compact(message)
+        except (TypeError, ValueError):
+            pass
     if type(status) is int and type(message.streaming) is bool:
         try:
             return _pack_header(
@@ -734,6 +773,8 @@ def decode_response(payload: bytes) -> ResponseMessage:
     @raise MalformedPayload: bad header length, JSON, field shapes, or a
         status outside 100-599.
     """
+    if len(payload) > 4 and payload[4] == COMPACT_MARKER:
+        return _decode_response_compact(payload)
     header, body = _split_header(payload, "RESPONSE")
     status, streaming = header.get("status"), header.get("streaming")
     if type(status) is not int:
@@ -744,6 +785,183 @@ def decode_response(payload: bytes) -> ResponseMessage:
         streaming = _field(header, "streaming", bool, "RESPONSE")
     return ResponseMessage(status, _headers_from_json(header.get("headers", []), "RESPONSE"),
                            body, bool(streaming))
+
+
+# -- compact REQUEST / RESPONSE headers -------------------------------------
+#
+# docs/router/protocol.md, "Compact headers".  The strings of a header travel
+# as one UTF-8 text, each followed by a NUL: the fixed fields of a REQUEST
+# (method, path, template, query), then the header pairs.  Header names are
+# tokens and values may not hold NUL, so one C split takes the text apart and
+# one regular expression checks every header pair at once; the JSON form
+# needs a scanner pass and a check per header.  Parameters and claims (any
+# text, any JSON) stay JSON, and are usually absent.
+
+#: marker, flags, deadline, parameters length, claims length.
+_COMPACT_REQUEST = Struct(">BBdII")
+#: marker, status, flags.
+_COMPACT_RESPONSE = Struct(">BHB")
+#: The same, after the header length.
+_COMPACT_REQUEST_HEAD = Struct(">IBBdII")
+_COMPACT_RESPONSE_HEAD = Struct(">IBHB")
+_COMPACT_STREAMING = 0x01
+_COMPACT_DEADLINE = 0x02
+#: Header pairs as NUL-terminated name and value: a token, and Latin-1
+#: without NUL, CR or LF.
+_COMPACT_PAIRS = re.compile(
+    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+\x00[\x01-\x09\x0b\x0c\x0e-\xff]*\x00)*\Z")
+
+
+def _compact_text(fields: List[str], headers: Sequence[Tuple[str, str]]) -> bytes:
+    """
+    C{fields}, then each header's name and value, each followed by a NUL,
+    as UTF-8.
+
+    @raise TypeError: a pair, name or value of another type.
+    @raise ValueError: a NUL inside a string (it would end it early).
+    """
+    if type(headers) is not list and type(headers) is not tuple:
+        raise TypeError("headers")
+    for pair in headers:
+        if type(pair) is not tuple and type(pair) is not list:
+            raise TypeError("header pair")
+        name, value = pair
+        fields.append(name)
+        fields.append(value)
+    fields.append("")
+    text = "\0".join(fields)  # TypeError for anything but a str
+    if text.count("\0") != len(fields) - 1:
+        raise ValueError("NUL in a string")
+    return text.encode("utf-8")
+
+
+def _compact_json(value: Mapping[str, Any]) -> bytes:
+    if not value:
+        return b""
+    return _dumps(value if type(value) is dict else dict(value)).encode("utf-8")
+
+
+def _request_compact(message: RequestMessage) -> bytes:
+    deadline, streaming = message.deadline, message.streaming
+    if type(streaming) is not bool or (deadline is not None and type(deadline) is not float):
+        raise TypeError("streaming or deadline")
+    text = _compact_text(
+        [message.method, message.path, message.template, message.query], message.headers)
+    params, claims = _compact_json(message.path_params), _compact_json(message.claims)
+    flags = (_COMPACT_STREAMING if streaming else 0) | (
+        0 if deadline is None else _COMPACT_DEADLINE)
+    fixed = _COMPACT_REQUEST.pack(
+        COMPACT_MARKER, flags, 0.0 if deadline is None else deadline, len(params), len(claims))
+    return b"".join((
+        _HEADER_LENGTH.pack(len(fixed) + len(text) + len(params) + len(claims)),
+        fixed, text, params, claims, message.body))
+
+
+def _response_compact(message: ResponseMessage) -> bytes:
+    if type(message.streaming) is not bool:
+        raise TypeError("streaming")
+    text = _compact_text([], message.headers)
+    return b"".join((
+        _HEADER_LENGTH.pack(_COMPACT_RESPONSE.size + len(text)),
+        _COMPACT_RESPONSE.pack(COMPACT_MARKER, message.status,
+                               _COMPACT_STREAMING if message.streaming else 0),
+        text, message.body))
+
+
+def _compact_header_problem(payload: bytes, fixed: Struct, what: str) -> MalformedPayload:
+    """
+    What is wrong with the header length of compact C{payload}.
+    """
+    (length,) = _HEADER_LENGTH.unpack_from(payload)
+    if length > len(payload) - 4:
+        return MalformedPayload(
+            f"{what} header length {length} exceeds the {len(payload) - 4} bytes left")
+    return MalformedPayload(f"{what} compact header of {length} bytes is shorter than "
+                            f"its {fixed.size} fixed bytes")
+
+
+def _compact_pairs_problem(text: str, what: str) -> MalformedPayload:
+    """
+    What is wrong with the header pairs of a compact header: the layout, or
+    the first invalid pair.
+    """
+    parts = text.split("\0")
+    if parts[-1] != "" or len(parts) % 2 != 1:
+        return MalformedPayload(f"{what}.headers are not NUL-terminated name and value pairs")
+    it = iter(parts)
+    try:
+        _check_headers([list(pair) for pair in zip(it, it)], what)
+    except MalformedPayload as e:
+        return e
+    raise AssertionError(f"valid pairs refused: {text!r}")  # pragma: no cover
+
+
+_COMPACT_REQUEST_END = 4 + _COMPACT_REQUEST.size
+_COMPACT_RESPONSE_END = 4 + _COMPACT_RESPONSE.size
+_pairs_ok = _COMPACT_PAIRS.match
+
+
+def _decode_request_compact(payload: bytes) -> RequestMessage:
+    start = _COMPACT_REQUEST_END
+    if len(payload) < start:
+        raise _compact_header_problem(payload, _COMPACT_REQUEST, "REQUEST")
+    length, _, flags, deadline, params_length, claims_length = _COMPACT_REQUEST_HEAD.unpack_from(
+        payload)
+    end = 4 + length
+    if end > len(payload) or end < start:
+        raise _compact_header_problem(payload, _COMPACT_REQUEST, "REQUEST")
+    text_end = end - params_length - claims_length
+    if text_end < start:
+        raise MalformedPayload(
+            f"REQUEST parameters ({params_length} bytes) and claims ({claims_length} bytes) "
+            f"exceed the compact header")
+    try:
+        text = payload[start:text_end].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MalformedPayload(f"REQUEST compact header is not UTF-8: {e}") from None
+    fields = text.split("\0", 4)
+    if len(fields) != 5:
+        raise MalformedPayload("REQUEST compact header lacks method, path, template or query")
+    method, path, template, query, rest = fields
+    if not _pairs_ok(rest):
+        raise _compact_pairs_problem(rest, "REQUEST")
+    it = iter(rest.split("\0"))
+    if flags & _COMPACT_DEADLINE:
+        if deadline != deadline or deadline in (_INF, -_INF):
+            raise MalformedPayload(f"REQUEST.deadline {deadline} is not a finite number")
+    else:
+        deadline = None
+    params: Dict[str, Any] = {}
+    claims: Dict[str, Any] = {}
+    if params_length:
+        params = _decode_json(payload[text_end : text_end + params_length], "REQUEST params")
+        if not all(type(v) is str for v in params.values()):
+            raise MalformedPayload("REQUEST.params must map names to strings")
+    if claims_length:
+        claims = _decode_json(payload[text_end + params_length : end], "REQUEST claims")
+    return RequestMessage(method, path, template, params, query, list(zip(it, it)), claims,
+                          deadline, bool(flags & _COMPACT_STREAMING), payload[end:])
+
+
+def _decode_response_compact(payload: bytes) -> ResponseMessage:
+    start = _COMPACT_RESPONSE_END
+    if len(payload) < start:
+        raise _compact_header_problem(payload, _COMPACT_RESPONSE, "RESPONSE")
+    length, _, status, flags = _COMPACT_RESPONSE_HEAD.unpack_from(payload)
+    end = 4 + length
+    if end > len(payload) or end < start:
+        raise _compact_header_problem(payload, _COMPACT_RESPONSE, "RESPONSE")
+    if not 200 <= status <= 599:
+        raise MalformedPayload(f"RESPONSE.status {status} is not a final HTTP status (200-599)")
+    try:
+        text = payload[start:end].decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MalformedPayload(f"RESPONSE compact header is not UTF-8: {e}") from None
+    if not _pairs_ok(text):
+        raise _compact_pairs_problem(text, "RESPONSE")
+    it = iter(text.split("\0"))
+    return ResponseMessage(status, list(zip(it, it)), payload[end:],
+                           bool(flags & _COMPACT_STREAMING))
 
 
 # -- stream data ------------------------------------------------------------

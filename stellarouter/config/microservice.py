@@ -40,12 +40,15 @@ class RouterEndpointConfig:
     One router to connect to.
 
     @ivar address: a client endpoint string (TCP) or a name (in-memory).
+    @ivar compact_headers: offer compact REQUEST/RESPONSE headers (C{False}:
+        JSON headers, readable in a packet capture).
     """
 
     transport: TransportType
     address: str
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     tls: Optional["TLSRouterConfig"] = None
+    compact_headers: bool = True
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
     for i, item in enumerate(raw_routers):
         where = f"routers[{i}]"
         raw = r.mapping(item, where, ["transport", "address", "max_frame_bytes", "server_name",
-                                      "ca", "certificate", "private_key"])
+                                      "ca", "certificate", "private_key", "compact_headers"])
         kind = _router_type(r, raw, where)
         tls = None
         if kind is TransportType.TLS:
@@ -161,8 +164,9 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         address = r.get(raw, "address", where, str, check=check)
         max_frame = r.get(raw, "max_frame_bytes", where, int, DEFAULT_MAX_FRAME_BYTES,
                           lambda v: None if v >= 65536 else "must be at least 65536")
+        compact = r.get(raw, "compact_headers", where, bool, True)
         if kind is not None and address is not None:
-            routers.append(RouterEndpointConfig(kind, address, max_frame, tls))
+            routers.append(RouterEndpointConfig(kind, address, max_frame, tls, compact))
     overrides = []
     keys = set()
     for i, entry in enumerate(r.items(top, "endpoints", "")):

@@ -20,6 +20,7 @@ from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
 from ..common.models import ConnectionState, Frame, RoutableConnection
 from ..common.payloads import (
+    COMPACT_HEADERS,
     HelloAck,
     RequestMessage,
     decode_endpoints_update,
@@ -103,6 +104,10 @@ class GatewayConnection:
         self.state: Optional[ConnectionState] = None
         self.in_flight = InFlightRequests(clock, self._send_cancel, self._finished)
         self.uploads: Dict[CorrelationId, Any] = {}
+        #: REQUEST headers go in the compact form: the microservice announced
+        #: that it reads it (and the HELLO answer said the gateway reads its
+        #: compact RESPONSE headers).
+        self.compact_headers = False
         self._closed = False
 
     def __repr__(self) -> str:
@@ -212,8 +217,10 @@ class GatewayConnection:
             self.state = None
             self._reject(f"HELLO refused: {e}", frame.correlation_id)
             return
+        self.compact_headers = COMPACT_HEADERS in hello.features
         self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
-            HelloAck(True, None, self.node_id, self.region))))
+            HelloAck(True, None, self.node_id, self.region,
+                     (COMPACT_HEADERS,) if self.compact_headers else ()))))
         i = hello.instance
         self.log.info(
             "registered instance {instance_id} of {service} {version} (region {region}) "
@@ -395,7 +402,7 @@ class GatewayConnection:
         if cid is None:
             cid = new_correlation_id()
         frames: List[Frame]
-        payload = encode_request(message)
+        payload = encode_request(message, self.compact_headers)
         if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
             frames = [Frame(FrameType.REQUEST, cid, payload)]
         elif self.sender.transport_type is TransportType.UDP:
@@ -403,7 +410,8 @@ class GatewayConnection:
                 f"the request ({len(payload) + FRAME_OVERHEAD} bytes as a frame) does not fit in "
                 f"one UDP datagram of at most {self.max_frame_bytes} bytes")
         else:
-            header = encode_request(message._replace(streaming=True, body=b""))
+            header = encode_request(message._replace(streaming=True, body=b""),
+                                    self.compact_headers)
             if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
                 raise RequestHeadersTooLarge(
                     f"the request's headers take {len(header)} bytes; a frame holds "

@@ -139,6 +139,9 @@ class RequestDispatcher:
         self.can_stream = can_stream
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
+        #: RESPONSE headers go in the compact form (the gateway's HELLO
+        #: answer listed C{compact-headers}).
+        self.compact_headers = False
         self._in_flight: Dict[CorrelationId, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
         self._credits: Dict[CorrelationId, _Credit] = {}
@@ -469,7 +472,8 @@ class RequestDispatcher:
                                      "the handler returned an invalid response", cid))
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
-            response.status, _header_pairs(response.headers), b"", streaming=True))))
+            response.status, _header_pairs(response.headers), b"", streaming=True),
+            self.compact_headers)))
         credit = _Credit()
         self._credits[cid] = credit
         if entry is None:
@@ -573,7 +577,8 @@ class RequestDispatcher:
         if type(headers) is not tuple and type(headers) is not list:
             headers = _header_pairs(headers)
         if len(body) < self.max_frame_bytes:
-            payload = encode_response(ResponseMessage(response.status, headers, body))
+            payload = encode_response(ResponseMessage(response.status, headers, body),
+                                      self.compact_headers)
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
                 self.sender.sendFrame(Frame(_RESPONSE, cid, payload))
                 return
@@ -585,7 +590,8 @@ class RequestDispatcher:
                                      "the response does not fit in one datagram of this "
                                      "transport", cid))
             return
-        header = encode_response(ResponseMessage(response.status, headers, b"", streaming=True))
+        header = encode_response(ResponseMessage(response.status, headers, b"", streaming=True),
+                                 self.compact_headers)
         if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
             self.log.error("response headers of request {cid} do not fit in one frame "
                            "({size} bytes)", cid=cid, size=len(header))

@@ -84,16 +84,17 @@ class MicroserviceService(Service):
             self.clients.append(make_client(
                 router.transport, router.address, reactor,
                 self._receiver_factory(_describe_router(router.transport.value, router.address),
-                                       limit, not datagrams),
+                                       limit, not datagrams, router.compact_headers),
                 limit, network, router.tls, **backoff,
             ))
 
-    def _receiver_factory(self, description: str, max_frame_bytes: int, can_stream: bool) -> Any:
+    def _receiver_factory(self, description: str, max_frame_bytes: int, can_stream: bool,
+                          compact_headers: bool) -> Any:
         def build() -> RouterSession:
             session = _TrackedSession(
                 self, self.app, self.instance, description, self.reactor,
                 self.config.heartbeat_interval, max_frame_bytes, None, self.descriptors,
-                can_stream,
+                can_stream, compact_headers,
             )
             return session
         return build

@@ -21,6 +21,7 @@ from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender
 from ..common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from ..common.payloads import (
+    COMPACT_HEADERS,
     Heartbeat,
     Hello,
     HelloAck,
@@ -61,15 +62,21 @@ class RouterSession:
         on_accepted: Optional[Callable[["RouterSession"], None]] = None,
         descriptors: Optional[Tuple[EndpointDescriptor, ...]] = None,
         can_stream: bool = True,
+        compact_headers: bool = True,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
+        @param compact_headers: announce in HELLO that this side reads
+            compact REQUEST headers, and write compact RESPONSE headers when
+            the gateway's answer says it reads them (C{False}: JSON headers
+            both ways, readable in a packet capture).
         @param on_accepted: called once the gateway accepted the HELLO.
         @param descriptors: the endpoints HELLO announces (default: the
             app's, without configuration overrides).
         """
         self.descriptors = descriptors if descriptors is not None else app.descriptors()
         self.can_stream = can_stream
+        self.compact_headers = compact_headers
         self.app = app
         self.instance = instance
         self.router = router
@@ -92,7 +99,8 @@ class RouterSession:
         self.sender = sender
         self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
                                             instance=self.instance, can_stream=self.can_stream)
-        hello = Hello(self.instance, self.descriptors, self.heartbeat_interval)
+        hello = Hello(self.instance, self.descriptors, self.heartbeat_interval,
+                      (COMPACT_HEADERS,) if self.compact_headers else ())
         self.log.info(
             "connected to router {router}; sending HELLO for {service} {version} "
             "({count} endpoints)", router=self.router, service=self.app.name,
@@ -142,7 +150,7 @@ class RouterSession:
             self.sender.sendFrame(frame)
 
     def _hello_answered(self, frame: Frame) -> None:
-        assert self.sender is not None
+        assert self.sender is not None and self.dispatcher is not None
         try:
             ack = decode_hello_ack(frame.payload)
         except MalformedPayload as e:
@@ -158,6 +166,8 @@ class RouterSession:
             )
             return
         self.accepted = ack
+        self.dispatcher.compact_headers = (
+            self.compact_headers and COMPACT_HEADERS in ack.features)
         self.log.info(
             "registered with gateway {node} (region {region}) at {router} as {instance_id}",
             node=ack.node_id, region=ack.region, router=self.router,

@@ -187,6 +187,24 @@ class MicroserviceConfigTests(SynchronousTestCase):
         self.assertIn("routers[0].address:", text)
         self.assertIn("routers[1].transport: 'smoke' is not one of", text)
 
+    def test_compact_headers(self) -> None:
+        """
+        C{routers[].compact_headers} is on unless set to false; anything
+        but a bool is refused.
+        """
+        def routers(**extra: object) -> list:
+            return [dict({"transport": "tcp", "address": "tcp:host=127.0.0.1:port=5100"},
+                         **extra)]
+
+        config = parse_microservice_config({"region": "eu1", "routers": routers()})
+        self.assertTrue(config.routers[0].compact_headers)
+        config = parse_microservice_config({"region": "eu1",
+                                            "routers": routers(compact_headers=False)})
+        self.assertFalse(config.routers[0].compact_headers)
+        error = self.assertRaises(ConfigError, parse_microservice_config, {
+            "region": "eu1", "routers": routers(compact_headers="no")})
+        self.assertIn("routers[0].compact_headers", str(error))
+
 
 class TapOptionsTests(SynchronousTestCase):
     def test_gateway_needs_config(self) -> None:

@@ -9,9 +9,10 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from stellarouter.common.enums import CancelReason, FrameType
+from stellarouter.common.enums import CancelReason, FrameType, TransportType
+from stellarouter.config.microservice import RouterEndpointConfig
 from stellarouter.microservice import JsonResponse, Microservice, RawResponse
-from stellarouter.testing.harness import InMemoryDeployment
+from stellarouter.testing.harness import GATEWAY_ADDRESS, InMemoryDeployment
 
 
 def make_app(version: str = "1.0.0") -> Any:
@@ -66,10 +67,15 @@ def make_app(version: str = "1.0.0") -> Any:
 
 
 class EndToEndTests(SynchronousTestCase):
+    #: Whether the microservice offers compact REQUEST/RESPONSE headers.
+    compact_headers = True
+
     def setUp(self) -> None:
         self.deployment = InMemoryDeployment(max_frame_bytes=128 * 1024)
         self.app = make_app()
-        self.service = self.deployment.add(self.app)
+        self.service = self.deployment.add(self.app, router=RouterEndpointConfig(
+            TransportType.INMEMORY, GATEWAY_ADDRESS, 128 * 1024,
+            compact_headers=self.compact_headers))
         self.addCleanup(self._stopped_cleanly)
 
     def _stopped_cleanly(self) -> None:
@@ -85,6 +91,11 @@ class EndToEndTests(SynchronousTestCase):
         health = json.loads(response.body)
         self.assertEqual(health["services"], {"billing": {"instances": 1, "versions": ["1.0.0"]}})
         self.assertIsNotNone(self.service.sessions[0].accepted)
+        # Both sides agreed on the header form (or on JSON).
+        self.assertEqual(self.deployment.gateway.connections[0].compact_headers,
+                         self.compact_headers)
+        self.assertEqual(self.service.sessions[0].dispatcher.compact_headers,
+                         self.compact_headers)
 
     def test_raw_handler(self) -> None:
         """
@@ -361,3 +372,13 @@ class EndToEndTests(SynchronousTestCase):
         bodies = [self.deployment.request("POST", "/echo", b"x").status for _ in range(6)]
         self.assertEqual(bodies, [200] * 6)
         self.assertEqual((len(self.app.calls), len(second.calls)), (3, 3))
+
+
+class JsonHeaderEndToEndTests(EndToEndTests):
+    """
+    The same path with a microservice that keeps REQUEST/RESPONSE headers
+    JSON (C{routers[].compact_headers: false}, or an SDK from before compact
+    headers).
+    """
+
+    compact_headers = False

@@ -14,6 +14,8 @@ from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.interfaces import IFrameReceiver, IFrameSender
 from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from stellarouter.common.payloads import (
+    COMPACT_HEADERS,
+    COMPACT_MARKER,
     Heartbeat,
     Hello,
     ResponseMessage,
@@ -30,12 +32,13 @@ from stellarouter.testing.fakes import FakeFrameSender
 
 
 def hello(service: str = "billing", version: str = "1.0.0", paths=(("GET", "/ping"),),
-          **instance: str) -> Frame:
+          features: tuple = (), **instance: str) -> Frame:
     ident = dict(instance_id="b-1", service_name=service, version=version, region="eu1")
     ident.update(instance)
     desc = InstanceDescriptor(**ident)
     endpoints = tuple(EndpointDescriptor(service, version, m, p) for m, p in paths)
-    return Frame(FrameType.HELLO, new_correlation_id(), encode_hello(Hello(desc, endpoints)))
+    return Frame(FrameType.HELLO, new_correlation_id(),
+                 encode_hello(Hello(desc, endpoints, features=features)))
 
 
 class GatewayConnectionTests(SynchronousTestCase):
@@ -265,3 +268,38 @@ class GatewayConnectionTests(SynchronousTestCase):
         self.assertEqual((sender.frames, connection.state.in_flight, len(connection.in_flight)),
                          ([], 0, 0))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_compact_headers_when_announced(self) -> None:
+        """
+        A microservice that announces C{compact-headers} gets compact
+        REQUEST headers (also for a body sent as stream frames), and the HELLO
+        answer lists the feature: the gateway reads compact RESPONSE headers.
+        One that does not gets JSON and an answer without features; a
+        feature the gateway does not know is ignored.
+        """
+        from stellarouter.common.payloads import RequestMessage, decode_request
+        from stellarouter.testing.fakes import RecordingSink
+
+        for features, compact in (((COMPACT_HEADERS, "later-thing"), True), ((), False),
+                                  (("later-thing",), False)):
+            connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1",
+                                           max_frame_bytes=4096)
+            sender = FakeFrameSender()
+            connection.connectionOpened(sender)
+            connection.frameReceived(hello(features=features))
+            ack = decode_hello_ack(sender.take()[0].payload)
+            self.assertEqual(ack.features, (COMPACT_HEADERS,) if compact else ())
+            message = RequestMessage("GET", "/ping", "/ping", headers=[("Accept", "*/*")])
+            connection.send_request(message, 5.0, RecordingSink())
+            connection.send_request(message._replace(body=b"x" * 5000), 5.0, RecordingSink())
+            for request in [f for f in sender.take() if f.type is FrameType.REQUEST]:
+                self.assertEqual(request.payload[4] == COMPACT_MARKER, compact, features)
+                self.assertEqual(decode_request(request.payload).headers, [("Accept", "*/*")])
+            # Either RESPONSE form is read.
+            for response_compact in (True, False):
+                sink = RecordingSink()
+                cid = connection.send_request(message, 5.0, sink)
+                connection.frameReceived(Frame(FrameType.RESPONSE, cid, encode_response(
+                    ResponseMessage(200, [("A", "b")], b"ok"), response_compact)))
+                self.assertEqual(sink.response, ResponseMessage(200, [("A", "b")], b"ok"))
+            connection.connectionClosed("test over")

@@ -15,6 +15,8 @@ from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.interfaces import IFrameReceiver, IRawStellaEndpoint
 from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from stellarouter.common.payloads import (
+    COMPACT_HEADERS,
+    COMPACT_MARKER,
     HelloAck,
     RequestMessage,
     decode_hello,
@@ -340,6 +342,50 @@ class SessionTests(SynchronousTestCase):
         self.session.frameReceived(Frame(FrameType.CANCEL, new_correlation_id(),
                                          encode_cancel(CancelReason.SHUTDOWN)))
         self.assertIsNone(self.sender.closed)
+
+    def test_compact_headers(self) -> None:
+        """
+        HELLO announces C{compact-headers}; RESPONSE headers are compact
+        once the gateway's answer lists the feature, JSON before and when it
+        does not.  REQUEST headers are read in either form.
+        """
+        for ack_features, compact in (((COMPACT_HEADERS,), True), ((), False)):
+            sender = FakeFrameSender()
+            session = RouterSession(self.app, InstanceDescriptor("i-1", "svc", "1.0.0", "eu1"),
+                                    "test-router", self.clock)
+            session.connectionOpened(sender)
+            hello_frame = sender.take()[0]
+            self.assertEqual(decode_hello(hello_frame.payload).features, (COMPACT_HEADERS,))
+            session.frameReceived(request("/ping"))
+            self.assertEqual(sender.take()[0].payload[4:5], b"{")
+            session.frameReceived(Frame(FrameType.HELLO, hello_frame.correlation_id,
+                                        encode_hello_ack(HelloAck(True, None, "gw", "eu1",
+                                                                  ack_features))))
+            for request_compact in (False, True):
+                session.frameReceived(Frame(FrameType.REQUEST, new_correlation_id(),
+                                            encode_request(RequestMessage("GET", "/ping", "/ping"),
+                                                           request_compact)))
+                payload = sender.take()[0].payload
+                self.assertEqual(payload[4] == COMPACT_MARKER, compact)
+                self.assertEqual(decode_response(payload).body, b"pong")
+            session.connectionClosed("done")
+
+    def test_compact_headers_off(self) -> None:
+        """
+        With C{compact_headers=False} the session announces nothing and
+        answers in JSON even when the gateway reads compact headers.
+        """
+        sender = FakeFrameSender()
+        session = RouterSession(self.app, InstanceDescriptor("i-1", "svc", "1.0.0", "eu1"),
+                                "test-router", self.clock, compact_headers=False)
+        session.connectionOpened(sender)
+        hello_frame = sender.take()[0]
+        self.assertEqual(decode_hello(hello_frame.payload).features, ())
+        session.frameReceived(Frame(FrameType.HELLO, hello_frame.correlation_id, encode_hello_ack(
+            HelloAck(True, None, "gw", "eu1", (COMPACT_HEADERS,)))))
+        session.frameReceived(request("/ping"))
+        self.assertEqual(sender.take()[0].payload[4:5], b"{")
+        session.connectionClosed("done")
 
     def test_unexpected_frame(self) -> None:
         """

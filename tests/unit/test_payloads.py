@@ -3,6 +3,7 @@ Tests for the payload encodings of each frame type.
 """
 
 import json
+import struct
 from typing import Any
 
 from hypothesis import given
@@ -17,6 +18,8 @@ from stellarouter.common.models import (
     InstanceDescriptor,
 )
 from stellarouter.common.payloads import (
+    COMPACT_HEADERS,
+    COMPACT_MARKER,
     Heartbeat,
     Hello,
     HelloAck,
@@ -366,6 +369,174 @@ def _reference(header: Any, body: bytes) -> bytes:
     """
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return len(text).to_bytes(4, "big") + text + body
+
+
+def _compact_request(flags: int = 0, deadline: float = 0.0, text: bytes = b"GET\0/\0/\0\0",
+                     params: bytes = b"", claims: bytes = b"", body: bytes = b"",
+                     length: Any = None) -> bytes:
+    """
+    A compact REQUEST payload built by hand from its parts (protocol.md,
+    "Compact headers").
+    """
+    header = (struct.pack(">BBdII", COMPACT_MARKER, flags, deadline, len(params), len(claims))
+              + text + params + claims)
+    return struct.pack(">I", len(header) if length is None else length) + header + body
+
+
+def _with_length(header: bytes) -> bytes:
+    return struct.pack(">I", len(header)) + header
+
+
+def _compact_response(status: int = 200, flags: int = 0, text: bytes = b"",
+                      body: bytes = b"", length: Any = None) -> bytes:
+    header = struct.pack(">BHB", COMPACT_MARKER, status, flags) + text
+    return struct.pack(">I", len(header) if length is None else length) + header + body
+
+
+class CompactHeaderTests(SynchronousTestCase):
+    """
+    The compact REQUEST/RESPONSE header: what C{compact=True} writes, and
+    what both decoders read next to the JSON form.
+    """
+
+    @given(request_messages())
+    def test_request_round_trip(self, message: Any) -> None:
+        """
+        Any REQUEST decodes from its compact form to the message it decodes
+        to from JSON.
+        """
+        self.assertEqual(decode_request(encode_request(message, compact=True)),
+                         decode_request(encode_request(message)))
+
+    @given(response_messages())
+    def test_response_round_trip(self, message: Any) -> None:
+        """
+        The same for RESPONSE.
+        """
+        self.assertEqual(decode_response(encode_response(message, compact=True)),
+                         decode_response(encode_response(message)))
+
+    def test_layout(self) -> None:
+        """
+        The bytes are the documented layout: marker, flags, deadline, the
+        lengths of params and claims JSON, the NUL-terminated strings, then
+        params, claims and body.
+        """
+        m = RequestMessage("GET", "/a/\u00e9", "/a/{x}", {"x": "\u00e9"}, "q=1",
+                           [("Accept", "*/*"), ("X-E", "\u00e9")], {"sub": "u"}, 12.5,
+                           True, b"body")
+        self.assertEqual(
+            encode_request(m, compact=True),
+            _compact_request(0x03, 12.5, "GET\0/a/\u00e9\0/a/{x}\0q=1\0Accept\0*/*\0X-E\0\u00e9\0"
+                             .encode("utf-8"), b'{"x":"\xc3\xa9"}', b'{"sub":"u"}', b"body"))
+        self.assertEqual(
+            encode_request(RequestMessage("GET", "/", "/"), compact=True), _compact_request())
+        r = ResponseMessage(404, [("Content-Type", "text/plain")], b"no", True)
+        self.assertEqual(encode_response(r, compact=True),
+                         _compact_response(404, 0x01, b"Content-Type\0text/plain\0", b"no"))
+
+    def test_unwritable_messages_are_json(self) -> None:
+        """
+        A message the compact form cannot hold (a NUL in a string, values of
+        other types) is written as JSON, which the decoders also read; so is
+        one not asked for in compact form.
+        """
+        plain = RequestMessage("GET", "/", "/", headers=[("A", "b")])
+        self.assertEqual(encode_request(plain, compact=True)[4], COMPACT_MARKER)
+        self.assertEqual(encode_request(plain)[4:5], b"{")
+        for m in (plain._replace(query="a\0b"), plain._replace(headers=[("A", "b\0")]),
+                  plain._replace(headers=[("A", 1)]), plain._replace(headers=["ab"]),
+                  plain._replace(deadline=5), plain._replace(streaming=1)):
+            self.assertEqual(encode_request(m, compact=True), encode_request(m), m)
+        for r in (ResponseMessage(200, [("A", "\0")]), ResponseMessage(70000),
+                  ResponseMessage(200, {"ab": "x"}),  # type: ignore[arg-type]
+                  ResponseMessage(200, streaming=None)):  # type: ignore[arg-type]
+            self.assertEqual(encode_response(r, compact=True), encode_response(r), r)
+        self.assertEqual(encode_response(ResponseMessage(200), compact=True)[4], COMPACT_MARKER)
+
+    def test_decoded_fields(self) -> None:
+        """
+        Flags, deadline, params and claims decode to their fields; without
+        the deadline flag the deadline is C{None} whatever the bytes hold.
+        """
+        m = decode_request(_compact_request(0x02, 7.25, b"POST\0/p\0/{a}\0x\0", b'{"a":"p"}',
+                                            b'{"r":["x"]}', b"data"))
+        self.assertEqual(m, RequestMessage("POST", "/p", "/{a}", {"a": "p"}, "x", [],
+                                           {"r": ["x"]}, 7.25, False, b"data"))
+        self.assertIsNone(decode_request(_compact_request(0x01, 7.25)).deadline)
+        self.assertTrue(decode_request(_compact_request(0x01)).streaming)
+        self.assertEqual(decode_response(_compact_response(204, 0x01, b"A\0\0")),
+                         ResponseMessage(204, [("A", "")], b"", True))
+
+    def test_malformed_requests(self) -> None:
+        """
+        Each way a compact REQUEST can be broken is a L{MalformedPayload}
+        that says which.
+        """
+        cases = {
+            "shorter than": _compact_request(length=3)[:7],
+            "exceeds the": _compact_request(length=400),
+            "fixed bytes": _compact_request(length=10),
+            "exceed the compact header": _with_length(struct.pack(
+                ">BBdII", COMPACT_MARKER, 0, 0.0, 64, 0) + b"GET\0/\0/\0\0"),
+            "not UTF-8": _compact_request(text=b"GET\0/\xff\0/\0\0"),
+            "lacks method": _compact_request(text=b"GET\0/\0/\0"),
+            "NUL-terminated": _compact_request(text=b"GET\0/\0/\0\0A\0b"),
+            "'Bad Name'": _compact_request(text=b"GET\0/\0/\0\0Bad Name\0b\0"),
+            "invalid header 'A'": _compact_request(text=b"GET\0/\0/\0\0A\0b\rc\0"),
+            "finite": _compact_request(0x02, float("nan")),
+            "params must map": _compact_request(params=b'{"x":1}'),
+            "params payload is not": _compact_request(params=b"{x"),
+            "claims payload is not a JSON object": _compact_request(claims=b"[1]"),
+        }
+        for words, payload in cases.items():
+            with self.assertRaises(MalformedPayload, msg=words) as raised:
+                decode_request(payload)
+            self.assertIn(words, str(raised.exception))
+
+    def test_malformed_responses(self) -> None:
+        """
+        The same for a compact RESPONSE, and a status outside 200-599.
+        """
+        cases = {
+            "fixed bytes": _compact_response(length=3),
+            "exceeds the": _compact_response(length=99),
+            "not a final HTTP status": _compact_response(status=199),
+            "not UTF-8": _compact_response(text=b"A\0\xc3\0"),
+            "NUL-terminated": _compact_response(text=b"A\0"),
+            "invalid header 'A'": _compact_response(text="A\0\u0100\0".encode("utf-8")),
+        }
+        for words, payload in cases.items():
+            with self.assertRaises(MalformedPayload, msg=words) as raised:
+                decode_response(payload)
+            self.assertIn(words, str(raised.exception))
+        self.assertRaises(MalformedPayload, decode_response, _compact_response(status=600))
+
+    @given(st.binary(max_size=120))
+    def test_fuzz(self, junk: bytes) -> None:
+        """
+        Any bytes after a compact header's marker give a message or
+        L{MalformedPayload}.
+        """
+        for decode in (decode_request, decode_response):
+            for payload in (junk[:4] + bytes([COMPACT_MARKER]) + junk[4:],
+                            len(junk).to_bytes(4, "big") + bytes([COMPACT_MARKER]) + junk):
+                try:
+                    decode(payload)
+                except MalformedPayload:
+                    pass
+
+    def test_hello_ack_features(self) -> None:
+        """
+        The HELLO answer carries C{features} only when it has some, and an
+        answer without them decodes to none.
+        """
+        ack = HelloAck(True, None, "gw", "eu1", (COMPACT_HEADERS,))
+        self.assertEqual(decode_hello_ack(encode_hello_ack(ack)), ack)
+        self.assertNotIn(b"features", encode_hello_ack(HelloAck(True, None, "gw", "eu1")))
+        self.assertEqual(decode_hello_ack(b'{"accepted":true}').features, ())
+        self.assertRaises(MalformedPayload, decode_hello_ack,
+                          b'{"accepted":true,"features":"compact-headers"}')
 
 
 class JsonDecodingTests(SynchronousTestCase):

@@ -13,6 +13,7 @@ from stellarouter.common.frames import FrameDecoder, encode_frame
 from stellarouter.common.ids import CorrelationId
 from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from stellarouter.common.payloads import (
+    COMPACT_HEADERS,
     Heartbeat,
     Hello,
     HelloAck,
@@ -54,6 +55,13 @@ EXPECTED = {
                                   encode_stream_data(b"", abort=True)),
     "cancel": Frame(FrameType.CANCEL, CID, encode_cancel(CancelReason.TIMEOUT)),
     "response-credit": Frame(FrameType.REQUEST_STREAM_DATA, CID, encode_credit(131072)),
+    "request-compact": Frame(FrameType.REQUEST, CID, encode_request(RequestMessage(
+        "GET", "/invoices/42", "/invoices/{id}", {"id": "42"}, "",
+        [("Accept", "application/json")], {}, None, False, b""), compact=True)),
+    "response-compact": Frame(FrameType.RESPONSE, CID, encode_response(ResponseMessage(
+        200, [("Content-Type", "text/plain")], b"pong"), compact=True)),
+    "hello-ack-compact": Frame(FrameType.HELLO, CID, encode_hello_ack(
+        HelloAck(True, None, "gw-1", "eu1", (COMPACT_HEADERS,)))),
 }
 
 
