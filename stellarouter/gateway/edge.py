@@ -32,6 +32,7 @@ from ..common.interfaces import IResponseSink, IRoutingPlugin
 from ..common.models import PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..transports.flush import flush
 from .errors import (
     BadVersion,
     DispatchError,
@@ -1029,8 +1030,11 @@ class GatewayRequest(Request):
         if body and self.method != b"HEAD" and code not in NO_BODY_CODES:
             out.append(body)
             self.sentLength = len(body)
-        self.channel.writeSequence(out)
+        channel = self.channel
+        channel.writeSequence(out)
         self.finish()
+        # The response is complete: send it in this reactor turn.
+        flush(channel.transport)
 
     def connectionLost(self, reason: Any) -> None:
         upload = self.upload

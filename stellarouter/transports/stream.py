@@ -31,6 +31,7 @@ from ..common.interfaces import (
     ITransportServer,
 )
 from ..common.models import Frame
+from .flush import flush
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -52,6 +53,13 @@ class FrameStreamProtocol(Protocol):
     """
 
     log = Logger()
+    #: Send what the receiver wrote while handling the frames of one read
+    #: (a batch of RESPONSEs, on the microservice side) at the end of that
+    #: read, in the same reactor turn (L{flush}), rather than on the
+    #: reactor's next turn.  Off on the gateway side: there REQUEST frames
+    #: written by many HTTP requests during one turn go out together on the
+    #: next, one write per turn, which keeps the microservice's batches large.
+    flush_after_frames = False
 
     def __init__(
         self,
@@ -117,6 +125,8 @@ class FrameStreamProtocol(Protocol):
                 )
                 self.close("internal error while handling a frame")
                 return
+        if self.flush_after_frames:
+            flush(self.transport)
 
     def sendFrame(self, frame: Frame) -> None:
         """
@@ -163,8 +173,10 @@ class FrameStreamFactory(Factory):
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         protocol_class: type = FrameStreamProtocol,
         clock: Optional[IReactorTime] = None,
+        flush_after_frames: bool = False,
     ) -> None:
         self.clock = clock
+        self.flush_after_frames = flush_after_frames
         self.receiver_factory = receiver_factory
         self.transport_type = transport_type
         self.max_frame_bytes = max_frame_bytes
@@ -176,6 +188,7 @@ class FrameStreamFactory(Factory):
             self.receiver_factory(), self.transport_type, self.max_frame_bytes
         )
         proto.factory = self
+        proto.flush_after_frames = self.flush_after_frames
         return proto
 
 
@@ -272,7 +285,7 @@ class StreamTransportClient:
         """
         self.transport_type = transport_type
         self.factory = FrameStreamFactory(receiver_factory, transport_type, max_frame_bytes,
-                                          protocol_class, clock)
+                                          protocol_class, clock, flush_after_frames=True)
         self.service = ClientService(
             endpoint,
             self.factory,

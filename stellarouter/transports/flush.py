@@ -1,0 +1,43 @@
+"""
+Sending what a TCP transport has buffered now, instead of on the reactor's
+next turn.
+
+A Twisted transport's C{write} only buffers: the bytes go out when the
+reactor next finds the socket writable, one more pass of the event loop
+(an C{epoll_wait}, the event's dispatch and its logging context) after the
+code that wrote them returned.  At the end of a piece of work whose output
+is complete (an HTTP response finished, a batch of frames answered), that
+pass only adds latency: L{flush} does the write that pass would do, now.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.tcp import Connection
+
+
+def flush(transport: object) -> None:
+    """
+    Write what C{transport} has buffered now, if it is a TCP connection
+    with buffered bytes and nothing else to do first.
+
+    This calls the transport's own C{doWrite}, the call the reactor makes
+    when the socket is writable, so buffering and partial writes behave as
+    usual: what the socket does not take stays buffered, and the transport
+    stays registered for writing until it is all out.  Left alone for the
+    reactor: a transport that is closing (C{doWrite}'s answer then closes
+    the connection, which only the reactor acts on), one whose producer is
+    paused (resuming it belongs to the reactor's turn), and any other kind
+    of transport (TLS, in-memory, test transports).  A write that fails
+    leaves the bytes buffered and the transport registered, so the
+    reactor's own C{doWrite} meets the same error and closes the connection.
+    """
+    if not isinstance(transport, Connection):
+        return
+    if not (transport._tempDataLen or transport.dataBuffer):
+        return  # nothing buffered
+    if (not transport.connected or transport.disconnecting or transport._writeDisconnecting
+            or transport.producerPaused):
+        return
+    transport.doWrite()
+
+__all__ = ["flush"]
