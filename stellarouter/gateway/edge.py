@@ -32,7 +32,7 @@ from ..common.interfaces import IResponseSink, IRoutingPlugin
 from ..common.models import PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from ..transports.flush import flush
+from ..transports.flush import write_now
 from .errors import (
     BadVersion,
     DispatchError,
@@ -1031,10 +1031,13 @@ class GatewayRequest(Request):
             out.append(body)
             self.sentLength = len(body)
         channel = self.channel
-        channel.writeSequence(out)
+        if isinstance(channel, http.HTTPChannel):
+            # The response is complete: offer it to the socket now, not on
+            # the reactor's next turn.
+            write_now(channel.transport, b"".join(out))
+        else:
+            channel.writeSequence(out)
         self.finish()
-        # The response is complete: send it in this reactor turn.
-        flush(channel.transport)
 
     def connectionLost(self, reason: Any) -> None:
         upload = self.upload

@@ -40,4 +40,27 @@ def flush(transport: object) -> None:
         return
     transport.doWrite()
 
-__all__ = ["flush"]
+def write_now(transport: object, data: bytes) -> None:
+    """
+    C{transport.write(data)}, except that when C{transport} is a TCP
+    connection with nothing buffered, the socket is offered C{data} at once
+    (the transport's own C{writeSomeData}): what it takes is sent, only the
+    rest is buffered.  This also spares the two C{epoll_ctl} calls of
+    registering the socket for writing and unregistering it.  The same cases
+    as L{flush} are left to the plain C{write}: a closing connection, a
+    paused producer, other transports; and a failed send (the bytes are
+    buffered, and the reactor's own write meets the error and closes).
+    """
+    if (isinstance(transport, Connection) and not transport._tempDataLen
+            and not transport.dataBuffer and transport.connected
+            and not transport.disconnecting and not transport._writeDisconnecting
+            and not transport.producerPaused):
+        sent = transport.writeSomeData(data)
+        if type(sent) is int and sent > 0:
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)  # type: ignore[attr-defined]
+
+
+__all__ = ["flush", "write_now"]

@@ -1,7 +1,8 @@
 """
 L{stellarouter.transports.flush} on real TCP connections over loopback:
-buffered bytes leave at once, and whatever the reactor must act on (a
-closing connection, a paused producer, a failed write) is left to it.
+buffered bytes leave at once (C{flush}), a write is offered to the socket
+at once (C{write_now}), and whatever the reactor must act on (a closing
+connection, a paused producer, a failed write) is left to it.
 """
 
 from typing import Any, List
@@ -15,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
-from stellarouter.transports.flush import flush
+from stellarouter.transports.flush import flush, write_now
 
 
 class _Collect(Protocol):
@@ -176,3 +177,74 @@ class FlushTests(TestCase):
         flush(None)
         self.assertEqual(transport.value(), b"kept")
 
+    async def test_write_now_sends_at_once(self) -> None:
+        """
+        With nothing buffered, C{write_now} sends by itself: nothing is
+        buffered and the socket was never registered for writing.
+        """
+        server, client = await self.connect()
+        registered: List[Any] = []
+        start = server.transport.startWriting
+        server.transport.startWriting = lambda: (registered.append(1), start())  # type: ignore
+        write_now(server.transport, b"at once")
+        self.assertEqual((server.transport.dataBuffer, server.transport._tempDataLen), (b"", 0))
+        self.assertEqual(registered, [])
+        self.assertEqual(await client.received(7), b"at once")
+
+    async def test_write_now_keeps_order(self) -> None:
+        """
+        Behind bytes already buffered, C{write_now} only buffers, so the
+        order on the wire is the order of the writes.
+        """
+        server, client = await self.connect()
+        server.transport.write(b"first ")
+        write_now(server.transport, b"second")
+        self.assertEqual(server.transport._tempDataLen, 12)
+        self.assertEqual(await client.received(12), b"first second")
+
+    async def test_write_now_partial(self) -> None:
+        """
+        What the socket does not take at once is buffered and follows.
+        """
+        server, client = await self.connect()
+        data = bytes(range(256)) * (32 * 1024)  # 8 MiB: more than one send takes
+        write_now(server.transport, data)
+        self.assertTrue(server.transport._tempDataLen or server.transport.dataBuffer)
+        self.assertIn(server.transport, reactor.getWriters())
+        self.assertEqual(await client.received(len(data)), data)
+
+    async def test_write_now_closing(self) -> None:
+        """
+        On a connection asked to close, C{write_now} is a plain write: the
+        bytes go before the close, by the reactor.
+        """
+        server, client = await self.connect()
+        server.transport.write(b"a")
+        server.transport.loseConnection()
+        write_now(server.transport, b"b")
+        self.assertEqual(server.transport._tempDataLen, 2)
+        self.assertEqual(await client.lost, b"ab")
+
+    async def test_write_now_failed_send(self) -> None:
+        """
+        A send to a reset peer raises nothing; the connection is closed by
+        the reactor as for a plain write.
+        """
+        server, client = await self.connect()
+        client.transport.abortConnection()
+        await client.lost
+        for _ in range(50):
+            if not server.transport.connected:
+                break
+            write_now(server.transport, b"x" * 65536)
+            await self._turn()
+        await server.lost
+        self.assertFalse(server.transport.connected)
+
+    def test_write_now_other_transports(self) -> None:
+        """
+        Other transports get a plain C{write}.
+        """
+        transport = StringTransport()
+        write_now(transport, b"plain")
+        self.assertEqual(transport.value(), b"plain")

@@ -5,6 +5,7 @@ to end over TCP, driven with treq.
 
 import json
 import os
+import re
 
 import treq
 from twisted.internet import reactor
@@ -130,6 +131,42 @@ class BillingDemoTests(ProcessTestCase):
         await response.content()
         gateway.signal("TERM")
         await self.assertStoppedCleanly(gateway)
+
+    async def test_pipelined_and_closing_requests(self) -> None:
+        """
+        Over one raw socket: two pipelined keep-alive requests and an
+        HTTP/1.0 one behind them get their answers in order (each sent as
+        soon as it is complete), and the gateway closes after the HTTP/1.0
+        answer.
+        """
+        from twisted.internet.defer import Deferred
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        from twisted.internet.protocol import Factory, Protocol
+
+        await self.deployment.start_gateway()
+        await self.deployment.start_microservice("examples.billing:service", "billing-raw")
+        host, port = self.deployment.base_url[len("http://"):].rsplit(":", 1)
+
+        class Raw(Protocol):
+            def __init__(self) -> None:
+                self.data = b""
+                self.closed: Deferred = Deferred()
+
+            def dataReceived(self, data: bytes) -> None:
+                self.data += data
+
+            def connectionLost(self, reason: object = None) -> None:
+                self.closed.callback(self.data)
+
+        raw = await TCP4ClientEndpoint(reactor, host, int(port)).connect(Factory.forProtocol(Raw))
+        raw.transport.write(b"GET /ping HTTP/1.1\r\nHost: gw\r\n\r\n"
+                            b"GET /ping HTTP/1.1\r\nHost: gw\r\n\r\n"
+                            b"GET /ping HTTP/1.0\r\nHost: gw\r\n\r\n")
+        data = await raw.closed.addTimeout(10, reactor)
+        statuses = re.findall(rb"HTTP/1\.[01] \d{3} [A-Za-z ]+(?=\r\n)", data)
+        self.assertEqual(statuses, [b"HTTP/1.1 200 OK", b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK"])
+        self.assertEqual(data.count(b"\r\n\r\npong"), 3)
+        self.assertTrue(data.endswith(b"pong"))
 
     async def test_bad_config_refused(self) -> None:
         """
