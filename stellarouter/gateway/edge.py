@@ -1031,7 +1031,10 @@ class GatewayRequest(Request):
             out.append(body)
             self.sentLength = len(body)
         channel = self.channel
-        if isinstance(channel, http.HTTPChannel):
+        # (A type test, not isinstance(channel, http.HTTPChannel): the
+        # twisted.web.http module is a deprecation proxy, and looking up an
+        # attribute on it costs ~1.3 us.)
+        if type(channel) is GatewayChannel:
             # The response is complete: offer it to the socket now, not on
             # the reactor's next turn.
             write_now(channel.transport, b"".join(out))
