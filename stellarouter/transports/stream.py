@@ -86,6 +86,11 @@ class FrameStreamProtocol(Protocol):
         """
         assert self.transport is not None
         self.peer = _describe(self.transport.getPeer())
+        # Frames are small and answered one by one: no Nagle delay (a small
+        # write held back until the previous one is acknowledged).
+        no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if no_delay is not None:
+            no_delay(True)
         if isinstance(self.factory, FrameStreamFactory):
             self.factory.protocols.add(self)
         self.open()

@@ -2,7 +2,7 @@
 The transport contract over real TCP sockets on 127.0.0.1.
 """
 
-from typing import Any, Tuple
+from typing import Any, List, Tuple
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -46,3 +46,43 @@ class TCPTransportContractTests(TransportContractTests, TestCase):
 
     def writeRaw(self, sender: IFrameSender, data: bytes) -> None:
         sender.transport.write(data)  # type: ignore[attr-defined]
+
+
+class TCPNoDelayTests(TestCase):
+    timeout = 20
+
+    async def test_no_nagle_delay(self) -> None:
+        """
+        Both ends of a frame connection turn Nagle's algorithm off
+        (C{TCP_NODELAY}): small frames are not held back until the previous
+        one is acknowledged (seen as a p99 of ~2.5 ms at one connection).
+        """
+        import socket
+
+        waiting: List[Deferred] = [Deferred(), Deferred()]
+        both = [waiting[0], waiting[1]]
+
+        class Receiver:
+            def connectionOpened(self, sender: Any) -> None:
+                waiting.pop(0).callback(sender)
+
+            def frameReceived(self, frame: Any) -> None:
+                pass
+
+            def connectionClosed(self, reason: str) -> None:
+                pass
+
+        server = tcp_server(reactor, "tcp:0:interface=127.0.0.1", Receiver)
+        await server.start()
+        self.addCleanup(server.stop)
+        port = server.port.getHost().port
+        client = tcp_client(reactor, f"tcp:host=127.0.0.1:port={port}", Receiver,
+                            initial_delay=0.02, jitter=lambda: 0)
+        client.start()
+        self.addCleanup(client.stop)
+        for d in both:
+            sender = await d.addTimeout(5, reactor)
+            sock = sender.transport.getHandle()
+            self.assertTrue(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        # Leave the connection callbacks before stopping the client.
+        await deferLater(reactor, 0, lambda: None)
