@@ -90,6 +90,18 @@ class TLSTransportContractTests(TransportContractTests, TestCase):
         self.assertEqual(servers.receivers[0].connection.peer_identity, ("billing",))
         self.assertEqual(clients.receivers[0].connection.peer_identity, ("localhost",))
 
+    async def test_no_nagle_delay(self) -> None:
+        """
+        Under TLS too, both ends' TCP sockets have C{TCP_NODELAY} set.
+        """
+        import socket
+
+        _, _, servers, clients = await self._connected()
+        for log in (servers, clients):
+            tls = log.receivers[0].connection.transport
+            sock = tls.transport.getHandle()  # the TCP transport under the TLS one
+            self.assertTrue(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
 
 class RejectionTests(TestCase):
     """
