@@ -802,8 +802,8 @@ _COMPACT_REQUEST = Struct(">BBdII")
 #: marker, status, flags.
 _COMPACT_RESPONSE = Struct(">BHB")
 #: The same, after the header length.
-_COMPACT_REQUEST_HEAD = Struct(">IBBdII")
-_COMPACT_RESPONSE_HEAD = Struct(">IBHB")
+_COMPACT_REQUEST_HEAD = Struct(">I" + _COMPACT_REQUEST.format[1:])
+_COMPACT_RESPONSE_HEAD = Struct(">I" + _COMPACT_RESPONSE.format[1:])
 _COMPACT_STREAMING = 0x01
 _COMPACT_DEADLINE = 0x02
 #: Header pairs as NUL-terminated name and value: a token, and Latin-1

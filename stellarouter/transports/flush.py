@@ -7,7 +7,8 @@ reactor next finds the socket writable, one more pass of the event loop
 (an C{epoll_wait}, the event's dispatch and its logging context) after the
 code that wrote them returned.  At the end of a piece of work whose output
 is complete (an HTTP response finished, a batch of frames answered), that
-pass only adds latency: L{flush} does the write that pass would do, now.
+pass only adds latency: L{flush} does the write that pass would do, now, and
+L{write_now} offers new bytes to the socket before buffering them.
 """
 
 from __future__ import annotations
@@ -31,14 +32,19 @@ def flush(transport: object) -> None:
     leaves the bytes buffered and the transport registered, so the
     reactor's own C{doWrite} meets the same error and closes the connection.
     """
-    if not isinstance(transport, Connection):
-        return
-    if not (transport._tempDataLen or transport.dataBuffer):
-        return  # nothing buffered
-    if (not transport.connected or transport.disconnecting or transport._writeDisconnecting
-            or transport.producerPaused):
-        return
-    transport.doWrite()
+    if (isinstance(transport, Connection) and _open(transport)
+            and (transport._tempDataLen or transport.dataBuffer)):
+        transport.doWrite()
+
+
+def _open(transport: Connection) -> bool:
+    """
+    Whether writing now is ours to do: the connection is up, not closing
+    (half or whole), and its producer is not paused.  Everything else is
+    the reactor's part.
+    """
+    return bool(transport.connected and not transport.disconnecting
+                and not transport._writeDisconnecting and not transport.producerPaused)
 
 def write_now(transport: object, data: bytes) -> None:
     """
@@ -52,9 +58,7 @@ def write_now(transport: object, data: bytes) -> None:
     buffered, and the reactor's own write meets the error and closes).
     """
     if (isinstance(transport, Connection) and not transport._tempDataLen
-            and not transport.dataBuffer and transport.connected
-            and not transport.disconnecting and not transport._writeDisconnecting
-            and not transport.producerPaused):
+            and not transport.dataBuffer and _open(transport)):
         sent = transport.writeSomeData(data)
         if type(sent) is int and sent > 0:
             if sent == len(data):
