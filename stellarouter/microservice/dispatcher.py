@@ -35,6 +35,7 @@ from ..common.payloads import (
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
+from .errors import Problem
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
 # A member read from an enum class goes through the enum metaclass (about
@@ -409,6 +410,10 @@ class RequestDispatcher:
     def _handler_failed(self, failure: Failure, cid: CorrelationId,
                         message: RequestMessage) -> None:
         self._uploads.pop(cid, None)
+        if isinstance(failure.value, Problem):
+            # An answer the handler chose (404, 409, 400 ...), not a failure.
+            self._respond(cid, failure.value.response(str(cid)), message)
+            return
         self.failed += 1
         self.log.failure(
             "handler for {method} {template} failed (request {cid})",
