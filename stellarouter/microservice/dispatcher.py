@@ -475,6 +475,7 @@ class RequestDispatcher:
                            template=message.template, cid=cid, problem=problem)
             self._send(cid, _problem(500, "internal-error", "Internal server error",
                                      "the handler returned an invalid response", cid))
+            self._close_body(cid, response.body)
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
             response.status, _header_pairs(response.headers), b"", streaming=True),
@@ -528,8 +529,32 @@ class RequestDispatcher:
                     except Exception:
                         self.log.failure("closing the body of request {cid} failed", cid=cid)
         else:
-            for chunk in body:
-                await put(bytes(chunk))
+            iterator = iter(body)
+            try:
+                for chunk in iterator:
+                    await put(bytes(chunk))
+            finally:
+                # Whether it ran out, failed, or was cancelled (client gone,
+                # timeout, connection lost): a generator's finally runs now.
+                self._close_body(cid, iterator)
+
+    def _close_body(self, cid: CorrelationId, body: Any) -> None:
+        """
+        Close a streamed body that will not be (further) sent: C{close()}
+        for a generator or any iterator that has it (a file), C{aclose()}
+        for an async generator not running.
+        """
+        close = getattr(body, "close", None)
+        aclose = getattr(body, "aclose", None)
+        try:
+            if close is not None:
+                close()
+            elif aclose is not None and not getattr(body, "ag_running", False):
+                Deferred.fromCoroutine(aclose()).addErrback(
+                    lambda failure: self.log.failure(
+                        "closing the body of request {cid} failed", failure, cid=cid))
+        except Exception:
+            self.log.failure("closing the body of request {cid} failed", cid=cid)
 
     def _stream_done(self, result: object, cid: CorrelationId, entry: _InFlight) -> None:
         self._credits.pop(cid, None)
