@@ -105,6 +105,10 @@ class MicroserviceConfig:
     heartbeat_interval: float = 5.0
     drain_grace_period: float = 30.0
     endpoints: Tuple[EndpointOverrideConfig, ...] = ()
+    #: Stop the process (exit status 1) after this many HELLO rejections in
+    #: a row from one router; C{None}: keep trying (with a backoff that
+    #: grows to a minute).
+    max_hello_rejections: Optional[int] = None
 
 
 def check_app_reference(value: str) -> Optional[str]:
@@ -124,7 +128,8 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
     if document is None:
         r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
-                                   "drain_grace_period", "routers", "endpoints"])
+                                   "drain_grace_period", "routers", "endpoints",
+                                   "max_hello_rejections"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
@@ -186,9 +191,11 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         keys.add(key)
         overrides.append(EndpointOverrideConfig(key[0], key[1], timeout, claims, replace,
                                                 streaming))
+    rejections = r.get(top, "max_hello_rejections", "", int, None,
+                       lambda v: None if v >= 1 else "must be at least 1")
     r.finish()
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
-                              tuple(overrides))
+                              tuple(overrides), max_hello_rejections=rejections)
 
 
 def _amqp_address_problem(value: str) -> Optional[str]:

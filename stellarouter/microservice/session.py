@@ -63,6 +63,7 @@ class RouterSession:
         descriptors: Optional[Tuple[EndpointDescriptor, ...]] = None,
         can_stream: bool = True,
         compact_headers: bool = True,
+        on_rejected: Optional[Callable[["RouterSession", str], None]] = None,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
@@ -71,6 +72,8 @@ class RouterSession:
             the gateway's answer says it reads them (C{False}: JSON headers
             both ways, readable in a packet capture).
         @param on_accepted: called once the gateway accepted the HELLO.
+        @param on_rejected: called with the gateway's reason when it rejects
+            the HELLO (it logs it); without it the session logs the reason.
         @param descriptors: the endpoints HELLO announces (default: the
             app's, without configuration overrides).
         """
@@ -84,6 +87,7 @@ class RouterSession:
         self.heartbeat_interval = heartbeat_interval
         self.max_frame_bytes = max_frame_bytes
         self.on_accepted = on_accepted
+        self.on_rejected = on_rejected
         self.sender: Optional[IFrameSender] = None
         self.dispatcher: Optional[RequestDispatcher] = None
         self.accepted: Optional[HelloAck] = None
@@ -159,6 +163,9 @@ class RouterSession:
             self.sender.close("malformed HELLO answer")
             return
         if not ack.accepted:
+            if self.on_rejected is not None:
+                self.on_rejected(self, ack.reason or "no reason given")
+                return
             self.log.error(
                 "router {router} rejected HELLO of {service} {version}: {reason}",
                 router=self.router, service=self.app.name, version=self.app.version,
