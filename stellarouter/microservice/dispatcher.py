@@ -143,6 +143,8 @@ class RequestDispatcher:
         #: RESPONSE headers go in the compact form (the gateway's HELLO
         #: answer listed C{compact-headers}).
         self.compact_headers = False
+        #: Added to every response: the version that served it.
+        self.version_header = ("X-Stella-Version", app.version)
         self._in_flight: Dict[CorrelationId, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
         self._credits: Dict[CorrelationId, _Credit] = {}
@@ -478,7 +480,8 @@ class RequestDispatcher:
             self._close_body(cid, response.body)
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
-            response.status, _header_pairs(response.headers), b"", streaming=True),
+            response.status, _header_pairs(response.headers) + [self.version_header], b"",
+            streaming=True),
             self.compact_headers)))
         credit = _Credit()
         self._credits[cid] = credit
@@ -606,6 +609,8 @@ class RequestDispatcher:
         headers = response.headers
         if type(headers) is not tuple and type(headers) is not list:
             headers = _header_pairs(headers)
+        # Which version served: the client sees it whatever it asked for.
+        headers = (*headers, self.version_header)
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body),
                                       self.compact_headers)
