@@ -55,7 +55,7 @@ BadRequestBody = BadRequest
 def typed_handler(
     handler: Callable[[RawRequestContext, Any], Any],
     status: int,
-    request_type: Optional[Callable[[Any], Any]],
+    request_type: Any,
 ) -> Handler:
     """
     Wrap a typed handler C{handler(ctx, payload)} into a raw one: the JSON
@@ -297,7 +297,7 @@ class Microservice:
         path: str,
         *,
         status: int = 200,
-        request_type: Optional[Callable[[Any], Any]] = None,
+        request_type: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
         claims: Iterable[ClaimRequirement] = (),
         max_request_bytes: Optional[int] = None,

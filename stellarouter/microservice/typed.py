@@ -58,7 +58,7 @@ def validation_detail(error: msgspec.ValidationError) -> str:
     return f"{path}: {(what[:1].lower() + what[1:]).replace('`', '')}"
 
 
-def body_reader(request_type: Optional[Callable[[Any], Any]]) -> BodyReader:
+def body_reader(request_type: Any) -> BodyReader:
     """
     The function that turns a typed endpoint's request body into the
     handler's payload.
