@@ -22,6 +22,8 @@ from .errors import BadRequest
 BodyReader = Callable[[bytes], Any]
 
 _JSON_HEADERS = (("Content-Type", "application/json"),)
+#: Statuses without content: a typed endpoint sends neither body nor type.
+_NO_CONTENT = frozenset({204, 304})
 _encode = msgspec.json.Encoder().encode
 _decode_any = msgspec.json.Decoder().decode
 # msgspec's wording: "Expected `int`, got `str` - at `$.amount_cents`",
@@ -125,20 +127,34 @@ def encode_result(result: Any, status: int) -> Any:
     A typed handler's result as a response: a L{JsonResponse} with its
     status and headers, a L{RawResponse} or L{StreamingResponse} as it is,
     anything else (dataclass, attrs, Struct, dict, list, str, number,
-    C{None}) as C{application/json} with C{status}.
+    C{None}) as C{application/json} with C{status}.  A 204 or 304 has
+    neither body nor C{Content-Type} (the result must be C{None}).
 
-    @raise TypeError: C{result} is a tuple (C{({...}, 404)} is not a
+    @raise TypeError: a 204/304 result other than C{None}; C{result} is a tuple (C{({...}, 404)} is not a
         status: return C{JsonResponse(body, status=404)} or raise a
         L{Problem}; a list is a JSON array), or cannot be encoded.
     """
     if isinstance(result, JsonResponse):
         extra = result.headers
-        headers = _JSON_HEADERS + tuple(
-            extra.items() if isinstance(extra, Mapping) else extra)
-        return RawResponse(result.status, headers, _encode(_check(result.body)))
+        extra_pairs = tuple(extra.items() if isinstance(extra, Mapping) else extra)
+        if result.status in _NO_CONTENT:
+            return RawResponse(result.status, extra_pairs, _empty(result.body))
+        return RawResponse(result.status, _JSON_HEADERS + extra_pairs,
+                           _encode(_check(result.body)))
     if isinstance(result, (RawResponse, StreamingResponse)):
         return result
+    if status in _NO_CONTENT:
+        return RawResponse(status, (), _empty(result))
     return RawResponse(status, _JSON_HEADERS, _encode(_check(result)))
+
+
+def _empty(body: Any) -> bytes:
+    """
+    The body of a 204 or 304: none (a result other than C{None} is a bug).
+    """
+    if body is not None:
+        raise TypeError(f"a 204/304 response has no body; the handler returned {body!r}")
+    return b""
 
 
 def _check(body: Any) -> Any:

@@ -346,6 +346,19 @@ class TypedResultTests(SynchronousTestCase):
         self.assertEqual(dict(response.headers)["Location"], "/invoices/inv-1")
         self.assertEqual(json.loads(response.body)["id"], "inv-1")
 
+    def test_no_content(self) -> None:
+        """
+        A typed 204 (endpoint status or JsonResponse) has neither body nor
+        Content-Type; a body for it is a handler bug (500, logged).
+        """
+        from stellarouter.microservice import JsonResponse
+        for response in (self.answer(None, 204),
+                         self.answer(JsonResponse(None, 204, {"ETag": '"1"'}))):
+            self.assertEqual((response.status, response.body), (204, b""))
+            self.assertNotIn("Content-Type", dict(response.headers))
+        self.assertEqual(self.answer({"a": 1}, 204).status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
     def test_tuple_refused(self) -> None:
         """
         C{return ({...}, 404)} is a 500 whose log says what to do instead,
