@@ -555,10 +555,16 @@ class AMQPTransportClient(_Node):
 
     def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
                  idle_timeout: float = 90.0, hello_retry: float = 1.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, **backoff: Any) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 hello_retry_max: float = 5.0, **backoff: Any) -> None:
         """
         @param hello_retry: resend an unanswered HELLO after this long
-            (doubling up to 30 s): the gateway's queue may not exist yet.
+            (doubling up to C{hello_retry_max}): the gateway's queue may not
+            exist yet.
+        @param hello_retry_max: the longest wait between two HELLOs; a HELLO
+            nobody takes comes straight back from the broker, so resending
+            costs little, and a gateway that comes back after a long outage
+            has the microservice within this long.
         """
         options = parse_amqp_address(address, gateway_required=True)
         super().__init__(reactor, address,
@@ -575,6 +581,7 @@ class AMQPTransportClient(_Node):
         self.receiver: Optional[IFrameReceiver] = None
         self._idle: Optional[IDelayedCall] = None
         self.hello_retry = hello_retry
+        self.hello_retry_max = hello_retry_max
         self._hello: Optional[Frame] = None
         self._hello_call: Optional[IDelayedCall] = None
         self._hello_delay = hello_retry
@@ -638,7 +645,7 @@ class AMQPTransportClient(_Node):
             return
         self.log.info("HELLO to {peer} not answered; sending it again", peer=self.peer)
         self.publish(self.target, self._hello, self.key)
-        self._hello_delay = min(self._hello_delay * 2, 30.0)
+        self._hello_delay = min(self._hello_delay * 2, self.hello_retry_max)
         self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
 
     def _cancel_hello(self) -> None:
