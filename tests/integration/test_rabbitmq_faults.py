@@ -328,7 +328,7 @@ routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
                               timeout=15)
         elapsed = ready()
         print(f"\nre-registered {elapsed:.2f}s after the restarted gateway was ready")
-        self.assertLess(elapsed, 6)
+        self.assertLess(elapsed, 10)
         response = await treq.get(second.base_url + "/ping", pool=self.pool)
         self.assertEqual((response.code, await response.content()), (200, b"pong"))
 
