@@ -261,9 +261,10 @@ class _Node:
         count = self.drops["forged"]
         if count & (count - 1) == 0:
             self.log.warn("dropped a {kind} message claiming to come from {source} "
-                          "(user {user}): its key or user_id is not that session's; "
+                          "(user_id {user}): its key or user_id is not that session's; "
                           "{count} dropped so far", kind=frame.type.name,
-                          source=properties.reply_to, user=properties.user_id, count=count)
+                          source=properties.reply_to, user=properties.user_id or "not set",
+                          count=count)
 
     def _returned(self, message: Any) -> None:
         try:
@@ -278,17 +279,23 @@ class _Node:
         """
         if self.channel is None:
             return
-        properties = pika.BasicProperties(type=PROBE_TYPE, reply_to=self.queue,
-                                          user_id=self.user, expiration="0",
-                                          headers={KEY_HEADER: key} if key else None)
+        self._send(self.channel, target, b"", pika.BasicProperties(
+            type=PROBE_TYPE, reply_to=self.queue, user_id=self.user, expiration="0",
+            headers={KEY_HEADER: key} if key else None), "probe")
+
+    def _send(self, channel: Any, target: str, body: bytes, properties: Any,
+              what: str) -> None:
+        """
+        C{basic_publish}, C{mandatory}; a failure is logged.
+        """
         try:
-            d = self.channel.basic_publish(exchange=EXCHANGE, routing_key=target, body=b"",
-                                           properties=properties, mandatory=True)
+            d = channel.basic_publish(exchange=EXCHANGE, routing_key=target, body=body,
+                                      properties=properties, mandatory=True)
         except Exception as e:
-            self.log.warn("publishing a probe failed: {error}", error=e)
+            self.log.warn("publishing a {kind} message failed: {error}", kind=what, error=e)
             return
-        d.addErrback(lambda f: self.log.warn("publishing a probe failed: {error}",
-                                             error=f.getErrorMessage()))
+        d.addErrback(lambda f: self.log.warn("publishing a {kind} message failed: {error}",
+                                             kind=what, error=f.getErrorMessage()))
 
     def publish(self, target: str, frame: Frame, key: Optional[str] = None) -> None:
         """
@@ -316,16 +323,7 @@ class _Node:
             type=str(int(frame.type)), correlation_id=str(frame.correlation_id),
             reply_to=self.queue, expiration=expiration, user_id=self.user,
             headers={KEY_HEADER: key} if key else None)
-        try:
-            d = channel.basic_publish(exchange=EXCHANGE, routing_key=target,
-                                      body=frame.payload, properties=properties,
-                                      mandatory=True)
-        except Exception as e:
-            self.log.warn("publishing a {kind} message failed: {error}", kind=frame.type.name,
-                          error=e)
-            return
-        d.addErrback(lambda f: self.log.warn("publishing a {kind} message failed: {error}",
-                                             kind=frame.type.name, error=f.getErrorMessage()))
+        self._send(channel, target, frame.payload, properties, frame.type.name)
 
     # overridden by each side
     def opened(self) -> None:
