@@ -90,6 +90,9 @@ _HELLO_TYPE = str(int(FrameType.HELLO))
 KEY_HEADER = "stella-key"
 #: The type of the gateway's probe messages (not a frame: dropped unread).
 PROBE_TYPE = "probe"
+#: How every microservice queue's name starts; a gateway takes messages
+#: only from such queues.
+SERVICE_QUEUE_PREFIX = "stella.svc."
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -158,7 +161,7 @@ class _Node:
     across broker restarts with a reconnecting L{ClientService}.
 
     @ivar drops: dropped messages by reason (C{malformed}, C{oversize},
-        C{unknown_peer}, C{forged}).
+        C{unknown_peer}, C{forged}, C{not_a_service_queue}).
     @ivar max_frame_bytes: the largest frame (type, id and payload) sent or
         accepted; a larger message is refused on send and dropped on receipt.
     """
@@ -485,6 +488,12 @@ class AMQPTransportServer(_Node):
 
     def received(self, frame: Frame, properties: Any) -> None:
         reply_to = properties.reply_to or ""
+        if not reply_to.startswith(SERVICE_QUEUE_PREFIX):
+            # Not a microservice's queue: answering it could start a loop
+            # (a forged HELLO naming this gateway's own queue, or another
+            # gateway's, had two gateways reject each other forever).
+            self.drop("not_a_service_queue", reply_to, frame.type.name)
+            return
         peer = self.peers.get(reply_to)
         if peer is not None and not peer.owns(properties):
             self.drop_forged(frame, properties)
@@ -496,10 +505,9 @@ class AMQPTransportServer(_Node):
             self.forget(peer, "replaced by a new session of the same microservice")
             peer = None
         if peer is None:
-            if frame.type is not FrameType.HELLO or not reply_to:
+            if frame.type is not FrameType.HELLO:
                 self.drop("unknown_peer", reply_to, frame.type.name)
-                if reply_to:
-                    self._ask_for_hello(reply_to, frame, message_key(properties))
+                self._ask_for_hello(reply_to, frame, message_key(properties))
                 return
             peer = AMQPPeer(self, reply_to, self.receiver_factory(), message_key(properties),
                             properties.user_id or None)
@@ -566,7 +574,7 @@ class AMQPTransportClient(_Node):
         """
         options = parse_amqp_address(address, gateway_required=True)
         super().__init__(reactor, address,
-                         f"stella.svc.{uuid.uuid4().hex[:12]}", True, max_frame_bytes,
+                         f"{SERVICE_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}", True, max_frame_bytes,
                          **backoff)
         self.target = gateway_queue(options["gateway"])
         self.peer = f"amqp:{self.target}"
@@ -707,4 +715,4 @@ def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
 
 
 __all__ = ["AMQPTransportClient", "AMQPTransportServer", "EXCHANGE", "KEY_HEADER", "PROBE_TYPE",
-           "amqp_client", "amqp_server", "gateway_queue", "message_key", "same_key"]
+           "SERVICE_QUEUE_PREFIX", "amqp_client", "amqp_server", "gateway_queue", "message_key", "same_key"]

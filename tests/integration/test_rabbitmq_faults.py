@@ -398,6 +398,29 @@ routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
         self.assertLess(body.size, 8 * 1024 ** 3)
         self.assertIsInstance(body.reason.value, ResponseFailed)
 
+    async def test_forged_hello_naming_a_gateway_queue_does_not_loop(self) -> None:
+        """
+        One forged HELLO whose C{reply_to} is the gateway's own queue (or
+        another gateway's) is dropped: before, the gateway rejected it to
+        that queue, got its own rejection back as a HELLO, rejected that...
+        forever (794 rejections in 3 s, 47 KB/s of log); two gateways did the
+        same to each other.  A Billing registered afterwards works.
+        """
+        node, other = f"gw-{uuid.uuid4().hex[:8]}", f"gw-{uuid.uuid4().hex[:8]}"
+        gateway = await self.gateway(node)
+        second = await self.gateway(other)
+        stranger = await Stranger(self).connect()
+        for reply_to in (gateway_queue(node), gateway_queue(other)):
+            await stranger.publish(gateway_queue(node), Frame(
+                FrameType.HELLO, new_correlation_id(), b"not a hello"), reply_to)
+        await self.micro(gateway, node, "examples.billing:service", "billing-after-loop")
+        response = await treq.get(gateway.base_url + "/ping", pool=self.pool)
+        self.assertEqual(response.code, 200)
+        await response.content()
+        rejections = [line for line in gateway.lines + second.lines
+                      if "closing connection from amqp:stella.gw." in line]
+        self.assertEqual(rejections, [])
+
     async def test_stop_without_gateway_does_not_wait_for_the_grace_period(self) -> None:
         """
         Item 9: a microservice stopped (SIGTERM, as Ctrl-C) after its

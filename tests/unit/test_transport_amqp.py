@@ -177,6 +177,19 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual((ack.accepted, ack.hello_again, ack.node_id), (False, True, "gw-1"))
         self.assertEqual(len(self.servers.receivers), 1)
 
+    def test_only_microservice_queues_heard(self) -> None:
+        """
+        A message naming a queue that is not a microservice's in
+        C{reply_to} (this gateway's own, another gateway's, none) is dropped
+        unanswered and opens no peer: answering it could loop forever.
+        """
+        for reply_to in ("stella.gw.gw-1", "stella.gw.gw-2", "", "amq.gen-xyz"):
+            for kind in (FrameType.HELLO, FrameType.HEARTBEAT):
+                self.server.received(frame(kind, b"not json"), props(kind, reply_to=reply_to))
+        self.assertEqual(self.server.drops, {"not_a_service_queue": 8})
+        self.assertEqual(self.channel.take(), [])
+        self.assertEqual(len(self.servers.receivers), 1)
+
     def test_new_session_of_the_same_microservice(self) -> None:
         """
         A HELLO with a new id and the peer's own key replaces the session;
