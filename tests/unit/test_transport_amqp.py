@@ -17,12 +17,17 @@ from stellarouter.common.enums import FrameType
 from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.models import Frame
 from stellarouter.common.payloads import decode_hello_ack
+from stellarouter.gateway.connection import GatewayConnection
+from stellarouter.gateway.errors import UpstreamLost
+from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.contract import ReceiverLog
+from stellarouter.testing.fakes import RecordingSink
 from stellarouter.transports.amqp import (
     KEY_HEADER,
     PROBE_TYPE,
     AMQPTransportClient,
     AMQPTransportServer,
+    _busy,
     message_key,
     same_key,
 )
@@ -81,6 +86,21 @@ class KeyTests(SynchronousTestCase):
         self.assertFalse(same_key("abc", None))
         self.assertTrue(same_key(None, None))
         self.assertFalse(same_key("é", "abc"))
+
+
+class BusyTests(SynchronousTestCase):
+    def test_gateway_connection_with_requests_in_flight_is_busy(self) -> None:
+        """
+        The gateway's own receiver counts as busy exactly while it has
+        requests in flight (what decides whether a silent peer is probed).
+        """
+        connection = GatewayConnection(RoutingState(), Clock(), "gw-1", "eu1")
+        self.assertFalse(_busy(connection))
+        cid = new_correlation_id()
+        connection.in_flight.add(cid, RecordingSink(), 5.0)
+        self.assertTrue(_busy(connection))
+        connection.in_flight.fail(cid, UpstreamLost("gone"))
+        self.assertFalse(_busy(connection))
 
 
 class ServerTests(SynchronousTestCase):
