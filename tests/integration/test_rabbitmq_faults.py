@@ -230,6 +230,53 @@ class AMQPTransportFaultTests(TestCase):
         self.assertFalse(servers.receivers[0].closed.called)
         self.assertEqual(server.drops.get("forged"), 1)
 
+    async def test_queue_claimed_first_by_another_does_not_lock_its_owner_out(self) -> None:
+        """
+        Item 8: someone who registers a microservice's queue before it does
+        (with a key of their own) cannot keep it out: the owner's HELLO
+        challenges that session through the queue, nobody answers for it,
+        and the owner's next HELLO replaces it.
+        """
+        node = f"claim-{uuid.uuid4().hex[:8]}"
+        servers, clients = ReceiverLog(), ReceiverLog()
+        server = amqp_server(reactor, BROKER, servers, node, initial_delay=0.05,
+                             jitter=lambda: 0, challenge_timeout=0.3)
+        await settle(server.start())
+        self.addCleanup(server.stop)
+        client = amqp_client(reactor, f"{BROKER}:gateway={node}", clients, initial_delay=0.05,
+                             jitter=lambda: 0, hello_retry=0.2)
+        client.start()
+        self.addCleanup(client.stop)
+        session = await settle(clients.opened(1))
+        stranger = await Stranger(self).connect()
+        await stranger.channel.basic_publish(
+            exchange=EXCHANGE, routing_key=server.queue, body=b"{}",
+            properties=pika.BasicProperties(type="1", correlation_id=str(new_correlation_id()),
+                                            reply_to=client.queue, user_id="guest",
+                                            headers={"stella-key": "m" * 32}))
+        squatter = await settle(servers.opened(1))
+        session.connection.sendFrame(Frame(FrameType.HELLO, new_correlation_id(), b"{}"))
+        owner = await settle(servers.opened(2))
+        self.assertIn("did not answer a challenge", await settle(squatter.closed))
+        self.assertEqual(server.peers[client.queue].receiver, owner)
+        await self.round_trip(client, servers)
+
+    async def test_forged_hello_is_challenged_and_the_owner_answers(self) -> None:
+        """
+        Item 8: a HELLO forged for a registered microservice's queue makes
+        the gateway challenge the queue's owner, which answers: the session
+        stays, however long the forger keeps trying.
+        """
+        server, client, servers, clients = await self.pair()
+        peer = server.peers[client.queue]
+        stranger = await Stranger(self).connect()
+        await stranger.publish(server.queue, Frame(FrameType.HELLO, new_correlation_id(), b"{}"),
+                               client.queue, user_id="guest")
+        await until(lambda: peer.challenged_at > float("-inf"))  # challenge sent
+        await until(lambda: peer.challenge is None)  # and answered by the owner
+        self.assertFalse(servers.receivers[0].closed.called)
+        self.assertEqual(len(servers.receivers), 1)
+
     async def test_forged_request_to_the_microservice_is_refused(self) -> None:
         """
         Item 8, the other way: a REQUEST published to a microservice's queue

@@ -23,6 +23,8 @@ from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.contract import ReceiverLog
 from stellarouter.testing.fakes import RecordingSink
 from stellarouter.transports.amqp import (
+    CHALLENGE_ANSWER_TYPE,
+    CHALLENGE_TYPE,
     KEY_HEADER,
     PROBE_TYPE,
     AMQPTransportClient,
@@ -210,6 +212,63 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(self.channel.take(), [])
         self.assertEqual(len(self.servers.receivers), 1)
 
+    def challenges(self) -> List[Dict[str, Any]]:
+        return [m for m in self.channel.take() if m["properties"].type == CHALLENGE_TYPE]
+
+    def test_challenge_answered_keeps_the_session(self) -> None:
+        """
+        A HELLO with another key for a registered queue is dropped and
+        challenges the queue's owner (a nonce, with the session's key; at
+        most one per C{challenge_timeout}); the owner's answer keeps the
+        session.
+        """
+        forged = props(FrameType.HELLO, key="x" * 32)
+        self.server.received(frame(FrameType.HELLO), forged)
+        self.server.received(frame(FrameType.HELLO), forged)
+        [challenge] = self.challenges()
+        self.assertEqual((challenge["routing_key"], message_key(challenge["properties"])),
+                         (QUEUE, KEY))
+        self.assertEqual(self.server.drops, {"forged": 2})
+        self.server.challenge_message(pika.BasicProperties(
+            type=CHALLENGE_ANSWER_TYPE, reply_to=QUEUE, user_id="guest",
+            headers={KEY_HEADER: KEY}), challenge["body"])
+        self.assertIsNone(self.server.peers[QUEUE].challenge)
+        self.clock.advance(2.0)
+        self.server.received(frame(FrameType.HELLO), forged)
+        self.assertEqual(len(self.challenges()), 1)  # a new one, answered or not
+        self.assertNoResult(self.receiver.closed)
+
+    def test_wrong_answer_refused(self) -> None:
+        """
+        An answer with another nonce or another key does not count.
+        """
+        self.server.received(frame(FrameType.HELLO), props(FrameType.HELLO, key="x" * 32))
+        [challenge] = self.challenges()
+        for key, body in ((KEY, b"0" * 32), ("x" * 32, challenge["body"])):
+            self.server.challenge_message(pika.BasicProperties(
+                type=CHALLENGE_ANSWER_TYPE, reply_to=QUEUE, user_id="guest",
+                headers={KEY_HEADER: key}), body)
+        self.assertIsNotNone(self.server.peers[QUEUE].challenge)
+        self.assertEqual(self.server.drops["forged"], 3)
+
+    def test_unanswered_challenge_lets_the_owner_in(self) -> None:
+        """
+        When nobody answers for the queue within C{challenge_timeout} (the
+        session was registered by someone else than the queue's owner), the
+        next HELLO with another key replaces the session.
+        """
+        owner = props(FrameType.HELLO, key="o" * 32)
+        self.server.received(frame(FrameType.HELLO), owner)
+        self.assertEqual(len(self.challenges()), 1)
+        self.clock.advance(2.0 - 0.25)
+        self.server.received(frame(FrameType.HELLO), owner)
+        self.assertNoResult(self.receiver.closed)
+        self.clock.advance(0.25)
+        self.server.received(frame(FrameType.HELLO), owner)
+        self.assertIn("did not answer a challenge", self.successResultOf(self.receiver.closed))
+        self.assertEqual(len(self.servers.receivers), 2)
+        self.assertEqual(self.server.peers[QUEUE].key, "o" * 32)
+
     def test_new_session_of_the_same_microservice(self) -> None:
         """
         A HELLO with a new id and the peer's own key replaces the session;
@@ -293,6 +352,24 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(self.client.drops, {"forged": 1})
         self.client.received(request, self.gateway_props(FrameType.REQUEST))
         self.assertEqual(self.session.frames[-1], request)
+
+    def test_challenge_with_our_key_answered(self) -> None:
+        """
+        A challenge carrying this process's key is answered to the gateway
+        with the same nonce; one with another key is dropped unanswered.
+        """
+        self.client.challenge_message(pika.BasicProperties(
+            type=CHALLENGE_TYPE, reply_to="stella.gw.gw-1",
+            headers={KEY_HEADER: "x" * 32}), b"n" * 32)
+        self.assertEqual(self.channel.take(), [])
+        self.assertEqual(self.client.drops, {"forged": 1})
+        self.client.challenge_message(pika.BasicProperties(
+            type=CHALLENGE_TYPE, reply_to="stella.gw.gw-1",
+            headers={KEY_HEADER: self.client.key}), b"n" * 32)
+        [answer] = self.channel.take()
+        self.assertEqual((answer["routing_key"], answer["body"], answer["properties"].type,
+                          message_key(answer["properties"])),
+                         ("stella.gw.gw-1", b"n" * 32, CHALLENGE_ANSWER_TYPE, self.client.key))
 
     def test_published_with_key_user_and_mandatory(self) -> None:
         """
