@@ -9,6 +9,9 @@ import dataclasses
 from enum import Enum
 from typing import Any, Dict, List, Tuple
 
+from ..common.redaction import is_secret_key, redact
+from .reader import quote
+
 #: Key path prefixes that cannot change while the gateway runs.
 RESTART_ONLY = ("http.listen", "transports")
 
@@ -44,9 +47,30 @@ def diff(old: Any, new: Any) -> Tuple[List[str], List[str]]:
     live: List[str] = []
     restart: List[str] = []
     for key in sorted(set(before) | set(after)):
-        a, b = before.get(key, "<absent>"), after.get(key, "<absent>")
-        if a == b:
+        a, b = before.get(key, _ABSENT), after.get(key, _ABSENT)
+        if a == b or (a is _ABSENT and b == ()) or (a == () and b is _ABSENT):
+            # An empty list of sections and no sections are the same thing.
             continue
-        line = f"{key}: {a!r} -> {b!r}"
+        line = describe_change(key, a, b)
         (restart if key.startswith(RESTART_ONLY) else live).append(line)
     return live, restart
+
+
+#: Shown for a key one side does not have.
+_ABSENT = "<absent>"
+
+
+def describe_change(key: str, old: Any, new: Any) -> str:
+    """
+    One changed key as a log line: secrets redacted (L{redact}), every value
+    quoted within a bounded length.
+    """
+    if is_secret_key(key):
+        return f"{key}: {_show(key, old)} -> {_show(key, new)} (secret changed)"
+    return f"{key}: {_show(key, old)} -> {_show(key, new)}"
+
+
+def _show(key: str, value: Any) -> str:
+    if value is _ABSENT:
+        return _ABSENT
+    return quote(redact(key, value))

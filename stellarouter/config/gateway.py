@@ -26,6 +26,7 @@ from ..common.models import (
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_amqp_address, parse_udp_address
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
+from ..common.redaction import redact_text
 from .errors import ConfigError
 from .reader import (
     Reader,
@@ -34,6 +35,7 @@ from .reader import (
     read_claims,
     read_endpoint_key,
     read_path,
+    quote,
     read_yaml,
 )
 
@@ -362,7 +364,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         if name is not None:
             name = name.lower()
             if name in seen:
-                r.problem(f"{where}.name", f"service {name!r} is configured twice")
+                r.problem(f"{where}.name", f"service {quote(name)} is configured twice")
             seen.add(name)
             services.append(ServiceConfig(name, version, tuple(overrides)))
     statics = []
@@ -455,7 +457,7 @@ def _service_name_problem(name: str) -> Optional[str]:
     try:
         normalize_service_name(name)
     except InvalidDescriptor as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -463,7 +465,7 @@ def _version_problem(version: str) -> Optional[str]:
     try:
         parse_version(version)
     except InvalidDescriptor as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -496,7 +498,7 @@ def _amqp_listen_problem(value: str) -> Optional[str]:
     try:
         parse_amqp_address(value)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -504,7 +506,7 @@ def _udp_listen_problem(value: str) -> Optional[str]:
     try:
         parse_udp_address(value, server=True)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -516,11 +518,11 @@ def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
         kind = TransportType(name)
     except ValueError:
         names = ", ".join(t.value for t in TransportType)
-        r.problem(f"{where}.type", f"{name!r} is not one of {names}")
+        r.problem(f"{where}.type", f"{quote(name)} is not one of {names}")
         return None
     if kind not in SUPPORTED_LISTENERS:
         supported = ", ".join(t.value for t in SUPPORTED_LISTENERS)
-        r.problem(f"{where}.type", f"{name!r} is not implemented yet (available: {supported})")
+        r.problem(f"{where}.type", f"{quote(name)} is not implemented yet (available: {supported})")
         return None
     return kind
 

@@ -16,6 +16,7 @@ from ..common.models import ClaimRequirement
 from ..common.addresses import parse_amqp_address, parse_udp_address
 from .endpoints import check_client_endpoint
 from .env import MICRO_PREFIX, apply_env_overrides
+from ..common.redaction import redact_text
 from .errors import ConfigError
 from .reader import (
     Reader,
@@ -24,6 +25,7 @@ from .reader import (
     read_claims,
     read_endpoint_key,
     read_path,
+    quote,
     read_yaml,
 )
 
@@ -111,7 +113,7 @@ def check_app_reference(value: str) -> Optional[str]:
     """
     @return: why C{value} is not C{module:attribute}, or C{None}.
     """
-    return None if _APP.match(value) else f"{value!r} is not 'module:attribute'"
+    return None if _APP.match(value) else f"{quote(value)} is not 'module:attribute'"
 
 
 def parse_microservice_config(document: Any, source: str = "<config>") -> MicroserviceConfig:
@@ -195,7 +197,7 @@ def _amqp_address_problem(value: str) -> Optional[str]:
     try:
         parse_amqp_address(value, gateway_required=True)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -203,7 +205,7 @@ def _udp_address_problem(value: str) -> Optional[str]:
     try:
         parse_udp_address(value, server=False)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -215,11 +217,11 @@ def _router_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
         kind = TransportType(name)
     except ValueError:
         names = ", ".join(t.value for t in TransportType)
-        r.problem(f"{where}.transport", f"{name!r} is not one of {names}")
+        r.problem(f"{where}.transport", f"{quote(name)} is not one of {names}")
         return None
     if kind not in SUPPORTED_ROUTERS:
         supported = ", ".join(t.value for t in SUPPORTED_ROUTERS)
-        r.problem(f"{where}.transport", f"{name!r} is not implemented yet (available: {supported})")
+        r.problem(f"{where}.transport", f"{quote(name)} is not implemented yet (available: {supported})")
         return None
     return kind
 

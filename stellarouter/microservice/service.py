@@ -20,6 +20,7 @@ from ..common.addresses import MAX_DATAGRAM_BYTES
 from ..common.enums import InstanceHealthStatus, TransportType
 from ..common.interfaces import ITransportClient
 from ..common.models import InstanceDescriptor
+from ..common.redaction import redact_text
 from ..config.microservice import MicroserviceConfig
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_client
@@ -144,7 +145,8 @@ class MicroserviceService(Service):
 
 
 def _describe_router(transport: str, address: str) -> str:
-    return address if address.startswith(transport + ":") else f"{transport}:{address}"
+    described = address if address.startswith(transport + ":") else f"{transport}:{address}"
+    return redact_text(described)
 
 
 class _TrackedSession(RouterSession):

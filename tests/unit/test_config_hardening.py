@@ -1,0 +1,194 @@
+"""
+Tests for the configuration's defences (issue 19): the YAML reader refuses
+aliases, duplicate keys, deep nesting and big files; messages quote values
+within a bounded length; secrets are redacted by one rule everywhere.
+"""
+
+import dataclasses
+import time
+
+from twisted.python.filepath import FilePath
+from twisted.trial.unittest import SynchronousTestCase
+
+from stellarouter.common.redaction import is_secret_key, redact, redact_text
+from stellarouter.config import ConfigError, load_gateway_config, load_microservice_config
+from stellarouter.config.diff import diff
+from stellarouter.config.gateway import AuthConfig, GatewayConfig, NodeConfig, ServiceConfig
+from stellarouter.config.reader import MAX_CONFIG_BYTES
+from stellarouter.microservice.service import _describe_router
+
+GATEWAY = """
+node: {region: eu1}
+transports: [{type: tcp, listen: "tcp:5100"}]
+"""
+
+#: The classic "billion laughs": 9 levels of 9 aliases.
+BOMB = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+
+
+class FileTestCase(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = FilePath(self.mktemp())
+        path.setContent(text.encode())
+        return path.path
+
+
+class DuplicateKeyTests(FileTestCase):
+    def test_duplicate_section_names_both_lines(self) -> None:
+        """
+        A second C{auth:} is an error naming the lines of both, instead of
+        silently replacing the first (which dropped require_authentication).
+        """
+        path = self.write(GATEWAY + "auth:\n  require_authentication: true\n"
+                          "auth:\n  leeway: 5\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn("duplicate key 'auth' (first at line 4, again at line 6)", str(error))
+
+    def test_duplicate_nested_key(self) -> None:
+        """
+        Duplicates inside a flow mapping are caught as well.
+        """
+        path = self.write("node: {region: eu1, region: eu2}\n"
+                          "transports: [{type: tcp, listen: \"tcp:5100\"}]\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn("duplicate key 'region' (first at line 1, again at line 1)", str(error))
+
+    def test_microservice_duplicates(self) -> None:
+        """
+        The microservice's reader refuses them too.
+        """
+        path = self.write("region: eu1\nregion: eu2\n"
+                          "routers: [{transport: tcp, address: \"tcp:host=h:port=1\"}]\n")
+        error = self.assertRaises(ConfigError, load_microservice_config, path, {})
+        self.assertIn("first at line 1, again at line 2", str(error))
+
+
+class BombTests(FileTestCase):
+    def test_alias_bomb_refused_at_once(self) -> None:
+        """
+        A 400-byte alias bomb is refused in milliseconds with a short message
+        (it used to take 9 s, 1.27 GB and a 312 MB message).
+        """
+        path = self.write(GATEWAY + BOMB)
+        self.assertLess(len(BOMB), 500)
+        started = time.perf_counter()
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertLess(time.perf_counter() - started, 1.0)
+        self.assertIn("aliases (*a) are not accepted", str(error))
+        self.assertLess(len(str(error)), 500)
+
+    def test_merge_keys_need_aliases(self) -> None:
+        """
+        YAML merge keys (C{<<: *base}) are aliases too: refused.
+        """
+        path = self.write("base: &base {region: eu1}\nnode:\n  <<: *base\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn("aliases (*base) are not accepted", str(error))
+
+    def test_big_file_refused_before_parsing(self) -> None:
+        """
+        A file over the cap (1 MiB) is refused without being parsed.
+        """
+        path = self.write(GATEWAY + "#" * MAX_CONFIG_BYTES + "\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn(f"larger than {MAX_CONFIG_BYTES} bytes", str(error))
+
+    def test_deep_nesting_refused(self) -> None:
+        """
+        Thousands of nested lists are a located error, not a RecursionError.
+        """
+        path = self.write(GATEWAY + "x: " + "[" * 5000 + "]" * 5000 + "\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn("nested more than 64 levels deep", str(error))
+
+    def test_repr_of_a_value_is_capped(self) -> None:
+        """
+        A huge value in the wrong place is quoted in at most ~80 characters.
+        """
+        path = self.write(GATEWAY + "http: {listen: 5, access_log: \"" + "y" * 500_000 + "\"}\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn("http.access_log: must be true or false, not a string 'yyy", str(error))
+        self.assertLess(len(str(error)), 600)
+
+    def test_many_problems_are_capped(self) -> None:
+        """
+        Thousands of unknown keys give a bounded message that says how many
+        more there were.
+        """
+        path = self.write(GATEWAY + "".join(f"k{i}: 1\n" for i in range(5000)))
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn("... and 4950 more", str(error))
+        self.assertLess(len(str(error)), 50 * 400)
+
+
+class RedactionTests(FileTestCase):
+    def test_secret_keys(self) -> None:
+        """
+        Secret fields are recognised by their name, wherever they sit.
+        """
+        for key in ("auth.hs256_secret", "routers[0].password", "x.api_token", "passphrase"):
+            self.assertTrue(is_secret_key(key), key)
+        for key in ("auth.issuer", "auth.jwks_file", "node.region", "secretary"):
+            self.assertFalse(is_secret_key(key), key)
+        self.assertEqual(redact("auth.hs256_secret", "demo-secret-0123456789"), "***")
+        self.assertIsNone(redact("auth.hs256_secret", None))
+
+    def test_addresses(self) -> None:
+        """
+        The password of an endpoint-style or URL address is replaced, the
+        rest kept.
+        """
+        self.assertEqual(
+            redact_text("amqp:host=h:port=5672:user=guest:password=s3cr\\:et:gateway=g"),
+            "amqp:host=h:port=5672:user=guest:password=***:gateway=g")
+        self.assertEqual(redact_text("dial amqp://guest:hunter2@broker/ now"),
+                         "dial amqp://guest:***@broker/ now")
+        self.assertEqual(redact_text("no secret here"), "no secret here")
+
+    def test_reload_diff_never_shows_a_secret(self) -> None:
+        """
+        A rotated shared secret appears in the reload diff as changed, not
+        by value.
+        """
+        old = GatewayConfig(NodeConfig("eu1"), auth=AuthConfig(hs256_secret="demo-secret-0123456"))
+        new = dataclasses.replace(old, auth=AuthConfig(hs256_secret="rotated-secret-012345"))
+        live, _ = diff(old, new)
+        self.assertEqual(live, ["auth.hs256_secret: '***' -> '***' (secret changed)"])
+
+    def test_empty_services_section(self) -> None:
+        """
+        Adding a C{services} section lists the new keys, not
+        C{services: () -> '<absent>'}.
+        """
+        old = GatewayConfig(NodeConfig("eu1"))
+        new = dataclasses.replace(old, services=(ServiceConfig("billing", "1.0.0"),))
+        live, _ = diff(old, new)
+        self.assertEqual(live, ["services[0].default_version: <absent> -> '1.0.0'",
+                                "services[0].name: <absent> -> 'billing'"])
+
+    def test_config_errors_redact_addresses(self) -> None:
+        """
+        A bad AMQP address is reported without its password.
+        """
+        path = self.write("region: eu1\nrouters:\n  - {transport: rabbitmq, address: "
+                          "\"amqp:host=h:user=u:password=TopSecret1:vhost=/\"}\n")
+        error = self.assertRaises(ConfigError, load_microservice_config, path, {})
+        self.assertIn("password=***", str(error))
+        self.assertNotIn("TopSecret1", str(error))
+
+    def test_secret_of_the_wrong_type(self) -> None:
+        """
+        A secret of the wrong type is reported without its value.
+        """
+        path = self.write(GATEWAY + "auth: {hs256_secret: 12345678901234567890}\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn("auth.hs256_secret: must be a string, not an integer '***'", str(error))
+        self.assertNotIn("12345678901234567890", str(error))
+
+    def test_router_description_in_logs(self) -> None:
+        """
+        The microservice names its routers in its logs without passwords.
+        """
+        self.assertEqual(_describe_router("rabbitmq", "amqp:host=h:password=pw1:gateway=g"),
+                         "rabbitmq:amqp:host=h:password=***:gateway=g")
