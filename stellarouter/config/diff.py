@@ -74,3 +74,30 @@ def _show(key: str, value: Any) -> str:
     if value is _ABSENT:
         return _ABSENT
     return quote(redact(key, value))
+
+
+def security_warnings(old: Any, new: Any) -> List[str]:
+    """
+    What a new gateway configuration weakens compared with the one in force:
+    authentication turned off, or a source of token keys removed.  A
+    half-written or mistaken file can do that silently; it deserves a
+    warning even when it is what the operator meant.
+
+    @param old: the L{GatewayConfig} in force.
+    @param new: the one about to be applied.
+    @return: one message per weakening (empty: nothing weakened).
+    """
+    before, after = old.auth, new.auth
+    warnings: List[str] = []
+    if before.require_authentication and not after.require_authentication:
+        warnings.append("auth.require_authentication turned off: endpoints without claim "
+                        "requirements now accept requests without a token")
+    if before.jwks_file and not after.jwks_file:
+        warnings.append(f"auth.jwks_file removed ({quote(before.jwks_file)}): tokens signed "
+                        "with its keys are refused from now on")
+    if before.hs256_secret and not after.hs256_secret:
+        warnings.append("auth.hs256_secret removed: HMAC tokens are refused from now on")
+    if before.enabled and not after.enabled:
+        warnings.append("no token key is configured any more: every endpoint with claim "
+                        "requirements answers 401")
+    return warnings

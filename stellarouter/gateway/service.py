@@ -12,13 +12,14 @@ from typing import Any, Dict, List, Optional, Tuple
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..common.interfaces import IRoutingPlugin, ITransportServer
-from ..config.diff import diff
+from ..config.diff import diff, security_warnings
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
-from ..config.watcher import ConfigWatcher
+from ..config.watcher import ConfigWatcher, run_here
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
@@ -84,11 +85,22 @@ class GatewayService(Service):
         if config_path is not None:
             self.watcher = ConfigWatcher(
                 config_path, load_gateway_config, self.apply_config, reactor, config,
-                also_watch=lambda c: [c.auth.jwks_file] if c.auth.jwks_file else [])
+                also_watch=lambda c: [c.auth.jwks_file] if c.auth.jwks_file else [],
+                run_blocking=self._run_blocking)
         self._apply(config)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: Dict[str, Any] = {}
         self.ready: Deferred = Deferred()
+
+    def _run_blocking(self, function: Any, *args: Any) -> Deferred:
+        """
+        Run blocking work (reading and parsing the configuration) in the
+        reactor's thread pool, so it never stalls requests; at once when
+        the reactor has no threads (in-memory deployments, tests).
+        """
+        if IReactorThreads.providedBy(self.reactor):
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+        return run_here(function, *args)
 
     def _receiver_factory(self, listener: TransportListenerConfig) -> Any:
         def build() -> GatewayConnection:
@@ -143,6 +155,9 @@ class GatewayService(Service):
         @return: the changes applied and those needing a restart.
         """
         live, restart = diff(self.config, new)
+        for weakening in security_warnings(self.config, new):
+            self.log.warn("configuration reload weakens authentication: {weakening}",
+                          weakening=weakening)
         effective = dataclasses.replace(
             new, http=dataclasses.replace(new.http, listen=self.config.http.listen),
             transports=self.config.transports)
@@ -157,14 +172,15 @@ class GatewayService(Service):
                           "{changes}", changes="; ".join(restart))
         return live, restart
 
-    def reload(self) -> bool:
+    def reload(self) -> Deferred:
         """
         Re-read the configuration file now (SIGHUP).
 
-        @return: C{True} if a new configuration was applied.
+        @return: a Deferred firing with C{True} if a new configuration was
+            applied.
         """
         if self.watcher is None:
-            return False
+            return Deferred.fromCoroutine(_false())
         return self.watcher.check(force=True)
 
     def _check_expected(self, connections: List[GatewayConnection]) -> None:
@@ -223,6 +239,10 @@ class GatewayService(Service):
                 waits.append(stopping)
             self._http_port = None
         return DeferredList(waits)
+
+
+async def _false() -> bool:
+    return False
 
 
 class _TrackedConnection(GatewayConnection):

@@ -6,16 +6,23 @@ within a bounded length; secrets are redacted by one rule everywhere.
 
 import dataclasses
 import time
+from contextlib import contextmanager
+from typing import Any, Iterator, List
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.common.redaction import is_secret_key, redact, redact_text
 from stellarouter.config import ConfigError, load_gateway_config, load_microservice_config
-from stellarouter.config.diff import diff
+from stellarouter.config.diff import diff, security_warnings
 from stellarouter.config.gateway import AuthConfig, GatewayConfig, NodeConfig, ServiceConfig
 from stellarouter.config.reader import MAX_CONFIG_BYTES
+from stellarouter.config.watcher import ConfigWatcher
 from stellarouter.microservice.service import _describe_router
+from stellarouter.testing.harness import InMemoryDeployment
 
 GATEWAY = """
 node: {region: eu1}
@@ -25,6 +32,18 @@ transports: [{type: tcp, listen: "tcp:5100"}]
 #: The classic "billion laughs": 9 levels of 9 aliases.
 BOMB = "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
+
+
+@contextmanager
+def capturedLogs(events: List[dict]) -> Iterator[None]:
+    """
+    Collect the log events emitted inside the block.
+    """
+    globalLogPublisher.addObserver(events.append)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(events.append)
 
 
 class FileTestCase(SynchronousTestCase):
@@ -75,7 +94,7 @@ class BombTests(FileTestCase):
         started = time.perf_counter()
         error = self.assertRaises(ConfigError, load_gateway_config, path, {})
         self.assertLess(time.perf_counter() - started, 1.0)
-        self.assertIn("aliases (*a) are not accepted", str(error))
+        self.assertIn("aliases (*name) are not accepted", str(error))
         self.assertLess(len(str(error)), 500)
 
     def test_merge_keys_need_aliases(self) -> None:
@@ -84,7 +103,7 @@ class BombTests(FileTestCase):
         """
         path = self.write("base: &base {region: eu1}\nnode:\n  <<: *base\n")
         error = self.assertRaises(ConfigError, load_gateway_config, path, {})
-        self.assertIn("aliases (*base) are not accepted", str(error))
+        self.assertIn("aliases (*name) are not accepted", str(error))
 
     def test_big_file_refused_before_parsing(self) -> None:
         """
@@ -100,7 +119,7 @@ class BombTests(FileTestCase):
         """
         path = self.write(GATEWAY + "x: " + "[" * 5000 + "]" * 5000 + "\n")
         error = self.assertRaises(ConfigError, load_gateway_config, path, {})
-        self.assertIn("nested more than 64 levels deep", str(error))
+        self.assertRegex(str(error), "nested more than 64 levels deep|exceeded maximum nesting depth")
 
     def test_repr_of_a_value_is_capped(self) -> None:
         """
@@ -192,3 +211,131 @@ class RedactionTests(FileTestCase):
         """
         self.assertEqual(_describe_router("rabbitmq", "amqp:host=h:password=pw1:gateway=g"),
                          "rabbitmq:amqp:host=h:password=***:gateway=g")
+
+
+SECURE = GATEWAY + """auth:
+  require_authentication: true
+  hs256_secret: demo-secret-0123456789
+payload_limits:
+  max_request_bytes_per_call: 1048576
+"""
+
+
+class HalfWrittenFileTests(FileTestCase):
+    """
+    The watcher applies a file only once two polls one interval apart saw
+    it identical (or at once on SIGHUP).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.path = self.write(SECURE)
+        self.seen: list = []
+        self.watcher = ConfigWatcher(self.path, lambda p: load_gateway_config(p, {}),
+                                     self.seen.append, self.clock,
+                                     load_gateway_config(self.path, {}), interval=1.0)
+        self.watcher.start()
+        self.addCleanup(self.watcher.stop)
+
+    def edit(self, text: str) -> None:
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    def test_truncated_before_auth_never_applied(self) -> None:
+        """
+        A file cut before C{auth:} (valid, but without authentication) seen
+        by one poll is not applied; the complete file, once stable, is.
+        """
+        final = SECURE.replace("eu1", "eu2")
+        self.edit(final[:final.index("auth:")])
+        self.clock.advance(1.0)
+        self.edit(final)
+        self.clock.advance(1.0)
+        self.assertEqual(self.seen, [])
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.seen), 1)
+        self.assertEqual(self.seen[0].node.region, "eu2")
+        self.assertTrue(self.seen[0].auth.require_authentication)
+
+    def test_truncated_mid_number_never_applied(self) -> None:
+        """
+        A file cut in the middle of a number (1048576 read as 104) is not
+        applied while it keeps changing.
+        """
+        final = SECURE.replace("eu1", "eu2")
+        self.edit(final[:final.index("1048576") + 3])
+        self.clock.advance(1.0)
+        self.edit(final)
+        self.clock.pump([1.0, 1.0])
+        self.assertEqual([c.payload_limits.max_request_bytes_per_call for c in self.seen],
+                         [1048576])
+
+    def test_sighup_applies_at_once(self) -> None:
+        """
+        A forced check (SIGHUP) does not wait for a second look.
+        """
+        self.edit(SECURE.replace("eu1", "eu3"))
+        self.assertTrue(self.successResultOf(self.watcher.check(force=True)))
+        self.assertEqual(self.seen[0].node.region, "eu3")
+
+    def test_reading_runs_through_run_blocking(self) -> None:
+        """
+        Hashing and parsing the file run through the injected
+        C{run_blocking} (a thread pool in the gateway), never on the
+        caller's stack: the check waits for each piece of work.
+        """
+        queued: list = []
+
+        def run_blocking(function: Any, *args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            queued.append((function, args, d))
+            return d
+
+        loads: list = []
+        watcher = ConfigWatcher(self.path, lambda p: loads.append(p) or load_gateway_config(p, {}),
+                                self.seen.append, self.clock, load_gateway_config(self.path, {}),
+                                run_blocking=run_blocking)
+        self.edit(SECURE.replace("eu1", "eu4"))
+        result = watcher.check(force=True)
+        self.assertNoResult(result)
+        self.assertEqual(loads, [])
+        while queued:
+            function, args, d = queued.pop(0)
+            d.callback(function(*args))
+        self.assertTrue(self.successResultOf(result))
+        self.assertEqual((loads, self.seen[0].node.region), ([self.path], "eu4"))
+
+
+class WeakeningWarningTests(SynchronousTestCase):
+    def test_warnings(self) -> None:
+        """
+        Turning authentication off, or removing a key source, is named.
+        """
+        old = GatewayConfig(NodeConfig("eu1"), auth=AuthConfig(
+            require_authentication=True, hs256_secret="demo-secret-0123456789"))
+        new = GatewayConfig(NodeConfig("eu1"))
+        warnings = security_warnings(old, new)
+        self.assertEqual(len(warnings), 3)
+        self.assertIn("auth.require_authentication turned off", warnings[0])
+        self.assertIn("auth.hs256_secret removed", warnings[1])
+        self.assertIn("no token key is configured any more", warnings[2])
+        self.assertEqual(security_warnings(new, old), [])
+
+    def test_reload_logs_a_warning(self) -> None:
+        """
+        The gateway logs each weakening as a warning when it applies the
+        reload (and never the secret itself).
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        secure = dataclasses.replace(deployment.config, auth=AuthConfig(
+            require_authentication=True, hs256_secret="demo-secret-0123456789"))
+        deployment.gateway.apply_config(secure)
+        events: list = []
+        with capturedLogs(events):
+            deployment.gateway.apply_config(dataclasses.replace(secure, auth=AuthConfig()))
+        warnings = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 3, warnings)
+        self.assertIn("configuration reload weakens authentication: "
+                      "auth.require_authentication turned off", warnings[0])
+        self.assertNotIn("demo-secret", "\n".join(formatEvent(e) for e in events))
