@@ -20,6 +20,8 @@ from ..common.interfaces import IRoutingPlugin, ITransportServer
 from ..config.diff import diff, security_warnings
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
 from ..config.watcher import ConfigWatcher, run_here
+from ..common.redaction import redact_text
+from ..lifecycle import StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
@@ -74,11 +76,15 @@ class GatewayService(Service):
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
                                    node.region, config.payload_limits, self.aggregate)
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
-        self.servers: List[ITransportServer] = [
-            make_server(t.type, t.listen, reactor, self._receiver_factory(t),
-                        t.max_frame_bytes, network, t.tls, t.idle_timeout, node.node_id)
-            for t in config.transports
-        ]
+        self.servers: List[ITransportServer] = []
+        for i, t in enumerate(config.transports):
+            try:
+                self.servers.append(make_server(
+                    t.type, t.listen, reactor, self._receiver_factory(t), t.max_frame_bytes,
+                    network, t.tls, t.idle_timeout, node.node_id))
+            except Exception as e:
+                raise StartupError(f"transports[{i}] ({t.type.value} {redact_text(t.listen)}): "
+                                   f"{one_line(e)}") from e
         self.monitor = HealthMonitor(reactor, config.health, self._registered,
                                      self._check_expected)
         self.watcher: Optional[ConfigWatcher] = None
@@ -202,12 +208,25 @@ class GatewayService(Service):
         Start every transport listener.
 
         @return: the bound addresses.
+        @raise StartupError: naming the listener that could not start.
         """
-        return [await server.start() for server in self.servers]
+        addresses = []
+        for i, (server, listener) in enumerate(zip(self.servers, self.config.transports)):
+            try:
+                addresses.append(await server.start())
+            except Exception as e:
+                raise StartupError(
+                    f"transports[{i}] ({listener.type.value} "
+                    f"{redact_text(listener.listen)}): {one_line(e)}") from e
+        return addresses
 
     async def _start(self) -> None:
         transports = await self.start_transports()
-        port = await serverFromString(self.reactor, self.config.http.listen).listen(self.site)
+        listen = self.config.http.listen
+        try:
+            port = await serverFromString(self.reactor, listen).listen(self.site)
+        except Exception as e:
+            raise StartupError(f"http.listen ({listen}): {one_line(e)}") from e
         self._http_port = port
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
@@ -220,7 +239,8 @@ class GatewayService(Service):
         self.ready.callback(self.addresses)
 
     def _start_failed(self, failure: Any) -> None:
-        self.log.failure("gateway failed to start", failure)
+        if not failure.check(StartupError):
+            self.log.failure("gateway failed to start", failure)
         self.ready.errback(failure)
 
     def stopService(self) -> Deferred:

@@ -21,6 +21,7 @@ from ..common.enums import InstanceHealthStatus, TransportType
 from ..common.interfaces import ITransportClient
 from ..common.models import InstanceDescriptor
 from ..common.redaction import redact_text
+from ..lifecycle import StartupError, one_line
 from ..config.microservice import MicroserviceConfig
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_client
@@ -57,6 +58,8 @@ class MicroserviceService(Service):
         @param network: the in-memory network, for in-memory routers.
         @param backoff: reconnect tuning passed to the transport clients.
         @raise ValueError: no router configured.
+        @raise StartupError: a router cannot be set up (a certificate that
+            does not load...), naming it.
         @raise stellarouter.config.ConfigError: an endpoint override names an
             endpoint the app does not have.
         """
@@ -78,16 +81,20 @@ class MicroserviceService(Service):
         self.sessions: List[RouterSession] = []
         self.draining = False
         self.clients: List[ITransportClient] = []
-        for router in config.routers:
+        for i, router in enumerate(config.routers):
             datagrams = router.transport is TransportType.UDP
             limit = min(router.max_frame_bytes, MAX_DATAGRAM_BYTES) if datagrams else (
                 router.max_frame_bytes)
-            self.clients.append(make_client(
-                router.transport, router.address, reactor,
-                self._receiver_factory(_describe_router(router.transport.value, router.address),
-                                       limit, not datagrams, router.compact_headers),
-                limit, network, router.tls, **backoff,
-            ))
+            description = _describe_router(router.transport.value, router.address)
+            try:
+                self.clients.append(make_client(
+                    router.transport, router.address, reactor,
+                    self._receiver_factory(description, limit, not datagrams,
+                                           router.compact_headers),
+                    limit, network, router.tls, **backoff,
+                ))
+            except Exception as e:
+                raise StartupError(f"routers[{i}] ({description}): {one_line(e)}") from e
 
     def _receiver_factory(self, description: str, max_frame_bytes: int, can_stream: bool,
                           compact_headers: bool) -> Any:

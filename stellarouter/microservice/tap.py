@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from ..config import ConfigError, load_microservice_config
 from ..config.microservice import check_app_reference
+from ..lifecycle import one_line, refuse_to_start
 from .endpoints import Microservice, merge_overrides
 
 
@@ -116,5 +117,11 @@ def makeService(options: Options) -> IService:
         gc.collect()
         gc.freeze()
 
+    try:
+        service = MicroserviceService(options["micro_app"], options["micro_config"], reactor)
+    except Exception as e:
+        # A router that cannot be set up (a certificate that does not load,
+        # an address the transport refuses): one line, status 1.
+        refuse_to_start("stella-micro", one_line(e))
     reactor.callWhenRunning(started)
-    return MicroserviceService(options["micro_app"], options["micro_config"], reactor)
+    return service
