@@ -427,7 +427,8 @@ class ProxyResource(Resource):
             resolution.path_params, requested, self.region, None, body_size)
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
-            raise _no_route_error(context, candidates, requested)
+            raise _no_route_error(context, candidates, requested, None if requested else getattr(
+                self.routing, "default_versions", {}).get(route.service_name))
         endpoint = decision.endpoint
         timeout = decision.effective_timeout
         if self.overrides:
@@ -582,13 +583,18 @@ UDP_RETRIES = 2
 
 
 def _no_route_error(context: RoutingContext, candidates: Any,
-                    requested: Optional[str]) -> PipelineError:
+                    requested: Optional[str], default: Optional[str] = None) -> PipelineError:
     """
     Why nothing can serve: too large or streaming for the only (UDP)
     instances that could (413 / 503 saying so), or simply none routable.
+
+    @param default: the service's configured default version, when the
+        request named none (the 503 names it: instances of other versions
+        may well be connected).
     """
+    version = requested or default
     routable = [c for c in candidates if c.state.status in _ROUTABLE and (
-        requested is None or c.state.instance.version == requested)]
+        version is None or c.state.instance.version == version)]
     if routable and all(c.state.transport_type is TransportType.UDP for c in routable):
         endpoint = routable[0].state.endpoints.get(context.endpoint)
         if endpoint is not None and endpoint.supports_streaming:
@@ -599,7 +605,9 @@ def _no_route_error(context: RoutingContext, candidates: Any,
             f"a request body of {context.body_size} bytes does not fit in one UDP datagram "
             f"(at most {limit} bytes with the request header) and no instance on another "
             "transport serves this endpoint")
-    which = f" at version {requested}" if requested else ""
+    which = (f" at version {requested}" if requested else
+             f" at its default version {default} (services[].default_version)" if default
+             else "")
     return NoRoute(f"no healthy instance of {context.service_name}{which} serves "
                    f"{context.endpoint[0]} {context.endpoint[1]}")
 

@@ -5,8 +5,9 @@ within a bounded length; secrets are redacted by one rule everywhere.
 """
 
 import dataclasses
+import io
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from typing import Any, Iterator, List
 
 from twisted.internet.defer import Deferred
@@ -15,12 +16,14 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
+from stellarouter.cli import main as cli
 from stellarouter.common.redaction import is_secret_key, redact, redact_text
 from stellarouter.config import ConfigError, load_gateway_config, load_microservice_config
 from stellarouter.config.diff import diff, security_warnings
 from stellarouter.config.gateway import AuthConfig, GatewayConfig, NodeConfig, ServiceConfig
 from stellarouter.config.reader import MAX_CONFIG_BYTES
 from stellarouter.config.watcher import ConfigWatcher
+from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.microservice.service import _describe_router
 from stellarouter.testing.harness import InMemoryDeployment
 
@@ -339,3 +342,49 @@ class WeakeningWarningTests(SynchronousTestCase):
         self.assertIn("configuration reload weakens authentication: "
                       "auth.require_authentication turned off", warnings[0])
         self.assertNotIn("demo-secret", "\n".join(formatEvent(e) for e in events))
+
+
+class SmallFixesTests(FileTestCase):
+    def test_help_has_no_epytext(self) -> None:
+        """
+        C{stellarouter --help} shows plain text, not C{C{stellarouter}}.
+        """
+        out = io.StringIO()
+        with redirect_stdout(out):
+            self.assertRaises(SystemExit, cli, ["--help"])
+        self.assertIn("The stellarouter command: tools around", out.getvalue())
+        self.assertNotIn("C{", out.getvalue())
+
+    def test_check_imports_the_app(self) -> None:
+        """
+        C{config check} fails a microservice configuration whose app module
+        cannot be imported (twistd would refuse it), and passes one that can.
+        """
+        path = self.write("app: stellarouter_no_such_module:service\nregion: eu1\n"
+                          "routers: [{transport: tcp, address: \"tcp:host=h:port=1\"}]\n")
+        out = io.StringIO()
+        self.assertEqual(cli(["config", "check", path], out), 1)
+        self.assertIn("app: cannot import 'stellarouter_no_such_module'", out.getvalue())
+        good = self.write("app: examples.billing:service\nregion: eu1\n"
+                          "routers: [{transport: tcp, address: \"tcp:host=h:port=1\"}]\n"
+                          "endpoints: [{method: GET, path: /nope, timeout: 1}]\n")
+        out = io.StringIO()
+        self.assertEqual(cli(["config", "check", good], out), 1)
+        self.assertIn("GET /nope is not an endpoint of this service", out.getvalue())
+
+    def test_503_names_the_default_version(self) -> None:
+        """
+        When the configured default version has no instance, the 503 says
+        which version it looked for.
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        app = Microservice("billing", "1.0.0")
+        app.endpoint("GET", "/ping")(lambda ctx: RawResponse.text("pong"))
+        deployment.add(app)
+        deployment.gateway.apply_config(dataclasses.replace(
+            deployment.config, services=(ServiceConfig("billing", "2.0.0"),)))
+        response = deployment.request("GET", "/ping")
+        self.assertEqual(response.status, 503)
+        self.assertIn(b"no healthy instance of billing at its default version 2.0.0",
+                      response.body)
