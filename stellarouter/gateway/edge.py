@@ -432,7 +432,7 @@ class ProxyResource(Resource):
         endpoint = decision.endpoint
         timeout = decision.effective_timeout
         if self.overrides:
-            endpoint, timeout = self.overrides.apply(endpoint)
+            endpoint, timeout = self.overrides.apply(endpoint, self.routing_state)
         claims = self._authenticate(request, endpoint, cid_text)
         if endpoint.supports_streaming:
             # A streamed body never sits in the gateway: only the endpoint's

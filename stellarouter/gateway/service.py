@@ -134,6 +134,7 @@ class GatewayService(Service):
         self.proxy.region = node.region
         self.proxy.limits = config.payload_limits
         self.proxy.overrides = EndpointOverrides(config.services)
+        self.proxy.overrides.report(self.routing_state)
         self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
         self.proxy.auth_required = config.auth.require_authentication
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
@@ -191,6 +192,7 @@ class GatewayService(Service):
 
     def _check_expected(self, connections: List[GatewayConnection]) -> None:
         self.health.expected.check(connections)
+        self.proxy.overrides.report(self.routing_state)
 
     def _registered(self) -> List[GatewayConnection]:
         return [c for c in self.connections if c.state is not None]

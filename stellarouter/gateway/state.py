@@ -6,7 +6,7 @@ microservices that dial in again.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -101,6 +101,13 @@ class RoutingState:
 
     def resolve(self, method: str, path: str) -> Resolution:
         return self._resolver.resolve(method, path)
+
+    def announced(self, method: str, template: str) -> Optional[Route]:
+        """
+        The route announced for C{method} and C{template}'s shape (parameter
+        names do not matter), if any instance announces one.
+        """
+        return self._resolver.lookup(method, template)
 
     def connectionsFor(self, service_name: str, method: str, template: str) -> List[RoutableConnection]:
         return self._by_endpoint.get((method, template), [])

@@ -20,7 +20,14 @@ from stellarouter.cli import main as cli
 from stellarouter.common.redaction import is_secret_key, redact, redact_text
 from stellarouter.config import ConfigError, load_gateway_config, load_microservice_config
 from stellarouter.config.diff import diff, security_warnings
-from stellarouter.config.gateway import AuthConfig, GatewayConfig, NodeConfig, ServiceConfig
+from stellarouter.common.models import ClaimRequirement
+from stellarouter.config.gateway import (
+    AuthConfig,
+    EndpointOverride,
+    GatewayConfig,
+    NodeConfig,
+    ServiceConfig,
+)
 from stellarouter.config.reader import MAX_CONFIG_BYTES
 from stellarouter.config.watcher import ConfigWatcher
 from stellarouter.microservice import Microservice, RawResponse
@@ -388,3 +395,60 @@ class SmallFixesTests(FileTestCase):
         self.assertEqual(response.status, 503)
         self.assertIn(b"no healthy instance of billing at its default version 2.0.0",
                       response.body)
+
+
+class OverrideShapeTests(SynchronousTestCase):
+    """
+    Gateway endpoint overrides match announced templates by shape; one that
+    matches nothing is reported, and fails closed when it adds claims.
+    """
+
+    def deploy(self, *overrides: EndpointOverride) -> InMemoryDeployment:
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        app = Microservice("echo", "1.0.0")
+        app.endpoint("GET", "/echo/{x}")(lambda ctx: RawResponse.text(ctx.path_params["x"]))
+        deployment.add(app)
+        deployment.gateway.apply_config(dataclasses.replace(
+            deployment.config, services=(ServiceConfig("echo", None, overrides),)))
+        return deployment
+
+    def test_parameter_names_do_not_matter(self) -> None:
+        """
+        An override of C{GET /echo/{id}} with claims protects the announced
+        C{GET /echo/{x}} (it used to leave it anonymous).
+        """
+        deployment = self.deploy(EndpointOverride(
+            "GET", "/echo/{id}", None, (ClaimRequirement("scope", "echo:read"),)))
+        self.assertEqual(deployment.request("GET", "/echo/1").status, 401)
+
+    def test_unmatched_claim_override_fails_closed(self) -> None:
+        """
+        A claim-carrying override that matches no announced endpoint (a
+        typo) refuses the service's requests with a 503 naming it, and is
+        logged as a warning.
+        """
+        events: list = []
+        with capturedLogs(events):
+            deployment = self.deploy(EndpointOverride(
+                "GET", "/ecko/{id}", None, (ClaimRequirement("scope", "echo:read"),)))
+            response = deployment.request("GET", "/echo/1")
+        self.assertEqual(response.status, 503)
+        self.assertIn(b"override GET /ecko/{id} of service echo (with requiring_claims) "
+                      b"matches no endpoint", response.body)
+        warnings = [formatEvent(e) for e in events if e["log_level"] is LogLevel.warn]
+        self.assertIn("gateway override GET /ecko/{id} of service echo matches no announced "
+                      "endpoint; its service's requests are refused", "\n".join(warnings))
+        self.assertEqual(deployment.gateway.proxy.overrides.unmatched,
+                         {("echo", "GET", "/ecko/{id}")})
+
+    def test_unmatched_plain_override_is_reported(self) -> None:
+        """
+        An unmatched override without claims is logged and harmless.
+        """
+        events: list = []
+        with capturedLogs(events):
+            deployment = self.deploy(EndpointOverride("GET", "/ecko/{id}", 5.0))
+        self.assertEqual(deployment.request("GET", "/echo/1").status, 200)
+        self.assertIn("matches no announced endpoint; it has no effect",
+                      "\n".join(formatEvent(e) for e in events))
