@@ -154,11 +154,25 @@ class ServiceConfig:
 
     @ivar default_version: the version used when a request names none.
     @ivar endpoints: per-endpoint overrides.
+    @ivar allowed_versions: if not empty, the only versions of this service
+        whose instances may register (a HELLO announcing another is
+        refused).
     """
 
     name: str
     default_version: Optional[str] = None
     endpoints: Tuple[EndpointOverride, ...] = ()
+    allowed_versions: Tuple[str, ...] = ()
+
+    def registration_refusal(self, version: str) -> Optional[str]:
+        """
+        Why an instance of this service at C{version} may not register, or
+        C{None} if it may.
+        """
+        if self.allowed_versions and version not in self.allowed_versions:
+            return (f"version {version} of service {self.name} is not in its "
+                    f"allowed_versions ({', '.join(self.allowed_versions)})")
+        return None
 
 
 @dataclass(frozen=True)
@@ -235,6 +249,16 @@ class GatewayConfig:
     services: Tuple[ServiceConfig, ...] = ()
     auth: AuthConfig = AuthConfig()
     static_instances: Tuple[StaticInstance, ...] = ()
+
+    def registration_refusal(self, service: str, version: str) -> Optional[str]:
+        """
+        Why an instance of C{service} at C{version} may not register (its
+        C{allowed_versions}), or C{None} if it may.
+        """
+        for settings in self.services:
+            if settings.name == service:
+                return settings.registration_refusal(version)
+        return None
 
     def default_versions(self) -> Dict[str, str]:
         """
@@ -336,9 +360,11 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     seen = set()
     for i, item in enumerate(r.items(top, "services", "")):
         where = f"services[{i}]"
-        raw = r.mapping(item, where, ["name", "default_version", "endpoints"])
+        raw = r.mapping(item, where, ["name", "default_version", "endpoints",
+                                      "allowed_versions"])
         name = r.get(raw, "name", where, str, check=_service_name_problem)
         version = r.get(raw, "default_version", where, str, None, _version_problem)
+        allowed_versions = _read_allowed_versions(r, raw, where, version)
         overrides = []
         keys = set()
         for j, entry in enumerate(r.items(raw, "endpoints", where)):
@@ -366,7 +392,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
             if name in seen:
                 r.problem(f"{where}.name", f"service {quote(name)} is configured twice")
             seen.add(name)
-            services.append(ServiceConfig(name, version, tuple(overrides)))
+            services.append(ServiceConfig(name, version, tuple(overrides), allowed_versions))
     statics = []
     expected = set()
     for i, item in enumerate(r.items(top, "static_instances", "")):
@@ -395,6 +421,22 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         auth=auth,
         static_instances=tuple(statics),
     )
+
+
+def _read_allowed_versions(r: Reader, raw: Any, where: str,
+                           default: Optional[str]) -> Tuple[str, ...]:
+    versions: List[str] = []
+    for j, item in enumerate(r.items(raw, "allowed_versions", where)):
+        problem = _version_problem(item) if isinstance(item, str) else (
+            f"must be a MAJOR.MINOR.PATCH string, not {quote(item)}")
+        if problem is not None:
+            r.problem(f"{where}.allowed_versions[{j}]", problem)
+        elif item not in versions:
+            versions.append(item)
+    if versions and default is not None and default not in versions:
+        r.problem(f"{where}.default_version",
+                  f"{default} is not in allowed_versions ({', '.join(versions)})")
+    return tuple(versions)
 
 
 def _read_auth(r: Reader, raw: Any, source: str) -> AuthConfig:

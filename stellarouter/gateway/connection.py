@@ -7,7 +7,7 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -69,6 +69,10 @@ class GatewayConnection:
     """
 
     log = Logger()
+
+    #: If set, C{policy(service, version)} says why an instance may not
+    #: register (C{services[].allowed_versions}), or returns C{None}.
+    registration_policy: Optional[Callable[[str, str], Optional[str]]] = None
 
     def __init__(
         self,
@@ -197,6 +201,12 @@ class GatewayConnection:
                 self._reject(
                     f"HELLO refused: certificate {', '.join(identity) or '(none)'} may not "
                     f"register service {hello.instance.service_name!r}", frame.correlation_id)
+                return
+        if self.registration_policy is not None:
+            refusal = self.registration_policy(hello.instance.service_name,
+                                               hello.instance.version)
+            if refusal is not None:
+                self._reject(f"HELLO refused: {refusal}", frame.correlation_id)
                 return
         now = self.clock.seconds()
         state = ConnectionState(

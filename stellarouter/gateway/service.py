@@ -153,6 +153,29 @@ class GatewayService(Service):
             if running:
                 self.monitor.start()
 
+    def registration_refusal(self, service: str, version: str) -> Optional[str]:
+        """
+        Why an instance of C{service} at C{version} may not register under
+        the configuration in force, or C{None}.
+        """
+        return self.config.registration_refusal(service, version)
+
+    def _disconnect_refused(self, config: GatewayConfig) -> None:
+        """
+        Close the registered connections that C{config} no longer allows
+        (a reload that pins C{allowed_versions}).
+        """
+        for connection in list(self.connections):
+            state = connection.state
+            if state is None or connection.sender is None:
+                continue
+            refusal = config.registration_refusal(state.instance.service_name,
+                                                  state.instance.version)
+            if refusal is not None:
+                self.log.warn("closing instance {instance_id}: {refusal}",
+                              instance_id=state.instance.instance_id, refusal=refusal)
+                connection.sender.close(refusal)
+
     def apply_config(self, new: GatewayConfig) -> Tuple[List[str], List[str]]:
         """
         Swap in a new validated configuration: what can change live does at
@@ -170,6 +193,7 @@ class GatewayService(Service):
             transports=self.config.transports)
         self._apply(effective)
         self.config = effective
+        self._disconnect_refused(effective)
         if self.watcher is not None:
             self.watcher.current = new
         if live:
@@ -275,6 +299,7 @@ class _TrackedConnection(GatewayConnection):
     def __init__(self, owner: GatewayService, *args: Any) -> None:
         super().__init__(*args)
         self._owner = owner
+        self.registration_policy = owner.registration_refusal
 
     def connectionOpened(self, sender: Any) -> None:
         self._owner.connections.append(self)

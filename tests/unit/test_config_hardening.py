@@ -452,3 +452,68 @@ class OverrideShapeTests(SynchronousTestCase):
         self.assertEqual(deployment.request("GET", "/echo/1").status, 200)
         self.assertIn("matches no announced endpoint; it has no effect",
                       "\n".join(formatEvent(e) for e in events))
+
+
+class AllowedVersionsTests(FileTestCase):
+    """
+    C{services[].allowed_versions} pins which versions of a service may
+    register.
+    """
+
+    def whoami(self, version: str) -> Microservice:
+        app = Microservice("billing", version)
+        app.endpoint("GET", "/who")(lambda ctx: RawResponse.text(version))
+        return app
+
+    def registered(self, deployment: InMemoryDeployment) -> List[str]:
+        return sorted(c.state.instance.version for c in deployment.gateway.connections
+                      if c.state is not None)
+
+    def test_unlisted_version_refused(self) -> None:
+        """
+        An instance announcing 9.9.9 cannot register and take the
+        unversioned traffic (the highest version would win without a pin).
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        deployment.gateway.apply_config(dataclasses.replace(
+            deployment.config, services=(ServiceConfig("billing", allowed_versions=("1.0.0",)),)))
+        deployment.add(self.whoami("1.0.0"))
+        events: list = []
+        with capturedLogs(events):
+            deployment.add(self.whoami("9.9.9"))
+        self.assertEqual(self.registered(deployment), ["1.0.0"])
+        self.assertEqual(deployment.request("GET", "/who").body, b"1.0.0")
+        self.assertIn("HELLO refused: version 9.9.9 of service billing is not in its "
+                      "allowed_versions (1.0.0)", "\n".join(formatEvent(e) for e in events))
+
+    def test_reload_pin_disconnects(self) -> None:
+        """
+        A reload that pins the versions closes registered instances of other
+        versions.
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        deployment.add(self.whoami("1.0.0"))
+        deployment.add(self.whoami("9.9.9"))
+        self.assertEqual(deployment.request("GET", "/who").body, b"9.9.9")
+        deployment.gateway.apply_config(dataclasses.replace(
+            deployment.config, services=(ServiceConfig("billing", allowed_versions=("1.0.0",)),)))
+        deployment.pump()
+        self.assertEqual(deployment.request("GET", "/who").body, b"1.0.0")
+
+    def test_parsed_and_checked(self) -> None:
+        """
+        The key is read as a list of versions; a default version outside it
+        is a problem.
+        """
+        path = self.write(GATEWAY + "services:\n  - {name: billing, allowed_versions: [1.0.0, "
+                          "'1.1.0'], default_version: 1.1.0}\n")
+        config = load_gateway_config(path, {})
+        self.assertEqual(config.services[0].allowed_versions, ("1.0.0", "1.1.0"))
+        bad = self.write(GATEWAY + "services:\n  - {name: billing, allowed_versions: [1.0.0, "
+                         "'1.2'], default_version: 2.0.0}\n")
+        error = str(self.assertRaises(ConfigError, load_gateway_config, bad, {}))
+        self.assertIn("services[0].allowed_versions[1]: '1.2' is not MAJOR.MINOR.PATCH", error)
+        self.assertIn("services[0].default_version: 2.0.0 is not in allowed_versions (1.0.0)",
+                      error)
