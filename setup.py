@@ -11,7 +11,9 @@ setup(
     package_data={"twisted.plugins": ["stellarouter_plugins.py"]},
     include_package_data=False,
     install_requires=[
-        "twisted>=24.7",
+        # [tls]: pyOpenSSL and service-identity, which the TLS transport
+        # (imported by every transport registry) needs.
+        "twisted[tls]>=24.7",
         "pyjwt[crypto]>=2.8",
         "pika>=1.3",
         "klein>=24.8",
