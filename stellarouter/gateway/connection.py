@@ -21,6 +21,7 @@ from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
 from ..common.models import ConnectionState, Frame, RoutableConnection
 from ..common.payloads import (
     COMPACT_HEADERS,
+    RESPONSE_CREDIT,
     HelloAck,
     RequestMessage,
     decode_endpoints_update,
@@ -38,6 +39,7 @@ from ..common.payloads import (
     stream_credit,
 )
 from ..config.gateway import HealthConfig
+from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
 from .health import evaluate_status, update_ping_average
 from .errors import (
@@ -81,8 +83,11 @@ class GatewayConnection:
         allowed_client_names: Optional[Mapping[str, Sequence[str]]] = None,
         aggregate: Optional[ByteCount] = None,
         hello_timeout: float = 10.0,
+        response_budget: Optional[ResponseBudget] = None,
     ) -> None:
         """
+        @param response_budget: the gateway's budget for streamed response
+            bytes (shared by all connections; a fresh default one if none).
         @param health: the liveness thresholds (a HEARTBEAT re-evaluates the
             status at once).
         @param allowed_client_names: service → certificate names allowed to
@@ -108,6 +113,11 @@ class GatewayConnection:
         #: that it reads it (and the HELLO answer said the gateway reads its
         #: compact RESPONSE headers).
         self.compact_headers = False
+        #: The microservice's response streams start with no credit: the
+        #: gateway grants each first window from L{response_budget}.
+        self.response_credit = False
+        self.response_budget = (response_budget if response_budget is not None
+                                else ResponseBudget())
         self._closed = False
 
     def __repr__(self) -> str:
@@ -218,9 +228,11 @@ class GatewayConnection:
             self._reject(f"HELLO refused: {e}", frame.correlation_id)
             return
         self.compact_headers = COMPACT_HEADERS in hello.features
+        self.response_credit = RESPONSE_CREDIT in hello.features
+        features = ((COMPACT_HEADERS,) if self.compact_headers else ()) + (
+            (RESPONSE_CREDIT,) if self.response_credit else ())
         self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
-            HelloAck(True, None, self.node_id, self.region,
-                     (COMPACT_HEADERS,) if self.compact_headers else ()))))
+            HelloAck(True, None, self.node_id, self.region, features))))
         i = hello.instance
         self.log.info(
             "registered instance {instance_id} of {service} {version} (region {region}) "
