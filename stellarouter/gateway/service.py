@@ -99,6 +99,8 @@ class GatewayService(Service):
                 self.config.node.region, listener.max_frame_bytes, self.config.health,
                 listener.tls.allowed_names() if listener.tls else {}, self.aggregate,
                 response_budget=self.response_budget,
+                max_unsent_bytes=self.config.buffers.max_unsent_bytes_per_connection,
+                stalled_close_after=self.config.buffers.stalled_close_after,
             )
         return build
 

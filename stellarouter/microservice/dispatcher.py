@@ -6,7 +6,7 @@ handler's Deferred.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -17,7 +17,7 @@ from ..common.enums import CancelReason, FrameType
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId
-from ..common.interfaces import IFrameSender
+from ..common.interfaces import IFrameSender, ISendBacklog
 from ..common.models import Frame, InstanceDescriptor
 from ..common.payloads import (
     RequestMessage,
@@ -509,12 +509,18 @@ class RequestDispatcher:
         step = self.max_frame_bytes - FRAME_OVERHEAD - 1
         send = self.sender.sendFrame
         budget = self.response_budget
+        backlog = cast(ISendBacklog, self.sender) if ISendBacklog.providedBy(self.sender) else None
 
         async def put(chunk: bytes) -> None:
             offset = 0
             while offset < len(chunk):
                 if credit.available <= 0:
                     await credit.wait()
+                    continue
+                if backlog is not None and backlog.unsent:
+                    # The connection's write buffer is full: wait until it
+                    # has gone out rather than pile more behind it.
+                    await _drained(backlog)
                     continue
                 # Room in the process's budget too: what this stream sent
                 # stays counted until the gateway credits it back.
@@ -642,6 +648,16 @@ class RequestDispatcher:
                 FrameType.RESPONSE_STREAM_DATA, cid,
                 encode_stream_data(body[offset : offset + step], end=offset == last),
             ))
+
+
+def _drained(backlog: ISendBacklog) -> Deferred:
+    """
+    A Deferred that fires once C{backlog}'s write buffer has drained
+    (cancelling it just stops waiting).
+    """
+    waiter: Deferred = Deferred()
+    backlog.notifyDrained(lambda: None if waiter.called else waiter.callback(None))
+    return waiter
 
 
 def response_problem(result: object) -> Optional[str]:
