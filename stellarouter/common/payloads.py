@@ -43,6 +43,13 @@ PROTOCOL_VERSION = 1
 #: headers (docs/router/protocol.md, "Compact headers").
 COMPACT_HEADERS = "compact-headers"
 
+#: The HELLO feature of a microservice whose response streams start with no
+#: credit: it sends a streamed body only as the gateway grants room, the
+#: first window included; a gateway that lists it in its HELLO answer grants
+#: that first window when the RESPONSE header arrives (docs/router/protocol.md,
+#: "Flow control").  Without it a response stream starts with a whole window.
+RESPONSE_CREDIT = "response-credit"
+
 #: The first header byte of a compact REQUEST/RESPONSE header.
 COMPACT_MARKER = 0x01
 

@@ -23,6 +23,7 @@ from ..common.models import (
     normalize_service_name,
     parse_version,
 )
+from ..common.payloads import STREAM_WINDOW
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_amqp_address, parse_udp_address
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
@@ -128,6 +129,27 @@ class HealthConfig:
     unhealthy_after: float = 30.0
     sweep_interval: float = 5.0
     ping_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class BuffersConfig:
+    """
+    Bounds on the bytes the gateway holds for others (issue 17 item 6,
+    issue 18 item 3).
+
+    @ivar max_response_bytes: the budget for streamed response bodies, across
+        all streams: credit granted to microservices plus bytes written to
+        clients that have not gone out.  Beyond it streams wait for room.
+    @ivar max_unsent_bytes_per_connection: bytes written to one microservice
+        connection that have not left the process; past it the connection is
+        stalled: no new requests go to it, and it is closed unless it drains
+        within C{stalled_close_after} seconds.
+    @ivar stalled_close_after: see C{max_unsent_bytes_per_connection}.
+    """
+
+    max_response_bytes: int = 32 * 1024 * 1024
+    max_unsent_bytes_per_connection: int = 32 * 1024 * 1024
+    stalled_close_after: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +271,7 @@ class GatewayConfig:
     services: Tuple[ServiceConfig, ...] = ()
     auth: AuthConfig = AuthConfig()
     static_instances: Tuple[StaticInstance, ...] = ()
+    buffers: BuffersConfig = BuffersConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -275,7 +298,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     """
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
-                                   "services", "static_instances", "auth"])
+                                   "services", "static_instances", "auth", "buffers"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -410,6 +433,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         expected.add(static.name)
         statics.append(static)
     auth = _read_auth(r, top.get("auth"), source)
+    buffers = _read_buffers(r, top.get("buffers"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -420,6 +444,23 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         services=tuple(services),
         auth=auth,
         static_instances=tuple(statics),
+        buffers=buffers,
+    )
+
+
+def _read_buffers(r: Reader, raw: Any) -> BuffersConfig:
+    obj = r.mapping(raw, "buffers", ["max_response_bytes", "max_unsent_bytes_per_connection",
+                                     "stalled_close_after"])
+    defaults = BuffersConfig()
+    at_least_a_window = (lambda v: None if v >= STREAM_WINDOW
+                         else f"must be at least {STREAM_WINDOW} (one stream window)")
+    return BuffersConfig(
+        r.get(obj, "max_response_bytes", "buffers", int, defaults.max_response_bytes,
+              at_least_a_window),
+        r.get(obj, "max_unsent_bytes_per_connection", "buffers", int,
+              defaults.max_unsent_bytes_per_connection, at_least_a_window),
+        r.get(obj, "stalled_close_after", "buffers", float, defaults.stalled_close_after,
+              positive),
     )
 
 

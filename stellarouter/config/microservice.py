@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Tuple
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.models import ClaimRequirement
+from ..common.payloads import STREAM_WINDOW
 from ..common.addresses import parse_amqp_address, parse_udp_address
 from .endpoints import check_client_endpoint
 from .env import MICRO_PREFIX, apply_env_overrides
@@ -107,6 +108,9 @@ class MicroserviceConfig:
     heartbeat_interval: float = 5.0
     drain_grace_period: float = 30.0
     endpoints: Tuple[EndpointOverrideConfig, ...] = ()
+    #: Streamed response bytes sent and not yet credited back by a gateway,
+    #: across all streams and routers; beyond it streams wait.
+    max_response_buffer_bytes: int = 32 * 1024 * 1024
 
 
 def check_app_reference(value: str) -> Optional[str]:
@@ -126,7 +130,8 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
     if document is None:
         r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
-                                   "drain_grace_period", "routers", "endpoints"])
+                                   "drain_grace_period", "routers", "endpoints",
+                                   "max_response_buffer_bytes"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
@@ -189,8 +194,12 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         overrides.append(EndpointOverrideConfig(key[0], key[1], timeout, claims, replace,
                                                 streaming))
     r.finish()
+    response_buffer = r.get(top, "max_response_buffer_bytes", "", int,
+                            MicroserviceConfig.max_response_buffer_bytes,
+                            lambda v: None if v >= STREAM_WINDOW
+                            else f"must be at least {STREAM_WINDOW} (one stream window)")
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
-                              tuple(overrides))
+                              tuple(overrides), response_buffer)
 
 
 def _amqp_address_problem(value: str) -> Optional[str]:

@@ -32,7 +32,7 @@ from ..common.interfaces import IResponseSink, IRoutingPlugin
 from ..common.models import PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from ..transports.flush import write_now
+from ..transports.flush import discard_unsent, write_now
 from .errors import (
     BadVersion,
     DispatchError,
@@ -46,6 +46,7 @@ from .errors import (
     VersionNotFound,
 )
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
+from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import CONNECTED, ExpectedInstances
 from .overrides import EndpointOverrides
@@ -156,7 +157,7 @@ class HttpResponseSink:
     """
 
     __slots__ = ("request", "correlation_id", "client_gone", "connection", "cid", "paused",
-                 "unacked", "streaming", "finish_pending")
+                 "unacked", "streaming", "finish_pending", "held", "budget")
 
     log = Logger()
 
@@ -177,6 +178,11 @@ class HttpResponseSink:
         self.unacked = 0
         self.streaming = False
         self.finish_pending = False
+        #: Bytes of the gateway's L{ResponseBudget} this stream holds: credit
+        #: granted and not yet used, and bytes written to the client and not
+        #: yet gone out (while its connection is paused).
+        self.held = 0
+        self.budget: Optional[ResponseBudget] = None
 
     def _finish(self) -> None:
         """
@@ -195,19 +201,101 @@ class HttpResponseSink:
 
     def pauseProducing(self) -> None:
         self.paused = True
+        if self.budget is not None:
+            self.budget.forget(self)
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self._maybe_grant(0)
+        self._written_out()
+        self._refill(0)
 
     def stopProducing(self) -> None:
         self.paused = True
+        if self.budget is not None:
+            self.budget.forget(self)
 
-    def _maybe_grant(self, threshold: int) -> None:
-        if not self.paused and not self.client_gone and self.unacked > threshold:
-            amount, self.unacked = self.unacked, 0
-            if self.connection is not None:
+    def _open_window(self) -> None:
+        """
+        A streamed response starts: take its first window from the budget
+        and grant it, if the microservice waits for that grant (the
+        C{response-credit} feature); otherwise it sends a whole window
+        unasked, which the budget counts even past its limit.
+        """
+        connection = self.connection
+        budget = getattr(connection, "response_budget", None)
+        if budget is None:
+            return
+        self.budget = budget
+        if getattr(connection, "response_credit", False):
+            self._refill(0)
+        else:
+            budget.force(STREAM_WINDOW)
+            self.held = STREAM_WINDOW
+
+    def _written_out(self) -> None:
+        """
+        What was written to the client while its connection was not paused
+        has gone out (or is within the transport's own small buffer): give
+        it back to the budget.
+        """
+        amount, self.unacked = self.unacked, 0
+        if amount and self.budget is not None:
+            amount = min(amount, self.held)
+            self.held -= amount
+            self.budget.release(amount)
+
+    def _refill(self, threshold: int) -> None:
+        """
+        Grant the microservice room for the rest of a window, from the
+        budget, once more than C{threshold} bytes of it are missing (batches
+        of half a window while data flows); wait for the budget if it has
+        no room.  Nothing while the client's connection is paused.
+        """
+        if self.paused or self.client_gone:
+            return
+        budget = self.budget
+        if budget is None:
+            # (No budget: a connection without one, in tests.)
+            if self.unacked > threshold and self.connection is not None:
+                amount, self.unacked = self.unacked, 0
                 self.connection.grant(self.cid, amount)
+            return
+        wanted = STREAM_WINDOW - self.held
+        if wanted <= threshold:
+            return
+        amount = budget.take(wanted)
+        if not amount:
+            budget.wait(self)
+            return
+        self.held += amount
+        self.connection.grant(self.cid, amount)
+
+    def budget_available(self) -> None:
+        """
+        The budget has room again (L{ResponseBudget.release}).
+        """
+        self._refill(0)
+
+    def _close_window(self) -> None:
+        """
+        The stream ended (finished, failed, or its client left): give back
+        everything it holds.
+        """
+        budget = self.budget
+        if budget is not None:
+            self.budget = None
+            budget.forget(self)
+            held, self.held = self.held, 0
+            self.unacked = 0
+            if held:
+                budget.release(held)
+
+    def gone(self) -> None:
+        """
+        The client left: write nothing more, give the budget back.
+        """
+        self.client_gone = True
+        self._close_window()
 
     def responseStarted(self, response: ResponseMessage) -> None:
         if self.client_gone:
@@ -241,6 +329,7 @@ class HttpResponseSink:
                 # client's connection is already paused (not public API:
                 # pinned by tests/unit/test_streaming.py).
                 self.pauseProducing()
+            self._open_window()
             return
         body, length = _body_and_length(request.method, status, response.body, upstream_length)
         if length is not None:
@@ -276,15 +365,22 @@ class HttpResponseSink:
         if not self.client_gone:
             self.request.write(data)
             self.unacked += len(data)
-            self._maybe_grant(STREAM_WINDOW // 2)
+            if not self.paused:
+                if self.budget is not None:
+                    self._written_out()
+                self._refill(STREAM_WINDOW // 2)
 
     def responseFinished(self) -> None:
+        if self.budget is not None:
+            self._close_window()
         if not self.client_gone:
             if self.streaming:
                 self.request.unregisterProducer()
             self._finish()
 
     def failed(self, error: DispatchError) -> None:
+        if self.budget is not None:
+            self._close_window()
         if self.client_gone:
             return
         request = self.request
@@ -570,7 +666,7 @@ class ProxyResource(Resource):
                 lambda failure: self._client_gone(sink, connection, cid))
 
     def _client_gone(self, sink: HttpResponseSink, connection: Any, cid: Any) -> None:
-        sink.client_gone = True
+        sink.gone()
         if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
             self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)
 
@@ -734,7 +830,7 @@ class UploadStream:
     def client_gone(self) -> None:
         if not self.complete:
             self.complete = True
-            self.sink.client_gone = True
+            self.sink.gone()
             was_forwarding = self.forwarding
             self.forwarding = False
             self.connection.uploads.pop(self.cid, None)
@@ -748,7 +844,7 @@ class UploadStream:
         """
         self.complete = True
         self.forwarding = False
-        self.sink.client_gone = True
+        self.sink.gone()
         self.connection.uploads.pop(self.cid, None)
         self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
         self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent",
@@ -1139,6 +1235,9 @@ class GatewayChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
+        # What a client that left did not read goes now, not when the
+        # garbage collector finds this channel's reference cycles.
+        discard_unsent(self.transport)
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None

@@ -27,6 +27,7 @@ from ..transports.registry import make_server
 from .connection import GatewayConnection
 from .edge import GatewaySite, HealthApp, ProxyResource
 from .auth import TokenVerifier
+from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import ExpectedInstances
 from .health import HealthMonitor
@@ -69,6 +70,7 @@ class GatewayService(Service):
         self.reactor = reactor
         self.routing_state = RoutingState()
         self.aggregate = ByteCount()
+        self.response_budget = ResponseBudget(config.buffers.max_response_bytes)
         self.connections: List[GatewayConnection] = []
         self._custom_routing = routing
         node = config.node
@@ -114,6 +116,9 @@ class GatewayService(Service):
                 self, self.routing_state, self.reactor, self.config.node.node_id,
                 self.config.node.region, listener.max_frame_bytes, self.config.health,
                 listener.tls.allowed_names() if listener.tls else {}, self.aggregate,
+                response_budget=self.response_budget,
+                max_unsent_bytes=self.config.buffers.max_unsent_bytes_per_connection,
+                stalled_close_after=self.config.buffers.stalled_close_after,
             )
         return build
 
@@ -133,6 +138,7 @@ class GatewayService(Service):
         self.proxy.routing = self._routing_for(config)
         self.proxy.region = node.region
         self.proxy.limits = config.payload_limits
+        self.response_budget.limit = config.buffers.max_response_bytes
         self.proxy.overrides = EndpointOverrides(config.services)
         self.proxy.overrides.report(self.routing_state)
         self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
@@ -296,8 +302,8 @@ class _TrackedConnection(GatewayConnection):
     A connection that keeps L{GatewayService.connections} current.
     """
 
-    def __init__(self, owner: GatewayService, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, owner: GatewayService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._owner = owner
         self.registration_policy = owner.registration_refusal
 

@@ -6,7 +6,7 @@ handler's Deferred.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -17,7 +17,7 @@ from ..common.enums import CancelReason, FrameType
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId
-from ..common.interfaces import IFrameSender
+from ..common.interfaces import IFrameSender, ISendBacklog
 from ..common.models import Frame, InstanceDescriptor
 from ..common.payloads import (
     RequestMessage,
@@ -33,6 +33,7 @@ from ..common.payloads import (
     stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from .budget import ResponseStreamBudget
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
 
@@ -74,12 +75,16 @@ class _Assembly:
 class _Credit:
     """
     Room the gateway granted for one streamed response.
+
+    @ivar outstanding: bytes sent and not yet credited back (held in the
+        process's L{ResponseStreamBudget}).
     """
 
-    __slots__ = ("available", "_waiter")
+    __slots__ = ("available", "_waiter", "outstanding")
 
-    def __init__(self) -> None:
-        self.available = STREAM_WINDOW
+    def __init__(self, available: int = STREAM_WINDOW) -> None:
+        self.available = available
+        self.outstanding = 0
         self._waiter: Optional[Deferred] = None
 
     def wait(self) -> Deferred:
@@ -119,6 +124,7 @@ class RequestDispatcher:
         max_request_bytes: int = 16 * 1024 * 1024,
         instance: Optional[InstanceDescriptor] = None,
         can_stream: bool = True,
+        response_budget: Optional[ResponseStreamBudget] = None,
     ) -> None:
         """
         @param app: the endpoints to serve.
@@ -131,6 +137,9 @@ class RequestDispatcher:
         @param instance: the serving instance, shown to handlers.
         @param can_stream: whether a response may be split into stream
             frames (not over UDP, where a response must fit one datagram).
+        @param response_budget: the process's budget for streamed response
+            bytes not yet credited back (shared by every connection; a
+            fresh default one if none).
         """
         self.app = app
         self.sender = sender
@@ -142,6 +151,11 @@ class RequestDispatcher:
         #: RESPONSE headers go in the compact form (the gateway's HELLO
         #: answer listed C{compact-headers}).
         self.compact_headers = False
+        #: Response streams start with no credit: the gateway grants the
+        #: first window (both sides listed C{response-credit} in HELLO).
+        self.response_credit = False
+        self.response_budget = (response_budget if response_budget is not None
+                                else ResponseStreamBudget())
         self._in_flight: Dict[CorrelationId, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
         self._credits: Dict[CorrelationId, _Credit] = {}
@@ -474,7 +488,7 @@ class RequestDispatcher:
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
             response.status, _header_pairs(response.headers), b"", streaming=True),
             self.compact_headers)))
-        credit = _Credit()
+        credit = _Credit(0 if self.response_credit else STREAM_WINDOW)
         self._credits[cid] = credit
         if entry is None:
             entry = _InFlight(cid, RawRequestContext(
@@ -494,16 +508,30 @@ class RequestDispatcher:
         """
         step = self.max_frame_bytes - FRAME_OVERHEAD - 1
         send = self.sender.sendFrame
+        budget = self.response_budget
+        backlog = cast(ISendBacklog, self.sender) if ISendBacklog.providedBy(self.sender) else None
 
         async def put(chunk: bytes) -> None:
             offset = 0
             while offset < len(chunk):
                 if credit.available <= 0:
                     await credit.wait()
-                size = min(credit.available, step, len(chunk) - offset)
+                    continue
+                if backlog is not None and backlog.unsent:
+                    # The connection's write buffer is full: wait until it
+                    # has gone out rather than pile more behind it.
+                    await _drained(backlog)
+                    continue
+                # Room in the process's budget too: what this stream sent
+                # stays counted until the gateway credits it back.
+                size = budget.take(min(credit.available, step, len(chunk) - offset))
+                if not size:
+                    await budget.wait()
+                    continue
                 send(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
                            encode_stream_data(chunk[offset:offset + size])))
                 credit.available -= size
+                credit.outstanding += size
                 offset += size
 
         if hasattr(body, "__aiter__"):
@@ -526,8 +554,18 @@ class RequestDispatcher:
             for chunk in body:
                 await put(bytes(chunk))
 
+    def _end_credit(self, cid: CorrelationId) -> None:
+        """
+        A response stream ended: what it sent and was not credited back
+        leaves the budget (the gateway will not credit a finished stream).
+        """
+        credit = self._credits.pop(cid, None)
+        if credit is not None and credit.outstanding:
+            self.response_budget.release(credit.outstanding)
+            credit.outstanding = 0
+
     def _stream_done(self, result: object, cid: CorrelationId, entry: _InFlight) -> None:
-        self._credits.pop(cid, None)
+        self._end_credit(cid)
         self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
             return
@@ -538,7 +576,7 @@ class RequestDispatcher:
         self._check_idle()
 
     def _stream_failed(self, failure: Failure, cid: CorrelationId, entry: _InFlight) -> None:
-        self._credits.pop(cid, None)
+        self._end_credit(cid)
         self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
             return
@@ -562,6 +600,10 @@ class RequestDispatcher:
         """
         credit = self._credits.get(cid)
         if credit is not None:
+            returned = min(amount, credit.outstanding)
+            if returned:
+                credit.outstanding -= returned
+                self.response_budget.release(returned)
             credit.grant(amount)
 
     def _send(self, cid: CorrelationId, response: RawResponse) -> None:
@@ -606,6 +648,16 @@ class RequestDispatcher:
                 FrameType.RESPONSE_STREAM_DATA, cid,
                 encode_stream_data(body[offset : offset + step], end=offset == last),
             ))
+
+
+def _drained(backlog: ISendBacklog) -> Deferred:
+    """
+    A Deferred that fires once C{backlog}'s write buffer has drained
+    (cancelling it just stops waiting).
+    """
+    waiter: Deferred = Deferred()
+    backlog.notifyDrained(lambda: None if waiter.called else waiter.callback(None))
+    return waiter
 
 
 def response_problem(result: object) -> Optional[str]:

@@ -26,6 +26,7 @@ from ..config.microservice import MicroserviceConfig
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_client
 from .endpoints import Microservice, merge_overrides
+from .budget import ResponseStreamBudget
 from .session import RouterSession
 
 
@@ -79,6 +80,8 @@ class MicroserviceService(Service):
         )
         self.descriptors = merge_overrides(app.descriptors(), config.endpoints)
         self.sessions: List[RouterSession] = []
+        #: Streamed response bytes not yet credited back, for every router.
+        self.response_budget = ResponseStreamBudget(config.max_response_buffer_bytes)
         self.draining = False
         self.clients: List[ITransportClient] = []
         for i, router in enumerate(config.routers):
@@ -102,7 +105,7 @@ class MicroserviceService(Service):
             session = _TrackedSession(
                 self, self.app, self.instance, description, self.reactor,
                 self.config.heartbeat_interval, max_frame_bytes, None, self.descriptors,
-                can_stream, compact_headers,
+                can_stream, compact_headers, response_budget=self.response_budget,
             )
             return session
         return build
@@ -161,8 +164,8 @@ class _TrackedSession(RouterSession):
     A session that keeps L{MicroserviceService.sessions} current.
     """
 
-    def __init__(self, owner: MicroserviceService, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, owner: MicroserviceService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._owner = owner
 
     def connectionOpened(self, sender: Any) -> None:
