@@ -10,7 +10,7 @@ from enum import Enum
 from typing import Any, Dict, List, Tuple
 
 #: Key path prefixes that cannot change while the gateway runs.
-RESTART_ONLY = ("http.listen", "transports")
+RESTART_ONLY = ("http.listen", "http.backlog", "transports")
 
 
 def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:

@@ -33,7 +33,9 @@ from ..common.models import PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import write_now
+from ._web import ConnectionRefusal, EdgeChannel
 from .errors import (
+    BadRequest,
     BadVersion,
     DispatchError,
     MethodNotAllowed,
@@ -42,6 +44,7 @@ from .errors import (
     BudgetExhausted,
     Forbidden,
     PipelineError,
+    TooManyConnections,
     Unauthorized,
     VersionNotFound,
 )
@@ -487,6 +490,7 @@ class ProxyResource(Resource):
                 self.overrides and self.overrides.buffered(route.service_name, *key)):
             # The usual case: resolve once here, route once when complete.
             request.resolution = resolution
+            request.body_limit = self._buffered_limit(route.service_name, key)
             return False
         cid = new_correlation_id()
         cid_text = str(cid)
@@ -499,6 +503,7 @@ class ProxyResource(Resource):
         if not plan.endpoint.supports_streaming:
             return False
         if length is not None and length > plan.limit:
+            request.body_limit = plan.limit
             return False
         try:
             # A stream holds at most one window in flight at a time.
@@ -521,6 +526,20 @@ class ProxyResource(Resource):
         connection.uploads[cid] = upload
         request.upload = upload
         return True
+
+    def _buffered_limit(self, service_name: str, key: Tuple[str, str]) -> int:
+        """
+        The largest request body any routable instance of a buffered
+        endpoint could take: the per-call limit, or less where every
+        instance's descriptor says less.  A body over it is refused (413)
+        as soon as its length is known, before it is read.
+        """
+        per_call = self.limits.max_request_bytes_per_call
+        limits = [min(per_call, e.max_request_bytes) if e.max_request_bytes is not None
+                  else per_call
+                  for c in self.routing_state.connectionsFor(service_name, *key)
+                  for e in (c.state.endpoints.get(key),) if e is not None]
+        return max(limits, default=per_call)
 
     def _authenticate(self, request: Request, endpoint: Any, cid_text: str) -> Mapping[str, Any]:
         """
@@ -745,21 +764,16 @@ class UploadStream:
         self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
         self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent",
                       cid=self.cid, limit=self.limit)
-        transport = self._transport()
-        if transport is None:
+        channel = self.request.channel
+        if channel is None:
             return
-        if not self.request.startedWriting:
-            body = problem_body(413, PayloadTooLarge.kind, PayloadTooLarge.title,
-                                f"request body exceeds {self.limit} bytes", str(self.cid))
-            transport.write(
-                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: " + _PROBLEM
-                + b"\r\nX-Correlation-Id: " + str(self.cid).encode()
-                + b"\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
-                + b"\r\n\r\n" + body)
-            transport.resumeProducing()
-            transport.loseConnection()
+        if not self.request.startedWriting and isinstance(channel, EdgeChannel):
+            channel.refuse(PayloadTooLarge(f"request body exceeds {self.limit} bytes"),
+                           str(self.cid))
         else:
-            transport.abortConnection()
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
 
 
 def _origin_form(path: bytes) -> bytes:
@@ -791,6 +805,7 @@ class HealthApp:
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(CORRELATION_HEADER, str(new_correlation_id()).encode())
         return json.dumps(obj, separators=(",", ":")).encode()
 
     @app.route("/health", methods=["GET", "HEAD"])
@@ -858,6 +873,9 @@ class GatewayRequest(Request):
 
     defaultContentType = None
     too_large: Optional[int] = None
+    #: The body limit known once the headers are in (the endpoint's, when
+    #: resolved then), else the site's per-call limit applies.
+    body_limit: Optional[int] = None
     upload: Optional["UploadStream"] = None
     early_error: Optional[PipelineError] = None
     resolution: Any = None
@@ -871,13 +889,30 @@ class GatewayRequest(Request):
     _received = 0
 
     def _limit(self) -> Optional[int]:
+        if self.body_limit is not None:
+            return self.body_limit
         site = getattr(self.channel, "site", None)
         return getattr(site, "max_request_bytes", None)
+
+    def _refuse(self, error: PipelineError) -> None:
+        """
+        Refuse the request before its body is read: answer, close.
+        """
+        channel = self.channel
+        if isinstance(channel, EdgeChannel):
+            channel.refuse(error)
 
     def gotLength(self, length: Optional[int]) -> None:
         if not length and not self.requestHeaders.hasHeader(b"transfer-encoding"):
             # No body: nothing to stream, nothing to limit.
             super().gotLength(length)
+            return
+        if length is not None and self.requestHeaders.hasHeader(b"transfer-encoding"):
+            # A Transfer-Encoding twisted.web let through that is not
+            # chunked ("identity"): RFC 9112 6.3, chunked must be the final
+            # coding, else 400 and close.
+            self.content = None
+            self._refuse(BadRequest("Transfer-Encoding must be chunked (RFC 9112 6.3)"))
             return
         site = getattr(self.channel, "site", None)
         command = getattr(self.channel, "_command", None)
@@ -889,8 +924,11 @@ class GatewayRequest(Request):
             return
         limit = self._limit()
         if length is not None and limit is not None and length > limit:
+            # Refused before anything is read (and with no 100 Continue).
             self.too_large = length
             self.content = None
+            self._refuse(PayloadTooLarge(
+                f"request body of {length} bytes exceeds {limit} bytes"))
             return
         super().gotLength(length)
 
@@ -919,6 +957,7 @@ class GatewayRequest(Request):
             if self.content is not None:
                 self.content.close()
             self.content = None
+            self._refuse(PayloadTooLarge(f"request body exceeds {limit} bytes"))
             return
         super().handleContentChunk(data)
 
@@ -1060,17 +1099,19 @@ class GatewayRequest(Request):
 _IDLE_SLACK = 1e-6
 
 
-class GatewayChannel(http.HTTPChannel):
+class GatewayChannel(EdgeChannel):
     """
-    The gateway's HTTP/1.1 connection: twisted.web's L{http.HTTPChannel},
-    except that it asks the socket for its own address once per connection
+    The gateway's HTTP/1.1 connection: L{EdgeChannel} (twisted.web's
+    L{http.HTTPChannel} with the edge's refusals and head deadline), except
+    that it asks the socket for its own address once per connection
     (twisted.web asks on every request: a C{getsockname} system call each),
-    and keeps its idle timeout with one lazily moved timer.
+    keeps its idle timeout with one lazily moved timer, and counts itself
+    in its site's open connections.
     """
 
     _host: Any = None
-    #: The site's clock (set by L{GatewaySite.buildProtocol}).
-    clock: Optional[IReactorTime] = None
+    #: Counted in L{GatewaySite.open_connections}.
+    _counted = False
     _idle_call: Any = None
     _idle_deadline: Optional[float] = None
 
@@ -1134,6 +1175,10 @@ class GatewayChannel(http.HTTPChannel):
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
+        site = getattr(self, "site", None)
+        if isinstance(site, GatewaySite) and self._counted:
+            self._counted = False
+            site.open_connections -= 1
 
 
 class GatewaySite(Site):
@@ -1150,6 +1195,14 @@ class GatewaySite(Site):
     protocol = GatewayChannel  # type: ignore[assignment]
     _date_second = -1
     _date = b""
+    #: Seconds from a request head's first byte to its last (408 after).
+    head_timeout: Optional[float] = None
+    #: The request line, each header line and all of them together.
+    max_header_bytes: Optional[int] = None
+    #: Client connections held at most (beyond: 503 and close).
+    max_connections: Optional[int] = None
+    #: Client connections open now.
+    open_connections = 0
 
     def __init__(
         self,
@@ -1171,9 +1224,18 @@ class GatewaySite(Site):
         self.access_log = access_log
 
     def buildProtocol(self, addr: Any) -> Any:
+        cap = self.max_connections
+        if cap is not None and self.open_connections >= cap:
+            return ConnectionRefusal(TooManyConnections(
+                f"this gateway holds {cap} client connections already"))
         channel = super().buildProtocol(addr)
         if isinstance(channel, GatewayChannel):
             channel.clock = self.reactor
+            channel.head_timeout = self.head_timeout
+            if self.max_header_bytes is not None:
+                channel.set_max_header_bytes(self.max_header_bytes)
+            channel._counted = True
+            self.open_connections += 1
         return channel
 
     def acceptableProtocols(self) -> List[bytes]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import dataclasses
+import resource
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
@@ -22,6 +23,7 @@ from ..config.watcher import ConfigWatcher
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
+from ._web import client_connection_cap
 from .edge import GatewaySite, HealthApp, ProxyResource
 from .auth import TokenVerifier
 from .dispatch import ByteCount
@@ -120,6 +122,7 @@ class GatewayService(Service):
         self.proxy.auth_required = config.auth.require_authentication
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
         self.site.access_log = config.http.access_log
+        self._apply_http(config)
         self.health.node_id, self.health.region = node.node_id, node.region
         if config.static_instances != self.health.expected.expected:
             self.health.expected = ExpectedInstances(config.static_instances,
@@ -134,6 +137,18 @@ class GatewayService(Service):
             if running:
                 self.monitor.start()
 
+    def _apply_http(self, config: GatewayConfig) -> None:
+        """
+        The HTTP edge's connection-level limits (for connections accepted
+        from now on).
+        """
+        http = config.http
+        self.site.head_timeout = http.request_head_timeout
+        self.site.max_header_bytes = http.max_header_bytes
+        open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.site.max_connections = client_connection_cap(
+            http.max_connections, open_files, http.reserved_descriptors)
+
     def apply_config(self, new: GatewayConfig) -> Tuple[List[str], List[str]]:
         """
         Swap in a new validated configuration: what can change live does at
@@ -144,7 +159,8 @@ class GatewayService(Service):
         """
         live, restart = diff(self.config, new)
         effective = dataclasses.replace(
-            new, http=dataclasses.replace(new.http, listen=self.config.http.listen),
+            new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
+                                          backlog=self.config.http.backlog),
             transports=self.config.transports)
         self._apply(effective)
         self.config = effective
@@ -191,7 +207,8 @@ class GatewayService(Service):
 
     async def _start(self) -> None:
         transports = await self.start_transports()
-        port = await serverFromString(self.reactor, self.config.http.listen).listen(self.site)
+        port = await serverFromString(self.reactor, self.config.http.listen_endpoint).listen(
+            self.site)
         self._http_port = port
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
