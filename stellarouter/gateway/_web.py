@@ -74,13 +74,22 @@ _SLACK = 1e-6
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
 
+#: Reason phrases of the statuses the edge refuses with (RFC 9110 wording,
+#: not twisted.web's older table).
+_REASONS = {
+    400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
+    414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    501: b"Not Implemented", 503: b"Service Unavailable",
+}
+
+
 def refusal(error: PipelineError, correlation_id: str) -> bytes:
     """
     A whole HTTP/1.1 answer to a refused request or connection:
     problem+json, C{X-Correlation-Id}, C{Connection: close}.
     """
     body = problem_body(error.status, error.kind, error.title, error.detail, correlation_id)
-    reason = http.RESPONSES.get(error.status, b"Error")
+    reason = _REASONS.get(error.status) or http.RESPONSES.get(error.status, b"Error")
     head = [b"HTTP/1.1 %d %s" % (error.status, reason),
             b"Content-Type: " + _PROBLEM,
             b"X-Correlation-Id: " + correlation_id.encode(),

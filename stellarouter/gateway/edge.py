@@ -984,10 +984,15 @@ class GatewayRequest(Request):
         never reads C{received_cookies}.
         """
 
+    log = Logger()
+
     def process(self) -> None:
         self.path = _origin_form(self.path)
         site = getattr(self.channel, "site", None)
-        if not isinstance(site, GatewaySite) or self.path == b"*" or self.path in HEALTH_PATHS:
+        if isinstance(site, GatewaySite) and self.path == b"*":
+            self._asterisk()
+            return
+        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS:
             super().process()
             return
         # A proxied request: what twisted.web's Request.process does for our
@@ -1003,6 +1008,43 @@ class GatewayRequest(Request):
             self.render(site.proxy)
         except BaseException:
             self.processingFailed(Failure())
+
+    def _asterisk(self) -> None:
+        """
+        The asterisk-form target (RFC 9112 3.2.4): C{OPTIONS *} is answered
+        200 with no body; any other method is a malformed request (400).
+        """
+        cid = str(new_correlation_id())
+        self.setHeader(b"Server", SERVER_VERSION)
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        if self.method == b"OPTIONS":
+            self.setHeader(b"Content-Length", b"0")
+        else:
+            method = self.method.decode("ascii", "replace")
+            self.write(write_problem(self, BadRequest(
+                f"the request target * is only for OPTIONS, not {method} (RFC 9112 3.2.4)"),
+                cid))
+        self.finish()
+
+    def processingFailed(self, reason: Failure) -> None:
+        """
+        A bug of ours while handling the request: logged with its
+        traceback, answered 500 problem+json (twisted.web would answer
+        text/html), or the response cut if it had begun.
+        """
+        cid = str(new_correlation_id())
+        self.log.failure("request {cid} failed in the gateway", failure=reason, cid=cid)
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            self.channel.loseConnection()
+            return
+        self.responseHeaders = Headers()
+        self.own_headers = None
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        self.write(write_problem(self, PipelineError(
+            "the gateway failed to handle this request"), cid))
+        self.finish()
 
     def drop_own_header(self, lower_name: bytes) -> None:
         """
