@@ -26,7 +26,7 @@ listed in L{PRIVATE_NAMES} and pinned by C{tests/unit/test_web_private.py}.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
@@ -280,19 +280,32 @@ class EdgeChannel(http.HTTPChannel):
         self._linger_call = None
 
 
+#: At most this many connections over the cap are being answered 503 at a
+#: time (each holds its descriptor until the answer is out); beyond, a
+#: connection is closed as soon as it is accepted, unanswered.
+REFUSALS_IN_FLIGHT = 16
+
+
 class ConnectionRefusal(Protocol):
     """
     A client connection over the cap: answered 503 (problem+json,
     C{Retry-After}) at once and closed, never parsed.
     """
 
-    def __init__(self, error: PipelineError) -> None:
+    def __init__(self, error: PipelineError, closed: Callable[[], None]) -> None:
+        """
+        @param closed: called once the connection is gone.
+        """
         self.error = error
+        self.closed = closed
 
     def connectionMade(self) -> None:
         assert self.transport is not None
         self.transport.write(refusal(self.error, str(new_correlation_id())))
         self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed()
 
 
 def client_connection_cap(configured: Optional[int], open_files_limit: int,
@@ -313,5 +326,5 @@ def client_connection_cap(configured: Optional[int], open_files_limit: int,
     return max(open_files_limit - reserved, open_files_limit // 2, 1)
 
 
-__all__ = ["EdgeChannel", "ConnectionRefusal", "client_connection_cap", "refusal",
+__all__ = ["EdgeChannel", "ConnectionRefusal", "REFUSALS_IN_FLIGHT", "client_connection_cap", "refusal",
            "PRIVATE_NAMES", "LINGER_SECONDS", "LINGER_BYTES", "DEFAULT_MAX_HEADER_BYTES"]

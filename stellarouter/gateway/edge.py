@@ -33,7 +33,7 @@ from ..common.models import PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import write_now
-from ._web import ConnectionRefusal, EdgeChannel
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel
 from .errors import (
     BadRequest,
     BadVersion,
@@ -1245,6 +1245,8 @@ class GatewaySite(Site):
     max_connections: Optional[int] = None
     #: Client connections open now.
     open_connections = 0
+    #: Connections over the cap being answered 503 now.
+    refusing = 0
 
     def __init__(
         self,
@@ -1268,8 +1270,11 @@ class GatewaySite(Site):
     def buildProtocol(self, addr: Any) -> Any:
         cap = self.max_connections
         if cap is not None and self.open_connections >= cap:
+            if self.refusing >= REFUSALS_IN_FLIGHT:
+                return None  # closed at once by the port, unanswered
+            self.refusing += 1
             return ConnectionRefusal(TooManyConnections(
-                f"this gateway holds {cap} client connections already"))
+                f"this gateway holds {cap} client connections already"), self._refused)
         channel = super().buildProtocol(addr)
         if isinstance(channel, GatewayChannel):
             channel.clock = self.reactor
@@ -1279,6 +1284,9 @@ class GatewaySite(Site):
             channel._counted = True
             self.open_connections += 1
         return channel
+
+    def _refused(self) -> None:
+        self.refusing -= 1
 
     def acceptableProtocols(self) -> List[bytes]:
         """

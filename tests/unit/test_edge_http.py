@@ -18,6 +18,7 @@ from stellarouter.config import ConfigError
 from stellarouter.gateway._web import (
     LINGER_BYTES,
     LINGER_SECONDS,
+    REFUSALS_IN_FLIGHT,
     client_connection_cap,
 )
 from stellarouter.gateway.service import GatewayService
@@ -329,6 +330,18 @@ class ConnectionCapTests(EdgeTestCase):
         self.deployment.pump()
         self.assertEqual(parse_responses(fourth.value())[0].body, b"4")
         self.assertFalse(second.disconnecting)
+
+    def test_refusals_in_flight_bounded(self) -> None:
+        """
+        At most L{REFUSALS_IN_FLIGHT} connections over the cap are being
+        answered at once (each holds a descriptor); beyond, the site
+        declines the connection (the port closes it at once).
+        """
+        self.site.max_connections = 0
+        refusals = [self.connect() for _ in range(REFUSALS_IN_FLIGHT)]
+        self.assertIsNone(self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)))
+        refusals[0].protocol.connectionLost(None)  # type: ignore[attr-defined]
+        self.assertIsNotNone(self.connect().protocol)  # type: ignore[attr-defined]
 
     def test_automatic_cap(self) -> None:
         """
