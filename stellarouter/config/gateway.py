@@ -64,10 +64,38 @@ class HttpConfig:
 
     @ivar listen: a server endpoint string.
     @ivar access_log: log one line per request (costs throughput).
+    @ivar request_head_timeout: seconds from the first byte of a request's
+        head to its last (408 and close after).
+    @ivar max_header_bytes: the request line (414 beyond), each header
+        line and all of them together (431 beyond).
+    @ivar max_connections: client connections held at most (503 and close
+        beyond); L{None}: the open-files limit less C{reserved_descriptors}
+        (at least half of that limit is left to everything else).
+    @ivar reserved_descriptors: file descriptors kept for microservice
+        connections, listeners and files when C{max_connections} is
+        automatic.
+    @ivar backlog: the listen backlog (connections the kernel queues
+        before they are accepted); ignored if C{listen} sets its own.
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
     access_log: bool = False
+    request_head_timeout: float = 30.0
+    max_header_bytes: int = 16384
+    max_connections: Optional[int] = None
+    reserved_descriptors: int = 256
+    backlog: int = 1024
+
+    @property
+    def listen_endpoint(self) -> str:
+        """
+        C{listen} with C{backlog} added (for C{tcp}, C{ssl} and C{unix}
+        endpoints that do not set one themselves).
+        """
+        kind = self.listen.split(":", 1)[0].strip().lower()
+        if kind not in ("tcp", "tcp6", "ssl", "unix") or "backlog=" in self.listen:
+            return self.listen
+        return f"{self.listen}:backlog={self.backlog}"
 
 
 @dataclass(frozen=True)
@@ -314,10 +342,25 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
             r.problem(f"node.neighbor_regions[{i}]", "must be a non-empty string")
     environment = r.get(node_raw, "environment", "node", str, "production")
 
-    http_raw = r.mapping(top.get("http"), "http", ["listen", "access_log"])
+    http_raw = r.mapping(top.get("http"), "http", [
+        "listen", "access_log", "request_head_timeout", "max_header_bytes", "max_connections",
+        "reserved_descriptors", "backlog"])
     http = HttpConfig(
         listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
         access_log=r.get(http_raw, "access_log", "http", bool, False),
+        request_head_timeout=r.get(http_raw, "request_head_timeout", "http", float,
+                                   HttpConfig.request_head_timeout, positive),
+        max_header_bytes=r.get(http_raw, "max_header_bytes", "http", int,
+                               HttpConfig.max_header_bytes,
+                               lambda v: None if 1024 <= v <= 1048576
+                               else "must be in [1024, 1048576]"),
+        max_connections=r.get(http_raw, "max_connections", "http", int, None,
+                              lambda v: None if v >= 1 else "must be at least 1"),
+        reserved_descriptors=r.get(http_raw, "reserved_descriptors", "http", int,
+                                   HttpConfig.reserved_descriptors,
+                                   lambda v: None if v >= 0 else "must be at least 0"),
+        backlog=r.get(http_raw, "backlog", "http", int, HttpConfig.backlog,
+                      lambda v: None if 1 <= v <= 65535 else "must be in [1, 65535]"),
     )
 
     transports = []

@@ -33,7 +33,9 @@ from ..common.models import PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import discard_unsent, write_now
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel
 from .errors import (
+    BadRequest,
     BadVersion,
     DispatchError,
     MethodNotAllowed,
@@ -42,6 +44,7 @@ from .errors import (
     BudgetExhausted,
     Forbidden,
     PipelineError,
+    TooManyConnections,
     Unauthorized,
     VersionNotFound,
 )
@@ -584,6 +587,7 @@ class ProxyResource(Resource):
                 self.overrides and self.overrides.buffered(route.service_name, *key)):
             # The usual case: resolve once here, route once when complete.
             request.resolution = resolution
+            request.body_limit = self._buffered_limit(route.service_name, key)
             return False
         cid = new_correlation_id()
         cid_text = str(cid)
@@ -596,6 +600,7 @@ class ProxyResource(Resource):
         if not plan.endpoint.supports_streaming:
             return False
         if length is not None and length > plan.limit:
+            request.body_limit = plan.limit
             return False
         try:
             # A stream holds at most one window in flight at a time.
@@ -618,6 +623,20 @@ class ProxyResource(Resource):
         connection.uploads[cid] = upload
         request.upload = upload
         return True
+
+    def _buffered_limit(self, service_name: str, key: Tuple[str, str]) -> int:
+        """
+        The largest request body any routable instance of a buffered
+        endpoint could take: the per-call limit, or less where every
+        instance's descriptor says less.  A body over it is refused (413)
+        as soon as its length is known, before it is read.
+        """
+        per_call = self.limits.max_request_bytes_per_call
+        limits = [min(per_call, e.max_request_bytes) if e.max_request_bytes is not None
+                  else per_call
+                  for c in self.routing_state.connectionsFor(service_name, *key)
+                  for e in (c.state.endpoints.get(key),) if e is not None]
+        return max(limits, default=per_call)
 
     def _authenticate(self, request: Request, endpoint: Any, cid_text: str) -> Mapping[str, Any]:
         """
@@ -849,21 +868,16 @@ class UploadStream:
         self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
         self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent",
                       cid=self.cid, limit=self.limit)
-        transport = self._transport()
-        if transport is None:
+        channel = self.request.channel
+        if channel is None:
             return
-        if not self.request.startedWriting:
-            body = problem_body(413, PayloadTooLarge.kind, PayloadTooLarge.title,
-                                f"request body exceeds {self.limit} bytes", str(self.cid))
-            transport.write(
-                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: " + _PROBLEM
-                + b"\r\nX-Correlation-Id: " + str(self.cid).encode()
-                + b"\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
-                + b"\r\n\r\n" + body)
-            transport.resumeProducing()
-            transport.loseConnection()
+        if not self.request.startedWriting and isinstance(channel, EdgeChannel):
+            channel.refuse(PayloadTooLarge(f"request body exceeds {self.limit} bytes"),
+                           str(self.cid))
         else:
-            transport.abortConnection()
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
 
 
 def _origin_form(path: bytes) -> bytes:
@@ -895,6 +909,7 @@ class HealthApp:
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(CORRELATION_HEADER, str(new_correlation_id()).encode())
         return json.dumps(obj, separators=(",", ":")).encode()
 
     @app.route("/health", methods=["GET", "HEAD"])
@@ -962,6 +977,9 @@ class GatewayRequest(Request):
 
     defaultContentType = None
     too_large: Optional[int] = None
+    #: The body limit known once the headers are in (the endpoint's, when
+    #: resolved then), else the site's per-call limit applies.
+    body_limit: Optional[int] = None
     upload: Optional["UploadStream"] = None
     early_error: Optional[PipelineError] = None
     resolution: Any = None
@@ -975,13 +993,30 @@ class GatewayRequest(Request):
     _received = 0
 
     def _limit(self) -> Optional[int]:
+        if self.body_limit is not None:
+            return self.body_limit
         site = getattr(self.channel, "site", None)
         return getattr(site, "max_request_bytes", None)
+
+    def _refuse(self, error: PipelineError) -> None:
+        """
+        Refuse the request before its body is read: answer, close.
+        """
+        channel = self.channel
+        if isinstance(channel, EdgeChannel):
+            channel.refuse(error)
 
     def gotLength(self, length: Optional[int]) -> None:
         if not length and not self.requestHeaders.hasHeader(b"transfer-encoding"):
             # No body: nothing to stream, nothing to limit.
             super().gotLength(length)
+            return
+        if length is not None and self.requestHeaders.hasHeader(b"transfer-encoding"):
+            # A Transfer-Encoding twisted.web let through that is not
+            # chunked ("identity"): RFC 9112 6.3, chunked must be the final
+            # coding, else 400 and close.
+            self.content = None
+            self._refuse(BadRequest("Transfer-Encoding must be chunked (RFC 9112 6.3)"))
             return
         site = getattr(self.channel, "site", None)
         command = getattr(self.channel, "_command", None)
@@ -993,8 +1028,11 @@ class GatewayRequest(Request):
             return
         limit = self._limit()
         if length is not None and limit is not None and length > limit:
+            # Refused before anything is read (and with no 100 Continue).
             self.too_large = length
             self.content = None
+            self._refuse(PayloadTooLarge(
+                f"request body of {length} bytes exceeds {limit} bytes"))
             return
         super().gotLength(length)
 
@@ -1023,6 +1061,7 @@ class GatewayRequest(Request):
             if self.content is not None:
                 self.content.close()
             self.content = None
+            self._refuse(PayloadTooLarge(f"request body exceeds {limit} bytes"))
             return
         super().handleContentChunk(data)
 
@@ -1049,10 +1088,15 @@ class GatewayRequest(Request):
         never reads C{received_cookies}.
         """
 
+    log = Logger()
+
     def process(self) -> None:
         self.path = _origin_form(self.path)
         site = getattr(self.channel, "site", None)
-        if not isinstance(site, GatewaySite) or self.path == b"*" or self.path in HEALTH_PATHS:
+        if isinstance(site, GatewaySite) and self.path == b"*":
+            self._asterisk()
+            return
+        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS:
             super().process()
             return
         # A proxied request: what twisted.web's Request.process does for our
@@ -1068,6 +1112,43 @@ class GatewayRequest(Request):
             self.render(site.proxy)
         except BaseException:
             self.processingFailed(Failure())
+
+    def _asterisk(self) -> None:
+        """
+        The asterisk-form target (RFC 9112 3.2.4): C{OPTIONS *} is answered
+        200 with no body; any other method is a malformed request (400).
+        """
+        cid = str(new_correlation_id())
+        self.setHeader(b"Server", SERVER_VERSION)
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        if self.method == b"OPTIONS":
+            self.setHeader(b"Content-Length", b"0")
+        else:
+            method = self.method.decode("ascii", "replace")
+            self.write(write_problem(self, BadRequest(
+                f"the request target * is only for OPTIONS, not {method} (RFC 9112 3.2.4)"),
+                cid))
+        self.finish()
+
+    def processingFailed(self, reason: Failure) -> None:
+        """
+        A bug of ours while handling the request: logged with its
+        traceback, answered 500 problem+json (twisted.web would answer
+        text/html), or the response cut if it had begun.
+        """
+        cid = str(new_correlation_id())
+        self.log.failure("request {cid} failed in the gateway", failure=reason, cid=cid)
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            self.channel.loseConnection()
+            return
+        self.responseHeaders = Headers()
+        self.own_headers = None
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        self.write(write_problem(self, PipelineError(
+            "the gateway failed to handle this request"), cid))
+        self.finish()
 
     def drop_own_header(self, lower_name: bytes) -> None:
         """
@@ -1164,17 +1245,19 @@ class GatewayRequest(Request):
 _IDLE_SLACK = 1e-6
 
 
-class GatewayChannel(http.HTTPChannel):
+class GatewayChannel(EdgeChannel):
     """
-    The gateway's HTTP/1.1 connection: twisted.web's L{http.HTTPChannel},
-    except that it asks the socket for its own address once per connection
+    The gateway's HTTP/1.1 connection: L{EdgeChannel} (twisted.web's
+    L{http.HTTPChannel} with the edge's refusals and head deadline), except
+    that it asks the socket for its own address once per connection
     (twisted.web asks on every request: a C{getsockname} system call each),
-    and keeps its idle timeout with one lazily moved timer.
+    keeps its idle timeout with one lazily moved timer, and counts itself
+    in its site's open connections.
     """
 
     _host: Any = None
-    #: The site's clock (set by L{GatewaySite.buildProtocol}).
-    clock: Optional[IReactorTime] = None
+    #: Counted in L{GatewaySite.open_connections}.
+    _counted = False
     _idle_call: Any = None
     _idle_deadline: Optional[float] = None
 
@@ -1241,6 +1324,10 @@ class GatewayChannel(http.HTTPChannel):
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
+        site = getattr(self, "site", None)
+        if isinstance(site, GatewaySite) and self._counted:
+            self._counted = False
+            site.open_connections -= 1
 
 
 class GatewaySite(Site):
@@ -1257,6 +1344,16 @@ class GatewaySite(Site):
     protocol = GatewayChannel  # type: ignore[assignment]
     _date_second = -1
     _date = b""
+    #: Seconds from a request head's first byte to its last (408 after).
+    head_timeout: Optional[float] = None
+    #: The request line, each header line and all of them together.
+    max_header_bytes: Optional[int] = None
+    #: Client connections held at most (beyond: 503 and close).
+    max_connections: Optional[int] = None
+    #: Client connections open now.
+    open_connections = 0
+    #: Connections over the cap being answered 503 now.
+    refusing = 0
 
     def __init__(
         self,
@@ -1278,10 +1375,25 @@ class GatewaySite(Site):
         self.access_log = access_log
 
     def buildProtocol(self, addr: Any) -> Any:
+        cap = self.max_connections
+        if cap is not None and self.open_connections >= cap:
+            if self.refusing >= REFUSALS_IN_FLIGHT:
+                return None  # closed at once by the port, unanswered
+            self.refusing += 1
+            return ConnectionRefusal(TooManyConnections(
+                f"this gateway holds {cap} client connections already"), self._refused)
         channel = super().buildProtocol(addr)
         if isinstance(channel, GatewayChannel):
             channel.clock = self.reactor
+            channel.head_timeout = self.head_timeout
+            if self.max_header_bytes is not None:
+                channel.set_max_header_bytes(self.max_header_bytes)
+            channel._counted = True
+            self.open_connections += 1
         return channel
+
+    def _refused(self) -> None:
+        self.refusing -= 1
 
     def acceptableProtocols(self) -> List[bytes]:
         """

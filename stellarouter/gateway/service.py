@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import dataclasses
+import resource
 from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
@@ -25,6 +26,7 @@ from ..lifecycle import StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
+from ._web import client_connection_cap
 from .edge import GatewaySite, HealthApp, ProxyResource
 from .auth import TokenVerifier
 from .buffers import ResponseBudget
@@ -145,6 +147,7 @@ class GatewayService(Service):
         self.proxy.auth_required = config.auth.require_authentication
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
         self.site.access_log = config.http.access_log
+        self._apply_http(config)
         self.health.node_id, self.health.region = node.node_id, node.region
         if config.static_instances != self.health.expected.expected:
             self.health.expected = ExpectedInstances(config.static_instances,
@@ -182,6 +185,18 @@ class GatewayService(Service):
                               instance_id=state.instance.instance_id, refusal=refusal)
                 connection.sender.close(refusal)
 
+    def _apply_http(self, config: GatewayConfig) -> None:
+        """
+        The HTTP edge's connection-level limits (for connections accepted
+        from now on).
+        """
+        http = config.http
+        self.site.head_timeout = http.request_head_timeout
+        self.site.max_header_bytes = http.max_header_bytes
+        open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.site.max_connections = client_connection_cap(
+            http.max_connections, open_files, http.reserved_descriptors)
+
     def apply_config(self, new: GatewayConfig) -> Tuple[List[str], List[str]]:
         """
         Swap in a new validated configuration: what can change live does at
@@ -195,7 +210,8 @@ class GatewayService(Service):
             self.log.warn("configuration reload weakens authentication: {weakening}",
                           weakening=weakening)
         effective = dataclasses.replace(
-            new, http=dataclasses.replace(new.http, listen=self.config.http.listen),
+            new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
+                                          backlog=self.config.http.backlog),
             transports=self.config.transports)
         self._apply(effective)
         self.config = effective
@@ -254,7 +270,7 @@ class GatewayService(Service):
 
     async def _start(self) -> None:
         transports = await self.start_transports()
-        listen = self.config.http.listen
+        listen = self.config.http.listen_endpoint
         try:
             port = await serverFromString(self.reactor, listen).listen(self.site)
         except Exception as e:

@@ -87,6 +87,10 @@ def typed_handler(
                 payload = json.loads(ctx.body)
             except ValueError as e:
                 return _bad_request(ctx, f"request body is not valid JSON: {e}")
+            except RecursionError:
+                # Nested deeper than the interpreter recurses: the client's
+                # fault, not ours.
+                return _bad_request(ctx, "request body is JSON nested too deeply")
         if request_type is not None:
             try:
                 payload = request_type(payload)
