@@ -29,7 +29,7 @@ from ..common.ids import new_correlation_id
 from ..common.enums import CancelReason, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IResponseSink, IRoutingPlugin
-from ..common.models import PayloadLimits, RoutingContext, parse_version
+from ..common.models import MAX_VERSION_PART, PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import write_now
@@ -414,8 +414,10 @@ class ProxyResource(Resource):
             try:
                 parse_version(requested)
             except InvalidDescriptor:
+                shown = requested if len(requested) <= 40 else requested[:40] + "..."
                 raise BadVersion(
-                    f"X-Stella-Version {requested!r} is not MAJOR.MINOR.PATCH") from None
+                    f"X-Stella-Version {shown!r} is not MAJOR.MINOR.PATCH (each part at most "
+                    f"{MAX_VERSION_PART})") from None
             if requested not in self.routing_state.versions_seen(route.service_name):
                 raise VersionNotFound(
                     f"service {route.service_name} has no version {requested}")
