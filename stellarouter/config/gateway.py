@@ -6,6 +6,7 @@ limits.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -76,6 +77,14 @@ class HttpConfig:
         automatic.
     @ivar backlog: the listen backlog (connections the kernel queues
         before they are accepted); ignored if C{listen} sets its own.
+    @ivar trusted_proxies: addresses or networks (C{10.0.0.0/8}, C{::1})
+        whose C{X-Forwarded-For} / C{Forwarded} values are kept; from any
+        other peer they are replaced.  The peer's address is always
+        appended.
+    @ivar forget_routes_after: seconds a route stays known (503, not 404)
+        after its last instance left; 0 forgets at once.
+    @ivar max_remembered_routes: at most this many such routes are
+        remembered (the oldest departure is forgotten first).
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
@@ -85,6 +94,9 @@ class HttpConfig:
     max_connections: Optional[int] = None
     reserved_descriptors: int = 256
     backlog: int = 1024
+    trusted_proxies: Tuple[str, ...] = ()
+    forget_routes_after: float = 600.0
+    max_remembered_routes: int = 1024
 
     @property
     def listen_endpoint(self) -> str:
@@ -188,6 +200,8 @@ class EndpointOverride:
     @ivar timeout: replaces the endpoint's C{default_timeout} (seconds).
     @ivar requiring_claims: added to the endpoint's own requirements (the
         gateway can only tighten).
+    @ivar forward_authorization: pass the client's C{Authorization} header
+        on to the microservice (the verified claims always go).
     """
 
     method: str
@@ -195,6 +209,7 @@ class EndpointOverride:
     timeout: Optional[float] = None
     requiring_claims: Tuple[ClaimRequirement, ...] = ()
     buffered: bool = False
+    forward_authorization: bool = True
 
 
 @dataclass(frozen=True)
@@ -344,7 +359,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
 
     http_raw = r.mapping(top.get("http"), "http", [
         "listen", "access_log", "request_head_timeout", "max_header_bytes", "max_connections",
-        "reserved_descriptors", "backlog"])
+        "reserved_descriptors", "backlog"] + _HTTP_REQUEST_KEYS)
     http = HttpConfig(
         listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
         access_log=r.get(http_raw, "access_log", "http", bool, False),
@@ -361,6 +376,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                                    lambda v: None if v >= 0 else "must be at least 0"),
         backlog=r.get(http_raw, "backlog", "http", int, HttpConfig.backlog,
                       lambda v: None if 1 <= v <= 65535 else "must be in [1, 65535]"),
+        **_read_http_request_settings(r, http_raw),
     )
 
     transports = []
@@ -436,7 +452,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         for j, entry in enumerate(r.items(raw, "endpoints", where)):
             at = f"{where}.endpoints[{j}]"
             obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
-                                        "supports_streaming"])
+                                        "supports_streaming", "forward_authorization"])
             streaming = r.get(obj, "supports_streaming", at, bool, None)
             if streaming is True:
                 r.problem(f"{at}.supports_streaming",
@@ -451,8 +467,9 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
             if key in keys:
                 r.problem(at, f"{key[0]} {key[1]} is overridden twice")
             keys.add(key)
-            overrides.append(EndpointOverride(key[0], key[1], timeout, claims,
-                                              streaming is False))
+            overrides.append(EndpointOverride(
+                key[0], key[1], timeout, claims, streaming is False,
+                r.get(obj, "forward_authorization", at, bool, True)))
         if name is not None:
             name = name.lower()
             if name in seen:
@@ -521,6 +538,38 @@ def _read_allowed_versions(r: Reader, raw: Any, where: str,
         r.problem(f"{where}.default_version",
                   f"{default} is not in allowed_versions ({', '.join(versions)})")
     return tuple(versions)
+#: The C{http} keys of the request-level edge settings (issue 17).
+_HTTP_REQUEST_KEYS = ["trusted_proxies", "forget_routes_after", "max_remembered_routes"]
+
+
+def _read_http_request_settings(r: Reader, raw: Any) -> Dict[str, Any]:
+    """
+    C{http.trusted_proxies}, C{http.forget_routes_after} and
+    C{http.max_remembered_routes}, checked.
+    """
+    proxies: List[str] = []
+    for i, item in enumerate(r.items(raw, "trusted_proxies", "http")):
+        where = f"http.trusted_proxies[{i}]"
+        if not isinstance(item, str):
+            r.problem(where, "must be an address or a network such as 10.0.0.0/8")
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as e:
+            r.problem(where, str(e))
+            continue
+        proxies.append(item)
+    return {
+        "trusted_proxies": tuple(proxies),
+        "forget_routes_after": r.get(raw, "forget_routes_after", "http", float,
+                                     HttpConfig.forget_routes_after,
+                                     lambda v: None if 0 <= v <= 86400
+                                     else "must be in [0, 86400]"),
+        "max_remembered_routes": r.get(raw, "max_remembered_routes", "http", int,
+                                       HttpConfig.max_remembered_routes,
+                                       lambda v: None if 1 <= v <= 1_000_000
+                                       else "must be in [1, 1000000]"),
+    }
 
 
 def _read_auth(r: Reader, raw: Any, source: str) -> AuthConfig:

@@ -29,7 +29,7 @@ from ..common.ids import new_correlation_id
 from ..common.enums import CancelReason, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IResponseSink, IRoutingPlugin
-from ..common.models import PayloadLimits, RoutingContext, parse_version
+from ..common.models import MAX_VERSION_PART, PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import discard_unsent, write_now
@@ -52,6 +52,7 @@ from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_req
 from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import CONNECTED, ExpectedInstances
+from .forwarding import ClientAddressPolicy
 from .overrides import EndpointOverrides
 from .state import RoutingState
 
@@ -73,15 +74,32 @@ CORRELATION_HEADER = b"X-Correlation-Id"
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
 
-def _read_headers(request: IRequest) -> Tuple[List[Tuple[str, str]], Optional[bytes]]:
+#: Request headers the edge checks or rewrites itself (issue 17, item 7):
+#: at most one C{Host} and one C{Authorization}; C{X-Forwarded-For} and
+#: C{Forwarded} are the gateway's to write (L{ClientAddressPolicy}); an
+#: incoming C{X-Correlation-Id} is never forwarded (the id is the
+#: gateway's: the REQUEST's, C{ctx.correlation_id} in the handler).
+_EDGE_HEADERS = frozenset({"host", "authorization", "x-forwarded-for", "forwarded",
+                           "x-correlation-id"})
+
+
+def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
+                  http_version: bytes) -> Tuple[List[Tuple[str, str]], Optional[bytes]]:
     """
     Read the request headers once: those to forward (all but the hop-by-hop
-    ones and those named in C{Connection}), and the first
-    C{X-Stella-Version} value.
+    ones and those named in C{Connection}; L{_EDGE_HEADERS} as the edge
+    decides), and the first C{X-Stella-Version} value.
+
+    @param http_version: the request line's, e.g. C{b"HTTP/1.1"}.
+    @raise BadRequest: two C{Host} or C{Authorization} headers, or an
+        HTTP/1.1 request without C{Host}.
     """
     pairs: List[Tuple[str, str]] = []
     version: Optional[bytes] = None
     named: Optional[List[bytes]] = None
+    host = False
+    forwarded_for: Optional[List[bytes]] = None
+    forwarded: Optional[List[bytes]] = None
     for name, values in request.requestHeaders.getAllRawHeaders():
         text = name.decode("latin-1")
         lower = text.lower()
@@ -91,12 +109,31 @@ def _read_headers(request: IRequest) -> Tuple[List[Tuple[str, str]], Optional[by
             continue
         if lower == "x-stella-version":
             version = values[0]
+        elif lower in _EDGE_HEADERS:
+            if lower == "x-forwarded-for":
+                forwarded_for = values
+                continue
+            if lower == "forwarded":
+                forwarded = values
+                continue
+            if lower == "x-correlation-id":
+                continue
+            if len(values) > 1:
+                raise BadRequest(f"{len(values)} {text} headers; at most one is allowed")
+            host = host or lower == "host"
         for value in values:
             pairs.append((text, value.decode("latin-1")))
+    if not host and http_version == b"HTTP/1.1":
+        raise BadRequest("an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)")
     if named:
         drop = {t.strip().lower() for v in named for t in v.decode("latin-1").split(",")}
         pairs = [(n, v) for n, v in pairs if n.lower() not in drop]
+    pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
     return pairs, version
+
+
+def _without_authorization(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    return [(n, v) for n, v in headers if n.lower() != "authorization"]
 
 
 def write_problem(
@@ -325,6 +362,9 @@ class HttpResponseSink:
             else:
                 headers.addRawHeader(name.encode("latin-1"), raw_value)
         if response.streaming:
+            if request.method == b"HEAD":
+                self._head_of_stream(request)
+                return
             self.streaming = True
             request.registerProducer(self, True)
             if getattr(request.channel, "_waitingForTransport", False):
@@ -339,6 +379,19 @@ class HttpResponseSink:
             headers.setRawHeaders(b"Content-Length", [length])
         if body:
             request.write(body)
+        self._finish()
+
+    def _head_of_stream(self, request: Request) -> None:
+        """
+        A HEAD request whose GET endpoint streams its body: the head is the
+        whole answer.  Finish at once and cancel the stream upstream (reason
+        ClientDisconnected: nobody will read that body), so neither the
+        microservice nor this connection moves a byte of it, and a request
+        pipelined behind the HEAD does not wait (issue 17, item 5).
+        """
+        self.client_gone = True  # drop whatever of the body is already on its way
+        if self.connection is not None:
+            self.connection.cancel(self.cid, CancelReason.CLIENT_DISCONNECTED)
         self._finish()
 
     def _write_whole(self, request: "GatewayRequest", response: ResponseMessage) -> None:
@@ -435,6 +488,7 @@ class ProxyResource(Resource):
         self.overrides = EndpointOverrides()
         self.verifier: Optional[TokenVerifier] = None
         self.auth_required = False
+        self.forwarding = ClientAddressPolicy()
 
     def render(self, request: Request) -> Any:
         cid = new_correlation_id()
@@ -473,11 +527,13 @@ class ProxyResource(Resource):
                 f"request body of {too_large} bytes exceeds "
                 f"{self.limits.max_request_bytes_per_call} bytes")
         body = request.content.read() if request.content is not None else b""
-        headers, version = _read_headers(request)
+        headers, version = _read_headers(request, self.forwarding, request.clientproto)
         plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text,
                           version, getattr(request, "resolution", None))
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
+        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+            headers = _without_authorization(headers)
         self._check_budgets(plan.connection, len(body))
         uri = request.uri
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
@@ -513,8 +569,10 @@ class ProxyResource(Resource):
             try:
                 parse_version(requested)
             except InvalidDescriptor:
+                shown = requested if len(requested) <= 40 else requested[:40] + "..."
                 raise BadVersion(
-                    f"X-Stella-Version {requested!r} is not MAJOR.MINOR.PATCH") from None
+                    f"X-Stella-Version {shown!r} is not MAJOR.MINOR.PATCH (each part at most "
+                    f"{MAX_VERSION_PART})") from None
             if requested not in self.routing_state.versions_seen(route.service_name):
                 raise VersionNotFound(
                     f"service {route.service_name} has no version {requested}")
@@ -591,7 +649,13 @@ class ProxyResource(Resource):
             return False
         cid = new_correlation_id()
         cid_text = str(cid)
-        headers, version = _read_headers(request)
+        try:
+            headers, version = _read_headers(request, self.forwarding,
+                                             getattr(request.channel, "_version", b"HTTP/1.1"))
+        except BadRequest as e:
+            # Answer it when the request completes; do not buffer the body.
+            request.early_error = e
+            return True
         try:
             plan = self._plan(request, method, path.decode("latin-1"), length or 0, cid_text,
                               version, resolution)
@@ -602,6 +666,8 @@ class ProxyResource(Resource):
         if length is not None and length > plan.limit:
             request.body_limit = plan.limit
             return False
+        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+            headers = _without_authorization(headers)
         try:
             # A stream holds at most one window in flight at a time.
             self._check_budgets(plan.connection, min(length or STREAM_WINDOW, STREAM_WINDOW))

@@ -2,7 +2,9 @@
 The gateway's per-endpoint overrides from C{services[].endpoints}: a
 timeout that replaces the endpoint's own, claim requirements added to its
 own, and C{supports_streaming: false} to buffer the bodies of an endpoint
-announced as streaming (the gateway only tightens).
+announced as streaming (the gateway only tightens), and
+C{forward_authorization: false} to keep the client's C{Authorization}
+header from the microservice (it gets the verified claims).
 
 An override names an endpoint by method and path template, matched by
 shape: C{GET /echo/{id}} overrides C{GET /echo/{x}} (parameter names do not
@@ -90,6 +92,15 @@ class EndpointOverrides:
         """
         override = self._by_key.get((service_name, method, self._shape(path)))
         return override is not None and override.buffered
+
+    def forwards_authorization(self, endpoint: EndpointDescriptor) -> bool:
+        """
+        Whether the client's C{Authorization} header goes to the
+        microservice (C{forward_authorization}, default true).
+        """
+        override = self._by_key.get(
+            (endpoint.service_name, endpoint.method, self._shape(endpoint.path)))
+        return override is None or override.forward_authorization
 
     def apply(self, endpoint: EndpointDescriptor,
               routes: Optional[AnnouncedRoutes] = None) -> Tuple[EndpointDescriptor, float]:

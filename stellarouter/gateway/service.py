@@ -32,6 +32,8 @@ from .auth import TokenVerifier
 from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import ExpectedInstances
+from .forwarding import ClientAddressPolicy
+from .memory import configured_routes
 from .health import HealthMonitor
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
@@ -70,7 +72,7 @@ class GatewayService(Service):
         """
         self.config = config
         self.reactor = reactor
-        self.routing_state = RoutingState()
+        self.routing_state = RoutingState(reactor)
         self.aggregate = ByteCount()
         self.response_budget = ResponseBudget(config.buffers.max_response_bytes)
         self.connections: List[GatewayConnection] = []
@@ -145,6 +147,10 @@ class GatewayService(Service):
         self.proxy.overrides.report(self.routing_state)
         self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
         self.proxy.auth_required = config.auth.require_authentication
+        self.proxy.forwarding = ClientAddressPolicy(config.http.trusted_proxies)
+        self.routing_state.memory.limit(config.http.forget_routes_after,
+                                        config.http.max_remembered_routes)
+        self.routing_state.memory.configure(configured_routes(config.services))
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
         self.site.access_log = config.http.access_log
         self._apply_http(config)

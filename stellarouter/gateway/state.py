@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IGlobalRoutingState
 from ..common.models import ConnectionState, RoutableConnection
+from .errors import MethodNotAllowed, NoRoute, NotFound
+from .memory import RouteMemory
 from .resolver import EndpointResolver, Resolution, Route
 
 #: Path prefixes served by the gateway itself; no service may announce them.
@@ -34,11 +37,18 @@ class RoutingState:
 
     log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Optional[IReactorTime] = None) -> None:
+        """
+        @param clock: dates the departures of routes (L{memory}); without
+            one, only the configured routes are remembered.
+        """
         self._connections: Dict[str, RoutableConnection] = {}
         self._by_endpoint: Dict[Tuple[str, str], List[RoutableConnection]] = {}
         self._resolver = EndpointResolver()
         self._versions_seen: Dict[str, Set[str]] = {}
+        self.clock = clock
+        #: Routes known without a live instance: 503, not 404.
+        self.memory = RouteMemory()
 
     def register(self, connection: RoutableConnection) -> None:
         state: ConnectionState = connection.state
@@ -76,6 +86,7 @@ class RoutingState:
             for route in new_routes:
                 self._resolver.add(route)
                 added.append(route)
+                self.memory.arrived(route)
         except ValueError as e:
             for route in added:
                 self._resolver.remove(route.method, route.template)
@@ -97,10 +108,28 @@ class RoutingState:
                 holders.remove(connection)
             if not holders:
                 del self._by_endpoint[key]
+                route = self._resolver.lookup(*key)
                 self._resolver.remove(*key)
+                if route is not None and self.clock is not None:
+                    self.memory.departed(route, self.clock.seconds())
 
     def resolve(self, method: str, path: str) -> Resolution:
-        return self._resolver.resolve(method, path)
+        """
+        See L{IGlobalRoutingState.resolve}; a route no live instance serves
+        but that L{memory} knows raises L{NoRoute} (503) instead of
+        L{NotFound} or L{MethodNotAllowed}.
+        """
+        try:
+            return self._resolver.resolve(method, path)
+        except (NotFound, MethodNotAllowed):
+            known = self.memory.find(method, path, self._now())
+            if known is None:
+                raise
+        raise NoRoute(f"no instance of {known.service_name} serves {known.method} "
+                      f"{known.template} right now")
+
+    def _now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else 0.0
 
     def announced(self, method: str, template: str) -> Optional[Route]:
         """
