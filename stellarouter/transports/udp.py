@@ -40,6 +40,7 @@ from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
 from ..common.models import Frame
+from .hello import HelloRetry
 
 #: The default UDP port of the gateway's transport listener.
 DEFAULT_PORT = 5102
@@ -281,13 +282,15 @@ class UDPTransportClient(_Endpoint):
 
     def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
                  max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
-                 hello_retry: float = 1.0, **backoff: Any) -> None:
+                 hello_retry: float = 1.0, max_delay: float = 30.0) -> None:
         """
         @param address: C{udp:host=HOST:port=PORT}.
         @param idle_timeout: start a new session after this long without a
             datagram from the gateway.
         @param hello_retry: resend an unanswered HELLO after this long
-            (doubling up to 30 s).
+            (doubling up to C{max_delay}, back to C{hello_retry} only once
+            a HELLO was accepted).
+        @param max_delay: the longest wait between two HELLOs.
         @raise ValueError: a bad address.
         """
         super().__init__(reactor, max_datagram_bytes)
@@ -299,10 +302,10 @@ class UDPTransportClient(_Endpoint):
         self.hello_retry = hello_retry
         self.receiver: Optional[IFrameReceiver] = None
         self.seen = _Seen((FrameType.RESPONSE,))
+        self.retry = HelloRetry(reactor, self._write_hello, hello_retry, max_delay,
+                                peer=self.peer)
         self._port: Optional[IListeningPort] = None
-        self._hello: Optional[Frame] = None
-        self._hello_call: Optional[IDelayedCall] = None
-        self._hello_delay = hello_retry
+        self._reopen_call: Optional[IDelayedCall] = None
         self._idle_call: Optional[IDelayedCall] = None
         self._running = False
 
@@ -310,17 +313,24 @@ class UDPTransportClient(_Endpoint):
 
     def start(self) -> None:
         self._running = True
-        self._port = self.reactor.listenUDP(0, self, maxPacketSize=65535)
+        self._open()
 
     def stop(self) -> Deferred:
         self._running = False
+        self._cancel(self._reopen_call)
+        self._reopen_call = None
         self._end_session("stopped")
-        if self._port is not None:
-            result = self._port.stopListening()
-            self._port = None
+        port, self._port = self._port, None
+        if port is not None:
+            result = port.stopListening()
             if isinstance(result, Deferred):
                 return result
         return succeed(None)
+
+    def _open(self) -> None:
+        self._reopen_call = None
+        if self._running:
+            self._port = self.reactor.listenUDP(0, self, maxPacketSize=65535)
 
     # DatagramProtocol
 
@@ -328,6 +338,23 @@ class UDPTransportClient(_Endpoint):
         assert self.transport is not None
         self.transport.connect(self.host, self.port_number)
         self._new_session()
+
+    def stopProtocol(self) -> None:
+        """
+        The socket closed.  Unless L{stop} closed it, the reactor did: on
+        Linux an ICMP port unreachable (no gateway listening yet, or any
+        more) is an error on the connected socket, which the reactor treats
+        as the end of it.  The session ends and a new socket says HELLO
+        again after the retry delay, which grows until a gateway accepts.
+        """
+        if not self._running or self._port is None:
+            return
+        self._port = None
+        self._end_session("the gateway is unreachable (port unreachable)")
+        delay = self.retry.delay
+        self.log.info("gateway {peer} unreachable; saying HELLO again in {delay:g}s",
+                      peer=self.peer, delay=delay)
+        self._reopen_call = self.clock.callLater(delay, self._open)
 
     def connectionRefused(self) -> None:
         self.log.debug("gateway {peer} not answering (port unreachable)", peer=self.peer)
@@ -337,11 +364,7 @@ class UDPTransportClient(_Endpoint):
         if frame is None or self.receiver is None:
             return
         self._touch()
-        if self._hello is not None and frame.type is FrameType.HELLO and (
-                frame.correlation_id == self._hello.correlation_id):
-            self._hello = None
-            self._cancel(self._hello_call)
-            self._hello_call = None
+        self.retry.received(frame)
         if self.seen.duplicate(frame):
             answer = self.seen.answer_to(frame)
             self.drop("duplicate", addr, frame.type.name)
@@ -360,10 +383,8 @@ class UDPTransportClient(_Endpoint):
     def sendFrame(self, frame: Frame) -> None:
         if self.receiver is None:
             return
-        if frame.type is FrameType.HELLO and self._hello is None:
-            self._hello = frame
-            self._hello_delay = self.hello_retry
-            self._schedule_hello()
+        if frame.type is FrameType.HELLO and not self.retry.pending:
+            self.retry.sent(frame)
         self.send(frame, None, self.seen)
 
     def close(self, reason: str) -> None:
@@ -388,10 +409,9 @@ class UDPTransportClient(_Endpoint):
         self.receiver.connectionOpened(self)
 
     def _end_session(self, reason: str) -> None:
-        self._cancel(self._hello_call)
+        self.retry.stop()
         self._cancel(self._idle_call)
-        self._hello_call = self._idle_call = None
-        self._hello = None
+        self._idle_call = None
         receiver, self.receiver = self.receiver, None
         if receiver is not None:
             receiver.connectionClosed(reason)
@@ -411,17 +431,9 @@ class UDPTransportClient(_Endpoint):
                       peer=self.peer, timeout=self.idle_timeout)
         self._restart(f"nothing heard from the gateway for {self.idle_timeout:g}s")
 
-    def _schedule_hello(self) -> None:
-        self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
-
-    def _resend_hello(self) -> None:
-        self._hello_call = None
-        if self._hello is None or self.transport is None:
-            return
-        self.log.info("HELLO to {peer} not answered; sending it again", peer=self.peer)
-        self.transport.write(encode_datagram(self._hello), None)
-        self._hello_delay = min(self._hello_delay * 2, 30.0)
-        self._schedule_hello()
+    def _write_hello(self, hello: Frame) -> None:
+        if self.transport is not None:
+            self.transport.write(encode_datagram(hello), None)
 
     @staticmethod
     def _cancel(call: Optional[IDelayedCall]) -> None:
@@ -445,7 +457,6 @@ def udp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
     A UDP L{ITransportClient}.
     """
     options.pop("jitter", None)
-    options.pop("max_delay", None)
     initial = options.pop("initial_delay", None)
     if initial is not None:
         options.setdefault("hello_retry", initial)
