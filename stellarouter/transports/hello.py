@@ -17,9 +17,11 @@ from typing import Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..common.enums import FrameType
 from ..common.errors import MalformedPayload
+from ..common.interfaces import IFrameReceiver, IFrameSender
 from ..common.models import Frame
 from ..common.payloads import decode_hello_ack
 
@@ -137,4 +139,74 @@ class HelloRetry:
         self._arm()
 
 
-__all__ = ["HelloRetry", "hello_accepted"]
+class HelloBackoff:
+    """
+    A C{ClientService} retry policy whose attempts count since the last
+    I{accepted} HELLO, not since the last connection that was made:
+    C{ClientService} forgets its failures as soon as a TCP connection is
+    established, so a peer that connects and is then refused (a TLS
+    handshake without a certificate, a HELLO the gateway refuses) would
+    retry at the initial delay forever.
+
+    @ivar attempts: reconnections since the last accepted HELLO.
+    """
+
+    def __init__(self, initial_delay: float = 0.5, max_delay: float = 30.0,
+                 factor: float = 2.0, jitter: Callable[[], float] = lambda: 0.0) -> None:
+        """
+        @param jitter: extra random delay added to each wait.
+        """
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.factor = factor
+        self.jitter = jitter
+        self.attempts = 0
+
+    def __call__(self, failed_attempts: int) -> float:
+        """
+        The wait before the next connection attempt (C{ClientService}'s own
+        count, C{failed_attempts}, is ignored).
+        """
+        delay = min(self.initial_delay * self.factor ** min(self.attempts, 64), self.max_delay)
+        self.attempts += 1
+        return delay + self.jitter()
+
+    def accepted(self) -> None:
+        """
+        A HELLO was accepted: the next reconnection waits the initial delay.
+        """
+        self.attempts = 0
+
+
+@implementer(IFrameReceiver)
+class HelloWatch:
+    """
+    Stands in front of a connection's receiver until the gateway's HELLO
+    answer has passed, and tells a L{HelloBackoff} when it accepted the
+    HELLO.  After that answer it hands the connection's frames straight to
+    the receiver (when the sender has a C{receiver} to repoint, as the
+    stream protocol has), so the requests that follow do not pay for it.
+    """
+
+    def __init__(self, receiver: IFrameReceiver, accepted: Callable[[], None]) -> None:
+        self.receiver = receiver
+        self.accepted = accepted
+        self._sender: Optional[IFrameSender] = None
+
+    def connectionOpened(self, sender: IFrameSender) -> None:
+        self._sender = sender
+        self.receiver.connectionOpened(sender)
+
+    def frameReceived(self, frame: Frame) -> None:
+        if frame.type is FrameType.HELLO:
+            if hello_accepted(frame):
+                self.accepted()
+            if getattr(self._sender, "receiver", None) is self:
+                setattr(self._sender, "receiver", self.receiver)
+        self.receiver.frameReceived(frame)
+
+    def connectionClosed(self, reason: str) -> None:
+        self.receiver.connectionClosed(reason)
+
+
+__all__ = ["HelloBackoff", "HelloRetry", "HelloWatch", "hello_accepted"]

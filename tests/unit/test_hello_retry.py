@@ -1,5 +1,5 @@
 """
-L{HelloRetry}: an unanswered HELLO is sent again with a delay that doubles
+L{HelloRetry}, L{HelloBackoff} and L{HelloWatch}: an unanswered HELLO is sent again with a delay that doubles
 up to a cap and returns to its initial value only after an accepted HELLO.
 """
 
@@ -7,12 +7,15 @@ from typing import List
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import FrameType
 from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.models import Frame
 from stellarouter.common.payloads import HelloAck, encode_hello_ack
-from stellarouter.transports.hello import HelloRetry, hello_accepted
+from stellarouter.common.interfaces import IFrameReceiver
+from stellarouter.testing.fakes import FakeFrameSender, RecordingReceiver
+from stellarouter.transports.hello import HelloBackoff, HelloRetry, HelloWatch, hello_accepted
 
 
 def answer(hello: Frame, accepted: bool) -> Frame:
@@ -88,3 +91,45 @@ class HelloRetryTests(SynchronousTestCase):
         self.assertFalse(hello_accepted(answer(self.hello, False)))
         self.assertFalse(hello_accepted(Frame(FrameType.HELLO, self.hello.correlation_id,
                                               b"not json")))
+
+
+class HelloBackoffTests(SynchronousTestCase):
+    def test_grows_until_accepted(self) -> None:
+        """
+        Waits double up to the cap whatever ClientService's own count says,
+        and start again from the initial delay after an accepted HELLO.
+        """
+        backoff = HelloBackoff(0.5, 3.0, 2.0)
+        self.assertEqual([backoff(1) for _ in range(5)], [0.5, 1.0, 2.0, 3.0, 3.0])
+        backoff.accepted()
+        self.assertEqual(backoff(1), 0.5)
+
+    def test_watch_reports_acceptance_and_steps_aside(self) -> None:
+        """
+        L{HelloWatch} provides L{IFrameReceiver}, forwards everything, calls
+        back on an accepting HELLO answer and then repoints its sender at the
+        real receiver.
+        """
+        accepted: List[bool] = []
+        inner = RecordingReceiver()
+        watch = HelloWatch(inner, lambda: accepted.append(True))
+        verifyObject(IFrameReceiver, watch)
+        sender = FakeFrameSender()
+        sender.receiver = watch  # type: ignore[attr-defined]
+        watch.connectionOpened(sender)
+        hello = Frame(FrameType.HELLO, new_correlation_id(), b"{}")
+        watch.frameReceived(answer(hello, True))
+        self.assertEqual(accepted, [True])
+        self.assertIs(sender.receiver, inner)  # type: ignore[attr-defined]
+        watch.connectionClosed("bye")
+        self.assertEqual((len(inner.frames), inner.reasons), (1, ["bye"]))
+
+    def test_refusal_not_reported(self) -> None:
+        """
+        A refusing HELLO answer is forwarded but not reported as accepted.
+        """
+        accepted: List[bool] = []
+        watch = HelloWatch(RecordingReceiver(), lambda: accepted.append(True))
+        watch.connectionOpened(FakeFrameSender())
+        watch.frameReceived(answer(Frame(FrameType.HELLO, new_correlation_id(), b"{}"), False))
+        self.assertEqual(accepted, [])
