@@ -12,17 +12,20 @@ UDP has no connection, so this module keeps a small one per peer:
    and if this side already answered it (HELLO answer, RESPONSE), the
    answer is sent again, so a lost answer is repaired by the sender's
    retry instead of re-running the request;
- - the microservice resends its HELLO until it is answered, and starts a
-   new session (a new HELLO) when it has heard nothing from the gateway
-   for C{idle_timeout}.
+ - the microservice resends its HELLO until it is answered (L{HelloRetry}),
+   opens a new socket when an ICMP port unreachable closed its own, and
+   starts a new session (a new HELLO) when it has heard nothing from the
+   gateway for C{idle_timeout}.
 
 Malformed datagrams (shorter than 17 bytes, unknown type) are dropped and
-counted, never raised.  Received datagrams are read up to 65,535 bytes
+counted, never raised; drops are logged at most once per interval, with
+their count (a flood must cost a counter per datagram, not a log line).  Received datagrams are read up to 65,535 bytes
 (C{listenUDP} reads only 8,192 unless told).
 """
 
 from __future__ import annotations
 
+import socket
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -35,7 +38,7 @@ from zope.interface import implementer
 
 from ..common.enums import FrameType, TransportType
 from ..common.errors import ProtocolError
-from ..common.frames import decode_datagram, encode_datagram
+from ..common.frames import FRAME_OVERHEAD, decode_datagram, encode_datagram
 from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
@@ -46,6 +49,8 @@ from .hello import HelloRetry
 DEFAULT_PORT = 5102
 #: What a received frame answers, by the received frame's type.
 _REPLY_TYPE = {FrameType.HELLO: FrameType.HELLO, FrameType.REQUEST: FrameType.RESPONSE}
+_HELLO_BYTE = bytes([FrameType.HELLO])
+_TYPE_BYTES = frozenset(int(t) for t in FrameType)
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -100,21 +105,53 @@ class _Endpoint(DatagramProtocol):
     """
     What both sides share: decoding, counting drops, duplicates, answers.
 
-    @ivar drops: dropped datagrams by reason (C{malformed}, C{oversize},
-        C{duplicate}, C{unknown_peer}).
+    A dropped datagram costs a counter increment: a flood of junk must not
+    cost a log line each (a debug line per datagram once took the gateway
+    down).  At most one line per C{drop_log_interval} says how many were
+    dropped, why, and the last sender.
+
+    @ivar drops: dropped datagrams by reason since start (C{malformed},
+        C{oversize}, C{duplicate}, C{unknown_peer}).
     """
 
     log = Logger()
+    #: Seconds between two log lines about dropped datagrams.
+    drop_log_interval = 10.0
 
     def __init__(self, clock: IReactorTime, max_datagram_bytes: int) -> None:
         self.clock = clock
         self.max_datagram_bytes = max_datagram_bytes
         self.drops: Dict[str, int] = {}
+        self._drops_logged: Dict[str, int] = {}
+        self._last_dropped: Any = None
+        self._drop_report: Optional[IDelayedCall] = None
 
     def drop(self, reason: str, address: Any, detail: str = "") -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
-        self.log.debug("dropped a datagram from {address}: {reason} {detail}",
-                       address=address, reason=reason, detail=detail)
+        drops = self.drops
+        drops[reason] = drops.get(reason, 0) + 1
+        self._last_dropped = address
+        if self._drop_report is None:
+            self._drop_report = self.clock.callLater(self.drop_log_interval, self.report_drops)
+
+    def report_drops(self) -> None:
+        """
+        Log the datagrams dropped since the last report, by reason (called
+        by the timer the first drop of an interval arms, and on stop).
+        """
+        if self._drop_report is not None and self._drop_report.active():
+            self._drop_report.cancel()
+        self._drop_report = None
+        new = {reason: count - self._drops_logged.get(reason, 0)
+               for reason, count in self.drops.items()}
+        total = sum(new.values())
+        if not total:
+            return
+        self._drops_logged = dict(self.drops)
+        self.log.warn(
+            "dropped {count} datagram(s) in the last {interval:g}s ({reasons}); last from "
+            "{address}", count=total, interval=self.drop_log_interval,
+            reasons=", ".join(f"{r} {n}" for r, n in sorted(new.items()) if n),
+            address=self._last_dropped)
 
     def decode(self, data: bytes, address: Any) -> Optional[Frame]:
         if len(data) > self.max_datagram_bytes:
@@ -173,6 +210,14 @@ class UDPTransportServer:
 
     transport_type = TransportType.UDP
     log = Logger()
+    #: Seconds during which an address whose HELLO was refused is not heard.
+    refusal_hold = 2.0
+    #: How many such addresses are remembered (the oldest are forgotten).
+    max_refused = 4096
+    #: The socket's receive buffer asked of the kernel (which caps it at
+    #: C{net.core.rmem_max}): room for the registered peers' datagrams while
+    #: a flood of junk fills it faster than it is read.
+    receive_buffer_bytes = 4 * 1024 * 1024
 
     def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
                  max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0) -> None:
@@ -187,6 +232,7 @@ class UDPTransportServer:
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
         self.peers: Dict[Tuple[str, int], UDPPeer] = {}
+        self._refused: "OrderedDict[Tuple[str, int], float]" = OrderedDict()
         self.protocol = _ServerProtocol(self, reactor, max_datagram_bytes)
         self.port: Optional[IListeningPort] = None
         self._sweeper = LoopingCall(self.sweep)
@@ -202,12 +248,15 @@ class UDPTransportServer:
         self._sweeper.start(max(self.idle_timeout / 4, 0.05), now=False)
         host: Any = self.port.getHost()
         where = f"udp:{host.host}:{host.port}"
-        self.log.info("udp transport listening on {where}", where=where)
+        buffer = _grow_receive_buffer(self.port, self.receive_buffer_bytes)
+        self.log.info("udp transport listening on {where} (receive buffer {buffer} bytes)",
+                      where=where, buffer=buffer)
         return succeed(where)
 
     def stop(self) -> Deferred:
         if self._sweeper.running:
             self._sweeper.stop()
+        self.protocol.report_drops()
         for peer in list(self.peers.values()):
             self.forget(peer, "gateway transport stopping")
         if self.port is not None:
@@ -236,9 +285,13 @@ class UDPTransportServer:
 
     def received(self, frame: Frame, address: Tuple[str, int]) -> None:
         peer = self.peers.get(address)
+        opening = peer is None
         if peer is None:
             if frame.type is not FrameType.HELLO:
                 self.protocol.drop("unknown_peer", address, frame.type.name)
+                return
+            if self._refused_recently(address):
+                self.protocol.drop("refused_recently", address)
                 return
             peer = UDPPeer(self, address, self.receiver_factory())
             self.peers[address] = peer
@@ -256,6 +309,43 @@ class UDPTransportServer:
             self.log.failure("receiver failed on a {kind} datagram from {peer}; closing",
                              kind=frame.type.name, peer=peer.peer)
             self.forget(peer, "internal error while handling a frame")
+        if opening and peer.closed:
+            # Its HELLO was refused: further HELLOs from that address are
+            # dropped unread for a while (a flood of junk HELLOs costs a
+            # counter each, not a connection, a log line and an answer).
+            self._refused[address] = self.clock.seconds() + self.refusal_hold
+            while len(self._refused) > self.max_refused:
+                self._refused.popitem(last=False)
+
+    def _refused_recently(self, address: Tuple[str, int]) -> bool:
+        until = self._refused.get(address)
+        if until is None:
+            return False
+        if self.clock.seconds() < until:
+            return True
+        del self._refused[address]
+        return False
+
+
+def _grow_receive_buffer(port: Any, size: int) -> int:
+    """
+    Ask for a receive buffer of C{size} bytes on a listening UDP port's
+    socket (never shrinking it).
+
+    @return: the size the kernel reports afterwards (Linux reports twice
+        what it grants, bookkeeping included), or 0 without a socket.
+    """
+    handle = getattr(port, "getHandle", None)
+    if handle is None:
+        return 0
+    sock = handle()
+    current = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if current < size:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 class _ServerProtocol(_Endpoint):
@@ -264,6 +354,14 @@ class _ServerProtocol(_Endpoint):
         self.server = server
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if addr not in self.server.peers and data[:1] != _HELLO_BYTE:
+            # An unknown sender's datagram that cannot open a peer: counted,
+            # not decoded (a flood of these must stay cheap).
+            size = len(data)
+            self.drop("oversize" if size > self.max_datagram_bytes else
+                      "unknown_peer" if size >= FRAME_OVERHEAD and data[0] in _TYPE_BYTES
+                      else "malformed", addr)
+            return
         frame = self.decode(data, addr)
         if frame is not None:
             self.server.received(frame, addr)
@@ -319,6 +417,7 @@ class UDPTransportClient(_Endpoint):
         self._running = False
         self._cancel(self._reopen_call)
         self._reopen_call = None
+        self.report_drops()
         self._end_session("stopped")
         port, self._port = self._port, None
         if port is not None:
