@@ -296,6 +296,10 @@ class UDPTransportServer:
             peer = UDPPeer(self, address, self.receiver_factory())
             self.peers[address] = peer
             peer.receiver.connectionOpened(peer)
+            if peer.closed:
+                # Refused on sight (too many connections from its host).
+                self._hold_off(address)
+                return
         peer.last_seen = self.clock.seconds()
         if peer.seen.duplicate(frame):
             answer = peer.seen.answer_to(frame)
@@ -310,12 +314,17 @@ class UDPTransportServer:
                              kind=frame.type.name, peer=peer.peer)
             self.forget(peer, "internal error while handling a frame")
         if opening and peer.closed:
-            # Its HELLO was refused: further HELLOs from that address are
-            # dropped unread for a while (a flood of junk HELLOs costs a
-            # counter each, not a connection, a log line and an answer).
-            self._refused[address] = self.clock.seconds() + self.refusal_hold
-            while len(self._refused) > self.max_refused:
-                self._refused.popitem(last=False)
+            self._hold_off(address)
+
+    def _hold_off(self, address: Tuple[str, int]) -> None:
+        """
+        A HELLO from C{address} was refused: its further HELLOs are dropped
+        unread for C{refusal_hold} (a flood of junk HELLOs costs a counter
+        each, not a connection, a log line and an answer).
+        """
+        self._refused[address] = self.clock.seconds() + self.refusal_hold
+        while len(self._refused) > self.max_refused:
+            self._refused.popitem(last=False)
 
     def _refused_recently(self, address: Tuple[str, int]) -> bool:
         until = self._refused.get(address)
