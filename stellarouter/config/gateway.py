@@ -21,6 +21,7 @@ from ..common.errors import InvalidDescriptor
 from ..common.models import (
     ClaimRequirement,
     PayloadLimits,
+    RegistrationLimits,
     normalize_service_name,
     parse_version,
 )
@@ -163,12 +164,16 @@ class HealthConfig:
     @ivar unhealthy_after: silence after which it is UNHEALTHY.
     @ivar sweep_interval: how often silences are checked.
     @ivar ping_interval: how often the gateway pings each connection.
+    @ivar close_unhealthy_after: how long a connection may stay UNHEALTHY
+        before the gateway closes it (its instance may connect again).
     """
 
     degraded_after: float = 15.0
     unhealthy_after: float = 30.0
     sweep_interval: float = 5.0
     ping_interval: float = 5.0
+    #: A connection UNHEALTHY this long is closed (issue 18, item 4).
+    close_unhealthy_after: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -315,6 +320,7 @@ class GatewayConfig:
     auth: AuthConfig = AuthConfig()
     static_instances: Tuple[StaticInstance, ...] = ()
     buffers: BuffersConfig = BuffersConfig()
+    registration: RegistrationLimits = RegistrationLimits()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -341,7 +347,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     """
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
-                                   "services", "static_instances", "auth", "buffers"])
+                                   "services", "static_instances", "auth", "buffers",
+                                   "registration"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -427,11 +434,13 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                      "max_aggregate_inflight_bytes")
     ))
     health_raw = r.mapping(top.get("health"), "health", [
-        "degraded_after", "unhealthy_after", "sweep_interval", "ping_interval"])
+        "degraded_after", "unhealthy_after", "sweep_interval", "ping_interval",
+        "close_unhealthy_after"])
     health_defaults = HealthConfig()
     health = HealthConfig(*(
         r.get(health_raw, name, "health", float, getattr(health_defaults, name), positive)
-        for name in ("degraded_after", "unhealthy_after", "sweep_interval", "ping_interval")
+        for name in ("degraded_after", "unhealthy_after", "sweep_interval", "ping_interval",
+                     "close_unhealthy_after")
     ))
     if health.unhealthy_after < health.degraded_after:
         r.problem("health.unhealthy_after",
@@ -494,6 +503,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         statics.append(static)
     auth = _read_auth(r, top.get("auth"), source)
     buffers = _read_buffers(r, top.get("buffers"))
+    registration = _read_registration(r, top.get("registration"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -505,6 +515,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         auth=auth,
         static_instances=tuple(statics),
         buffers=buffers,
+        registration=registration,
     )
 
 
@@ -538,6 +549,8 @@ def _read_allowed_versions(r: Reader, raw: Any, where: str,
         r.problem(f"{where}.default_version",
                   f"{default} is not in allowed_versions ({', '.join(versions)})")
     return tuple(versions)
+
+
 #: The C{http} keys of the request-level edge settings (issue 17).
 _HTTP_REQUEST_KEYS = ["trusted_proxies", "forget_routes_after", "max_remembered_routes"]
 
@@ -570,6 +583,16 @@ def _read_http_request_settings(r: Reader, raw: Any) -> Dict[str, Any]:
                                        lambda v: None if 1 <= v <= 1_000_000
                                        else "must be in [1, 1000000]"),
     }
+
+
+def _read_registration(r: Reader, raw: Any) -> RegistrationLimits:
+    names = ("max_endpoints", "max_path_length", "max_path_segments",
+             "max_connections_per_peer_address")
+    obj = r.mapping(raw, "registration", list(names))
+    defaults = RegistrationLimits()
+    return RegistrationLimits(*(
+        r.get(obj, name, "registration", int, getattr(defaults, name), positive)
+        for name in names))
 
 
 def _read_auth(r: Reader, raw: Any, source: str) -> AuthConfig:

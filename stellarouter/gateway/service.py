@@ -76,6 +76,9 @@ class GatewayService(Service):
         self.aggregate = ByteCount()
         self.response_budget = ResponseBudget(config.buffers.max_response_bytes)
         self.connections: List[GatewayConnection] = []
+        #: Open connections by peer host (for C{max_connections_per_peer_address}).
+        self.per_peer_address: Dict[str, int] = {}
+        self._refusals = _RefusalLog(reactor)
         self._custom_routing = routing
         node = config.node
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
@@ -116,7 +119,7 @@ class GatewayService(Service):
 
     def _receiver_factory(self, listener: TransportListenerConfig) -> Any:
         def build() -> GatewayConnection:
-            return _TrackedConnection(
+            connection = _TrackedConnection(
                 self, self.routing_state, self.reactor, self.config.node.node_id,
                 self.config.node.region, listener.max_frame_bytes, self.config.health,
                 listener.tls.allowed_names() if listener.tls else {}, self.aggregate,
@@ -124,6 +127,8 @@ class GatewayService(Service):
                 max_unsent_bytes=self.config.buffers.max_unsent_bytes_per_connection,
                 stalled_close_after=self.config.buffers.stalled_close_after,
             )
+            connection.registration = self.config.registration
+            return connection
         return build
 
     def _routing_for(self, config: GatewayConfig) -> IRoutingPlugin:
@@ -160,6 +165,7 @@ class GatewayService(Service):
                                                      self.health.expected)
         for connection in self.connections:
             connection.health = config.health
+            connection.registration = config.registration
             connection.node_id, connection.region = node.node_id, node.region
         if self.monitor.thresholds != config.health:
             running = self.monitor.running
@@ -321,19 +327,79 @@ async def _false() -> bool:
 
 class _TrackedConnection(GatewayConnection):
     """
-    A connection that keeps L{GatewayService.connections} current.
+    A connection that keeps L{GatewayService.connections} current, and is
+    closed at once when its peer host already has
+    C{registration.max_connections_per_peer_address} open.
     """
 
     def __init__(self, owner: GatewayService, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._owner = owner
         self.registration_policy = owner.registration_refusal
+        self._peer_address: Optional[str] = None
 
     def connectionOpened(self, sender: Any) -> None:
-        self._owner.connections.append(self)
+        owner = self._owner
+        address = peer_address(sender.peer)
+        cap = owner.config.registration.max_connections_per_peer_address
+        if owner.per_peer_address.get(address, 0) >= cap:
+            self.sender = sender
+            self._closed = True
+            owner._refusals.refused(address, cap)
+            sender.close(f"{address} has {cap} connections open already "
+                         "(registration.max_connections_per_peer_address)")
+            return
+        self._peer_address = address
+        owner.per_peer_address[address] = owner.per_peer_address.get(address, 0) + 1
+        owner.connections.append(self)
         super().connectionOpened(sender)
 
     def connectionClosed(self, reason: str) -> None:
-        if self in self._owner.connections:
-            self._owner.connections.remove(self)
+        owner = self._owner
+        address, self._peer_address = self._peer_address, None
+        if address is not None:
+            left = owner.per_peer_address.get(address, 1) - 1
+            if left > 0:
+                owner.per_peer_address[address] = left
+            else:
+                owner.per_peer_address.pop(address, None)
+        if self in owner.connections:
+            owner.connections.remove(self)
         super().connectionClosed(reason)
+
+
+def peer_address(peer: str) -> str:
+    """
+    The host part of a C{host:port} peer description (the whole string
+    when it has no port).
+    """
+    host, colon, port = peer.rpartition(":")
+    return host if colon and port.isdigit() else peer
+
+
+class _RefusalLog:
+    """
+    Logs connections refused for their peer address at most once per
+    C{interval} per address, with how many were refused meanwhile.
+    """
+
+    log = Logger()
+    interval = 10.0
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._last: Dict[str, Tuple[float, int]] = {}
+
+    def refused(self, address: str, cap: int) -> None:
+        now = self.clock.seconds()
+        last, count = self._last.get(address, (float("-inf"), 0))
+        if now - last < self.interval:
+            self._last[address] = (last, count + 1)
+            return
+        if len(self._last) > 4096:
+            self._last.clear()
+        self._last[address] = (now, 0)
+        self.log.warn("refused a connection from {address}: {cap} connections from it are "
+                      "open already (registration.max_connections_per_peer_address); "
+                      "{more} more refused since the last line", address=address, cap=cap,
+                      more=count)
