@@ -155,6 +155,11 @@ class HelloAck:
     The gateway's answer to a HELLO (sent as a HELLO frame with the same
     correlation id).  A rejection is followed by the gateway closing the
     connection.
+
+    @ivar hello_again: (message transports) the gateway has no session for
+        the sender of the frame this answers (it restarted, or forgot the
+        peer): a registered microservice starts a new session (a new
+        HELLO) at once.
     """
 
     accepted: bool
@@ -162,6 +167,7 @@ class HelloAck:
     node_id: str = ""
     region: str = ""
     features: Tuple[str, ...] = ()
+    hello_again: bool = False
 
 
 def _claim_to_json(claim: ClaimRequirement) -> Dict[str, Any]:
@@ -396,6 +402,8 @@ def encode_hello_ack(ack: HelloAck) -> bytes:
     }
     if ack.features:
         obj["features"] = list(ack.features)
+    if ack.hello_again:
+        obj["hello_again"] = True
     return _encode_json(obj)
 
 
@@ -415,6 +423,7 @@ def decode_hello_ack(payload: bytes) -> HelloAck:
         node_id=_optional(obj, "node_id", str, "HELLO ack", ""),
         region=_optional(obj, "region", str, "HELLO ack", ""),
         features=tuple(features),
+        hello_again=_optional(obj, "hello_again", bool, "HELLO ack", False),
     )
 
 

@@ -166,6 +166,15 @@ class RouterSession:
                           router=self.router, error=e)
             self.sender.close("malformed HELLO answer")
             return
+        if not ack.accepted and ack.hello_again:
+            if self.accepted is not None:
+                # A message transport's gateway that restarted, or forgot us.
+                self.log.warn("gateway {node} at {router} has no session for us (it restarted?); "
+                              "sending HELLO again", node=ack.node_id, router=self.router)
+                self.sender.close("the gateway asked for a new HELLO")
+            # (Before our HELLO is answered: it answers a frame of an older
+            # session; ours is on its way.)
+            return
         if not ack.accepted:
             self.log.error(
                 "router {router} rejected HELLO of {service} {version}: {reason}",
