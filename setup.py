@@ -19,6 +19,7 @@ setup(
         "klein>=24.8",
         "pyyaml>=6",
         "attrs>=23",
+        "msgspec>=0.18",
         "zope.interface>=6",
     ],
     extras_require={

@@ -111,6 +111,10 @@ class MicroserviceConfig:
     #: Streamed response bytes sent and not yet credited back by a gateway,
     #: across all streams and routers; beyond it streams wait.
     max_response_buffer_bytes: int = 32 * 1024 * 1024
+    #: Stop the process (exit status 1) after this many HELLO rejections in
+    #: a row from one router; C{None}: keep trying (with a backoff that
+    #: grows to a minute).
+    max_hello_rejections: Optional[int] = None
 
 
 def check_app_reference(value: str) -> Optional[str]:
@@ -131,7 +135,7 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
                                    "drain_grace_period", "routers", "endpoints",
-                                   "max_response_buffer_bytes"])
+                                   "max_response_buffer_bytes", "max_hello_rejections"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
@@ -193,13 +197,16 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         keys.add(key)
         overrides.append(EndpointOverrideConfig(key[0], key[1], timeout, claims, replace,
                                                 streaming))
+    rejections = r.get(top, "max_hello_rejections", "", int, None,
+                       lambda v: None if v >= 1 else "must be at least 1")
     r.finish()
     response_buffer = r.get(top, "max_response_buffer_bytes", "", int,
                             MicroserviceConfig.max_response_buffer_bytes,
                             lambda v: None if v >= STREAM_WINDOW
                             else f"must be at least {STREAM_WINDOW} (one stream window)")
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
-                              tuple(overrides), response_buffer)
+                              tuple(overrides), response_buffer,
+                              max_hello_rejections=rejections)
 
 
 def _amqp_address_problem(value: str) -> Optional[str]:

@@ -36,6 +36,7 @@ from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .budget import ResponseStreamBudget
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
+from .errors import Problem
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
 # A member read from an enum class goes through the enum metaclass (about
@@ -156,6 +157,8 @@ class RequestDispatcher:
         self.response_credit = False
         self.response_budget = (response_budget if response_budget is not None
                                 else ResponseStreamBudget())
+        #: Added to every response: the version that served it.
+        self.version_header = ("X-Stella-Version", app.version)
         self._in_flight: Dict[CorrelationId, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
         self._credits: Dict[CorrelationId, _Credit] = {}
@@ -423,6 +426,10 @@ class RequestDispatcher:
     def _handler_failed(self, failure: Failure, cid: CorrelationId,
                         message: RequestMessage) -> None:
         self._uploads.pop(cid, None)
+        if isinstance(failure.value, Problem):
+            # An answer the handler chose (404, 409, 400 ...), not a failure.
+            self._respond(cid, failure.value.response(str(cid)), message)
+            return
         self.failed += 1
         self.log.failure(
             "handler for {method} {template} failed (request {cid})",
@@ -484,9 +491,11 @@ class RequestDispatcher:
                            template=message.template, cid=cid, problem=problem)
             self._send(cid, _problem(500, "internal-error", "Internal server error",
                                      "the handler returned an invalid response", cid))
+            self._close_body(cid, response.body)
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
-            response.status, _header_pairs(response.headers), b"", streaming=True),
+            response.status, _header_pairs(response.headers) + [self.version_header], b"",
+            streaming=True),
             self.compact_headers)))
         credit = _Credit(0 if self.response_credit else STREAM_WINDOW)
         self._credits[cid] = credit
@@ -551,8 +560,32 @@ class RequestDispatcher:
                     except Exception:
                         self.log.failure("closing the body of request {cid} failed", cid=cid)
         else:
-            for chunk in body:
-                await put(bytes(chunk))
+            iterator = iter(body)
+            try:
+                for chunk in iterator:
+                    await put(bytes(chunk))
+            finally:
+                # Whether it ran out, failed, or was cancelled (client gone,
+                # timeout, connection lost): a generator's finally runs now.
+                self._close_body(cid, iterator)
+
+    def _close_body(self, cid: CorrelationId, body: Any) -> None:
+        """
+        Close a streamed body that will not be (further) sent: C{close()}
+        for a generator or any iterator that has it (a file), C{aclose()}
+        for an async generator not running.
+        """
+        close = getattr(body, "close", None)
+        aclose = getattr(body, "aclose", None)
+        try:
+            if close is not None:
+                close()
+            elif aclose is not None and not getattr(body, "ag_running", False):
+                Deferred.fromCoroutine(aclose()).addErrback(
+                    lambda failure: self.log.failure(
+                        "closing the body of request {cid} failed", failure, cid=cid))
+        except Exception:
+            self.log.failure("closing the body of request {cid} failed", cid=cid)
 
     def _end_credit(self, cid: CorrelationId) -> None:
         """
@@ -618,6 +651,8 @@ class RequestDispatcher:
         headers = response.headers
         if type(headers) is not tuple and type(headers) is not list:
             headers = _header_pairs(headers)
+        # Which version served: the client sees it whatever it asked for.
+        headers = (*headers, self.version_header)
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body),
                                       self.compact_headers)

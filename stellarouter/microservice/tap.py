@@ -4,6 +4,7 @@ C{twistd stella-micro}: options and service construction.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import importlib
@@ -117,11 +118,28 @@ def makeService(options: Options) -> IService:
         gc.collect()
         gc.freeze()
 
+    def give_up(status: int) -> None:
+        # twistd has no exit status of its own: once it has stopped the
+        # reactor and cleaned up (pid file, logs), leave with ours.
+        atexit.register(_exit_with, status)
+        if reactor.running:
+            reactor.stop()
+
     try:
-        service = MicroserviceService(options["micro_app"], options["micro_config"], reactor)
+        service = MicroserviceService(options["micro_app"], options["micro_config"], reactor,
+                                      give_up=give_up)
     except Exception as e:
         # A router that cannot be set up (a certificate that does not load,
         # an address the transport refuses): one line, status 1.
         refuse_to_start("stella-micro", one_line(e))
     reactor.callWhenRunning(started)
     return service
+
+
+def _exit_with(status: int) -> None:
+    """
+    End the process with C{status} (at interpreter exit, after twistd).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
