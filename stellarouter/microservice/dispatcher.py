@@ -6,6 +6,7 @@ handler's Deferred.
 
 from __future__ import annotations
 
+from asyncio import AbstractEventLoop
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -33,6 +34,12 @@ from ..common.payloads import (
     stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from .asyncio_bridge import (
+    ASYNCIO_REACTOR_FIX,
+    awaitable_deferred,
+    needs_asyncio_reactor,
+    reactor_event_loop,
+)
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
 
@@ -119,6 +126,7 @@ class RequestDispatcher:
         max_request_bytes: int = 16 * 1024 * 1024,
         instance: Optional[InstanceDescriptor] = None,
         can_stream: bool = True,
+        event_loop: Optional[AbstractEventLoop] = None,
     ) -> None:
         """
         @param app: the endpoints to serve.
@@ -131,12 +139,16 @@ class RequestDispatcher:
         @param instance: the serving instance, shown to handlers.
         @param can_stream: whether a response may be split into stream
             frames (not over UDP, where a response must fit one datagram).
+        @param event_loop: the asyncio loop handler coroutines run on as
+            tasks (default: the loop of C{clock} if it is Twisted's asyncio
+            reactor; C{None}: Twisted steps them, see L{awaitable_deferred}).
         """
         self.app = app
         self.sender = sender
         self.clock = clock
         self.instance = instance
         self.can_stream = can_stream
+        self.event_loop = event_loop if event_loop is not None else reactor_event_loop(clock)
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
         #: RESPONSE headers go in the compact form (the gateway's HELLO
@@ -374,7 +386,7 @@ class RequestDispatcher:
             self._respond(cid, result, message)
             return
         if hasattr(result, "__await__") and not isinstance(result, Deferred):
-            result = Deferred.fromCoroutine(result)
+            result = awaitable_deferred(result, self.event_loop)
         if not isinstance(result, Deferred):
             self._respond(cid, result, message)
             return
@@ -410,6 +422,14 @@ class RequestDispatcher:
                         message: RequestMessage) -> None:
         self._uploads.pop(cid, None)
         self.failed += 1
+        if self.event_loop is None and needs_asyncio_reactor(failure):
+            self.log.failure(
+                "handler for {method} {template} awaited asyncio, which needs Twisted's asyncio "
+                "reactor (request {cid}): {fix}", failure, method=message.method,
+                template=message.template, cid=cid, fix=ASYNCIO_REACTOR_FIX)
+            self._send(cid, _problem(500, "asyncio-reactor-required", "asyncio reactor required",
+                                     f"the handler awaited asyncio: {ASYNCIO_REACTOR_FIX}", cid))
+            return
         self.log.failure(
             "handler for {method} {template} failed (request {cid})",
             failure, method=message.method, template=message.template, cid=cid,
@@ -482,7 +502,7 @@ class RequestDispatcher:
                 query=message.query, headers=HeaderMap(message.headers), claims=message.claims,
                 body=b"", correlation_id=str(cid), deadline=message.deadline,
                 instance=self.instance))
-        pump = Deferred.fromCoroutine(self._pump(cid, response.body, credit))
+        pump = awaitable_deferred(self._pump(cid, response.body, credit), self.event_loop)
         entry.deferred = pump
         self._in_flight[cid] = entry
         pump.addCallbacks(self._stream_done, self._stream_failed,
