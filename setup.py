@@ -15,7 +15,7 @@ setup(
     package_data={"twisted.plugins": ["stellarouter_plugins.py"]},
     include_package_data=False,
     install_requires=[
-        "twisted>=24.7",
+        "twisted[tls]>=24.7",
         "pyjwt[crypto]>=2.8",
         "pika>=1.3",
         "klein>=24.8",
