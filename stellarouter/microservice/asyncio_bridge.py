@@ -184,7 +184,8 @@ def use_asyncio_reactor() -> Optional[str]:
     if reactor_event_loop(reactor) is not None:
         return None
     kind = f"{type(reactor).__module__}.{type(reactor).__qualname__}"
-    return f"needs Twisted's asyncio reactor, but this process runs {kind}: {ASYNCIO_REACTOR_FIX}"
+    return (f"needs Twisted's asyncio reactor, but this process runs {kind}: start it with "
+            "`twistd -r asyncio stella-micro ...`, or without twistd's -r option")
 
 
 __all__ = [
