@@ -99,6 +99,8 @@ class MicroserviceConfig:
     @ivar instance_id: C{None} means generated at start.
     @ivar drain_grace_period: on stop, how long requests in flight may take
         to finish (seconds) before they are cancelled.
+    @ivar reactor: C{"asyncio"}: the app needs Twisted's asyncio reactor
+        (its handlers await asyncio libraries); C{None}: any reactor.
     """
 
     region: str
@@ -115,6 +117,11 @@ class MicroserviceConfig:
     #: a row from one router; C{None}: keep trying (with a backoff that
     #: grows to a minute).
     max_hello_rejections: Optional[int] = None
+    reactor: Optional[str] = None
+
+
+#: The values of the microservice's C{reactor} key.
+REACTORS = ("asyncio",)
 
 
 def check_app_reference(value: str) -> Optional[str]:
@@ -135,13 +142,18 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
                                    "drain_grace_period", "routers", "endpoints",
-                                   "max_response_buffer_bytes", "max_hello_rejections"])
+                                   "max_response_buffer_bytes", "max_hello_rejections",
+                                   "reactor"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
     interval = r.get(top, "heartbeat_interval", "", float, 5.0, positive)
     grace = r.get(top, "drain_grace_period", "", float, 30.0,
                   lambda v: None if v >= 0 else "must not be negative")
+    reactor = r.get(top, "reactor", "", str, None,
+                    lambda v: None if v in REACTORS else
+                    f"{v!r} is not 'asyncio' (leave the key out to run on whichever reactor "
+                    "twistd installs)")
     routers = []
     raw_routers = r.items(top, "routers", "", required=False)
     if not raw_routers and "routers" not in top:
@@ -205,8 +217,8 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
                             lambda v: None if v >= STREAM_WINDOW
                             else f"must be at least {STREAM_WINDOW} (one stream window)")
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
-                              tuple(overrides), response_buffer,
-                              max_hello_rejections=rejections)
+                              tuple(overrides), max_response_buffer_bytes=response_buffer,
+                              max_hello_rejections=rejections, reactor=reactor)
 
 
 def _amqp_address_problem(value: str) -> Optional[str]:

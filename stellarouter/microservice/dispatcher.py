@@ -6,6 +6,7 @@ handler's Deferred.
 
 from __future__ import annotations
 
+from asyncio import AbstractEventLoop
 from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -34,6 +35,12 @@ from ..common.payloads import (
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .budget import ResponseStreamBudget
+from .asyncio_bridge import (
+    ASYNCIO_REACTOR_FIX,
+    awaitable_deferred,
+    needs_asyncio_reactor,
+    reactor_event_loop,
+)
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
 from .errors import Problem
@@ -126,6 +133,7 @@ class RequestDispatcher:
         instance: Optional[InstanceDescriptor] = None,
         can_stream: bool = True,
         response_budget: Optional[ResponseStreamBudget] = None,
+        event_loop: Optional[AbstractEventLoop] = None,
     ) -> None:
         """
         @param app: the endpoints to serve.
@@ -141,12 +149,16 @@ class RequestDispatcher:
         @param response_budget: the process's budget for streamed response
             bytes not yet credited back (shared by every connection; a
             fresh default one if none).
+        @param event_loop: the asyncio loop handler coroutines run on as
+            tasks (default: the loop of C{clock} if it is Twisted's asyncio
+            reactor; C{None}: Twisted steps them, see L{awaitable_deferred}).
         """
         self.app = app
         self.sender = sender
         self.clock = clock
         self.instance = instance
         self.can_stream = can_stream
+        self.event_loop = event_loop if event_loop is not None else reactor_event_loop(clock)
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
         #: RESPONSE headers go in the compact form (the gateway's HELLO
@@ -391,7 +403,7 @@ class RequestDispatcher:
             self._respond(cid, result, message)
             return
         if hasattr(result, "__await__") and not isinstance(result, Deferred):
-            result = Deferred.fromCoroutine(result)
+            result = awaitable_deferred(result, self.event_loop)
         if not isinstance(result, Deferred):
             self._respond(cid, result, message)
             return
@@ -431,6 +443,14 @@ class RequestDispatcher:
             self._respond(cid, failure.value.response(str(cid)), message)
             return
         self.failed += 1
+        if self.event_loop is None and needs_asyncio_reactor(failure):
+            self.log.failure(
+                "handler for {method} {template} awaited asyncio, which needs Twisted's asyncio "
+                "reactor (request {cid}): {fix}", failure, method=message.method,
+                template=message.template, cid=cid, fix=ASYNCIO_REACTOR_FIX)
+            self._send(cid, _problem(500, "asyncio-reactor-required", "asyncio reactor required",
+                                     f"the handler awaited asyncio: {ASYNCIO_REACTOR_FIX}", cid))
+            return
         self.log.failure(
             "handler for {method} {template} failed (request {cid})",
             failure, method=message.method, template=message.template, cid=cid,
@@ -505,7 +525,7 @@ class RequestDispatcher:
                 query=message.query, headers=HeaderMap(message.headers), claims=message.claims,
                 body=b"", correlation_id=str(cid), deadline=message.deadline,
                 instance=self.instance))
-        pump = Deferred.fromCoroutine(self._pump(cid, response.body, credit))
+        pump = awaitable_deferred(self._pump(cid, response.body, credit), self.event_loop)
         entry.deferred = pump
         self._in_flight[cid] = entry
         pump.addCallbacks(self._stream_done, self._stream_failed,

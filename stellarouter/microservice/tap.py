@@ -18,6 +18,7 @@ from twisted.python import usage
 from ..config import ConfigError, load_microservice_config
 from ..config.microservice import check_app_reference
 from ..lifecycle import one_line, refuse_to_start
+from .asyncio_bridge import use_asyncio_reactor
 from .endpoints import Microservice, merge_overrides
 
 
@@ -94,6 +95,11 @@ class Options(usage.Options):
             if not grace >= 0:
                 raise usage.UsageError(f"--grace: {self['grace']!r} is not a number of seconds >= 0")
             config = dataclasses.replace(config, drain_grace_period=grace)
+        if config.reactor == "asyncio":
+            # Before the app is imported: its modules may import the reactor.
+            problem = use_asyncio_reactor()
+            if problem is not None:
+                raise usage.UsageError(f"{path}: reactor: asyncio {problem}")
         self["micro_config"] = config
         self["micro_app"] = app = load_app(reference)
         try:
