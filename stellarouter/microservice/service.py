@@ -120,9 +120,8 @@ class MicroserviceService(Service):
                 self, self.app, self.instance, description, self.reactor,
                 self.config.heartbeat_interval, max_frame_bytes,
                 lambda session: self.rejections.pop(index, None), self.descriptors,
-                can_stream, compact_headers,
-                lambda session, reason: self._hello_rejected(index, session, reason),
-                response_budget=self.response_budget,
+                can_stream, compact_headers, response_budget=self.response_budget,
+                on_rejected=lambda session, reason: self._hello_rejected(index, session, reason),
             )
             return session
         return build
