@@ -282,11 +282,11 @@ class GatewayService(Service):
 
     async def _start(self) -> None:
         transports = await self.start_transports()
-        listen = self.config.http.listen_endpoint
+        http = self.config.http
         try:
-            port = await serverFromString(self.reactor, listen).listen(self.site)
+            port = await serverFromString(self.reactor, http.listen_endpoint).listen(self.site)
         except Exception as e:
-            raise StartupError(f"http.listen ({listen}): {one_line(e)}") from e
+            raise StartupError(f"http.listen ({http.listen}): {one_line(e)}") from e
         self._http_port = port
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}

@@ -232,7 +232,7 @@ routers: [{routers}]
 """)
         seen = [len(g.lines) for g in targets]
         process = self.spawn(instance_id, [*twistd_args, "stella-micro", "--config", config,
-                                           "--app", app], env)
+                                           "--app", app], env=env)
         if not wait:
             return process
         for gateway, since in zip(targets, seen):
