@@ -22,10 +22,13 @@ from ..common.addresses import MAX_DATAGRAM_BYTES
 from ..common.enums import InstanceHealthStatus, TransportType
 from ..common.interfaces import ITransportClient
 from ..common.models import InstanceDescriptor
+from ..common.redaction import redact_text
+from ..lifecycle import StartupError, one_line
 from ..config.microservice import MicroserviceConfig
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_client
 from .endpoints import Microservice, merge_overrides
+from .budget import ResponseStreamBudget
 from .session import RouterSession
 
 
@@ -65,6 +68,8 @@ class MicroserviceService(Service):
             (default up to 10 % of the delay; C{lambda: 0} in tests).
         @param backoff: reconnect tuning passed to the transport clients.
         @raise ValueError: no router configured.
+        @raise StartupError: a router cannot be set up (a certificate that
+            does not load...), naming it.
         @raise stellarouter.config.ConfigError: an endpoint override names an
             endpoint the app does not have.
         """
@@ -84,6 +89,8 @@ class MicroserviceService(Service):
         )
         self.descriptors = merge_overrides(app.descriptors(), config.endpoints)
         self.sessions: List[RouterSession] = []
+        #: Streamed response bytes not yet credited back, for every router.
+        self.response_budget = ResponseStreamBudget(config.max_response_buffer_bytes)
         self.draining = False
         self.clients: List[ITransportClient] = []
         #: HELLO rejections in a row, per router (index in C{clients}).
@@ -95,12 +102,16 @@ class MicroserviceService(Service):
             datagrams = router.transport is TransportType.UDP
             limit = min(router.max_frame_bytes, MAX_DATAGRAM_BYTES) if datagrams else (
                 router.max_frame_bytes)
-            self.clients.append(make_client(
-                router.transport, router.address, reactor,
-                self._receiver_factory(_describe_router(router.transport.value, router.address),
-                                       limit, not datagrams, router.compact_headers, index),
-                limit, network, router.tls, **backoff,
-            ))
+            description = _describe_router(router.transport.value, router.address)
+            try:
+                self.clients.append(make_client(
+                    router.transport, router.address, reactor,
+                    self._receiver_factory(description, limit, not datagrams,
+                                           router.compact_headers, index),
+                    limit, network, router.tls, **backoff,
+                ))
+            except Exception as e:
+                raise StartupError(f"routers[{index}] ({description}): {one_line(e)}") from e
 
     def _receiver_factory(self, description: str, max_frame_bytes: int, can_stream: bool,
                           compact_headers: bool, index: int = 0) -> Any:
@@ -109,8 +120,8 @@ class MicroserviceService(Service):
                 self, self.app, self.instance, description, self.reactor,
                 self.config.heartbeat_interval, max_frame_bytes,
                 lambda session: self.rejections.pop(index, None), self.descriptors,
-                can_stream, compact_headers,
-                lambda session, reason: self._hello_rejected(index, session, reason),
+                can_stream, compact_headers, response_budget=self.response_budget,
+                on_rejected=lambda session, reason: self._hello_rejected(index, session, reason),
             )
             return session
         return build
@@ -209,7 +220,8 @@ _REJECTION_BACKOFF = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0,
 
 
 def _describe_router(transport: str, address: str) -> str:
-    return address if address.startswith(transport + ":") else f"{transport}:{address}"
+    described = address if address.startswith(transport + ":") else f"{transport}:{address}"
+    return redact_text(described)
 
 
 class _TrackedSession(RouterSession):
@@ -217,8 +229,8 @@ class _TrackedSession(RouterSession):
     A session that keeps L{MicroserviceService.sessions} current.
     """
 
-    def __init__(self, owner: MicroserviceService, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, owner: MicroserviceService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._owner = owner
 
     def connectionOpened(self, sender: Any) -> None:
