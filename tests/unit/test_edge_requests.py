@@ -500,5 +500,6 @@ class ClientAddressPolicyTests(SynchronousTestCase):
 
         policy = forwarding.ClientAddressPolicy()
         for i in range(forwarding._CACHE_SIZE + 10):
-            policy.peer(IPv4Address("TCP", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 1))
+            policy.own_headers(IPv4Address("TCP", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 1))
         self.assertLessEqual(len(policy._cache), forwarding._CACHE_SIZE)
+        self.assertLessEqual(len(policy._own), forwarding._CACHE_SIZE)
