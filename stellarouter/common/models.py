@@ -203,6 +203,27 @@ class PayloadLimits:
     max_aggregate_inflight_bytes: int = 256 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """
+    What one microservice may ask of the gateway's routing table (issue 18,
+    item 4): a HELLO or ENDPOINTS_UPDATE over these is refused, a
+    connection over C{max_connections_per_peer_address} is closed before
+    its HELLO.
+
+    @ivar max_endpoints: endpoints in one HELLO or ENDPOINTS_UPDATE.
+    @ivar max_path_length: characters in one path template.
+    @ivar max_path_segments: segments in one path template.
+    @ivar max_connections_per_peer_address: open connections from one
+        peer host (every port, every listener).
+    """
+
+    max_endpoints: int = 1000
+    max_path_length: int = 1024
+    max_path_segments: int = 32
+    max_connections_per_peer_address: int = 1000
+
+
 class Frame(NamedTuple):
     """
     One protocol frame.  A named tuple: immutable and cheap to build on the

@@ -32,7 +32,8 @@ from ..common.interfaces import IResponseSink, IRoutingPlugin
 from ..common.models import MAX_VERSION_PART, PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from ..transports.flush import write_now
+from ..transports.flush import discard_unsent, write_now
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel
 from .errors import (
     BadRequest,
     BadVersion,
@@ -43,10 +44,12 @@ from .errors import (
     BudgetExhausted,
     Forbidden,
     PipelineError,
+    TooManyConnections,
     Unauthorized,
     VersionNotFound,
 )
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
+from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import CONNECTED, ExpectedInstances
 from .forwarding import ClientAddressPolicy
@@ -197,7 +200,7 @@ class HttpResponseSink:
     """
 
     __slots__ = ("request", "correlation_id", "client_gone", "connection", "cid", "paused",
-                 "unacked", "streaming", "finish_pending")
+                 "unacked", "streaming", "finish_pending", "held", "budget")
 
     log = Logger()
 
@@ -218,6 +221,11 @@ class HttpResponseSink:
         self.unacked = 0
         self.streaming = False
         self.finish_pending = False
+        #: Bytes of the gateway's L{ResponseBudget} this stream holds: credit
+        #: granted and not yet used, and bytes written to the client and not
+        #: yet gone out (while its connection is paused).
+        self.held = 0
+        self.budget: Optional[ResponseBudget] = None
 
     def _finish(self) -> None:
         """
@@ -236,19 +244,101 @@ class HttpResponseSink:
 
     def pauseProducing(self) -> None:
         self.paused = True
+        if self.budget is not None:
+            self.budget.forget(self)
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self._maybe_grant(0)
+        self._written_out()
+        self._refill(0)
 
     def stopProducing(self) -> None:
         self.paused = True
+        if self.budget is not None:
+            self.budget.forget(self)
 
-    def _maybe_grant(self, threshold: int) -> None:
-        if not self.paused and not self.client_gone and self.unacked > threshold:
-            amount, self.unacked = self.unacked, 0
-            if self.connection is not None:
+    def _open_window(self) -> None:
+        """
+        A streamed response starts: take its first window from the budget
+        and grant it, if the microservice waits for that grant (the
+        C{response-credit} feature); otherwise it sends a whole window
+        unasked, which the budget counts even past its limit.
+        """
+        connection = self.connection
+        budget = getattr(connection, "response_budget", None)
+        if budget is None:
+            return
+        self.budget = budget
+        if getattr(connection, "response_credit", False):
+            self._refill(0)
+        else:
+            budget.force(STREAM_WINDOW)
+            self.held = STREAM_WINDOW
+
+    def _written_out(self) -> None:
+        """
+        What was written to the client while its connection was not paused
+        has gone out (or is within the transport's own small buffer): give
+        it back to the budget.
+        """
+        amount, self.unacked = self.unacked, 0
+        if amount and self.budget is not None:
+            amount = min(amount, self.held)
+            self.held -= amount
+            self.budget.release(amount)
+
+    def _refill(self, threshold: int) -> None:
+        """
+        Grant the microservice room for the rest of a window, from the
+        budget, once more than C{threshold} bytes of it are missing (batches
+        of half a window while data flows); wait for the budget if it has
+        no room.  Nothing while the client's connection is paused.
+        """
+        if self.paused or self.client_gone:
+            return
+        budget = self.budget
+        if budget is None:
+            # (No budget: a connection without one, in tests.)
+            if self.unacked > threshold and self.connection is not None:
+                amount, self.unacked = self.unacked, 0
                 self.connection.grant(self.cid, amount)
+            return
+        wanted = STREAM_WINDOW - self.held
+        if wanted <= threshold:
+            return
+        amount = budget.take(wanted)
+        if not amount:
+            budget.wait(self)
+            return
+        self.held += amount
+        self.connection.grant(self.cid, amount)
+
+    def budget_available(self) -> None:
+        """
+        The budget has room again (L{ResponseBudget.release}).
+        """
+        self._refill(0)
+
+    def _close_window(self) -> None:
+        """
+        The stream ended (finished, failed, or its client left): give back
+        everything it holds.
+        """
+        budget = self.budget
+        if budget is not None:
+            self.budget = None
+            budget.forget(self)
+            held, self.held = self.held, 0
+            self.unacked = 0
+            if held:
+                budget.release(held)
+
+    def gone(self) -> None:
+        """
+        The client left: write nothing more, give the budget back.
+        """
+        self.client_gone = True
+        self._close_window()
 
     def responseStarted(self, response: ResponseMessage) -> None:
         if self.client_gone:
@@ -285,6 +375,7 @@ class HttpResponseSink:
                 # client's connection is already paused (not public API:
                 # pinned by tests/unit/test_streaming.py).
                 self.pauseProducing()
+            self._open_window()
             return
         body, length = _body_and_length(request.method, status, response.body, upstream_length)
         if length is not None:
@@ -333,15 +424,22 @@ class HttpResponseSink:
         if not self.client_gone:
             self.request.write(data)
             self.unacked += len(data)
-            self._maybe_grant(STREAM_WINDOW // 2)
+            if not self.paused:
+                if self.budget is not None:
+                    self._written_out()
+                self._refill(STREAM_WINDOW // 2)
 
     def responseFinished(self) -> None:
+        if self.budget is not None:
+            self._close_window()
         if not self.client_gone:
             if self.streaming:
                 self.request.unregisterProducer()
             self._finish()
 
     def failed(self, error: DispatchError) -> None:
+        if self.budget is not None:
+            self._close_window()
         if self.client_gone:
             return
         request = self.request
@@ -489,11 +587,12 @@ class ProxyResource(Resource):
             resolution.path_params, requested, self.region, None, body_size)
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
-            raise _no_route_error(context, candidates, requested)
+            raise _no_route_error(context, candidates, requested, None if requested else getattr(
+                self.routing, "default_versions", {}).get(route.service_name))
         endpoint = decision.endpoint
         timeout = decision.effective_timeout
         if self.overrides:
-            endpoint, timeout = self.overrides.apply(endpoint)
+            endpoint, timeout = self.overrides.apply(endpoint, self.routing_state)
         claims = self._authenticate(request, endpoint, cid_text)
         if endpoint.supports_streaming:
             # A streamed body never sits in the gateway: only the endpoint's
@@ -549,6 +648,7 @@ class ProxyResource(Resource):
                 self.overrides and self.overrides.buffered(route.service_name, *key)):
             # The usual case: resolve once here, route once when complete.
             request.resolution = resolution
+            request.body_limit = self._buffered_limit(route.service_name, key)
             return False
         cid = new_correlation_id()
         cid_text = str(cid)
@@ -567,6 +667,7 @@ class ProxyResource(Resource):
         if not plan.endpoint.supports_streaming:
             return False
         if length is not None and length > plan.limit:
+            request.body_limit = plan.limit
             return False
         if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
             headers = _without_authorization(headers)
@@ -591,6 +692,20 @@ class ProxyResource(Resource):
         connection.uploads[cid] = upload
         request.upload = upload
         return True
+
+    def _buffered_limit(self, service_name: str, key: Tuple[str, str]) -> int:
+        """
+        The largest request body any routable instance of a buffered
+        endpoint could take: the per-call limit, or less where every
+        instance's descriptor says less.  A body over it is refused (413)
+        as soon as its length is known, before it is read.
+        """
+        per_call = self.limits.max_request_bytes_per_call
+        limits = [min(per_call, e.max_request_bytes) if e.max_request_bytes is not None
+                  else per_call
+                  for c in self.routing_state.connectionsFor(service_name, *key)
+                  for e in (c.state.endpoints.get(key),) if e is not None]
+        return max(limits, default=per_call)
 
     def _authenticate(self, request: Request, endpoint: Any, cid_text: str) -> Mapping[str, Any]:
         """
@@ -639,7 +754,7 @@ class ProxyResource(Resource):
                 lambda failure: self._client_gone(sink, connection, cid))
 
     def _client_gone(self, sink: HttpResponseSink, connection: Any, cid: Any) -> None:
-        sink.client_gone = True
+        sink.gone()
         if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
             self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)
 
@@ -652,13 +767,18 @@ UDP_RETRIES = 2
 
 
 def _no_route_error(context: RoutingContext, candidates: Any,
-                    requested: Optional[str]) -> PipelineError:
+                    requested: Optional[str], default: Optional[str] = None) -> PipelineError:
     """
     Why nothing can serve: too large or streaming for the only (UDP)
     instances that could (413 / 503 saying so), or simply none routable.
+
+    @param default: the service's configured default version, when the
+        request named none (the 503 names it: instances of other versions
+        may well be connected).
     """
+    version = requested or default
     routable = [c for c in candidates if c.state.status in _ROUTABLE and (
-        requested is None or c.state.instance.version == requested)]
+        version is None or c.state.instance.version == version)]
     if routable and all(c.state.transport_type is TransportType.UDP for c in routable):
         endpoint = routable[0].state.endpoints.get(context.endpoint)
         if endpoint is not None and endpoint.supports_streaming:
@@ -669,7 +789,9 @@ def _no_route_error(context: RoutingContext, candidates: Any,
             f"a request body of {context.body_size} bytes does not fit in one UDP datagram "
             f"(at most {limit} bytes with the request header) and no instance on another "
             "transport serves this endpoint")
-    which = f" at version {requested}" if requested else ""
+    which = (f" at version {requested}" if requested else
+             f" at its default version {default} (services[].default_version)" if default
+             else "")
     return NoRoute(f"no healthy instance of {context.service_name}{which} serves "
                    f"{context.endpoint[0]} {context.endpoint[1]}")
 
@@ -796,7 +918,7 @@ class UploadStream:
     def client_gone(self) -> None:
         if not self.complete:
             self.complete = True
-            self.sink.client_gone = True
+            self.sink.gone()
             was_forwarding = self.forwarding
             self.forwarding = False
             self.connection.uploads.pop(self.cid, None)
@@ -810,26 +932,21 @@ class UploadStream:
         """
         self.complete = True
         self.forwarding = False
-        self.sink.client_gone = True
+        self.sink.gone()
         self.connection.uploads.pop(self.cid, None)
         self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
         self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent",
                       cid=self.cid, limit=self.limit)
-        transport = self._transport()
-        if transport is None:
+        channel = self.request.channel
+        if channel is None:
             return
-        if not self.request.startedWriting:
-            body = problem_body(413, PayloadTooLarge.kind, PayloadTooLarge.title,
-                                f"request body exceeds {self.limit} bytes", str(self.cid))
-            transport.write(
-                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: " + _PROBLEM
-                + b"\r\nX-Correlation-Id: " + str(self.cid).encode()
-                + b"\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
-                + b"\r\n\r\n" + body)
-            transport.resumeProducing()
-            transport.loseConnection()
+        if not self.request.startedWriting and isinstance(channel, EdgeChannel):
+            channel.refuse(PayloadTooLarge(f"request body exceeds {self.limit} bytes"),
+                           str(self.cid))
         else:
-            transport.abortConnection()
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
 
 
 def _origin_form(path: bytes) -> bytes:
@@ -861,6 +978,7 @@ class HealthApp:
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(CORRELATION_HEADER, str(new_correlation_id()).encode())
         return json.dumps(obj, separators=(",", ":")).encode()
 
     @app.route("/health", methods=["GET", "HEAD"])
@@ -928,6 +1046,9 @@ class GatewayRequest(Request):
 
     defaultContentType = None
     too_large: Optional[int] = None
+    #: The body limit known once the headers are in (the endpoint's, when
+    #: resolved then), else the site's per-call limit applies.
+    body_limit: Optional[int] = None
     upload: Optional["UploadStream"] = None
     early_error: Optional[PipelineError] = None
     resolution: Any = None
@@ -941,13 +1062,30 @@ class GatewayRequest(Request):
     _received = 0
 
     def _limit(self) -> Optional[int]:
+        if self.body_limit is not None:
+            return self.body_limit
         site = getattr(self.channel, "site", None)
         return getattr(site, "max_request_bytes", None)
+
+    def _refuse(self, error: PipelineError) -> None:
+        """
+        Refuse the request before its body is read: answer, close.
+        """
+        channel = self.channel
+        if isinstance(channel, EdgeChannel):
+            channel.refuse(error)
 
     def gotLength(self, length: Optional[int]) -> None:
         if not length and not self.requestHeaders.hasHeader(b"transfer-encoding"):
             # No body: nothing to stream, nothing to limit.
             super().gotLength(length)
+            return
+        if length is not None and self.requestHeaders.hasHeader(b"transfer-encoding"):
+            # A Transfer-Encoding twisted.web let through that is not
+            # chunked ("identity"): RFC 9112 6.3, chunked must be the final
+            # coding, else 400 and close.
+            self.content = None
+            self._refuse(BadRequest("Transfer-Encoding must be chunked (RFC 9112 6.3)"))
             return
         site = getattr(self.channel, "site", None)
         command = getattr(self.channel, "_command", None)
@@ -959,8 +1097,11 @@ class GatewayRequest(Request):
             return
         limit = self._limit()
         if length is not None and limit is not None and length > limit:
+            # Refused before anything is read (and with no 100 Continue).
             self.too_large = length
             self.content = None
+            self._refuse(PayloadTooLarge(
+                f"request body of {length} bytes exceeds {limit} bytes"))
             return
         super().gotLength(length)
 
@@ -989,6 +1130,7 @@ class GatewayRequest(Request):
             if self.content is not None:
                 self.content.close()
             self.content = None
+            self._refuse(PayloadTooLarge(f"request body exceeds {limit} bytes"))
             return
         super().handleContentChunk(data)
 
@@ -1015,10 +1157,15 @@ class GatewayRequest(Request):
         never reads C{received_cookies}.
         """
 
+    log = Logger()
+
     def process(self) -> None:
         self.path = _origin_form(self.path)
         site = getattr(self.channel, "site", None)
-        if not isinstance(site, GatewaySite) or self.path == b"*" or self.path in HEALTH_PATHS:
+        if isinstance(site, GatewaySite) and self.path == b"*":
+            self._asterisk()
+            return
+        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS:
             super().process()
             return
         # A proxied request: what twisted.web's Request.process does for our
@@ -1034,6 +1181,43 @@ class GatewayRequest(Request):
             self.render(site.proxy)
         except BaseException:
             self.processingFailed(Failure())
+
+    def _asterisk(self) -> None:
+        """
+        The asterisk-form target (RFC 9112 3.2.4): C{OPTIONS *} is answered
+        200 with no body; any other method is a malformed request (400).
+        """
+        cid = str(new_correlation_id())
+        self.setHeader(b"Server", SERVER_VERSION)
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        if self.method == b"OPTIONS":
+            self.setHeader(b"Content-Length", b"0")
+        else:
+            method = self.method.decode("ascii", "replace")
+            self.write(write_problem(self, BadRequest(
+                f"the request target * is only for OPTIONS, not {method} (RFC 9112 3.2.4)"),
+                cid))
+        self.finish()
+
+    def processingFailed(self, reason: Failure) -> None:
+        """
+        A bug of ours while handling the request: logged with its
+        traceback, answered 500 problem+json (twisted.web would answer
+        text/html), or the response cut if it had begun.
+        """
+        cid = str(new_correlation_id())
+        self.log.failure("request {cid} failed in the gateway", failure=reason, cid=cid)
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            self.channel.loseConnection()
+            return
+        self.responseHeaders = Headers()
+        self.own_headers = None
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        self.write(write_problem(self, PipelineError(
+            "the gateway failed to handle this request"), cid))
+        self.finish()
 
     def drop_own_header(self, lower_name: bytes) -> None:
         """
@@ -1130,17 +1314,19 @@ class GatewayRequest(Request):
 _IDLE_SLACK = 1e-6
 
 
-class GatewayChannel(http.HTTPChannel):
+class GatewayChannel(EdgeChannel):
     """
-    The gateway's HTTP/1.1 connection: twisted.web's L{http.HTTPChannel},
-    except that it asks the socket for its own address once per connection
+    The gateway's HTTP/1.1 connection: L{EdgeChannel} (twisted.web's
+    L{http.HTTPChannel} with the edge's refusals and head deadline), except
+    that it asks the socket for its own address once per connection
     (twisted.web asks on every request: a C{getsockname} system call each),
-    and keeps its idle timeout with one lazily moved timer.
+    keeps its idle timeout with one lazily moved timer, and counts itself
+    in its site's open connections.
     """
 
     _host: Any = None
-    #: The site's clock (set by L{GatewaySite.buildProtocol}).
-    clock: Optional[IReactorTime] = None
+    #: Counted in L{GatewaySite.open_connections}.
+    _counted = False
     _idle_call: Any = None
     _idle_deadline: Optional[float] = None
 
@@ -1201,9 +1387,16 @@ class GatewayChannel(http.HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
+        # What a client that left did not read goes now, not when the
+        # garbage collector finds this channel's reference cycles.
+        discard_unsent(self.transport)
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
+        site = getattr(self, "site", None)
+        if isinstance(site, GatewaySite) and self._counted:
+            self._counted = False
+            site.open_connections -= 1
 
 
 class GatewaySite(Site):
@@ -1220,6 +1413,16 @@ class GatewaySite(Site):
     protocol = GatewayChannel  # type: ignore[assignment]
     _date_second = -1
     _date = b""
+    #: Seconds from a request head's first byte to its last (408 after).
+    head_timeout: Optional[float] = None
+    #: The request line, each header line and all of them together.
+    max_header_bytes: Optional[int] = None
+    #: Client connections held at most (beyond: 503 and close).
+    max_connections: Optional[int] = None
+    #: Client connections open now.
+    open_connections = 0
+    #: Connections over the cap being answered 503 now.
+    refusing = 0
 
     def __init__(
         self,
@@ -1241,10 +1444,25 @@ class GatewaySite(Site):
         self.access_log = access_log
 
     def buildProtocol(self, addr: Any) -> Any:
+        cap = self.max_connections
+        if cap is not None and self.open_connections >= cap:
+            if self.refusing >= REFUSALS_IN_FLIGHT:
+                return None  # closed at once by the port, unanswered
+            self.refusing += 1
+            return ConnectionRefusal(TooManyConnections(
+                f"this gateway holds {cap} client connections already"), self._refused)
         channel = super().buildProtocol(addr)
         if isinstance(channel, GatewayChannel):
             channel.clock = self.reactor
+            channel.head_timeout = self.head_timeout
+            if self.max_header_bytes is not None:
+                channel.set_max_header_bytes(self.max_header_bytes)
+            channel._counted = True
+            self.open_connections += 1
         return channel
+
+    def _refused(self) -> None:
+        self.refusing -= 1
 
     def acceptableProtocols(self) -> List[bytes]:
         """

@@ -315,8 +315,8 @@ class EndToEndTests(SynchronousTestCase):
         self.deployment.pump()
         self.assertEqual(self.deployment.gateway.connections, [])
         self.assertEqual(self.deployment.request("GET", "/ping").status, 503)
-        # backoffPolicy's first delay is initial_delay * factor = 0.1 * 2.
-        self.deployment.clock.advance(0.2 - 1e-6)
+        # After an accepted HELLO the first delay is initial_delay (0.1 s).
+        self.deployment.clock.advance(0.1 - 1e-6)
         self.deployment.pump()
         self.assertEqual(self.deployment.gateway.connections, [])
         self.deployment.clock.advance(1e-6)
