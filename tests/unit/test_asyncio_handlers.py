@@ -28,6 +28,7 @@ from stellarouter.common.payloads import (
     decode_response,
     decode_stream_data,
     encode_request,
+    encode_stream_data,
 )
 from stellarouter.config import ConfigError
 from stellarouter.config.microservice import parse_microservice_config
@@ -267,6 +268,31 @@ class AsyncioReactorTests(AsyncioLoopTestCase):
         self.assertEqual(b"".join(c[0] for c in chunks), b"row 0\nrow 1\nrow 2\n")
         self.assertTrue(chunks[-1][1])
         self.assertEqual(self.dispatcher.in_flight, 0)
+
+    def test_streamed_upload_read_by_an_asyncio_handler(self) -> None:
+        """
+        A streaming endpoint's asyncio handler reads C{ctx.body} (a
+        BodyStream, whose waits are Deferreds) as chunks arrive.
+        """
+        @self.app.endpoint("POST", "/upload", streaming=True)
+        async def upload(ctx: Any) -> RawResponse:
+            chunks = []
+            async for chunk in ctx.body:
+                await loop_turn()
+                chunks.append(chunk)
+            return RawResponse(200, [], b"|".join(chunks))
+
+        frame = Frame(FrameType.REQUEST, new_correlation_id(), encode_request(RequestMessage(
+            "POST", "/upload", "/upload", streaming=True)))
+        self.dispatcher.request_received(frame)
+        self.turn()
+        for chunk, end in ((b"one", False), (b"two", True)):
+            self.dispatcher.stream_data_received(Frame(
+                FrameType.REQUEST_STREAM_DATA, frame.correlation_id,
+                encode_stream_data(chunk, end=end)))
+            self.turn()
+        [response] = self.responses()
+        self.assertEqual((response.status, response.body), (200, b"one|two"))
 
     def test_awaitable_deferred_result(self) -> None:
         """
