@@ -341,6 +341,28 @@ class DefaultReactorTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+    def test_other_awaitables(self) -> None:
+        """
+        A handler may return any awaitable, not only a coroutine (before, one
+        that was not a coroutine raised out of the dispatcher, unanswered).
+        """
+        app = Microservice("svc", "1.0.0")
+        pending: Deferred = Deferred()
+
+        class Later:
+            def __await__(self) -> Any:
+                value = yield from pending
+                return RawResponse.text(value)
+
+        app.endpoint("GET", "/later")(lambda ctx: Later())
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender, Clock()).request_received(request("/later"))
+        self.assertEqual(sender.take(), [])
+        pending.callback("later")
+        [frame] = sender.take()
+        self.assertEqual(decode_response(frame.payload).body, b"later")
+
+
 class ReactorConfigTests(SynchronousTestCase):
     def test_reactor_key(self) -> None:
         """
