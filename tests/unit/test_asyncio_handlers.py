@@ -341,6 +341,32 @@ class DefaultReactorTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+    def test_streamed_body_awaiting_asyncio_names_the_fix(self) -> None:
+        """
+        On the default reactor, a StreamingResponse whose generator awaits
+        asyncio is aborted, and the log line names the fix.
+        """
+        app = Microservice("svc", "1.0.0")
+
+        @app.endpoint("GET", "/rows")
+        def rows(ctx: Any) -> StreamingResponse:
+            async def body() -> Any:
+                await asyncio.sleep(1)
+                yield b"unreachable"
+            return StreamingResponse(200, [], body())
+
+        events: List[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender, Clock()).request_received(request("/rows"))
+        header, abort = sender.take()
+        self.assertEqual(decode_response(header.payload).status, 200)
+        self.assertTrue(decode_stream_data(abort.payload)[2])
+        [error] = [e for e in events if e.get("log_level") is LogLevel.critical]
+        self.assertIn("twistd -r asyncio stella-micro", error["hint"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_other_awaitables(self) -> None:
         """
         A handler may return any awaitable, not only a coroutine (before, one
