@@ -15,12 +15,15 @@ setup(
     package_data={"twisted.plugins": ["stellarouter_plugins.py"]},
     include_package_data=False,
     install_requires=[
+        # [tls]: pyOpenSSL and service-identity, which the TLS transport
+        # (imported by every transport registry) needs.
         "twisted[tls]>=24.7",
         "pyjwt[crypto]>=2.8",
         "pika>=1.3",
         "klein>=24.8",
         "pyyaml>=6",
         "attrs>=23",
+        "msgspec>=0.18",
         "zope.interface>=6",
     ],
     extras_require={
