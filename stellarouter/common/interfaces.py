@@ -153,6 +153,12 @@ class IGlobalRoutingState(Interface):
         @raise stellarouter.gateway.errors.NotFound: no template matches.
         @raise stellarouter.gateway.errors.MethodNotAllowed: the path
             matches but not for C{method}; it carries the allowed methods.
+        @raise stellarouter.gateway.errors.NoRoute: no live instance serves
+            a matching route, but one did recently or the configuration
+            names it (503).
+        @raise stellarouter.gateway.errors.BadRequest: the path has a
+            segment no handler may get (NUL, an encoded C{/}, a dot
+            segment as a parameter).
         """
 
     def connectionsFor(service_name, method, template):

@@ -7,7 +7,7 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -18,7 +18,7 @@ from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
-from ..common.models import ConnectionState, Frame, RoutableConnection
+from ..common.models import ConnectionState, Frame, RegistrationLimits, RoutableConnection
 from ..common.payloads import (
     COMPACT_HEADERS,
     RESPONSE_CREDIT,
@@ -71,6 +71,10 @@ class GatewayConnection:
     """
 
     log = Logger()
+
+    #: If set, C{policy(service, version)} says why an instance may not
+    #: register (C{services[].allowed_versions}), or returns C{None}.
+    registration_policy: Optional[Callable[[str, str], Optional[str]]] = None
 
     def __init__(
         self,
@@ -133,6 +137,10 @@ class GatewayConnection:
         self.retained_bytes = 0
         self._stall_timer: Optional[IDelayedCall] = None
         self._closed = False
+        #: Caps on what a HELLO or ENDPOINTS_UPDATE may announce.
+        self.registration = RegistrationLimits()
+        #: When the status last became UNHEALTHY (C{None}: it is not).
+        self.unhealthy_since: Optional[float] = None
 
     def __repr__(self) -> str:
         if self.state is None:
@@ -217,8 +225,10 @@ class GatewayConnection:
     def _hello(self, frame: Frame) -> None:
         assert self.sender is not None
         self._stop_hello_timer()
+        if self._closed:
+            return
         try:
-            hello = decode_hello(frame.payload)
+            hello = decode_hello(frame.payload, self.registration)
         except (MalformedPayload, InvalidDescriptor) as e:
             self._reject(f"invalid HELLO: {e}", frame.correlation_id)
             return
@@ -229,6 +239,12 @@ class GatewayConnection:
                 self._reject(
                     f"HELLO refused: certificate {', '.join(identity) or '(none)'} may not "
                     f"register service {hello.instance.service_name!r}", frame.correlation_id)
+                return
+        if self.registration_policy is not None:
+            refusal = self.registration_policy(hello.instance.service_name,
+                                               hello.instance.version)
+            if refusal is not None:
+                self._reject(f"HELLO refused: {refusal}", frame.correlation_id)
                 return
         now = self.clock.seconds()
         state = ConnectionState(
@@ -321,10 +337,20 @@ class GatewayConnection:
         the last HEARTBEAT; log a change.
         """
         state = self.state
-        if state is None:
+        if state is None or self._closed:
             return
-        status = evaluate_status(self.reported_status, state.last_heartbeat, now,
-                                 thresholds or self.health)
+        thresholds = thresholds or self.health
+        status = evaluate_status(self.reported_status, state.last_heartbeat, now, thresholds)
+        if status is not InstanceHealthStatus.UNHEALTHY:
+            self.unhealthy_since = None
+        elif self.unhealthy_since is None:
+            self.unhealthy_since = now
+        elif now - self.unhealthy_since >= thresholds.close_unhealthy_after:
+            # Closed, not kept forever: a silent registration costs memory
+            # and a place in the routing table until it goes.
+            self._reject(f"UNHEALTHY for {now - self.unhealthy_since:.1f}s "
+                         f"(close_unhealthy_after {thresholds.close_unhealthy_after:g}s)")
+            return
         if status is not state.status:
             self.log.info(
                 "instance {instance_id} ({service} {version}) {old} -> {new} "
@@ -339,6 +365,7 @@ class GatewayConnection:
                 state.average_ping_ms = None
                 self._pings.clear()
             state.status = status
+            self.routing_state.status_changed(self._routable())
 
     def ping(self, now: float) -> None:
         """
@@ -356,7 +383,8 @@ class GatewayConnection:
     def _endpoints_update(self, frame: Frame) -> None:
         assert self.state is not None
         try:
-            endpoints = decode_endpoints_update(frame.payload, self.state.instance)
+            endpoints = decode_endpoints_update(frame.payload, self.state.instance,
+                                                self.registration)
         except (MalformedPayload, InvalidDescriptor) as e:
             self._reject(f"invalid ENDPOINTS_UPDATE: {e}", frame.correlation_id, answer=True)
             return

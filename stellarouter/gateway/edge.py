@@ -29,11 +29,13 @@ from ..common.ids import new_correlation_id
 from ..common.enums import CancelReason, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IResponseSink, IRoutingPlugin
-from ..common.models import PayloadLimits, RoutingContext, parse_version
+from ..common.models import MAX_VERSION_PART, PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import discard_unsent, write_now
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel
 from .errors import (
+    BadRequest,
     BadVersion,
     DispatchError,
     MethodNotAllowed,
@@ -42,6 +44,7 @@ from .errors import (
     BudgetExhausted,
     Forbidden,
     PipelineError,
+    TooManyConnections,
     Unauthorized,
     VersionNotFound,
 )
@@ -49,6 +52,7 @@ from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_req
 from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import CONNECTED, ExpectedInstances
+from .forwarding import ClientAddressPolicy
 from .overrides import EndpointOverrides
 from .state import RoutingState
 
@@ -70,15 +74,32 @@ CORRELATION_HEADER = b"X-Correlation-Id"
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
 
-def _read_headers(request: IRequest) -> Tuple[List[Tuple[str, str]], Optional[bytes]]:
+#: Request headers the edge checks or rewrites itself (issue 17, item 7):
+#: at most one C{Host} and one C{Authorization}; C{X-Forwarded-For} and
+#: C{Forwarded} are the gateway's to write (L{ClientAddressPolicy}); an
+#: incoming C{X-Correlation-Id} is never forwarded (the id is the
+#: gateway's: the REQUEST's, C{ctx.correlation_id} in the handler).
+_EDGE_HEADERS = frozenset({"host", "authorization", "x-forwarded-for", "forwarded",
+                           "x-correlation-id"})
+
+
+def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
+                  http_version: bytes) -> Tuple[List[Tuple[str, str]], Optional[bytes]]:
     """
     Read the request headers once: those to forward (all but the hop-by-hop
-    ones and those named in C{Connection}), and the first
-    C{X-Stella-Version} value.
+    ones and those named in C{Connection}; L{_EDGE_HEADERS} as the edge
+    decides), and the first C{X-Stella-Version} value.
+
+    @param http_version: the request line's, e.g. C{b"HTTP/1.1"}.
+    @raise BadRequest: two C{Host} or C{Authorization} headers, or an
+        HTTP/1.1 request without C{Host}.
     """
     pairs: List[Tuple[str, str]] = []
     version: Optional[bytes] = None
     named: Optional[List[bytes]] = None
+    host = False
+    forwarded_for: Optional[List[bytes]] = None
+    forwarded: Optional[List[bytes]] = None
     for name, values in request.requestHeaders.getAllRawHeaders():
         text = name.decode("latin-1")
         lower = text.lower()
@@ -88,12 +109,31 @@ def _read_headers(request: IRequest) -> Tuple[List[Tuple[str, str]], Optional[by
             continue
         if lower == "x-stella-version":
             version = values[0]
+        elif lower in _EDGE_HEADERS:
+            if lower == "x-forwarded-for":
+                forwarded_for = values
+                continue
+            if lower == "forwarded":
+                forwarded = values
+                continue
+            if lower == "x-correlation-id":
+                continue
+            if len(values) > 1:
+                raise BadRequest(f"{len(values)} {text} headers; at most one is allowed")
+            host = host or lower == "host"
         for value in values:
             pairs.append((text, value.decode("latin-1")))
+    if not host and http_version == b"HTTP/1.1":
+        raise BadRequest("an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)")
     if named:
         drop = {t.strip().lower() for v in named for t in v.decode("latin-1").split(",")}
         pairs = [(n, v) for n, v in pairs if n.lower() not in drop]
+    pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
     return pairs, version
+
+
+def _without_authorization(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    return [(n, v) for n, v in headers if n.lower() != "authorization"]
 
 
 def write_problem(
@@ -322,6 +362,9 @@ class HttpResponseSink:
             else:
                 headers.addRawHeader(name.encode("latin-1"), raw_value)
         if response.streaming:
+            if request.method == b"HEAD":
+                self._head_of_stream(request)
+                return
             self.streaming = True
             request.registerProducer(self, True)
             if getattr(request.channel, "_waitingForTransport", False):
@@ -336,6 +379,19 @@ class HttpResponseSink:
             headers.setRawHeaders(b"Content-Length", [length])
         if body:
             request.write(body)
+        self._finish()
+
+    def _head_of_stream(self, request: Request) -> None:
+        """
+        A HEAD request whose GET endpoint streams its body: the head is the
+        whole answer.  Finish at once and cancel the stream upstream (reason
+        ClientDisconnected: nobody will read that body), so neither the
+        microservice nor this connection moves a byte of it, and a request
+        pipelined behind the HEAD does not wait (issue 17, item 5).
+        """
+        self.client_gone = True  # drop whatever of the body is already on its way
+        if self.connection is not None:
+            self.connection.cancel(self.cid, CancelReason.CLIENT_DISCONNECTED)
         self._finish()
 
     def _write_whole(self, request: "GatewayRequest", response: ResponseMessage) -> None:
@@ -432,6 +488,7 @@ class ProxyResource(Resource):
         self.overrides = EndpointOverrides()
         self.verifier: Optional[TokenVerifier] = None
         self.auth_required = False
+        self.forwarding = ClientAddressPolicy()
 
     def render(self, request: Request) -> Any:
         cid = new_correlation_id()
@@ -470,11 +527,13 @@ class ProxyResource(Resource):
                 f"request body of {too_large} bytes exceeds "
                 f"{self.limits.max_request_bytes_per_call} bytes")
         body = request.content.read() if request.content is not None else b""
-        headers, version = _read_headers(request)
+        headers, version = _read_headers(request, self.forwarding, request.clientproto)
         plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text,
                           version, getattr(request, "resolution", None))
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
+        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+            headers = _without_authorization(headers)
         self._check_budgets(plan.connection, len(body))
         uri = request.uri
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
@@ -510,8 +569,10 @@ class ProxyResource(Resource):
             try:
                 parse_version(requested)
             except InvalidDescriptor:
+                shown = requested if len(requested) <= 40 else requested[:40] + "..."
                 raise BadVersion(
-                    f"X-Stella-Version {requested!r} is not MAJOR.MINOR.PATCH") from None
+                    f"X-Stella-Version {shown!r} is not MAJOR.MINOR.PATCH (each part at most "
+                    f"{MAX_VERSION_PART})") from None
             if requested not in self.routing_state.versions_seen(route.service_name):
                 raise VersionNotFound(
                     f"service {route.service_name} has no version {requested}")
@@ -523,11 +584,12 @@ class ProxyResource(Resource):
             resolution.path_params, requested, self.region, None, body_size)
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
-            raise _no_route_error(context, candidates, requested)
+            raise _no_route_error(context, candidates, requested, None if requested else getattr(
+                self.routing, "default_versions", {}).get(route.service_name))
         endpoint = decision.endpoint
         timeout = decision.effective_timeout
         if self.overrides:
-            endpoint, timeout = self.overrides.apply(endpoint)
+            endpoint, timeout = self.overrides.apply(endpoint, self.routing_state)
         claims = self._authenticate(request, endpoint, cid_text)
         if endpoint.supports_streaming:
             # A streamed body never sits in the gateway: only the endpoint's
@@ -583,10 +645,17 @@ class ProxyResource(Resource):
                 self.overrides and self.overrides.buffered(route.service_name, *key)):
             # The usual case: resolve once here, route once when complete.
             request.resolution = resolution
+            request.body_limit = self._buffered_limit(route.service_name, key)
             return False
         cid = new_correlation_id()
         cid_text = str(cid)
-        headers, version = _read_headers(request)
+        try:
+            headers, version = _read_headers(request, self.forwarding,
+                                             getattr(request.channel, "_version", b"HTTP/1.1"))
+        except BadRequest as e:
+            # Answer it when the request completes; do not buffer the body.
+            request.early_error = e
+            return True
         try:
             plan = self._plan(request, method, path.decode("latin-1"), length or 0, cid_text,
                               version, resolution)
@@ -595,7 +664,10 @@ class ProxyResource(Resource):
         if not plan.endpoint.supports_streaming:
             return False
         if length is not None and length > plan.limit:
+            request.body_limit = plan.limit
             return False
+        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+            headers = _without_authorization(headers)
         try:
             # A stream holds at most one window in flight at a time.
             self._check_budgets(plan.connection, min(length or STREAM_WINDOW, STREAM_WINDOW))
@@ -617,6 +689,20 @@ class ProxyResource(Resource):
         connection.uploads[cid] = upload
         request.upload = upload
         return True
+
+    def _buffered_limit(self, service_name: str, key: Tuple[str, str]) -> int:
+        """
+        The largest request body any routable instance of a buffered
+        endpoint could take: the per-call limit, or less where every
+        instance's descriptor says less.  A body over it is refused (413)
+        as soon as its length is known, before it is read.
+        """
+        per_call = self.limits.max_request_bytes_per_call
+        limits = [min(per_call, e.max_request_bytes) if e.max_request_bytes is not None
+                  else per_call
+                  for c in self.routing_state.connectionsFor(service_name, *key)
+                  for e in (c.state.endpoints.get(key),) if e is not None]
+        return max(limits, default=per_call)
 
     def _authenticate(self, request: Request, endpoint: Any, cid_text: str) -> Mapping[str, Any]:
         """
@@ -678,13 +764,18 @@ UDP_RETRIES = 2
 
 
 def _no_route_error(context: RoutingContext, candidates: Any,
-                    requested: Optional[str]) -> PipelineError:
+                    requested: Optional[str], default: Optional[str] = None) -> PipelineError:
     """
     Why nothing can serve: too large or streaming for the only (UDP)
     instances that could (413 / 503 saying so), or simply none routable.
+
+    @param default: the service's configured default version, when the
+        request named none (the 503 names it: instances of other versions
+        may well be connected).
     """
+    version = requested or default
     routable = [c for c in candidates if c.state.status in _ROUTABLE and (
-        requested is None or c.state.instance.version == requested)]
+        version is None or c.state.instance.version == version)]
     if routable and all(c.state.transport_type is TransportType.UDP for c in routable):
         endpoint = routable[0].state.endpoints.get(context.endpoint)
         if endpoint is not None and endpoint.supports_streaming:
@@ -695,7 +786,9 @@ def _no_route_error(context: RoutingContext, candidates: Any,
             f"a request body of {context.body_size} bytes does not fit in one UDP datagram "
             f"(at most {limit} bytes with the request header) and no instance on another "
             "transport serves this endpoint")
-    which = f" at version {requested}" if requested else ""
+    which = (f" at version {requested}" if requested else
+             f" at its default version {default} (services[].default_version)" if default
+             else "")
     return NoRoute(f"no healthy instance of {context.service_name}{which} serves "
                    f"{context.endpoint[0]} {context.endpoint[1]}")
 
@@ -841,21 +934,16 @@ class UploadStream:
         self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
         self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent",
                       cid=self.cid, limit=self.limit)
-        transport = self._transport()
-        if transport is None:
+        channel = self.request.channel
+        if channel is None:
             return
-        if not self.request.startedWriting:
-            body = problem_body(413, PayloadTooLarge.kind, PayloadTooLarge.title,
-                                f"request body exceeds {self.limit} bytes", str(self.cid))
-            transport.write(
-                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: " + _PROBLEM
-                + b"\r\nX-Correlation-Id: " + str(self.cid).encode()
-                + b"\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode()
-                + b"\r\n\r\n" + body)
-            transport.resumeProducing()
-            transport.loseConnection()
+        if not self.request.startedWriting and isinstance(channel, EdgeChannel):
+            channel.refuse(PayloadTooLarge(f"request body exceeds {self.limit} bytes"),
+                           str(self.cid))
         else:
-            transport.abortConnection()
+            transport: Any = channel.transport
+            if transport is not None:
+                transport.abortConnection()
 
 
 def _origin_form(path: bytes) -> bytes:
@@ -887,6 +975,7 @@ class HealthApp:
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(CORRELATION_HEADER, str(new_correlation_id()).encode())
         return json.dumps(obj, separators=(",", ":")).encode()
 
     @app.route("/health", methods=["GET", "HEAD"])
@@ -954,6 +1043,9 @@ class GatewayRequest(Request):
 
     defaultContentType = None
     too_large: Optional[int] = None
+    #: The body limit known once the headers are in (the endpoint's, when
+    #: resolved then), else the site's per-call limit applies.
+    body_limit: Optional[int] = None
     upload: Optional["UploadStream"] = None
     early_error: Optional[PipelineError] = None
     resolution: Any = None
@@ -967,13 +1059,30 @@ class GatewayRequest(Request):
     _received = 0
 
     def _limit(self) -> Optional[int]:
+        if self.body_limit is not None:
+            return self.body_limit
         site = getattr(self.channel, "site", None)
         return getattr(site, "max_request_bytes", None)
+
+    def _refuse(self, error: PipelineError) -> None:
+        """
+        Refuse the request before its body is read: answer, close.
+        """
+        channel = self.channel
+        if isinstance(channel, EdgeChannel):
+            channel.refuse(error)
 
     def gotLength(self, length: Optional[int]) -> None:
         if not length and not self.requestHeaders.hasHeader(b"transfer-encoding"):
             # No body: nothing to stream, nothing to limit.
             super().gotLength(length)
+            return
+        if length is not None and self.requestHeaders.hasHeader(b"transfer-encoding"):
+            # A Transfer-Encoding twisted.web let through that is not
+            # chunked ("identity"): RFC 9112 6.3, chunked must be the final
+            # coding, else 400 and close.
+            self.content = None
+            self._refuse(BadRequest("Transfer-Encoding must be chunked (RFC 9112 6.3)"))
             return
         site = getattr(self.channel, "site", None)
         command = getattr(self.channel, "_command", None)
@@ -985,8 +1094,11 @@ class GatewayRequest(Request):
             return
         limit = self._limit()
         if length is not None and limit is not None and length > limit:
+            # Refused before anything is read (and with no 100 Continue).
             self.too_large = length
             self.content = None
+            self._refuse(PayloadTooLarge(
+                f"request body of {length} bytes exceeds {limit} bytes"))
             return
         super().gotLength(length)
 
@@ -1015,6 +1127,7 @@ class GatewayRequest(Request):
             if self.content is not None:
                 self.content.close()
             self.content = None
+            self._refuse(PayloadTooLarge(f"request body exceeds {limit} bytes"))
             return
         super().handleContentChunk(data)
 
@@ -1041,10 +1154,15 @@ class GatewayRequest(Request):
         never reads C{received_cookies}.
         """
 
+    log = Logger()
+
     def process(self) -> None:
         self.path = _origin_form(self.path)
         site = getattr(self.channel, "site", None)
-        if not isinstance(site, GatewaySite) or self.path == b"*" or self.path in HEALTH_PATHS:
+        if isinstance(site, GatewaySite) and self.path == b"*":
+            self._asterisk()
+            return
+        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS:
             super().process()
             return
         # A proxied request: what twisted.web's Request.process does for our
@@ -1060,6 +1178,43 @@ class GatewayRequest(Request):
             self.render(site.proxy)
         except BaseException:
             self.processingFailed(Failure())
+
+    def _asterisk(self) -> None:
+        """
+        The asterisk-form target (RFC 9112 3.2.4): C{OPTIONS *} is answered
+        200 with no body; any other method is a malformed request (400).
+        """
+        cid = str(new_correlation_id())
+        self.setHeader(b"Server", SERVER_VERSION)
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        if self.method == b"OPTIONS":
+            self.setHeader(b"Content-Length", b"0")
+        else:
+            method = self.method.decode("ascii", "replace")
+            self.write(write_problem(self, BadRequest(
+                f"the request target * is only for OPTIONS, not {method} (RFC 9112 3.2.4)"),
+                cid))
+        self.finish()
+
+    def processingFailed(self, reason: Failure) -> None:
+        """
+        A bug of ours while handling the request: logged with its
+        traceback, answered 500 problem+json (twisted.web would answer
+        text/html), or the response cut if it had begun.
+        """
+        cid = str(new_correlation_id())
+        self.log.failure("request {cid} failed in the gateway", failure=reason, cid=cid)
+        if self.finished or self._disconnected:
+            return
+        if self.startedWriting:
+            self.channel.loseConnection()
+            return
+        self.responseHeaders = Headers()
+        self.own_headers = None
+        self.setHeader(CORRELATION_HEADER, cid.encode())
+        self.write(write_problem(self, PipelineError(
+            "the gateway failed to handle this request"), cid))
+        self.finish()
 
     def drop_own_header(self, lower_name: bytes) -> None:
         """
@@ -1156,17 +1311,19 @@ class GatewayRequest(Request):
 _IDLE_SLACK = 1e-6
 
 
-class GatewayChannel(http.HTTPChannel):
+class GatewayChannel(EdgeChannel):
     """
-    The gateway's HTTP/1.1 connection: twisted.web's L{http.HTTPChannel},
-    except that it asks the socket for its own address once per connection
+    The gateway's HTTP/1.1 connection: L{EdgeChannel} (twisted.web's
+    L{http.HTTPChannel} with the edge's refusals and head deadline), except
+    that it asks the socket for its own address once per connection
     (twisted.web asks on every request: a C{getsockname} system call each),
-    and keeps its idle timeout with one lazily moved timer.
+    keeps its idle timeout with one lazily moved timer, and counts itself
+    in its site's open connections.
     """
 
     _host: Any = None
-    #: The site's clock (set by L{GatewaySite.buildProtocol}).
-    clock: Optional[IReactorTime] = None
+    #: Counted in L{GatewaySite.open_connections}.
+    _counted = False
     _idle_call: Any = None
     _idle_deadline: Optional[float] = None
 
@@ -1233,6 +1390,10 @@ class GatewayChannel(http.HTTPChannel):
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
         self._idle_call = None
+        site = getattr(self, "site", None)
+        if isinstance(site, GatewaySite) and self._counted:
+            self._counted = False
+            site.open_connections -= 1
 
 
 class GatewaySite(Site):
@@ -1249,6 +1410,16 @@ class GatewaySite(Site):
     protocol = GatewayChannel  # type: ignore[assignment]
     _date_second = -1
     _date = b""
+    #: Seconds from a request head's first byte to its last (408 after).
+    head_timeout: Optional[float] = None
+    #: The request line, each header line and all of them together.
+    max_header_bytes: Optional[int] = None
+    #: Client connections held at most (beyond: 503 and close).
+    max_connections: Optional[int] = None
+    #: Client connections open now.
+    open_connections = 0
+    #: Connections over the cap being answered 503 now.
+    refusing = 0
 
     def __init__(
         self,
@@ -1270,10 +1441,25 @@ class GatewaySite(Site):
         self.access_log = access_log
 
     def buildProtocol(self, addr: Any) -> Any:
+        cap = self.max_connections
+        if cap is not None and self.open_connections >= cap:
+            if self.refusing >= REFUSALS_IN_FLIGHT:
+                return None  # closed at once by the port, unanswered
+            self.refusing += 1
+            return ConnectionRefusal(TooManyConnections(
+                f"this gateway holds {cap} client connections already"), self._refused)
         channel = super().buildProtocol(addr)
         if isinstance(channel, GatewayChannel):
             channel.clock = self.reactor
+            channel.head_timeout = self.head_timeout
+            if self.max_header_bytes is not None:
+                channel.set_max_header_bytes(self.max_header_bytes)
+            channel._counted = True
+            self.open_connections += 1
         return channel
+
+    def _refused(self) -> None:
+        self.refusing -= 1
 
     def acceptableProtocols(self) -> List[bytes]:
         """

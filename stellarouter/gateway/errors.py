@@ -194,3 +194,39 @@ class GatewayShuttingDown(DispatchError):
     kind = "shutting-down"
     title = "Gateway shutting down"
     retry_after = 1
+
+
+# Refusals at the HTTP connection level (gateway/_web.py): answered before a
+# request reaches the pipeline, then the connection is closed.
+
+
+class RequestHeadTimeout(PipelineError):
+    """
+    The request line and headers did not arrive within
+    C{http.request_head_timeout}.
+    """
+
+    status = 408
+    kind = "request-head-timeout"
+    title = "Request head not received in time"
+
+
+class RequestLineTooLong(PipelineError):
+    """
+    The request line is longer than C{http.max_header_bytes}.
+    """
+
+    status = 414
+    kind = "request-line-too-long"
+    title = "Request line too long"
+
+
+class TooManyConnections(PipelineError):
+    """
+    The gateway holds C{http.max_connections} client connections already.
+    """
+
+    status = 503
+    kind = "too-many-connections"
+    title = "Too many client connections"
+    retry_after = 1

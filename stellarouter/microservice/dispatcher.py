@@ -6,6 +6,7 @@ handler's Deferred.
 
 from __future__ import annotations
 
+from asyncio import AbstractEventLoop
 from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -34,8 +35,15 @@ from ..common.payloads import (
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .budget import ResponseStreamBudget
+from .asyncio_bridge import (
+    ASYNCIO_REACTOR_FIX,
+    awaitable_deferred,
+    needs_asyncio_reactor,
+    reactor_event_loop,
+)
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
+from .errors import Problem
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
 # A member read from an enum class goes through the enum metaclass (about
@@ -125,6 +133,7 @@ class RequestDispatcher:
         instance: Optional[InstanceDescriptor] = None,
         can_stream: bool = True,
         response_budget: Optional[ResponseStreamBudget] = None,
+        event_loop: Optional[AbstractEventLoop] = None,
     ) -> None:
         """
         @param app: the endpoints to serve.
@@ -140,12 +149,16 @@ class RequestDispatcher:
         @param response_budget: the process's budget for streamed response
             bytes not yet credited back (shared by every connection; a
             fresh default one if none).
+        @param event_loop: the asyncio loop handler coroutines run on as
+            tasks (default: the loop of C{clock} if it is Twisted's asyncio
+            reactor; C{None}: Twisted steps them, see L{awaitable_deferred}).
         """
         self.app = app
         self.sender = sender
         self.clock = clock
         self.instance = instance
         self.can_stream = can_stream
+        self.event_loop = event_loop if event_loop is not None else reactor_event_loop(clock)
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
         #: RESPONSE headers go in the compact form (the gateway's HELLO
@@ -156,6 +169,8 @@ class RequestDispatcher:
         self.response_credit = False
         self.response_budget = (response_budget if response_budget is not None
                                 else ResponseStreamBudget())
+        #: Added to every response: the version that served it.
+        self.version_header = ("X-Stella-Version", app.version)
         self._in_flight: Dict[CorrelationId, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
         self._credits: Dict[CorrelationId, _Credit] = {}
@@ -388,7 +403,7 @@ class RequestDispatcher:
             self._respond(cid, result, message)
             return
         if hasattr(result, "__await__") and not isinstance(result, Deferred):
-            result = Deferred.fromCoroutine(result)
+            result = awaitable_deferred(result, self.event_loop)
         if not isinstance(result, Deferred):
             self._respond(cid, result, message)
             return
@@ -423,7 +438,19 @@ class RequestDispatcher:
     def _handler_failed(self, failure: Failure, cid: CorrelationId,
                         message: RequestMessage) -> None:
         self._uploads.pop(cid, None)
+        if isinstance(failure.value, Problem):
+            # An answer the handler chose (404, 409, 400 ...), not a failure.
+            self._respond(cid, failure.value.response(str(cid)), message)
+            return
         self.failed += 1
+        if self.event_loop is None and needs_asyncio_reactor(failure):
+            self.log.failure(
+                "handler for {method} {template} awaited asyncio, which needs Twisted's asyncio "
+                "reactor (request {cid}): {fix}", failure, method=message.method,
+                template=message.template, cid=cid, fix=ASYNCIO_REACTOR_FIX)
+            self._send(cid, _problem(500, "asyncio-reactor-required", "asyncio reactor required",
+                                     f"the handler awaited asyncio: {ASYNCIO_REACTOR_FIX}", cid))
+            return
         self.log.failure(
             "handler for {method} {template} failed (request {cid})",
             failure, method=message.method, template=message.template, cid=cid,
@@ -484,9 +511,11 @@ class RequestDispatcher:
                            template=message.template, cid=cid, problem=problem)
             self._send(cid, _problem(500, "internal-error", "Internal server error",
                                      "the handler returned an invalid response", cid))
+            self._close_body(cid, response.body)
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
-            response.status, _header_pairs(response.headers), b"", streaming=True),
+            response.status, _header_pairs(response.headers) + [self.version_header], b"",
+            streaming=True),
             self.compact_headers)))
         credit = _Credit(0 if self.response_credit else STREAM_WINDOW)
         self._credits[cid] = credit
@@ -496,7 +525,7 @@ class RequestDispatcher:
                 query=message.query, headers=HeaderMap(message.headers), claims=message.claims,
                 body=b"", correlation_id=str(cid), deadline=message.deadline,
                 instance=self.instance))
-        pump = Deferred.fromCoroutine(self._pump(cid, response.body, credit))
+        pump = awaitable_deferred(self._pump(cid, response.body, credit), self.event_loop)
         entry.deferred = pump
         self._in_flight[cid] = entry
         pump.addCallbacks(self._stream_done, self._stream_failed,
@@ -551,8 +580,32 @@ class RequestDispatcher:
                     except Exception:
                         self.log.failure("closing the body of request {cid} failed", cid=cid)
         else:
-            for chunk in body:
-                await put(bytes(chunk))
+            iterator = iter(body)
+            try:
+                for chunk in iterator:
+                    await put(bytes(chunk))
+            finally:
+                # Whether it ran out, failed, or was cancelled (client gone,
+                # timeout, connection lost): a generator's finally runs now.
+                self._close_body(cid, iterator)
+
+    def _close_body(self, cid: CorrelationId, body: Any) -> None:
+        """
+        Close a streamed body that will not be (further) sent: C{close()}
+        for a generator or any iterator that has it (a file), C{aclose()}
+        for an async generator not running.
+        """
+        close = getattr(body, "close", None)
+        aclose = getattr(body, "aclose", None)
+        try:
+            if close is not None:
+                close()
+            elif aclose is not None and not getattr(body, "ag_running", False):
+                Deferred.fromCoroutine(aclose()).addErrback(
+                    lambda failure: self.log.failure(
+                        "closing the body of request {cid} failed", failure, cid=cid))
+        except Exception:
+            self.log.failure("closing the body of request {cid} failed", cid=cid)
 
     def _end_credit(self, cid: CorrelationId) -> None:
         """
@@ -618,6 +671,8 @@ class RequestDispatcher:
         headers = response.headers
         if type(headers) is not tuple and type(headers) is not list:
             headers = _header_pairs(headers)
+        # Which version served: the client sees it whatever it asked for.
+        headers = (*headers, self.version_header)
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body),
                                       self.compact_headers)

@@ -66,6 +66,7 @@ class RouterSession:
         can_stream: bool = True,
         compact_headers: bool = True,
         response_budget: Optional[ResponseStreamBudget] = None,
+        on_rejected: Optional[Callable[["RouterSession", str], None]] = None,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
@@ -74,6 +75,8 @@ class RouterSession:
             the gateway's answer says it reads them (C{False}: JSON headers
             both ways, readable in a packet capture).
         @param on_accepted: called once the gateway accepted the HELLO.
+        @param on_rejected: called with the gateway's reason when it rejects
+            the HELLO (it logs it); without it the session logs the reason.
         @param descriptors: the endpoints HELLO announces (default: the
             app's, without configuration overrides).
         @param response_budget: the process's budget for streamed response
@@ -90,6 +93,7 @@ class RouterSession:
         self.heartbeat_interval = heartbeat_interval
         self.max_frame_bytes = max_frame_bytes
         self.on_accepted = on_accepted
+        self.on_rejected = on_rejected
         self.sender: Optional[IFrameSender] = None
         self.dispatcher: Optional[RequestDispatcher] = None
         self.accepted: Optional[HelloAck] = None
@@ -166,7 +170,19 @@ class RouterSession:
                           router=self.router, error=e)
             self.sender.close("malformed HELLO answer")
             return
+        if not ack.accepted and ack.hello_again:
+            if self.accepted is not None:
+                # A message transport's gateway that restarted, or forgot us.
+                self.log.warn("gateway {node} at {router} has no session for us (it restarted?); "
+                              "sending HELLO again", node=ack.node_id, router=self.router)
+                self.sender.close("the gateway asked for a new HELLO")
+            # (Before our HELLO is answered: it answers a frame of an older
+            # session; ours is on its way.)
+            return
         if not ack.accepted:
+            if self.on_rejected is not None:
+                self.on_rejected(self, ack.reason or "no reason given")
+                return
             self.log.error(
                 "router {router} rejected HELLO of {service} {version}: {reason}",
                 router=self.router, service=self.app.name, version=self.app.version,

@@ -42,9 +42,14 @@ class InMemoryHttpClient:
     One HTTP connection to a L{Site}, in memory.
     """
 
-    def __init__(self, site: Site) -> None:
+    def __init__(self, site: Site, transport: Optional[StringTransport] = None) -> None:
+        """
+        @param transport: the client's connection (default: a new
+            L{StringTransport}).
+        """
         self.site = site
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.transport = transport or StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel.makeConnection(self.transport)
 
@@ -108,6 +113,42 @@ class InMemoryHttpClient:
             return
         self._gone = True
         self.channel.connectionLost(Failure(ConnectionLost("client went away")))
+
+
+class HalfCloseTransport(StringTransport):
+    """
+    A L{StringTransport} that, like TCP, can close its write side only.
+
+    @ivar write_closed: L{loseWriteConnection} was called.
+    @ivar aborted: L{abortConnection} was called.
+    """
+
+    write_closed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
+def parse_responses(data: bytes) -> List[HttpResponse]:
+    """
+    Every complete response in C{data}, in order (interim 1xx ones
+    included).
+    """
+    transport = StringTransport()
+    transport.write(data)
+    reader = InMemoryHttpClient.__new__(InMemoryHttpClient)
+    reader.transport = transport
+    out: List[HttpResponse] = []
+    while True:
+        response = reader.response()
+        if response is None:
+            return out
+        out.append(response)
 
 
 def _dechunk(data: bytes) -> Optional[Tuple[bytes, bytes]]:

@@ -108,10 +108,14 @@ class WatchedProcess(ProcessProtocol):
 
 
 def spawn_twistd(reactor: Any, name: str, plugin_args: Sequence[str],
-                 env: Optional[Dict[str, str]] = None, cwd: str = ROOT) -> WatchedProcess:
+                 env: Optional[Dict[str, str]] = None, cwd: str = ROOT,
+                 prefix: Sequence[str] = ()) -> WatchedProcess:
     """
     Start C{twistd -n <plugin_args>} logging to stdout, importing this
     source tree.
+
+    @param prefix: a command that runs twistd, e.g. C{["prlimit",
+        "--nofile=128:128", "--"]}.
     """
     process = WatchedProcess(name)
     environment = dict(os.environ)
@@ -119,7 +123,7 @@ def spawn_twistd(reactor: Any, name: str, plugin_args: Sequence[str],
     environment["PYTHONUNBUFFERED"] = "1"
     if env:
         environment.update(env)
-    args = [twistd_path(), "-n", "--pidfile=", "--logfile=-", *plugin_args]
+    args = [*prefix, twistd_path(), "-n", "--pidfile=", "--logfile=-", *plugin_args]
     reactor.spawnProcess(process, args[0], args, env=environment, path=cwd)
     return process
 
@@ -151,32 +155,39 @@ class ProcessDeployment:
             f.write(text)
         return path
 
-    def spawn(self, name: str, args: Sequence[str]) -> WatchedProcess:
+    def spawn(self, name: str, args: Sequence[str], prefix: Sequence[str] = (),
+              env: Optional[Dict[str, str]] = None) -> WatchedProcess:
         """
         Start one twistd process (killed by L{stop_all} if still running).
+
+        @param prefix: see L{spawn_twistd}.
+        @param env: variables added to this process's environment.
         """
-        process = spawn_twistd(self.reactor, name, args)
+        process = spawn_twistd(self.reactor, name, args, env, prefix=prefix)
         self.processes.append(process)
         return process
 
     async def start_gateway(self, node_id: str = "gw-it", region: str = "eu1",
                             extra: str = "", neighbors: Sequence[str] = (),
                             transport: str = "{type: tcp, listen: \"tcp:0:interface=127.0.0.1\"}",
-                            ) -> WatchedProcess:
+                            http: str = "", prefix: Sequence[str] = ()) -> WatchedProcess:
         """
         Start C{stella-gateway} on port 0 and wait until it is ready.  The
         process gets C{base_url} and C{transport_port} attributes; the first
         gateway started is also C{self.gateway}.
 
         @param extra: more top-level YAML for its configuration.
+        @param http: more keys of its C{http} mapping (flow style,
+            e.g. C{"backlog: 64"}).
+        @param prefix: see L{spawn_twistd}.
         """
         config = self.write(f"{node_id}.yaml", f"""
 node: {{node_id: {node_id}, region: {region}, neighbor_regions: [{", ".join(neighbors)}]}}
-http: {{listen: "tcp:0:interface=127.0.0.1"}}
+http: {{listen: "tcp:0:interface=127.0.0.1"{", " + http if http else ""}}}
 transports: [{transport}]
 {extra}
 """)
-        gateway = self.spawn(node_id, ["stella-gateway", "--config", config])
+        gateway = self.spawn(node_id, ["stella-gateway", "--config", config], prefix)
         ready = await gateway.wait_for(r"ready: (\{.*\})", self.reactor)
         addresses = json.loads(ready.group(1))
         gateway.base_url = "http://" + addresses["http"]
@@ -191,12 +202,17 @@ transports: [{transport}]
     async def start_microservice(self, app: str, instance_id: str, region: str = "eu1",
                                  gateways: Optional[Sequence[WatchedProcess]] = None,
                                  extra: str = "", transport: str = "tcp",
-                                 router_extra: str = "", wait: bool = True) -> WatchedProcess:
+                                 router_extra: str = "", wait: bool = True,
+                                 twistd_args: Sequence[str] = (),
+                                 env: Optional[Dict[str, str]] = None) -> WatchedProcess:
         """
         Start C{stella-micro} for C{app} dialling the given gateways (default:
         the first one), and wait until each has registered it.
 
         @param extra: more top-level YAML for its configuration.
+        @param twistd_args: twistd's own options, before the plugin name
+            (C{["-r", "asyncio"]}).
+        @param env: variables added to the process's environment.
         """
         if gateways:
             targets = list(gateways)
@@ -215,7 +231,8 @@ routers: [{routers}]
 {extra}
 """)
         seen = [len(g.lines) for g in targets]
-        process = self.spawn(instance_id, ["stella-micro", "--config", config, "--app", app])
+        process = self.spawn(instance_id, [*twistd_args, "stella-micro", "--config", config,
+                                           "--app", app], env=env)
         if not wait:
             return process
         for gateway, since in zip(targets, seen):

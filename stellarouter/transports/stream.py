@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, List, Optional, Set, Tuple, cast
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -35,6 +35,7 @@ from ..common.interfaces import (
 )
 from ..common.models import Frame
 from .flush import discard_unsent, flush
+from .hello import HelloBackoff, HelloWatch
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -414,19 +415,19 @@ class StreamTransportClient:
             (pass C{lambda: 0} in tests for exact timings).
         """
         self.transport_type = transport_type
-        self.factory = FrameStreamFactory(receiver_factory, transport_type, max_frame_bytes,
+        # The backoff grows across connections until a HELLO is accepted
+        # (ClientService alone forgets it whenever a TCP connect succeeds).
+        self.backoff = HelloBackoff(
+            initial_delay, max_delay, 2.0,
+            jitter if jitter is not None else (lambda: random.uniform(0, 0.5)))
+
+        def watched() -> IFrameReceiver:
+            return HelloWatch(receiver_factory(), self.backoff.accepted)
+
+        self.factory = FrameStreamFactory(watched, transport_type, max_frame_bytes,
                                           protocol_class, clock, flush_after_frames=True)
-        self.service = ClientService(
-            endpoint,
-            self.factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=initial_delay,
-                maxDelay=max_delay,
-                factor=2.0,
-                jitter=jitter if jitter is not None else (lambda: random.uniform(0, 0.5)),
-            ),
-            clock=clock,
-        )
+        self.service = ClientService(endpoint, self.factory, retryPolicy=self.backoff,
+                                     clock=clock)
 
     def start(self) -> None:
         self.service.startService()

@@ -1,0 +1,330 @@
+"""
+The gateway's HTTP/1.1 connection at the connection level: what it refuses
+before a request reaches the pipeline, and how.
+
+L{EdgeChannel} is twisted.web's L{http.HTTPChannel} with:
+
+ - one way to refuse (L{EdgeChannel.refuse}): a problem+json answer with an
+   C{X-Correlation-Id} and C{Connection: close}, after which nothing more
+   of the connection is parsed; the connection is closed once the answer
+   is out (the client's bytes still in flight are drained, at most
+   L{LINGER_BYTES} for at most L{LINGER_SECONDS}, so that its kernel does
+   not reset the connection before the client has read the answer);
+ - twisted.web's own bare C{400 Bad Request} replaced by that answer, and
+   a request head over C{max_header_bytes} answered 414 (the request line)
+   or 431 (a header line, all headers, or too many of them) instead of a
+   silent close or a 400;
+ - a deadline for the whole request head (C{head_timeout}, from its first
+   byte to its last): a client that sends its headers a byte at a time
+   gets 408 and is closed, however often it sends.
+
+L{ConnectionRefusal} answers a connection over the client-connection cap.
+
+Every use of a twisted.web private name by this code lives in this module,
+listed in L{PRIVATE_NAMES} and pinned by C{tests/unit/test_web_private.py}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web import http
+
+from ..common.ids import new_correlation_id
+from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from .errors import (
+    BadRequest,
+    PipelineError,
+    RequestHeadersTooLarge,
+    RequestHeadTimeout,
+    RequestLineTooLong,
+)
+
+#: The private names of twisted.web's L{http.HTTPChannel} this module relies
+#: on (attributes of a connected channel).
+#: C{_respondToBadRequestAndDisconnect} is how twisted.web answers every
+#: malformed request (overridden); C{_send100Continue} writes
+#: C{100 Continue} after C{gotLength} (silenced once a request is refused);
+#: C{_receivedHeaderSize} and C{_receivedHeaderCount} tell a head that is
+#: too large from one that is malformed; C{_networkProducer} is the
+#: transport's producer registration, undone before the half-close.
+PRIVATE_NAMES = (
+    "_respondToBadRequestAndDisconnect",
+    "_send100Continue",
+    "_receivedHeaderSize",
+    "_receivedHeaderCount",
+    "_networkProducer",
+)
+
+#: After a refusal, how long (seconds) and how many bytes the client's
+#: bytes still in flight are read and dropped before the connection is cut.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
+
+#: The default of C{http.max_header_bytes}: twisted.web's own line and
+#: head limits.
+DEFAULT_MAX_HEADER_BYTES = 16384
+
+#: How early (seconds) a timer may fire and still count as on time.
+_SLACK = 1e-6
+
+_PROBLEM = PROBLEM_CONTENT_TYPE.encode()
+
+
+#: Reason phrases of the statuses the edge refuses with (RFC 9110 wording,
+#: not twisted.web's older table).
+_REASONS = {
+    400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
+    414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+    501: b"Not Implemented", 503: b"Service Unavailable",
+}
+
+
+def refusal(error: PipelineError, correlation_id: str) -> bytes:
+    """
+    A whole HTTP/1.1 answer to a refused request or connection:
+    problem+json, C{X-Correlation-Id}, C{Connection: close}.
+    """
+    body = problem_body(error.status, error.kind, error.title, error.detail, correlation_id)
+    reason = _REASONS.get(error.status) or http.RESPONSES.get(error.status, b"Error")
+    head = [b"HTTP/1.1 %d %s" % (error.status, reason),
+            b"Content-Type: " + _PROBLEM,
+            b"X-Correlation-Id: " + correlation_id.encode(),
+            b"Connection: close",
+            b"Content-Length: %d" % len(body)]
+    if error.retry_after is not None:
+        head.append(b"Retry-After: %d" % error.retry_after)
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def _ignore(*args: Any) -> None:
+    """
+    Stands in for a parsing step of a refused connection.
+    """
+
+
+class EdgeChannel(http.HTTPChannel):
+    """
+    twisted.web's HTTP/1.1 connection with the edge's refusals and its
+    request-head deadline (see the module docstring).
+
+    @ivar clock: drives the head deadline and the linger; without one (a
+        channel not built by the gateway's site) there is neither.
+    @ivar head_timeout: seconds from the first byte of a request head to
+        its end, or L{None} for no deadline.
+    @ivar refused: the status of the refusal sent, or L{None}.
+    """
+
+    log = Logger()
+    clock: Optional[IReactorTime] = None
+    head_timeout: Optional[float] = None
+    refused: Optional[int] = None
+    #: Whether the next byte starts a request head (between requests).
+    _head_awaited = True
+    _head_deadline: Optional[float] = None
+    _head_call: Any = None
+    _linger_call: Any = None
+    _lingered = 0
+
+    def set_max_header_bytes(self, limit: int) -> None:
+        """
+        Bound the request line, each header line and all of them together
+        to C{limit} bytes (line ends not counted).
+        """
+        self.MAX_LENGTH = limit
+        self.totalHeadersSize = limit
+
+    # Refusing
+
+    def refuse(self, error: PipelineError, correlation_id: Optional[str] = None) -> None:
+        """
+        Answer C{error} at once, parse nothing more of this connection, and
+        close it once the answer is out.  A second refusal is ignored.
+
+        @param correlation_id: the request's, if it has one already.
+        """
+        if self.refused is not None or self.transport is None:
+            return
+        self.refused = error.status
+        for name in ("dataReceived", "lineReceived", "rawDataReceived",
+                     "allContentReceived", "_send100Continue"):
+            setattr(self, name, _ignore)
+        self._cancel_head_timer()
+        cid = correlation_id or str(new_correlation_id())
+        self.log.debug("refused {peer}: {status} {detail} ({cid})", peer=self._peer(),
+                       status=error.status, detail=error.detail, cid=cid)
+        self.transport.write(refusal(error, cid))
+        self._close_after_answer()
+
+    def _peer(self) -> str:
+        try:
+            return str(self.transport.getPeer())  # type: ignore[union-attr]
+        except Exception:
+            return "?"
+
+    def _close_after_answer(self) -> None:
+        """
+        Send our FIN after the answer and drain what the client still sends
+        for a little while (bounded), or close at once where a half-close is
+        not possible.
+        """
+        transport: Any = self.transport
+        producer: Any = self._networkProducer
+        producer.unregisterProducer()
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is None or self.clock is None:
+            transport.loseConnection()
+            return
+        self.dataReceived = self._drain  # type: ignore[method-assign]
+        half_close()
+        transport.resumeProducing()
+        self._linger_call = self.clock.callLater(LINGER_SECONDS, self._linger_over)
+
+    def _drain(self, data: bytes) -> None:
+        self._lingered += len(data)
+        if self._lingered > LINGER_BYTES:
+            self._linger_over()
+
+    def _linger_over(self) -> None:
+        if self._linger_call is not None and self._linger_call.active():
+            self._linger_call.cancel()
+        self._linger_call = None
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        twisted.web's answer to a malformed request (request line, header
+        syntax, NUL/CR/LF in a value, conflicting or bad framing headers, a
+        bad chunk) and to a head over its limits: 431 for the latter, 400
+        otherwise, both as problem+json.
+        """
+        if (self._receivedHeaderSize > self.totalHeadersSize
+                or self._receivedHeaderCount > self.maxHeaders):
+            self.refuse(RequestHeadersTooLarge(
+                f"the request head exceeds {self.totalHeadersSize} bytes or "
+                f"{self.maxHeaders} header fields"))
+            return
+        self.refuse(BadRequest(
+            "malformed request: its request line, a header field, its framing "
+            "(Content-Length / Transfer-Encoding) or a chunk is invalid"))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        One line of the head is over C{MAX_LENGTH}: 414 for the request line
+        (no request of this head exists yet), 431 for a header line.
+        """
+        if self.requests:
+            self.refuse(RequestHeadersTooLarge(
+                f"a header field line exceeds {self.MAX_LENGTH} bytes"))
+        else:
+            self.refuse(RequestLineTooLong(f"the request line exceeds {self.MAX_LENGTH} bytes"))
+
+    # The request-head deadline
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._head_awaited:
+            self._head_begins()
+        super().dataReceived(data)
+
+    def _head_begins(self) -> None:
+        self._head_awaited = False
+        clock, timeout = self.clock, self.head_timeout
+        if clock is None or timeout is None:
+            return
+        self._head_deadline = deadline = clock.seconds() + timeout
+        call = self._head_call
+        if call is None:
+            self._head_call = clock.callLater(timeout, self._head_due)
+        elif call.getTime() > deadline:
+            call.reset(timeout)
+
+    def allHeadersReceived(self) -> None:
+        self._head_deadline = None
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        # The next byte begins the next request's head (buffered pipelined
+        # bytes are replayed through dataReceived by the super call).
+        self._head_awaited = True
+        super().requestDone(request)
+
+    def _head_due(self) -> None:
+        self._head_call = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return  # the head completed in time; the next one re-arms
+        assert self.clock is not None
+        remaining = deadline - self.clock.seconds()
+        if remaining > _SLACK:
+            self._head_call = self.clock.callLater(remaining, self._head_due)
+            return
+        self._head_deadline = None
+        self.refuse(RequestHeadTimeout(
+            f"the request line and headers did not arrive within {self.head_timeout:g}s"))
+
+    def _cancel_head_timer(self) -> None:
+        self._head_deadline = None
+        call, self._head_call = self._head_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        self._cancel_head_timer()
+        if self._linger_call is not None and self._linger_call.active():
+            self._linger_call.cancel()
+        self._linger_call = None
+
+
+#: At most this many connections over the cap are being answered 503 at a
+#: time (each holds its descriptor until the answer is out); beyond, a
+#: connection is closed as soon as it is accepted, unanswered.
+REFUSALS_IN_FLIGHT = 16
+
+
+class ConnectionRefusal(Protocol):
+    """
+    A client connection over the cap: answered 503 (problem+json,
+    C{Retry-After}) at once and closed, never parsed.
+    """
+
+    def __init__(self, error: PipelineError, closed: Callable[[], None]) -> None:
+        """
+        @param closed: called once the connection is gone.
+        """
+        self.error = error
+        self.closed = closed
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(refusal(self.error, str(new_correlation_id())))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed()
+
+
+def client_connection_cap(configured: Optional[int], open_files_limit: int,
+                          reserved: int) -> int:
+    """
+    How many client HTTP connections the gateway holds at most.
+
+    @param configured: C{http.max_connections}, or L{None} for automatic.
+    @param open_files_limit: the process's soft C{RLIMIT_NOFILE}.
+    @param reserved: C{http.reserved_descriptors}: file descriptors kept
+        for everything else (microservice connections, listeners, files).
+    @return: C{configured} if set; otherwise the open-files limit less the
+        reserve, but never less than half the limit (so a small limit still
+        leaves half of it to microservices and files).
+    """
+    if configured is not None:
+        return configured
+    return max(open_files_limit - reserved, open_files_limit // 2, 1)
+
+
+__all__ = ["EdgeChannel", "ConnectionRefusal", "REFUSALS_IN_FLIGHT", "client_connection_cap", "refusal",
+           "PRIVATE_NAMES", "LINGER_SECONDS", "LINGER_BYTES", "DEFAULT_MAX_HEADER_BYTES"]
