@@ -565,7 +565,7 @@ class GatewayConnection:
         if self.state is not None:
             self.state.in_flight -= 1
         backlog = self._backlog
-        if backlog is not None and backlog.unsent and pending.size and not self._closed:
+        if pending.size and backlog is not None and backlog.unsent and not self._closed:
             # Its body may still wait in the write buffer: it stays counted
             # in the budgets until the buffer drains.
             if not self.retained_bytes:
