@@ -100,6 +100,40 @@ def refusal(error: PipelineError, correlation_id: str) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+class RefusalLog:
+    """
+    Logs refusals, at most C{per_second} lines a second: a flood of bad
+    requests must not become a flood of log lines.  The lines not written
+    are counted and the count logged with the next second's first line.
+    """
+
+    log = Logger()
+
+    def __init__(self, per_second: int = 10) -> None:
+        self.per_second = per_second
+        self._second = -1
+        self._logged = 0
+        self.suppressed = 0
+
+    def refused(self, now: float, peer: Any, error: PipelineError, correlation_id: str) -> None:
+        """
+        Log (or count) one refusal.
+
+        @param now: the clock's time.
+        """
+        second = int(now)
+        if second != self._second:
+            if self.suppressed:
+                self.log.info("{count} more refusal(s) not logged", count=self.suppressed)
+            self._second, self._logged, self.suppressed = second, 0, 0
+        if self._logged >= self.per_second:
+            self.suppressed += 1
+            return
+        self._logged += 1
+        self.log.info("refused {peer}: {status} {detail} ({cid})", peer=str(peer),
+                      status=error.status, detail=error.detail, cid=correlation_id)
+
+
 def _ignore(*args: Any) -> None:
     """
     Stands in for a parsing step of a refused connection.
@@ -118,8 +152,9 @@ class EdgeChannel(http.HTTPChannel):
     @ivar refused: the status of the refusal sent, or L{None}.
     """
 
-    log = Logger()
     clock: Optional[IReactorTime] = None
+    #: Where refusals are logged (shared by the site's connections).
+    refusal_log: Optional["RefusalLog"] = None
     head_timeout: Optional[float] = None
     refused: Optional[int] = None
     #: Whether the next byte starts a request head (between requests).
@@ -154,16 +189,10 @@ class EdgeChannel(http.HTTPChannel):
             setattr(self, name, _ignore)
         self._cancel_head_timer()
         cid = correlation_id or str(new_correlation_id())
-        self.log.debug("refused {peer}: {status} {detail} ({cid})", peer=self._peer(),
-                       status=error.status, detail=error.detail, cid=cid)
+        if self.refusal_log is not None and self.clock is not None:
+            self.refusal_log.refused(self.clock.seconds(), self.transport.getPeer(), error, cid)
         self.transport.write(refusal(error, cid))
         self._close_after_answer()
-
-    def _peer(self) -> str:
-        try:
-            return str(self.transport.getPeer())  # type: ignore[union-attr]
-        except Exception:
-            return "?"
 
     def _close_after_answer(self) -> None:
         """
@@ -326,5 +355,5 @@ def client_connection_cap(configured: Optional[int], open_files_limit: int,
     return max(open_files_limit - reserved, open_files_limit // 2, 1)
 
 
-__all__ = ["EdgeChannel", "ConnectionRefusal", "REFUSALS_IN_FLIGHT", "client_connection_cap", "refusal",
+__all__ = ["EdgeChannel", "ConnectionRefusal", "REFUSALS_IN_FLIGHT", "RefusalLog", "client_connection_cap", "refusal",
            "PRIVATE_NAMES", "LINGER_SECONDS", "LINGER_BYTES", "DEFAULT_MAX_HEADER_BYTES"]

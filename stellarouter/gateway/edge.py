@@ -33,7 +33,7 @@ from ..common.models import PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import write_now
-from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel, RefusalLog
 from .errors import (
     BadRequest,
     BadVersion,
@@ -1266,6 +1266,7 @@ class GatewaySite(Site):
         self.health = health
         self.health_resource = health.app.resource()
         self.access_log = access_log
+        self.refusal_log = RefusalLog()
 
     def buildProtocol(self, addr: Any) -> Any:
         cap = self.max_connections
@@ -1278,6 +1279,7 @@ class GatewaySite(Site):
         channel = super().buildProtocol(addr)
         if isinstance(channel, GatewayChannel):
             channel.clock = self.reactor
+            channel.refusal_log = self.refusal_log
             channel.head_timeout = self.head_timeout
             if self.max_header_bytes is not None:
                 channel.set_max_header_bytes(self.max_header_bytes)

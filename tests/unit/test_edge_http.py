@@ -9,6 +9,7 @@ import json
 from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address
+from twisted.logger import capturedLogs
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,8 +20,10 @@ from stellarouter.gateway._web import (
     LINGER_BYTES,
     LINGER_SECONDS,
     REFUSALS_IN_FLIGHT,
+    RefusalLog,
     client_connection_cap,
 )
+from stellarouter.gateway.errors import BadRequest
 from stellarouter.gateway.service import GatewayService
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.harness import InMemoryDeployment
@@ -227,6 +230,43 @@ class LingerTests(EdgeTestCase):
         self.assertTrue(transport.aborted)
         client.channel.connectionLost(None)
         self.assertEqual(set(self.clock.getDelayedCalls()) - before, set())
+
+
+class RefusalLogTests(SynchronousTestCase):
+    """
+    Refusals are logged, but a flood of them is not a flood of lines.
+    """
+
+    def test_at_most_per_second(self) -> None:
+        """
+        At most C{per_second} refusal lines a second; the rest are counted
+        and the count is logged with the next second's first line.
+        """
+        log = RefusalLog(per_second=3)
+        error = BadRequest("malformed")
+        with capturedLogs() as events:
+            for i in range(10):
+                log.refused(100.5, "peer", error, f"cid-{i}")
+            self.assertEqual([e["cid"] for e in events], ["cid-0", "cid-1", "cid-2"])
+            log.refused(101.0, "peer", error, "cid-next")
+        self.assertEqual(events[3]["count"], 7)
+        self.assertEqual(events[4]["cid"], "cid-next")
+        self.assertEqual(log.suppressed, 0)
+
+    def test_refusals_go_to_the_site_log(self) -> None:
+        """
+        A connection's refusal is logged with its status, detail and
+        correlation id.
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        client = deployment.http()
+        with capturedLogs() as events:
+            client.channel.dataReceived(b"BAD\r\n\r\n")
+        refused = [e for e in events if e.get("log_format", "").startswith("refused")]
+        self.assertEqual(len(refused), 1)
+        self.assertEqual(refused[0]["status"], 400)
+        self.assertIn(refused[0]["cid"].encode(), client.transport.value())
 
 
 class HeadDeadlineTests(EdgeTestCase):
