@@ -862,9 +862,12 @@ class GatewayRequest(Request):
        out without one.
      - The body is counted as it arrives (twisted.web's C{gotLength} and
        C{handleContentChunk} hooks, not public API: pinned by
-       C{tests/unit/test_edge.py}); past the per-call limit it is discarded
-       instead of buffered, and C{too_large} records the size, so the answer
-       is 413 and the gateway never holds more than the limit.
+       C{tests/unit/test_edge.py}); a body over its limit (the endpoint's
+       when the headers resolve it, else the per-call one) is refused 413
+       by the connection (L{EdgeChannel.refuse}) as soon as that is known:
+       from C{Content-Length} before any of it is read, or at the chunk
+       that crosses it; the gateway never holds more than the limit.
+     - A C{Transfer-Encoding} other than a lone C{chunked} is 400.
      - An absolute-form request target (C{GET http://host/path}) is reduced
        to its path.
      - Neither the query string nor cookies are parsed (C{args} and
