@@ -9,6 +9,7 @@ import json
 from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
@@ -59,6 +60,12 @@ def make_app(seen: List[Any]) -> Microservice:
     @app.endpoint("GET", "/n/{i}")
     def numbered(ctx: Any) -> RawResponse:
         return RawResponse.text(ctx.path_params["i"])
+
+    @app.endpoint("GET", "/held")
+    def held(ctx: Any) -> Deferred:
+        d: Deferred = Deferred()
+        seen.append(d)
+        return d
 
     @app.json("POST", "/json")
     def echo_json(ctx: Any, payload: Any) -> Any:
@@ -319,6 +326,32 @@ class HeadDeadlineTests(EdgeTestCase):
         self.clock.advance(15)
         self.send(b"cd", client)
         self.assertEqual(client.response().body, b"4")  # type: ignore[union-attr]
+
+    def test_pipelined_head_waits_without_its_clock_running(self) -> None:
+        """
+        A head pipelined behind a request that takes 20 s to answer is not
+        timed while that request is handled: its deadline runs from the
+        answer on (its bytes are parsed only then).
+        """
+        client = self.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\nGET /n/7 HTTP/1.1\r\n")
+        self.clock.advance(20)
+        self.assertEqual(client.transport.value(), b"")
+        self.seen.pop().callback(RawResponse.text("late"))
+        self.deployment.pump()
+        self.assertEqual(client.response().body, b"late")  # type: ignore[union-attr]
+        self.clock.advance(9.9)
+        self.send(b"Host: x\r\n\r\n", client)
+        self.assertEqual(client.response().body, b"7")  # type: ignore[union-attr]
+
+    def test_no_deadline_without_idle_timeout(self) -> None:
+        """
+        The head deadline rides on the idle timeout's hooks: a site without
+        an idle timeout has no head deadline either (documented).
+        """
+        self.site.timeOut = None
+        client = self.send(b"GET /n/1 HTTP/1.1\r\n")
+        self.clock.advance(100)
+        self.assertEqual(client.transport.value(), b"")
 
     def test_one_timer_per_connection(self) -> None:
         """
