@@ -1,5 +1,9 @@
 from setuptools import find_packages, setup
 
+#: What the Ledger example (examples/ledger: asyncio handlers over PostgreSQL)
+#: needs beyond the SDK; the test suite runs it, so "test" includes it.
+LEDGER = ["asyncpg>=0.29"]
+
 setup(
     name="stellarouter",
     version="0.1.0",
@@ -11,16 +15,20 @@ setup(
     package_data={"twisted.plugins": ["stellarouter_plugins.py"]},
     include_package_data=False,
     install_requires=[
-        "twisted>=24.7",
+        # [tls]: pyOpenSSL and service-identity, which the TLS transport
+        # (imported by every transport registry) needs.
+        "twisted[tls]>=24.7",
         "pyjwt[crypto]>=2.8",
         "pika>=1.3",
         "klein>=24.8",
         "pyyaml>=6",
         "attrs>=23",
+        "msgspec>=0.18",
         "zope.interface>=6",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"],
+        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"] + LEDGER,
+        "ledger": LEDGER,
     },
     entry_points={"console_scripts": ["stellarouter = stellarouter.cli:main"]},
     classifiers=["Framework :: Twisted", "Programming Language :: Python :: 3"],

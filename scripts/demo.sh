@@ -18,6 +18,7 @@ for arg in "$@"; do
   esac
 done
 
+check_ports_free $(listen_ports "$GATEWAY_CONFIG") || exit 1
 ensure_venv
 mkdir -p .demo
 if [ "$GATEWAY_CONFIG" = examples/billing/gateway-tls.yaml ] && [ ! -f .demo/certs/ca.pem ]; then
@@ -39,7 +40,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-run() { echo; echo "\$ $*"; "$@"; echo; }
+run() { echo; echo "\$ $(shell_quote "$@")"; "$@"; echo; }
 run curl -si localhost:8080/ping
 run curl -si -X POST localhost:8080/invoices -d '{"customer":"acme","amount_cents":1250}'
 ID=$(curl -s -X POST localhost:8080/invoices -d '{"customer":"globex","amount_cents":990}' \

@@ -9,6 +9,7 @@ The C{stellarouter} command: tools around the two twistd plugins.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, TextIO
@@ -27,6 +28,37 @@ def _kind_of(path: str) -> str:
     return "gateway"
 
 
+def plain(text: str) -> str:
+    """
+    Epytext markup removed (C{C{stellarouter}} → C{stellarouter}), for text
+    shown to a user.
+    """
+    return re.sub(r"\b[A-Z]\{([^{}]*)\}", r"\1", text).strip()
+
+
+def check_app(path: str, config: Any) -> None:
+    """
+    Import a microservice configuration's C{app} as C{twistd stella-micro}
+    would (the current directory importable), and check its endpoint
+    overrides against the app's endpoints.
+
+    @raise ConfigError: the module cannot be imported, the attribute is not
+        a Microservice, or an override names no endpoint of it.
+    """
+    from twisted.python.usage import UsageError
+
+    from .microservice.endpoints import merge_overrides
+    from .microservice.tap import load_app
+
+    if config.app is None:
+        return
+    try:
+        app = load_app(config.app)
+    except UsageError as e:
+        raise ConfigError(path, [f"app: {e}"]) from None
+    merge_overrides(app.descriptors(), config.endpoints, path)
+
+
 def check(path: str, kind: Optional[str], out: TextIO) -> int:
     """
     Validate one configuration file.
@@ -43,6 +75,7 @@ def check(path: str, kind: Optional[str], out: TextIO) -> int:
                        f"{len(gateway.services)} service setting(s)")
         else:
             micro = load_microservice_config(path)
+            check_app(path, micro)
             summary = (f"region {micro.region}, {len(micro.routers)} router(s), "
                        f"{len(micro.endpoints)} endpoint override(s)")
     except ConfigError as e:
@@ -108,7 +141,8 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     """
     Entry point of the C{stellarouter} console script.
     """
-    parser = argparse.ArgumentParser(prog="stellarouter", description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(prog="stellarouter",
+                                     description=plain(__doc__.splitlines()[1]))
     commands = parser.add_subparsers(dest="command", required=True)
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="action", required=True)

@@ -11,18 +11,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Annotated, Any, Dict
 
-from stellarouter.common.models import ClaimRequirement
-from stellarouter.common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from msgspec import Meta
+
 from stellarouter.microservice import (
+    BadRequest,
+    ClaimRequirement,
     JsonResponse,
     Microservice,
+    Problem,
     RawRequestContext,
     RawResponse,
     StreamingResponse,
 )
-from stellarouter.microservice.endpoints import BadRequestBody
 
 service = Microservice("billing", "1.0.0")
 
@@ -30,22 +32,12 @@ service = Microservice("billing", "1.0.0")
 @dataclass(frozen=True)
 class NewInvoice:
     """
-    The body of C{POST /invoices}.
+    The body of C{POST /invoices}: the SDK decodes and checks it (a wrong
+    body is a 400 naming the field, e.g. C{$.amount_cents: expected int >= 0}).
     """
 
-    customer: str
-    amount_cents: int
-
-    @classmethod
-    def from_json(cls, obj: Any) -> "NewInvoice":
-        if not isinstance(obj, dict):
-            raise BadRequestBody("expected a JSON object")
-        customer, amount = obj.get("customer"), obj.get("amount_cents")
-        if not isinstance(customer, str) or not customer:
-            raise BadRequestBody("'customer' must be a non-empty string")
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-            raise BadRequestBody("'amount_cents' must be a non-negative integer")
-        return cls(customer, amount)
+    customer: Annotated[str, Meta(min_length=1)]
+    amount_cents: Annotated[int, Meta(ge=0)]
 
 
 @dataclass(frozen=True)
@@ -72,7 +64,7 @@ def ping(ctx: RawRequestContext) -> RawResponse:
     return RawResponse.text("pong")
 
 
-@service.json("POST", "/invoices", status=201, request_type=NewInvoice.from_json)
+@service.json("POST", "/invoices", status=201, request_type=NewInvoice)
 def create_invoice(ctx: RawRequestContext, new: NewInvoice) -> JsonResponse:
     """
     Create an invoice; answers 201 with it and its C{Location}.
@@ -83,13 +75,13 @@ def create_invoice(ctx: RawRequestContext, new: NewInvoice) -> JsonResponse:
 
 
 @service.json("GET", "/invoices/{id}")
-def get_invoice(ctx: RawRequestContext, _: None) -> Any:
+def get_invoice(ctx: RawRequestContext, _: None) -> Invoice:
     """
     One invoice, or 404 problem+json.
     """
     invoice = _invoices.get(ctx.path_params["id"])
     if invoice is None:
-        return _not_found(ctx)
+        raise _not_found(ctx)
     return invoice
 
 
@@ -102,16 +94,13 @@ def delete_invoice(ctx: RawRequestContext) -> RawResponse:
     C{ctx.claims}).
     """
     if _invoices.pop(ctx.path_params["id"], None) is None:
-        return _not_found(ctx)
+        raise _not_found(ctx)
     return RawResponse(204)
 
 
-def _not_found(ctx: RawRequestContext) -> RawResponse:
-    return RawResponse(
-        404, (("Content-Type", PROBLEM_CONTENT_TYPE),),
-        problem_body(404, "invoice-not-found", "Invoice not found",
-                     f"no invoice {ctx.path_params['id']}", ctx.correlation_id),
-    )
+def _not_found(ctx: RawRequestContext) -> Problem:
+    return Problem(404, "invoice-not-found", "Invoice not found",
+                   detail=f"no invoice {ctx.path_params['id']}")
 
 
 @service.endpoint("POST", "/invoices/{id}/attachments", streaming=True, timeout=3600.0,
@@ -139,7 +128,7 @@ def export(ctx: RawRequestContext) -> Any:
     except ValueError:
         size = -1
     if not 0 <= size <= 8 * 1024 ** 3:
-        return RawResponse.text("bytes must be between 0 and 8 GiB", status=400)
+        raise BadRequest("bytes must be between 0 and 8 GiB")
     return StreamingResponse(200, (("Content-Type", "application/octet-stream"),),
                              export_bytes(size))
 

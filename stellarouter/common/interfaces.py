@@ -153,6 +153,12 @@ class IGlobalRoutingState(Interface):
         @raise stellarouter.gateway.errors.NotFound: no template matches.
         @raise stellarouter.gateway.errors.MethodNotAllowed: the path
             matches but not for C{method}; it carries the allowed methods.
+        @raise stellarouter.gateway.errors.NoRoute: no live instance serves
+            a matching route, but one did recently or the configuration
+            names it (503).
+        @raise stellarouter.gateway.errors.BadRequest: the path has a
+            segment no handler may get (NUL, an encoded C{/}, a dot
+            segment as a parameter).
         """
 
     def connectionsFor(service_name, method, template):
@@ -248,5 +254,47 @@ class IResponseSink(Interface):
 
         @param error: a L{stellarouter.gateway.errors.DispatchError} saying
             why (timeout, connection lost, shutdown, aborted stream).
+        @return: C{None}.
+        """
+
+
+class ISendBacklog(Interface):
+    """
+    A sender whose frames may wait in this process before they leave it (a
+    stream transport's write buffer), and that tells how many do.
+    """
+
+    unsent = Attribute(
+        "Bytes of frames written while the transport's write buffer was over "
+        "its high-water mark and not sent since (int; 0 once the buffer "
+        "drained).  An upper bound of what waits, give or take the "
+        "transport's own high-water mark.")
+
+    def notifyDrained(callback):
+        """
+        Call C{callback()} once, when nothing waits any more (at once if
+        nothing waits now); dropped if the connection closes first.
+
+        @param callback: a callable without arguments.
+        @return: C{None}.
+        """
+
+    def limitUnsent(limit, callback):
+        """
+        Call C{callback()} when C{unsent} passes C{limit} (once each time it
+        passes after having drained).  Replaces an earlier limit.
+
+        @param limit: bytes (int).
+        @param callback: a callable without arguments.
+        @return: C{None}.
+        """
+
+    def abort(reason):
+        """
+        Close now, dropping whatever waits (L{IFrameSender.close} waits for
+        the queued frames to leave, which a peer that does not read never
+        lets happen).
+
+        @param reason: why, for the logs (str).
         @return: C{None}.
         """

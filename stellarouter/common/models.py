@@ -13,7 +13,12 @@ from .enums import FrameType, InstanceHealthStatus, TransportType
 from .errors import InvalidDescriptor
 from .ids import CorrelationId
 
-_SEMVER = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\Z")
+#: The largest version part: 2**53 - 1 (16 digits), the bound node-semver
+#: uses, so a version JavaScript tooling accepts is accepted here.  Bounded
+#: so that no header or HELLO can make C{int()} work on thousands of digits.
+MAX_VERSION_PART = 2 ** 53 - 1
+_SEMVER = re.compile(
+    r"(0|[1-9][0-9]{0,15})\.(0|[1-9][0-9]{0,15})\.(0|[1-9][0-9]{0,15})\Z")
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*\Z")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
@@ -34,12 +39,16 @@ def parse_version(text: str) -> Tuple[int, int, int]:
     @param text: the version as written, e.g. C{"1.2.3"}.
     @return: the three numbers, comparable as a tuple.
     @raise InvalidDescriptor: if C{text} is not exactly three non-negative
-        integers without leading zeros.
+        integers without leading zeros, each at most L{MAX_VERSION_PART}.
     """
     match = _SEMVER.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise InvalidDescriptor(f"{text!r} is not MAJOR.MINOR.PATCH")
-    return (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    if match is not None:
+        parts = (int(match.group(1)), int(match.group(2)), int(match.group(3)))
+        if max(parts) <= MAX_VERSION_PART:
+            return parts
+    shown = repr(text[:40] + "...") if isinstance(text, str) and len(text) > 40 else repr(text)
+    raise InvalidDescriptor(f"{shown} is not MAJOR.MINOR.PATCH (each part at most "
+                            f"{MAX_VERSION_PART})")
 
 
 def normalize_service_name(name: object) -> str:
@@ -192,6 +201,27 @@ class PayloadLimits:
     max_request_bytes_per_call: int = 16 * 1024 * 1024
     max_request_bytes_per_connection: int = 64 * 1024 * 1024
     max_aggregate_inflight_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """
+    What one microservice may ask of the gateway's routing table (issue 18,
+    item 4): a HELLO or ENDPOINTS_UPDATE over these is refused, a
+    connection over C{max_connections_per_peer_address} is closed before
+    its HELLO.
+
+    @ivar max_endpoints: endpoints in one HELLO or ENDPOINTS_UPDATE.
+    @ivar max_path_length: characters in one path template.
+    @ivar max_path_segments: segments in one path template.
+    @ivar max_connections_per_peer_address: open connections from one
+        peer host (every port, every listener).
+    """
+
+    max_endpoints: int = 1000
+    max_path_length: int = 1024
+    max_path_segments: int = 32
+    max_connections_per_peer_address: int = 1000
 
 
 class Frame(NamedTuple):

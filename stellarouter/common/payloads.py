@@ -29,6 +29,7 @@ from .models import (
     ClaimRequirement,
     EndpointDescriptor,
     InstanceDescriptor,
+    RegistrationLimits,
     normalize_method,
     normalize_path_template,
     normalize_service_name,
@@ -42,6 +43,13 @@ PROTOCOL_VERSION = 1
 #: a gateway that lists it in its HELLO answer reads compact RESPONSE
 #: headers (docs/router/protocol.md, "Compact headers").
 COMPACT_HEADERS = "compact-headers"
+
+#: The HELLO feature of a microservice whose response streams start with no
+#: credit: it sends a streamed body only as the gateway grants room, the
+#: first window included; a gateway that lists it in its HELLO answer grants
+#: that first window when the RESPONSE header arrives (docs/router/protocol.md,
+#: "Flow control").  Without it a response stream starts with a whole window.
+RESPONSE_CREDIT = "response-credit"
 
 #: The first header byte of a compact REQUEST/RESPONSE header.
 COMPACT_MARKER = 0x01
@@ -147,6 +155,11 @@ class HelloAck:
     The gateway's answer to a HELLO (sent as a HELLO frame with the same
     correlation id).  A rejection is followed by the gateway closing the
     connection.
+
+    @ivar hello_again: (message transports) the gateway has no session for
+        the sender of the frame this answers (it restarted, or forgot the
+        peer): a registered microservice starts a new session (a new
+        HELLO) at once.
     """
 
     accepted: bool
@@ -154,6 +167,7 @@ class HelloAck:
     node_id: str = ""
     region: str = ""
     features: Tuple[str, ...] = ()
+    hello_again: bool = False
 
 
 def _claim_to_json(claim: ClaimRequirement) -> Dict[str, Any]:
@@ -254,9 +268,11 @@ def encode_hello(hello: Hello) -> bytes:
     )
 
 
-def decode_hello(payload: bytes) -> Hello:
+def decode_hello(payload: bytes, limits: Optional[RegistrationLimits] = None) -> Hello:
     """
     Decode and validate a HELLO payload.
+
+    @param limits: caps on its endpoints (none by default).
 
     @raise MalformedPayload: not JSON, or a field of the wrong shape.
     @raise InvalidDescriptor: a bad service name, version, method or path, or
@@ -283,7 +299,7 @@ def decode_hello(payload: bytes) -> Hello:
     if not region:
         raise MalformedPayload("HELLO.instance.region must not be empty")
     instance = InstanceDescriptor(instance_id, service, version, region)
-    endpoints = decode_endpoint_list(obj, instance, "HELLO")
+    endpoints = decode_endpoint_list(obj, instance, "HELLO", limits)
     interval = _optional(obj, "heartbeat_interval", float, "HELLO", 5.0)
     if not 0 < interval <= MAX_TIMEOUT:
         raise MalformedPayload("HELLO.heartbeat_interval must be a positive number of seconds")
@@ -294,15 +310,21 @@ def decode_hello(payload: bytes) -> Hello:
 
 
 def decode_endpoint_list(
-    obj: Mapping[str, Any], instance: InstanceDescriptor, what: str
+    obj: Mapping[str, Any], instance: InstanceDescriptor, what: str,
+    limits: Optional[RegistrationLimits] = None,
 ) -> Tuple[EndpointDescriptor, ...]:
     """
     Decode the C{endpoints} list of a HELLO or ENDPOINTS_UPDATE.
 
+    @param limits: caps on the number of endpoints and on each path, checked
+        before anything is built from them.
     @raise MalformedPayload: wrong shape.
-    @raise InvalidDescriptor: an invalid or duplicated endpoint.
+    @raise InvalidDescriptor: an invalid or duplicated endpoint, or one over
+        C{limits}.
     """
     raw = _field(obj, "endpoints", list, what)
+    if limits is not None:
+        _check_limits(raw, limits, what)
     endpoints = []
     seen = set()
     for index, item in enumerate(raw):
@@ -326,17 +348,45 @@ def encode_endpoints_update(endpoints: Sequence[EndpointDescriptor]) -> bytes:
 
 
 def decode_endpoints_update(
-    payload: bytes, instance: InstanceDescriptor
+    payload: bytes, instance: InstanceDescriptor,
+    limits: Optional[RegistrationLimits] = None,
 ) -> Tuple[EndpointDescriptor, ...]:
     """
     Decode an ENDPOINTS_UPDATE payload for the connection's instance.
 
+    @param limits: caps on its endpoints (none by default).
     @raise MalformedPayload: wrong shape.
     @raise InvalidDescriptor: an invalid or duplicated endpoint.
     """
     return decode_endpoint_list(
-        _decode_json(payload, "ENDPOINTS_UPDATE"), instance, "ENDPOINTS_UPDATE"
+        _decode_json(payload, "ENDPOINTS_UPDATE"), instance, "ENDPOINTS_UPDATE", limits
     )
+
+
+def _check_limits(raw: List[Any], limits: RegistrationLimits, what: str) -> None:
+    """
+    Refuse an endpoint list over C{limits} before validating its entries.
+
+    @raise InvalidDescriptor: too many endpoints, a path too long or with
+        too many segments.
+    """
+    if len(raw) > limits.max_endpoints:
+        raise InvalidDescriptor(
+            f"{what} announces {len(raw)} endpoints; at most {limits.max_endpoints} are "
+            "accepted")
+    for index, item in enumerate(raw):
+        path = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(path, str):
+            continue
+        if len(path) > limits.max_path_length:
+            raise InvalidDescriptor(
+                f"{what}.endpoints[{index}]: a path of {len(path)} characters; at most "
+                f"{limits.max_path_length} are accepted")
+        segments = path.strip("/").count("/") + 1
+        if segments > limits.max_path_segments:
+            raise InvalidDescriptor(
+                f"{what}.endpoints[{index}]: a path of {segments} segments; at most "
+                f"{limits.max_path_segments} are accepted")
 
 
 def encode_hello_ack(ack: HelloAck) -> bytes:
@@ -352,6 +402,8 @@ def encode_hello_ack(ack: HelloAck) -> bytes:
     }
     if ack.features:
         obj["features"] = list(ack.features)
+    if ack.hello_again:
+        obj["hello_again"] = True
     return _encode_json(obj)
 
 
@@ -371,6 +423,7 @@ def decode_hello_ack(payload: bytes) -> HelloAck:
         node_id=_optional(obj, "node_id", str, "HELLO ack", ""),
         region=_optional(obj, "region", str, "HELLO ack", ""),
         features=tuple(features),
+        hello_again=_optional(obj, "hello_again", bool, "HELLO ack", False),
     )
 
 

@@ -9,6 +9,9 @@ import dataclasses
 from enum import Enum
 from typing import Any, Dict, List, Tuple
 
+from ..common.redaction import is_secret_key, redact
+from .reader import quote
+
 #: Key path prefixes that cannot change while the gateway runs.
 RESTART_ONLY = ("http.listen", "http.backlog", "transports")
 
@@ -44,9 +47,57 @@ def diff(old: Any, new: Any) -> Tuple[List[str], List[str]]:
     live: List[str] = []
     restart: List[str] = []
     for key in sorted(set(before) | set(after)):
-        a, b = before.get(key, "<absent>"), after.get(key, "<absent>")
-        if a == b:
+        a, b = before.get(key, _ABSENT), after.get(key, _ABSENT)
+        if a == b or (a is _ABSENT and b == ()) or (a == () and b is _ABSENT):
+            # An empty list of sections and no sections are the same thing.
             continue
-        line = f"{key}: {a!r} -> {b!r}"
+        line = describe_change(key, a, b)
         (restart if key.startswith(RESTART_ONLY) else live).append(line)
     return live, restart
+
+
+#: Shown for a key one side does not have.
+_ABSENT = "<absent>"
+
+
+def describe_change(key: str, old: Any, new: Any) -> str:
+    """
+    One changed key as a log line: secrets redacted (L{redact}), every value
+    quoted within a bounded length.
+    """
+    if is_secret_key(key):
+        return f"{key}: {_show(key, old)} -> {_show(key, new)} (secret changed)"
+    return f"{key}: {_show(key, old)} -> {_show(key, new)}"
+
+
+def _show(key: str, value: Any) -> str:
+    if value is _ABSENT:
+        return _ABSENT
+    return quote(redact(key, value))
+
+
+def security_warnings(old: Any, new: Any) -> List[str]:
+    """
+    What a new gateway configuration weakens compared with the one in force:
+    authentication turned off, or a source of token keys removed.  A
+    half-written or mistaken file can do that silently; it deserves a
+    warning even when it is what the operator meant.
+
+    @param old: the L{GatewayConfig} in force.
+    @param new: the one about to be applied.
+    @return: one message per weakening (empty: nothing weakened).
+    """
+    before, after = old.auth, new.auth
+    warnings: List[str] = []
+    if before.require_authentication and not after.require_authentication:
+        warnings.append("auth.require_authentication turned off: endpoints without claim "
+                        "requirements now accept requests without a token")
+    if before.jwks_file and not after.jwks_file:
+        warnings.append(f"auth.jwks_file removed ({quote(before.jwks_file)}): tokens signed "
+                        "with its keys are refused from now on")
+    if before.hs256_secret and not after.hs256_secret:
+        warnings.append("auth.hs256_secret removed: HMAC tokens are refused from now on")
+    if before.enabled and not after.enabled:
+        warnings.append("no token key is configured any more: every endpoint with claim "
+                        "requirements answers 401")
+    return warnings

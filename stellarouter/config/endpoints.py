@@ -9,6 +9,9 @@ from typing import Optional
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
+from ..common.redaction import redact_text
+from .reader import quote
+
 
 class _NoReactor:
     """
@@ -24,7 +27,7 @@ def check_server_endpoint(description: str) -> Optional[str]:
     try:
         serverFromString(_NoReactor(), description)
     except Exception as e:
-        return f"{description!r} is not a usable server endpoint string ({e})"
+        return redact_text(f"{quote(description)} is not a usable server endpoint string ({e})")
     return None
 
 
@@ -35,5 +38,5 @@ def check_client_endpoint(description: str) -> Optional[str]:
     try:
         clientFromString(_NoReactor(), description)
     except Exception as e:
-        return f"{description!r} is not a usable client endpoint string ({e})"
+        return redact_text(f"{quote(description)} is not a usable client endpoint string ({e})")
     return None

@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any, List, Mapping, Tuple
 
-import yaml
+from .errors import ConfigError
+from .reader import load_yaml_text
 
 #: The gateway's prefix.
 GATEWAY_PREFIX = "STELLAROUTER_"
@@ -22,8 +23,8 @@ MICRO_PREFIX = "STELLAROUTER_MICRO__"
 
 def _value(text: str) -> Any:
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = load_yaml_text(text)
+    except ConfigError:
         return text
     return value if isinstance(value, (str, int, float, bool)) or value is None else text
 

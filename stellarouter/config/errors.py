@@ -4,6 +4,13 @@ Configuration errors: every problem of a file, each located by key path.
 
 from typing import Sequence
 
+from ..common.redaction import redact_text
+
+#: At most this many problems are listed (a file can hold thousands).
+MAX_PROBLEMS_SHOWN = 50
+#: A problem longer than this is cut (a message stays readable).
+MAX_PROBLEM_CHARS = 400
+
 
 class ConfigError(Exception):
     """
@@ -21,5 +28,10 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         lines = [f"{self.source}: {len(self.problems)} problem(s):"]
-        lines.extend(f"  - {p}" for p in self.problems)
+        for problem in self.problems[:MAX_PROBLEMS_SHOWN]:
+            if len(problem) > MAX_PROBLEM_CHARS:
+                problem = problem[:MAX_PROBLEM_CHARS - 1] + "\u2026"
+            lines.append(f"  - {redact_text(problem)}")
+        if len(self.problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"  ... and {len(self.problems) - MAX_PROBLEMS_SHOWN} more")
         return "\n".join(lines)

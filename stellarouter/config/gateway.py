@@ -6,6 +6,7 @@ limits.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -20,12 +21,15 @@ from ..common.errors import InvalidDescriptor
 from ..common.models import (
     ClaimRequirement,
     PayloadLimits,
+    RegistrationLimits,
     normalize_service_name,
     parse_version,
 )
+from ..common.payloads import STREAM_WINDOW
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_amqp_address, parse_udp_address
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
+from ..common.redaction import redact_text
 from .errors import ConfigError
 from .reader import (
     Reader,
@@ -34,6 +38,7 @@ from .reader import (
     read_claims,
     read_endpoint_key,
     read_path,
+    quote,
     read_yaml,
 )
 
@@ -73,6 +78,14 @@ class HttpConfig:
         automatic.
     @ivar backlog: the listen backlog (connections the kernel queues
         before they are accepted); ignored if C{listen} sets its own.
+    @ivar trusted_proxies: addresses or networks (C{10.0.0.0/8}, C{::1})
+        whose C{X-Forwarded-For} / C{Forwarded} values are kept; from any
+        other peer they are replaced.  The peer's address is always
+        appended.
+    @ivar forget_routes_after: seconds a route stays known (503, not 404)
+        after its last instance left; 0 forgets at once.
+    @ivar max_remembered_routes: at most this many such routes are
+        remembered (the oldest departure is forgotten first).
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
@@ -82,6 +95,9 @@ class HttpConfig:
     max_connections: Optional[int] = None
     reserved_descriptors: int = 256
     backlog: int = 1024
+    trusted_proxies: Tuple[str, ...] = ()
+    forget_routes_after: float = 600.0
+    max_remembered_routes: int = 1024
 
     @property
     def listen_endpoint(self) -> str:
@@ -148,12 +164,37 @@ class HealthConfig:
     @ivar unhealthy_after: silence after which it is UNHEALTHY.
     @ivar sweep_interval: how often silences are checked.
     @ivar ping_interval: how often the gateway pings each connection.
+    @ivar close_unhealthy_after: how long a connection may stay UNHEALTHY
+        before the gateway closes it (its instance may connect again).
     """
 
     degraded_after: float = 15.0
     unhealthy_after: float = 30.0
     sweep_interval: float = 5.0
     ping_interval: float = 5.0
+    #: A connection UNHEALTHY this long is closed (issue 18, item 4).
+    close_unhealthy_after: float = 60.0
+
+
+@dataclass(frozen=True)
+class BuffersConfig:
+    """
+    Bounds on the bytes the gateway holds for others (issue 17 item 6,
+    issue 18 item 3).
+
+    @ivar max_response_bytes: the budget for streamed response bodies, across
+        all streams: credit granted to microservices plus bytes written to
+        clients that have not gone out.  Beyond it streams wait for room.
+    @ivar max_unsent_bytes_per_connection: bytes written to one microservice
+        connection that have not left the process; past it the connection is
+        stalled: no new requests go to it, and it is closed unless it drains
+        within C{stalled_close_after} seconds.
+    @ivar stalled_close_after: see C{max_unsent_bytes_per_connection}.
+    """
+
+    max_response_bytes: int = 32 * 1024 * 1024
+    max_unsent_bytes_per_connection: int = 32 * 1024 * 1024
+    stalled_close_after: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +205,8 @@ class EndpointOverride:
     @ivar timeout: replaces the endpoint's C{default_timeout} (seconds).
     @ivar requiring_claims: added to the endpoint's own requirements (the
         gateway can only tighten).
+    @ivar forward_authorization: pass the client's C{Authorization} header
+        on to the microservice (the verified claims always go).
     """
 
     method: str
@@ -171,6 +214,7 @@ class EndpointOverride:
     timeout: Optional[float] = None
     requiring_claims: Tuple[ClaimRequirement, ...] = ()
     buffered: bool = False
+    forward_authorization: bool = True
 
 
 @dataclass(frozen=True)
@@ -180,11 +224,25 @@ class ServiceConfig:
 
     @ivar default_version: the version used when a request names none.
     @ivar endpoints: per-endpoint overrides.
+    @ivar allowed_versions: if not empty, the only versions of this service
+        whose instances may register (a HELLO announcing another is
+        refused).
     """
 
     name: str
     default_version: Optional[str] = None
     endpoints: Tuple[EndpointOverride, ...] = ()
+    allowed_versions: Tuple[str, ...] = ()
+
+    def registration_refusal(self, version: str) -> Optional[str]:
+        """
+        Why an instance of this service at C{version} may not register, or
+        C{None} if it may.
+        """
+        if self.allowed_versions and version not in self.allowed_versions:
+            return (f"version {version} of service {self.name} is not in its "
+                    f"allowed_versions ({', '.join(self.allowed_versions)})")
+        return None
 
 
 @dataclass(frozen=True)
@@ -261,6 +319,18 @@ class GatewayConfig:
     services: Tuple[ServiceConfig, ...] = ()
     auth: AuthConfig = AuthConfig()
     static_instances: Tuple[StaticInstance, ...] = ()
+    buffers: BuffersConfig = BuffersConfig()
+    registration: RegistrationLimits = RegistrationLimits()
+
+    def registration_refusal(self, service: str, version: str) -> Optional[str]:
+        """
+        Why an instance of C{service} at C{version} may not register (its
+        C{allowed_versions}), or C{None} if it may.
+        """
+        for settings in self.services:
+            if settings.name == service:
+                return settings.registration_refusal(version)
+        return None
 
     def default_versions(self) -> Dict[str, str]:
         """
@@ -277,7 +347,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     """
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
-                                   "services", "static_instances", "auth"])
+                                   "services", "static_instances", "auth", "buffers",
+                                   "registration"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -295,7 +366,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
 
     http_raw = r.mapping(top.get("http"), "http", [
         "listen", "access_log", "request_head_timeout", "max_header_bytes", "max_connections",
-        "reserved_descriptors", "backlog"])
+        "reserved_descriptors", "backlog"] + _HTTP_REQUEST_KEYS)
     http = HttpConfig(
         listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
         access_log=r.get(http_raw, "access_log", "http", bool, False),
@@ -312,6 +383,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                                    lambda v: None if v >= 0 else "must be at least 0"),
         backlog=r.get(http_raw, "backlog", "http", int, HttpConfig.backlog,
                       lambda v: None if 1 <= v <= 65535 else "must be in [1, 65535]"),
+        **_read_http_request_settings(r, http_raw),
     )
 
     transports = []
@@ -362,11 +434,13 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
                      "max_aggregate_inflight_bytes")
     ))
     health_raw = r.mapping(top.get("health"), "health", [
-        "degraded_after", "unhealthy_after", "sweep_interval", "ping_interval"])
+        "degraded_after", "unhealthy_after", "sweep_interval", "ping_interval",
+        "close_unhealthy_after"])
     health_defaults = HealthConfig()
     health = HealthConfig(*(
         r.get(health_raw, name, "health", float, getattr(health_defaults, name), positive)
-        for name in ("degraded_after", "unhealthy_after", "sweep_interval", "ping_interval")
+        for name in ("degraded_after", "unhealthy_after", "sweep_interval", "ping_interval",
+                     "close_unhealthy_after")
     ))
     if health.unhealthy_after < health.degraded_after:
         r.problem("health.unhealthy_after",
@@ -377,15 +451,17 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     seen = set()
     for i, item in enumerate(r.items(top, "services", "")):
         where = f"services[{i}]"
-        raw = r.mapping(item, where, ["name", "default_version", "endpoints"])
+        raw = r.mapping(item, where, ["name", "default_version", "endpoints",
+                                      "allowed_versions"])
         name = r.get(raw, "name", where, str, check=_service_name_problem)
         version = r.get(raw, "default_version", where, str, None, _version_problem)
+        allowed_versions = _read_allowed_versions(r, raw, where, version)
         overrides = []
         keys = set()
         for j, entry in enumerate(r.items(raw, "endpoints", where)):
             at = f"{where}.endpoints[{j}]"
             obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
-                                        "supports_streaming"])
+                                        "supports_streaming", "forward_authorization"])
             streaming = r.get(obj, "supports_streaming", at, bool, None)
             if streaming is True:
                 r.problem(f"{at}.supports_streaming",
@@ -400,14 +476,15 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
             if key in keys:
                 r.problem(at, f"{key[0]} {key[1]} is overridden twice")
             keys.add(key)
-            overrides.append(EndpointOverride(key[0], key[1], timeout, claims,
-                                              streaming is False))
+            overrides.append(EndpointOverride(
+                key[0], key[1], timeout, claims, streaming is False,
+                r.get(obj, "forward_authorization", at, bool, True)))
         if name is not None:
             name = name.lower()
             if name in seen:
-                r.problem(f"{where}.name", f"service {name!r} is configured twice")
+                r.problem(f"{where}.name", f"service {quote(name)} is configured twice")
             seen.add(name)
-            services.append(ServiceConfig(name, version, tuple(overrides)))
+            services.append(ServiceConfig(name, version, tuple(overrides), allowed_versions))
     statics = []
     expected = set()
     for i, item in enumerate(r.items(top, "static_instances", "")):
@@ -425,6 +502,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         expected.add(static.name)
         statics.append(static)
     auth = _read_auth(r, top.get("auth"), source)
+    buffers = _read_buffers(r, top.get("buffers"))
+    registration = _read_registration(r, top.get("registration"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -435,7 +514,85 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         services=tuple(services),
         auth=auth,
         static_instances=tuple(statics),
+        buffers=buffers,
+        registration=registration,
     )
+
+
+def _read_buffers(r: Reader, raw: Any) -> BuffersConfig:
+    obj = r.mapping(raw, "buffers", ["max_response_bytes", "max_unsent_bytes_per_connection",
+                                     "stalled_close_after"])
+    defaults = BuffersConfig()
+    at_least_a_window = (lambda v: None if v >= STREAM_WINDOW
+                         else f"must be at least {STREAM_WINDOW} (one stream window)")
+    return BuffersConfig(
+        r.get(obj, "max_response_bytes", "buffers", int, defaults.max_response_bytes,
+              at_least_a_window),
+        r.get(obj, "max_unsent_bytes_per_connection", "buffers", int,
+              defaults.max_unsent_bytes_per_connection, at_least_a_window),
+        r.get(obj, "stalled_close_after", "buffers", float, defaults.stalled_close_after,
+              positive),
+    )
+
+
+def _read_allowed_versions(r: Reader, raw: Any, where: str,
+                           default: Optional[str]) -> Tuple[str, ...]:
+    versions: List[str] = []
+    for j, item in enumerate(r.items(raw, "allowed_versions", where)):
+        problem = _version_problem(item) if isinstance(item, str) else (
+            f"must be a MAJOR.MINOR.PATCH string, not {quote(item)}")
+        if problem is not None:
+            r.problem(f"{where}.allowed_versions[{j}]", problem)
+        elif item not in versions:
+            versions.append(item)
+    if versions and default is not None and default not in versions:
+        r.problem(f"{where}.default_version",
+                  f"{default} is not in allowed_versions ({', '.join(versions)})")
+    return tuple(versions)
+
+
+#: The C{http} keys of the request-level edge settings (issue 17).
+_HTTP_REQUEST_KEYS = ["trusted_proxies", "forget_routes_after", "max_remembered_routes"]
+
+
+def _read_http_request_settings(r: Reader, raw: Any) -> Dict[str, Any]:
+    """
+    C{http.trusted_proxies}, C{http.forget_routes_after} and
+    C{http.max_remembered_routes}, checked.
+    """
+    proxies: List[str] = []
+    for i, item in enumerate(r.items(raw, "trusted_proxies", "http")):
+        where = f"http.trusted_proxies[{i}]"
+        if not isinstance(item, str):
+            r.problem(where, "must be an address or a network such as 10.0.0.0/8")
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as e:
+            r.problem(where, str(e))
+            continue
+        proxies.append(item)
+    return {
+        "trusted_proxies": tuple(proxies),
+        "forget_routes_after": r.get(raw, "forget_routes_after", "http", float,
+                                     HttpConfig.forget_routes_after,
+                                     lambda v: None if 0 <= v <= 86400
+                                     else "must be in [0, 86400]"),
+        "max_remembered_routes": r.get(raw, "max_remembered_routes", "http", int,
+                                       HttpConfig.max_remembered_routes,
+                                       lambda v: None if 1 <= v <= 1_000_000
+                                       else "must be in [1, 1000000]"),
+    }
+
+
+def _read_registration(r: Reader, raw: Any) -> RegistrationLimits:
+    names = ("max_endpoints", "max_path_length", "max_path_segments",
+             "max_connections_per_peer_address")
+    obj = r.mapping(raw, "registration", list(names))
+    defaults = RegistrationLimits()
+    return RegistrationLimits(*(
+        r.get(obj, name, "registration", int, getattr(defaults, name), positive)
+        for name in names))
 
 
 def _read_auth(r: Reader, raw: Any, source: str) -> AuthConfig:
@@ -498,7 +655,7 @@ def _service_name_problem(name: str) -> Optional[str]:
     try:
         normalize_service_name(name)
     except InvalidDescriptor as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -506,7 +663,7 @@ def _version_problem(version: str) -> Optional[str]:
     try:
         parse_version(version)
     except InvalidDescriptor as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -539,7 +696,7 @@ def _amqp_listen_problem(value: str) -> Optional[str]:
     try:
         parse_amqp_address(value)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -547,7 +704,7 @@ def _udp_listen_problem(value: str) -> Optional[str]:
     try:
         parse_udp_address(value, server=True)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -559,11 +716,11 @@ def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
         kind = TransportType(name)
     except ValueError:
         names = ", ".join(t.value for t in TransportType)
-        r.problem(f"{where}.type", f"{name!r} is not one of {names}")
+        r.problem(f"{where}.type", f"{quote(name)} is not one of {names}")
         return None
     if kind not in SUPPORTED_LISTENERS:
         supported = ", ".join(t.value for t in SUPPORTED_LISTENERS)
-        r.problem(f"{where}.type", f"{name!r} is not implemented yet (available: {supported})")
+        r.problem(f"{where}.type", f"{quote(name)} is not implemented yet (available: {supported})")
         return None
     return kind
 

@@ -13,9 +13,11 @@ from typing import Any, Mapping, Optional, Tuple
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.models import ClaimRequirement
+from ..common.payloads import STREAM_WINDOW
 from ..common.addresses import parse_amqp_address, parse_udp_address
 from .endpoints import check_client_endpoint
 from .env import MICRO_PREFIX, apply_env_overrides
+from ..common.redaction import redact_text
 from .errors import ConfigError
 from .reader import (
     Reader,
@@ -24,6 +26,7 @@ from .reader import (
     read_claims,
     read_endpoint_key,
     read_path,
+    quote,
     read_yaml,
 )
 
@@ -96,6 +99,8 @@ class MicroserviceConfig:
     @ivar instance_id: C{None} means generated at start.
     @ivar drain_grace_period: on stop, how long requests in flight may take
         to finish (seconds) before they are cancelled.
+    @ivar reactor: C{"asyncio"}: the app needs Twisted's asyncio reactor
+        (its handlers await asyncio libraries); C{None}: any reactor.
     """
 
     region: str
@@ -105,13 +110,25 @@ class MicroserviceConfig:
     heartbeat_interval: float = 5.0
     drain_grace_period: float = 30.0
     endpoints: Tuple[EndpointOverrideConfig, ...] = ()
+    #: Streamed response bytes sent and not yet credited back by a gateway,
+    #: across all streams and routers; beyond it streams wait.
+    max_response_buffer_bytes: int = 32 * 1024 * 1024
+    #: Stop the process (exit status 1) after this many HELLO rejections in
+    #: a row from one router; C{None}: keep trying (with a backoff that
+    #: grows to a minute).
+    max_hello_rejections: Optional[int] = None
+    reactor: Optional[str] = None
+
+
+#: The values of the microservice's C{reactor} key.
+REACTORS = ("asyncio",)
 
 
 def check_app_reference(value: str) -> Optional[str]:
     """
     @return: why C{value} is not C{module:attribute}, or C{None}.
     """
-    return None if _APP.match(value) else f"{value!r} is not 'module:attribute'"
+    return None if _APP.match(value) else f"{quote(value)} is not 'module:attribute'"
 
 
 def parse_microservice_config(document: Any, source: str = "<config>") -> MicroserviceConfig:
@@ -124,13 +141,19 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
     if document is None:
         r.problem("", "the file is empty; at least 'region' and 'routers' are needed")
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
-                                   "drain_grace_period", "routers", "endpoints"])
+                                   "drain_grace_period", "routers", "endpoints",
+                                   "max_response_buffer_bytes", "max_hello_rejections",
+                                   "reactor"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
     interval = r.get(top, "heartbeat_interval", "", float, 5.0, positive)
     grace = r.get(top, "drain_grace_period", "", float, 30.0,
                   lambda v: None if v >= 0 else "must not be negative")
+    reactor = r.get(top, "reactor", "", str, None,
+                    lambda v: None if v in REACTORS else
+                    f"{v!r} is not 'asyncio' (leave the key out to run on whichever reactor "
+                    "twistd installs)")
     routers = []
     raw_routers = r.items(top, "routers", "", required=False)
     if not raw_routers and "routers" not in top:
@@ -186,16 +209,23 @@ def parse_microservice_config(document: Any, source: str = "<config>") -> Micros
         keys.add(key)
         overrides.append(EndpointOverrideConfig(key[0], key[1], timeout, claims, replace,
                                                 streaming))
+    rejections = r.get(top, "max_hello_rejections", "", int, None,
+                       lambda v: None if v >= 1 else "must be at least 1")
     r.finish()
+    response_buffer = r.get(top, "max_response_buffer_bytes", "", int,
+                            MicroserviceConfig.max_response_buffer_bytes,
+                            lambda v: None if v >= STREAM_WINDOW
+                            else f"must be at least {STREAM_WINDOW} (one stream window)")
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
-                              tuple(overrides))
+                              tuple(overrides), max_response_buffer_bytes=response_buffer,
+                              max_hello_rejections=rejections, reactor=reactor)
 
 
 def _amqp_address_problem(value: str) -> Optional[str]:
     try:
         parse_amqp_address(value, gateway_required=True)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -203,7 +233,7 @@ def _udp_address_problem(value: str) -> Optional[str]:
     try:
         parse_udp_address(value, server=False)
     except ValueError as e:
-        return str(e)
+        return redact_text(str(e))
     return None
 
 
@@ -215,11 +245,11 @@ def _router_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
         kind = TransportType(name)
     except ValueError:
         names = ", ".join(t.value for t in TransportType)
-        r.problem(f"{where}.transport", f"{name!r} is not one of {names}")
+        r.problem(f"{where}.transport", f"{quote(name)} is not one of {names}")
         return None
     if kind not in SUPPORTED_ROUTERS:
         supported = ", ".join(t.value for t in SUPPORTED_ROUTERS)
-        r.problem(f"{where}.transport", f"{name!r} is not implemented yet (available: {supported})")
+        r.problem(f"{where}.transport", f"{quote(name)} is not implemented yet (available: {supported})")
         return None
     return kind
 

@@ -1,29 +1,53 @@
 """
 Hot reload: watch a configuration file on the injected clock, and hand each
 new valid version to a callback; an invalid edit keeps the last good one.
+
+A file is applied only once it has been seen identical by two polls one
+interval apart (a half-written file, seen mid-write, is not), or at once on
+SIGHUP (L{ConfigWatcher.check} with C{force}): the operator says the write
+is complete.  Reading, hashing and parsing run off the reactor thread (the
+injected C{run_blocking}), so a slow or hostile file never stalls the
+gateway's requests or C{/health/live}.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .errors import ConfigError
+from .reader import MAX_CONFIG_BYTES
+
+#: How C{run_blocking} is called: C{run_blocking(function, *args)} returns a
+#: Deferred of C{function(*args)}, run wherever blocking work may run.
+RunBlocking = Callable[..., Deferred]
+
+
+def run_here(function: Callable[..., Any], *args: Any) -> Deferred:
+    """
+    A C{run_blocking} that runs C{function} at once, in this thread (tests
+    on a L{Clock}; in-memory deployments).
+    """
+    return maybeDeferred(function, *args)
 
 
 class ConfigWatcher:
     """
-    Polls a file's content (a hash) every C{interval}
-    seconds (or when L{check} is called, e.g. on SIGHUP).  A changed file is
-    loaded with C{load}; a valid result goes to C{on_change(config)}, an
-    invalid one is logged and the last good configuration stays.
+    Polls a file's content (a hash) every C{interval} seconds (or when
+    L{check} is called, e.g. on SIGHUP).  A changed file that stayed the
+    same for one more interval is loaded with C{load}; a valid result goes
+    to C{on_change(config)}, an invalid one is logged and the last good
+    configuration stays.
 
     @ivar current: the last good configuration.
     @ivar failures: how many reloads were refused as invalid.
+    @ivar pending: the stamp of a change seen once and waiting to be seen
+        again, or C{None}.
     """
 
     log = Logger()
@@ -37,12 +61,15 @@ class ConfigWatcher:
         current: Any,
         interval: float = 1.0,
         also_watch: Callable[[Any], Sequence[str]] = lambda config: (),
+        run_blocking: RunBlocking = run_here,
     ) -> None:
         """
         @param load: reads and validates the file; raises L{ConfigError}.
         @param current: the configuration in force (loaded from C{path}).
         @param also_watch: files a configuration refers to whose changes
             count as changes of the configuration (e.g. a JWKS file).
+        @param run_blocking: runs file reading and parsing (a thread pool in
+            the gateway process; L{run_here} by default).
         """
         self.also_watch = also_watch
         self.path = path
@@ -50,17 +77,34 @@ class ConfigWatcher:
         self.on_change = on_change
         self.current = current
         self.failures = 0
-        self._stamp = self._read_stamp()
+        self.run_blocking = run_blocking
+        self.pending: Optional[Tuple[Optional[str], ...]] = None
+        self._busy = False
+        self._stamp = self._read_stamp(self._watched(current))
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
         self.interval = interval
 
-    def _read_stamp(self) -> tuple:
+    def _watched(self, config: Any) -> Tuple[str, ...]:
+        return (self.path, *self.also_watch(config))
+
+    @staticmethod
+    def _read_stamp(paths: Sequence[str]) -> Tuple[Optional[str], ...]:
+        """
+        The content hash of each file (C{None}: unreadable).  Blocking: runs
+        through C{run_blocking}, except once at construction.
+        """
         stamps: List[Optional[str]] = []
-        for path in (self.path, *self.also_watch(self.current)):
+        for path in paths:
             try:
                 with open(path, "rb") as f:
-                    stamps.append(hashlib.sha256(f.read()).hexdigest())
+                    digest = hashlib.sha256()
+                    # Past the cap the file is refused anyway: hash the
+                    # first bytes only, plus the size.
+                    digest.update(f.read(MAX_CONFIG_BYTES + 1))
+                    f.seek(0, 2)
+                    digest.update(str(f.tell()).encode())
+                    stamps.append(digest.hexdigest())
             except OSError:
                 stamps.append(None)
         return tuple(stamps)
@@ -78,27 +122,57 @@ class ConfigWatcher:
         if self._loop.running:
             self._loop.stop()
 
-    def check(self, force: bool = False) -> bool:
+    def check(self, force: bool = False) -> Deferred:
         """
-        Reload if the file changed (or always, with C{force}).
+        Reload if the file changed and stayed the same since the previous
+        poll (or at once, with C{force}).  One check runs at a time: a check
+        asked for while one is running does nothing.
 
-        @return: C{True} if a new configuration was applied.
+        @return: a Deferred firing with C{True} if a new configuration was
+            applied.
         """
-        stamp = self._read_stamp()
-        if not force and stamp == self._stamp:
-            return False
-        self._stamp = stamp
+        if self._busy:
+            return Deferred.fromCoroutine(_false())
+        self._busy = True
+        d = Deferred.fromCoroutine(self._check(force))
+
+        def done(result: Any) -> Any:
+            self._busy = False
+            return result
+
+        return d.addBoth(done)
+
+    async def _check(self, force: bool) -> bool:
+        paths = self._watched(self.current)
+        stamp = await self.run_blocking(self._read_stamp, paths)
+        if not force:
+            if stamp == self._stamp:
+                self.pending = None
+                return False
+            if stamp != self.pending:
+                # Seen for the first time: maybe half-written. Look again
+                # at the next poll.
+                self.pending = stamp
+                return False
+        self.pending = None
         try:
-            config = self.load(self.path)
+            config = await self.run_blocking(self.load, self.path)
         except ConfigError as e:
+            self._stamp = stamp
             self.failures += 1
             self.log.error("configuration reload refused; keeping the last good one:\n{problems}",
                            problems=str(e))
             return False
         except Exception:
+            self._stamp = stamp
             self.failures += 1
             self.log.failure("configuration reload failed; keeping the last good one")
             return False
+        if not force and await self.run_blocking(self._read_stamp, paths) != stamp:
+            # Changed again while it was being parsed: wait until it settles.
+            self.pending = None
+            return False
+        self._stamp = stamp
         if config == self.current:
             return False
         try:
@@ -110,3 +184,7 @@ class ConfigWatcher:
             return False
         self.current = config
         return True
+
+
+async def _false() -> bool:
+    return False

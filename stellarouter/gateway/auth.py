@@ -9,7 +9,7 @@ Authentication and claims-based authorization (spec section 6.2).
  - L{unmet_requirement} is the pure authorization rule: every requirement
    must hold; a requirement with a tuple of values is any-of; a requirement
    without a value means "claim present"; C{scope}/C{scp} strings are split
-   on spaces and array claims are matched element by element.
+   on ASCII spaces only and array claims are matched element by element.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ _BY_KTY = {
     "EC": ["ES256", "ES384", "ES512"],
     "OKP": ["EdDSA"],
 }
+#: The longest token looked at (characters): one HTTP header line's worth.
+#: Longer ones are refused unparsed.
+MAX_TOKEN_CHARS = 16384
 #: Claims whose string value is a space-separated list.
 _SPACE_SEPARATED = frozenset({"scope", "scp"})
 
@@ -67,6 +70,10 @@ class TokenVerifier:
 
         @raise InvalidToken: saying which check failed.
         """
+        if len(token) > MAX_TOKEN_CHARS:
+            # Refused before any base64 or JSON decoding.
+            raise InvalidToken(f"token too long ({len(token)} characters; at most "
+                               f"{MAX_TOKEN_CHARS})")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:
@@ -139,7 +146,10 @@ def _elements(name: str, value: Any) -> List[str]:
     if isinstance(value, list):
         return [v if isinstance(v, str) else json.dumps(v) for v in value]
     if isinstance(value, str):
-        return value.split() if name in _SPACE_SEPARATED else [value]
+        # RFC 6749 section 3.3 / RFC 8693: scope tokens are separated by
+        # ASCII space (%x20) only; str.split() would also split on tabs,
+        # newlines and Unicode spaces (a no-break space is part of a token).
+        return [v for v in value.split(" ") if v] if name in _SPACE_SEPARATED else [value]
     return [json.dumps(value)]
 
 

@@ -7,7 +7,7 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, Mapping, Optional, Sequence, cast
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -17,10 +17,11 @@ from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, Transp
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId, new_correlation_id
-from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
-from ..common.models import ConnectionState, Frame, RoutableConnection
+from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
+from ..common.models import ConnectionState, Frame, RegistrationLimits, RoutableConnection
 from ..common.payloads import (
     COMPACT_HEADERS,
+    RESPONSE_CREDIT,
     HelloAck,
     RequestMessage,
     decode_endpoints_update,
@@ -38,6 +39,7 @@ from ..common.payloads import (
     stream_credit,
 )
 from ..config.gateway import HealthConfig
+from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
 from .health import evaluate_status, update_ping_average
 from .errors import (
@@ -70,6 +72,10 @@ class GatewayConnection:
 
     log = Logger()
 
+    #: If set, C{policy(service, version)} says why an instance may not
+    #: register (C{services[].allowed_versions}), or returns C{None}.
+    registration_policy: Optional[Callable[[str, str], Optional[str]]] = None
+
     def __init__(
         self,
         routing_state: RoutingState,
@@ -81,8 +87,17 @@ class GatewayConnection:
         allowed_client_names: Optional[Mapping[str, Sequence[str]]] = None,
         aggregate: Optional[ByteCount] = None,
         hello_timeout: float = 10.0,
+        response_budget: Optional[ResponseBudget] = None,
+        max_unsent_bytes: int = 32 * 1024 * 1024,
+        stalled_close_after: float = 5.0,
     ) -> None:
         """
+        @param max_unsent_bytes: bytes written to this connection that may
+            wait in the process (the peer not reading) before it counts as
+            stalled: no new requests go to it, and it is closed unless it
+            drains within C{stalled_close_after} seconds.
+        @param response_budget: the gateway's budget for streamed response
+            bytes (shared by all connections; a fresh default one if none).
         @param health: the liveness thresholds (a HEARTBEAT re-evaluates the
             status at once).
         @param allowed_client_names: service → certificate names allowed to
@@ -108,7 +123,24 @@ class GatewayConnection:
         #: that it reads it (and the HELLO answer said the gateway reads its
         #: compact RESPONSE headers).
         self.compact_headers = False
+        #: The microservice's response streams start with no credit: the
+        #: gateway grants each first window from L{response_budget}.
+        self.response_credit = False
+        self.response_budget = (response_budget if response_budget is not None
+                                else ResponseBudget())
+        self.max_unsent_bytes = max_unsent_bytes
+        self.stalled_close_after = stalled_close_after
+        #: The sender's write backlog, when its transport has one.
+        self._backlog: Optional[ISendBacklog] = None
+        #: Request body bytes of finished requests still counted in the
+        #: budgets because they may wait in the write buffer.
+        self.retained_bytes = 0
+        self._stall_timer: Optional[IDelayedCall] = None
         self._closed = False
+        #: Caps on what a HELLO or ENDPOINTS_UPDATE may announce.
+        self.registration = RegistrationLimits()
+        #: When the status last became UNHEALTHY (C{None}: it is not).
+        self.unhealthy_since: Optional[float] = None
 
     def __repr__(self) -> str:
         if self.state is None:
@@ -131,6 +163,10 @@ class GatewayConnection:
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
+        if ISendBacklog.providedBy(sender):
+            backlog = cast(ISendBacklog, sender)
+            self._backlog = backlog
+            backlog.limitUnsent(self.max_unsent_bytes, self._stalled)
         self._hello_timer = self.clock.callLater(self.hello_timeout, self._no_hello)
 
     def _no_hello(self) -> None:
@@ -166,6 +202,10 @@ class GatewayConnection:
     def connectionClosed(self, reason: str) -> None:
         self._closed = True
         self._stop_hello_timer()
+        if self._stall_timer is not None and self._stall_timer.active():
+            self._stall_timer.cancel()
+        self._stall_timer = None
+        self._release_retained()
         if self.state is not None:
             self.routing_state.unregister(self._routable())
             i = self.state.instance
@@ -185,8 +225,10 @@ class GatewayConnection:
     def _hello(self, frame: Frame) -> None:
         assert self.sender is not None
         self._stop_hello_timer()
+        if self._closed:
+            return
         try:
-            hello = decode_hello(frame.payload)
+            hello = decode_hello(frame.payload, self.registration)
         except (MalformedPayload, InvalidDescriptor) as e:
             self._reject(f"invalid HELLO: {e}", frame.correlation_id)
             return
@@ -197,6 +239,12 @@ class GatewayConnection:
                 self._reject(
                     f"HELLO refused: certificate {', '.join(identity) or '(none)'} may not "
                     f"register service {hello.instance.service_name!r}", frame.correlation_id)
+                return
+        if self.registration_policy is not None:
+            refusal = self.registration_policy(hello.instance.service_name,
+                                               hello.instance.version)
+            if refusal is not None:
+                self._reject(f"HELLO refused: {refusal}", frame.correlation_id)
                 return
         now = self.clock.seconds()
         state = ConnectionState(
@@ -218,9 +266,11 @@ class GatewayConnection:
             self._reject(f"HELLO refused: {e}", frame.correlation_id)
             return
         self.compact_headers = COMPACT_HEADERS in hello.features
+        self.response_credit = RESPONSE_CREDIT in hello.features
+        features = ((COMPACT_HEADERS,) if self.compact_headers else ()) + (
+            (RESPONSE_CREDIT,) if self.response_credit else ())
         self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
-            HelloAck(True, None, self.node_id, self.region,
-                     (COMPACT_HEADERS,) if self.compact_headers else ()))))
+            HelloAck(True, None, self.node_id, self.region, features))))
         i = hello.instance
         self.log.info(
             "registered instance {instance_id} of {service} {version} (region {region}) "
@@ -287,10 +337,20 @@ class GatewayConnection:
         the last HEARTBEAT; log a change.
         """
         state = self.state
-        if state is None:
+        if state is None or self._closed:
             return
-        status = evaluate_status(self.reported_status, state.last_heartbeat, now,
-                                 thresholds or self.health)
+        thresholds = thresholds or self.health
+        status = evaluate_status(self.reported_status, state.last_heartbeat, now, thresholds)
+        if status is not InstanceHealthStatus.UNHEALTHY:
+            self.unhealthy_since = None
+        elif self.unhealthy_since is None:
+            self.unhealthy_since = now
+        elif now - self.unhealthy_since >= thresholds.close_unhealthy_after:
+            # Closed, not kept forever: a silent registration costs memory
+            # and a place in the routing table until it goes.
+            self._reject(f"UNHEALTHY for {now - self.unhealthy_since:.1f}s "
+                         f"(close_unhealthy_after {thresholds.close_unhealthy_after:g}s)")
+            return
         if status is not state.status:
             self.log.info(
                 "instance {instance_id} ({service} {version}) {old} -> {new} "
@@ -305,6 +365,7 @@ class GatewayConnection:
                 state.average_ping_ms = None
                 self._pings.clear()
             state.status = status
+            self.routing_state.status_changed(self._routable())
 
     def ping(self, now: float) -> None:
         """
@@ -322,7 +383,8 @@ class GatewayConnection:
     def _endpoints_update(self, frame: Frame) -> None:
         assert self.state is not None
         try:
-            endpoints = decode_endpoints_update(frame.payload, self.state.instance)
+            endpoints = decode_endpoints_update(frame.payload, self.state.instance,
+                                                self.registration)
         except (MalformedPayload, InvalidDescriptor) as e:
             self._reject(f"invalid ENDPOINTS_UPDATE: {e}", frame.correlation_id, answer=True)
             return
@@ -502,8 +564,72 @@ class GatewayConnection:
     def _finished(self, pending: PendingRequest) -> None:
         if self.state is not None:
             self.state.in_flight -= 1
+        backlog = self._backlog
+        if backlog is not None and backlog.unsent and pending.size and not self._closed:
+            # Its body may still wait in the write buffer: it stays counted
+            # in the budgets until the buffer drains.
+            if not self.retained_bytes:
+                backlog.notifyDrained(self._release_retained)
+            self.retained_bytes += pending.size
+            return
+        if self.state is not None:
             self.state.in_flight_bytes -= pending.size
         self.aggregate.value -= pending.size
+
+    def _release_retained(self) -> None:
+        """
+        The write buffer drained (or the connection closed): the bodies of
+        finished requests kept counted no longer take memory.
+        """
+        amount, self.retained_bytes = self.retained_bytes, 0
+        if amount:
+            if self.state is not None:
+                self.state.in_flight_bytes -= amount
+            self.aggregate.value -= amount
+
+    def _stalled(self) -> None:
+        """
+        More than C{max_unsent_bytes} wait to be sent: the microservice does
+        not read.  Route nothing more to it; close it unless it drains in
+        time.
+        """
+        if self._closed or self._stall_timer is not None or self._backlog is None:
+            return
+        self.log.warn(
+            "connection from {peer} ({instance}) is stalled: {unsent} bytes wait to be sent "
+            "(limit {limit}); no new requests go to it, and it closes in {grace:g}s unless it "
+            "reads them", peer=self.peer, unsent=self._backlog.unsent,
+            limit=self.max_unsent_bytes, grace=self.stalled_close_after,
+            instance=self.state.instance.instance_id if self.state is not None else "no HELLO",
+        )
+        if self.state is not None:
+            self.routing_state.unregister(self._routable())
+        self._stall_timer = self.clock.callLater(self.stalled_close_after, self._stall_expired)
+        self._backlog.notifyDrained(self._unstalled)
+
+    def _unstalled(self) -> None:
+        """
+        The write buffer drained in time: route to it again.
+        """
+        timer, self._stall_timer = self._stall_timer, None
+        if timer is None or not timer.active() or self._closed:
+            return
+        timer.cancel()
+        if self.state is not None:
+            try:
+                self.routing_state.register(self._routable())
+            except InvalidDescriptor as e:
+                self._reject(f"could not route to it again after a stall: {e}")
+                return
+        self.log.info("connection from {peer} drained its backlog; routing to it again",
+                      peer=self.peer)
+
+    def _stall_expired(self) -> None:
+        self._stall_timer = None
+        if self._closed or self._backlog is None:
+            return
+        self._backlog.abort(
+            f"stalled: {self._backlog.unsent} bytes unsent for {self.stalled_close_after:g}s")
 
     def count_bytes(self, cid: CorrelationId, amount: int) -> None:
         """

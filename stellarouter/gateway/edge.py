@@ -29,10 +29,10 @@ from ..common.ids import new_correlation_id
 from ..common.enums import CancelReason, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IResponseSink, IRoutingPlugin
-from ..common.models import PayloadLimits, RoutingContext, parse_version
+from ..common.models import MAX_VERSION_PART, PayloadLimits, RoutingContext, parse_version
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from ..transports.flush import write_now
+from ..transports.flush import discard_unsent, write_now
 from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel, RefusalLog
 from .errors import (
     BadRequest,
@@ -49,8 +49,10 @@ from .errors import (
     VersionNotFound,
 )
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
+from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import CONNECTED, ExpectedInstances
+from .forwarding import ClientAddressPolicy
 from .overrides import EndpointOverrides
 from .state import RoutingState
 
@@ -72,15 +74,32 @@ CORRELATION_HEADER = b"X-Correlation-Id"
 _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 
 
-def _read_headers(request: IRequest) -> Tuple[List[Tuple[str, str]], Optional[bytes]]:
+#: Request headers the edge checks or rewrites itself (issue 17, item 7):
+#: at most one C{Host} and one C{Authorization}; C{X-Forwarded-For} and
+#: C{Forwarded} are the gateway's to write (L{ClientAddressPolicy}); an
+#: incoming C{X-Correlation-Id} is never forwarded (the id is the
+#: gateway's: the REQUEST's, C{ctx.correlation_id} in the handler).
+_EDGE_HEADERS = frozenset({"host", "authorization", "x-forwarded-for", "forwarded",
+                           "x-correlation-id"})
+
+
+def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
+                  http_version: bytes) -> Tuple[List[Tuple[str, str]], Optional[bytes]]:
     """
     Read the request headers once: those to forward (all but the hop-by-hop
-    ones and those named in C{Connection}), and the first
-    C{X-Stella-Version} value.
+    ones and those named in C{Connection}; L{_EDGE_HEADERS} as the edge
+    decides), and the first C{X-Stella-Version} value.
+
+    @param http_version: the request line's, e.g. C{b"HTTP/1.1"}.
+    @raise BadRequest: two C{Host} or C{Authorization} headers, or an
+        HTTP/1.1 request without C{Host}.
     """
     pairs: List[Tuple[str, str]] = []
     version: Optional[bytes] = None
     named: Optional[List[bytes]] = None
+    host = False
+    forwarded_for: Optional[List[bytes]] = None
+    forwarded: Optional[List[bytes]] = None
     for name, values in request.requestHeaders.getAllRawHeaders():
         text = name.decode("latin-1")
         lower = text.lower()
@@ -90,12 +109,31 @@ def _read_headers(request: IRequest) -> Tuple[List[Tuple[str, str]], Optional[by
             continue
         if lower == "x-stella-version":
             version = values[0]
+        elif lower in _EDGE_HEADERS:
+            if lower == "x-forwarded-for":
+                forwarded_for = values
+                continue
+            if lower == "forwarded":
+                forwarded = values
+                continue
+            if lower == "x-correlation-id":
+                continue
+            if len(values) > 1:
+                raise BadRequest(f"{len(values)} {text} headers; at most one is allowed")
+            host = host or lower == "host"
         for value in values:
             pairs.append((text, value.decode("latin-1")))
+    if not host and http_version == b"HTTP/1.1":
+        raise BadRequest("an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)")
     if named:
         drop = {t.strip().lower() for v in named for t in v.decode("latin-1").split(",")}
         pairs = [(n, v) for n, v in pairs if n.lower() not in drop]
+    pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
     return pairs, version
+
+
+def _without_authorization(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    return [(n, v) for n, v in headers if n.lower() != "authorization"]
 
 
 def write_problem(
@@ -159,7 +197,7 @@ class HttpResponseSink:
     """
 
     __slots__ = ("request", "correlation_id", "client_gone", "connection", "cid", "paused",
-                 "unacked", "streaming", "finish_pending")
+                 "unacked", "streaming", "finish_pending", "held", "budget")
 
     log = Logger()
 
@@ -180,6 +218,11 @@ class HttpResponseSink:
         self.unacked = 0
         self.streaming = False
         self.finish_pending = False
+        #: Bytes of the gateway's L{ResponseBudget} this stream holds: credit
+        #: granted and not yet used, and bytes written to the client and not
+        #: yet gone out (while its connection is paused).
+        self.held = 0
+        self.budget: Optional[ResponseBudget] = None
 
     def _finish(self) -> None:
         """
@@ -198,19 +241,101 @@ class HttpResponseSink:
 
     def pauseProducing(self) -> None:
         self.paused = True
+        if self.budget is not None:
+            self.budget.forget(self)
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self._maybe_grant(0)
+        self._written_out()
+        self._refill(0)
 
     def stopProducing(self) -> None:
         self.paused = True
+        if self.budget is not None:
+            self.budget.forget(self)
 
-    def _maybe_grant(self, threshold: int) -> None:
-        if not self.paused and not self.client_gone and self.unacked > threshold:
-            amount, self.unacked = self.unacked, 0
-            if self.connection is not None:
+    def _open_window(self) -> None:
+        """
+        A streamed response starts: take its first window from the budget
+        and grant it, if the microservice waits for that grant (the
+        C{response-credit} feature); otherwise it sends a whole window
+        unasked, which the budget counts even past its limit.
+        """
+        connection = self.connection
+        budget = getattr(connection, "response_budget", None)
+        if budget is None:
+            return
+        self.budget = budget
+        if getattr(connection, "response_credit", False):
+            self._refill(0)
+        else:
+            budget.force(STREAM_WINDOW)
+            self.held = STREAM_WINDOW
+
+    def _written_out(self) -> None:
+        """
+        What was written to the client while its connection was not paused
+        has gone out (or is within the transport's own small buffer): give
+        it back to the budget.
+        """
+        amount, self.unacked = self.unacked, 0
+        if amount and self.budget is not None:
+            amount = min(amount, self.held)
+            self.held -= amount
+            self.budget.release(amount)
+
+    def _refill(self, threshold: int) -> None:
+        """
+        Grant the microservice room for the rest of a window, from the
+        budget, once more than C{threshold} bytes of it are missing (batches
+        of half a window while data flows); wait for the budget if it has
+        no room.  Nothing while the client's connection is paused.
+        """
+        if self.paused or self.client_gone:
+            return
+        budget = self.budget
+        if budget is None:
+            # (No budget: a connection without one, in tests.)
+            if self.unacked > threshold and self.connection is not None:
+                amount, self.unacked = self.unacked, 0
                 self.connection.grant(self.cid, amount)
+            return
+        wanted = STREAM_WINDOW - self.held
+        if wanted <= threshold:
+            return
+        amount = budget.take(wanted)
+        if not amount:
+            budget.wait(self)
+            return
+        self.held += amount
+        self.connection.grant(self.cid, amount)
+
+    def budget_available(self) -> None:
+        """
+        The budget has room again (L{ResponseBudget.release}).
+        """
+        self._refill(0)
+
+    def _close_window(self) -> None:
+        """
+        The stream ended (finished, failed, or its client left): give back
+        everything it holds.
+        """
+        budget = self.budget
+        if budget is not None:
+            self.budget = None
+            budget.forget(self)
+            held, self.held = self.held, 0
+            self.unacked = 0
+            if held:
+                budget.release(held)
+
+    def gone(self) -> None:
+        """
+        The client left: write nothing more, give the budget back.
+        """
+        self.client_gone = True
+        self._close_window()
 
     def responseStarted(self, response: ResponseMessage) -> None:
         if self.client_gone:
@@ -237,6 +362,9 @@ class HttpResponseSink:
             else:
                 headers.addRawHeader(name.encode("latin-1"), raw_value)
         if response.streaming:
+            if request.method == b"HEAD":
+                self._head_of_stream(request)
+                return
             self.streaming = True
             request.registerProducer(self, True)
             if getattr(request.channel, "_waitingForTransport", False):
@@ -244,12 +372,26 @@ class HttpResponseSink:
                 # client's connection is already paused (not public API:
                 # pinned by tests/unit/test_streaming.py).
                 self.pauseProducing()
+            self._open_window()
             return
         body, length = _body_and_length(request.method, status, response.body, upstream_length)
         if length is not None:
             headers.setRawHeaders(b"Content-Length", [length])
         if body:
             request.write(body)
+        self._finish()
+
+    def _head_of_stream(self, request: Request) -> None:
+        """
+        A HEAD request whose GET endpoint streams its body: the head is the
+        whole answer.  Finish at once and cancel the stream upstream (reason
+        ClientDisconnected: nobody will read that body), so neither the
+        microservice nor this connection moves a byte of it, and a request
+        pipelined behind the HEAD does not wait (issue 17, item 5).
+        """
+        self.client_gone = True  # drop whatever of the body is already on its way
+        if self.connection is not None:
+            self.connection.cancel(self.cid, CancelReason.CLIENT_DISCONNECTED)
         self._finish()
 
     def _write_whole(self, request: "GatewayRequest", response: ResponseMessage) -> None:
@@ -279,15 +421,22 @@ class HttpResponseSink:
         if not self.client_gone:
             self.request.write(data)
             self.unacked += len(data)
-            self._maybe_grant(STREAM_WINDOW // 2)
+            if not self.paused:
+                if self.budget is not None:
+                    self._written_out()
+                self._refill(STREAM_WINDOW // 2)
 
     def responseFinished(self) -> None:
+        if self.budget is not None:
+            self._close_window()
         if not self.client_gone:
             if self.streaming:
                 self.request.unregisterProducer()
             self._finish()
 
     def failed(self, error: DispatchError) -> None:
+        if self.budget is not None:
+            self._close_window()
         if self.client_gone:
             return
         request = self.request
@@ -339,6 +488,7 @@ class ProxyResource(Resource):
         self.overrides = EndpointOverrides()
         self.verifier: Optional[TokenVerifier] = None
         self.auth_required = False
+        self.forwarding = ClientAddressPolicy()
 
     def render(self, request: Request) -> Any:
         cid = new_correlation_id()
@@ -377,11 +527,13 @@ class ProxyResource(Resource):
                 f"request body of {too_large} bytes exceeds "
                 f"{self.limits.max_request_bytes_per_call} bytes")
         body = request.content.read() if request.content is not None else b""
-        headers, version = _read_headers(request)
+        headers, version = _read_headers(request, self.forwarding, request.clientproto)
         plan = self._plan(request, method, request.path.decode("latin-1"), len(body), cid_text,
                           version, getattr(request, "resolution", None))
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
+        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+            headers = _without_authorization(headers)
         self._check_budgets(plan.connection, len(body))
         uri = request.uri
         query = uri.split(b"?", 1)[1].decode("latin-1") if b"?" in uri else ""
@@ -417,8 +569,10 @@ class ProxyResource(Resource):
             try:
                 parse_version(requested)
             except InvalidDescriptor:
+                shown = requested if len(requested) <= 40 else requested[:40] + "..."
                 raise BadVersion(
-                    f"X-Stella-Version {requested!r} is not MAJOR.MINOR.PATCH") from None
+                    f"X-Stella-Version {shown!r} is not MAJOR.MINOR.PATCH (each part at most "
+                    f"{MAX_VERSION_PART})") from None
             if requested not in self.routing_state.versions_seen(route.service_name):
                 raise VersionNotFound(
                     f"service {route.service_name} has no version {requested}")
@@ -430,11 +584,12 @@ class ProxyResource(Resource):
             resolution.path_params, requested, self.region, None, body_size)
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
-            raise _no_route_error(context, candidates, requested)
+            raise _no_route_error(context, candidates, requested, None if requested else getattr(
+                self.routing, "default_versions", {}).get(route.service_name))
         endpoint = decision.endpoint
         timeout = decision.effective_timeout
         if self.overrides:
-            endpoint, timeout = self.overrides.apply(endpoint)
+            endpoint, timeout = self.overrides.apply(endpoint, self.routing_state)
         claims = self._authenticate(request, endpoint, cid_text)
         if endpoint.supports_streaming:
             # A streamed body never sits in the gateway: only the endpoint's
@@ -494,7 +649,13 @@ class ProxyResource(Resource):
             return False
         cid = new_correlation_id()
         cid_text = str(cid)
-        headers, version = _read_headers(request)
+        try:
+            headers, version = _read_headers(request, self.forwarding,
+                                             getattr(request.channel, "_version", b"HTTP/1.1"))
+        except BadRequest as e:
+            # Answer it when the request completes; do not buffer the body.
+            request.early_error = e
+            return True
         try:
             plan = self._plan(request, method, path.decode("latin-1"), length or 0, cid_text,
                               version, resolution)
@@ -505,6 +666,8 @@ class ProxyResource(Resource):
         if length is not None and length > plan.limit:
             request.body_limit = plan.limit
             return False
+        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+            headers = _without_authorization(headers)
         try:
             # A stream holds at most one window in flight at a time.
             self._check_budgets(plan.connection, min(length or STREAM_WINDOW, STREAM_WINDOW))
@@ -588,7 +751,7 @@ class ProxyResource(Resource):
                 lambda failure: self._client_gone(sink, connection, cid))
 
     def _client_gone(self, sink: HttpResponseSink, connection: Any, cid: Any) -> None:
-        sink.client_gone = True
+        sink.gone()
         if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
             self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)
 
@@ -601,13 +764,18 @@ UDP_RETRIES = 2
 
 
 def _no_route_error(context: RoutingContext, candidates: Any,
-                    requested: Optional[str]) -> PipelineError:
+                    requested: Optional[str], default: Optional[str] = None) -> PipelineError:
     """
     Why nothing can serve: too large or streaming for the only (UDP)
     instances that could (413 / 503 saying so), or simply none routable.
+
+    @param default: the service's configured default version, when the
+        request named none (the 503 names it: instances of other versions
+        may well be connected).
     """
+    version = requested or default
     routable = [c for c in candidates if c.state.status in _ROUTABLE and (
-        requested is None or c.state.instance.version == requested)]
+        version is None or c.state.instance.version == version)]
     if routable and all(c.state.transport_type is TransportType.UDP for c in routable):
         endpoint = routable[0].state.endpoints.get(context.endpoint)
         if endpoint is not None and endpoint.supports_streaming:
@@ -618,7 +786,9 @@ def _no_route_error(context: RoutingContext, candidates: Any,
             f"a request body of {context.body_size} bytes does not fit in one UDP datagram "
             f"(at most {limit} bytes with the request header) and no instance on another "
             "transport serves this endpoint")
-    which = f" at version {requested}" if requested else ""
+    which = (f" at version {requested}" if requested else
+             f" at its default version {default} (services[].default_version)" if default
+             else "")
     return NoRoute(f"no healthy instance of {context.service_name}{which} serves "
                    f"{context.endpoint[0]} {context.endpoint[1]}")
 
@@ -745,7 +915,7 @@ class UploadStream:
     def client_gone(self) -> None:
         if not self.complete:
             self.complete = True
-            self.sink.client_gone = True
+            self.sink.gone()
             was_forwarding = self.forwarding
             self.forwarding = False
             self.connection.uploads.pop(self.cid, None)
@@ -759,7 +929,7 @@ class UploadStream:
         """
         self.complete = True
         self.forwarding = False
-        self.sink.client_gone = True
+        self.sink.gone()
         self.connection.uploads.pop(self.cid, None)
         self.connection.cancel(self.cid, CancelReason.PAYLOAD_LIMIT_EXCEEDED)
         self.log.info("request {cid}: body exceeded {limit} bytes; CANCEL sent",
@@ -1160,6 +1330,9 @@ class GatewayChannel(EdgeChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
+        # What a client that left did not read goes now, not when the
+        # garbage collector finds this channel's reference cycles.
+        discard_unsent(self.transport)
         site = getattr(self, "site", None)
         if isinstance(site, GatewaySite) and self._counted:
             self._counted = False

@@ -73,19 +73,56 @@ class _Node:
         return not (self.literals or self.param or self.routes)
 
 
+#: Decoded parameter values a handler never gets (RFC 3986 dot segments:
+#: a handler joining one into a file or URL path would climb out of it).
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def decode_segment(segment: str) -> str:
     """
     Percent-decode one raw path segment (Latin-1 text of the raw bytes) as
-    UTF-8.
+    UTF-8, for a parameter value.
 
-    @raise BadRequest: the bytes are not UTF-8.
+    @raise BadRequest: the bytes are not UTF-8, or the value is C{.} or
+        C{..} (raw or encoded), or contains NUL or C{/} (C{%00}, C{%2F}:
+        L{check_raw_path} refuses those first).
     """
     if "%" not in segment and segment.isascii():
-        return segment
-    try:
-        return unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"path segment {segment!r} is not UTF-8 once percent-decoded") from None
+        value = segment
+    else:
+        try:
+            value = unquote_to_bytes(segment.encode("latin-1")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(
+                f"path segment {segment[:64]!r} is not UTF-8 once percent-decoded") from None
+        if "/" in value or "\x00" in value:
+            raise BadRequest(f"path segment {segment[:64]!r} encodes '/' or NUL")
+    if value in _DOT_SEGMENTS:
+        raise BadRequest(f"path segment {segment!r} is a dot segment ('.' or '..'), which is "
+                         "never a parameter value")
+    return value
+
+
+#: Percent-encodings refused anywhere in a path (lower case): NUL, and a
+#: "/" inside a segment (it would change how the path splits once decoded).
+_REFUSED_ENCODINGS = ("%00", "%2f")
+
+
+def check_raw_path(path: str) -> None:
+    """
+    Refuse a raw path with NUL (raw or C{%00}) or an encoded C{/}
+    (C{%2F}) in any segment.
+
+    @raise BadRequest: saying which.
+    """
+    if "\x00" in path:
+        raise BadRequest("the path contains NUL")
+    if "%" in path:
+        lower = path.lower()
+        for encoded in _REFUSED_ENCODINGS:
+            if encoded in lower:
+                raise BadRequest(f"the path contains {encoded.upper()} (an encoded "
+                                 f"{'NUL' if encoded == '%00' else '/'}) in a segment")
 
 
 def split_path(path: str) -> List[str]:
@@ -213,6 +250,8 @@ class EndpointResolver:
         L{resolve} without the shortcut for templates without parameters
         (the general walk, which the shortcut must agree with).
         """
+        if "%" in path or "\x00" in path:
+            check_raw_path(path)
         segments = split_path(path)
         values: List[str] = []
         allowed: List[str] = []

@@ -13,21 +13,27 @@ from typing import Any, Dict, List, Optional, Tuple
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorThreads
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from ..common.interfaces import IRoutingPlugin, ITransportServer
-from ..config.diff import diff
+from ..config.diff import diff, security_warnings
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
-from ..config.watcher import ConfigWatcher
+from ..config.watcher import ConfigWatcher, run_here
+from ..common.redaction import redact_text
+from ..lifecycle import StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from .connection import GatewayConnection
 from ._web import client_connection_cap
 from .edge import GatewaySite, HealthApp, ProxyResource
 from .auth import TokenVerifier
+from .buffers import ResponseBudget
 from .dispatch import ByteCount
 from .expected import ExpectedInstances
+from .forwarding import ClientAddressPolicy
+from .memory import configured_routes
 from .health import HealthMonitor
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
@@ -66,39 +72,63 @@ class GatewayService(Service):
         """
         self.config = config
         self.reactor = reactor
-        self.routing_state = RoutingState()
+        self.routing_state = RoutingState(reactor)
         self.aggregate = ByteCount()
+        self.response_budget = ResponseBudget(config.buffers.max_response_bytes)
         self.connections: List[GatewayConnection] = []
+        #: Open connections by peer host (for C{max_connections_per_peer_address}).
+        self.per_peer_address: Dict[str, int] = {}
+        self._refusals = _RefusalLog(reactor)
         self._custom_routing = routing
         node = config.node
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
                                    node.region, config.payload_limits, self.aggregate)
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
-        self.servers: List[ITransportServer] = [
-            make_server(t.type, t.listen, reactor, self._receiver_factory(t),
-                        t.max_frame_bytes, network, t.tls, t.idle_timeout, node.node_id)
-            for t in config.transports
-        ]
+        self.servers: List[ITransportServer] = []
+        for i, t in enumerate(config.transports):
+            try:
+                self.servers.append(make_server(
+                    t.type, t.listen, reactor, self._receiver_factory(t), t.max_frame_bytes,
+                    network, t.tls, t.idle_timeout, node.node_id))
+            except Exception as e:
+                raise StartupError(f"transports[{i}] ({t.type.value} {redact_text(t.listen)}): "
+                                   f"{one_line(e)}") from e
         self.monitor = HealthMonitor(reactor, config.health, self._registered,
                                      self._check_expected)
         self.watcher: Optional[ConfigWatcher] = None
         if config_path is not None:
             self.watcher = ConfigWatcher(
                 config_path, load_gateway_config, self.apply_config, reactor, config,
-                also_watch=lambda c: [c.auth.jwks_file] if c.auth.jwks_file else [])
+                also_watch=lambda c: [c.auth.jwks_file] if c.auth.jwks_file else [],
+                run_blocking=self._run_blocking)
         self._apply(config)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: Dict[str, Any] = {}
         self.ready: Deferred = Deferred()
 
+    def _run_blocking(self, function: Any, *args: Any) -> Deferred:
+        """
+        Run blocking work (reading and parsing the configuration) in the
+        reactor's thread pool, so it never stalls requests; at once when
+        the reactor has no threads (in-memory deployments, tests).
+        """
+        if IReactorThreads.providedBy(self.reactor):
+            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+        return run_here(function, *args)
+
     def _receiver_factory(self, listener: TransportListenerConfig) -> Any:
         def build() -> GatewayConnection:
-            return _TrackedConnection(
+            connection = _TrackedConnection(
                 self, self.routing_state, self.reactor, self.config.node.node_id,
                 self.config.node.region, listener.max_frame_bytes, self.config.health,
                 listener.tls.allowed_names() if listener.tls else {}, self.aggregate,
+                response_budget=self.response_budget,
+                max_unsent_bytes=self.config.buffers.max_unsent_bytes_per_connection,
+                stalled_close_after=self.config.buffers.stalled_close_after,
             )
+            connection.registration = self.config.registration
+            return connection
         return build
 
     def _routing_for(self, config: GatewayConfig) -> IRoutingPlugin:
@@ -117,9 +147,15 @@ class GatewayService(Service):
         self.proxy.routing = self._routing_for(config)
         self.proxy.region = node.region
         self.proxy.limits = config.payload_limits
+        self.response_budget.limit = config.buffers.max_response_bytes
         self.proxy.overrides = EndpointOverrides(config.services)
+        self.proxy.overrides.report(self.routing_state)
         self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
         self.proxy.auth_required = config.auth.require_authentication
+        self.proxy.forwarding = ClientAddressPolicy(config.http.trusted_proxies)
+        self.routing_state.memory.limit(config.http.forget_routes_after,
+                                        config.http.max_remembered_routes)
+        self.routing_state.memory.configure(configured_routes(config.services))
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
         self.site.access_log = config.http.access_log
         self._apply_http(config)
@@ -129,6 +165,7 @@ class GatewayService(Service):
                                                      self.health.expected)
         for connection in self.connections:
             connection.health = config.health
+            connection.registration = config.registration
             connection.node_id, connection.region = node.node_id, node.region
         if self.monitor.thresholds != config.health:
             running = self.monitor.running
@@ -136,6 +173,29 @@ class GatewayService(Service):
             self.monitor.thresholds = config.health
             if running:
                 self.monitor.start()
+
+    def registration_refusal(self, service: str, version: str) -> Optional[str]:
+        """
+        Why an instance of C{service} at C{version} may not register under
+        the configuration in force, or C{None}.
+        """
+        return self.config.registration_refusal(service, version)
+
+    def _disconnect_refused(self, config: GatewayConfig) -> None:
+        """
+        Close the registered connections that C{config} no longer allows
+        (a reload that pins C{allowed_versions}).
+        """
+        for connection in list(self.connections):
+            state = connection.state
+            if state is None or connection.sender is None:
+                continue
+            refusal = config.registration_refusal(state.instance.service_name,
+                                                  state.instance.version)
+            if refusal is not None:
+                self.log.warn("closing instance {instance_id}: {refusal}",
+                              instance_id=state.instance.instance_id, refusal=refusal)
+                connection.sender.close(refusal)
 
     def _apply_http(self, config: GatewayConfig) -> None:
         """
@@ -158,12 +218,16 @@ class GatewayService(Service):
         @return: the changes applied and those needing a restart.
         """
         live, restart = diff(self.config, new)
+        for weakening in security_warnings(self.config, new):
+            self.log.warn("configuration reload weakens authentication: {weakening}",
+                          weakening=weakening)
         effective = dataclasses.replace(
             new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
                                           backlog=self.config.http.backlog),
             transports=self.config.transports)
         self._apply(effective)
         self.config = effective
+        self._disconnect_refused(effective)
         if self.watcher is not None:
             self.watcher.current = new
         if live:
@@ -173,18 +237,20 @@ class GatewayService(Service):
                           "{changes}", changes="; ".join(restart))
         return live, restart
 
-    def reload(self) -> bool:
+    def reload(self) -> Deferred:
         """
         Re-read the configuration file now (SIGHUP).
 
-        @return: C{True} if a new configuration was applied.
+        @return: a Deferred firing with C{True} if a new configuration was
+            applied.
         """
         if self.watcher is None:
-            return False
+            return Deferred.fromCoroutine(_false())
         return self.watcher.check(force=True)
 
     def _check_expected(self, connections: List[GatewayConnection]) -> None:
         self.health.expected.check(connections)
+        self.proxy.overrides.report(self.routing_state)
 
     def _registered(self) -> List[GatewayConnection]:
         return [c for c in self.connections if c.state is not None]
@@ -202,13 +268,25 @@ class GatewayService(Service):
         Start every transport listener.
 
         @return: the bound addresses.
+        @raise StartupError: naming the listener that could not start.
         """
-        return [await server.start() for server in self.servers]
+        addresses = []
+        for i, (server, listener) in enumerate(zip(self.servers, self.config.transports)):
+            try:
+                addresses.append(await server.start())
+            except Exception as e:
+                raise StartupError(
+                    f"transports[{i}] ({listener.type.value} "
+                    f"{redact_text(listener.listen)}): {one_line(e)}") from e
+        return addresses
 
     async def _start(self) -> None:
         transports = await self.start_transports()
-        port = await serverFromString(self.reactor, self.config.http.listen_endpoint).listen(
-            self.site)
+        http = self.config.http
+        try:
+            port = await serverFromString(self.reactor, http.listen_endpoint).listen(self.site)
+        except Exception as e:
+            raise StartupError(f"http.listen ({http.listen}): {one_line(e)}") from e
         self._http_port = port
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
@@ -221,7 +299,8 @@ class GatewayService(Service):
         self.ready.callback(self.addresses)
 
     def _start_failed(self, failure: Any) -> None:
-        self.log.failure("gateway failed to start", failure)
+        if not failure.check(StartupError):
+            self.log.failure("gateway failed to start", failure)
         self.ready.errback(failure)
 
     def stopService(self) -> Deferred:
@@ -242,20 +321,85 @@ class GatewayService(Service):
         return DeferredList(waits)
 
 
+async def _false() -> bool:
+    return False
+
+
 class _TrackedConnection(GatewayConnection):
     """
-    A connection that keeps L{GatewayService.connections} current.
+    A connection that keeps L{GatewayService.connections} current, and is
+    closed at once when its peer host already has
+    C{registration.max_connections_per_peer_address} open.
     """
 
-    def __init__(self, owner: GatewayService, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, owner: GatewayService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._owner = owner
+        self.registration_policy = owner.registration_refusal
+        self._peer_address: Optional[str] = None
 
     def connectionOpened(self, sender: Any) -> None:
-        self._owner.connections.append(self)
+        owner = self._owner
+        address = peer_address(sender.peer)
+        cap = owner.config.registration.max_connections_per_peer_address
+        if owner.per_peer_address.get(address, 0) >= cap:
+            self.sender = sender
+            self._closed = True
+            owner._refusals.refused(address, cap)
+            sender.close(f"{address} has {cap} connections open already "
+                         "(registration.max_connections_per_peer_address)")
+            return
+        self._peer_address = address
+        owner.per_peer_address[address] = owner.per_peer_address.get(address, 0) + 1
+        owner.connections.append(self)
         super().connectionOpened(sender)
 
     def connectionClosed(self, reason: str) -> None:
-        if self in self._owner.connections:
-            self._owner.connections.remove(self)
+        owner = self._owner
+        address, self._peer_address = self._peer_address, None
+        if address is not None:
+            left = owner.per_peer_address.get(address, 1) - 1
+            if left > 0:
+                owner.per_peer_address[address] = left
+            else:
+                owner.per_peer_address.pop(address, None)
+        if self in owner.connections:
+            owner.connections.remove(self)
         super().connectionClosed(reason)
+
+
+def peer_address(peer: str) -> str:
+    """
+    The host part of a C{host:port} peer description (the whole string
+    when it has no port).
+    """
+    host, colon, port = peer.rpartition(":")
+    return host if colon and port.isdigit() else peer
+
+
+class _RefusalLog:
+    """
+    Logs connections refused for their peer address at most once per
+    C{interval} per address, with how many were refused meanwhile.
+    """
+
+    log = Logger()
+    interval = 10.0
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._last: Dict[str, Tuple[float, int]] = {}
+
+    def refused(self, address: str, cap: int) -> None:
+        now = self.clock.seconds()
+        last, count = self._last.get(address, (float("-inf"), 0))
+        if now - last < self.interval:
+            self._last[address] = (last, count + 1)
+            return
+        if len(self._last) > 4096:
+            self._last.clear()
+        self._last[address] = (now, 0)
+        self.log.warn("refused a connection from {address}: {cap} connections from it are "
+                      "open already (registration.max_connections_per_peer_address); "
+                      "{more} more refused since the last line", address=address, cap=cap,
+                      more=count)

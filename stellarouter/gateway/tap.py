@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from ..config import ConfigError, load_gateway_config
+from ..lifecycle import StartupError, fail_startup, one_line, refuse_to_start
 
 
 class Options(usage.Options):
@@ -58,8 +59,11 @@ def makeService(options: Options) -> IService:
 
     from .service import GatewayService
 
-    service = GatewayService(options["gateway_config"], reactor,
-                             config_path=os.path.abspath(options["config"]))
+    try:
+        service = GatewayService(options["gateway_config"], reactor,
+                                 config_path=os.path.abspath(options["config"]))
+    except Exception as e:
+        refuse_to_start("stella-gateway", one_line(e))
 
     def on_sighup(signum: int, frame: Any) -> None:
         # A signal handler may run at any point: hand the work to the reactor.
@@ -74,7 +78,9 @@ def makeService(options: Options) -> IService:
         gc.freeze()
 
     def failed(failure: Any) -> None:
-        reactor.stop()
+        # One line naming the listener (StartupError), or the error.
+        reason = str(failure.value) if failure.check(StartupError) else one_line(failure.value)
+        fail_startup(reactor, "stella-gateway", reason)
 
     service.ready.addCallbacks(started, failed)
     return service

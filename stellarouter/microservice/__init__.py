@@ -1,9 +1,12 @@
 """
 The microservice SDK: declare endpoints on a L{Microservice}, and
 L{stellarouter.microservice.service.MicroserviceService} connects it to
-every configured router.
+every configured router.  Everything a handler needs is importable from
+here.
 """
 
+from ..common.enums import CancelReason
+from ..common.models import ClaimRequirement
 from .context import (
     BodyStream,
     HeaderMap,
@@ -13,12 +16,17 @@ from .context import (
     StreamingResponse,
 )
 from .endpoints import Microservice
+from .errors import BadRequest, Problem
 
 __all__ = [
+    "BadRequest",
     "BodyStream",
+    "CancelReason",
+    "ClaimRequirement",
     "HeaderMap",
     "JsonResponse",
     "Microservice",
+    "Problem",
     "RawRequestContext",
     "RawResponse",
     "StreamingResponse",

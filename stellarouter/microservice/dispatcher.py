@@ -6,7 +6,8 @@ handler's Deferred.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from asyncio import AbstractEventLoop
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -17,7 +18,7 @@ from ..common.enums import CancelReason, FrameType
 from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId
-from ..common.interfaces import IFrameSender
+from ..common.interfaces import IFrameSender, ISendBacklog
 from ..common.models import Frame, InstanceDescriptor
 from ..common.payloads import (
     RequestMessage,
@@ -33,8 +34,16 @@ from ..common.payloads import (
     stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from .budget import ResponseStreamBudget
+from .asyncio_bridge import (
+    ASYNCIO_REACTOR_FIX,
+    awaitable_deferred,
+    needs_asyncio_reactor,
+    reactor_event_loop,
+)
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
+from .errors import Problem
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
 # A member read from an enum class goes through the enum metaclass (about
@@ -74,12 +83,16 @@ class _Assembly:
 class _Credit:
     """
     Room the gateway granted for one streamed response.
+
+    @ivar outstanding: bytes sent and not yet credited back (held in the
+        process's L{ResponseStreamBudget}).
     """
 
-    __slots__ = ("available", "_waiter")
+    __slots__ = ("available", "_waiter", "outstanding")
 
-    def __init__(self) -> None:
-        self.available = STREAM_WINDOW
+    def __init__(self, available: int = STREAM_WINDOW) -> None:
+        self.available = available
+        self.outstanding = 0
         self._waiter: Optional[Deferred] = None
 
     def wait(self) -> Deferred:
@@ -119,6 +132,8 @@ class RequestDispatcher:
         max_request_bytes: int = 16 * 1024 * 1024,
         instance: Optional[InstanceDescriptor] = None,
         can_stream: bool = True,
+        response_budget: Optional[ResponseStreamBudget] = None,
+        event_loop: Optional[AbstractEventLoop] = None,
     ) -> None:
         """
         @param app: the endpoints to serve.
@@ -131,17 +146,31 @@ class RequestDispatcher:
         @param instance: the serving instance, shown to handlers.
         @param can_stream: whether a response may be split into stream
             frames (not over UDP, where a response must fit one datagram).
+        @param response_budget: the process's budget for streamed response
+            bytes not yet credited back (shared by every connection; a
+            fresh default one if none).
+        @param event_loop: the asyncio loop handler coroutines run on as
+            tasks (default: the loop of C{clock} if it is Twisted's asyncio
+            reactor; C{None}: Twisted steps them, see L{awaitable_deferred}).
         """
         self.app = app
         self.sender = sender
         self.clock = clock
         self.instance = instance
         self.can_stream = can_stream
+        self.event_loop = event_loop if event_loop is not None else reactor_event_loop(clock)
         self.max_frame_bytes = max_frame_bytes
         self.max_request_bytes = max_request_bytes
         #: RESPONSE headers go in the compact form (the gateway's HELLO
         #: answer listed C{compact-headers}).
         self.compact_headers = False
+        #: Response streams start with no credit: the gateway grants the
+        #: first window (both sides listed C{response-credit} in HELLO).
+        self.response_credit = False
+        self.response_budget = (response_budget if response_budget is not None
+                                else ResponseStreamBudget())
+        #: Added to every response: the version that served it.
+        self.version_header = ("X-Stella-Version", app.version)
         self._in_flight: Dict[CorrelationId, _InFlight] = {}
         self._idle_waiters: List[Deferred] = []
         self._credits: Dict[CorrelationId, _Credit] = {}
@@ -374,7 +403,7 @@ class RequestDispatcher:
             self._respond(cid, result, message)
             return
         if hasattr(result, "__await__") and not isinstance(result, Deferred):
-            result = Deferred.fromCoroutine(result)
+            result = awaitable_deferred(result, self.event_loop)
         if not isinstance(result, Deferred):
             self._respond(cid, result, message)
             return
@@ -409,7 +438,19 @@ class RequestDispatcher:
     def _handler_failed(self, failure: Failure, cid: CorrelationId,
                         message: RequestMessage) -> None:
         self._uploads.pop(cid, None)
+        if isinstance(failure.value, Problem):
+            # An answer the handler chose (404, 409, 400 ...), not a failure.
+            self._respond(cid, failure.value.response(str(cid)), message)
+            return
         self.failed += 1
+        if self.event_loop is None and needs_asyncio_reactor(failure):
+            self.log.failure(
+                "handler for {method} {template} awaited asyncio, which needs Twisted's asyncio "
+                "reactor (request {cid}): {fix}", failure, method=message.method,
+                template=message.template, cid=cid, fix=ASYNCIO_REACTOR_FIX)
+            self._send(cid, _problem(500, "asyncio-reactor-required", "asyncio reactor required",
+                                     f"the handler awaited asyncio: {ASYNCIO_REACTOR_FIX}", cid))
+            return
         self.log.failure(
             "handler for {method} {template} failed (request {cid})",
             failure, method=message.method, template=message.template, cid=cid,
@@ -470,11 +511,13 @@ class RequestDispatcher:
                            template=message.template, cid=cid, problem=problem)
             self._send(cid, _problem(500, "internal-error", "Internal server error",
                                      "the handler returned an invalid response", cid))
+            self._close_body(cid, response.body)
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, encode_response(ResponseMessage(
-            response.status, _header_pairs(response.headers), b"", streaming=True),
+            response.status, _header_pairs(response.headers) + [self.version_header], b"",
+            streaming=True),
             self.compact_headers)))
-        credit = _Credit()
+        credit = _Credit(0 if self.response_credit else STREAM_WINDOW)
         self._credits[cid] = credit
         if entry is None:
             entry = _InFlight(cid, RawRequestContext(
@@ -482,7 +525,7 @@ class RequestDispatcher:
                 query=message.query, headers=HeaderMap(message.headers), claims=message.claims,
                 body=b"", correlation_id=str(cid), deadline=message.deadline,
                 instance=self.instance))
-        pump = Deferred.fromCoroutine(self._pump(cid, response.body, credit))
+        pump = awaitable_deferred(self._pump(cid, response.body, credit), self.event_loop)
         entry.deferred = pump
         self._in_flight[cid] = entry
         pump.addCallbacks(self._stream_done, self._stream_failed,
@@ -494,16 +537,30 @@ class RequestDispatcher:
         """
         step = self.max_frame_bytes - FRAME_OVERHEAD - 1
         send = self.sender.sendFrame
+        budget = self.response_budget
+        backlog = cast(ISendBacklog, self.sender) if ISendBacklog.providedBy(self.sender) else None
 
         async def put(chunk: bytes) -> None:
             offset = 0
             while offset < len(chunk):
                 if credit.available <= 0:
                     await credit.wait()
-                size = min(credit.available, step, len(chunk) - offset)
+                    continue
+                if backlog is not None and backlog.unsent:
+                    # The connection's write buffer is full: wait until it
+                    # has gone out rather than pile more behind it.
+                    await _drained(backlog)
+                    continue
+                # Room in the process's budget too: what this stream sent
+                # stays counted until the gateway credits it back.
+                size = budget.take(min(credit.available, step, len(chunk) - offset))
+                if not size:
+                    await budget.wait()
+                    continue
                 send(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
                            encode_stream_data(chunk[offset:offset + size])))
                 credit.available -= size
+                credit.outstanding += size
                 offset += size
 
         if hasattr(body, "__aiter__"):
@@ -523,11 +580,45 @@ class RequestDispatcher:
                     except Exception:
                         self.log.failure("closing the body of request {cid} failed", cid=cid)
         else:
-            for chunk in body:
-                await put(bytes(chunk))
+            iterator = iter(body)
+            try:
+                for chunk in iterator:
+                    await put(bytes(chunk))
+            finally:
+                # Whether it ran out, failed, or was cancelled (client gone,
+                # timeout, connection lost): a generator's finally runs now.
+                self._close_body(cid, iterator)
+
+    def _close_body(self, cid: CorrelationId, body: Any) -> None:
+        """
+        Close a streamed body that will not be (further) sent: C{close()}
+        for a generator or any iterator that has it (a file), C{aclose()}
+        for an async generator not running.
+        """
+        close = getattr(body, "close", None)
+        aclose = getattr(body, "aclose", None)
+        try:
+            if close is not None:
+                close()
+            elif aclose is not None and not getattr(body, "ag_running", False):
+                Deferred.fromCoroutine(aclose()).addErrback(
+                    lambda failure: self.log.failure(
+                        "closing the body of request {cid} failed", failure, cid=cid))
+        except Exception:
+            self.log.failure("closing the body of request {cid} failed", cid=cid)
+
+    def _end_credit(self, cid: CorrelationId) -> None:
+        """
+        A response stream ended: what it sent and was not credited back
+        leaves the budget (the gateway will not credit a finished stream).
+        """
+        credit = self._credits.pop(cid, None)
+        if credit is not None and credit.outstanding:
+            self.response_budget.release(credit.outstanding)
+            credit.outstanding = 0
 
     def _stream_done(self, result: object, cid: CorrelationId, entry: _InFlight) -> None:
-        self._credits.pop(cid, None)
+        self._end_credit(cid)
         self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
             return
@@ -538,7 +629,7 @@ class RequestDispatcher:
         self._check_idle()
 
     def _stream_failed(self, failure: Failure, cid: CorrelationId, entry: _InFlight) -> None:
-        self._credits.pop(cid, None)
+        self._end_credit(cid)
         self._uploads.pop(cid, None)
         if self._in_flight.get(cid) is not entry:
             return
@@ -562,6 +653,10 @@ class RequestDispatcher:
         """
         credit = self._credits.get(cid)
         if credit is not None:
+            returned = min(amount, credit.outstanding)
+            if returned:
+                credit.outstanding -= returned
+                self.response_budget.release(returned)
             credit.grant(amount)
 
     def _send(self, cid: CorrelationId, response: RawResponse) -> None:
@@ -576,6 +671,8 @@ class RequestDispatcher:
         headers = response.headers
         if type(headers) is not tuple and type(headers) is not list:
             headers = _header_pairs(headers)
+        # Which version served: the client sees it whatever it asked for.
+        headers = (*headers, self.version_header)
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, headers, body),
                                       self.compact_headers)
@@ -606,6 +703,16 @@ class RequestDispatcher:
                 FrameType.RESPONSE_STREAM_DATA, cid,
                 encode_stream_data(body[offset : offset + step], end=offset == last),
             ))
+
+
+def _drained(backlog: ISendBacklog) -> Deferred:
+    """
+    A Deferred that fires once C{backlog}'s write buffer has drained
+    (cancelling it just stops waiting).
+    """
+    waiter: Deferred = Deferred()
+    backlog.notifyDrained(lambda: None if waiter.called else waiter.callback(None))
+    return waiter
 
 
 def response_problem(result: object) -> Optional[str]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar
 
+from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from ..common.interfaces import IRawStellaEndpoint
@@ -18,15 +20,18 @@ from ..common.models import (
     DEFAULT_TIMEOUT,
     ClaimRequirement,
     EndpointDescriptor,
+    InstanceDescriptor,
     normalize_method,
     normalize_path_template,
     normalize_service_name,
     parse_version,
 )
-from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..common.payloads import MAX_TIMEOUT, endpoint_from_json, endpoint_to_json
 from ..config.errors import ConfigError
 from ..config.microservice import EndpointOverrideConfig
-from .context import JsonResponse, RawRequestContext, RawResponse
+from .context import RawRequestContext
+from .errors import BadRequest
+from .typed import body_reader, encode_result
 
 Handler = Callable[[RawRequestContext], Any]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,82 +47,70 @@ class RegisteredEndpoint:
     handler: Handler
 
 
-class BadRequestBody(Exception):
-    """
-    A typed endpoint could not turn the request body into its input; the
-    SDK answers 400 with the message.
-    """
-
-
-def _to_jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
+#: The exception a hand-written C{from_json} raised for a body that does not
+#: fit, before L{BadRequest} was public; the same class now.
+BadRequestBody = BadRequest
 
 
 def typed_handler(
     handler: Callable[[RawRequestContext, Any], Any],
     status: int,
-    request_type: Optional[Callable[[Any], Any]],
+    request_type: Any,
 ) -> Handler:
     """
     Wrap a typed handler C{handler(ctx, payload)} into a raw one: the JSON
-    body is parsed (and passed through C{request_type} when given), the
-    result is encoded as JSON with C{status} (or a L{JsonResponse}'s).
-    """
+    body is read into C{request_type} (L{body_reader}; a body that does not
+    fit raises L{BadRequest}, answered 400), the result is encoded as JSON
+    with C{status} (or a L{JsonResponse}'s) by L{encode_result}.
 
-    def encode(result: Any) -> RawResponse:
-        if isinstance(result, RawResponse):
-            return result
-        if isinstance(result, JsonResponse):
-            extra = result.headers
-            headers = (("Content-Type", "application/json"),) + tuple(
-                extra.items() if isinstance(extra, Mapping) else extra)
-            return RawResponse(
-                result.status,
-                headers,
-                json.dumps(_to_jsonable(result.body), separators=(",", ":")).encode(),
-            )
-        return RawResponse.json(_to_jsonable(result), status)
+    @raise ValueError: C{request_type} is neither a decodable type nor a
+        callable.
+    """
+    read = body_reader(request_type)
 
     def raw(ctx: RawRequestContext) -> Any:
-        payload: Any = None
-        if ctx.body:
-            try:
-                payload = json.loads(ctx.body)
-            except ValueError as e:
-                return _bad_request(ctx, f"request body is not valid JSON: {e}")
-            except RecursionError:
-                # Nested deeper than the interpreter recurses: the client's
-                # fault, not ours.
-                return _bad_request(ctx, "request body is JSON nested too deeply")
-        if request_type is not None:
-            try:
-                payload = request_type(payload)
-            except (TypeError, ValueError, KeyError, BadRequestBody) as e:
-                return _bad_request(ctx, f"request body does not fit: {e}")
-        result = handler(ctx, payload)
-        if hasattr(result, "addCallback"):
-            return result.addCallback(encode)
+        result = handler(ctx, read(ctx.body))
+        if isinstance(result, Deferred):
+            return result.addCallback(encode_result, status)
         if hasattr(result, "__await__"):
-            return _encode_later(result, encode)
-        return encode(result)
+            return _encode_later(result, status)
+        return encode_result(result, status)
 
     raw.__name__ = getattr(handler, "__name__", "typed_handler")
     raw.__doc__ = handler.__doc__
     return raw
 
 
-async def _encode_later(awaitable: Any, encode: Callable[[Any], RawResponse]) -> RawResponse:
-    return encode(await awaitable)
+async def _encode_later(awaitable: Any, status: int) -> Any:
+    return encode_result(await awaitable, status)
 
 
-def _bad_request(ctx: RawRequestContext, detail: str) -> RawResponse:
-    return RawResponse(
-        400,
-        (("Content-Type", PROBLEM_CONTENT_TYPE),),
-        problem_body(400, "bad-request", "Bad request", detail, ctx.correlation_id),
-    )
+def _claim_requirements(claims: Iterable[ClaimRequirement],
+                        where: str) -> Tuple[ClaimRequirement, ...]:
+    """
+    Check an endpoint's C{claims} argument: an iterable of
+    L{ClaimRequirement}s whose type is a non-empty string and whose value is
+    C{None}, a string or a tuple of strings.
+
+    @raise ValueError: naming C{where} and what is wrong.
+    """
+    hint = 'e.g. claims=[ClaimRequirement("scope", "billing:write")]'
+    if isinstance(claims, (str, bytes, Mapping)) or not isinstance(claims, Iterable):
+        raise ValueError(f"{where}: claims must be a list of ClaimRequirement, not "
+                         f"{type(claims).__name__} {claims!r} ({hint})")
+    result = tuple(claims)
+    for claim in result:
+        if not isinstance(claim, ClaimRequirement):
+            raise ValueError(f"{where}: claims: {claim!r} is not a ClaimRequirement ({hint})")
+        if not isinstance(claim.type, str) or not claim.type:
+            raise ValueError(f"{where}: claims: {claim!r}: the claim type must be a "
+                             "non-empty string")
+        value = claim.value
+        if not (value is None or isinstance(value, str) or (
+                isinstance(value, tuple) and value and all(isinstance(v, str) for v in value))):
+            raise ValueError(f"{where}: claims: {claim!r}: the value must be None, a string "
+                             "or a non-empty tuple of strings (any of them)")
+    return result
 
 
 def merge_overrides(
@@ -207,26 +200,61 @@ class Microservice:
         max_request_bytes: Optional[int],
         idempotent: Optional[bool],
     ) -> None:
+        """
+        Check every argument and add the endpoint.
+
+        @raise ValueError: naming the endpoint and the argument at fault;
+            an endpoint that passes can always be announced in HELLO.
+        """
+        where = f"{self.name} endpoint {method!r} {path!r}"
         try:
             method = normalize_method(method)
+        except Exception as e:
+            raise ValueError(f"{where}: method: {e}") from None
+        where = f"{self.name} endpoint {method} {path!r}"
+        try:
             path = normalize_path_template(path)
         except Exception as e:
-            raise ValueError(str(e)) from None
-        if timeout <= 0:
-            raise ValueError(f"{method} {path}: timeout must be positive")
+            raise ValueError(f"{where}: path: {e}") from None
+        where = f"{self.name} endpoint {method} {path}"
+        if not callable(handler):
+            raise ValueError(f"{where}: the handler {handler!r} is not callable")
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT):
+            raise ValueError(f"{where}: timeout must be a number of seconds above 0 and at "
+                             f"most {MAX_TIMEOUT:g}, not {timeout!r}")
+        if not isinstance(streaming, bool):
+            raise ValueError(f"{where}: streaming must be True or False, not {streaming!r}")
+        requirements = _claim_requirements(claims, where)
+        if max_request_bytes is not None and (
+                isinstance(max_request_bytes, bool) or not isinstance(max_request_bytes, int)
+                or max_request_bytes < 0):
+            raise ValueError(f"{where}: max_request_bytes must be None or an int >= 0, "
+                             f"not {max_request_bytes!r}")
+        if idempotent is not None and not isinstance(idempotent, bool):
+            raise ValueError(f"{where}: idempotent must be None, True or False, "
+                             f"not {idempotent!r}")
         if (method, path) in self._endpoints:
-            raise ValueError(f"{method} {path} is registered twice")
+            raise ValueError(f"{where} is registered twice")
         descriptor = EndpointDescriptor(
             service_name=self.name,
             version=self.version,
             method=method,
             path=path,
-            default_timeout=timeout,
+            default_timeout=float(timeout),
             supports_streaming=streaming,
-            requiring_claims=tuple(claims),
+            requiring_claims=requirements,
             max_request_bytes=max_request_bytes,
             idempotent=idempotent,
         )
+        # What HELLO will carry, read back as the gateway reads it: whatever
+        # the checks above missed fails here, not at connect time.
+        try:
+            endpoint_from_json(json.loads(json.dumps(endpoint_to_json(descriptor))),
+                               InstanceDescriptor("check", self.name, self.version, "check"),
+                               where)
+        except Exception as e:
+            raise ValueError(f"{where}: cannot be announced in HELLO: {e}") from None
         self._endpoints[(method, path)] = RegisteredEndpoint(descriptor, handler)
 
     def endpoint(
@@ -244,8 +272,14 @@ class Microservice:
         Register a raw handler C{handler(ctx) -> RawResponse} (or a Deferred
         or coroutine resolving to one).
 
-        @param timeout: the endpoint's default timeout, seconds.
-        @raise ValueError: a bad method or path, or a duplicate endpoint.
+        @param timeout: the endpoint's default timeout, seconds (at most a day).
+        @param streaming: the handler reads C{ctx.body} as a L{BodyStream}.
+        @param claims: L{ClaimRequirement}s the gateway enforces.
+        @param max_request_bytes: a tighter request-size limit, or C{None}.
+        @param idempotent: C{None}: by method.
+        @raise ValueError: a bad argument (method, path, timeout, claims,
+            ...) or a duplicate endpoint, naming the endpoint and the
+            argument.
         """
 
         def register(handler: F) -> F:
@@ -263,23 +297,43 @@ class Microservice:
         path: str,
         *,
         status: int = 200,
-        request_type: Optional[Callable[[Any], Any]] = None,
+        request_type: Any = None,
         timeout: float = DEFAULT_TIMEOUT,
         claims: Iterable[ClaimRequirement] = (),
         max_request_bytes: Optional[int] = None,
         idempotent: Optional[bool] = None,
     ) -> Callable[[F], F]:
         """
-        Register a typed handler C{handler(ctx, payload) -> object}: the SDK
-        parses the JSON body (through C{request_type} when given; a failure
-        there is a 400) and encodes the result as JSON with C{status}.  A
-        dataclass result is encoded with C{dataclasses.asdict}; return a
-        L{JsonResponse} for another status or extra headers.
+        Register a typed handler C{handler(ctx, payload) -> object}.
 
-        @raise ValueError: a bad method or path, or a duplicate endpoint.
+        The SDK reads the JSON body into C{request_type}: a dataclass, an
+        attrs class, a C{TypedDict}, a C{msgspec.Struct} or a container of
+        them (C{list[Item]}), decoded and validated by msgspec; or a
+        callable C{from_json(obj)} given the parsed JSON; or, without
+        C{request_type}, the parsed JSON itself (C{None} for an empty body).
+        A body that does not fit is answered 400 naming the field
+        (C{$.amount_cents: expected int, got str}).  The result (a
+        dataclass, attrs, Struct, dict, list, ...) is encoded as JSON with
+        C{status}; return a L{JsonResponse} for another status or extra
+        headers, raise a L{Problem} for an error.  A tuple result is
+        refused (500, logged): C{({...}, 404)} is not a status.
+
+        @param status: the status of a plain result, 200-599.
+        @raise ValueError: a bad argument (method, path, status,
+            request_type, timeout, claims, ...) or a duplicate endpoint,
+            naming the endpoint and the argument.
         """
+        where = f"{self.name} endpoint {method} {path}"
+        if type(status) is not int or not 200 <= status <= 599:
+            raise ValueError(f"{where}: status must be an int from 200 to 599, not {status!r}")
+        try:
+            body_reader(request_type)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
 
         def register(handler: F) -> F:
+            if not callable(handler):
+                raise ValueError(f"{where}: the handler {handler!r} is not callable")
             self._register(
                 method, path, typed_handler(handler, status, request_type), timeout,
                 False, claims, max_request_bytes, idempotent,
@@ -294,7 +348,11 @@ class Microservice:
 
         @raise ValueError: a bad or duplicate endpoint.
         """
-        verifyObject(IRawStellaEndpoint, endpoint)
+        try:
+            verifyObject(IRawStellaEndpoint, endpoint)
+        except Exception as e:
+            raise ValueError(f"{self.name}: {endpoint!r} does not provide "
+                             f"IRawStellaEndpoint: {e}") from None
         d = endpoint.descriptor
         self._register(
             d.method, d.path, endpoint.handle, d.default_timeout, d.supports_streaming,

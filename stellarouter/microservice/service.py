@@ -6,10 +6,12 @@ router, each connection served by a L{RouterSession}.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import uuid
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.defer import race
@@ -20,10 +22,13 @@ from ..common.addresses import MAX_DATAGRAM_BYTES
 from ..common.enums import InstanceHealthStatus, TransportType
 from ..common.interfaces import ITransportClient
 from ..common.models import InstanceDescriptor
+from ..common.redaction import redact_text
+from ..lifecycle import StartupError, one_line
 from ..config.microservice import MicroserviceConfig
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_client
 from .endpoints import Microservice, merge_overrides
+from .budget import ResponseStreamBudget
 from .session import RouterSession
 
 
@@ -49,13 +54,22 @@ class MicroserviceService(Service):
         config: MicroserviceConfig,
         reactor: Any,
         network: Optional[InMemoryNetwork] = None,
+        give_up: Optional[Callable[[int], None]] = None,
+        rejection_jitter: Optional[Callable[[], float]] = None,
         **backoff: Any,
     ) -> None:
         """
         @param reactor: provides C{IReactorTime} (and C{IReactorTCP} for TCP).
         @param network: the in-memory network, for in-memory routers.
+        @param give_up: called with an exit status when a router rejected
+            HELLO C{config.max_hello_rejections} times in a row (C{twistd}
+            stops the process); C{None}: only stop this service.
+        @param rejection_jitter: extra random delay after a rejection
+            (default up to 10 % of the delay; C{lambda: 0} in tests).
         @param backoff: reconnect tuning passed to the transport clients.
         @raise ValueError: no router configured.
+        @raise StartupError: a router cannot be set up (a certificate that
+            does not load...), naming it.
         @raise stellarouter.config.ConfigError: an endpoint override names an
             endpoint the app does not have.
         """
@@ -75,29 +89,81 @@ class MicroserviceService(Service):
         )
         self.descriptors = merge_overrides(app.descriptors(), config.endpoints)
         self.sessions: List[RouterSession] = []
+        #: Streamed response bytes not yet credited back, for every router.
+        self.response_budget = ResponseStreamBudget(config.max_response_buffer_bytes)
         self.draining = False
         self.clients: List[ITransportClient] = []
-        for router in config.routers:
+        #: HELLO rejections in a row, per router (index in C{clients}).
+        self.rejections: Dict[int, int] = {}
+        self._retries: Dict[int, Any] = {}
+        self._give_up = give_up
+        self._rejection_jitter = rejection_jitter
+        for index, router in enumerate(config.routers):
             datagrams = router.transport is TransportType.UDP
             limit = min(router.max_frame_bytes, MAX_DATAGRAM_BYTES) if datagrams else (
                 router.max_frame_bytes)
-            self.clients.append(make_client(
-                router.transport, router.address, reactor,
-                self._receiver_factory(_describe_router(router.transport.value, router.address),
-                                       limit, not datagrams, router.compact_headers),
-                limit, network, router.tls, **backoff,
-            ))
+            description = _describe_router(router.transport.value, router.address)
+            try:
+                self.clients.append(make_client(
+                    router.transport, router.address, reactor,
+                    self._receiver_factory(description, limit, not datagrams,
+                                           router.compact_headers, index),
+                    limit, network, router.tls, **backoff,
+                ))
+            except Exception as e:
+                raise StartupError(f"routers[{index}] ({description}): {one_line(e)}") from e
 
     def _receiver_factory(self, description: str, max_frame_bytes: int, can_stream: bool,
-                          compact_headers: bool) -> Any:
+                          compact_headers: bool, index: int = 0) -> Any:
         def build() -> RouterSession:
             session = _TrackedSession(
                 self, self.app, self.instance, description, self.reactor,
-                self.config.heartbeat_interval, max_frame_bytes, None, self.descriptors,
-                can_stream, compact_headers,
+                self.config.heartbeat_interval, max_frame_bytes,
+                lambda session: self.rejections.pop(index, None), self.descriptors,
+                can_stream, compact_headers, response_budget=self.response_budget,
+                on_rejected=lambda session, reason: self._hello_rejected(index, session, reason),
             )
             return session
         return build
+
+    def _hello_rejected(self, index: int, session: RouterSession, reason: str) -> None:
+        """
+        A router rejected HELLO: log its reason once, stop dialling it, and
+        dial again after a backoff that grows to a minute; after
+        C{max_hello_rejections} in a row, give up.
+        """
+        count = self.rejections[index] = self.rejections.get(index, 0) + 1
+        limit = self.config.max_hello_rejections
+        if limit is not None and count >= limit:
+            self.log.critical(
+                "router {router} rejected HELLO of {service} {version} {count} time(s) in a "
+                "row (max_hello_rejections: {limit}); stopping. Last reason: {reason}",
+                router=session.router, service=self.app.name, version=self.app.version,
+                count=count, limit=limit, reason=reason)
+            self.clients[index].stop()
+            if self._give_up is not None:
+                self._give_up(1)
+            return
+        delay = _REJECTION_BACKOFF(count - 1) + (
+            self._rejection_jitter() if self._rejection_jitter is not None
+            else random.uniform(0, 0.1) * _REJECTION_BACKOFF(count - 1))
+        self.log.error(
+            "router {router} rejected HELLO of {service} {version} (rejection {count}): "
+            "{reason}; trying again in {delay:.1f}s",
+            router=session.router, service=self.app.name, version=self.app.version,
+            count=count, reason=reason, delay=delay)
+        client = self.clients[index]
+
+        def later(_: object) -> None:
+            if self.running and not self.draining:
+                self._retries[index] = self.reactor.callLater(delay, self._retry, index)
+
+        client.stop().addCallback(later)
+
+    def _retry(self, index: int) -> None:
+        self._retries.pop(index, None)
+        if self.running and not self.draining:
+            self.clients[index].start()
 
     def startService(self) -> None:
         super().startService()
@@ -123,6 +189,10 @@ class MicroserviceService(Service):
 
     async def _drain_and_stop(self) -> None:
         self.draining = True
+        for call in self._retries.values():
+            if call.active():
+                call.cancel()
+        self._retries.clear()
         sessions = list(self.sessions)
         in_flight = sum(s.dispatcher.in_flight for s in sessions if s.dispatcher is not None)
         grace = self.config.drain_grace_period
@@ -143,8 +213,15 @@ class MicroserviceService(Service):
         await DeferredList([client.stop() for client in self.clients])
 
 
+#: The delay before dialling a router again after its N-th HELLO rejection
+#: in a row (N from 0): 1 s, 2 s, 4 s ... then a minute.
+_REJECTION_BACKOFF = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0,
+                                   jitter=lambda: 0.0)
+
+
 def _describe_router(transport: str, address: str) -> str:
-    return address if address.startswith(transport + ":") else f"{transport}:{address}"
+    described = address if address.startswith(transport + ":") else f"{transport}:{address}"
+    return redact_text(described)
 
 
 class _TrackedSession(RouterSession):
@@ -152,8 +229,8 @@ class _TrackedSession(RouterSession):
     A session that keeps L{MicroserviceService.sessions} current.
     """
 
-    def __init__(self, owner: MicroserviceService, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, owner: MicroserviceService, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._owner = owner
 
     def connectionOpened(self, sender: Any) -> None:

@@ -22,6 +22,7 @@ from ..common.interfaces import IFrameReceiver, IFrameSender
 from ..common.models import EndpointDescriptor, Frame, InstanceDescriptor
 from ..common.payloads import (
     COMPACT_HEADERS,
+    RESPONSE_CREDIT,
     Heartbeat,
     Hello,
     HelloAck,
@@ -31,6 +32,7 @@ from ..common.payloads import (
     encode_heartbeat,
     encode_hello,
 )
+from .budget import ResponseStreamBudget
 from .dispatcher import RequestDispatcher
 from .endpoints import Microservice
 
@@ -63,6 +65,8 @@ class RouterSession:
         descriptors: Optional[Tuple[EndpointDescriptor, ...]] = None,
         can_stream: bool = True,
         compact_headers: bool = True,
+        response_budget: Optional[ResponseStreamBudget] = None,
+        on_rejected: Optional[Callable[["RouterSession", str], None]] = None,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
@@ -71,9 +75,14 @@ class RouterSession:
             the gateway's answer says it reads them (C{False}: JSON headers
             both ways, readable in a packet capture).
         @param on_accepted: called once the gateway accepted the HELLO.
+        @param on_rejected: called with the gateway's reason when it rejects
+            the HELLO (it logs it); without it the session logs the reason.
         @param descriptors: the endpoints HELLO announces (default: the
             app's, without configuration overrides).
+        @param response_budget: the process's budget for streamed response
+            bytes, shared by all its sessions.
         """
+        self.response_budget = response_budget
         self.descriptors = descriptors if descriptors is not None else app.descriptors()
         self.can_stream = can_stream
         self.compact_headers = compact_headers
@@ -84,6 +93,7 @@ class RouterSession:
         self.heartbeat_interval = heartbeat_interval
         self.max_frame_bytes = max_frame_bytes
         self.on_accepted = on_accepted
+        self.on_rejected = on_rejected
         self.sender: Optional[IFrameSender] = None
         self.dispatcher: Optional[RequestDispatcher] = None
         self.accepted: Optional[HelloAck] = None
@@ -98,9 +108,11 @@ class RouterSession:
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
         self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
-                                            instance=self.instance, can_stream=self.can_stream)
+                                            instance=self.instance, can_stream=self.can_stream,
+                                            response_budget=self.response_budget)
         hello = Hello(self.instance, self.descriptors, self.heartbeat_interval,
-                      (COMPACT_HEADERS,) if self.compact_headers else ())
+                      ((COMPACT_HEADERS,) if self.compact_headers else ())
+                      + ((RESPONSE_CREDIT,) if self.can_stream else ()))
         self.log.info(
             "connected to router {router}; sending HELLO for {service} {version} "
             "({count} endpoints)", router=self.router, service=self.app.name,
@@ -158,7 +170,19 @@ class RouterSession:
                           router=self.router, error=e)
             self.sender.close("malformed HELLO answer")
             return
+        if not ack.accepted and ack.hello_again:
+            if self.accepted is not None:
+                # A message transport's gateway that restarted, or forgot us.
+                self.log.warn("gateway {node} at {router} has no session for us (it restarted?); "
+                              "sending HELLO again", node=ack.node_id, router=self.router)
+                self.sender.close("the gateway asked for a new HELLO")
+            # (Before our HELLO is answered: it answers a frame of an older
+            # session; ours is on its way.)
+            return
         if not ack.accepted:
+            if self.on_rejected is not None:
+                self.on_rejected(self, ack.reason or "no reason given")
+                return
             self.log.error(
                 "router {router} rejected HELLO of {service} {version}: {reason}",
                 router=self.router, service=self.app.name, version=self.app.version,
@@ -168,6 +192,7 @@ class RouterSession:
         self.accepted = ack
         self.dispatcher.compact_headers = (
             self.compact_headers and COMPACT_HEADERS in ack.features)
+        self.dispatcher.response_credit = self.can_stream and RESPONSE_CREDIT in ack.features
         self.log.info(
             "registered with gateway {node} (region {region}) at {router} as {instance_id}",
             node=ack.node_id, region=ack.region, router=self.router,

@@ -4,6 +4,7 @@ C{twistd stella-micro}: options and service construction.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 import importlib
@@ -16,6 +17,8 @@ from twisted.python import usage
 
 from ..config import ConfigError, load_microservice_config
 from ..config.microservice import check_app_reference
+from ..lifecycle import one_line, refuse_to_start
+from .asyncio_bridge import use_asyncio_reactor
 from .endpoints import Microservice, merge_overrides
 
 
@@ -92,6 +95,11 @@ class Options(usage.Options):
             if not grace >= 0:
                 raise usage.UsageError(f"--grace: {self['grace']!r} is not a number of seconds >= 0")
             config = dataclasses.replace(config, drain_grace_period=grace)
+        if config.reactor == "asyncio":
+            # Before the app is imported: its modules may import the reactor.
+            problem = use_asyncio_reactor()
+            if problem is not None:
+                raise usage.UsageError(f"{path}: reactor: asyncio {problem}")
         self["micro_config"] = config
         self["micro_app"] = app = load_app(reference)
         try:
@@ -116,5 +124,28 @@ def makeService(options: Options) -> IService:
         gc.collect()
         gc.freeze()
 
+    def give_up(status: int) -> None:
+        # twistd has no exit status of its own: once it has stopped the
+        # reactor and cleaned up (pid file, logs), leave with ours.
+        atexit.register(_exit_with, status)
+        if reactor.running:
+            reactor.stop()
+
+    try:
+        service = MicroserviceService(options["micro_app"], options["micro_config"], reactor,
+                                      give_up=give_up)
+    except Exception as e:
+        # A router that cannot be set up (a certificate that does not load,
+        # an address the transport refuses): one line, status 1.
+        refuse_to_start("stella-micro", one_line(e))
     reactor.callWhenRunning(started)
-    return MicroserviceService(options["micro_app"], options["micro_config"], reactor)
+    return service
+
+
+def _exit_with(status: int) -> None:
+    """
+    End the process with C{status} (at interpreter exit, after twistd).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -155,14 +155,15 @@ class ProcessDeployment:
             f.write(text)
         return path
 
-    def spawn(self, name: str, args: Sequence[str], prefix: Sequence[str] = ()
-              ) -> WatchedProcess:
+    def spawn(self, name: str, args: Sequence[str], prefix: Sequence[str] = (),
+              env: Optional[Dict[str, str]] = None) -> WatchedProcess:
         """
         Start one twistd process (killed by L{stop_all} if still running).
 
         @param prefix: see L{spawn_twistd}.
+        @param env: variables added to this process's environment.
         """
-        process = spawn_twistd(self.reactor, name, args, prefix=prefix)
+        process = spawn_twistd(self.reactor, name, args, env, prefix=prefix)
         self.processes.append(process)
         return process
 
@@ -201,12 +202,17 @@ transports: [{transport}]
     async def start_microservice(self, app: str, instance_id: str, region: str = "eu1",
                                  gateways: Optional[Sequence[WatchedProcess]] = None,
                                  extra: str = "", transport: str = "tcp",
-                                 router_extra: str = "", wait: bool = True) -> WatchedProcess:
+                                 router_extra: str = "", wait: bool = True,
+                                 twistd_args: Sequence[str] = (),
+                                 env: Optional[Dict[str, str]] = None) -> WatchedProcess:
         """
         Start C{stella-micro} for C{app} dialling the given gateways (default:
         the first one), and wait until each has registered it.
 
         @param extra: more top-level YAML for its configuration.
+        @param twistd_args: twistd's own options, before the plugin name
+            (C{["-r", "asyncio"]}).
+        @param env: variables added to the process's environment.
         """
         if gateways:
             targets = list(gateways)
@@ -225,7 +231,8 @@ routers: [{routers}]
 {extra}
 """)
         seen = [len(g.lines) for g in targets]
-        process = self.spawn(instance_id, ["stella-micro", "--config", config, "--app", app])
+        process = self.spawn(instance_id, [*twistd_args, "stella-micro", "--config", config,
+                                           "--app", app], env=env)
         if not wait:
             return process
         for gateway, since in zip(targets, seen):

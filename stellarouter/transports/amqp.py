@@ -15,10 +15,34 @@ Delivery is at most once: messages are consumed with automatic
 acknowledgement, so nothing is redelivered after a handler got it.
 
 There is no connection between gateway and microservice, so the gateway
-keeps a peer per microservice queue, opened by HELLO (messages from a
-queue without one are dropped and counted) and closed when the
+keeps a peer per microservice queue, opened by HELLO and closed when the
 microservice says goodbye (a HEARTBEAT with C{"goodbye": true}), when it
-has been silent for C{idle_timeout}, or when the broker connection is lost.
+has been silent for C{idle_timeout}, when the broker connection is lost, or
+when a message to its queue comes back (below).  A frame from a queue
+without a peer is dropped, counted, and answered with a HELLO answer
+C{{"accepted": false, "hello_again": true}}: a gateway restarted under a
+registered microservice gets it back within one heartbeat.
+
+Anyone allowed to publish on the exchange can put any queue in
+C{reply_to}, so a peer belongs to whoever registered it: each microservice
+process draws a random key, sends it in the C{stella-key} header of every
+message, and sets the C{user_id} property, which the broker checks against
+the connection's user.  The gateway takes both from the HELLO and drops
+(counts as C{forged}) any later message for that peer whose key or
+C{user_id} differ; it sends the key back on its own messages and the
+microservice drops messages without it (C{docs/router/security.md}).
+
+Every message is published C{mandatory}: the broker returns one that no
+queue takes.  A message returned to the gateway means the microservice's
+exclusive queue is gone (its broker connection closed: the process died),
+so its peer closes at once and its requests fail with 502.  While a peer
+has requests in flight and has been silent for C{probe_interval}, the
+gateway publishes a probe message to it (type C{probe}, no body, expiring
+at once) to find out.  A non-HELLO message returned to the microservice
+means the gateway's queue is gone, so its session ends (a new one sends
+HELLO until a gateway answers), and a microservice stopping after its
+gateway died does not wait for a drain acknowledgement that cannot come.
+
 The microservice starts a new session (a new HELLO) when it has heard
 nothing from the gateway for C{idle_timeout}, and after every reconnect.
 Both sides reconnect to the broker with backoff (C{ClientService}).
@@ -26,9 +50,11 @@ Both sides reconnect to the broker with backoff (C{ClientService}).
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import random
+import secrets
 import time
 import uuid
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -52,13 +78,18 @@ from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.models import Frame
-from ..common.payloads import decode_request
+from ..common.payloads import HelloAck, decode_request, encode_hello_ack
 
 #: The exchange every router message goes through.
 EXCHANGE = "stellaops.router"
 #: The default AMQP port.
 DEFAULT_PORT = 5672
 _TYPES = {str(int(t)): t for t in FrameType}
+_HELLO_TYPE = str(int(FrameType.HELLO))
+#: The message header that carries a microservice's key.
+KEY_HEADER = "stella-key"
+#: The type of the gateway's probe messages (not a frame: dropped unread).
+PROBE_TYPE = "probe"
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -68,6 +99,27 @@ def gateway_queue(node_id: str) -> str:
     The queue a gateway node consumes.
     """
     return f"stella.gw.{node_id}"
+
+
+def message_key(properties: Any) -> Optional[str]:
+    """
+    The microservice key a message carries in its C{stella-key} header,
+    if any.
+    """
+    value = (getattr(properties, "headers", None) or {}).get(KEY_HEADER)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def same_key(given: Optional[str], expected: Optional[str]) -> bool:
+    """
+    Whether a message's key is the expected one (compared in constant
+    time; no key expected matches only no key).
+    """
+    if expected is None or given is None:
+        return given is expected
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
 def _parameters(options: Dict[str, str], queue: str) -> pika.ConnectionParameters:
@@ -106,7 +158,7 @@ class _Node:
     across broker restarts with a reconnecting L{ClientService}.
 
     @ivar drops: dropped messages by reason (C{malformed}, C{oversize},
-        C{unknown_peer}).
+        C{unknown_peer}, C{forged}).
     @ivar max_frame_bytes: the largest frame (type, id and payload) sent or
         accepted; a larger message is refused on send and dropped on receipt.
     """
@@ -121,6 +173,7 @@ class _Node:
         self.max_frame_bytes = max_frame_bytes
         self.clock: IReactorTime = reactor
         self.options = parse_amqp_address(address, gateway_required)
+        self.user = self.options["user"]
         self.queue = queue
         self.channel: Any = None
         self.link: Optional[_Link] = None
@@ -135,6 +188,7 @@ class _Node:
 
     async def link_ready(self, link: _Link) -> None:
         channel = await link.channel()
+        channel.add_on_return_callback(self._returned)
         await channel.exchange_declare(exchange=EXCHANGE, exchange_type="direct")
         await channel.queue_declare(queue=self.queue, exclusive=True, auto_delete=True)
         await channel.queue_bind(queue=self.queue, exchange=EXCHANGE, routing_key=self.queue)
@@ -148,10 +202,12 @@ class _Node:
                 _, _, properties, body = await messages.get()
             except Exception:
                 return
+            if properties.type == PROBE_TYPE:
+                continue
             frame = self._decode(properties, body)
             if frame is not None:
                 try:
-                    self.received(frame, properties.reply_to or "")
+                    self.received(frame, properties)
                 except Exception:
                     self.log.failure("handling a {kind} message failed", kind=frame.type.name)
 
@@ -196,7 +252,50 @@ class _Node:
         self.log.debug("dropped a message from {source}: {reason} {detail}",
                        source=source, reason=reason, detail=detail)
 
-    def publish(self, target: str, frame: Frame) -> None:
+    def drop_forged(self, frame: Frame, properties: Any) -> None:
+        """
+        Drop a message that names a session it does not belong to (wrong
+        key or C{user_id}); warn the 1st, 2nd, 4th, 8th... time.
+        """
+        self.drop("forged", properties.reply_to, frame.type.name)
+        count = self.drops["forged"]
+        if count & (count - 1) == 0:
+            self.log.warn("dropped a {kind} message claiming to come from {source} "
+                          "(user {user}): its key or user_id is not that session's; "
+                          "{count} dropped so far", kind=frame.type.name,
+                          source=properties.reply_to, user=properties.user_id, count=count)
+
+    def _returned(self, message: Any) -> None:
+        try:
+            self.returned(message.method.routing_key, message.properties)
+        except Exception:
+            self.log.failure("handling a returned message failed")
+
+    def probe(self, target: str, key: Optional[str]) -> None:
+        """
+        Publish a probe message to C{target}: its receiver drops it unread;
+        the broker returns it if no queue takes it.
+        """
+        if self.channel is None:
+            return
+        properties = pika.BasicProperties(type=PROBE_TYPE, reply_to=self.queue,
+                                          user_id=self.user, expiration="0",
+                                          headers={KEY_HEADER: key} if key else None)
+        try:
+            d = self.channel.basic_publish(exchange=EXCHANGE, routing_key=target, body=b"",
+                                           properties=properties, mandatory=True)
+        except Exception as e:
+            self.log.warn("publishing a probe failed: {error}", error=e)
+            return
+        d.addErrback(lambda f: self.log.warn("publishing a probe failed: {error}",
+                                             error=f.getErrorMessage()))
+
+    def publish(self, target: str, frame: Frame, key: Optional[str] = None) -> None:
+        """
+        Publish C{frame} to queue C{target}, C{mandatory} (the broker
+        returns it if no queue takes it), with C{key} in the C{stella-key}
+        header and our broker user as C{user_id}.
+        """
         channel = self.channel
         if channel is None:
             return
@@ -215,10 +314,12 @@ class _Node:
                 expiration = str(max(1, int((deadline - time.time()) * 1000)))
         properties = pika.BasicProperties(
             type=str(int(frame.type)), correlation_id=str(frame.correlation_id),
-            reply_to=self.queue, expiration=expiration)
+            reply_to=self.queue, expiration=expiration, user_id=self.user,
+            headers={KEY_HEADER: key} if key else None)
         try:
             d = channel.basic_publish(exchange=EXCHANGE, routing_key=target,
-                                      body=frame.payload, properties=properties)
+                                      body=frame.payload, properties=properties,
+                                      mandatory=True)
         except Exception as e:
             self.log.warn("publishing a {kind} message failed: {error}", kind=frame.type.name,
                           error=e)
@@ -233,8 +334,23 @@ class _Node:
     def closed(self, reason: str) -> None:
         raise NotImplementedError
 
-    def received(self, frame: Frame, reply_to: str) -> None:
+    def received(self, frame: Frame, properties: Any) -> None:
         raise NotImplementedError
+
+    def returned(self, target: str, properties: Any) -> None:
+        """
+        The broker returned a message we published to queue C{target}: no
+        queue took it.
+        """
+        raise NotImplementedError
+
+
+def _busy(receiver: IFrameReceiver) -> bool:
+    """
+    Whether a receiver awaits answers (the gateway's connection has requests
+    in C{in_flight}).
+    """
+    return len(getattr(receiver, "in_flight", ())) > 0
 
 
 @implementer(IFrameSender)
@@ -247,9 +363,16 @@ class AMQPPeer:
     peer_identity: Tuple[str, ...] = ()
 
     def __init__(self, server: "AMQPTransportServer", queue: str,
-                 receiver: IFrameReceiver) -> None:
+                 receiver: IFrameReceiver, key: Optional[str] = None,
+                 user_id: Optional[str] = None) -> None:
+        """
+        @param key: the microservice's key, from its HELLO.
+        @param user_id: the broker user its HELLO was published by.
+        """
         self.server = server
         self.queue = queue
+        self.key = key
+        self.user_id = user_id
         self.peer = f"amqp:{queue}"
         self.receiver = receiver
         self.last_seen = server.clock.seconds()
@@ -261,7 +384,15 @@ class AMQPPeer:
         if not self.closed:
             if frame.type is FrameType.HELLO:
                 self.hello_answer = frame
-            self.server.publish(self.queue, frame)
+            self.server.publish(self.queue, frame, self.key)
+
+    def owns(self, properties: Any) -> bool:
+        """
+        Whether a message comes from the session that registered this peer:
+        same key, same (broker-checked) C{user_id}.
+        """
+        return (same_key(message_key(properties), self.key)
+                and (properties.user_id or None) == self.user_id)
 
     def close(self, reason: str) -> None:
         self.server.forget(self, reason)
@@ -278,20 +409,31 @@ class AMQPTransportServer(_Node):
 
     def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
                  node_id: str, idle_timeout: float = 90.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, **backoff: Any) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, probe_interval: float = 0.5,
+                 **backoff: Any) -> None:
+        """
+        @param probe_interval: how often a peer with requests in flight that
+            has said nothing for that long is probed (a probe comes back if
+            its queue is gone).
+        """
         super().__init__(reactor, listen, gateway_queue(node_id), False, max_frame_bytes,
                          **backoff)
+        self.node_id = node_id
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
+        self.probe_interval = probe_interval
         self.peers: Dict[str, AMQPPeer] = {}
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = reactor
+        self._prober = LoopingCall(self.probe_busy_peers)
+        self._prober.clock = reactor
         self._ready: Optional[Deferred] = None
 
     def start(self) -> Deferred:
         self._ready = Deferred()
         self.service.startService()
         self._sweeper.start(max(self.idle_timeout / 4, 0.05), now=False)
+        self._prober.start(self.probe_interval, now=False)
         return self._ready
 
     def opened(self) -> None:
@@ -302,9 +444,22 @@ class AMQPTransportServer(_Node):
     def stop(self) -> Deferred:
         if self._sweeper.running:
             self._sweeper.stop()
+        if self._prober.running:
+            self._prober.stop()
         for peer in list(self.peers.values()):
             self.forget(peer, "gateway transport stopping")
         return self.service.stopService()
+
+    def probe_busy_peers(self) -> None:
+        """
+        Probe each peer that has requests in flight and has been silent for
+        C{probe_interval}: if its queue is gone the probe comes back and the
+        peer is closed (L{returned}).
+        """
+        now = self.clock.seconds()
+        for peer in list(self.peers.values()):
+            if now - peer.last_seen >= self.probe_interval and _busy(peer.receiver):
+                self.probe(peer.queue, peer.key)
 
     def sweep(self) -> None:
         now = self.clock.seconds()
@@ -323,13 +478,33 @@ class AMQPTransportServer(_Node):
         for peer in list(self.peers.values()):
             self.forget(peer, reason)
 
-    def received(self, frame: Frame, reply_to: str) -> None:
+    def returned(self, target: str, properties: Any) -> None:
+        peer = self.peers.get(target)
+        if peer is not None:
+            self.log.warn("the queue {queue} of a microservice is gone (its broker connection "
+                          "closed); closing its peer", queue=target)
+            self.forget(peer, "its queue is gone: the microservice's broker connection closed")
+
+    def received(self, frame: Frame, properties: Any) -> None:
+        reply_to = properties.reply_to or ""
         peer = self.peers.get(reply_to)
+        if peer is not None and not peer.owns(properties):
+            self.drop_forged(frame, properties)
+            return
+        if (peer is not None and frame.type is FrameType.HELLO and peer.hello_id is not None
+                and peer.hello_id != frame.correlation_id):
+            # The same microservice (it has the key) starts a new session,
+            # e.g. after it reconnected to the broker: the old one is over.
+            self.forget(peer, "replaced by a new session of the same microservice")
+            peer = None
         if peer is None:
             if frame.type is not FrameType.HELLO or not reply_to:
                 self.drop("unknown_peer", reply_to, frame.type.name)
+                if reply_to:
+                    self._ask_for_hello(reply_to, frame, message_key(properties))
                 return
-            peer = AMQPPeer(self, reply_to, self.receiver_factory())
+            peer = AMQPPeer(self, reply_to, self.receiver_factory(), message_key(properties),
+                            properties.user_id or None)
             self.peers[reply_to] = peer
             peer.receiver.connectionOpened(peer)
         peer.last_seen = self.clock.seconds()
@@ -346,6 +521,18 @@ class AMQPTransportServer(_Node):
             self.forget(peer, "the microservice said goodbye")
             return
         peer.receiver.frameReceived(frame)
+
+
+    def _ask_for_hello(self, queue: str, frame: Frame, key: Optional[str]) -> None:
+        """
+        Tell the sender of a frame from a queue we have no peer for (we
+        restarted, or forgot it) to start a new session: a HELLO answer
+        C{accepted: false, hello_again: true} under that frame's id.
+        """
+        answer = HelloAck(False, f"gateway {self.node_id} has no session for {queue}; "
+                          "send HELLO again", self.node_id, hello_again=True)
+        self.publish(queue, Frame(FrameType.HELLO, frame.correlation_id,
+                                  encode_hello_ack(answer)), key)
 
 
 def _is_goodbye(payload: bytes) -> bool:
@@ -368,10 +555,16 @@ class AMQPTransportClient(_Node):
 
     def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
                  idle_timeout: float = 90.0, hello_retry: float = 1.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, **backoff: Any) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 hello_retry_max: float = 5.0, **backoff: Any) -> None:
         """
         @param hello_retry: resend an unanswered HELLO after this long
-            (doubling up to 30 s): the gateway's queue may not exist yet.
+            (doubling up to C{hello_retry_max}): the gateway's queue may not
+            exist yet.
+        @param hello_retry_max: the longest wait between two HELLOs; a HELLO
+            nobody takes comes straight back from the broker, so resending
+            costs little, and a gateway that comes back after a long outage
+            has the microservice within this long.
         """
         options = parse_amqp_address(address, gateway_required=True)
         super().__init__(reactor, address,
@@ -379,11 +572,16 @@ class AMQPTransportClient(_Node):
                          **backoff)
         self.target = gateway_queue(options["gateway"])
         self.peer = f"amqp:{self.target}"
+        #: This process's key: in every message we send, required in every
+        #: message we accept (the gateway sends it back).
+        self.key = secrets.token_hex(16)
+        self._answered = False
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
         self.receiver: Optional[IFrameReceiver] = None
         self._idle: Optional[IDelayedCall] = None
         self.hello_retry = hello_retry
+        self.hello_retry_max = hello_retry_max
         self._hello: Optional[Frame] = None
         self._hello_call: Optional[IDelayedCall] = None
         self._hello_delay = hello_retry
@@ -394,7 +592,7 @@ class AMQPTransportClient(_Node):
     def stop(self) -> Deferred:
         if self.receiver is not None and self.channel is not None:
             self.publish(self.target, Frame(FrameType.HEARTBEAT, new_correlation_id(),
-                                            json.dumps({"goodbye": True}).encode()))
+                                            json.dumps({"goodbye": True}).encode()), self.key)
         self._end_session("stopped")
         return self.service.stopService()
 
@@ -406,15 +604,30 @@ class AMQPTransportClient(_Node):
     def closed(self, reason: str) -> None:
         self._end_session(reason)
 
-    def received(self, frame: Frame, reply_to: str) -> None:
+    def received(self, frame: Frame, properties: Any) -> None:
+        if not same_key(message_key(properties), self.key):
+            self.drop_forged(frame, properties)
+            return
         if self.receiver is None:
             return
         self._touch()
         if (frame.type is FrameType.HELLO and self._hello is not None
                 and frame.correlation_id == self._hello.correlation_id):
             self._hello = None
+            self._answered = True
             self._cancel_hello()
         self.receiver.frameReceived(frame)
+
+    def returned(self, target: str, properties: Any) -> None:
+        if target != self.target or self.receiver is None or properties.type == _HELLO_TYPE:
+            # A HELLO nobody took is sent again until a gateway answers.
+            return
+        if not self._answered:
+            # From before this session's HELLO was answered: an older one's.
+            return
+        self.log.warn("the queue of gateway {peer} is gone (it stopped or restarted); "
+                      "starting a new session", peer=self.peer)
+        self.close("the gateway's queue is gone")
 
     # IFrameSender
 
@@ -424,15 +637,15 @@ class AMQPTransportClient(_Node):
                 self._hello = frame
                 self._hello_delay = self.hello_retry
                 self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
-            self.publish(self.target, frame)
+            self.publish(self.target, frame, self.key)
 
     def _resend_hello(self) -> None:
         self._hello_call = None
         if self._hello is None or self.receiver is None:
             return
         self.log.info("HELLO to {peer} not answered; sending it again", peer=self.peer)
-        self.publish(self.target, self._hello)
-        self._hello_delay = min(self._hello_delay * 2, 30.0)
+        self.publish(self.target, self._hello, self.key)
+        self._hello_delay = min(self._hello_delay * 2, self.hello_retry_max)
         self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
 
     def _cancel_hello(self) -> None:
@@ -448,6 +661,7 @@ class AMQPTransportClient(_Node):
     # sessions
 
     def _new_session(self) -> None:
+        self._answered = False
         self.receiver = self.receiver_factory()
         self._touch()
         self.receiver.connectionOpened(self)
@@ -476,12 +690,12 @@ class AMQPTransportClient(_Node):
 
 def amqp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory, node_id: str,
                 idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                **backoff: Any) -> AMQPTransportServer:
+                probe_interval: float = 0.5, **backoff: Any) -> AMQPTransportServer:
     """
     A RabbitMQ L{ITransportServer} for gateway node C{node_id}.
     """
     return AMQPTransportServer(reactor, listen, receiver_factory, node_id, idle_timeout,
-                               max_frame_bytes, **backoff)
+                               max_frame_bytes, probe_interval, **backoff)
 
 
 def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
@@ -494,5 +708,5 @@ def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
                                max_frame_bytes=max_frame_bytes, **backoff)
 
 
-__all__ = ["AMQPTransportClient", "AMQPTransportServer", "EXCHANGE", "amqp_client",
-           "amqp_server", "gateway_queue"]
+__all__ = ["AMQPTransportClient", "AMQPTransportServer", "EXCHANGE", "KEY_HEADER", "PROBE_TYPE",
+           "amqp_client", "amqp_server", "gateway_queue", "message_key", "same_key"]

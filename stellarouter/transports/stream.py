@@ -6,18 +6,20 @@ TLS): length-prefixed frames over a byte stream.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Set, Tuple, cast
 
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IListeningPort,
+    IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -27,11 +29,13 @@ from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
 from ..common.interfaces import (
     IFrameReceiver,
     IFrameSender,
+    ISendBacklog,
     ITransportClient,
     ITransportServer,
 )
 from ..common.models import Frame
 from .flush import flush
+from .hello import HelloBackoff, HelloWatch
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -44,7 +48,75 @@ def _describe(address: object) -> str:
     return str(address)
 
 
-@implementer(IFrameSender)
+@implementer(IPushProducer)
+class _WriteBacklog:
+    """
+    How much of what a L{FrameStreamProtocol} wrote waits in its
+    transport's write buffer: registered as the transport's streaming
+    producer, it is paused when the buffer passes the transport's
+    high-water mark and resumed when the buffer is empty.  It never stops
+    the protocol from reading.
+
+    @ivar unsent: bytes written while paused.
+    """
+
+    __slots__ = ("paused", "unsent", "limit", "on_over", "_over", "_drained", "transport")
+
+    def __init__(self) -> None:
+        #: The transport it is registered with (L{None} until then).
+        self.transport: Any = None
+        self.paused = False
+        self.unsent = 0
+        self.limit: Optional[int] = None
+        self.on_over: Optional[Callable[[], None]] = None
+        self._over = False
+        self._drained: List[Callable[[], None]] = []
+
+    def wrote(self, size: int) -> None:
+        """
+        C{size} bytes were just handed to the transport.
+        """
+        if self.paused:
+            self.unsent += size
+            limit = self.limit
+            if limit is not None and self.unsent > limit and not self._over:
+                self._over = True
+                if self.on_over is not None:
+                    self.on_over()
+
+    def when_drained(self, callback: Callable[[], None]) -> None:
+        if self.paused:
+            self._drained.append(callback)
+        else:
+            callback()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.unsent = 0
+        self._over = False
+        transport = self.transport
+        if transport is not None and getattr(transport, "disconnecting", False):
+            # Someone called loseConnection while the buffer was full: a
+            # transport whose paused producer was resumed waits for it to
+            # unregister before it closes.
+            self.transport = None
+            transport.unregisterProducer()
+        callbacks, self._drained = self._drained, []
+        for callback in callbacks:
+            callback()
+
+    def stopProducing(self) -> None:
+        # The connection is gone: nothing waits, nobody is told.
+        self.transport = None
+        self.paused = False
+        self.unsent = 0
+        self._drained = []
+
+
+@implementer(IFrameSender, ISendBacklog)
 class FrameStreamProtocol(Protocol):
     """
     Length-prefixed frames over one byte stream.  Decodes with
@@ -79,6 +151,7 @@ class FrameStreamProtocol(Protocol):
         self._decoder = FrameDecoder(max_frame_bytes)
         self._closing: Optional[str] = None
         self._open = False
+        self._backlog = _WriteBacklog()
 
     def connectionMade(self) -> None:
         """
@@ -99,6 +172,15 @@ class FrameStreamProtocol(Protocol):
         """
         The connection is usable: hand it to the receiver.
         """
+        # To learn when frames pile up in the write buffer (a peer that does
+        # not read): see L{unsent}.  Under TLS, the TCP connection's buffer
+        # (TLS closes only once no producer is registered with it).
+        target: Any = self.transport
+        if isinstance(target, ProtocolWrapper):
+            target = target.transport
+        if getattr(target, "registerProducer", None) is not None:
+            target.registerProducer(self._backlog, True)
+            self._backlog.transport = target
         self._open = True
         self.receiver.connectionOpened(self)
 
@@ -139,7 +221,31 @@ class FrameStreamProtocol(Protocol):
         """
         if self._open and self._closing is None:
             assert self.transport is not None
-            self.transport.write(encode_frame(frame))
+            data = encode_frame(frame)
+            self.transport.write(data)
+            if self._backlog.paused:
+                self._backlog.wrote(len(data))
+
+    # ISendBacklog
+
+    @property
+    def unsent(self) -> int:
+        return self._backlog.unsent
+
+    def notifyDrained(self, callback: Callable[[], None]) -> None:
+        self._backlog.when_drained(callback)
+
+    def limitUnsent(self, limit: int, callback: Callable[[], None]) -> None:
+        self._backlog.limit, self._backlog.on_over = limit, callback
+
+    def _unregister(self) -> None:
+        """
+        Stop being the transport's producer (a transport with a paused
+        producer would not close once its buffer drained).
+        """
+        target, self._backlog.transport = self._backlog.transport, None
+        if target is not None:
+            target.unregisterProducer()
 
     def close(self, reason: str) -> None:
         """
@@ -148,7 +254,23 @@ class FrameStreamProtocol(Protocol):
         if self._closing is None and self._open:
             self._closing = reason
             assert self.transport is not None
+            self._unregister()
             self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        """
+        Close now, dropping the queued bytes (also after L{close}, which
+        may be waiting for them to leave).
+        """
+        if self._open:
+            self._closing = self._closing or reason
+            assert self.transport is not None
+            self._unregister()
+            abort = getattr(self.transport, "abortConnection", None)
+            if abort is not None:
+                abort()
+            else:
+                self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
         """
@@ -156,6 +278,7 @@ class FrameStreamProtocol(Protocol):
         """
         if isinstance(self.factory, FrameStreamFactory):
             self.factory.protocols.discard(self)
+        self._backlog.stopProducing()
         if not self._open:
             return
         self._open = False
@@ -289,19 +412,19 @@ class StreamTransportClient:
             (pass C{lambda: 0} in tests for exact timings).
         """
         self.transport_type = transport_type
-        self.factory = FrameStreamFactory(receiver_factory, transport_type, max_frame_bytes,
+        # The backoff grows across connections until a HELLO is accepted
+        # (ClientService alone forgets it whenever a TCP connect succeeds).
+        self.backoff = HelloBackoff(
+            initial_delay, max_delay, 2.0,
+            jitter if jitter is not None else (lambda: random.uniform(0, 0.5)))
+
+        def watched() -> IFrameReceiver:
+            return HelloWatch(receiver_factory(), self.backoff.accepted)
+
+        self.factory = FrameStreamFactory(watched, transport_type, max_frame_bytes,
                                           protocol_class, clock, flush_after_frames=True)
-        self.service = ClientService(
-            endpoint,
-            self.factory,
-            retryPolicy=backoffPolicy(
-                initialDelay=initial_delay,
-                maxDelay=max_delay,
-                factor=2.0,
-                jitter=jitter if jitter is not None else (lambda: random.uniform(0, 0.5)),
-            ),
-            clock=clock,
-        )
+        self.service = ClientService(endpoint, self.factory, retryPolicy=self.backoff,
+                                     clock=clock)
 
     def start(self) -> None:
         self.service.startService()

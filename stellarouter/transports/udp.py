@@ -12,17 +12,20 @@ UDP has no connection, so this module keeps a small one per peer:
    and if this side already answered it (HELLO answer, RESPONSE), the
    answer is sent again, so a lost answer is repaired by the sender's
    retry instead of re-running the request;
- - the microservice resends its HELLO until it is answered, and starts a
-   new session (a new HELLO) when it has heard nothing from the gateway
-   for C{idle_timeout}.
+ - the microservice resends its HELLO until it is answered (L{HelloRetry}),
+   opens a new socket when an ICMP port unreachable closed its own, and
+   starts a new session (a new HELLO) when it has heard nothing from the
+   gateway for C{idle_timeout}.
 
 Malformed datagrams (shorter than 17 bytes, unknown type) are dropped and
-counted, never raised.  Received datagrams are read up to 65,535 bytes
+counted, never raised; drops are logged at most once per interval, with
+their count (a flood must cost a counter per datagram, not a log line).  Received datagrams are read up to 65,535 bytes
 (C{listenUDP} reads only 8,192 unless told).
 """
 
 from __future__ import annotations
 
+import socket
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -35,16 +38,19 @@ from zope.interface import implementer
 
 from ..common.enums import FrameType, TransportType
 from ..common.errors import ProtocolError
-from ..common.frames import decode_datagram, encode_datagram
+from ..common.frames import FRAME_OVERHEAD, decode_datagram, encode_datagram
 from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
 from ..common.models import Frame
+from .hello import HelloRetry
 
 #: The default UDP port of the gateway's transport listener.
 DEFAULT_PORT = 5102
 #: What a received frame answers, by the received frame's type.
 _REPLY_TYPE = {FrameType.HELLO: FrameType.HELLO, FrameType.REQUEST: FrameType.RESPONSE}
+_HELLO_BYTE = bytes([FrameType.HELLO])
+_TYPE_BYTES = frozenset(int(t) for t in FrameType)
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -99,21 +105,53 @@ class _Endpoint(DatagramProtocol):
     """
     What both sides share: decoding, counting drops, duplicates, answers.
 
-    @ivar drops: dropped datagrams by reason (C{malformed}, C{oversize},
-        C{duplicate}, C{unknown_peer}).
+    A dropped datagram costs a counter increment: a flood of junk must not
+    cost a log line each (a debug line per datagram once took the gateway
+    down).  At most one line per C{drop_log_interval} says how many were
+    dropped, why, and the last sender.
+
+    @ivar drops: dropped datagrams by reason since start (C{malformed},
+        C{oversize}, C{duplicate}, C{unknown_peer}).
     """
 
     log = Logger()
+    #: Seconds between two log lines about dropped datagrams.
+    drop_log_interval = 10.0
 
     def __init__(self, clock: IReactorTime, max_datagram_bytes: int) -> None:
         self.clock = clock
         self.max_datagram_bytes = max_datagram_bytes
         self.drops: Dict[str, int] = {}
+        self._drops_logged: Dict[str, int] = {}
+        self._last_dropped: Any = None
+        self._drop_report: Optional[IDelayedCall] = None
 
     def drop(self, reason: str, address: Any, detail: str = "") -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
-        self.log.debug("dropped a datagram from {address}: {reason} {detail}",
-                       address=address, reason=reason, detail=detail)
+        drops = self.drops
+        drops[reason] = drops.get(reason, 0) + 1
+        self._last_dropped = address
+        if self._drop_report is None:
+            self._drop_report = self.clock.callLater(self.drop_log_interval, self.report_drops)
+
+    def report_drops(self) -> None:
+        """
+        Log the datagrams dropped since the last report, by reason (called
+        by the timer the first drop of an interval arms, and on stop).
+        """
+        if self._drop_report is not None and self._drop_report.active():
+            self._drop_report.cancel()
+        self._drop_report = None
+        new = {reason: count - self._drops_logged.get(reason, 0)
+               for reason, count in self.drops.items()}
+        total = sum(new.values())
+        if not total:
+            return
+        self._drops_logged = dict(self.drops)
+        self.log.warn(
+            "dropped {count} datagram(s) in the last {interval:g}s ({reasons}); last from "
+            "{address}", count=total, interval=self.drop_log_interval,
+            reasons=", ".join(f"{r} {n}" for r, n in sorted(new.items()) if n),
+            address=self._last_dropped)
 
     def decode(self, data: bytes, address: Any) -> Optional[Frame]:
         if len(data) > self.max_datagram_bytes:
@@ -172,6 +210,14 @@ class UDPTransportServer:
 
     transport_type = TransportType.UDP
     log = Logger()
+    #: Seconds during which an address whose HELLO was refused is not heard.
+    refusal_hold = 2.0
+    #: How many such addresses are remembered (the oldest are forgotten).
+    max_refused = 4096
+    #: The socket's receive buffer asked of the kernel (which caps it at
+    #: C{net.core.rmem_max}): room for the registered peers' datagrams while
+    #: a flood of junk fills it faster than it is read.
+    receive_buffer_bytes = 4 * 1024 * 1024
 
     def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
                  max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0) -> None:
@@ -186,6 +232,7 @@ class UDPTransportServer:
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
         self.peers: Dict[Tuple[str, int], UDPPeer] = {}
+        self._refused: "OrderedDict[Tuple[str, int], float]" = OrderedDict()
         self.protocol = _ServerProtocol(self, reactor, max_datagram_bytes)
         self.port: Optional[IListeningPort] = None
         self._sweeper = LoopingCall(self.sweep)
@@ -201,12 +248,15 @@ class UDPTransportServer:
         self._sweeper.start(max(self.idle_timeout / 4, 0.05), now=False)
         host: Any = self.port.getHost()
         where = f"udp:{host.host}:{host.port}"
-        self.log.info("udp transport listening on {where}", where=where)
+        buffer = _grow_receive_buffer(self.port, self.receive_buffer_bytes)
+        self.log.info("udp transport listening on {where} (receive buffer {buffer} bytes)",
+                      where=where, buffer=buffer)
         return succeed(where)
 
     def stop(self) -> Deferred:
         if self._sweeper.running:
             self._sweeper.stop()
+        self.protocol.report_drops()
         for peer in list(self.peers.values()):
             self.forget(peer, "gateway transport stopping")
         if self.port is not None:
@@ -235,13 +285,21 @@ class UDPTransportServer:
 
     def received(self, frame: Frame, address: Tuple[str, int]) -> None:
         peer = self.peers.get(address)
+        opening = peer is None
         if peer is None:
             if frame.type is not FrameType.HELLO:
                 self.protocol.drop("unknown_peer", address, frame.type.name)
                 return
+            if self._refused_recently(address):
+                self.protocol.drop("refused_recently", address)
+                return
             peer = UDPPeer(self, address, self.receiver_factory())
             self.peers[address] = peer
             peer.receiver.connectionOpened(peer)
+            if peer.closed:
+                # Refused on sight (too many connections from its host).
+                self._hold_off(address)
+                return
         peer.last_seen = self.clock.seconds()
         if peer.seen.duplicate(frame):
             answer = peer.seen.answer_to(frame)
@@ -255,6 +313,48 @@ class UDPTransportServer:
             self.log.failure("receiver failed on a {kind} datagram from {peer}; closing",
                              kind=frame.type.name, peer=peer.peer)
             self.forget(peer, "internal error while handling a frame")
+        if opening and peer.closed:
+            self._hold_off(address)
+
+    def _hold_off(self, address: Tuple[str, int]) -> None:
+        """
+        A HELLO from C{address} was refused: its further HELLOs are dropped
+        unread for C{refusal_hold} (a flood of junk HELLOs costs a counter
+        each, not a connection, a log line and an answer).
+        """
+        self._refused[address] = self.clock.seconds() + self.refusal_hold
+        while len(self._refused) > self.max_refused:
+            self._refused.popitem(last=False)
+
+    def _refused_recently(self, address: Tuple[str, int]) -> bool:
+        until = self._refused.get(address)
+        if until is None:
+            return False
+        if self.clock.seconds() < until:
+            return True
+        del self._refused[address]
+        return False
+
+
+def _grow_receive_buffer(port: Any, size: int) -> int:
+    """
+    Ask for a receive buffer of C{size} bytes on a listening UDP port's
+    socket (never shrinking it).
+
+    @return: the size the kernel reports afterwards (Linux reports twice
+        what it grants, bookkeeping included), or 0 without a socket.
+    """
+    handle = getattr(port, "getHandle", None)
+    if handle is None:
+        return 0
+    sock = handle()
+    current = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if current < size:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        except OSError:
+            pass
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
 
 class _ServerProtocol(_Endpoint):
@@ -263,6 +363,14 @@ class _ServerProtocol(_Endpoint):
         self.server = server
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if addr not in self.server.peers and data[:1] != _HELLO_BYTE:
+            # An unknown sender's datagram that cannot open a peer: counted,
+            # not decoded (a flood of these must stay cheap).
+            size = len(data)
+            self.drop("oversize" if size > self.max_datagram_bytes else
+                      "unknown_peer" if size >= FRAME_OVERHEAD and data[0] in _TYPE_BYTES
+                      else "malformed", addr)
+            return
         frame = self.decode(data, addr)
         if frame is not None:
             self.server.received(frame, addr)
@@ -281,13 +389,15 @@ class UDPTransportClient(_Endpoint):
 
     def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
                  max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
-                 hello_retry: float = 1.0, **backoff: Any) -> None:
+                 hello_retry: float = 1.0, max_delay: float = 30.0) -> None:
         """
         @param address: C{udp:host=HOST:port=PORT}.
         @param idle_timeout: start a new session after this long without a
             datagram from the gateway.
         @param hello_retry: resend an unanswered HELLO after this long
-            (doubling up to 30 s).
+            (doubling up to C{max_delay}, back to C{hello_retry} only once
+            a HELLO was accepted).
+        @param max_delay: the longest wait between two HELLOs.
         @raise ValueError: a bad address.
         """
         super().__init__(reactor, max_datagram_bytes)
@@ -299,10 +409,10 @@ class UDPTransportClient(_Endpoint):
         self.hello_retry = hello_retry
         self.receiver: Optional[IFrameReceiver] = None
         self.seen = _Seen((FrameType.RESPONSE,))
+        self.retry = HelloRetry(reactor, self._write_hello, hello_retry, max_delay,
+                                peer=self.peer)
         self._port: Optional[IListeningPort] = None
-        self._hello: Optional[Frame] = None
-        self._hello_call: Optional[IDelayedCall] = None
-        self._hello_delay = hello_retry
+        self._reopen_call: Optional[IDelayedCall] = None
         self._idle_call: Optional[IDelayedCall] = None
         self._running = False
 
@@ -310,17 +420,25 @@ class UDPTransportClient(_Endpoint):
 
     def start(self) -> None:
         self._running = True
-        self._port = self.reactor.listenUDP(0, self, maxPacketSize=65535)
+        self._open()
 
     def stop(self) -> Deferred:
         self._running = False
+        self._cancel(self._reopen_call)
+        self._reopen_call = None
+        self.report_drops()
         self._end_session("stopped")
-        if self._port is not None:
-            result = self._port.stopListening()
-            self._port = None
+        port, self._port = self._port, None
+        if port is not None:
+            result = port.stopListening()
             if isinstance(result, Deferred):
                 return result
         return succeed(None)
+
+    def _open(self) -> None:
+        self._reopen_call = None
+        if self._running:
+            self._port = self.reactor.listenUDP(0, self, maxPacketSize=65535)
 
     # DatagramProtocol
 
@@ -328,6 +446,23 @@ class UDPTransportClient(_Endpoint):
         assert self.transport is not None
         self.transport.connect(self.host, self.port_number)
         self._new_session()
+
+    def stopProtocol(self) -> None:
+        """
+        The socket closed.  Unless L{stop} closed it, the reactor did: on
+        Linux an ICMP port unreachable (no gateway listening yet, or any
+        more) is an error on the connected socket, which the reactor treats
+        as the end of it.  The session ends and a new socket says HELLO
+        again after the retry delay, which grows until a gateway accepts.
+        """
+        if not self._running or self._port is None:
+            return
+        self._port = None
+        self._end_session("the gateway is unreachable (port unreachable)")
+        delay = self.retry.delay
+        self.log.info("gateway {peer} unreachable; saying HELLO again in {delay:g}s",
+                      peer=self.peer, delay=delay)
+        self._reopen_call = self.clock.callLater(delay, self._open)
 
     def connectionRefused(self) -> None:
         self.log.debug("gateway {peer} not answering (port unreachable)", peer=self.peer)
@@ -337,11 +472,7 @@ class UDPTransportClient(_Endpoint):
         if frame is None or self.receiver is None:
             return
         self._touch()
-        if self._hello is not None and frame.type is FrameType.HELLO and (
-                frame.correlation_id == self._hello.correlation_id):
-            self._hello = None
-            self._cancel(self._hello_call)
-            self._hello_call = None
+        self.retry.received(frame)
         if self.seen.duplicate(frame):
             answer = self.seen.answer_to(frame)
             self.drop("duplicate", addr, frame.type.name)
@@ -360,10 +491,8 @@ class UDPTransportClient(_Endpoint):
     def sendFrame(self, frame: Frame) -> None:
         if self.receiver is None:
             return
-        if frame.type is FrameType.HELLO and self._hello is None:
-            self._hello = frame
-            self._hello_delay = self.hello_retry
-            self._schedule_hello()
+        if frame.type is FrameType.HELLO and not self.retry.pending:
+            self.retry.sent(frame)
         self.send(frame, None, self.seen)
 
     def close(self, reason: str) -> None:
@@ -388,10 +517,9 @@ class UDPTransportClient(_Endpoint):
         self.receiver.connectionOpened(self)
 
     def _end_session(self, reason: str) -> None:
-        self._cancel(self._hello_call)
+        self.retry.stop()
         self._cancel(self._idle_call)
-        self._hello_call = self._idle_call = None
-        self._hello = None
+        self._idle_call = None
         receiver, self.receiver = self.receiver, None
         if receiver is not None:
             receiver.connectionClosed(reason)
@@ -411,17 +539,9 @@ class UDPTransportClient(_Endpoint):
                       peer=self.peer, timeout=self.idle_timeout)
         self._restart(f"nothing heard from the gateway for {self.idle_timeout:g}s")
 
-    def _schedule_hello(self) -> None:
-        self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
-
-    def _resend_hello(self) -> None:
-        self._hello_call = None
-        if self._hello is None or self.transport is None:
-            return
-        self.log.info("HELLO to {peer} not answered; sending it again", peer=self.peer)
-        self.transport.write(encode_datagram(self._hello), None)
-        self._hello_delay = min(self._hello_delay * 2, 30.0)
-        self._schedule_hello()
+    def _write_hello(self, hello: Frame) -> None:
+        if self.transport is not None:
+            self.transport.write(encode_datagram(hello), None)
 
     @staticmethod
     def _cancel(call: Optional[IDelayedCall]) -> None:
@@ -445,7 +565,6 @@ def udp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
     A UDP L{ITransportClient}.
     """
     options.pop("jitter", None)
-    options.pop("max_delay", None)
     initial = options.pop("initial_delay", None)
     if initial is not None:
         options.setdefault("hello_retry", initial)

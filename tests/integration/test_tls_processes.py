@@ -58,7 +58,7 @@ class MutualTLSDemoTests(ProcessTestCase):
             "examples.billing:service", "billing-impostor", transport="tls",
             router_extra=self.router("audit"), wait=False)
         await gateway.wait_for(r"certificate audit may not register service 'billing'", reactor)
-        await impostor.wait_for(r"rejected HELLO of billing 1\.0\.0: HELLO refused: certificate "
+        await impostor.wait_for(r"rejected HELLO of billing 1\.0\.0 \(rejection \d+\): HELLO refused: certificate "
                                 r"audit may not register", reactor)
         seen = len(gateway.lines)
         await gateway.wait_for(r"certificate audit may not register", reactor, since=seen)

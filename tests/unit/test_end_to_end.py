@@ -130,8 +130,8 @@ class EndToEndTests(SynchronousTestCase):
         Typed handlers get path parameters and parsed JSON, and answer JSON
         with their status and headers.
         """
-        response = self.deployment.request("GET", "/invoices/a%2Fb")
-        self.assertEqual(json.loads(response.body), {"id": "a/b"})
+        response = self.deployment.request("GET", "/invoices/a%20b")
+        self.assertEqual(json.loads(response.body), {"id": "a b"})
         response = self.deployment.request("POST", "/invoices", b'{"amount": 5}')
         self.assertEqual(response.status, 201)
         self.assertEqual(json.loads(response.body), {"created": {"amount": 5}})
@@ -246,8 +246,8 @@ class EndToEndTests(SynchronousTestCase):
 
     def test_no_instance_is_503(self) -> None:
         """
-        With the only instance gone, the endpoint is unknown (404); while an
-        instance is DRAINING it is 503 with Retry-After.
+        While the only instance is DRAINING the endpoint is 503 with
+        Retry-After.
         """
         from stellarouter.common.enums import InstanceHealthStatus
 
@@ -309,14 +309,14 @@ class EndToEndTests(SynchronousTestCase):
         """
         After the connection breaks the microservice reconnects with backoff,
         sends HELLO again and is routable again; meanwhile the endpoint is
-        unknown.
+        remembered without an instance (503).
         """
         self.deployment.network.sever_all()
         self.deployment.pump()
         self.assertEqual(self.deployment.gateway.connections, [])
-        self.assertEqual(self.deployment.request("GET", "/ping").status, 404)
-        # backoffPolicy's first delay is initial_delay * factor = 0.1 * 2.
-        self.deployment.clock.advance(0.2 - 1e-6)
+        self.assertEqual(self.deployment.request("GET", "/ping").status, 503)
+        # After an accepted HELLO the first delay is initial_delay (0.1 s).
+        self.deployment.clock.advance(0.1 - 1e-6)
         self.deployment.pump()
         self.assertEqual(self.deployment.gateway.connections, [])
         self.deployment.clock.advance(1e-6)

@@ -37,6 +37,10 @@ from stellarouter.microservice.session import RouterSession
 from stellarouter.testing.fakes import FakeFrameSender
 
 
+#: The header the SDK adds to every response.
+VERSION = ("X-Stella-Version", "1.0.0")
+
+
 def request(template: str, method: str = "GET", body: bytes = b"", streaming: bool = False,
             deadline: Optional[float] = None) -> Frame:
     return Frame(FrameType.REQUEST, new_correlation_id(), encode_request(RequestMessage(
@@ -355,7 +359,7 @@ class SessionTests(SynchronousTestCase):
                                     "test-router", self.clock)
             session.connectionOpened(sender)
             hello_frame = sender.take()[0]
-            self.assertEqual(decode_hello(hello_frame.payload).features, (COMPACT_HEADERS,))
+            self.assertIn(COMPACT_HEADERS, decode_hello(hello_frame.payload).features)
             session.frameReceived(request("/ping"))
             self.assertEqual(sender.take()[0].payload[4:5], b"{")
             session.frameReceived(Frame(FrameType.HELLO, hello_frame.correlation_id,
@@ -372,7 +376,7 @@ class SessionTests(SynchronousTestCase):
 
     def test_compact_headers_off(self) -> None:
         """
-        With C{compact_headers=False} the session announces nothing and
+        With C{compact_headers=False} the session does not announce it and
         answers in JSON even when the gateway reads compact headers.
         """
         sender = FakeFrameSender()
@@ -380,7 +384,7 @@ class SessionTests(SynchronousTestCase):
                                 "test-router", self.clock, compact_headers=False)
         session.connectionOpened(sender)
         hello_frame = sender.take()[0]
-        self.assertEqual(decode_hello(hello_frame.payload).features, ())
+        self.assertNotIn(COMPACT_HEADERS, decode_hello(hello_frame.payload).features)
         session.frameReceived(Frame(FrameType.HELLO, hello_frame.correlation_id, encode_hello_ack(
             HelloAck(True, None, "gw", "eu1", (COMPACT_HEADERS,)))))
         session.frameReceived(request("/ping"))
@@ -451,7 +455,8 @@ class InvalidResponseTests(SynchronousTestCase):
             RequestDispatcher(app, sender, Clock()).request_received(request("/x"))
             response = decode_response(sender.take()[0].payload)
             self.assertEqual((response.status, response.body), (int(result.status), b"r"), index)
-            self.assertEqual(response.headers, [("X-A", "1")] if index else [], index)
+            self.assertEqual(response.headers, ([("X-A", "1")] if index else []) + [VERSION],
+                             index)
 
     def test_headers_as_a_mapping(self) -> None:
         """
@@ -476,7 +481,8 @@ class InvalidResponseTests(SynchronousTestCase):
             sender = FakeFrameSender()
             RequestDispatcher(app, sender, Clock()).request_received(request(path))
             response = decode_response(sender.take()[0].payload)
-            self.assertEqual((response.status, response.headers), (200, headers), path)
+            self.assertEqual((response.status, response.headers), (200, headers + [VERSION]),
+                             path)
         sender = FakeFrameSender()
         RequestDispatcher(app, sender, Clock()).request_received(request("/bad"))
         self.assertEqual(decode_response(sender.take()[0].payload).status, 500)
@@ -501,7 +507,8 @@ class InvalidResponseTests(SynchronousTestCase):
         frame even though the body is empty.
         """
         def size(n: int) -> int:
-            return len(encode_response(ResponseMessage(200, [("X-Big", "a" * n)], b""))) + 17
+            return len(encode_response(ResponseMessage(200, [("X-Big", "a" * n), VERSION],
+                                                       b""))) + 17
 
         n = next(n for n in range(3900, 4100) if size(n) == 4097)
         app = Microservice("svc", "1.0.0")

@@ -6,6 +6,7 @@ unknown datagrams, size limits.
 
 from typing import Any
 
+from twisted.internet.protocol import DatagramProtocol as Protocol
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -235,3 +236,69 @@ class AddressTests(SynchronousTestCase):
         for bad, server in [("tcp:5102", True), ("udp:x", True), ("udp:host=a", False),
                             ("udp:1:port=2", False)]:
             self.assertRaises(ValueError, parse_udp_address, bad, server)
+
+
+class DropLoggingTests(SynchronousTestCase):
+    """
+    Issue 18 item 1: dropped datagrams cost a counter, and the log says how
+    many at most once per interval.
+    """
+
+    def setUp(self) -> None:
+        from twisted.logger import Logger
+        self.reactor = FakeDatagramReactor()
+        self.deployment = InMemoryDeployment(
+            clock=self.reactor,
+            extra_transports=[TransportListenerConfig(TransportType.UDP, UDP, 65507,
+                                                      idle_timeout=40.0)])
+        self.addCleanup(self.deployment.stop)
+        self.protocol = self.deployment.gateway.servers[1].protocol
+        self.events: list = []
+        self.protocol.log = Logger(observer=self.events.append)
+
+    def flood(self, count: int, source: Any = ("127.0.0.1", 9)) -> None:
+        heartbeat = encode_datagram(Frame(FrameType.HEARTBEAT, new_correlation_id(), b"{}"))
+        for i in range(count):
+            self.protocol.datagramReceived(heartbeat if i % 2 else b"\x63" * 30, source)
+
+    def test_one_line_per_interval(self) -> None:
+        """
+        10,000 junk datagrams log nothing until the interval is over, then
+        one line with the count and the reasons; a quiet interval logs
+        nothing.
+        """
+        self.flood(10000)
+        self.assertEqual(self.protocol.drops, {"unknown_peer": 5000, "malformed": 5000})
+        self.reactor.advance(self.protocol.drop_log_interval - 0.001)
+        self.assertEqual(self.events, [])
+        self.reactor.advance(0.001)
+        [event] = self.events
+        self.assertEqual((event["count"], event["reasons"]),
+                         (10000, "malformed 5000, unknown_peer 5000"))
+        self.reactor.advance(self.protocol.drop_log_interval * 3)
+        self.assertEqual(len(self.events), 1)
+        self.flood(3)
+        self.reactor.advance(self.protocol.drop_log_interval)
+        self.assertEqual([e["count"] for e in self.events], [10000, 3])
+
+    def test_refused_hello_address_held_off(self) -> None:
+        """
+        After a HELLO from an address is refused, its further HELLOs are
+        dropped unread (no new connection, no answer) until the hold is
+        over.
+        """
+        source = ("127.0.0.1", 7)
+        junk_hello = encode_datagram(Frame(FrameType.HELLO, new_correlation_id(), b"junk"))
+        port = self.reactor.listenUDP(7, Protocol())
+        self.protocol.datagramReceived(junk_hello, source)
+        answered = len(self.reactor.sent)
+        for _ in range(100):
+            self.protocol.datagramReceived(
+                encode_datagram(Frame(FrameType.HELLO, new_correlation_id(), b"junk")), source)
+        self.assertEqual(self.protocol.drops.get("refused_recently"), 100)
+        self.assertEqual(len(self.reactor.sent), answered)
+        self.assertEqual(self.deployment.gateway.connections, [])
+        self.reactor.advance(self.deployment.gateway.servers[1].refusal_hold)
+        self.protocol.datagramReceived(junk_hello.replace(junk_hello[1:17], bytes(16)), source)
+        self.assertEqual(len(self.reactor.sent), answered + 1)
+        port.stopListening()

@@ -1,0 +1,88 @@
+"""
+No secret in any output: a gateway and a microservice as real processes,
+configured with known secrets (a shared HS256 secret, rotated by a reload;
+AMQP passwords in a router address and in a listener added by a reload),
+plus C{stellarouter config check} of a broken file holding secrets; every
+line any of them printed is searched for the secrets.
+"""
+
+import os
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+
+from stellarouter.testing.processes import ROOT, ProcessDeployment
+
+SECRETS = ("FirstSharedSecret-8c1e", "RotatedSharedSecret-77aa", "RouterAmqpPw-51f0",
+           "ListenerAmqpPw-93d2", "CheckAmqpPw-0b7c", "CheckSecretInt-123456789012345678")
+
+
+class SecretsNeverPrintedTests(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.deployment = ProcessDeployment(reactor, directory)
+        self.addCleanup(self.deployment.stop_all)
+
+    def gateway_yaml(self, secret: str, extra_transport: str = "") -> str:
+        return f"""
+node: {{node_id: gw-secrets, region: eu1}}
+http: {{listen: "tcp:0:interface=127.0.0.1"}}
+transports:
+  - {{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}
+{extra_transport}
+auth: {{hs256_secret: {secret}, require_authentication: true}}
+"""
+
+    async def test_no_secret_in_any_output(self) -> None:
+        """
+        Start, register, reload with a rotated secret and an added AMQP
+        listener, check a broken file: no secret appears anywhere, and the
+        redacted forms do.
+        """
+        deployment = self.deployment
+        config = deployment.write("gw.yaml", self.gateway_yaml(SECRETS[0]))
+        gateway = deployment.spawn("gw", ["stella-gateway", "--config", config])
+        ready = await gateway.wait_for(r"ready: .*\"tcp:127\.0\.0\.1:(\d+)\"", reactor)
+        port = ready.group(1)
+        micro_config = deployment.write("billing.yaml", f"""
+app: examples.billing:service
+region: eu1
+instance_id: billing-secrets
+routers:
+  - {{transport: tcp, address: "tcp:host=127.0.0.1:port={port}"}}
+  - {{transport: rabbitmq,
+     address: "amqp:host=127.0.0.1:port=5672:user=guest:password={SECRETS[2]}:gateway=gw-x"}}
+""")
+        seen = len(gateway.lines)
+        micro = deployment.spawn("billing", ["stella-micro", "--config", micro_config])
+        await gateway.wait_for(r"registered instance billing-secrets ", reactor, since=seen)
+        seen = len(gateway.lines)
+        deployment.write("gw.yaml", self.gateway_yaml(SECRETS[1], f"""  - {{type: rabbitmq,
+     listen: "amqp:host=127.0.0.1:port=5672:user=guest:password={SECRETS[3]}:vhost=/"}}"""))
+        gateway.signal("HUP")
+        await gateway.wait_for(r"configuration reloaded", reactor, since=seen)
+        await gateway.wait_for(r"need a restart were NOT applied", reactor, since=seen)
+        broken = deployment.write("broken.yaml", f"""
+node: {{region: eu1}}
+transports:
+  - {{type: rabbitmq, listen: "amqp:hots=127.0.0.1:password={SECRETS[4]}"}}
+auth: {{hs256_secret: {SECRETS[5][len("CheckSecretInt-"):]}}}
+""")
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-m", "stellarouter.cli", "config", "check", broken],
+            env=dict(os.environ, PYTHONPATH=ROOT), path=ROOT)
+        self.assertEqual(code, 1, out + err)
+        check_output = (out + err).decode()
+        output = "\n".join(gateway.lines + micro.lines) + "\n" + check_output
+        for secret in SECRETS:
+            self.assertNotIn(secret.split("-")[-1] if secret.startswith("CheckSecretInt")
+                             else secret, output)
+        self.assertIn("auth.hs256_secret: '***' -> '***' (secret changed)", output)
+        self.assertIn("password=***", check_output)
+        self.assertIn("user=guest:password=***:gateway=gw-x", "\n".join(micro.lines))
+        self.assertIn("user=guest:password=***:vhost=/", "\n".join(gateway.lines))
