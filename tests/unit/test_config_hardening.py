@@ -316,6 +316,31 @@ class HalfWrittenFileTests(FileTestCase):
         self.assertEqual((loads, self.seen[0].node.region), ([self.path], "eu4"))
 
 
+    def test_sighup_during_a_poll_is_not_lost(self) -> None:
+        """
+        A forced check asked for while a poll is running runs once the poll
+        is done.
+        """
+        queued: list = []
+
+        def run_blocking(function: Any, *args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            queued.append((function, args, d))
+            return d
+
+        watcher = ConfigWatcher(self.path, lambda p: load_gateway_config(p, {}),
+                                self.seen.append, self.clock, load_gateway_config(self.path, {}),
+                                run_blocking=run_blocking)
+        poll = watcher.check()
+        self.edit(SECURE.replace("eu1", "eu5"))
+        self.assertFalse(self.successResultOf(watcher.check(force=True)))
+        while queued:
+            function, args, d = queued.pop(0)
+            d.callback(function(*args))
+        self.assertFalse(self.successResultOf(poll))
+        self.assertEqual([c.node.region for c in self.seen], ["eu5"])
+
+
 class WeakeningWarningTests(SynchronousTestCase):
     def test_warnings(self) -> None:
         """
