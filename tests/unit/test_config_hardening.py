@@ -123,6 +123,15 @@ class BombTests(FileTestCase):
         error = self.assertRaises(ConfigError, load_gateway_config, path, {})
         self.assertIn(f"larger than {MAX_CONFIG_BYTES} bytes", str(error))
 
+    def test_big_jwks_refused(self) -> None:
+        """
+        The JWKS file the configuration names is capped the same way.
+        """
+        jwks = self.write('{"keys": [' + " " * MAX_CONFIG_BYTES + "]}")
+        path = self.write(GATEWAY + f"auth: {{jwks_file: {jwks}}}\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn(f"is larger than {MAX_CONFIG_BYTES} characters", str(error))
+
     def test_deep_nesting_refused(self) -> None:
         """
         Thousands of nested lists are a located error, not a RecursionError.
