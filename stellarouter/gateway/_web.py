@@ -50,13 +50,18 @@ from .errors import (
 #: C{100 Continue} after C{gotLength} (silenced once a request is refused);
 #: C{_receivedHeaderSize} and C{_receivedHeaderCount} tell a head that is
 #: too large from one that is malformed; C{_networkProducer} is the
-#: transport's producer registration, undone before the half-close.
+#: transport's producer registration, undone before the half-close;
+#: C{_handlingRequest} (a request is complete and being handled) and
+#: C{_transferDecoder} (a body is arriving) tell where a connection is
+#: between heads.
 PRIVATE_NAMES = (
     "_respondToBadRequestAndDisconnect",
     "_send100Continue",
     "_receivedHeaderSize",
     "_receivedHeaderCount",
     "_networkProducer",
+    "_handlingRequest",
+    "_transferDecoder",
 )
 
 #: After a refusal, how long (seconds) and how many bytes the client's
@@ -100,6 +105,40 @@ def refusal(error: PipelineError, correlation_id: str) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+class RefusalLog:
+    """
+    Logs refusals, at most C{per_second} lines a second: a flood of bad
+    requests must not become a flood of log lines.  The lines not written
+    are counted and the count logged with the next second's first line.
+    """
+
+    log = Logger()
+
+    def __init__(self, per_second: int = 10) -> None:
+        self.per_second = per_second
+        self._second = -1
+        self._logged = 0
+        self.suppressed = 0
+
+    def refused(self, now: float, peer: Any, error: PipelineError, correlation_id: str) -> None:
+        """
+        Log (or count) one refusal.
+
+        @param now: the clock's time.
+        """
+        second = int(now)
+        if second != self._second:
+            if self.suppressed:
+                self.log.info("{count} more refusal(s) not logged", count=self.suppressed)
+            self._second, self._logged, self.suppressed = second, 0, 0
+        if self._logged >= self.per_second:
+            self.suppressed += 1
+            return
+        self._logged += 1
+        self.log.info("refused {peer}: {status} {detail} ({cid})", peer=str(peer),
+                      status=error.status, detail=error.detail, cid=correlation_id)
+
+
 def _ignore(*args: Any) -> None:
     """
     Stands in for a parsing step of a refused connection.
@@ -118,12 +157,13 @@ class EdgeChannel(http.HTTPChannel):
     @ivar refused: the status of the refusal sent, or L{None}.
     """
 
-    log = Logger()
     clock: Optional[IReactorTime] = None
+    #: Where refusals are logged (shared by the site's connections).
+    refusal_log: Optional["RefusalLog"] = None
     head_timeout: Optional[float] = None
     refused: Optional[int] = None
-    #: Whether the next byte starts a request head (between requests).
-    _head_awaited = True
+    _idle_call: Any = None
+    _idle_deadline: Optional[float] = None
     _head_deadline: Optional[float] = None
     _head_call: Any = None
     _linger_call: Any = None
@@ -154,16 +194,10 @@ class EdgeChannel(http.HTTPChannel):
             setattr(self, name, _ignore)
         self._cancel_head_timer()
         cid = correlation_id or str(new_correlation_id())
-        self.log.debug("refused {peer}: {status} {detail} ({cid})", peer=self._peer(),
-                       status=error.status, detail=error.detail, cid=cid)
+        if self.refusal_log is not None and self.clock is not None:
+            self.refusal_log.refused(self.clock.seconds(), self.transport.getPeer(), error, cid)
         self.transport.write(refusal(error, cid))
         self._close_after_answer()
-
-    def _peer(self) -> str:
-        try:
-            return str(self.transport.getPeer())  # type: ignore[union-attr]
-        except Exception:
-            return "?"
 
     def _close_after_answer(self) -> None:
         """
@@ -223,18 +257,67 @@ class EdgeChannel(http.HTTPChannel):
         else:
             self.refuse(RequestLineTooLong(f"the request line exceeds {self.MAX_LENGTH} bytes"))
 
-    # The request-head deadline
+    # Timers: the idle timeout (twisted.web's TimeoutMixin API) and the
+    # request-head deadline, each kept with one lazily moved timer per
+    # connection.  twisted.web turns the idle timeout off while a request is
+    # handled and on again after it (with TimeoutMixin's own timer: a
+    # DelayedCall cancelled and another created on every request); here
+    # setting and resetting only move a deadline, and a timer that fires
+    # early waits for the rest.  The head deadline rides on the same hooks,
+    # so it costs no call of its own per request: twisted.web resets the
+    # idle timeout on every read (a read while no request is being read or
+    # handled begins a head) and turns it off once a request is complete
+    # (which ends the head at the latest; a body that is still arriving
+    # ends it too).  Without an idle timeout (C{timeOut} unset) there is no
+    # head deadline either.
 
-    def dataReceived(self, data: bytes) -> None:
-        if self._head_awaited:
-            self._head_begins()
-        super().dataReceived(data)
+    def setTimeout(self, period: Optional[int]) -> Optional[int]:
+        if self.clock is None:
+            # Not built by the gateway's site (no clock to read): TimeoutMixin's way.
+            return super().setTimeout(period)
+        prev = self.timeOut
+        self.timeOut = period
+        if period is None:
+            self._idle_deadline = None
+            self._head_deadline = None  # the request is complete
+        else:
+            self._idle_from_now(period)
+        return prev
 
-    def _head_begins(self) -> None:
-        self._head_awaited = False
-        clock, timeout = self.clock, self.head_timeout
-        if clock is None or timeout is None:
+    def resetTimeout(self) -> None:
+        clock = self.clock
+        if clock is None:
+            super().resetTimeout()
             return
+        if (self._head_deadline is None and self.timeOut and self.head_timeout is not None
+                and not self._handlingRequest and self._transferDecoder is None):
+            self._head_begins(clock, self.head_timeout)
+        if self.timeOut is not None and self._idle_deadline is not None:
+            self._idle_from_now(self.timeOut)
+
+    def _idle_from_now(self, period: float) -> None:
+        assert self.clock is not None
+        self._idle_deadline = self.clock.seconds() + period
+        call = self._idle_call
+        if call is None:
+            self._idle_call = self.callLater(period, self._idle_due)
+        elif call.getTime() > self._idle_deadline:
+            call.reset(period)
+
+    def _idle_due(self) -> None:
+        self._idle_call = None
+        deadline = self._idle_deadline
+        if deadline is None:
+            return  # turned off (a request is being handled)
+        assert self.clock is not None
+        remaining = deadline - self.clock.seconds()
+        if remaining > _SLACK:
+            self._idle_call = self.callLater(remaining, self._idle_due)
+            return
+        self._idle_deadline = None
+        self.timeoutConnection()
+
+    def _head_begins(self, clock: IReactorTime, timeout: float) -> None:
         self._head_deadline = deadline = clock.seconds() + timeout
         call = self._head_call
         if call is None:
@@ -242,21 +325,14 @@ class EdgeChannel(http.HTTPChannel):
         elif call.getTime() > deadline:
             call.reset(timeout)
 
-    def allHeadersReceived(self) -> None:
-        self._head_deadline = None
-        super().allHeadersReceived()
-
-    def requestDone(self, request: Any) -> None:
-        # The next byte begins the next request's head (buffered pipelined
-        # bytes are replayed through dataReceived by the super call).
-        self._head_awaited = True
-        super().requestDone(request)
-
     def _head_due(self) -> None:
         self._head_call = None
         deadline = self._head_deadline
         if deadline is None:
             return  # the head completed in time; the next one re-arms
+        if self._handlingRequest or self._transferDecoder is not None:
+            self._head_deadline = None  # the head is in; its body is arriving
+            return
         assert self.clock is not None
         remaining = deadline - self.clock.seconds()
         if remaining > _SLACK:
@@ -275,6 +351,9 @@ class EdgeChannel(http.HTTPChannel):
     def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost(reason)
         self._cancel_head_timer()
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
         if self._linger_call is not None and self._linger_call.active():
             self._linger_call.cancel()
         self._linger_call = None
@@ -326,5 +405,5 @@ def client_connection_cap(configured: Optional[int], open_files_limit: int,
     return max(open_files_limit - reserved, open_files_limit // 2, 1)
 
 
-__all__ = ["EdgeChannel", "ConnectionRefusal", "REFUSALS_IN_FLIGHT", "client_connection_cap", "refusal",
+__all__ = ["EdgeChannel", "ConnectionRefusal", "REFUSALS_IN_FLIGHT", "RefusalLog", "client_connection_cap", "refusal",
            "PRIVATE_NAMES", "LINGER_SECONDS", "LINGER_BYTES", "DEFAULT_MAX_HEADER_BYTES"]

@@ -33,7 +33,7 @@ from ..common.models import MAX_VERSION_PART, PayloadLimits, RoutingContext, par
 from ..common.payloads import STREAM_WINDOW, RequestMessage, ResponseMessage
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..transports.flush import discard_unsent, write_now
-from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel, RefusalLog
 from .errors import (
     BadRequest,
     BadVersion,
@@ -1037,9 +1037,12 @@ class GatewayRequest(Request):
        out without one.
      - The body is counted as it arrives (twisted.web's C{gotLength} and
        C{handleContentChunk} hooks, not public API: pinned by
-       C{tests/unit/test_edge.py}); past the per-call limit it is discarded
-       instead of buffered, and C{too_large} records the size, so the answer
-       is 413 and the gateway never holds more than the limit.
+       C{tests/unit/test_edge.py}); a body over its limit (the endpoint's
+       when the headers resolve it, else the per-call one) is refused 413
+       by the connection (L{EdgeChannel.refuse}) as soon as that is known:
+       from C{Content-Length} before any of it is read, or at the chunk
+       that crosses it; the gateway never holds more than the limit.
+     - A C{Transfer-Encoding} other than a lone C{chunked} is 400.
      - An absolute-form request target (C{GET http://host/path}) is reduced
        to its path.
      - Neither the query string nor cookies are parsed (C{args} and
@@ -1311,26 +1314,18 @@ class GatewayRequest(Request):
         super().connectionLost(reason)
 
 
-#: How early (seconds) the idle timer may fire and still count as on time
-#: (C{now + (deadline - now)} can land a rounding error short of C{deadline}).
-_IDLE_SLACK = 1e-6
-
-
 class GatewayChannel(EdgeChannel):
     """
     The gateway's HTTP/1.1 connection: L{EdgeChannel} (twisted.web's
-    L{http.HTTPChannel} with the edge's refusals and head deadline), except
-    that it asks the socket for its own address once per connection
-    (twisted.web asks on every request: a C{getsockname} system call each),
-    keeps its idle timeout with one lazily moved timer, and counts itself
-    in its site's open connections.
+    L{http.HTTPChannel} with the edge's refusals, head deadline and lazily
+    moved timers), except that it asks the socket for its own address once
+    per connection (twisted.web asks on every request: a C{getsockname}
+    system call each), and counts itself in its site's open connections.
     """
 
     _host: Any = None
     #: Counted in L{GatewaySite.open_connections}.
     _counted = False
-    _idle_call: Any = None
-    _idle_deadline: Optional[float] = None
 
     def getHost(self) -> Any:
         host = self._host
@@ -1338,63 +1333,11 @@ class GatewayChannel(EdgeChannel):
             host = self._host = super().getHost()
         return host
 
-    # The idle timeout (twisted.web's TimeoutMixin API), kept with one timer
-    # that is moved lazily.  twisted.web turns the timeout off while a request
-    # is handled and on again after it: with TimeoutMixin's own timer that is
-    # a DelayedCall cancelled and another created on every request.  Here
-    # setting and resetting only move a deadline; the timer, when it fires,
-    # closes the connection if the deadline has come and otherwise waits for
-    # the rest.
-
-    def setTimeout(self, period: Optional[int]) -> Optional[int]:
-        if self.clock is None:
-            # Not built by a GatewaySite (no clock to read): TimeoutMixin's way.
-            return super().setTimeout(period)
-        prev = self.timeOut
-        self.timeOut = period
-        if period is None:
-            self._idle_deadline = None
-        else:
-            self._idle_from_now(period)
-        return prev
-
-    def resetTimeout(self) -> None:
-        if self.clock is None:
-            super().resetTimeout()
-            return
-        if self.timeOut is not None and self._idle_deadline is not None:
-            self._idle_from_now(self.timeOut)
-
-    def _idle_from_now(self, period: float) -> None:
-        assert self.clock is not None
-        self._idle_deadline = self.clock.seconds() + period
-        call = self._idle_call
-        if call is None:
-            self._idle_call = self.callLater(period, self._idle_due)
-        elif call.getTime() > self._idle_deadline:
-            call.reset(period)
-
-    def _idle_due(self) -> None:
-        self._idle_call = None
-        deadline = self._idle_deadline
-        if deadline is None:
-            return  # turned off (a request is being handled)
-        assert self.clock is not None
-        remaining = deadline - self.clock.seconds()
-        if remaining > _IDLE_SLACK:
-            self._idle_call = self.callLater(remaining, self._idle_due)
-            return
-        self._idle_deadline = None
-        self.timeoutConnection()
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         # What a client that left did not read goes now, not when the
         # garbage collector finds this channel's reference cycles.
         discard_unsent(self.transport)
-        if self._idle_call is not None and self._idle_call.active():
-            self._idle_call.cancel()
-        self._idle_call = None
         site = getattr(self, "site", None)
         if isinstance(site, GatewaySite) and self._counted:
             self._counted = False
@@ -1444,6 +1387,7 @@ class GatewaySite(Site):
         self.health = health
         self.health_resource = health.app.resource()
         self.access_log = access_log
+        self.refusal_log = RefusalLog()
 
     def buildProtocol(self, addr: Any) -> Any:
         cap = self.max_connections
@@ -1456,6 +1400,7 @@ class GatewaySite(Site):
         channel = super().buildProtocol(addr)
         if isinstance(channel, GatewayChannel):
             channel.clock = self.reactor
+            channel.refusal_log = self.refusal_log
             channel.head_timeout = self.head_timeout
             if self.max_header_bytes is not None:
                 channel.set_max_header_bytes(self.max_header_bytes)

@@ -9,6 +9,8 @@ import json
 from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -19,8 +21,10 @@ from stellarouter.gateway._web import (
     LINGER_BYTES,
     LINGER_SECONDS,
     REFUSALS_IN_FLIGHT,
+    RefusalLog,
     client_connection_cap,
 )
+from stellarouter.gateway.errors import BadRequest
 from stellarouter.gateway.service import GatewayService
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.harness import InMemoryDeployment
@@ -56,6 +60,12 @@ def make_app(seen: List[Any]) -> Microservice:
     @app.endpoint("GET", "/n/{i}")
     def numbered(ctx: Any) -> RawResponse:
         return RawResponse.text(ctx.path_params["i"])
+
+    @app.endpoint("GET", "/held")
+    def held(ctx: Any) -> Deferred:
+        d: Deferred = Deferred()
+        seen.append(d)
+        return d
 
     @app.json("POST", "/json")
     def echo_json(ctx: Any, payload: Any) -> Any:
@@ -229,6 +239,43 @@ class LingerTests(EdgeTestCase):
         self.assertEqual(set(self.clock.getDelayedCalls()) - before, set())
 
 
+class RefusalLogTests(SynchronousTestCase):
+    """
+    Refusals are logged, but a flood of them is not a flood of lines.
+    """
+
+    def test_at_most_per_second(self) -> None:
+        """
+        At most C{per_second} refusal lines a second; the rest are counted
+        and the count is logged with the next second's first line.
+        """
+        log = RefusalLog(per_second=3)
+        error = BadRequest("malformed")
+        with capturedLogs() as events:
+            for i in range(10):
+                log.refused(100.5, "peer", error, f"cid-{i}")
+            self.assertEqual([e["cid"] for e in events], ["cid-0", "cid-1", "cid-2"])
+            log.refused(101.0, "peer", error, "cid-next")
+        self.assertEqual(events[3]["count"], 7)
+        self.assertEqual(events[4]["cid"], "cid-next")
+        self.assertEqual(log.suppressed, 0)
+
+    def test_refusals_go_to_the_site_log(self) -> None:
+        """
+        A connection's refusal is logged with its status, detail and
+        correlation id.
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        client = deployment.http()
+        with capturedLogs() as events:
+            client.channel.dataReceived(b"BAD\r\n\r\n")
+        refused = [e for e in events if e.get("log_format", "").startswith("refused")]
+        self.assertEqual(len(refused), 1)
+        self.assertEqual(refused[0]["status"], 400)
+        self.assertIn(refused[0]["cid"].encode(), client.transport.value())
+
+
 class HeadDeadlineTests(EdgeTestCase):
     """
     Item 3: the request head has a deadline from its first byte.
@@ -279,6 +326,32 @@ class HeadDeadlineTests(EdgeTestCase):
         self.clock.advance(15)
         self.send(b"cd", client)
         self.assertEqual(client.response().body, b"4")  # type: ignore[union-attr]
+
+    def test_pipelined_head_waits_without_its_clock_running(self) -> None:
+        """
+        A head pipelined behind a request that takes 20 s to answer is not
+        timed while that request is handled: its deadline runs from the
+        answer on (its bytes are parsed only then).
+        """
+        client = self.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\nGET /n/7 HTTP/1.1\r\n")
+        self.clock.advance(20)
+        self.assertEqual(client.transport.value(), b"")
+        self.seen.pop().callback(RawResponse.text("late"))
+        self.deployment.pump()
+        self.assertEqual(client.response().body, b"late")  # type: ignore[union-attr]
+        self.clock.advance(9.9)
+        self.send(b"Host: x\r\n\r\n", client)
+        self.assertEqual(client.response().body, b"7")  # type: ignore[union-attr]
+
+    def test_no_deadline_without_idle_timeout(self) -> None:
+        """
+        The head deadline rides on the idle timeout's hooks: a site without
+        an idle timeout has no head deadline either (documented).
+        """
+        self.site.timeOut = None
+        client = self.send(b"GET /n/1 HTTP/1.1\r\n")
+        self.clock.advance(100)
+        self.assertEqual(client.transport.value(), b"")
 
     def test_one_timer_per_connection(self) -> None:
         """

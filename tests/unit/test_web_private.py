@@ -65,3 +65,17 @@ class PrivateNameTests(SynchronousTestCase):
                              b"Content-Length: 3\r\n\r\n")
         self.assertEqual(calls, ["continue"])
         self.assertEqual(channel.transport.value(), b"")  # type: ignore[union-attr]
+
+    def test_request_state_names(self) -> None:
+        """
+        C{_transferDecoder} is set while a body arrives and C{_handlingRequest}
+        once a request is complete (the edge's head deadline reads both).
+        """
+        channel = self.connected_channel()
+        self.assertEqual((channel._handlingRequest, channel._transferDecoder), (False, None))
+        channel.dataReceived(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na")
+        self.assertIsNotNone(channel._transferDecoder)
+        self.assertFalse(channel._handlingRequest)
+        channel.requests[-1].process = lambda: None  # type: ignore[method-assign]
+        channel.dataReceived(b"bc")
+        self.assertEqual((channel._handlingRequest, channel._transferDecoder), (True, None))
