@@ -535,7 +535,8 @@ class ProxyResource(Resource):
                           version, getattr(request, "resolution", None))
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
-        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+        if (self.overrides.strips_authorization
+                and not self.overrides.forwards_authorization(plan.endpoint)):
             headers = _without_authorization(headers)
         self._check_budgets(plan.connection, len(body))
         uri = request.uri
@@ -669,7 +670,8 @@ class ProxyResource(Resource):
         if length is not None and length > plan.limit:
             request.body_limit = plan.limit
             return False
-        if self.overrides and not self.overrides.forwards_authorization(plan.endpoint):
+        if (self.overrides.strips_authorization
+                and not self.overrides.forwards_authorization(plan.endpoint)):
             headers = _without_authorization(headers)
         try:
             # A stream holds at most one window in flight at a time.

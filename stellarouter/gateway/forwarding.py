@@ -1,9 +1,10 @@
 """
 Who the client is, as the microservice is told (issue 17, item 7): the
 gateway appends the address of the peer that connected to it to
-C{X-Forwarded-For} and C{Forwarded} (RFC 7239).  Values a client sent are
-kept only when that peer is a trusted proxy (C{http.trusted_proxies});
-from anyone else they are dropped, so a client cannot claim an address.
+C{X-Forwarded-For} (always) and to C{Forwarded} (RFC 7239; when the request
+carried one).  Values a client sent are kept only when that peer is a
+trusted proxy (C{http.trusted_proxies}); from anyone else they are replaced,
+so a client cannot claim an address.
 
 Sans-IO: the policy maps a peer address to the values to send.
 """
@@ -67,7 +68,9 @@ class ClientAddressPolicy:
     def headers(self, address: Any, forwarded_for: Optional[List[bytes]],
                 forwarded: Optional[List[bytes]]) -> List[Tuple[str, str]]:
         """
-        The C{X-Forwarded-For} and C{Forwarded} headers to send upstream.
+        The C{X-Forwarded-For} header to send upstream, and C{Forwarded}
+        when the request carried one (the request's own values count only
+        from a trusted proxy; the peer is appended).
 
         @param forwarded_for: the request's C{X-Forwarded-For} values, if any.
         @param forwarded: its C{Forwarded} values, if any.
@@ -75,7 +78,11 @@ class ClientAddressPolicy:
         element, node, trusted = self.peer(address)
         if trusted and forwarded_for:
             element = ", ".join([v.decode("latin-1") for v in forwarded_for] + [element])
-        if trusted and forwarded:
+        if forwarded is None:
+            # Forwarded only answers one: X-Forwarded-For, which every
+            # request gets, is the one to read.
+            return [("X-Forwarded-For", element)]
+        if trusted:
             node = ", ".join([v.decode("latin-1") for v in forwarded] + [node])
         return [("X-Forwarded-For", element), ("Forwarded", node)]
 

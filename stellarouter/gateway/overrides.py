@@ -74,6 +74,9 @@ class EndpointOverrides:
         }
         self._shapes: Dict[str, str] = {}
         self.unmatched: Set[Tuple[str, str, str]] = set()
+        #: Some override says C{forward_authorization: false} (checked
+        #: before L{forwards_authorization}, off the common path).
+        self.strips_authorization = any(not o.forward_authorization for _, o in self._all)
 
     def __bool__(self) -> bool:
         return bool(self._by_key)

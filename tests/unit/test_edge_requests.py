@@ -308,6 +308,11 @@ class ClientHeaderTests(EdgeRequestCase):
         self.assertNotIn("x-correlation-id", headers)
         self.assertNotEqual(response.header("x-correlation-id"),
                             "11111111-1111-1111-1111-111111111111")
+        self.app.seen.clear()  # type: ignore[attr-defined]
+        self.deployment.request("GET", "/ping")
+        headers = self.seen_headers()
+        self.assertEqual(headers.get_all("x-forwarded-for"), ["127.0.0.1"])
+        self.assertNotIn("forwarded", headers)  # only when the request carried one
 
     def test_trusted_proxy_values_are_kept(self) -> None:
         """
