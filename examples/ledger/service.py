@@ -28,15 +28,15 @@ from typing import Any, AsyncIterator, Optional
 
 from twisted.logger import Logger
 
-from stellarouter.common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from stellarouter.microservice import (
+    BadRequest,
     JsonResponse,
     Microservice,
+    Problem,
     RawRequestContext,
     RawResponse,
     StreamingResponse,
 )
-from stellarouter.microservice.endpoints import BadRequestBody
 
 from .store import DEFAULT_DSN, InsufficientFunds, LedgerStore, UnknownAccount
 
@@ -56,7 +56,7 @@ class NewAccount:
     @classmethod
     def from_json(cls, obj: Any) -> "NewAccount":
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
-            raise BadRequestBody("expected {\"name\": a non-empty string}")
+            raise BadRequest("expected {\"name\": a non-empty string}")
         return cls(obj["name"])
 
 
@@ -73,12 +73,12 @@ class NewEntry:
     @classmethod
     def from_json(cls, obj: Any) -> "NewEntry":
         if not isinstance(obj, dict):
-            raise BadRequestBody("expected a JSON object")
+            raise BadRequest("expected a JSON object")
         amount, memo = obj.get("amount_cents"), obj.get("memo", "")
         if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
-            raise BadRequestBody("'amount_cents' must be a non-zero integer")
+            raise BadRequest("'amount_cents' must be a non-zero integer")
         if not isinstance(memo, str):
-            raise BadRequestBody("'memo' must be a string")
+            raise BadRequest("'memo' must be a string")
         return cls(amount, memo)
 
 
@@ -112,12 +112,10 @@ async def get_account(ctx: RawRequestContext, _: None) -> Any:
     One account and its balance, or 404 problem+json.
     """
     account_id = _account_id(ctx)
-    if account_id is None:
-        return _not_found(ctx)
     try:
         return _account_json(await store.account(account_id, timeout=seconds_left(ctx)))
     except UnknownAccount:
-        return _not_found(ctx)
+        raise _not_found(ctx) from None
 
 
 @service.json("POST", "/accounts/{id}/entries", status=201, request_type=NewEntry.from_json)
@@ -126,16 +124,15 @@ async def post_entry(ctx: RawRequestContext, new: NewEntry) -> Any:
     Record a credit or debit; 409 if the balance would go below zero.
     """
     account_id = _account_id(ctx)
-    if account_id is None:
-        return _not_found(ctx)
     try:
         row = await store.post_entry(account_id, new.amount_cents, new.memo,
                                      timeout=seconds_left(ctx))
     except UnknownAccount:
-        return _not_found(ctx)
+        raise _not_found(ctx) from None
     except InsufficientFunds as e:
-        return _problem(ctx, 409, "insufficient-funds", "Insufficient funds",
-                        f"the balance is {e.args[0]} cents; {-new.amount_cents} cannot be taken")
+        raise Problem(409, "insufficient-funds", "Insufficient funds",
+                      detail=f"the balance is {e.args[0]} cents; "
+                             f"{-new.amount_cents} cannot be taken") from None
     return JsonResponse({"id": row["id"], "account_id": str(row["account_id"]),
                          "amount_cents": row["amount_cents"], "memo": row["memo"],
                          "balance_cents": row["balance_cents"]}, status=201)
@@ -148,12 +145,10 @@ async def list_entries(ctx: RawRequestContext) -> Any:
     database cursor as fast as the client reads.
     """
     account_id = _account_id(ctx)
-    if account_id is None:
-        return _not_found(ctx)
     try:
         await store.account(account_id, timeout=seconds_left(ctx))
     except UnknownAccount:
-        return _not_found(ctx)
+        raise _not_found(ctx) from None
 
     async def lines() -> AsyncIterator[bytes]:
         async for row in store.entries(account_id):
@@ -175,8 +170,7 @@ async def slow_report(ctx: RawRequestContext) -> RawResponse:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds <= 55:
-        return _problem(ctx, 400, "bad-request", "Bad request",
-                        "seconds must be a number between 0 and 55")
+        raise BadRequest("seconds must be a number between 0 and 55")
 
     def started(backend: int) -> None:
         log.info("slow report {cid} running on PostgreSQL backend {backend} "
@@ -193,22 +187,19 @@ async def slow_report(ctx: RawRequestContext) -> RawResponse:
                              "seconds_left": seconds_left(ctx)})
 
 
-def _account_id(ctx: RawRequestContext) -> Optional[uuid.UUID]:
+def _account_id(ctx: RawRequestContext) -> uuid.UUID:
+    """
+    @raise Problem: 404, the id is not a UUID (so no account has it).
+    """
     try:
         return uuid.UUID(ctx.path_params["id"])
     except ValueError:
-        return None
+        raise _not_found(ctx) from None
 
 
-def _not_found(ctx: RawRequestContext) -> RawResponse:
-    return _problem(ctx, 404, "account-not-found", "Account not found",
-                    f"no account {ctx.path_params['id']}")
-
-
-def _problem(ctx: RawRequestContext, status: int, kind: str, title: str,
-             detail: str) -> RawResponse:
-    return RawResponse(status, (("Content-Type", PROBLEM_CONTENT_TYPE),),
-                       problem_body(status, kind, title, detail, ctx.correlation_id))
+def _not_found(ctx: RawRequestContext) -> Problem:
+    return Problem(404, "account-not-found", "Account not found",
+                   detail=f"no account {ctx.path_params['id']}")
 
 
 __all__ = ["service", "store"]
