@@ -52,7 +52,11 @@ def stalled_client(port: int, path: str) -> socket.socket:
     return s
 
 
-async def settle(pids: List[int], quiet: float = 1.5, limit: float = 30.0) -> List[float]:
+#: The highest RSS seen of each process (by pid), sampled while settling.
+PEAKS: dict = {}
+
+
+async def settle(pids: List[int], quiet: float = 3.0, limit: float = 30.0) -> List[float]:
     """
     Wait until no process's RSS moved by more than 1 MiB for C{quiet}
     seconds (at most C{limit}); return the last samples.
@@ -61,9 +65,11 @@ async def settle(pids: List[int], quiet: float = 1.5, limit: float = 30.0) -> Li
     previous = [rss_mib(p) for p in pids]
     while time.monotonic() - start < limit:
         d: Deferred = Deferred()
-        reactor.callLater(0.25, d.callback, None)
+        reactor.callLater(0.1, d.callback, None)
         await d
         now = [rss_mib(p) for p in pids]
+        for p, value in zip(pids, now):
+            PEAKS[p] = max(PEAKS.get(p, 0.0), value)
         if any(abs(a - b) > 1.0 for a, b in zip(now, previous)):
             last_move, previous = time.monotonic(), now
         elif time.monotonic() - last_move >= quiet:
@@ -99,6 +105,8 @@ async def measure(rounds: int, clients: int, size: int, gateway_yaml: str,
             print(f"gateway log: {cancels} CANCEL(s) for clients gone; last lines:")
             for line in gateway.lines[-5:]:
                 print("   ", line[:200])
+            print(f"peak: gateway {PEAKS[pids[0]]:6.1f} MiB | microservice "
+                  f"{PEAKS[pids[1]]:6.1f} MiB")
             print(f"growth after {rounds} rounds: gateway {after[0] - base[0]:+.1f} MiB | "
                   f"microservice {after[1] - base[1]:+.1f} MiB")
         finally:

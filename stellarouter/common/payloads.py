@@ -442,6 +442,9 @@ class Heartbeat:
     in_flight: int = 0
     error_rate: float = 0.0
     ping: Optional[float] = None
+    #: A C{status} value no spelling of a known status matches (then
+    #: C{status} is UNKNOWN: the HEARTBEAT still proves liveness).
+    unknown_status: Optional[str] = None
 
 
 def encode_heartbeat(beat: Heartbeat) -> bytes:
@@ -463,20 +466,50 @@ def decode_heartbeat(payload: bytes) -> Heartbeat:
     """
     Decode a HEARTBEAT payload.
 
-    @raise MalformedPayload: wrong shape or unknown status.
+    A C{status} in no known spelling does not make the HEARTBEAT
+    malformed: it is decoded as UNKNOWN with C{unknown_status} set.
+
+    @raise MalformedPayload: wrong shape.
     """
     obj = _decode_json(payload, "HEARTBEAT")
-    try:
-        status = InstanceHealthStatus(obj.get("status", "healthy"))
-    except ValueError:
-        raise MalformedPayload(f"HEARTBEAT.status {obj.get('status')!r} is unknown")
+    raw = obj.get("status", "healthy")
+    status = parse_status(raw)
     return Heartbeat(
         instance_id=_optional(obj, "instance_id", str, "HEARTBEAT", ""),
-        status=status,
+        status=status if status is not None else InstanceHealthStatus.UNKNOWN,
         in_flight=_optional(obj, "in_flight", int, "HEARTBEAT", 0),
         error_rate=_optional(obj, "error_rate", float, "HEARTBEAT", 0.0),
         ping=_optional(obj, "ping", float, "HEARTBEAT", None),
+        unknown_status=None if status is not None else repr(raw)[:64],
     )
+
+
+def _spelling(value: str) -> str:
+    """
+    A wire value with case and underscores taken out: C{HEALTHY},
+    C{healthy}, C{CLIENT_DISCONNECTED} and C{ClientDisconnected} all match.
+    """
+    return value.replace("_", "").replace("-", "").lower()
+
+
+_STATUSES = {_spelling(s.value): s for s in InstanceHealthStatus}
+_REASONS = {_spelling(r.value): r for r in CancelReason}
+
+
+def parse_status(value: Any) -> Optional[InstanceHealthStatus]:
+    """
+    A HEARTBEAT status in any of its spellings (C{healthy} as sent,
+    C{HEALTHY} as the spec writes it, any case), or L{None}.
+    """
+    return _STATUSES.get(_spelling(value)) if isinstance(value, str) else None
+
+
+def parse_cancel_reason(value: Any) -> Optional[CancelReason]:
+    """
+    A CANCEL reason in any of its spellings (C{ClientDisconnected} as sent,
+    C{CLIENT_DISCONNECTED} as the spec writes it, any case), or L{None}.
+    """
+    return _REASONS.get(_spelling(value)) if isinstance(value, str) else None
 
 
 def encode_cancel(reason: CancelReason) -> bytes:
@@ -493,10 +526,10 @@ def decode_cancel(payload: bytes) -> CancelReason:
     @raise MalformedPayload: wrong shape or unknown reason.
     """
     obj = _decode_json(payload, "CANCEL")
-    try:
-        return CancelReason(obj.get("reason"))
-    except ValueError:
+    reason = parse_cancel_reason(obj.get("reason"))
+    if reason is None:
         raise MalformedPayload(f"CANCEL.reason {obj.get('reason')!r} is unknown")
+    return reason
 
 
 # -- REQUEST / RESPONSE ---------------------------------------------------

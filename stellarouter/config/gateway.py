@@ -32,6 +32,7 @@ from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
 from .reader import (
+    MAX_CONFIG_BYTES,
     Reader,
     non_empty,
     positive,
@@ -621,9 +622,13 @@ def _read_auth(r: Reader, raw: Any, source: str) -> AuthConfig:
 def _read_jwks(r: Reader, path: str) -> Optional[str]:
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_CONFIG_BYTES + 1)
     except (OSError, UnicodeDecodeError) as e:
         r.problem("auth.jwks_file", f"cannot read {path}: {e}")
+        return None
+    if len(text) > MAX_CONFIG_BYTES:
+        r.problem("auth.jwks_file", f"{path} is larger than {MAX_CONFIG_BYTES} characters; "
+                  "a JWKS of public keys is a few kilobytes")
         return None
     try:
         document = json.loads(text)

@@ -80,6 +80,7 @@ class ConfigWatcher:
         self.run_blocking = run_blocking
         self.pending: Optional[Tuple[Optional[str], ...]] = None
         self._busy = False
+        self._forced_while_busy = False
         self._stamp = self._read_stamp(self._watched(current))
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
@@ -125,19 +126,24 @@ class ConfigWatcher:
     def check(self, force: bool = False) -> Deferred:
         """
         Reload if the file changed and stayed the same since the previous
-        poll (or at once, with C{force}).  One check runs at a time: a check
-        asked for while one is running does nothing.
+        poll (or at once, with C{force}).  One check runs at a time: a poll
+        asked for while one is running does nothing; a forced check (SIGHUP)
+        runs once the running one is done.
 
         @return: a Deferred firing with C{True} if a new configuration was
             applied.
         """
         if self._busy:
+            self._forced_while_busy = self._forced_while_busy or force
             return Deferred.fromCoroutine(_false())
         self._busy = True
         d = Deferred.fromCoroutine(self._check(force))
 
         def done(result: Any) -> Any:
             self._busy = False
+            if self._forced_while_busy:
+                self._forced_while_busy = False
+                self.check(force=True)
             return result
 
         return d.addBoth(done)

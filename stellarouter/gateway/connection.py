@@ -141,6 +141,7 @@ class GatewayConnection:
         self.registration = RegistrationLimits()
         #: When the status last became UNHEALTHY (C{None}: it is not).
         self.unhealthy_since: Optional[float] = None
+        self._warned_status = False
 
     def __repr__(self) -> str:
         if self.state is None:
@@ -307,6 +308,11 @@ class GatewayConnection:
             self.log.warn("malformed HEARTBEAT from {peer} ignored: {error}",
                           peer=self.peer, error=e)
             return
+        if beat.unknown_status is not None and not self._warned_status:
+            self._warned_status = True
+            self.log.warn("HEARTBEAT from {peer} has an unknown status {status} (taken as "
+                          "alive, status unknown; said once per connection)",
+                          peer=self.peer, status=beat.unknown_status)
         now = self.clock.seconds()
         self.state.last_heartbeat = now
         if beat.ping is not None:
@@ -565,7 +571,7 @@ class GatewayConnection:
         if self.state is not None:
             self.state.in_flight -= 1
         backlog = self._backlog
-        if backlog is not None and backlog.unsent and pending.size and not self._closed:
+        if pending.size and backlog is not None and backlog.unsent and not self._closed:
             # Its body may still wait in the write buffer: it stays counted
             # in the budgets until the buffer drains.
             if not self.retained_bytes:

@@ -128,7 +128,10 @@ def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
     if named:
         drop = {t.strip().lower() for v in named for t in v.decode("latin-1").split(",")}
         pairs = [(n, v) for n, v in pairs if n.lower() not in drop]
-    pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
+    if forwarded_for is None and forwarded is None:
+        pairs += forwarding.own_headers(request.getClientAddress())
+    else:
+        pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
     return pairs, version
 
 

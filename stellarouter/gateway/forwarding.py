@@ -34,6 +34,7 @@ class ClientAddressPolicy:
         self.networks: Tuple[_Network, ...] = tuple(
             ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self._cache: Dict[Optional[str], Tuple[str, str, bool]] = {}
+        self._own: Dict[Optional[str], List[Tuple[str, str]]] = {}
 
     def peer(self, address: Any) -> Tuple[str, str, bool]:
         """
@@ -77,3 +78,16 @@ class ClientAddressPolicy:
         if trusted and forwarded:
             node = ", ".join([v.decode("latin-1") for v in forwarded] + [node])
         return [("X-Forwarded-For", element), ("Forwarded", node)]
+
+    def own_headers(self, address: Any) -> List[Tuple[str, str]]:
+        """
+        L{headers} for a request that carried neither header (the common
+        case: built once per peer).
+        """
+        host: Optional[str] = getattr(address, "host", None)
+        own = self._own.get(host)
+        if own is None:
+            if len(self._own) >= _CACHE_SIZE:
+                self._own.clear()
+            own = self._own[host] = self.headers(address, None, None)
+        return own

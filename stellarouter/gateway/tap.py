@@ -62,7 +62,7 @@ def makeService(options: Options) -> IService:
     try:
         service = GatewayService(options["gateway_config"], reactor,
                                  config_path=os.path.abspath(options["config"]))
-    except Exception as e:
+    except StartupError as e:
         refuse_to_start("stella-gateway", one_line(e))
 
     def on_sighup(signum: int, frame: Any) -> None:

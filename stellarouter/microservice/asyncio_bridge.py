@@ -26,7 +26,7 @@ import asyncio
 import sys
 from typing import Any, Awaitable, Generator, Optional
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, NotACoroutineError
 from twisted.python.failure import Failure
 
 #: What the SDK says when a handler awaited asyncio without an event loop.
@@ -61,7 +61,7 @@ def awaitable_deferred(awaitable: Awaitable[Any],
     """
     Run a handler's coroutine and give its outcome as a Deferred.
 
-    @param awaitable: a coroutine (with C{event_loop}: any awaitable).
+    @param awaitable: a coroutine, or any object with C{__await__}.
     @param event_loop: the asyncio loop the reactor runs on, or C{None}
         (not the asyncio reactor: Twisted steps the coroutine, which may
         await Deferreds only).
@@ -72,9 +72,17 @@ def awaitable_deferred(awaitable: Awaitable[Any],
         cancelled).
     """
     if event_loop is None:
-        return Deferred.fromCoroutine(awaitable)  # type: ignore[arg-type]
+        try:
+            return Deferred.fromCoroutine(awaitable)  # type: ignore[arg-type]
+        except NotACoroutineError:
+            # Another awaitable (an object with __await__): await it in one.
+            return Deferred.fromCoroutine(_awaited(awaitable))
     task = asyncio.ensure_future(_DeferredsAwaitable(awaitable), loop=event_loop)
     return Deferred.fromFuture(task).addErrback(_as_twisted_cancel)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _as_twisted_cancel(failure: Failure) -> Failure:

@@ -635,8 +635,11 @@ class RequestDispatcher:
             return
         del self._in_flight[cid]
         self.failed += 1
-        self.log.failure("the streamed body of request {cid} failed; aborting the stream",
-                         failure, cid=cid)
+        hint = ("" if self.event_loop is not None or not needs_asyncio_reactor(failure) else
+                f" (it awaited asyncio, which needs Twisted's asyncio reactor: "
+                f"{ASYNCIO_REACTOR_FIX})")
+        self.log.failure("the streamed body of request {cid} failed; aborting the stream{hint}",
+                         failure, cid=cid, hint=hint)
         self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
                                     encode_stream_data(b"", abort=True)))
         self._check_idle()

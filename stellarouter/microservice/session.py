@@ -104,6 +104,7 @@ class RouterSession:
         self._drain_ids: Set[CorrelationId] = set()
         self._drain_acked: Deferred = Deferred()
         self._counted = (0, 0)
+        self._warned_cancel = False
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         self.sender = sender
@@ -129,8 +130,10 @@ class RouterSession:
             try:
                 reason = decode_cancel(frame.payload)
             except MalformedPayload as e:
-                self.log.warn("malformed CANCEL {cid} ignored: {error}",
-                              cid=frame.correlation_id, error=e)
+                if not self._warned_cancel:
+                    self._warned_cancel = True
+                    self.log.warn("malformed CANCEL {cid} ignored (said once per "
+                                  "connection): {error}", cid=frame.correlation_id, error=e)
                 return
             self.dispatcher.cancel(frame.correlation_id, reason)
         elif kind is FrameType.REQUEST_STREAM_DATA:

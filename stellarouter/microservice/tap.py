@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from ..config import ConfigError, load_microservice_config
 from ..config.microservice import check_app_reference
-from ..lifecycle import one_line, refuse_to_start
+from ..lifecycle import StartupError, one_line, refuse_to_start
 from .asyncio_bridge import use_asyncio_reactor
 from .endpoints import Microservice, merge_overrides
 
@@ -134,9 +134,10 @@ def makeService(options: Options) -> IService:
     try:
         service = MicroserviceService(options["micro_app"], options["micro_config"], reactor,
                                       give_up=give_up)
-    except Exception as e:
+    except StartupError as e:
         # A router that cannot be set up (a certificate that does not load,
-        # an address the transport refuses): one line, status 1.
+        # an address the transport refuses): one line, status 1.  Anything
+        # else is a bug: twistd prints its traceback.
         refuse_to_start("stella-micro", one_line(e))
     reactor.callWhenRunning(started)
     return service

@@ -18,6 +18,7 @@ outlives its timeout (504).  Time is an injected L{Clock}.
 
 from __future__ import annotations
 
+from asyncio import AbstractEventLoop
 from typing import Any, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence, \
     Tuple, Union
 
@@ -170,10 +171,14 @@ class ServiceClient:
 
     def __init__(self, service: Microservice, clock: Optional[Clock] = None,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 region: str = "test") -> None:
+                 region: str = "test",
+                 event_loop: Optional[AbstractEventLoop] = None) -> None:
         """
         @param service: the app under test.
         @param clock: a L{Clock} (default: a new one at time 0).
+        @param event_loop: the asyncio loop handler coroutines run on as
+            tasks, for handlers that await asyncio libraries (default: none,
+            Twisted steps coroutines, as under the default reactor).
         @param max_frame_bytes: the frame cap, as configured for a router.
         @param region: the region of the instance handlers see.
         """
@@ -183,7 +188,8 @@ class ServiceClient:
         self.dispatcher = RequestDispatcher(
             service, self._replies, self.clock, max_frame_bytes,
             instance=InstanceDescriptor(f"{service.name}-test", service.name, service.version,
-                                        region))
+                                        region),
+            event_loop=event_loop)
         self._max_frame_bytes = max_frame_bytes
         self._resolver = EndpointResolver()
         for descriptor in service.descriptors():

@@ -4,13 +4,13 @@ Fakes of the seams, each verified against its interface in the tests.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from ..common.enums import TransportType
-from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink
+from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
 from ..common.models import Frame
 from ..common.payloads import ResponseMessage
 
@@ -124,3 +124,58 @@ class RecordingSink:
 
     def failed(self, error: Exception) -> None:
         self.error = error
+
+
+@implementer(IFrameSender, ISendBacklog)
+class FakeBacklogSender(FakeFrameSender):
+    """
+    A L{FakeFrameSender} with a write backlog the test sets: C{back_up(n)}
+    pretends C{n} more bytes wait (calling the limit's callback when it is
+    passed), C{drain()} empties it.
+
+    @ivar aborted: the reason given to L{abort}, if it was called.
+    """
+
+    def __init__(self, transport_type: TransportType = TransportType.TCP,
+                 peer: str = "fake-peer") -> None:
+        super().__init__(transport_type, peer)
+        self.unsent = 0
+        self.aborted: Optional[str] = None
+        self._limit: Optional[int] = None
+        self._on_over: Optional[Callable[[], None]] = None
+        self._drained: List[Callable[[], None]] = []
+
+    def notifyDrained(self, callback: Callable[[], None]) -> None:
+        if self.unsent:
+            self._drained.append(callback)
+        else:
+            callback()
+
+    def limitUnsent(self, limit: int, callback: Callable[[], None]) -> None:
+        self._limit, self._on_over = limit, callback
+
+    def abort(self, reason: str) -> None:
+        if self.aborted is None:
+            self.aborted = reason
+            self.closed = self.closed or reason
+            self._drained = []
+
+    def back_up(self, size: int) -> None:
+        """
+        C{size} more bytes wait to be sent.
+        """
+        before = self.unsent
+        self.unsent += size
+        limit = self._limit
+        if (limit is not None and before <= limit < self.unsent
+                and self._on_over is not None):
+            self._on_over()
+
+    def drain(self) -> None:
+        """
+        Everything waiting went out.
+        """
+        self.unsent = 0
+        callbacks, self._drained = self._drained, []
+        for callback in callbacks:
+            callback()

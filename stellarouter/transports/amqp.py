@@ -30,7 +30,9 @@ message, and sets the C{user_id} property, which the broker checks against
 the connection's user.  The gateway takes both from the HELLO and drops
 (counts as C{forged}) any later message for that peer whose key or
 C{user_id} differ; it sends the key back on its own messages and the
-microservice drops messages without it (C{docs/router/security.md}).
+microservice drops messages without it (C{docs/router/security.md}).  A
+HELLO with another key for a registered queue challenges the queue's owner
+(L{AMQPTransportServer.challenge}).
 
 Every message is published C{mandatory}: the broker returns one that no
 queue takes.  A message returned to the gateway means the microservice's
@@ -90,6 +92,13 @@ _HELLO_TYPE = str(int(FrameType.HELLO))
 KEY_HEADER = "stella-key"
 #: The type of the gateway's probe messages (not a frame: dropped unread).
 PROBE_TYPE = "probe"
+#: The types of the gateway's challenge to a queue's owner, and of its
+#: answer (not frames): see L{AMQPTransportServer.challenge}.
+CHALLENGE_TYPE = "challenge"
+CHALLENGE_ANSWER_TYPE = "challenge-answer"
+#: How every microservice queue's name starts; a gateway takes messages
+#: only from such queues.
+SERVICE_QUEUE_PREFIX = "stella.svc."
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
@@ -158,7 +167,7 @@ class _Node:
     across broker restarts with a reconnecting L{ClientService}.
 
     @ivar drops: dropped messages by reason (C{malformed}, C{oversize},
-        C{unknown_peer}, C{forged}).
+        C{unknown_peer}, C{forged}, C{not_a_service_queue}).
     @ivar max_frame_bytes: the largest frame (type, id and payload) sent or
         accepted; a larger message is refused on send and dropped on receipt.
     """
@@ -203,6 +212,10 @@ class _Node:
             except Exception:
                 return
             if properties.type == PROBE_TYPE:
+                continue
+            if properties.type in (CHALLENGE_TYPE, CHALLENGE_ANSWER_TYPE):
+                if len(body) <= 64:
+                    self.challenge_message(properties, bytes(body))
                 continue
             frame = self._decode(properties, body)
             if frame is not None:
@@ -261,9 +274,10 @@ class _Node:
         count = self.drops["forged"]
         if count & (count - 1) == 0:
             self.log.warn("dropped a {kind} message claiming to come from {source} "
-                          "(user {user}): its key or user_id is not that session's; "
+                          "(user_id {user}): its key or user_id is not that session's; "
                           "{count} dropped so far", kind=frame.type.name,
-                          source=properties.reply_to, user=properties.user_id, count=count)
+                          source=properties.reply_to, user=properties.user_id or "not set",
+                          count=count)
 
     def _returned(self, message: Any) -> None:
         try:
@@ -278,17 +292,23 @@ class _Node:
         """
         if self.channel is None:
             return
-        properties = pika.BasicProperties(type=PROBE_TYPE, reply_to=self.queue,
-                                          user_id=self.user, expiration="0",
-                                          headers={KEY_HEADER: key} if key else None)
+        self._send(self.channel, target, b"", pika.BasicProperties(
+            type=PROBE_TYPE, reply_to=self.queue, user_id=self.user, expiration="0",
+            headers={KEY_HEADER: key} if key else None), "probe")
+
+    def _send(self, channel: Any, target: str, body: bytes, properties: Any,
+              what: str) -> None:
+        """
+        C{basic_publish}, C{mandatory}; a failure is logged.
+        """
         try:
-            d = self.channel.basic_publish(exchange=EXCHANGE, routing_key=target, body=b"",
-                                           properties=properties, mandatory=True)
+            d = channel.basic_publish(exchange=EXCHANGE, routing_key=target, body=body,
+                                      properties=properties, mandatory=True)
         except Exception as e:
-            self.log.warn("publishing a probe failed: {error}", error=e)
+            self.log.warn("publishing a {kind} message failed: {error}", kind=what, error=e)
             return
-        d.addErrback(lambda f: self.log.warn("publishing a probe failed: {error}",
-                                             error=f.getErrorMessage()))
+        d.addErrback(lambda f: self.log.warn("publishing a {kind} message failed: {error}",
+                                             kind=what, error=f.getErrorMessage()))
 
     def publish(self, target: str, frame: Frame, key: Optional[str] = None) -> None:
         """
@@ -316,16 +336,7 @@ class _Node:
             type=str(int(frame.type)), correlation_id=str(frame.correlation_id),
             reply_to=self.queue, expiration=expiration, user_id=self.user,
             headers={KEY_HEADER: key} if key else None)
-        try:
-            d = channel.basic_publish(exchange=EXCHANGE, routing_key=target,
-                                      body=frame.payload, properties=properties,
-                                      mandatory=True)
-        except Exception as e:
-            self.log.warn("publishing a {kind} message failed: {error}", kind=frame.type.name,
-                          error=e)
-            return
-        d.addErrback(lambda f: self.log.warn("publishing a {kind} message failed: {error}",
-                                             kind=frame.type.name, error=f.getErrorMessage()))
+        self._send(channel, target, frame.payload, properties, frame.type.name)
 
     # overridden by each side
     def opened(self) -> None:
@@ -343,6 +354,12 @@ class _Node:
         queue took it.
         """
         raise NotImplementedError
+
+    def challenge_message(self, properties: Any, body: bytes) -> None:
+        """
+        A challenge (to a microservice) or its answer (to a gateway)
+        arrived; the other side ignores it.
+        """
 
 
 def _busy(receiver: IFrameReceiver) -> bool:
@@ -379,6 +396,9 @@ class AMQPPeer:
         self.closed = False
         self.hello_id: Optional[CorrelationId] = None
         self.hello_answer: Optional[Frame] = None
+        #: The nonce of an unanswered challenge, when it was sent.
+        self.challenge: Optional[bytes] = None
+        self.challenged_at = float("-inf")
 
     def sendFrame(self, frame: Frame) -> None:
         if not self.closed:
@@ -410,11 +430,13 @@ class AMQPTransportServer(_Node):
     def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
                  node_id: str, idle_timeout: float = 90.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, probe_interval: float = 0.5,
-                 **backoff: Any) -> None:
+                 challenge_timeout: float = 2.0, **backoff: Any) -> None:
         """
         @param probe_interval: how often a peer with requests in flight that
             has said nothing for that long is probed (a probe comes back if
             its queue is gone).
+        @param challenge_timeout: how long the owner of a peer's queue has
+            to answer a challenge (L{challenge}).
         """
         super().__init__(reactor, listen, gateway_queue(node_id), False, max_frame_bytes,
                          **backoff)
@@ -422,6 +444,7 @@ class AMQPTransportServer(_Node):
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
         self.probe_interval = probe_interval
+        self.challenge_timeout = challenge_timeout
         self.peers: Dict[str, AMQPPeer] = {}
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = reactor
@@ -487,10 +510,24 @@ class AMQPTransportServer(_Node):
 
     def received(self, frame: Frame, properties: Any) -> None:
         reply_to = properties.reply_to or ""
+        if not reply_to.startswith(SERVICE_QUEUE_PREFIX):
+            # Not a microservice's queue: answering it could start a loop
+            # (a forged HELLO naming this gateway's own queue, or another
+            # gateway's, had two gateways reject each other forever).
+            self.drop("not_a_service_queue", reply_to, frame.type.name)
+            return
         peer = self.peers.get(reply_to)
         if peer is not None and not peer.owns(properties):
-            self.drop_forged(frame, properties)
-            return
+            if frame.type is FrameType.HELLO and self._failed_challenge(peer):
+                # The session we have for this queue could not answer for
+                # it: it was never its owner's; this HELLO may be.
+                self.forget(peer, "it did not answer a challenge sent to its queue")
+                peer = None
+            else:
+                if frame.type is FrameType.HELLO:
+                    self.challenge(peer)
+                self.drop_forged(frame, properties)
+                return
         if (peer is not None and frame.type is FrameType.HELLO and peer.hello_id is not None
                 and peer.hello_id != frame.correlation_id):
             # The same microservice (it has the key) starts a new session,
@@ -498,10 +535,9 @@ class AMQPTransportServer(_Node):
             self.forget(peer, "replaced by a new session of the same microservice")
             peer = None
         if peer is None:
-            if frame.type is not FrameType.HELLO or not reply_to:
+            if frame.type is not FrameType.HELLO:
                 self.drop("unknown_peer", reply_to, frame.type.name)
-                if reply_to:
-                    self._ask_for_hello(reply_to, frame, message_key(properties))
+                self._ask_for_hello(reply_to, frame, message_key(properties))
                 return
             peer = AMQPPeer(self, reply_to, self.receiver_factory(), message_key(properties),
                             properties.user_id or None)
@@ -522,6 +558,42 @@ class AMQPTransportServer(_Node):
             return
         peer.receiver.frameReceived(frame)
 
+
+    def challenge(self, peer: AMQPPeer) -> None:
+        """
+        A HELLO with another key claims C{peer}'s queue: ask the queue's
+        owner to prove the session is its own.  The challenge (a random
+        nonce, with the session's key) reaches only the consumer of that
+        exclusive queue; a microservice answers it when the key is its own.
+        An answer keeps the session; without one within C{challenge_timeout}
+        the next HELLO for the queue replaces it (so someone who registered
+        another's queue first cannot lock its owner out).  At most one
+        challenge per C{challenge_timeout} per peer.
+        """
+        now = self.clock.seconds()
+        if self.channel is None or now - peer.challenged_at < self.challenge_timeout:
+            return
+        peer.challenge = secrets.token_hex(16).encode()
+        peer.challenged_at = now
+        self._send(self.channel, peer.queue, peer.challenge, pika.BasicProperties(
+            type=CHALLENGE_TYPE, reply_to=self.queue, user_id=self.user,
+            headers={KEY_HEADER: peer.key} if peer.key else None), "challenge")
+
+    def _failed_challenge(self, peer: AMQPPeer) -> bool:
+        return (peer.challenge is not None
+                and self.clock.seconds() - peer.challenged_at >= self.challenge_timeout)
+
+    def challenge_message(self, properties: Any, body: bytes) -> None:
+        peer = self.peers.get(properties.reply_to or "")
+        if (properties.type != CHALLENGE_ANSWER_TYPE or peer is None or peer.challenge is None
+                or not peer.owns(properties)
+                or not hmac.compare_digest(body, peer.challenge)):
+            self.drop("forged", properties.reply_to, "challenge answer")
+            return
+        peer.challenge = None
+        peer.last_seen = self.clock.seconds()
+        self.log.warn("the microservice at {queue} answered a challenge: a HELLO with another "
+                      "key for its queue was forged", queue=peer.queue)
 
     def _ask_for_hello(self, queue: str, frame: Frame, key: Optional[str]) -> None:
         """
@@ -568,7 +640,7 @@ class AMQPTransportClient(_Node):
         """
         options = parse_amqp_address(address, gateway_required=True)
         super().__init__(reactor, address,
-                         f"stella.svc.{uuid.uuid4().hex[:12]}", True, max_frame_bytes,
+                         f"{SERVICE_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}", True, max_frame_bytes,
                          **backoff)
         self.target = gateway_queue(options["gateway"])
         self.peer = f"amqp:{self.target}"
@@ -617,6 +689,15 @@ class AMQPTransportClient(_Node):
             self._answered = True
             self._cancel_hello()
         self.receiver.frameReceived(frame)
+
+    def challenge_message(self, properties: Any, body: bytes) -> None:
+        if properties.type != CHALLENGE_TYPE or not same_key(message_key(properties), self.key):
+            self.drop("forged", properties.reply_to, "challenge")
+            return
+        if self.channel is not None:
+            self._send(self.channel, self.target, body, pika.BasicProperties(
+                type=CHALLENGE_ANSWER_TYPE, reply_to=self.queue, user_id=self.user,
+                headers={KEY_HEADER: self.key}), "challenge answer")
 
     def returned(self, target: str, properties: Any) -> None:
         if target != self.target or self.receiver is None or properties.type == _HELLO_TYPE:
@@ -690,12 +771,13 @@ class AMQPTransportClient(_Node):
 
 def amqp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory, node_id: str,
                 idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                probe_interval: float = 0.5, **backoff: Any) -> AMQPTransportServer:
+                probe_interval: float = 0.5, challenge_timeout: float = 2.0,
+                **backoff: Any) -> AMQPTransportServer:
     """
     A RabbitMQ L{ITransportServer} for gateway node C{node_id}.
     """
     return AMQPTransportServer(reactor, listen, receiver_factory, node_id, idle_timeout,
-                               max_frame_bytes, probe_interval, **backoff)
+                               max_frame_bytes, probe_interval, challenge_timeout, **backoff)
 
 
 def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
@@ -708,5 +790,6 @@ def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
                                max_frame_bytes=max_frame_bytes, **backoff)
 
 
-__all__ = ["AMQPTransportClient", "AMQPTransportServer", "EXCHANGE", "KEY_HEADER", "PROBE_TYPE",
-           "amqp_client", "amqp_server", "gateway_queue", "message_key", "same_key"]
+__all__ = ["AMQPTransportClient", "AMQPTransportServer", "CHALLENGE_ANSWER_TYPE", "CHALLENGE_TYPE",
+           "EXCHANGE", "KEY_HEADER", "PROBE_TYPE",
+           "SERVICE_QUEUE_PREFIX", "amqp_client", "amqp_server", "gateway_queue", "message_key", "same_key"]

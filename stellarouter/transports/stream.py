@@ -34,7 +34,7 @@ from ..common.interfaces import (
     ITransportServer,
 )
 from ..common.models import Frame
-from .flush import flush
+from .flush import discard_unsent, flush
 from .hello import HelloBackoff, HelloWatch
 
 ReceiverFactory = Callable[[], IFrameReceiver]
@@ -279,6 +279,9 @@ class FrameStreamProtocol(Protocol):
         if isinstance(self.factory, FrameStreamFactory):
             self.factory.protocols.discard(self)
         self._backlog.stopProducing()
+        # Frames a peer never read go now, not when the garbage collector
+        # gets to this protocol's cycles (up to the unsent-bytes cap).
+        discard_unsent(self.transport)
         if not self._open:
             return
         self._open = False

@@ -49,8 +49,9 @@ def database(query: str, *args: Any) -> Deferred:
 
 
 class LedgerTests(ProcessTestCase):
-    async def start(self, extra: str = "reactor: asyncio", twistd_args: Any = ()) -> None:
-        await self.deployment.start_gateway()
+    async def start(self, extra: str = "reactor: asyncio", twistd_args: Any = (),
+                    gateway_extra: str = "") -> None:
+        await self.deployment.start_gateway(extra=gateway_extra)
         self.ledger = await self.deployment.start_microservice(
             LEDGER, "ledger-it", extra=extra, twistd_args=twistd_args,
             env={"LEDGER_DSN": TEST_DSN})
@@ -162,6 +163,28 @@ class LedgerTests(ProcessTestCase):
         self.assertLess(time.monotonic() - started, 20)
         status, _, body = await self.call("GET", "/reports/slow?seconds=0")
         self.assertEqual((status, body["slept"]), (200, 0))
+
+    async def test_gateway_timeout_stops_the_query(self) -> None:
+        """
+        A slow query outliving the endpoint's timeout (1 s, set in the
+        gateway's YAML): the client gets 504, and the query stops in the
+        database (the CANCEL, or the deadline given to asyncpg as its
+        timeout, whichever comes first).
+        """
+        await self.start(gateway_extra=(
+            "services: [{name: ledger, endpoints: "
+            "[{method: GET, path: /reports/slow, timeout: 1}]}]"))
+        request = treq.get(self.deployment.base_url + "/reports/slow?seconds=30",
+                           pool=self.pool)
+        match = await self.ledger.wait_for(
+            r"slow report (\S+) running on PostgreSQL backend (\d+) \(deadline [0-9.]+\)",
+            reactor)
+        cid, backend = match.group(1), int(match.group(2))
+        response = await request
+        self.assertEqual(response.code, 504)
+        self.assertEqual(json.loads(await response.content())["correlation_id"], cid)
+        await self.ledger.wait_for(rf"slow report {cid} stopped: ", reactor)
+        await self.until_backend(backend, lambda row: row is None or row["state"] != "active")
 
     async def until_backend(self, backend: int, condition: Any, limit: float = 10.0) -> None:
         """

@@ -208,6 +208,7 @@ routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
         self.assertEqual(response.code, 200)
         await response.content()
         seen = len(gateway.lines)
+        micro_seen = len(micro.lines)
         ours = {str(p.transport.pid) for p in (gateway, micro)}  # type: ignore[union-attr]
         listing = subprocess.run(
             ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
@@ -221,6 +222,13 @@ routers: [{{transport: rabbitmq, address: "{BROKER}:gateway={node}"}}]
         self.assertEqual(closed, 2, listing)
         await gateway.wait_for(r"AMQP link lost", reactor, since=seen)
         await gateway.wait_for(r"registered instance billing-drop ", reactor, since=seen)
+        # The gateway may have its instance back (its "send HELLO again")
+        # before the microservice's own connection was closed: wait for the
+        # microservice's registration after its link was lost.
+        await micro.wait_for(r"AMQP link lost", reactor, since=micro_seen)
+        lost = next(i for i in range(micro_seen, len(micro.lines))
+                    if "AMQP link lost" in micro.lines[i])
+        await micro.wait_for(r"registered with gateway", reactor, since=lost)
         response = await treq.get(self.deployment.base_url + "/ping", pool=self.pool)
         self.assertEqual(response.code, 200)
         await response.content()

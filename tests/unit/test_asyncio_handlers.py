@@ -28,6 +28,7 @@ from stellarouter.common.payloads import (
     decode_response,
     decode_stream_data,
     encode_request,
+    encode_stream_data,
 )
 from stellarouter.config import ConfigError
 from stellarouter.config.microservice import parse_microservice_config
@@ -268,6 +269,31 @@ class AsyncioReactorTests(AsyncioLoopTestCase):
         self.assertTrue(chunks[-1][1])
         self.assertEqual(self.dispatcher.in_flight, 0)
 
+    def test_streamed_upload_read_by_an_asyncio_handler(self) -> None:
+        """
+        A streaming endpoint's asyncio handler reads C{ctx.body} (a
+        BodyStream, whose waits are Deferreds) as chunks arrive.
+        """
+        @self.app.endpoint("POST", "/upload", streaming=True)
+        async def upload(ctx: Any) -> RawResponse:
+            chunks = []
+            async for chunk in ctx.body:
+                await loop_turn()
+                chunks.append(chunk)
+            return RawResponse(200, [], b"|".join(chunks))
+
+        frame = Frame(FrameType.REQUEST, new_correlation_id(), encode_request(RequestMessage(
+            "POST", "/upload", "/upload", streaming=True)))
+        self.dispatcher.request_received(frame)
+        self.turn()
+        for chunk, end in ((b"one", False), (b"two", True)):
+            self.dispatcher.stream_data_received(Frame(
+                FrameType.REQUEST_STREAM_DATA, frame.correlation_id,
+                encode_stream_data(chunk, end=end)))
+            self.turn()
+        [response] = self.responses()
+        self.assertEqual((response.status, response.body), (200, b"one|two"))
+
     def test_awaitable_deferred_result(self) -> None:
         """
         L{awaitable_deferred} on a loop gives the coroutine's result.
@@ -313,6 +339,54 @@ class DefaultReactorTests(SynchronousTestCase):
         [error] = [e for e in events if e.get("log_level") is LogLevel.critical]
         self.assertIn("twistd -r asyncio", error["fix"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+    def test_streamed_body_awaiting_asyncio_names_the_fix(self) -> None:
+        """
+        On the default reactor, a StreamingResponse whose generator awaits
+        asyncio is aborted, and the log line names the fix.
+        """
+        app = Microservice("svc", "1.0.0")
+
+        @app.endpoint("GET", "/rows")
+        def rows(ctx: Any) -> StreamingResponse:
+            async def body() -> Any:
+                await asyncio.sleep(1)
+                yield b"unreachable"
+            return StreamingResponse(200, [], body())
+
+        events: List[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender, Clock()).request_received(request("/rows"))
+        header, abort = sender.take()
+        self.assertEqual(decode_response(header.payload).status, 200)
+        self.assertTrue(decode_stream_data(abort.payload)[2])
+        [error] = [e for e in events if e.get("log_level") is LogLevel.critical]
+        self.assertIn("twistd -r asyncio stella-micro", error["hint"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_other_awaitables(self) -> None:
+        """
+        A handler may return any awaitable, not only a coroutine (before, one
+        that was not a coroutine raised out of the dispatcher, unanswered).
+        """
+        app = Microservice("svc", "1.0.0")
+        pending: Deferred = Deferred()
+
+        class Later:
+            def __await__(self) -> Any:
+                value = yield from pending
+                return RawResponse.text(value)
+
+        app.endpoint("GET", "/later")(lambda ctx: Later())
+        sender = FakeFrameSender()
+        RequestDispatcher(app, sender, Clock()).request_received(request("/later"))
+        self.assertEqual(sender.take(), [])
+        pending.callback("later")
+        [frame] = sender.take()
+        self.assertEqual(decode_response(frame.payload).body, b"later")
 
 
 class ReactorConfigTests(SynchronousTestCase):

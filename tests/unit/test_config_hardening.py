@@ -117,11 +117,20 @@ class BombTests(FileTestCase):
 
     def test_big_file_refused_before_parsing(self) -> None:
         """
-        A file over the cap (1 MiB) is refused without being parsed.
+        A file over the cap (256 KiB) is refused without being parsed.
         """
         path = self.write(GATEWAY + "#" * MAX_CONFIG_BYTES + "\n")
         error = self.assertRaises(ConfigError, load_gateway_config, path, {})
         self.assertIn(f"larger than {MAX_CONFIG_BYTES} bytes", str(error))
+
+    def test_big_jwks_refused(self) -> None:
+        """
+        The JWKS file the configuration names is capped the same way.
+        """
+        jwks = self.write('{"keys": [' + " " * MAX_CONFIG_BYTES + "]}")
+        path = self.write(GATEWAY + f"auth: {{jwks_file: {jwks}}}\n")
+        error = self.assertRaises(ConfigError, load_gateway_config, path, {})
+        self.assertIn(f"is larger than {MAX_CONFIG_BYTES} characters", str(error))
 
     def test_deep_nesting_refused(self) -> None:
         """
@@ -135,7 +144,7 @@ class BombTests(FileTestCase):
         """
         A huge value in the wrong place is quoted in at most ~80 characters.
         """
-        path = self.write(GATEWAY + "http: {listen: 5, access_log: \"" + "y" * 500_000 + "\"}\n")
+        path = self.write(GATEWAY + "http: {listen: 5, access_log: \"" + "y" * 200_000 + "\"}\n")
         error = self.assertRaises(ConfigError, load_gateway_config, path, {})
         self.assertIn("http.access_log: must be true or false, not a string 'yyy", str(error))
         self.assertLess(len(str(error)), 600)
@@ -314,6 +323,31 @@ class HalfWrittenFileTests(FileTestCase):
             d.callback(function(*args))
         self.assertTrue(self.successResultOf(result))
         self.assertEqual((loads, self.seen[0].node.region), ([self.path], "eu4"))
+
+
+    def test_sighup_during_a_poll_is_not_lost(self) -> None:
+        """
+        A forced check asked for while a poll is running runs once the poll
+        is done.
+        """
+        queued: list = []
+
+        def run_blocking(function: Any, *args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            queued.append((function, args, d))
+            return d
+
+        watcher = ConfigWatcher(self.path, lambda p: load_gateway_config(p, {}),
+                                self.seen.append, self.clock, load_gateway_config(self.path, {}),
+                                run_blocking=run_blocking)
+        poll = watcher.check()
+        self.edit(SECURE.replace("eu1", "eu5"))
+        self.assertFalse(self.successResultOf(watcher.check(force=True)))
+        while queued:
+            function, args, d = queued.pop(0)
+            d.callback(function(*args))
+        self.assertFalse(self.successResultOf(poll))
+        self.assertEqual([c.node.region for c in self.seen], ["eu5"])
 
 
 class WeakeningWarningTests(SynchronousTestCase):

@@ -469,3 +469,40 @@ class KeptJwtTests(SynchronousTestCase):
         self.assertLess(len(app.produced), EXPORT_CHUNKS)  # type: ignore[attr-defined]
         self.assertEqual(connection.in_flight.cancels_sent,
                          {CancelReason.CLIENT_DISCONNECTED.value: 1})
+
+
+class ClientAddressPolicyTests(SynchronousTestCase):
+    def test_peer_forms(self) -> None:
+        """
+        IPv4 and IPv6 peers become X-Forwarded-For and RFC 7239 Forwarded
+        elements (IPv6 quoted in brackets); a peer without an IP address is
+        "unknown" and never trusted.
+        """
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        from stellarouter.gateway.forwarding import ClientAddressPolicy
+
+        policy = ClientAddressPolicy(("10.0.0.0/8", "::1"))
+        self.assertEqual(policy.peer(IPv4Address("TCP", "10.1.2.3", 1)),
+                         ("10.1.2.3", "for=10.1.2.3", True))
+        self.assertEqual(policy.peer(IPv4Address("TCP", "192.0.2.1", 1)),
+                         ("192.0.2.1", "for=192.0.2.1", False))
+        self.assertEqual(policy.peer(IPv6Address("TCP", "::1", 1)),
+                         ("::1", 'for="[::1]"', True))
+        self.assertEqual(policy.peer(UNIXAddress(b"/tmp/sock")),
+                         ("unknown", "for=unknown", False))
+
+    def test_cache_is_bounded(self) -> None:
+        """
+        The per-peer cache never holds more than its bound, however many
+        client addresses connect.
+        """
+        from twisted.internet.address import IPv4Address
+
+        from stellarouter.gateway import forwarding
+
+        policy = forwarding.ClientAddressPolicy()
+        for i in range(forwarding._CACHE_SIZE + 10):
+            policy.own_headers(IPv4Address("TCP", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 1))
+        self.assertLessEqual(len(policy._cache), forwarding._CACHE_SIZE)
+        self.assertLessEqual(len(policy._own), forwarding._CACHE_SIZE)

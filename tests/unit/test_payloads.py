@@ -180,12 +180,15 @@ class OtherPayloadTests(SynchronousTestCase):
 
     def test_heartbeat_round_trip(self) -> None:
         """
-        Heartbeats and pings round-trip; an unknown status is rejected.
+        Heartbeats and pings round-trip; an unknown status decodes as
+        UNKNOWN, with the value kept for the log.
         """
         for beat in [Heartbeat("i", InstanceHealthStatus.DRAINING, 3, 0.25),
                      Heartbeat(ping=12.5)]:
             self.assertEqual(decode_heartbeat(encode_heartbeat(beat)), beat)
-        self.assertRaises(MalformedPayload, decode_heartbeat, b'{"status": "sleepy"}')
+        sleepy = decode_heartbeat(b'{"status": "sleepy"}')
+        self.assertEqual((sleepy.status, sleepy.unknown_status),
+                         (InstanceHealthStatus.UNKNOWN, "'sleepy'"))
 
     @given(cancel_reasons())
     def test_cancel_round_trip(self, reason: CancelReason) -> None:

@@ -62,6 +62,7 @@ EXPECTED = {
         200, [("Content-Type", "text/plain")], b"pong"), compact=True)),
     "hello-ack-compact": Frame(FrameType.HELLO, CID, encode_hello_ack(
         HelloAck(True, None, "gw-1", "eu1", (COMPACT_HEADERS,)))),
+    "ping": Frame(FrameType.HEARTBEAT, CID, encode_heartbeat(Heartbeat(ping=1700000000.25))),
 }
 
 

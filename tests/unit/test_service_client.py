@@ -219,3 +219,26 @@ class AwaitTests(TestCase):
         client = ServiceClient(make_service([]))
         response = await client.get("/invoices/inv-1", claims={"scope": "billing:read"})
         self.assertEqual(response.json()["id"], "inv-1")
+
+
+class AsyncioLoopTests(SynchronousTestCase):
+    def test_asyncio_handler(self) -> None:
+        """
+        With C{event_loop}, a handler that awaits asyncio runs as a task on
+        that loop and its answer comes back.
+        """
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        self.addCleanup(loop.close)
+        service = Microservice("ledger", "1.0.0")
+
+        @service.endpoint("GET", "/sleepy")
+        async def sleepy(ctx: Any) -> RawResponse:
+            await asyncio.sleep(0)
+            return RawResponse.text("awake")
+
+        d = ServiceClient(service, event_loop=loop).get("/sleepy")
+        self.assertNoResult(d)
+        loop.run_until_complete(asyncio.sleep(0.01))
+        self.assertEqual(self.successResultOf(d).body, b"awake")

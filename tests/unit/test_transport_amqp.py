@@ -17,12 +17,19 @@ from stellarouter.common.enums import FrameType
 from stellarouter.common.ids import new_correlation_id
 from stellarouter.common.models import Frame
 from stellarouter.common.payloads import decode_hello_ack
+from stellarouter.gateway.connection import GatewayConnection
+from stellarouter.gateway.errors import UpstreamLost
+from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.contract import ReceiverLog
+from stellarouter.testing.fakes import RecordingSink
 from stellarouter.transports.amqp import (
+    CHALLENGE_ANSWER_TYPE,
+    CHALLENGE_TYPE,
     KEY_HEADER,
     PROBE_TYPE,
     AMQPTransportClient,
     AMQPTransportServer,
+    _busy,
     message_key,
     same_key,
 )
@@ -81,6 +88,21 @@ class KeyTests(SynchronousTestCase):
         self.assertFalse(same_key("abc", None))
         self.assertTrue(same_key(None, None))
         self.assertFalse(same_key("é", "abc"))
+
+
+class BusyTests(SynchronousTestCase):
+    def test_gateway_connection_with_requests_in_flight_is_busy(self) -> None:
+        """
+        The gateway's own receiver counts as busy exactly while it has
+        requests in flight (what decides whether a silent peer is probed).
+        """
+        connection = GatewayConnection(RoutingState(), Clock(), "gw-1", "eu1")
+        self.assertFalse(_busy(connection))
+        cid = new_correlation_id()
+        connection.in_flight.add(cid, RecordingSink(), 5.0)
+        self.assertTrue(_busy(connection))
+        connection.in_flight.fail(cid, UpstreamLost("gone"))
+        self.assertFalse(_busy(connection))
 
 
 class ServerTests(SynchronousTestCase):
@@ -177,6 +199,76 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual((ack.accepted, ack.hello_again, ack.node_id), (False, True, "gw-1"))
         self.assertEqual(len(self.servers.receivers), 1)
 
+    def test_only_microservice_queues_heard(self) -> None:
+        """
+        A message naming a queue that is not a microservice's in
+        C{reply_to} (this gateway's own, another gateway's, none) is dropped
+        unanswered and opens no peer: answering it could loop forever.
+        """
+        for reply_to in ("stella.gw.gw-1", "stella.gw.gw-2", "", "amq.gen-xyz"):
+            for kind in (FrameType.HELLO, FrameType.HEARTBEAT):
+                self.server.received(frame(kind, b"not json"), props(kind, reply_to=reply_to))
+        self.assertEqual(self.server.drops, {"not_a_service_queue": 8})
+        self.assertEqual(self.channel.take(), [])
+        self.assertEqual(len(self.servers.receivers), 1)
+
+    def challenges(self) -> List[Dict[str, Any]]:
+        return [m for m in self.channel.take() if m["properties"].type == CHALLENGE_TYPE]
+
+    def test_challenge_answered_keeps_the_session(self) -> None:
+        """
+        A HELLO with another key for a registered queue is dropped and
+        challenges the queue's owner (a nonce, with the session's key; at
+        most one per C{challenge_timeout}); the owner's answer keeps the
+        session.
+        """
+        forged = props(FrameType.HELLO, key="x" * 32)
+        self.server.received(frame(FrameType.HELLO), forged)
+        self.server.received(frame(FrameType.HELLO), forged)
+        [challenge] = self.challenges()
+        self.assertEqual((challenge["routing_key"], message_key(challenge["properties"])),
+                         (QUEUE, KEY))
+        self.assertEqual(self.server.drops, {"forged": 2})
+        self.server.challenge_message(pika.BasicProperties(
+            type=CHALLENGE_ANSWER_TYPE, reply_to=QUEUE, user_id="guest",
+            headers={KEY_HEADER: KEY}), challenge["body"])
+        self.assertIsNone(self.server.peers[QUEUE].challenge)
+        self.clock.advance(2.0)
+        self.server.received(frame(FrameType.HELLO), forged)
+        self.assertEqual(len(self.challenges()), 1)  # a new one, answered or not
+        self.assertNoResult(self.receiver.closed)
+
+    def test_wrong_answer_refused(self) -> None:
+        """
+        An answer with another nonce or another key does not count.
+        """
+        self.server.received(frame(FrameType.HELLO), props(FrameType.HELLO, key="x" * 32))
+        [challenge] = self.challenges()
+        for key, body in ((KEY, b"0" * 32), ("x" * 32, challenge["body"])):
+            self.server.challenge_message(pika.BasicProperties(
+                type=CHALLENGE_ANSWER_TYPE, reply_to=QUEUE, user_id="guest",
+                headers={KEY_HEADER: key}), body)
+        self.assertIsNotNone(self.server.peers[QUEUE].challenge)
+        self.assertEqual(self.server.drops["forged"], 3)
+
+    def test_unanswered_challenge_lets_the_owner_in(self) -> None:
+        """
+        When nobody answers for the queue within C{challenge_timeout} (the
+        session was registered by someone else than the queue's owner), the
+        next HELLO with another key replaces the session.
+        """
+        owner = props(FrameType.HELLO, key="o" * 32)
+        self.server.received(frame(FrameType.HELLO), owner)
+        self.assertEqual(len(self.challenges()), 1)
+        self.clock.advance(2.0 - 0.25)
+        self.server.received(frame(FrameType.HELLO), owner)
+        self.assertNoResult(self.receiver.closed)
+        self.clock.advance(0.25)
+        self.server.received(frame(FrameType.HELLO), owner)
+        self.assertIn("did not answer a challenge", self.successResultOf(self.receiver.closed))
+        self.assertEqual(len(self.servers.receivers), 2)
+        self.assertEqual(self.server.peers[QUEUE].key, "o" * 32)
+
     def test_new_session_of_the_same_microservice(self) -> None:
         """
         A HELLO with a new id and the peer's own key replaces the session;
@@ -260,6 +352,24 @@ class ClientTests(SynchronousTestCase):
         self.assertEqual(self.client.drops, {"forged": 1})
         self.client.received(request, self.gateway_props(FrameType.REQUEST))
         self.assertEqual(self.session.frames[-1], request)
+
+    def test_challenge_with_our_key_answered(self) -> None:
+        """
+        A challenge carrying this process's key is answered to the gateway
+        with the same nonce; one with another key is dropped unanswered.
+        """
+        self.client.challenge_message(pika.BasicProperties(
+            type=CHALLENGE_TYPE, reply_to="stella.gw.gw-1",
+            headers={KEY_HEADER: "x" * 32}), b"n" * 32)
+        self.assertEqual(self.channel.take(), [])
+        self.assertEqual(self.client.drops, {"forged": 1})
+        self.client.challenge_message(pika.BasicProperties(
+            type=CHALLENGE_TYPE, reply_to="stella.gw.gw-1",
+            headers={KEY_HEADER: self.client.key}), b"n" * 32)
+        [answer] = self.channel.take()
+        self.assertEqual((answer["routing_key"], answer["body"], answer["properties"].type,
+                          message_key(answer["properties"])),
+                         ("stella.gw.gw-1", b"n" * 32, CHALLENGE_ANSWER_TYPE, self.client.key))
 
     def test_published_with_key_user_and_mandatory(self) -> None:
         """
