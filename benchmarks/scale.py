@@ -27,13 +27,7 @@ from stellarouter.microservice import Microservice, RawResponse  # noqa: E402
 from stellarouter.microservice.service import MicroserviceService  # noqa: E402
 from stellarouter.testing.processes import ProcessDeployment  # noqa: E402
 
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from benchmarks.procstat import rss_mib  # noqa: E402
 
 
 def app(index: int, endpoints: int) -> Microservice:

@@ -40,6 +40,8 @@ from stellarouter.common.models import Frame  # noqa: E402
 from stellarouter.common.payloads import decode_hello_ack  # noqa: E402
 from stellarouter.testing.processes import ProcessDeployment  # noqa: E402
 
+from benchmarks.procstat import rss_mib  # noqa: E402
+
 from benchmarks.udp_flood import wrk  # noqa: E402
 
 
@@ -50,14 +52,6 @@ def hello(instance_id: str, service: str, paths: List[str]) -> bytes:
         "endpoints": [{"method": "GET", "path": p} for p in paths],
     }, separators=(",", ":")).encode()
     return encode_frame(Frame(FrameType.HELLO, new_correlation_id(), payload))
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def huge_hellos(port: int, count: int) -> List[str]:

@@ -34,17 +34,11 @@ from stellarouter.common.models import EndpointDescriptor, Frame, InstanceDescri
 from stellarouter.common.payloads import Hello, encode_hello  # noqa: E402
 from stellarouter.testing.processes import ProcessDeployment  # noqa: E402
 
+from benchmarks.procstat import rss_mib  # noqa: E402
+
 from io import BytesIO  # noqa: E402
 
 MIB = 1024 * 1024
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def pause(seconds: float) -> Deferred:

@@ -31,13 +31,7 @@ from twisted.internet.defer import Deferred  # noqa: E402
 
 from stellarouter.testing.processes import ProcessDeployment  # noqa: E402
 
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from benchmarks.procstat import rss_mib  # noqa: E402
 
 
 def stalled_client(port: int, path: str) -> socket.socket:
