@@ -22,6 +22,7 @@ from typing import Dict, Iterable, List, Optional, Protocol, Set, Tuple
 
 from twisted.logger import Logger
 
+from ..common import models
 from ..common.models import EndpointDescriptor
 from ..config.gateway import EndpointOverride, ServiceConfig
 from .errors import NoRoute
@@ -44,9 +45,10 @@ class AnnouncedRoutes(Protocol):
 
 def template_shape(template: str) -> str:
     """
-    A path template with its parameter names removed: C{/echo/{}}.
+    A path template with its parameter names removed: C{/echo/{}},
+    C{/files/{*}} (L{stellarouter.common.models.template_shape}).
     """
-    return "/".join("{}" if s.startswith("{") else s for s in template.split("/"))
+    return models.template_shape(template)
 
 
 class EndpointOverrides:

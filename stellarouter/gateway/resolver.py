@@ -3,7 +3,8 @@ Endpoint resolution: C{(method, path)} → endpoint + path parameters, with a
 segment trie.  Lookup cost grows with the path's depth, not with the number
 of endpoints.  Literal segments win over parameters (with backtracking, so
 C{/a/{x}/d} still matches C{/a/b/d} when C{/a/b/c} exists); a trailing
-slash is ignored.
+slash is ignored.  A catch-all C{{*name}} (the last segment of a template)
+takes one or more segments, and is tried after literals and parameters.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from types import MappingProxyType
 from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
-from ..common.models import parse_path_template
+from ..common.models import CATCH_ALL, is_catch_all, parse_path_template
 from .errors import BadRequest, MethodNotAllowed, NotFound
 
 
@@ -62,15 +63,17 @@ def _literal_key(template: str) -> Optional[str]:
 
 
 class _Node:
-    __slots__ = ("literals", "param", "routes")
+    __slots__ = ("literals", "param", "rest", "routes")
 
     def __init__(self) -> None:
         self.literals: Dict[str, _Node] = {}
         self.param: Optional[_Node] = None
+        #: The routes of the templates whose catch-all starts here.
+        self.rest: Optional[_Node] = None
         self.routes: Dict[str, Route] = {}
 
     def empty(self) -> bool:
-        return not (self.literals or self.param or self.routes)
+        return not (self.literals or self.param or self.rest or self.routes)
 
 
 #: Decoded parameter values a handler never gets (RFC 3986 dot segments:
@@ -162,6 +165,10 @@ class EndpointResolver:
         for literal, name in parse_path_template(route.template):
             if name is None:
                 node = node.literals.setdefault(literal, _Node())
+            elif literal == CATCH_ALL:
+                if node.rest is None:
+                    node.rest = _Node()
+                node = node.rest
             else:
                 if node.param is None:
                     node.param = _Node()
@@ -186,10 +193,10 @@ class EndpointResolver:
         path: List[Tuple[_Node, Optional[str]]] = []
         node = self._root
         for literal, name in parse_path_template(template):
-            nxt = node.literals.get(literal) if name is None else node.param
+            nxt = _child(node, literal, name)
             if nxt is None:
                 return
-            path.append((node, literal if name is None else None))
+            path.append((node, literal if name is None or literal == CATCH_ALL else None))
             node = nxt
         route = node.routes.get(method)
         if route is None or route.template != template:
@@ -207,6 +214,8 @@ class EndpointResolver:
             parent, step = path.pop()
             if step is None:
                 parent.param = None
+            elif step == CATCH_ALL:
+                parent.rest = None
             else:
                 del parent.literals[step]
             node = parent
@@ -218,7 +227,7 @@ class EndpointResolver:
         node: Optional[_Node] = self._root
         for literal, name in parse_path_template(template):
             assert node is not None
-            node = node.literals.get(literal) if name is None else node.param
+            node = _child(node, literal, name)
             if node is None:
                 return None
         return node.routes.get(method) if node is not None else None
@@ -261,7 +270,13 @@ class EndpointResolver:
                 raise MethodNotAllowed(f"{method} is not allowed on {path}", allowed)
             raise NotFound(f"no endpoint matches {path}")
         if route.param_names:
-            params = {name: decode_segment(v) for name, v in zip(route.param_names, values)}
+            if is_catch_all(route.template):
+                params = {name: decode_segment(v)
+                          for name, v in zip(route.param_names[:-1], values)}
+                params[route.param_names[-1]] = decode_rest(values[-1])
+            else:
+                params = {name: decode_segment(v)
+                          for name, v in zip(route.param_names, values)}
         else:
             params = {}
         return Resolution(route, params)
@@ -276,18 +291,7 @@ class EndpointResolver:
         allowed: List[str],
     ) -> Optional[Route]:
         if index == len(segments):
-            routes = node.routes
-            if not routes:
-                return None
-            route = routes.get(method)
-            if route is None and method == "HEAD":
-                route = routes.get("GET")
-            if route is None:
-                # Every template matching the path contributes to Allow.
-                allowed.extend(routes)
-                if "GET" in routes:
-                    allowed.append("HEAD")
-            return route
+            return _route_for(node.routes, method, allowed)
         segment = segments[index]
         child = node.literals.get(segment)
         if child is not None:
@@ -300,4 +304,47 @@ class EndpointResolver:
             if found is not None:
                 return found
             values.pop()
+        rest = node.rest
+        if rest is not None and all(segments[index:]):
+            # A catch-all takes the rest (no empty segment): tried last.
+            route = _route_for(rest.routes, method, allowed)
+            if route is not None:
+                values.append("/".join(segments[index:]))
+            return route
         return None
+
+
+def _child(node: _Node, literal: str, name: Optional[str]) -> Optional[_Node]:
+    """
+    The child of C{node} for one segment of L{parse_path_template}.
+    """
+    if name is None:
+        return node.literals.get(literal)
+    return node.rest if literal == CATCH_ALL else node.param
+
+
+def _route_for(routes: Dict[str, Route], method: str, allowed: List[str]) -> Optional[Route]:
+    """
+    The route of C{method} among the routes of one node (HEAD falls back to
+    GET); if there is none, add the node's methods to C{allowed}.
+    """
+    if not routes:
+        return None
+    route = routes.get(method)
+    if route is None and method == "HEAD":
+        route = routes.get("GET")
+    if route is None:
+        # Every template matching the path contributes to Allow.
+        allowed.extend(routes)
+        if "GET" in routes:
+            allowed.append("HEAD")
+    return route
+
+
+def decode_rest(rest: str) -> str:
+    """
+    Percent-decode the segments a catch-all took, joined by C{/}.
+
+    @raise BadRequest: as L{decode_segment}, for any of them.
+    """
+    return "/".join(decode_segment(segment) for segment in rest.split("/"))

@@ -16,7 +16,9 @@ from zope.interface import implementer
 from ..common.enums import InstanceHealthStatus
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IGlobalRoutingState
-from ..common.models import ConnectionState, RoutableConnection
+from ..common.models import (
+    ConnectionState, RoutableConnection, template_param_names, template_shape,
+)
 from .errors import MethodNotAllowed, NoRoute, NotFound
 from .memory import RouteMemory
 from .resolver import EndpointResolver, Resolution, Route
@@ -264,10 +266,8 @@ class RoutingState:
 
 
 def _shape(template: str) -> str:
-    return "/".join("{}" if s.startswith("{") else s for s in template.split("/"))
+    return template_shape(template)
 
 
 def _param_names(template: str) -> Tuple[str, ...]:
-    return tuple(
-        segment[1:-1] for segment in template.split("/") if segment.startswith("{")
-    )
+    return template_param_names(template)
