@@ -46,9 +46,11 @@ class PendingRequest:
     One dispatched request awaiting its response.
 
     @ivar started: the RESPONSE header arrived and a streamed body follows.
+    @ivar active_at: when the streamed response last brought bytes (its
+        timeout is an idle timeout from there, issue 25).
     """
 
-    __slots__ = ("sink", "timeout", "started", "size", "retry")
+    __slots__ = ("sink", "timeout", "started", "size", "retry", "active_at")
 
     def __init__(self, sink: IResponseSink, timeout: Optional[float], size: int) -> None:
         """
@@ -59,6 +61,7 @@ class PendingRequest:
         self.started = False
         self.size = size
         self.retry: Optional[IDelayedCall] = None
+        self.active_at = 0.0
 
 
 #: A timeout heap entry: deadline, sequence number (first sent times out
@@ -198,6 +201,14 @@ class InFlightRequests:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, cid, pending = heapq.heappop(self._deadlines)
             if self._pending.get(cid) is pending:
+                if pending.started and pending.timeout is not None:
+                    # A streaming response times out when idle (issue 25):
+                    # its deadline moves on to its last bytes + timeout.
+                    idle_until = pending.active_at + pending.timeout
+                    if idle_until > now:
+                        heapq.heappush(self._deadlines,
+                                       (idle_until, next(self._sequence), cid, pending))
+                        continue
                 self._timed_out(cid, pending.timeout)
         # Skip to the next live deadline (answered requests leave theirs).
         deadlines = self._deadlines
@@ -230,9 +241,11 @@ class InFlightRequests:
             self.late_frames += 1
             return False
         if message.streaming:
-            # The timeout keeps running until the stream ends: a stalled
-            # stream is cancelled like a missing response.
+            # From here the timeout is an idle timeout (issue 25): a stream
+            # that brings no bytes for it is cancelled like a missing
+            # response; one that keeps moving may last.
             pending.started = True
+            pending.active_at = self._clock.seconds()
             self._deliver(cid, pending, pending.sink.responseStarted, message)
             return True
         self._remove(cid)
@@ -274,6 +287,7 @@ class InFlightRequests:
             self._deliver(cid, pending, pending.sink.failed, abort_error())
             return True
         if chunk:
+            pending.active_at = self._clock.seconds()
             self._deliver(cid, pending, pending.sink.bodyChunk, chunk)
         if end and cid in self._pending:
             self._remove(cid)
@@ -329,6 +343,13 @@ class InFlightRequests:
         return len(cids)
 
     def _timed_out(self, cid: CorrelationId, timeout: Optional[float]) -> None:
+        pending = self._pending.get(cid)
+        if pending is not None and pending.started:
+            self.log.warn("the streamed response of request {cid} brought nothing for "
+                          "{timeout}s; sending CANCEL", cid=cid, timeout=timeout)
+            self.cancel(cid, CancelReason.TIMEOUT,
+                        GatewayTimeout(f"no response bytes for {timeout:g} s"))
+            return
         self.log.warn("request {cid} timed out after {timeout}s; sending CANCEL",
                       cid=cid, timeout=timeout)
         self.cancel(cid, CancelReason.TIMEOUT,

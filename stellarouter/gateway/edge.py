@@ -80,7 +80,7 @@ _PROBLEM = PROBLEM_CONTENT_TYPE.encode()
 #: incoming C{X-Correlation-Id} is never forwarded (the id is the
 #: gateway's: the REQUEST's, C{ctx.correlation_id} in the handler).
 _EDGE_HEADERS = frozenset({"host", "authorization", "x-forwarded-for", "forwarded",
-                           "x-correlation-id"})
+                           "x-correlation-id", "x-forwarded-proto"})
 
 
 def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
@@ -116,7 +116,8 @@ def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
             if lower == "forwarded":
                 forwarded = values
                 continue
-            if lower == "x-correlation-id":
+            if lower in ("x-correlation-id", "x-forwarded-proto"):
+                # (X-Forwarded-Proto: written below, issue 25)
                 continue
             if len(values) > 1:
                 raise BadRequest(f"{len(values)} {text} headers; at most one is allowed")
@@ -132,7 +133,13 @@ def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
         pairs += forwarding.own_headers(request.getClientAddress())
     else:
         pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
+    # issue 25: the scheme the client used (the Klein bridge's isSecure).
+    pairs.append(_HTTPS if request.isSecure() else _HTTP)
     return pairs, version
+
+
+_HTTPS = ("X-Forwarded-Proto", "https")
+_HTTP = ("X-Forwarded-Proto", "http")
 
 
 def _without_authorization(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:

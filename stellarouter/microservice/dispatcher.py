@@ -19,7 +19,7 @@ from ..common.errors import MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameSender, ISendBacklog
-from ..common.models import Frame, InstanceDescriptor
+from ..common.models import DEFAULT_TIMEOUT, Frame, InstanceDescriptor
 from ..common.payloads import (
     RequestMessage,
     ResponseMessage,
@@ -35,6 +35,7 @@ from ..common.payloads import (
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .budget import ResponseStreamBudget
+from .idle import IdleTimer
 from .asyncio_bridge import (
     ASYNCIO_REACTOR_FIX,
     awaitable_deferred,
@@ -88,12 +89,14 @@ class _Credit:
         process's L{ResponseStreamBudget}).
     """
 
-    __slots__ = ("available", "_waiter", "outstanding")
+    __slots__ = ("available", "_waiter", "outstanding", "idle")
 
     def __init__(self, available: int = STREAM_WINDOW) -> None:
         self.available = available
         self.outstanding = 0
         self._waiter: Optional[Deferred] = None
+        #: Aborts the stream when nothing was sent for the endpoint's timeout.
+        self.idle: Optional[IdleTimer] = None
 
     def wait(self) -> Deferred:
         self._waiter = Deferred()
@@ -528,6 +531,9 @@ class RequestDispatcher:
         pump = awaitable_deferred(self._pump(cid, response.body, credit), self.event_loop)
         entry.deferred = pump
         self._in_flight[cid] = entry
+        # issue 25: the endpoint's timeout is an idle timeout from here on.
+        credit.idle = IdleTimer(self.clock, _endpoint_timeout(self.app, message),
+                                lambda: self._stream_idle(cid, entry))
         pump.addCallbacks(self._stream_done, self._stream_failed,
                           callbackArgs=(cid, entry), errbackArgs=(cid, entry))
 
@@ -562,6 +568,8 @@ class RequestDispatcher:
                 credit.available -= size
                 credit.outstanding += size
                 offset += size
+                if credit.idle is not None:
+                    credit.idle.touch()
 
         if hasattr(body, "__aiter__"):
             iterator = body.__aiter__()
@@ -613,9 +621,30 @@ class RequestDispatcher:
         leaves the budget (the gateway will not credit a finished stream).
         """
         credit = self._credits.pop(cid, None)
+        if credit is not None and credit.idle is not None:
+            credit.idle.stop()
         if credit is not None and credit.outstanding:
             self.response_budget.release(credit.outstanding)
             credit.outstanding = 0
+
+    def _stream_idle(self, cid: CorrelationId, entry: _InFlight) -> None:
+        """
+        A streamed response sent nothing for its endpoint's timeout: abort
+        it, and cancel its producer with reason TIMEOUT.
+        """
+        if self._in_flight.get(cid) is not entry:
+            return
+        credit = self._credits.get(cid)
+        timeout = credit.idle.timeout if credit is not None and credit.idle else 0.0
+        self.log.warn("the streamed response of request {cid} sent nothing for {timeout:g}s; "
+                      "aborting it", cid=cid, timeout=timeout)
+        del self._in_flight[cid]
+        self.failed += 1
+        self._end_credit(cid)
+        self._cancel_entry(entry, CancelReason.TIMEOUT)
+        self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
+                                    encode_stream_data(b"", abort=True)))
+        self._check_idle()
 
     def _stream_done(self, result: object, cid: CorrelationId, entry: _InFlight) -> None:
         self._end_credit(cid)
@@ -706,6 +735,14 @@ class RequestDispatcher:
                 FrameType.RESPONSE_STREAM_DATA, cid,
                 encode_stream_data(body[offset : offset + step], end=offset == last),
             ))
+
+
+def _endpoint_timeout(app: Microservice, message: RequestMessage) -> float:
+    """
+    The timeout of the endpoint C{message} is for, as its code declared it.
+    """
+    registered = app.lookup(message.method, message.template)
+    return registered.descriptor.default_timeout if registered is not None else DEFAULT_TIMEOUT
 
 
 def _drained(backlog: ISendBacklog) -> Deferred:

@@ -156,7 +156,7 @@ class KleinBridge:
     def reactor(self) -> IReactorTime:
         if self._reactor is None:
             from twisted.internet import reactor
-            self._reactor = reactor  # type: ignore[assignment]
+            self._reactor = reactor
         assert self._reactor is not None
         return self._reactor
 
