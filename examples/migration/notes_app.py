@@ -40,8 +40,9 @@ class NotesAPI:
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.notes: Dict[int, Dict[str, str]] = {}
         self.next_id = 1
-        #: Streams whose client went away (their notifyFinish failed).
-        self.exports_stopped = 0
+        #: Why the streams whose client went away stopped (their
+        #: notifyFinish failed with it).
+        self.stopped: List[BaseException] = []
         #: The timers of the streams being written.
         self.pending: Dict[str, Any] = {}
 
@@ -126,7 +127,7 @@ class NotesAPI:
         interval = float(request.args.get(b"interval", [b"0.1"])[0])
         request.setHeader(b"Content-Type", b"text/event-stream")
         done: Deferred = Deferred()
-        request.notifyFinish().addErrback(lambda failure: self._stopped(tick))
+        request.notifyFinish().addErrback(self._stopped)
 
         def tick(left: int) -> None:
             if left == 0:
@@ -138,8 +139,8 @@ class NotesAPI:
         tick(count)
         return done
 
-    def _stopped(self, what: Any) -> None:
-        self.exports_stopped += 1
+    def _stopped(self, failure: Any) -> None:
+        self.stopped.append(failure.value)
         for call in self.pending.values():
             if call.active():
                 call.cancel()
@@ -193,7 +194,7 @@ class _Export(Resource):
             request.write(rows.pop(0))
             self.api.pending["export"] = self.api.clock.callLater(interval, next_row)
 
-        request.notifyFinish().addErrback(lambda failure: self.api._stopped(next_row))
+        request.notifyFinish().addErrback(self.api._stopped)
         next_row()
         return NOT_DONE_YET
 

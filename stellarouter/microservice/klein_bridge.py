@@ -230,8 +230,13 @@ class BridgedRequest:
             self._in_render = False
         if self.done and self.stream is None:
             return self._whole()
+        # A Deferred even when the answer is known: the SDK tracks the
+        # request by it (CANCEL reaches notifyFinish through ctx.cancelled).
         self.answer = Deferred(lambda d: None)
-        if self._head and self.stream is None:
+        if self.stream is not None:
+            self.answer.callback(self._streaming_response())
+        elif self._head:
+            # Written in the first turn and not finished: a stream.
             self._start_stream()
         return self.answer
 
@@ -319,7 +324,10 @@ class BridgedRequest:
         if self._decision is not None and self._decision.active():
             self._decision.cancel()
         self._decision = None
-        self._answer(StreamingResponse(self.code, self.headers, stream))
+        self._answer(self._streaming_response())
+
+    def _streaming_response(self) -> StreamingResponse:
+        return StreamingResponse(self.code, self.headers, self.stream)
 
     def _maybe_pause(self) -> None:
         producer = self._producer
