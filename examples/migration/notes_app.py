@@ -149,6 +149,11 @@ class NotesAPI:
     def page(self, request: Any, note_id: int) -> Any:
         return _NotePage(note_id, self._note(note_id))
 
+    @app.route("/stats")
+    def stats(self, request: Any) -> bytes:
+        return self._json(request, {"notes": len(self.notes),
+                                    "streams_stopped": [str(e) for e in self.stopped]})
+
     @app.route("/files/<path:name>")
     def files(self, request: Any, name: str) -> bytes:
         return self._json(request, {"name": name})
