@@ -132,6 +132,11 @@ class MicroserviceService(Service):
         dial again after a backoff that grows to a minute; after
         C{max_hello_rejections} in a row, give up.
         """
+        if "{*" in reason and "malformed segment" in reason:
+            # issue 25: a gateway from before catch-all templates.
+            reason += (" (this gateway does not know catch-all templates {*name}, which "
+                       "mount_klein announces for <path:...> and branch=True routes: "
+                       "upgrade the gateway)")
         count = self.rejections[index] = self.rejections.get(index, 0) + 1
         limit = self.config.max_hello_rejections
         if limit is not None and count >= limit:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, List, Sequence, Tuple
 
 from klein import Klein
@@ -15,11 +16,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 from twisted.web.static import File
 
 from examples.migration.notes_app import NotesAPI
+from stellarouter.common import models
 from stellarouter.common.enums import CancelReason
 from stellarouter.microservice import HeaderMap, Microservice, RawResponse
 from stellarouter.microservice.klein_bridge import (
@@ -485,3 +488,25 @@ class SdkApiTests(SynchronousTestCase):
         self.assertEqual(headers.items(), [("Accept", "a"), ("X-Y", "1"), ("x-y", "2")])
         self.assertEqual(list(headers), headers.items())
 
+
+
+class OlderGatewayTests(SynchronousTestCase):
+    def test_older_gateway_refuses_clearly(self) -> None:
+        """
+        A gateway that does not know catch-all templates refuses the HELLO
+        naming the segment, and the SDK's log says what to do.
+        """
+        clock = Clock()
+        service = Microservice("notes", "2.0.0")
+        service.mount_klein(NotesAPI(clock).app, reactor=clock)
+        # The gateway's own validation, as before issue 25: no {*name}.
+        self.patch(models, "_CATCH_ALL_PARAM", re.compile(r"(?!)"))
+        deployment = InMemoryDeployment(clock)
+        self.addCleanup(deployment.stop)
+        with capturedLogs() as events:
+            deployment.add(service)
+        rejections = [formatEvent(e) for e in events if "rejected HELLO" in e["log_format"]]
+        self.assertTrue(rejections, [formatEvent(e) for e in events])
+        self.assertIn("malformed segment '{*name}'", rejections[0])
+        self.assertIn("does not know catch-all templates", rejections[0])
+        self.assertEqual(deployment.request("GET", "/notes").status, 404)
