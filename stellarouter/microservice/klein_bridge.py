@@ -54,6 +54,11 @@ BUFFER_BYTES = 64 * 1024
 #: producer is paused (resumed below half of it).
 HIGH_WATER = 256 * 1024
 
+#: Bytes of a streamed response waiting for credit past which the response
+#: is abandoned: an app writing without a producer faster than its client
+#: reads (twisted.web would buffer it all in the transport).
+MAX_BUFFERED = 16 * 1024 * 1024
+
 _CONVERTER = re.compile(r"<(?:([A-Za-z_][A-Za-z0-9_]*)(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>")
 
 
@@ -263,6 +268,9 @@ class BridgedRequest:
             return
         if self.stream is not None:
             self.stream.feed(data)
+            if self.stream.size > MAX_BUFFERED:
+                self._overflow()
+                return
             self._maybe_pause()
             return
         self.chunks.append(data)
@@ -359,6 +367,18 @@ class BridgedRequest:
 
     # -- the end --------------------------------------------------------------
 
+    def _overflow(self) -> None:
+        stream = self.stream
+        assert stream is not None
+        self.log.error(
+            "{method} {path}: the Klein app wrote {size} bytes more than its client took "
+            "(over {limit}; register a producer to follow the client); abandoning the "
+            "response (request {cid})", method=self.ctx.method, path=self.ctx.path,
+            size=stream.size, limit=MAX_BUFFERED, cid=self.ctx.correlation_id)
+        stream.fail(BufferError(f"over {MAX_BUFFERED} bytes waiting for the client"))
+        self._lost(RequestCancelled(None, "the response was abandoned: over "
+                                          f"{MAX_BUFFERED} bytes waiting for the client"))
+
     def _cancelled(self, reason: Optional[CancelReason]) -> None:
         self._lost(RequestCancelled(
             reason, f"cancelled by the gateway: {reason.value}" if reason is not None
@@ -422,15 +442,27 @@ class _ResponseBody:
         self._chunks: Deque[bytes] = deque()
         self.size = 0
         self._ended = False
+        self._error: Optional[Exception] = None
         self._waiter: Optional[Deferred] = None
 
     def feed(self, chunk: bytes) -> None:
+        if self._error is not None:
+            return
         self._chunks.append(chunk)
         self.size += len(chunk)
         self._wake()
 
     def end(self) -> None:
         self._ended = True
+        self._wake()
+
+    def fail(self, error: Exception) -> None:
+        """
+        Stop the stream: the SDK aborts it at its next read.
+        """
+        self._error = error
+        self._chunks.clear()
+        self.size = 0
         self._wake()
 
     def _wake(self) -> None:
@@ -443,6 +475,8 @@ class _ResponseBody:
 
     async def __anext__(self) -> bytes:
         while not self._chunks:
+            if self._error is not None:
+                raise self._error
             if self._ended:
                 raise StopAsyncIteration
             self._owner.drained()
@@ -463,7 +497,7 @@ class _ResponseBody:
         """
         self._chunks.clear()
         self.size = 0
-        if not self._ended:
+        if not self._ended and self._error is None:
             self._owner.abandoned()
 
 

@@ -27,6 +27,7 @@ from stellarouter.common.enums import CancelReason
 from stellarouter.microservice import HeaderMap, Microservice, RawResponse
 from stellarouter.microservice.klein_bridge import (
     HIGH_WATER,
+    MAX_BUFFERED,
     RequestCancelled,
     route_templates,
 )
@@ -510,3 +511,35 @@ class OlderGatewayTests(SynchronousTestCase):
         self.assertIn("malformed segment '{*name}'", rejections[0])
         self.assertIn("does not know catch-all templates", rejections[0])
         self.assertEqual(deployment.request("GET", "/notes").status, 404)
+
+
+class OverflowTests(SynchronousTestCase):
+    def test_writer_without_producer_is_bounded(self) -> None:
+        """
+        An app that writes more than L{MAX_BUFFERED} bytes its client has
+        not taken, without a producer, has its response abandoned (logged,
+        the stream aborted, C{notifyFinish} failed) instead of filling
+        memory.
+        """
+        clock = Clock()
+        app = Klein()
+        finished: List[Any] = []
+
+        @app.route("/flood")
+        def flood(request: Any) -> Deferred:
+            request.notifyFinish().addBoth(finished.append)
+            for _ in range(MAX_BUFFERED // (1024 * 1024) + 2):
+                request.write(b"x" * 1024 * 1024)
+            return Deferred()
+
+        service = Microservice("flood", "1.0.0")
+        service.mount_klein(app, reactor=clock)
+        client = ServiceClient(service, clock)
+        d = client.get("/flood", stream=True)
+        clock.advance(0)
+        response = self.successResultOf(d)
+        self.failureResultOf(Deferred.fromCoroutine(response.stream.read()), StreamAborted)
+        [failure] = finished
+        self.assertIsInstance(failure.value, RequestCancelled)
+        self.assertEqual(client.in_flight, 0)
+        self.assertEqual(len(self.flushLoggedErrors(BufferError)), 1)
