@@ -14,6 +14,11 @@
 #   * benchmarks/notes_direct.py on 127.0.0.1:8181 (Site(app.resource()), access log off);
 # creates note 1 on both, then runs the interleaved A/B script (wrk pinned to WRK_CPU, default 0)
 # at every C in CONNS. Target (issue 25): bridged >= 0.8x direct.
+# Then (CPU=1, the default) CPU time per request of each process: SECS (default 10) s of wrk at
+# C=16 on each URL, user+system ticks of the gateway, the microservice and the direct app
+# (/proc/PID/stat) divided by the requests wrk completed; "own cores" is the throughput ratio the
+# bridged path reaches when the gateway and the microservice each have a core (the slower one
+# bounds it): direct CPU per request / max(gateway's, microservice's).
 # env knobs: D ROUNDS WARMUP CONNS SERVER_CPU WRK_CPU AB_SCRIPT STELLA_VENV OUT (as gateway_vs_klein.sh)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,9 +51,12 @@ start() {  # cpu name cmd...
   PIDS+=($!)
 }
 start "$SERVER_CPU" gateway "$TWISTD" -n --pidfile= stella-gateway --config "$OUT/gateway.yaml"
+GW_PID=${PIDS[-1]}
 start "$MICRO_CPU" notes "$TWISTD" -n --pidfile= stella-micro --config "$OUT/notes.yaml" \
   --app examples.migration.bridged:service
+MS_PID=${PIDS[-1]}
 start "$SERVER_CPU" direct "$PY" benchmarks/notes_direct.py --port $DIRECT_PORT
+DK_PID=${PIDS[-1]}
 for url in "http://127.0.0.1:$GW_PORT" "http://127.0.0.1:$DIRECT_PORT"; do
   for _ in $(seq 1 100); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d 'text=benchmark&tag=b' "$url/notes" || true)
@@ -63,3 +71,27 @@ for c in $CONNS; do
   echo "== C=$c"
   C=$c bash "$AB_SCRIPT" "http://127.0.0.1:$GW_PORT/notes/1" "http://127.0.0.1:$DIRECT_PORT/notes/1"
 done
+
+[ "${CPU:-1}" = 1 ] || exit 0
+SECS=${SECS:-10}
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+load() {  # url -> completed requests
+  taskset -c "$WRK_CPU" wrk -t1 -c16 -d"${SECS}s" "$1" 2>&1 | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'
+}
+HZ=$(getconf CLK_TCK)
+g0=$(ticks "$GW_PID"); m0=$(ticks "$MS_PID")
+n_bridged=$(load "http://127.0.0.1:$GW_PORT/notes/1")
+g1=$(ticks "$GW_PID"); m1=$(ticks "$MS_PID")
+d0=$(ticks "$DK_PID")
+n_direct=$(load "http://127.0.0.1:$DIRECT_PORT/notes/1")
+d1=$(ticks "$DK_PID")
+python3 - "$HZ" "$n_bridged" $((g1 - g0)) $((m1 - m0)) "$n_direct" $((d1 - d0)) <<'PY'
+import sys
+hz, nb, g, m, nd, d = (float(x) for x in sys.argv[1:])
+us = lambda ticks, n: ticks / hz / n * 1e6
+gw, ms, dk = us(g, nb), us(m, nb), us(d, nd)
+print(f"CPU per request (C=16): gateway {gw:.0f} us + microservice (bridge + app) {ms:.0f} us"
+      f" = {gw + ms:.0f} us bridged; direct Klein {dk:.0f} us")
+print(f"ratio bridged/direct: one shared core {dk / (gw + ms):.2f}x; own cores "
+      f"{dk / max(gw, ms):.2f}x")
+PY
