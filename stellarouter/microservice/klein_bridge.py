@@ -398,7 +398,10 @@ class BridgedRequest:
         if self.done or getattr(self.request, "channel", None) is None:
             return
         self.done = True
-        self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            # As a channel whose connection is lost does: a file closes.
+            producer.stopProducing()
         self.request.connectionLost(Failure(error))
 
 

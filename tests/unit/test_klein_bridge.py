@@ -543,3 +543,32 @@ class OverflowTests(SynchronousTestCase):
         self.assertIsInstance(failure.value, RequestCancelled)
         self.assertEqual(client.in_flight, 0)
         self.assertEqual(len(self.flushLoggedErrors(BufferError)), 1)
+
+
+class ProducerStopTests(SynchronousTestCase):
+    def test_cancel_stops_the_producer(self) -> None:
+        """
+        A request cancelled while a producer is registered stops the
+        producer (a file being sent is closed), as a lost connection does.
+        """
+        clock = Clock()
+        app = Klein()
+        producers: List[_BigBody] = []
+
+        @app.route("/big")
+        def big(request: Any) -> Any:
+            producer = _BigBody(request, 64 * 1024 * 1024)
+            producers.append(producer)
+            producer.run()
+            return producer.done
+
+        service = Microservice("big", "1.0.0")
+        service.mount_klein(app, reactor=clock)
+        client = ServiceClient(service, clock)
+        d = client.get("/big", stream=True)
+        clock.advance(0)
+        response = self.successResultOf(d)
+        response.close()
+        [producer] = producers
+        self.assertEqual(producer.left, 0)
+        self.assertEqual(client.in_flight, 0)
