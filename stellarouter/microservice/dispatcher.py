@@ -172,6 +172,9 @@ class RequestDispatcher:
         self.response_credit = False
         self.response_budget = (response_budget if response_budget is not None
                                 else ResponseStreamBudget())
+        #: The endpoints' timeouts with the YAML overrides, by (method,
+        #: template) (the session's HELLO descriptors); else the code's.
+        self.endpoint_timeouts: Dict[Tuple[str, str], float] = {}
         #: Added to every response: the version that served it.
         self.version_header = ("X-Stella-Version", app.version)
         self._in_flight: Dict[CorrelationId, _InFlight] = {}
@@ -532,7 +535,7 @@ class RequestDispatcher:
         entry.deferred = pump
         self._in_flight[cid] = entry
         # issue 25: the endpoint's timeout is an idle timeout from here on.
-        credit.idle = IdleTimer(self.clock, _endpoint_timeout(self.app, message),
+        credit.idle = IdleTimer(self.clock, self._endpoint_timeout(message),
                                 lambda: self._stream_idle(cid, entry))
         pump.addCallbacks(self._stream_done, self._stream_failed,
                           callbackArgs=(cid, entry), errbackArgs=(cid, entry))
@@ -626,6 +629,17 @@ class RequestDispatcher:
         if credit is not None and credit.outstanding:
             self.response_budget.release(credit.outstanding)
             credit.outstanding = 0
+
+    def _endpoint_timeout(self, message: RequestMessage) -> float:
+        """
+        The timeout of the endpoint C{message} is for: as announced (YAML
+        overrides included), else as its code declared it.
+        """
+        timeout = self.endpoint_timeouts.get((message.method, message.template))
+        if timeout is not None:
+            return timeout
+        registered = self.app.lookup(message.method, message.template)
+        return registered.descriptor.default_timeout if registered is not None else DEFAULT_TIMEOUT
 
     def _stream_idle(self, cid: CorrelationId, entry: _InFlight) -> None:
         """
@@ -735,14 +749,6 @@ class RequestDispatcher:
                 FrameType.RESPONSE_STREAM_DATA, cid,
                 encode_stream_data(body[offset : offset + step], end=offset == last),
             ))
-
-
-def _endpoint_timeout(app: Microservice, message: RequestMessage) -> float:
-    """
-    The timeout of the endpoint C{message} is for, as its code declared it.
-    """
-    registered = app.lookup(message.method, message.template)
-    return registered.descriptor.default_timeout if registered is not None else DEFAULT_TIMEOUT
 
 
 def _drained(backlog: ISendBacklog) -> Deferred:

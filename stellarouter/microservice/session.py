@@ -111,6 +111,8 @@ class RouterSession:
         self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
                                             instance=self.instance, can_stream=self.can_stream,
                                             response_budget=self.response_budget)
+        self.dispatcher.endpoint_timeouts = {  # issue 25: the streams' idle timeout
+            (d.method, d.path): d.default_timeout for d in self.descriptors}
         hello = Hello(self.instance, self.descriptors, self.heartbeat_interval,
                       ((COMPACT_HEADERS,) if self.compact_headers else ())
                       + ((RESPONSE_CREDIT,) if self.can_stream else ()))

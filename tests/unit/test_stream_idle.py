@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator, List
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
+from stellarouter.config.microservice import EndpointOverrideConfig
 from stellarouter.microservice import Microservice, StreamingResponse
 from stellarouter.microservice.idle import IdleTimer
 from stellarouter.testing.client import ServiceClient, StreamAborted
@@ -140,3 +141,27 @@ class GatewayIdleTests(SynchronousTestCase):
         deployment.pump()
         self.assertTrue(stalled.transport.disconnecting or stalled.transport.disconnected)
 
+
+    def test_yaml_timeout_is_the_sdk_idle_timeout(self) -> None:
+        """
+        The SDK's idle timeout is the endpoint's timeout as announced, YAML
+        override included: a 2 s endpoint set to 5 s in YAML streams a byte
+        every 3 s to the end.
+        """
+        clock = Clock()
+        service = Microservice("ticks", "1.0.0")
+
+        @service.endpoint("GET", "/ticks", timeout=2.0)
+        def ticks(ctx: Any) -> StreamingResponse:
+            return StreamingResponse(200, [], _ticks(clock, 3, 3.0))
+
+        deployment = InMemoryDeployment(clock)
+        self.addCleanup(deployment.stop)
+        deployment.add(service, endpoints=[EndpointOverrideConfig("GET", "/ticks", timeout=5.0)])
+        client = deployment.http()
+        client.send("GET", "/ticks")
+        for _ in range(120):
+            clock.advance(0.1)
+        response = client.response()
+        assert response is not None
+        self.assertEqual(response.body.count(b"tick"), 3)
