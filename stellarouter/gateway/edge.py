@@ -133,13 +133,14 @@ def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
         pairs += forwarding.own_headers(request.getClientAddress())
     else:
         pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
-    # issue 25: the scheme the client used (the Klein bridge's isSecure).
-    pairs.append(_HTTPS if request.isSecure() else _HTTP)
+    if request.isSecure():
+        # issue 25: the scheme the client used (a bridged Klein app's
+        # isSecure); without it, http (nothing more on the plain path).
+        pairs.append(_HTTPS)
     return pairs, version
 
 
 _HTTPS = ("X-Forwarded-Proto", "https")
-_HTTP = ("X-Forwarded-Proto", "http")
 
 
 def _without_authorization(headers: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
