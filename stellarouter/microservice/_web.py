@@ -16,10 +16,11 @@ in L{PRIVATE_NAMES} and pinned by C{tests/unit/test_klein_bridge_private.py}.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Protocol, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web.http_headers import Headers
+from zope.interface import Interface
 
 #: The private names of twisted.web this module relies on.
 #: C{_respondToBadRequestAndDisconnect} is the channel method
@@ -39,29 +40,48 @@ class NotBehindGateway(NotImplementedError):
     """
 
 
-class ChannelOwner(Protocol):
+class IChannelOwner(Interface):
     """
-    What the channel reports to: one bridged request
+    What a L{BridgeChannel} reports to: one bridged request
     (L{stellarouter.microservice.klein_bridge.BridgedRequest}).
     """
 
-    def headers_written(self, code: int, headers: Headers) -> None:
-        ...
+    def headers_written(code: int, headers: Headers) -> None:
+        """
+        The request wrote its status and headers (once).
 
-    def body_written(self, data: bytes) -> None:
-        ...
+        @param code: the status code.
+        @param headers: the response headers, without C{Transfer-Encoding}.
+        """
 
-    def finished(self) -> None:
-        ...
+    def body_written(data: bytes) -> None:
+        """
+        The request wrote body bytes (plain, never chunk-encoded).
+        """
 
-    def producer_registered(self, producer: Any, streaming: bool) -> None:
-        ...
+    def finished() -> None:
+        """
+        The response is complete (C{request.finish()}).
+        """
 
-    def producer_unregistered(self) -> None:
-        ...
+    def producer_registered(producer: Any, streaming: bool) -> None:
+        """
+        The app registered a producer on the request.
 
-    def bad_request(self) -> None:
-        ...
+        @param streaming: C{True} for a push producer (paused and resumed),
+            C{False} for a pull producer (asked for more).
+        """
+
+    def producer_unregistered() -> None:
+        """
+        The app unregistered its producer.
+        """
+
+    def bad_request() -> None:
+        """
+        twisted.web could not parse the request (a malformed multipart
+        form): answer 400.
+        """
 
 
 class RefusedTransport:
@@ -89,7 +109,7 @@ class BridgeChannel:
     transport = RefusedTransport()
     factory = None
 
-    def __init__(self, owner: ChannelOwner, site: Any, peer: Address, host: Address,
+    def __init__(self, owner: IChannelOwner, site: Any, peer: Address, host: Address,
                  secure: bool) -> None:
         """
         @param owner: told what the request writes.

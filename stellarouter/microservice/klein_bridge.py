@@ -37,10 +37,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from ..common.enums import CancelReason
 from ..common.models import normalize_path_template, template_shape
-from ._web import BridgeChannel, address_of
+from ._web import BridgeChannel, IChannelOwner, address_of
 from .context import RawRequestContext, RawResponse, StreamingResponse
 
 #: Methods announced for a Klein route that lists none (werkzeug: any).
@@ -181,6 +182,7 @@ class KleinBridge:
         return BridgedRequest(self, ctx).run()
 
 
+@implementer(IChannelOwner)
 class BridgedRequest:
     """
     One REQUEST served by the Klein app: owns the twisted.web request and

@@ -7,14 +7,29 @@ renames or drops one fails here, by name.
 from io import BytesIO
 from typing import List
 
+from klein import Klein
 from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface.verify import verifyObject
 
-from stellarouter.microservice._web import PRIVATE_NAMES, BridgeChannel
+from stellarouter.microservice import HeaderMap, RawRequestContext
+from stellarouter.microservice._web import PRIVATE_NAMES, BridgeChannel, IChannelOwner
+from stellarouter.microservice.klein_bridge import BridgedRequest, KleinBridge
+
+
+class ChannelOwnerTests(SynchronousTestCase):
+    def test_bridged_request_provides_the_interface(self) -> None:
+        """
+        A bridged request provides L{IChannelOwner}, what its channel calls.
+        """
+        bridge = KleinBridge(Klein(), Clock())
+        ctx = RawRequestContext("GET", "/", {}, "", HeaderMap(), {}, b"", "cid")
+        verifyObject(IChannelOwner, BridgedRequest(bridge, ctx))
 
 
 class BridgePrivateNameTests(SynchronousTestCase):
