@@ -114,16 +114,15 @@ def _template(rule: str) -> str:
     used: Set[str] = set()
     for segment in rule.strip("/").split("/") if rule.strip("/") else []:
         params = list(_CONVERTER.finditer(segment))
-        if not params:
-            segments.append(segment)
-            continue
-        converter, name = params[0].group(1), params[0].group(2)
-        if any(p.group(1) == "path" for p in params):
-            name = next(p.group(2) for p in params if p.group(1) == "path")
-            segments.append("{*" + _unique(name, used) + "}")
+        rest = [p.group(2) for p in params if p.group(1) == "path"]
+        if rest:
+            # A path converter takes slashes: the rest is Klein's to match.
+            segments.append("{*" + _unique(rest[0], used) + "}")
             break
-        del converter
-        segments.append("{" + _unique(name, used) + "}")
+        if params:
+            segments.append("{" + _unique(params[0].group(2), used) + "}")
+        else:
+            segments.append(segment)
     try:
         return normalize_path_template("/" + "/".join(segments))
     except Exception as e:

@@ -572,3 +572,37 @@ class ProducerStopTests(SynchronousTestCase):
         [producer] = producers
         self.assertEqual(producer.left, 0)
         self.assertEqual(client.in_flight, 0)
+
+
+class RouteTemplateTests(SynchronousTestCase):
+    def templates(self, *rules: str, **kwargs: Any) -> List[Tuple[str, str]]:
+        app = Klein()
+        for index, rule in enumerate(rules):
+            app.route(rule, endpoint=f"e{index}", **kwargs)(lambda request: b"")
+        return route_templates(app)
+
+    def test_rule_shapes(self) -> None:
+        """
+        The root, converters, a segment mixing text and a parameter, and a
+        C{<path:...>} that is not last (Klein matches the rest) all give a
+        template.
+        """
+        self.assertEqual(self.templates("/", "/a/<int:x>", "/f-<name>.txt", "/p/<path:rest>/edit",
+                                        methods=["GET"]),
+                         [("GET", "/"), ("GET", "/a/{x}"), ("GET", "/{name}"),
+                          ("GET", "/p/{*rest}")])
+
+    def test_same_shape_once(self) -> None:
+        """
+        Two routes of one shape (C{<int:id>} and C{<name>}) are one endpoint.
+        """
+        self.assertEqual(self.templates("/n/<int:id>", "/n/<name>", methods=["GET"]),
+                         [("GET", "/n/{id}")])
+
+    def test_unannounceable_route(self) -> None:
+        """
+        A route whose text is no path template is refused, naming it.
+        """
+        with self.assertRaises(ValueError) as caught:
+            self.templates("/a b", methods=["GET"])
+        self.assertIn("'/a b'", str(caught.exception))
