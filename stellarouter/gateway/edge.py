@@ -133,7 +133,7 @@ def _read_headers(request: IRequest, forwarding: ClientAddressPolicy,
         pairs += forwarding.own_headers(request.getClientAddress())
     else:
         pairs += forwarding.headers(request.getClientAddress(), forwarded_for, forwarded)
-    if ISSLTransport.providedBy(request.transport):
+    if ISSLTransport.providedBy(getattr(request, "transport", None)):
         # issue 25: the scheme the client used (a bridged Klein app's
         # isSecure); without it, http (nothing more on the plain path).
         # (Not request.isSecure(): it adapts the transport, ~10k
