@@ -11,7 +11,7 @@ refuse.  The decoders tell the two forms apart by the header's first byte.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 from .compact import (
     COMPACT_MARKER,
@@ -24,34 +24,24 @@ from .json_form import decode_request_json, decode_response_json, request_json, 
 from .messages import EMPTY, RequestMessage, ResponseMessage
 
 
-def _pairs_problem(headers: Sequence[Any]) -> bool:
-    if type(headers) is not list and type(headers) is not tuple:
-        return True
-    for pair in headers:
-        if (type(pair) is not tuple and type(pair) is not list) or len(pair) != 2:
-            return True
-        if not isinstance(pair[0], str) or not isinstance(pair[1], str):
-            return True
-    return False
-
-
-def _mapping_problem(value: Mapping[str, Any], values: type) -> bool:
-    if value is EMPTY:
-        return False
-    if not isinstance(value, Mapping):
-        return True
-    return values is str and not all(isinstance(v, str) for v in value.values())
-
-
 def _request_problem(m: RequestMessage) -> bool:
-    deadline = m.deadline
-    return not (
-        isinstance(m.method, str) and isinstance(m.path, str) and isinstance(m.template, str)
-        and isinstance(m.query, str) and type(m.streaming) is bool and type(m.body) is bytes
-        and (deadline is None
-             or (isinstance(deadline, (int, float)) and not isinstance(deadline, bool)))
-    ) or _mapping_problem(m.path_params, str) or _mapping_problem(m.claims, object) \
-        or _pairs_problem(m.headers)
+    """
+    Whether a field of C{m} that the writers would not refuse themselves is
+    of another type than L{RequestMessage} says.  The writers refuse the
+    rest as they go (C{TypeError} for a string, pair or body of another
+    type, C{ValueError} for a pair that is not two items), so nothing is
+    checked twice.
+    """
+    params, claims, deadline = m.path_params, m.claims, m.deadline
+    headers = m.headers
+    return ((type(headers) is not list and type(headers) is not tuple)
+            or type(m.streaming) is not bool
+            or (deadline is not None and type(deadline) is not float
+                and (type(deadline) is not int))
+            or (type(params) is not dict and params is not EMPTY
+                and not isinstance(params, Mapping))
+            or (type(claims) is not dict and claims is not EMPTY
+                and not isinstance(claims, Mapping)))
 
 
 def encode_request(message: RequestMessage, compact: bool = False) -> bytes:
@@ -62,6 +52,7 @@ def encode_request(message: RequestMessage, compact: bool = False) -> bytes:
         announced L{COMPACT_HEADERS}); a message it cannot hold (a NUL in a
         string) is written as JSON.
     @raise TypeError: a field of another type than L{RequestMessage} says.
+    @raise ValueError: a header pair that is not two items.
     """
     if _request_problem(message):
         raise TypeError(f"not a valid RequestMessage: {message!r:.200}")
@@ -80,11 +71,12 @@ def encode_response(message: ResponseMessage, compact: bool = False) -> bytes:
         L{COMPACT_HEADERS} in its HELLO answer); as L{encode_request}, a
         message it cannot hold is written as JSON.
     @raise TypeError: a field of another type than L{ResponseMessage} says.
+    @raise ValueError: a header pair that is not two items.
     """
     status = message.status
     if ((type(status) is not int and (not isinstance(status, int) or isinstance(status, bool)))
-            or type(message.streaming) is not bool or type(message.body) is not bytes
-            or _pairs_problem(message.headers)):
+            or type(message.streaming) is not bool
+            or (type(message.headers) is not list and type(message.headers) is not tuple)):
         raise TypeError(f"not a valid ResponseMessage: {message!r:.200}")
     if compact:
         payload = response_compact(message)
