@@ -43,6 +43,7 @@ from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
 from ..common.models import Frame
+from ..common.payloads import HelloAck, encode_hello_ack
 from .hello import HelloRetry
 
 #: The default UDP port of the gateway's transport listener.
@@ -220,14 +221,22 @@ class UDPTransportServer:
     receive_buffer_bytes = 4 * 1024 * 1024
 
     def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
-                 max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0) -> None:
+                 max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
+                 node_id: str = "gateway") -> None:
         """
         @param listen: C{udp:PORT:interface=HOST}.
         @param idle_timeout: a peer silent this long is closed.
+        @param node_id: this gateway's node id, for its "send HELLO again"
+            answers.
         @raise ValueError: a bad address.
         """
         self.reactor = reactor
         self.clock: IReactorTime = reactor
+        self.node_id = node_id
+        self.hello_again = HelloAgainLimit(reactor)
+        self._hello_again_payload = encode_hello_ack(HelloAck(
+            False, f"gateway {node_id} has no session for this address; send HELLO again",
+            node_id, hello_again=True))
         self.interface, self.port_number = parse_udp_address(listen, server=True)
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
@@ -316,6 +325,25 @@ class UDPTransportServer:
         if opening and peer.closed:
             self._hold_off(address)
 
+    def unknown_sender(self, data: bytes, address: Tuple[str, int]) -> None:
+        """
+        A well-formed-looking frame other than HELLO from an address with no
+        peer (this gateway restarted, or forgot it): counted as dropped and,
+        within L{HelloAgainLimit}'s budget, answered with a HELLO answer
+        C{accepted: false, hello_again: true} under its correlation id, so a
+        registered microservice sends a new HELLO at once instead of after
+        its idle timeout.
+        """
+        self.protocol.drop("unknown_peer", address)
+        if self.protocol.transport is None or not self.hello_again.allow(address):
+            return
+        try:
+            frame = decode_datagram(data)
+        except ProtocolError:
+            return
+        answer = Frame(FrameType.HELLO, frame.correlation_id, self._hello_again_payload)
+        self.protocol.transport.write(encode_datagram(answer), address)
+
     def _hold_off(self, address: Tuple[str, int]) -> None:
         """
         A HELLO from C{address} was refused: its further HELLOs are dropped
@@ -334,6 +362,58 @@ class UDPTransportServer:
             return True
         del self._refused[address]
         return False
+
+
+class HelloAgainLimit:
+    """
+    How often the gateway may answer "send HELLO again" to an unknown
+    sender: at most once per C{interval} per address, and at most
+    C{per_second} answers a second in all.  A flood of frames from unknown
+    (or spoofed) addresses thus costs a clock read and a counter per
+    datagram, and the gateway never reflects more than C{per_second}
+    small answers a second, whatever the flood (the answer, ~150 bytes,
+    may be larger than the frame it answers: the rate is the bound).
+
+    @ivar answered: answers allowed since start.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = 1.0, per_second: int = 50,
+                 max_addresses: int = 4096) -> None:
+        """
+        @param interval: the least time between two answers to one address.
+        @param per_second: the most answers in any one-second window.
+        @param max_addresses: the most addresses remembered (the oldest are
+            forgotten first).
+        """
+        self.clock = clock
+        self.interval = interval
+        self.per_second = per_second
+        self.max_addresses = max_addresses
+        self.answered = 0
+        self._last: "OrderedDict[Tuple[str, int], float]" = OrderedDict()
+        self._window_end = 0.0
+        self._in_window = 0
+
+    def allow(self, address: Tuple[str, int]) -> bool:
+        """
+        Whether an answer to C{address} may be sent now (if so, it counts).
+        """
+        now = self.clock.seconds()
+        if now >= self._window_end:
+            self._window_end = now + 1.0
+            self._in_window = 0
+        if self._in_window >= self.per_second:
+            return False
+        last = self._last.get(address)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last[address] = now
+        self._last.move_to_end(address)
+        while len(self._last) > self.max_addresses:
+            self._last.popitem(last=False)
+        self._in_window += 1
+        self.answered += 1
+        return True
 
 
 def _grow_receive_buffer(port: Any, size: int) -> int:
@@ -367,9 +447,12 @@ class _ServerProtocol(_Endpoint):
             # An unknown sender's datagram that cannot open a peer: counted,
             # not decoded (a flood of these must stay cheap).
             size = len(data)
-            self.drop("oversize" if size > self.max_datagram_bytes else
-                      "unknown_peer" if size >= FRAME_OVERHEAD and data[0] in _TYPE_BYTES
-                      else "malformed", addr)
+            if size > self.max_datagram_bytes:
+                self.drop("oversize", addr)
+            elif size >= FRAME_OVERHEAD and data[0] in _TYPE_BYTES:
+                self.server.unknown_sender(data, addr)
+            else:
+                self.drop("malformed", addr)
             return
         frame = self.decode(data, addr)
         if frame is not None:
@@ -551,11 +634,12 @@ class UDPTransportClient(_Endpoint):
 
 def udp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory,
                max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
-               idle_timeout: float = 90.0) -> UDPTransportServer:
+               idle_timeout: float = 90.0, node_id: str = "gateway") -> UDPTransportServer:
     """
     A UDP L{ITransportServer}.
     """
-    return UDPTransportServer(reactor, listen, receiver_factory, max_datagram_bytes, idle_timeout)
+    return UDPTransportServer(reactor, listen, receiver_factory, max_datagram_bytes, idle_timeout,
+                              node_id)
 
 
 def udp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
