@@ -150,7 +150,7 @@ class ServerTests(SynchronousTestCase):
         """
         self.server.returned(QUEUE, props(FrameType.REQUEST, reply_to="stella.gw.gw-1"))
         self.assertIn("queue is gone", self.successResultOf(self.receiver.closed))
-        self.assertEqual(self.server.peers, {})
+        self.assertEqual(len(self.server.peers), 0)
         self.server.returned("stella.svc.other", props())  # unknown: nothing happens
 
     def test_everything_published_is_mandatory_with_the_key(self) -> None:
