@@ -1,6 +1,10 @@
 """
 The RabbitMQ transport (AMQP 0-9-1, with pika's Twisted adapter; the choice
-and its evidence are in C{docs/router/decisions.md}).
+and its evidence are in C{docs/router/decisions.md}): the gateway side
+(L{AMQPTransportServer}, its peers in the shared L{PeerTable}) and the
+microservice side (L{AMQPTransportClient}, its sessions a L{ClientSession});
+the broker connection and the frame-to-message mapping both use are in
+C{broker.py}.
 
 Topology: one direct exchange, C{stellaops.router}.  Each gateway node
 consumes its own queue C{stella.gw.<node_id>}; each microservice instance

@@ -12,14 +12,18 @@ UDP has no connection, so this module keeps a small one per peer:
    and if this side already answered it (HELLO answer, RESPONSE), the
    answer is sent again, so a lost answer is repaired by the sender's
    retry instead of re-running the request;
- - the microservice resends its HELLO until it is answered (L{HelloRetry}),
+ - a frame other than HELLO from an address without a peer (this gateway
+   restarted) is answered "send HELLO again", within L{HelloAgainLimit};
+ - the microservice resends its HELLO until it is answered (its
+   L{ClientSession}, with L{HelloRetry}),
    opens a new socket when an ICMP port unreachable closed its own, and
    starts a new session (a new HELLO) when it has heard nothing from the
    gateway for C{idle_timeout}.
 
 Malformed datagrams (shorter than 17 bytes, unknown type) are dropped and
 counted, never raised; drops are logged at most once per interval, with
-their count (a flood must cost a counter per datagram, not a log line).  Received datagrams are read up to 65,535 bytes
+their count (a flood must cost a counter per datagram, not a log line).
+Received datagrams are read up to 65,535 bytes
 (C{listenUDP} reads only 8,192 unless told).
 """
 
@@ -173,7 +177,7 @@ class UDPTransportServer:
         self.idle_timeout = idle_timeout
         self.peers: PeerTable[Address, UDPPeer] = PeerTable(reactor, idle_timeout)
         self._refused: "OrderedDict[Address, float]" = OrderedDict()
-        self.protocol = _ServerProtocol(self, reactor, max_datagram_bytes)
+        self.protocol = _GatewayDatagrams(self, reactor, max_datagram_bytes)
         self.port: Optional[IListeningPort] = None
 
     def start(self) -> Deferred:
@@ -294,7 +298,7 @@ class UDPTransportServer:
         return False
 
 
-class _ServerProtocol(FrameDatagrams):
+class _GatewayDatagrams(FrameDatagrams):
     """
     The gateway's socket: datagrams to the L{UDPTransportServer}.
     """
