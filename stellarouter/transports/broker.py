@@ -33,6 +33,7 @@ from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver
 from ..common.models import Frame
 from ..common.payloads import decode_request
+from .flush import unsent_bytes
 from .peers import DropCounting
 
 #: The exchange every router message goes through.
@@ -126,6 +127,12 @@ class BrokerQueue(DropCounting):
     """
 
     log = Logger()
+    #: The most bytes the broker connection may hold unsent before frames
+    #: are dropped (counted as C{broker_backlog}).  The broker stops reading
+    #: from publishers under a resource alarm (RabbitMQ's "connection
+    #: blocked"); without a cap every frame published meanwhile would stay in
+    #: this process's memory.
+    max_unsent_bytes = 32 * 1024 * 1024
 
     def __init__(self, reactor: Any, address: str, queue: str, gateway_required: bool,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
@@ -266,7 +273,7 @@ class BrokerQueue(DropCounting):
         header and our broker user as C{user_id}.
         """
         channel = self.channel
-        if channel is None:
+        if channel is None or self._backlogged(target, frame):
             return
         if len(frame.payload) + FRAME_OVERHEAD > self.max_frame_bytes:
             self.log.error("a {kind} frame of {size} bytes is over max_frame_bytes ({limit}); "
@@ -286,6 +293,26 @@ class BrokerQueue(DropCounting):
             reply_to=self.queue, expiration=expiration, user_id=self.user,
             headers={KEY_HEADER: key} if key else None)
         self._send(channel, target, frame.payload, properties, frame.type.name)
+
+    def _backlogged(self, target: str, frame: Frame) -> bool:
+        """
+        Whether the broker connection holds more than C{max_unsent_bytes}
+        unsent: C{frame} is then dropped and counted, with a warning the
+        1st, 2nd, 4th, 8th... time.  A dropped REQUEST ends in its timeout
+        (504), as a lost message would.
+        """
+        link = self.link
+        unsent = unsent_bytes(link.transport) if link is not None else 0
+        if unsent <= self.max_unsent_bytes:
+            return False
+        self.drop("broker_backlog", target, frame.type.name)
+        count = self.drops["broker_backlog"]
+        if count & (count - 1) == 0:
+            self.log.warn("the broker is not reading ({unsent} bytes unsent, over {limit}; a "
+                          "resource alarm?): a {kind} message to {target} dropped, {count} so far",
+                          unsent=unsent, limit=self.max_unsent_bytes, kind=frame.type.name,
+                          target=target, count=count)
+        return True
 
     # overridden by each side
     def opened(self) -> None:
