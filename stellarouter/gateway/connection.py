@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, TransportType
 from ..common.errors import InvalidDescriptor, MalformedPayload
-from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD, stream_data_frames
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
 from ..common.models import ConnectionState, Frame, RegistrationLimits, RoutableConnection
@@ -485,14 +485,8 @@ class GatewayConnection:
                     f"the request's headers take {len(header)} bytes; a frame holds "
                     f"{self.max_frame_bytes}")
             frames = [Frame(FrameType.REQUEST, cid, header)]
-            body = message.body
-            step = self.max_frame_bytes - FRAME_OVERHEAD - 1
-            last = max(len(body) - 1, 0) // step * step
-            for offset in range(0, last + 1, step):
-                frames.append(Frame(
-                    FrameType.REQUEST_STREAM_DATA, cid,
-                    encode_stream_data(body[offset : offset + step], end=offset == last),
-                ))
+            frames.extend(stream_data_frames(FrameType.REQUEST_STREAM_DATA, cid, message.body,
+                                             self.max_frame_bytes))
         resend = None
         if retries and len(frames) == 1:
             sender, frame = self.sender, frames[0]
@@ -521,12 +515,9 @@ class GatewayConnection:
             self.sender.sendFrame(Frame(FrameType.REQUEST_STREAM_DATA, cid,
                                         encode_stream_data(b"", abort=True)))
             return
-        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
-        last = max(len(data) - 1, 0) // step * step
-        for offset in range(0, last + 1, step):
-            self.sender.sendFrame(Frame(
-                FrameType.REQUEST_STREAM_DATA, cid,
-                encode_stream_data(data[offset:offset + step], end=end and offset == last)))
+        for frame in stream_data_frames(FrameType.REQUEST_STREAM_DATA, cid, data,
+                                        self.max_frame_bytes, end):
+            self.sender.sendFrame(frame)
 
     def upload_credit(self, cid: CorrelationId, amount: int) -> None:
         """

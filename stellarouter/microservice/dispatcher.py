@@ -16,7 +16,12 @@ from twisted.python.failure import Failure
 
 from ..common.enums import CancelReason, FrameType
 from ..common.errors import MalformedPayload
-from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.frames import (
+    DEFAULT_MAX_FRAME_BYTES,
+    FRAME_OVERHEAD,
+    stream_data_frames,
+    stream_data_step,
+)
 from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameSender, ISendBacklog
 from ..common.models import Frame, InstanceDescriptor
@@ -534,7 +539,7 @@ class RequestDispatcher:
         """
         Send a streamed body as the gateway grants room for it.
         """
-        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
+        step = stream_data_step(self.max_frame_bytes)
         send = self.sender.sendFrame
         budget = self.response_budget
         backlog = cast(ISendBacklog, self.sender) if ISendBacklog.providedBy(self.sender) else None
@@ -698,13 +703,9 @@ class RequestDispatcher:
                                      "the response headers are too large", cid))
             return
         self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, header))
-        step = self.max_frame_bytes - FRAME_OVERHEAD - 1
-        last = max(len(body) - 1, 0) // step * step
-        for offset in range(0, last + 1, step):
-            self.sender.sendFrame(Frame(
-                FrameType.RESPONSE_STREAM_DATA, cid,
-                encode_stream_data(body[offset : offset + step], end=offset == last),
-            ))
+        for frame in stream_data_frames(FrameType.RESPONSE_STREAM_DATA, cid, body,
+                                        self.max_frame_bytes):
+            self.sender.sendFrame(frame)
 
 
 def _drained(backlog: ISendBacklog) -> Deferred:
