@@ -1,15 +1,13 @@
 """
 The microservice's request dispatcher, one per gateway connection: REQUEST
-and REQUEST_STREAM_DATA frames in, handler calls, answers out through a
-L{ResponseWriter}, multiplexed by correlation id.  Each request is one
-L{InboundRequest} in one table, moving through the states of
-L{RequestState}; a frame that finds its request in a state where it means
-nothing (stream data for a request whose body is complete, credit for a
-response that is not streamed) is logged and dropped, and a CANCEL cancels
-the handler's Deferred.  Every outcome of a handler ends in an answer:
-its result, a problem it raised, a 500 for anything else, and a 500 (or an
-aborted stream) too when the SDK's own completion code fails, through one
-terminal errback, L{RequestDispatcher._completion_failed}.
+and REQUEST_STREAM_DATA frames in, handler calls, multiplexed by
+correlation id.  Each request is one L{InboundRequest} in one table, moving
+through the states of L{RequestState}; a frame that finds its request in a
+state where it means nothing (stream data for a request whose body is
+complete, credit for a response that is not streamed) is logged and
+dropped, and a CANCEL cancels the handler's Deferred.  How each outcome of
+a handler becomes an answer (including a bug in that code: a 500) is
+L{HandlerAnswers}, its base class.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from typing import Dict, List, Optional, Union
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..common.enums import CancelReason
@@ -34,41 +31,26 @@ from ..common.payloads import (
     decode_stream_data,
     stream_credit,
 )
-from .asyncio_bridge import (
-    ASYNCIO_REACTOR_FIX,
-    awaitable_deferred,
-    needs_asyncio_reactor,
-    reactor_event_loop,
-)
+from .answers import HandlerAnswers
+from .asyncio_bridge import awaitable_deferred, reactor_event_loop
 from .budget import ResponseStreamBudget
-from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
+from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse
 from .endpoints import Microservice, RegisteredEndpoint
-from .errors import Problem
-from .inbound import InboundRequest, RequestState, StreamCredit
-from .responses import ResponseWriter, problem_response, response_problem
+from .inbound import InboundRequest, RequestState
+from .responses import ResponseWriter, problem_response
 
 #: What a handler receives as C{ctx.body}.
 RequestBody = Union[bytes, BodyStream]
 
 
-class RequestDispatcher:
+class RequestDispatcher(HandlerAnswers):
     """
     Serves the REQUEST frames of one gateway connection.
 
-    @ivar writer: sends the answers.
-    @ivar response_credit: response streams start with no credit: the
-        gateway grants the first window (both sides listed
-        C{response-credit} in HELLO).
-    @ivar late_results: handler results discarded because their request was
-        cancelled (or the connection lost) first.
     @ivar ignored_cancels: CANCEL frames for ids not in flight.
     @ivar expired: requests not dispatched because they arrived past their
         deadline.
-    @ivar served: requests answered below 500.
-    @ivar failed: requests answered 500 or above, or whose stream failed.
     """
-
-    log = Logger()
 
     def __init__(
         self,
@@ -154,15 +136,6 @@ class RequestDispatcher:
             waiters, self._idle_waiters = self._idle_waiters, []
             for d in waiters:
                 d.callback(None)
-
-    def _finish(self, request: InboundRequest, state: RequestState) -> None:
-        """
-        Move C{request} to a final state and out of the table.
-        """
-        request.move_to(state)
-        if self._requests.get(request.cid) is request:
-            del self._requests[request.cid]
-            self._check_idle()
 
     def shutdown(self) -> int:
         """
@@ -311,23 +284,6 @@ class RequestDispatcher:
         if not request.finished:
             self.writer.send_credit(request.cid, amount)
 
-    def credit_received(self, cid: CorrelationId, amount: int) -> None:
-        """
-        The gateway granted room for C{amount} more bytes of a streamed
-        response.
-        """
-        request = self._requests.get(cid)
-        credit = request.credit if request is not None else None
-        if credit is None:
-            self.log.debug("credit for request {cid}, which streams no response, ignored",
-                           cid=cid)
-            return
-        returned = min(amount, credit.outstanding)
-        if returned:
-            credit.outstanding -= returned
-            self.response_budget.release(returned)
-        credit.grant(amount)
-
     def cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
         """
         Cancel the handler of request C{cid}; an unknown id is a no-op.
@@ -439,175 +395,6 @@ class RequestDispatcher:
         result.addCallbacks(self._handler_done, self._handler_errback,
                             callbackArgs=(request,), errbackArgs=(request,))
         result.addErrback(self._completion_failed, request)
-
-    def _handler_done(self, result: object, request: InboundRequest) -> None:
-        if request.state is not RequestState.HANDLING:
-            self.late_results += 1
-            self.log.debug("late result of cancelled request {cid} discarded", cid=request.cid)
-            return
-        self._respond(request, result)
-
-    def _handler_errback(self, failure: Failure, request: InboundRequest) -> None:
-        if request.state is not RequestState.HANDLING:
-            if not failure.check(CancelledError):
-                self.late_results += 1
-            return
-        self._handler_failed(failure, request)
-
-    def _handler_failed(self, failure: Failure, request: InboundRequest) -> None:
-        cid = request.cid
-        message = request.message
-        request.upload = None
-        if isinstance(failure.value, Problem):
-            # An answer the handler chose (404, 409, 400 ...), not a failure.
-            self._respond(request, failure.value.response(str(cid)))
-            return
-        self.failed += 1
-        if self.event_loop is None and needs_asyncio_reactor(failure):
-            self.log.failure(
-                "handler for {method} {template} awaited asyncio, which needs Twisted's asyncio "
-                "reactor (request {cid}): {fix}", failure, method=message.method,
-                template=message.template, cid=cid, fix=ASYNCIO_REACTOR_FIX)
-            self._answer(request, problem_response(
-                500, "asyncio-reactor-required", "asyncio reactor required",
-                f"the handler awaited asyncio: {ASYNCIO_REACTOR_FIX}", cid))
-            return
-        self.log.failure(
-            "handler for {method} {template} failed (request {cid})",
-            failure, method=message.method, template=message.template, cid=cid,
-        )
-        self._answer(request, problem_response(500, "internal-error", "Internal server error",
-                                               "the handler raised an exception", cid))
-
-    def _completion_failed(self, failure: Failure, request: InboundRequest) -> None:
-        """
-        The terminal errback: the SDK's own code failed while calling a
-        handler or answering for it (a bug).  Answer 500 if nothing was
-        sent yet, abort the stream if the response is streaming, and take
-        the request out of the table whatever happens.
-        """
-        self.failed += 1
-        self.log.failure("answering request {cid} failed (a bug of the SDK); answering 500",
-                         failure, cid=request.cid)
-        request.upload = None
-        try:
-            if request.state is RequestState.STREAMING_RESPONSE:
-                self._end_credit(request)
-                self.writer.send_stream_data(request.cid, b"", abort=True)
-            elif not request.finished:
-                self.writer.send(request.cid, problem_response(
-                    500, "internal-error", "Internal server error",
-                    "the microservice failed to answer", request.cid))
-        except Exception:
-            self.log.failure("request {cid} could not be answered after a bug; dropped",
-                             cid=request.cid)
-        if not request.finished:
-            request.move_to(RequestState.ANSWERED)
-        if self._requests.get(request.cid) is request:
-            del self._requests[request.cid]
-        self._check_idle()
-
-    # -- answers ---------------------------------------------------------
-
-    def _answer(self, request: InboundRequest, response: RawResponse) -> None:
-        """
-        Send an answer of the SDK's own (a problem) and finish C{request}.
-        """
-        self.writer.send(request.cid, response)
-        self._finish(request, RequestState.ANSWERED)
-
-    def _respond(self, request: InboundRequest, result: object) -> None:
-        """
-        Send a handler's result, or a 500 if it is not a valid response.
-        """
-        if isinstance(result, StreamingResponse):
-            self._start_stream(request, result)
-            return
-        # Answered: whatever of a streamed request body still comes is
-        # dropped (the gateway aborts the stream).
-        request.upload = None
-        problem = response_problem(result)
-        if problem is not None:
-            self.failed += 1
-            self.log.error(
-                "handler for {method} {template} returned an invalid response (request "
-                "{cid}): {problem}", method=request.message.method,
-                template=request.message.template, cid=request.cid, problem=problem,
-            )
-            self._answer(request, problem_response(500, "internal-error",
-                                                   "Internal server error",
-                                                   "the handler returned an invalid response",
-                                                   request.cid))
-            return
-        assert isinstance(result, RawResponse)
-        if result.status >= 500:
-            self.failed += 1
-        else:
-            self.served += 1
-        self._answer(request, result)
-
-    def _start_stream(self, request: InboundRequest, response: StreamingResponse) -> None:
-        cid = request.cid
-        problem = response_problem(RawResponse(response.status, response.headers, b""))
-        if problem is None and not self.writer.can_stream:
-            problem = "this transport cannot carry a streamed response"
-        if problem is not None:
-            self.failed += 1
-            self.log.error("handler for {method} {template} returned an invalid streaming "
-                           "response (request {cid}): {problem}",
-                           method=request.message.method, template=request.message.template,
-                           cid=cid, problem=problem)
-            self._answer(request, problem_response(500, "internal-error",
-                                                   "Internal server error",
-                                                   "the handler returned an invalid response",
-                                                   cid))
-            self.writer.close_body(cid, response.body)
-            return
-        self.writer.send_stream_header(cid, response.status, response.headers)
-        request.move_to(RequestState.STREAMING_RESPONSE)
-        credit = request.credit = StreamCredit(0 if self.response_credit else STREAM_WINDOW)
-        # In the table before the pump starts: credit may come back while
-        # the pump's first pieces go out.
-        self._requests[cid] = request
-        pump = awaitable_deferred(
-            self.writer.pump(cid, response.body, credit, self.response_budget), self.event_loop)
-        request.running = pump
-        pump.addCallbacks(self._stream_done, self._stream_failed,
-                          callbackArgs=(request,), errbackArgs=(request,))
-        pump.addErrback(self._completion_failed, request)
-
-    def _end_credit(self, request: InboundRequest) -> None:
-        """
-        A response stream ended: what it sent and was not credited back
-        leaves the budget (the gateway will not credit a finished stream).
-        """
-        credit, request.credit = request.credit, None
-        if credit is not None and credit.outstanding:
-            self.response_budget.release(credit.outstanding)
-            credit.outstanding = 0
-
-    def _stream_done(self, result: object, request: InboundRequest) -> None:
-        self._end_credit(request)
-        request.upload = None
-        if request.state is not RequestState.STREAMING_RESPONSE:
-            return
-        self.writer.send_stream_data(request.cid, b"", end=True)
-        self.served += 1
-        self._finish(request, RequestState.ANSWERED)
-
-    def _stream_failed(self, failure: Failure, request: InboundRequest) -> None:
-        self._end_credit(request)
-        request.upload = None
-        if request.state is not RequestState.STREAMING_RESPONSE:
-            return
-        self.failed += 1
-        hint = ("" if self.event_loop is not None or not needs_asyncio_reactor(failure) else
-                f" (it awaited asyncio, which needs Twisted's asyncio reactor: "
-                f"{ASYNCIO_REACTOR_FIX})")
-        self.log.failure("the streamed body of request {cid} failed; aborting the stream{hint}",
-                         failure, cid=request.cid, hint=hint)
-        self.writer.send_stream_data(request.cid, b"", abort=True)
-        self._finish(request, RequestState.ANSWERED)
 
 
 __all__ = ["RequestDispatcher"]

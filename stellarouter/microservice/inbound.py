@@ -14,7 +14,7 @@ L{WrongRequestState}, which the dispatcher's terminal errback turns into a
 from __future__ import annotations
 
 from enum import Enum
-from typing import Dict, FrozenSet, List, Optional
+from typing import Dict, FrozenSet, List, Optional, Union
 
 from twisted.internet.defer import Deferred
 
@@ -37,6 +37,10 @@ class RequestState(Enum):
     @cvar CANCELLED: the gateway cancelled it, the connection was lost or
         the microservice shut down; nothing more is sent for it.
     """
+
+    # Hashed by identity, in C: Enum's own __hash__ is Python code, and the
+    # dispatcher checks a state on every request.
+    __hash__ = object.__hash__
 
     RECEIVING_BODY = "receiving body"
     HANDLING = "handling"
@@ -122,7 +126,7 @@ class InboundRequest:
         self.message = message
         self.state = state
         self.context: Optional[RawRequestContext] = None
-        self.running: Optional[Deferred[object]] = None
+        self.running: Optional[Union[Deferred[object], Deferred[None]]] = None
         self.upload: Optional[BodyStream] = None
         self.body_chunks: List[bytes] = []
         self.body_size = 0

@@ -78,10 +78,9 @@ class ResponseWriter:
         if type(body) is not bytes:
             body = bytes(body)
         headers = response.headers
-        if type(headers) is not tuple and type(headers) is not list:
-            headers = header_pairs(headers)
         # Which version served: the client sees it whatever it asked for.
-        all_headers = (*cast(Sequence[Tuple[str, str]], headers), self.version_header)
+        all_headers = (*(headers if type(headers) is tuple or type(headers) is list
+                         else header_pairs(headers)), self.version_header)
         if len(body) < self.max_frame_bytes:
             payload = encode_response(ResponseMessage(response.status, all_headers, body),
                                       self.compact_headers)

@@ -55,6 +55,10 @@ class SessionState(Enum):
         session).
     """
 
+    # Hashed by identity, in C (Enum's own __hash__ is Python code): every
+    # frame checks the state.
+    __hash__ = object.__hash__
+
     CONNECTING = "connecting"
     HELLO_SENT = "HELLO sent"
     REGISTERED = "registered"
