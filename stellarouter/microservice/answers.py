@@ -187,7 +187,8 @@ class HandlerAnswers:
             self.failed += 1
         else:
             self.served += 1
-        self._answer(request, result)
+        self.writer.send(request.cid, result)
+        self._finish(request, RequestState.ANSWERED)
 
     def _start_stream(self, request: InboundRequest, response: StreamingResponse) -> None:
         cid = request.cid

@@ -27,6 +27,7 @@ from ..common.interfaces import IFrameSender
 from ..common.models import Frame, InstanceDescriptor
 from ..common.payloads import (
     STREAM_WINDOW,
+    RequestMessage,
     decode_request,
     decode_stream_data,
     stream_credit,
@@ -179,24 +180,42 @@ class RequestDispatcher(HandlerAnswers):
             self.log.warn("duplicate REQUEST {cid} ignored", cid=cid)
             return
         registered = self.app.lookup(message.method, message.template)
-        streaming_handler = registered is not None and registered.descriptor.supports_streaming
-        if message.streaming and not streaming_handler:
-            self._requests[cid] = InboundRequest(cid, message, RequestState.RECEIVING_BODY)
+        if message.streaming or (registered is not None
+                                 and registered.descriptor.supports_streaming):
+            self._streamed_request_received(cid, message, registered)
             return
         request = InboundRequest(cid, message)
-        body: RequestBody = message.body
+        try:
+            self._call_handler(request, message.body, registered)
+        except Exception:
+            self._completion_failed(Failure(), request)
+
+    def _streamed_request_received(self, cid: CorrelationId, message: RequestMessage,
+                                   registered: Optional[RegisteredEndpoint]) -> None:
+        """
+        A REQUEST whose body comes as stream frames, or whose handler reads
+        its body as a stream.
+        """
+        streaming_handler = registered is not None and registered.descriptor.supports_streaming
+        if not streaming_handler:
+            self._requests[cid] = InboundRequest.receiving_body(cid, message)
+            return
+        request = InboundRequest(cid, message)
         if message.streaming:
-            request.upload = body = BodyStream(
+            body = request.upload = BodyStream(
                 lambda amount: self._grant_upload(request, amount), STREAM_WINDOW)
             self._requests[cid] = request
-        elif streaming_handler:
+        else:
             # A streaming handler whose body came inline (YAML announced the
             # endpoint as non-streaming): the same async stream, already whole.
             body = BodyStream(lambda amount: None, STREAM_WINDOW)
             if message.body:
                 body.feed(message.body)
             body.end()
-        self._handle(request, body, registered)
+        try:
+            self._call_handler(request, body, registered)
+        except Exception:
+            self._completion_failed(Failure(), request)
 
     def stream_data_received(self, frame: Frame) -> None:
         """
@@ -257,6 +276,8 @@ class RequestDispatcher(HandlerAnswers):
         if abort:
             self._finish(request, RequestState.CANCELLED)
             return
+        chunks = request.body_chunks
+        assert chunks is not None  # (set in RECEIVING_BODY)
         request.body_size += len(chunk)
         if request.body_size > self.max_request_bytes:
             self._answer(request, problem_response(
@@ -264,17 +285,21 @@ class RequestDispatcher(HandlerAnswers):
                 f"request body exceeds {self.max_request_bytes} bytes", cid))
             return
         if chunk:
-            request.body_chunks.append(chunk)
+            chunks.append(chunk)
             # Keep a streamed upload flowing (YAML announced a bytes handler's
             # endpoint as streaming): the body is bounded by max_request_bytes
             # above.  The gateway ignores credit for a body it sends whole.
             self.writer.send_credit(cid, len(chunk))
         if end:
             request.move_to(RequestState.HANDLING)
-            body = b"".join(request.body_chunks)
-            request.body_chunks = []
+            body = b"".join(chunks)
+            request.body_chunks = None
             message = request.message
-            self._handle(request, body, self.app.lookup(message.method, message.template))
+            try:
+                self._call_handler(request, body,
+                                   self.app.lookup(message.method, message.template))
+            except Exception:
+                self._completion_failed(Failure(), request)
 
     def _grant_upload(self, request: InboundRequest, amount: int) -> None:
         """
@@ -336,19 +361,14 @@ class RequestDispatcher(HandlerAnswers):
 
     # -- handler calls ---------------------------------------------------
 
-    def _handle(self, request: InboundRequest, body: RequestBody,
-                registered: Optional[RegisteredEndpoint]) -> None:
-        """
-        Call the handler of C{request} (C{registered}: its endpoint, C{None}
-        if there is none) and answer, now or when its Deferred fires.
-        """
-        try:
-            self._call_handler(request, body, registered)
-        except Exception:
-            self._completion_failed(Failure(), request)
-
     def _call_handler(self, request: InboundRequest, body: RequestBody,
                       registered: Optional[RegisteredEndpoint]) -> None:
+        """
+        Call the handler of C{request} (C{registered}: its endpoint, C{None}
+        if there is none) and answer, now or when its Deferred fires.  (A
+        raise out of here is a bug of the SDK: the caller hands it to
+        L{_completion_failed}.)
+        """
         cid = request.cid
         message = request.message
         deadline = message.deadline

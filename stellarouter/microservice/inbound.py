@@ -103,7 +103,9 @@ class StreamCredit:
 class InboundRequest:
     """
     One request from the gateway, from its REQUEST frame to its last answer
-    frame (or its cancellation).
+    frame (or its cancellation).  (The attributes a request in most states
+    does not use default to the class's C{None}s: one is made for every
+    request, and three stores are cheaper than nine.)
 
     @ivar cid: its correlation id, the key of the dispatcher's table.
     @ivar message: its decoded REQUEST frame.
@@ -117,23 +119,29 @@ class InboundRequest:
     @ivar credit: the room granted for its streamed response.
     """
 
-    __slots__ = ("cid", "message", "state", "context", "running", "upload",
-                 "body_chunks", "body_size", "credit")
+    context: Optional[RawRequestContext] = None
+    running: Optional[Union[Deferred[object], Deferred[None]]] = None
+    upload: Optional[BodyStream] = None
+    body_chunks: Optional[List[bytes]] = None
+    body_size = 0
+    credit: Optional[StreamCredit] = None
 
     def __init__(self, cid: CorrelationId, message: RequestMessage,
                  state: RequestState = RequestState.HANDLING) -> None:
         self.cid = cid
         self.message = message
         self.state = state
-        self.context: Optional[RawRequestContext] = None
-        self.running: Optional[Union[Deferred[object], Deferred[None]]] = None
-        self.upload: Optional[BodyStream] = None
-        self.body_chunks: List[bytes] = []
-        self.body_size = 0
-        self.credit: Optional[StreamCredit] = None
-        if state is RequestState.RECEIVING_BODY and message.body:
-            self.body_chunks.append(message.body)
-            self.body_size = len(message.body)
+
+    @classmethod
+    def receiving_body(cls, cid: CorrelationId, message: RequestMessage) -> "InboundRequest":
+        """
+        A request whose body arrives as stream frames after C{message} (which
+        may carry its first bytes).
+        """
+        request = cls(cid, message, RequestState.RECEIVING_BODY)
+        request.body_chunks = [message.body] if message.body else []
+        request.body_size = len(message.body)
+        return request
 
     @property
     def finished(self) -> bool:

@@ -268,6 +268,7 @@ class InboundRequestTests(SynchronousTestCase):
         """
         A streamed request's REQUEST frame may carry the body's first bytes.
         """
-        inbound = InboundRequest(new_correlation_id(), RequestMessage(
-            "POST", "/x", "/x", body=b"abc", streaming=True), RequestState.RECEIVING_BODY)
+        inbound = InboundRequest.receiving_body(new_correlation_id(), RequestMessage(
+            "POST", "/x", "/x", body=b"abc", streaming=True))
+        self.assertIs(inbound.state, RequestState.RECEIVING_BODY)
         self.assertEqual((inbound.body_chunks, inbound.body_size), ([b"abc"], 3))
