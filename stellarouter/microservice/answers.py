@@ -57,9 +57,11 @@ class HandlerAnswers:
     def _check_idle(self) -> None:
         raise NotImplementedError()
 
-    def _finish(self, request: InboundRequest, state: RequestState) -> None:
+    def _finish(self, request: InboundRequest,
+                state: RequestState = RequestState.ANSWERED) -> None:
         """
-        Move C{request} to a final state and out of the table.
+        Move C{request} to a final state (by default: answered) and out of
+        the table.
         """
         request.move_to(state)
         if self._requests.get(request.cid) is request:
@@ -188,7 +190,7 @@ class HandlerAnswers:
         else:
             self.served += 1
         self.writer.send(request.cid, result)
-        self._finish(request, RequestState.ANSWERED)
+        self._finish(request)
 
     def _start_stream(self, request: InboundRequest, response: StreamingResponse) -> None:
         cid = request.cid

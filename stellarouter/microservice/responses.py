@@ -34,6 +34,10 @@ from .context import RawResponse
 from .inbound import StreamCredit
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
+# A member read from an enum class goes through the enum metaclass's
+# __getattr__ hook on Python 3.11 (several times a global's cost): the frame
+# type every answer has is read once, here.
+_RESPONSE = FrameType.RESPONSE
 
 #: What a handler may give as response headers.
 ResponseHeaders = Union[Sequence[Tuple[str, str]], Mapping[str, str]]
@@ -85,7 +89,7 @@ class ResponseWriter:
             payload = encode_response(ResponseMessage(response.status, all_headers, body),
                                       self.compact_headers)
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
-                self.sender.sendFrame(Frame(FrameType.RESPONSE, cid, payload))
+                self.sender.sendFrame(Frame(_RESPONSE, cid, payload))
                 return
         if not self.can_stream:
             self.log.error("the response to request {cid} ({size} bytes) does not fit in one "

@@ -12,7 +12,7 @@ logged and dropped, never an C{AttributeError}.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable, Optional, Set, Tuple
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -138,6 +138,9 @@ class RouterSession:
         self._drain_acked: Deferred[None] = Deferred()
         self._counted = (0, 0)
         self._warned_cancel = False
+        #: What each kind of frame from the gateway goes to (filled in once
+        #: the connection is open; any other kind closes the connection).
+        self._frame_handlers: Dict[FrameType, Callable[[Frame], None]] = {}
 
     @property
     def closed(self) -> bool:
@@ -156,9 +159,16 @@ class RouterSession:
             return
         self.state = SessionState.HELLO_SENT
         self.sender = sender
-        self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
-                                            instance=self.instance, can_stream=self.can_stream,
-                                            response_budget=self.response_budget)
+        dispatcher = self.dispatcher = RequestDispatcher(
+            self.app, sender, self.clock, self.max_frame_bytes, instance=self.instance,
+            can_stream=self.can_stream, response_budget=self.response_budget)
+        self._frame_handlers = {
+            FrameType.REQUEST: dispatcher.request_received,
+            FrameType.REQUEST_STREAM_DATA: dispatcher.stream_data_received,
+            FrameType.CANCEL: self._cancel_received,
+            FrameType.HEARTBEAT: self._heartbeat_received,
+            FrameType.HELLO: self._hello_answered,
+        }
         hello = Hello(self.instance, self.descriptors, self.heartbeat_interval,
                       ((COMPACT_HEADERS,) if self.compact_headers else ())
                       + ((RESPONSE_CREDIT,) if self.can_stream else ()))
@@ -170,35 +180,35 @@ class RouterSession:
         sender.sendFrame(Frame(FrameType.HELLO, self._hello_id, encode_hello(hello)))
 
     def frameReceived(self, frame: Frame) -> None:
-        dispatcher = self.dispatcher
-        if self.state not in _OPEN or dispatcher is None or self.sender is None:
+        if self.state not in _OPEN:
             self._wrong_state(f"{frame.type.name} frame {frame.correlation_id}")
             return
-        kind = frame.type
-        if kind is FrameType.REQUEST:
-            dispatcher.request_received(frame)
-        elif kind is FrameType.CANCEL:
-            try:
-                reason = decode_cancel(frame.payload)
-            except MalformedPayload as e:
-                if not self._warned_cancel:
-                    self._warned_cancel = True
-                    self.log.warn("malformed CANCEL {cid} ignored (said once per "
-                                  "connection): {error}", cid=frame.correlation_id, error=e)
-                return
-            dispatcher.cancel(frame.correlation_id, reason)
-        elif kind is FrameType.REQUEST_STREAM_DATA:
-            dispatcher.stream_data_received(frame)
-        elif kind is FrameType.HEARTBEAT:
-            self._heartbeat_received(frame, self.sender)
-        elif kind is FrameType.HELLO:
-            self._hello_answered(frame, self.sender, dispatcher)
-        else:
+        handler = self._frame_handlers.get(frame.type)
+        if handler is None:
             self.log.warn("unexpected {kind} frame from router {router}; closing",
-                          kind=kind.name, router=self.router)
-            self.sender.close(f"unexpected {kind.name} frame from the gateway")
+                          kind=frame.type.name, router=self.router)
+            self._connection().close(f"unexpected {frame.type.name} frame from the gateway")
+            return
+        handler(frame)
 
-    def _heartbeat_received(self, frame: Frame, sender: IFrameSender) -> None:
+    def _connection(self) -> IFrameSender:
+        sender = self.sender
+        assert sender is not None, "no connection before connectionOpened"
+        return sender
+
+    def _cancel_received(self, frame: Frame) -> None:
+        try:
+            reason = decode_cancel(frame.payload)
+        except MalformedPayload as e:
+            if not self._warned_cancel:
+                self._warned_cancel = True
+                self.log.warn("malformed CANCEL {cid} ignored (said once per "
+                              "connection): {error}", cid=frame.correlation_id, error=e)
+            return
+        assert self.dispatcher is not None
+        self.dispatcher.cancel(frame.correlation_id, reason)
+
+    def _heartbeat_received(self, frame: Frame) -> None:
         if frame.correlation_id in self._drain_ids:
             # The gateway saw our DRAINING report: it sends no new request.
             if not self._drain_acked.called:
@@ -212,10 +222,12 @@ class RouterSession:
             return
         if beat.ping is not None:
             # A gateway ping: echo it unchanged, same correlation id.
-            sender.sendFrame(frame)
+            self._connection().sendFrame(frame)
 
-    def _hello_answered(self, frame: Frame, sender: IFrameSender,
-                        dispatcher: RequestDispatcher) -> None:
+    def _hello_answered(self, frame: Frame) -> None:
+        sender = self._connection()
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
         try:
             ack = decode_hello_ack(frame.payload)
         except MalformedPayload as e:
