@@ -25,7 +25,13 @@ from .asyncio_bridge import ASYNCIO_REACTOR_FIX, awaitable_deferred, needs_async
 from .budget import ResponseStreamBudget
 from .context import RawResponse, StreamingResponse
 from .errors import Problem
-from .inbound import InboundRequest, RequestState, StreamCredit
+from .inbound import (
+    FINAL_STATES,
+    InboundRequest,
+    RequestState,
+    StreamCredit,
+    WrongRequestState,
+)
 from .responses import ResponseWriter, problem_response, response_problem
 
 
@@ -61,9 +67,16 @@ class HandlerAnswers:
                 state: RequestState = RequestState.ANSWERED) -> None:
         """
         Move C{request} to a final state (by default: answered) and out of
-        the table.
+        the table.  (Every state but a final one may move to a final one:
+        the check of L{InboundRequest.move_to}, without its call, as every
+        request passes here.)
+
+        @raise WrongRequestState: C{request} was finished already.
         """
-        request.move_to(state)
+        if request.state in FINAL_STATES:
+            raise WrongRequestState(
+                f"request {request.cid}: no move from {request.state.value} to {state.value}")
+        request.state = state
         if self._requests.get(request.cid) is request:
             del self._requests[request.cid]
             self._check_idle()

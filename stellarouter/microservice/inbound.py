@@ -49,7 +49,8 @@ class RequestState(Enum):
     CANCELLED = "cancelled"
 
 
-_FINAL = frozenset({RequestState.ANSWERED, RequestState.CANCELLED})
+#: The states a request ends in; every other state may move to them.
+FINAL_STATES = _FINAL = frozenset({RequestState.ANSWERED, RequestState.CANCELLED})
 
 #: The moves a request may make; anything else is a bug of the dispatcher.
 _ALLOWED: Dict[RequestState, FrozenSet[RequestState]] = {
@@ -109,7 +110,8 @@ class InboundRequest:
 
     @ivar cid: its correlation id, the key of the dispatcher's table.
     @ivar message: its decoded REQUEST frame.
-    @ivar state: where it is (only L{move_to} changes it).
+    @ivar state: where it is (only L{move_to} and the dispatcher's
+        C{_finish} change it).
     @ivar context: what its handler received, once called.
     @ivar running: the handler's Deferred while L{RequestState.HANDLING},
         the response pump's while L{RequestState.STREAMING_RESPONSE}.
@@ -167,4 +169,5 @@ class InboundRequest:
                f"{self.state.value}>"
 
 
-__all__ = ["InboundRequest", "RequestState", "StreamCredit", "WrongRequestState"]
+__all__ = ["FINAL_STATES", "InboundRequest", "RequestState", "StreamCredit",
+           "WrongRequestState"]

@@ -233,6 +233,18 @@ class DispatcherLifecycleTests(SynchronousTestCase):
         self.assertTrue(self.logged("late result"))
 
 
+    def test_finishing_twice_is_a_bug(self) -> None:
+        """
+        The dispatcher finishing a request that is finished already raises
+        L{WrongRequestState} (which the terminal errback turns into a logged
+        failure, never a second answer).
+        """
+        inbound = InboundRequest(new_correlation_id(), RequestMessage("GET", "/x", "/x"))
+        self.dispatcher._finish(inbound, RequestState.CANCELLED)
+        error = self.assertRaises(WrongRequestState, self.dispatcher._finish, inbound)
+        self.assertIn("cancelled to answered", str(error))
+
+
 class InboundRequestTests(SynchronousTestCase):
     def request(self, state: RequestState = RequestState.HANDLING) -> InboundRequest:
         return InboundRequest(new_correlation_id(), RequestMessage("GET", "/x", "/x"), state)
