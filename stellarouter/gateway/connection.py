@@ -42,6 +42,7 @@ from ..config.gateway import HealthConfig
 from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
 from .health import evaluate_status, update_ping_average
+from .interfaces import IEdgeConnection, IUpload
 from .errors import (
     GatewayShuttingDown,
     PayloadTooLarge,
@@ -61,7 +62,7 @@ _HELLO = FrameType.HELLO
 _SILENT = (InstanceHealthStatus.DEGRADED, InstanceHealthStatus.UNHEALTHY)
 
 
-@implementer(IFrameReceiver)
+@implementer(IFrameReceiver, IEdgeConnection)
 class GatewayConnection:
     """
     The gateway's receiver for one microservice connection.
@@ -118,7 +119,7 @@ class GatewayConnection:
         self.sender: Optional[IFrameSender] = None
         self.state: Optional[ConnectionState] = None
         self.in_flight = InFlightRequests(clock, self._send_cancel, self._finished)
-        self.uploads: Dict[CorrelationId, Any] = {}
+        self.uploads: Dict[CorrelationId, IUpload] = {}
         #: REQUEST headers go in the compact form: the microservice announced
         #: that it reads it (and the HELLO answer said the gateway reads its
         #: compact RESPONSE headers).
@@ -536,6 +537,25 @@ class GatewayConnection:
         stream = self.uploads.get(cid)
         if stream is not None:
             stream.grant(amount)
+
+    def attach_upload(self, cid: CorrelationId, upload: IUpload) -> None:
+        """
+        Route the microservice's credit for request C{cid}'s streamed body
+        to C{upload} (L{upload_credit}).
+        """
+        self.uploads[cid] = upload
+
+    def detach_upload(self, cid: CorrelationId) -> None:
+        """
+        Stop routing credit for request C{cid}'s body (no error if none).
+        """
+        self.uploads.pop(cid, None)
+
+    def is_in_flight(self, cid: CorrelationId) -> bool:
+        """
+        Whether request C{cid} still awaits its response here.
+        """
+        return cid in self.in_flight
 
     def grant(self, cid: CorrelationId, amount: int) -> None:
         """
