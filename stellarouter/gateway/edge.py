@@ -97,9 +97,8 @@ class ProxyResource(Resource):
     def render(self, request: Request) -> Union[bytes, int]:
         cid = new_correlation_id()
         cid_text = str(cid)
-        own = getattr(request, "own_headers", None)
-        if own is not None:
-            own.append((CORRELATION_HEADER, cid_text.encode()))
+        if isinstance(request, GatewayRequest):
+            request.add_own_header(CORRELATION_HEADER, cid_text.encode())
         else:
             request.setHeader(CORRELATION_HEADER, cid_text.encode())
         try:
@@ -181,7 +180,7 @@ class ProxyResource(Resource):
         try:
             headers, version, authorization = read_headers(
                 request.requestHeaders.getAllRawHeaders(), request.getClientAddress(),
-                self.forwarding, getattr(request.channel, "_version", b"HTTP/1.1"))
+                self.forwarding, request.line_version())
         except BadRequest as e:
             # Answer it when the request completes; do not buffer the body.
             request.answer_when_complete(e)

@@ -46,7 +46,7 @@ class GatewayRequest(Request):
        out without one.
      - The body is counted as it arrives (twisted.web's C{gotLength} and
        C{handleContentChunk} hooks, not public API: pinned by
-       C{tests/unit/test_edge.py}); a body over its limit (the endpoint's
+       C{tests/unit/test_web_private.py}); a body over its limit (the endpoint's
        when the headers resolve it, else the per-call one) is refused 413
        by the connection (L{EdgeChannel.refuse}) as soon as that is known:
        from C{Content-Length} before any of it is read, or at the chunk
@@ -108,7 +108,15 @@ class GatewayRequest(Request):
         whole upload) has a proper status line.
         """
         self.method, self.uri = command, uri
-        self.clientproto = getattr(self.channel, "_version", b"HTTP/1.1")
+        self.clientproto = self.line_version()
+
+    def line_version(self) -> bytes:
+        """
+        The HTTP version of the request line, while the request is still
+        arriving (C{clientproto} is only set once it is complete).
+        """
+        version = getattr(self.channel, "_version", b"HTTP/1.1")
+        return version if isinstance(version, bytes) else b"HTTP/1.1"
 
     def stream_body_to(self, upload: UploadStream) -> None:
         """
@@ -302,6 +310,18 @@ class GatewayRequest(Request):
         self.write(write_problem(self, PipelineError(
             "the gateway failed to handle this request"), cid))
         self.finish()
+
+    def add_own_header(self, name: bytes, value: bytes) -> None:
+        """
+        Add one of the gateway's own response headers (kept apart until
+        written, see L{own_headers}; set at once on a request that keeps
+        none).
+        """
+        own = self.own_headers
+        if own is not None:
+            own.append((name, value))
+        else:
+            self.setHeader(name, value)
 
     def drop_own_header(self, lower_name: bytes) -> None:
         """
