@@ -7,7 +7,7 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, cast
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger

@@ -30,13 +30,11 @@ from ..common.interfaces import IRoutingPlugin
 from ..common.models import PayloadLimits
 from ..common.payloads import STREAM_WINDOW
 from ._web import GatewayChannel, GatewayRequest, GatewaySite
-from .auth import TokenVerifier
 from .dispatch import ByteCount
 from .errors import BadRequest, MethodNotAllowed, PayloadTooLarge, PipelineError
 from .forwarding import ClientAddressPolicy
 from .health_app import HEALTH_PATHS, HealthApp
 from .interfaces import IEdgeConnection
-from .overrides import EndpointOverrides
 from .planner import Planner, origin_form, read_headers, split_target
 from .problems import CORRELATION_HEADER, write_problem
 from .response import HttpResponseSink

@@ -33,7 +33,6 @@ from typing import Any, Callable, Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.logger import Logger
 from twisted.web import http
 
 from ...common.ids import new_correlation_id
