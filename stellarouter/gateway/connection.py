@@ -54,6 +54,14 @@ from .state import RoutingState
 
 _ids = itertools.count(1)
 
+# Module globals, not FrameType.X in frameReceived: reading an enum member
+# from its class costs ~0.4 us on Python 3.11 (python -m timeit: 475 ns
+# against 56 ns), several times per request (issue 20 measured it).
+_ENDPOINTS_UPDATE = FrameType.ENDPOINTS_UPDATE
+_RESPONSE = FrameType.RESPONSE
+_RESPONSE_STREAM_DATA = FrameType.RESPONSE_STREAM_DATA
+_HEARTBEAT = FrameType.HEARTBEAT
+_HELLO = FrameType.HELLO
 _SILENT = (InstanceHealthStatus.DEGRADED, InstanceHealthStatus.UNHEALTHY)
 
 
@@ -179,19 +187,19 @@ class GatewayConnection:
     def frameReceived(self, frame: Frame) -> None:
         kind = frame.type
         if self.state is None:
-            if kind is FrameType.HELLO:
+            if kind is _HELLO:
                 self._hello(frame)
             else:
                 self._reject(f"expected HELLO first, got {kind.name}", frame.correlation_id)
-        elif kind is FrameType.RESPONSE:
+        elif kind is _RESPONSE:
             self._response(frame)
-        elif kind is FrameType.RESPONSE_STREAM_DATA:
+        elif kind is _RESPONSE_STREAM_DATA:
             self._response_stream_data(frame)
-        elif kind is FrameType.HEARTBEAT:
+        elif kind is _HEARTBEAT:
             self._heartbeat(frame)
-        elif kind is FrameType.ENDPOINTS_UPDATE:
+        elif kind is _ENDPOINTS_UPDATE:
             self._endpoints_update(frame)
-        elif kind is FrameType.HELLO:
+        elif kind is _HELLO:
             self._reject("HELLO sent twice on one connection")
         else:
             self._reject(f"a microservice may not send {kind.name} frames")
@@ -266,7 +274,7 @@ class GatewayConnection:
         self.response_credit = RESPONSE_CREDIT in hello.features
         features = ((COMPACT_HEADERS,) if self.compact_headers else ()) + (
             (RESPONSE_CREDIT,) if self.response_credit else ())
-        self.sender.sendFrame(Frame(FrameType.HELLO, frame.correlation_id, encode_hello_ack(
+        self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
             HelloAck(True, None, self.node_id, self.region, features))))
         i = hello.instance
         self.log.info(
@@ -290,7 +298,7 @@ class GatewayConnection:
             # Tell the microservice why before closing, so it can log it.
             if cid is None:
                 cid = new_correlation_id()
-            self.sender.sendFrame(Frame(FrameType.HELLO, cid, encode_hello_ack(
+            self.sender.sendFrame(Frame(_HELLO, cid, encode_hello_ack(
                 HelloAck(False, reason, self.node_id, self.region))))
         self.sender.close(reason)
 
@@ -380,7 +388,7 @@ class GatewayConnection:
             del self._pings[next(iter(self._pings))]
         cid = new_correlation_id()
         self._pings[cid] = now
-        self.sender.sendFrame(Frame(FrameType.HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
+        self.sender.sendFrame(Frame(_HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
 
     def _endpoints_update(self, frame: Frame) -> None:
         assert self.state is not None

@@ -236,11 +236,14 @@ class Planner:
         requested = self._requested_version(route.service_name, raw_version)
         candidates = self.routing_state.connectionsFor(route.service_name, route.method,
                                                        route.template)
+        # Positional, in RoutingContext's field order (method, path, headers,
+        # endpoint, service_name, path_params, requested_version,
+        # gateway_region, deadline, body_size): with keywords its generated
+        # __new__ costs about twice as much (python -m timeit: 1.98 us against
+        # 4.27 us, issue 20), ~2 % of a proxied GET.
         context = RoutingContext(
-            method=route.method, path=path, headers={},
-            endpoint=(route.method, route.template), service_name=route.service_name,
-            path_params=resolution.path_params, requested_version=requested,
-            gateway_region=self.region, deadline=None, body_size=body_size)
+            route.method, path, {}, (route.method, route.template), route.service_name,
+            resolution.path_params, requested, self.region, None, body_size)
         decision = self.routing.choose(context, candidates, now)
         if decision is None:
             default = None if requested else getattr(

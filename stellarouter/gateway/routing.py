@@ -27,6 +27,7 @@ from ..common.enums import InstanceHealthStatus, TransportType
 from ..common.interfaces import IRoutingPlugin
 from ..common.models import RoutableConnection, RoutingContext, RoutingDecision, parse_version
 
+_HEALTHY = InstanceHealthStatus.HEALTHY
 _version_keys: Dict[str, Tuple[int, int, int]] = {}
 
 
@@ -140,7 +141,7 @@ class RegionAwareRouting:
             versions = {c.state.instance.version for c in eligible}
             version = versions.pop() if len(versions) == 1 else max(versions, key=_version_key)
         at_version = [c for c in eligible if c.state.instance.version == version]
-        pool = [c for c in at_version if c.state.status is InstanceHealthStatus.HEALTHY] or at_version
+        pool = [c for c in at_version if c.state.status is _HEALTHY] or at_version
         if not pool:
             return None
         best_tier = min(self.tier_of(c.state.instance.region) for c in pool)
