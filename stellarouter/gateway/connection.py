@@ -7,7 +7,7 @@ delivers RESPONSE frames to the waiting HTTP requests.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, cast
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -42,6 +42,7 @@ from ..config.gateway import HealthConfig
 from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
 from .health import evaluate_status, update_ping_average
+from .interfaces import IEdgeConnection, IUpload
 from .errors import (
     GatewayShuttingDown,
     PayloadTooLarge,
@@ -53,6 +54,9 @@ from .state import RoutingState
 
 _ids = itertools.count(1)
 
+# Module globals, not FrameType.X in frameReceived: reading an enum member
+# from its class costs ~0.4 us on Python 3.11 (python -m timeit: 475 ns
+# against 56 ns), several times per request (issue 20 measured it).
 _ENDPOINTS_UPDATE = FrameType.ENDPOINTS_UPDATE
 _RESPONSE = FrameType.RESPONSE
 _RESPONSE_STREAM_DATA = FrameType.RESPONSE_STREAM_DATA
@@ -61,7 +65,7 @@ _HELLO = FrameType.HELLO
 _SILENT = (InstanceHealthStatus.DEGRADED, InstanceHealthStatus.UNHEALTHY)
 
 
-@implementer(IFrameReceiver)
+@implementer(IFrameReceiver, IEdgeConnection)
 class GatewayConnection:
     """
     The gateway's receiver for one microservice connection.
@@ -118,7 +122,7 @@ class GatewayConnection:
         self.sender: Optional[IFrameSender] = None
         self.state: Optional[ConnectionState] = None
         self.in_flight = InFlightRequests(clock, self._send_cancel, self._finished)
-        self.uploads: Dict[CorrelationId, Any] = {}
+        self.uploads: Dict[CorrelationId, IUpload] = {}
         #: REQUEST headers go in the compact form: the microservice announced
         #: that it reads it (and the HELLO answer said the gateway reads its
         #: compact RESPONSE headers).
@@ -527,6 +531,25 @@ class GatewayConnection:
         stream = self.uploads.get(cid)
         if stream is not None:
             stream.grant(amount)
+
+    def attach_upload(self, cid: CorrelationId, upload: IUpload) -> None:
+        """
+        Route the microservice's credit for request C{cid}'s streamed body
+        to C{upload} (L{upload_credit}).
+        """
+        self.uploads[cid] = upload
+
+    def detach_upload(self, cid: CorrelationId) -> None:
+        """
+        Stop routing credit for request C{cid}'s body (no error if none).
+        """
+        self.uploads.pop(cid, None)
+
+    def is_in_flight(self, cid: CorrelationId) -> bool:
+        """
+        Whether request C{cid} still awaits its response here.
+        """
+        return cid in self.in_flight
 
     def grant(self, cid: CorrelationId, amount: int) -> None:
         """
