@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass, field
 from collections import deque
 from typing import (
-    Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
+    Any, AsyncIterable, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional,
+    Sequence, Tuple, Union,
 )
 from urllib.parse import parse_qs
 
@@ -96,7 +97,7 @@ class BodyStream:
         self._grant = grant
         self._window = window
         self._chunks: Deque[bytes] = deque()
-        self._waiter: Optional[Deferred] = None
+        self._waiter: Optional[Deferred[None]] = None
         self._ended = False
         self._error: Optional[Exception] = None
         self._consumed = 0
@@ -177,7 +178,7 @@ class RawRequestContext:
     body: Any
     correlation_id: str
     deadline: Optional[float] = None
-    cancelled: Deferred = field(default_factory=Deferred)
+    cancelled: "Deferred[Optional[CancelReason]]" = field(default_factory=Deferred)
     cancel_reason: Optional[CancelReason] = None
     instance: Optional[InstanceDescriptor] = None
 
@@ -243,7 +244,7 @@ class StreamingResponse:
 
     status: int = 200
     headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()
-    body: Any = ()
+    body: Union[Iterable[bytes], AsyncIterable[bytes]] = ()
 
 
 @dataclass(frozen=True)

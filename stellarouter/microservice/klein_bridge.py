@@ -198,7 +198,7 @@ class BridgedRequest:
         self.chunks: Deque[bytes] = deque()
         self.buffered = 0
         self.done = False
-        self.answer: Optional[Deferred] = None
+        self.answer: Optional[Deferred[object]] = None
         self.stream: Optional[_ResponseBody] = None
         self._head = False
         self._in_render = False
@@ -336,6 +336,7 @@ class BridgedRequest:
         self._answer(self._streaming_response())
 
     def _streaming_response(self) -> StreamingResponse:
+        assert self.stream is not None
         return StreamingResponse(self.code, self.headers, self.stream)
 
     def _maybe_pause(self) -> None:
@@ -447,7 +448,7 @@ class _ResponseBody:
         self.size = 0
         self._ended = False
         self._error: Optional[Exception] = None
-        self._waiter: Optional[Deferred] = None
+        self._waiter: Optional[Deferred[None]] = None
 
     def feed(self, chunk: bytes) -> None:
         if self._error is not None:
