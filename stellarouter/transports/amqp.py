@@ -179,9 +179,9 @@ class AMQPTransportServer(BrokerQueue):
         self.peers: PeerTable[str, AMQPPeer] = PeerTable(reactor, idle_timeout)
         self._prober = LoopingCall(self.probe_busy_peers)
         self._prober.clock = reactor
-        self._ready: Optional[Deferred] = None
+        self._ready: Optional[Deferred[str]] = None
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[str]:
         self._ready = Deferred()
         self.service.startService()
         self.peers.start()
@@ -193,7 +193,7 @@ class AMQPTransportServer(BrokerQueue):
             self._ready.callback(
                 f"rabbitmq:{self.options['host']}:{self.options['port']}/{self.queue}")
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         if self._prober.running:
             self._prober.stop()
         self.report_drops()
@@ -391,7 +391,7 @@ class AMQPTransportClient(BrokerQueue):
     def start(self) -> None:
         self.service.startService()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         if self.receiver is not None and self.channel is not None:
             self.publish(self.target, Frame(FrameType.HEARTBEAT, new_correlation_id(),
                                             json.dumps({"goodbye": True}).encode()), self.key)

@@ -363,7 +363,7 @@ class StreamTransportServer:
                       transport=self.transport_type.value, where=where)
         return where
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[str]:
         return Deferred.fromCoroutine(self._start())
 
     @property
@@ -373,14 +373,16 @@ class StreamTransportServer:
         """
         return self._port
 
-    def stop(self) -> Deferred:
-        waits: List[Deferred] = []
+    def stop(self) -> Deferred[None]:
+        waits: List[Deferred[None]] = []
         if self._port is not None:
             waits.append(Deferred.fromCoroutine(_await(self._port.stopListening())))
             self._port = None
         for proto in list(self._factory.protocols):
             proto.close("gateway transport stopping")
-        return DeferredList(waits) if waits else succeed(None)
+        if not waits:
+            return succeed(None)
+        return DeferredList(waits).addCallback(lambda _: None)
 
 
 async def _await(result: object) -> None:
@@ -432,5 +434,5 @@ class StreamTransportClient:
     def start(self) -> None:
         self.service.startService()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         return self.service.stopService()

@@ -180,7 +180,7 @@ class UDPTransportServer:
         self.protocol = _GatewayDatagrams(self, reactor, max_datagram_bytes)
         self.port: Optional[IListeningPort] = None
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[str]:
         try:
             self.port = self.reactor.listenUDP(self.port_number, self.protocol,
                                                interface=self.interface, maxPacketSize=65535)
@@ -195,7 +195,7 @@ class UDPTransportServer:
                       where=where, buffer=buffer)
         return succeed(where)
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         self.protocol.report_drops()
         self.peers.stop("gateway transport stopping")
         if self.port is not None:
@@ -378,7 +378,7 @@ class UDPTransportClient(FrameDatagrams):
         self._running = True
         self._open()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         self._running = False
         if self._reopen_call is not None and self._reopen_call.active():
             self._reopen_call.cancel()
