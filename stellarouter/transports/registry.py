@@ -5,7 +5,9 @@ so the gateway and the SDK never name a concrete transport.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional, Protocol
+
+from twisted.internet.interfaces import IReactorTime
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
@@ -17,16 +19,50 @@ from .tls import tls_client, tls_server
 from .udp import udp_client, udp_server
 from .amqp import amqp_client, amqp_server
 from ..common.addresses import MAX_DATAGRAM_BYTES
+from .hello import Backoff
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class ServerTLS(Protocol):
+    """
+    What a TLS listener needs to know (the gateway's C{TLSListenerConfig}).
+    """
+
+    @property
+    def certificate(self) -> str: ...
+    @property
+    def private_key(self) -> str: ...
+    @property
+    def client_ca(self) -> Optional[str]: ...
+    @property
+    def require_client_certificate(self) -> bool: ...
+
+
+class ClientTLS(Protocol):
+    """
+    What a TLS client needs to know (the SDK's C{TLSRouterConfig}).
+    """
+
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def ca(self) -> str: ...
+    @property
+    def certificate(self) -> Optional[str]: ...
+    @property
+    def private_key(self) -> Optional[str]: ...
 
 
 def make_server(
     kind: TransportType,
     listen: str,
-    reactor: Any,
+    reactor: IReactorTime,
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
-    tls: Any = None,
+    tls: Optional[ServerTLS] = None,
     idle_timeout: float = 90.0,
     node_id: str = "gateway",
 ) -> ITransportServer:
@@ -63,12 +99,12 @@ def make_server(
 def make_client(
     kind: TransportType,
     address: str,
-    reactor: Any,
+    reactor: IReactorTime,
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
-    tls: Any = None,
-    **backoff: Any,
+    tls: Optional[ClientTLS] = None,
+    **backoff: Unpack[Backoff],
 ) -> ITransportClient:
     """
     A reconnecting client for C{kind} dialling C{address}.

@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional, Set, Tuple, cast
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
+    IConsumer,
     IListeningPort,
     IPushProducer,
     IReactorTime,
@@ -64,7 +65,7 @@ class _WriteBacklog:
 
     def __init__(self) -> None:
         #: The transport it is registered with (L{None} until then).
-        self.transport: Any = None
+        self.transport: Optional[IConsumer] = None
         self.paused = False
         self.unsent = 0
         self.limit: Optional[int] = None
@@ -175,12 +176,13 @@ class FrameStreamProtocol(Protocol):
         # To learn when frames pile up in the write buffer (a peer that does
         # not read): see L{unsent}.  Under TLS, the TCP connection's buffer
         # (TLS closes only once no producer is registered with it).
-        target: Any = self.transport
+        target: object = self.transport
         if isinstance(target, ProtocolWrapper):
             target = target.transport
         if getattr(target, "registerProducer", None) is not None:
-            target.registerProducer(self._backlog, True)
-            self._backlog.transport = target
+            consumer = cast(IConsumer, target)
+            consumer.registerProducer(self._backlog, True)
+            self._backlog.transport = consumer
         self._open = True
         self.receiver.connectionOpened(self)
 
