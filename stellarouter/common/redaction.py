@@ -15,7 +15,6 @@ Two kinds of secret:
 from __future__ import annotations
 
 import re
-from typing import Any
 
 #: What a secret value is shown as.
 REDACTED = "***"

@@ -10,7 +10,7 @@ scalars (C{true}, C{5}, C{1.5}, C{"text"}).
 from __future__ import annotations
 
 import copy
-from typing import Any, List, Mapping, Tuple
+from typing import List, Mapping, Tuple
 
 from .errors import ConfigError
 from .reader import load_yaml_text

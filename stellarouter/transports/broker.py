@@ -13,7 +13,7 @@ import hmac
 import os
 import random
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 import pika
 from pika.adapters.twisted_connection import (
