@@ -1,5 +1,9 @@
 """
-C{twistd stella-gateway}: options and service construction.
+C{twistd stella-gateway}: the command line (one C{--config} file, loaded and
+validated before twistd starts anything) and L{makeService}, which builds
+the L{GatewayService} on the global reactor, reloads the configuration on
+SIGHUP and turns a failed start-up into one log line and exit status 1.
+This is the only gateway module that touches the global reactor.
 """
 
 from __future__ import annotations
