@@ -5,9 +5,9 @@ so the gateway and the SDK never name a concrete transport.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol, cast
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
@@ -69,13 +69,15 @@ def make_server(
     """
     A server for C{kind} listening on C{listen}.
 
+    @param reactor: provides C{IReactorTime} and the listening interface of
+        C{kind} (C{IReactorTCP}, C{IReactorUDP}...).
     @param network: required for L{TransportType.INMEMORY}.
     @param tls: for L{TransportType.TLS}, an object with C{certificate},
         C{private_key}, C{client_ca}, C{require_client_certificate}.
     @raise ValueError: an unsupported kind, or a bad address.
     """
     if kind is TransportType.TCP:
-        return tcp_server(reactor, listen, receiver_factory, max_frame_bytes)
+        return tcp_server(cast(IReactorTCP, reactor), listen, receiver_factory, max_frame_bytes)
     if kind is TransportType.UDP:
         return udp_server(reactor, listen, receiver_factory, max_frame_bytes, idle_timeout,
                           node_id)
@@ -109,6 +111,8 @@ def make_client(
     """
     A reconnecting client for C{kind} dialling C{address}.
 
+    @param reactor: provides C{IReactorTime} and the connecting interface
+        of C{kind} (C{IReactorTCP}, C{IReactorUDP}...).
     @param network: required for L{TransportType.INMEMORY}.
     @param tls: for L{TransportType.TLS}, an object with C{server_name},
         C{ca}, C{certificate}, C{private_key}.
