@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from klein import Klein
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -974,6 +974,8 @@ class HealthApp:
         self.started = False
         self.stopping = False
         self.expected = ExpectedInstances(())
+        #: C{http.health_detail}: C{status} or C{full} (see L{health}).
+        self.detail = "status"
 
     @staticmethod
     def _json(request: IRequest, status: int, obj: Any) -> bytes:
@@ -985,6 +987,20 @@ class HealthApp:
 
     @app.route("/health", methods=["GET", "HEAD"])
     def health(self, request: IRequest) -> bytes:
+        """
+        The status; with C{detail} C{full}, the whole L{report} (the admin
+        listener always shows it).
+        """
+        code, report = self.report()
+        return self._json(request, code, report if self.detail == "full"
+                          else {"status": report["status"]})
+
+    def report(self) -> Tuple[int, Dict[str, Any]]:
+        """
+        The full health report and its HTTP status: the gateway's status,
+        node, region, services with their versions and instance counts, and
+        the expected instances.
+        """
         services: dict = {}
         for connection in self.routing_state.connections():
             state = connection.state
@@ -999,7 +1015,7 @@ class HealthApp:
             # The gateway itself is fine (still 200); an instance it counts on
             # is not there.
             status = "degraded"
-        return self._json(request, code, {
+        return code, {
             "status": status,
             "node_id": self.node_id,
             "region": self.region,
@@ -1010,7 +1026,7 @@ class HealthApp:
                 for name, e in sorted(services.items())
             },
             **({"expected_instances": expected} if expected else {}),
-        })
+        }
 
     @app.route("/health/live", methods=["GET", "HEAD"])
     def live(self, request: IRequest) -> bytes:
