@@ -35,6 +35,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from zope.interface import Interface
@@ -244,7 +245,7 @@ class AdminApp:
 
     @app.handle_errors(WerkzeugMethodNotAllowed)
     def _not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        allowed = getattr(failure.value, "valid_methods", None) or []
+        allowed = sorted(getattr(failure.value, "valid_methods", None) or [])
         if allowed:
             request.setHeader(b"Allow", ", ".join(allowed).encode())
         return self._problem(request, 405, "method-not-allowed", "Method not allowed",
@@ -434,6 +435,13 @@ class AdminApp:
         return body
 
 
+class AdminSite(Site):
+    """
+    The admin listener's site (named in the logs: C{AdminSite starting on
+    9901}).
+    """
+
+
 def _path(request: IRequest) -> str:
     return request.path.decode("latin-1", "replace")[:200]
 
@@ -456,5 +464,5 @@ def _query_value(request: IRequest, name: bytes) -> Optional[str]:
     return values[0].decode("utf-8", "replace") if values else None
 
 
-__all__ = ["AdminApp", "AdminRefused", "IMetricsExposition", "claims_json", "iso_time",
+__all__ = ["AdminApp", "AdminRefused", "AdminSite", "IMetricsExposition", "claims_json", "iso_time",
            "redacted_config"]

@@ -16,7 +16,6 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from ..common.interfaces import IRoutingPlugin, ITransportServer
 from ..config.diff import diff, security_warnings
@@ -26,7 +25,7 @@ from ..common.redaction import redact_text
 from ..lifecycle import StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
-from .admin import AdminApp, IMetricsExposition
+from .admin import AdminApp, AdminSite, IMetricsExposition
 from .connection import GatewayConnection
 from ._web import client_connection_cap
 from .edge import GatewaySite, HealthApp, ProxyResource
@@ -91,7 +90,7 @@ class GatewayService(Service):
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
         # The admin listener (issue 21): its own port, its own site.
         self.admin = AdminApp(self._registered, self.health, reactor, config, metrics)
-        self.admin_site = Site(self.admin.app.resource())
+        self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor)
         self._admin_port: Optional[IListeningPort] = None
         self.servers: List[ITransportServer] = []
         for i, t in enumerate(config.transports):

@@ -144,7 +144,14 @@ class AdminConfigTests(SynchronousTestCase):
 class AdminTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.deployment = InMemoryDeployment(auth=AuthConfig(hs256_secret=SECRET))
-        self.addCleanup(self.deployment.stop)
+        self.addCleanup(self._stopped_cleanly)
+
+    def _stopped_cleanly(self) -> None:
+        """
+        Stopping leaves no timer behind (the admin site runs on the clock).
+        """
+        self.deployment.stop()
+        self.assertEqual(self.deployment.clock.getDelayedCalls(), [])
 
     def get(self, path: str, headers: Any = ()) -> Tuple[int, Any]:
         response = self.deployment.admin_request("GET", path, headers)
@@ -470,7 +477,7 @@ class AdminAccessTests(AdminTestCase):
         remote = IPv4Address("TCP", "10.0.0.5", 40000)
         client = InMemoryHttpClient(self.deployment.gateway.admin_site,
                                     StringTransport(peerAddress=remote), host="127.0.0.1")
-        client.channel.transport = client.transport
+        self.deployment.clients.append(client)
         client.send("GET", "/status")
         self.deployment.pump()
         response = client.response()
@@ -490,6 +497,7 @@ class AdminAccessTests(AdminTestCase):
         """
         self.configure(admin=AdminConfig())
         client = InMemoryHttpClient(self.deployment.gateway.admin_site, host="evil.example:9901")
+        self.deployment.clients.append(client)
         client.send("GET", "/status")
         self.deployment.pump()
         response = client.response()
@@ -500,6 +508,7 @@ class AdminAccessTests(AdminTestCase):
         self.assertEqual(response.status, 403)
         for host in ("localhost:9901", "[::1]:9901", "127.0.0.1"):
             client = InMemoryHttpClient(self.deployment.gateway.admin_site, host=host)
+            self.deployment.clients.append(client)
             client.send("GET", "/status")
             self.deployment.pump()
             response = client.response()
