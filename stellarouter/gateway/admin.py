@@ -35,7 +35,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from zope.interface import Interface
@@ -435,11 +435,49 @@ class AdminApp:
         return body
 
 
+#: The largest request body the admin listener takes (its API takes none):
+#: a connection sending more is dropped before it is buffered.
+MAX_ADMIN_BODY_BYTES = 64 * 1024
+
+
+class AdminRequest(Request):
+    """
+    An admin request: its body is bounded (L{MAX_ADMIN_BODY_BYTES}),
+    through twisted.web's public C{gotLength} / C{handleContentChunk}
+    request hooks.
+    """
+
+    _received = 0
+    log = Logger()
+
+    def gotLength(self, length: Optional[int]) -> None:
+        if length is not None and length > MAX_ADMIN_BODY_BYTES:
+            self._drop()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > MAX_ADMIN_BODY_BYTES:
+            self._drop()
+            return
+        super().handleContentChunk(data)
+
+    def _drop(self) -> None:
+        self.log.info("admin request body over {limit} bytes: connection dropped",
+                      limit=MAX_ADMIN_BODY_BYTES)
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is not None:
+            getattr(transport, "abortConnection", transport.loseConnection)()
+
+
 class AdminSite(Site):
     """
     The admin listener's site (named in the logs: C{AdminSite starting on
-    9901}).
+    9901}); requests are L{AdminRequest}s.
     """
+
+    requestFactory = AdminRequest
 
 
 def _path(request: IRequest) -> str:

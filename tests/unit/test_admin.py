@@ -12,9 +12,10 @@ from typing import Any, Dict, List, Tuple
 
 import jwt
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -275,7 +276,7 @@ class AdminApiTests(AdminTestCase):
     def test_config_redacted(self) -> None:
         """
         The configuration in force, with the HS256 secret and AMQP passwords
-        redacted.
+        redacted; no admin answer shows either (item 6, admin output).
         """
         listener = dataclasses.replace(
             self.deployment.gateway.config.transports[0],
@@ -283,9 +284,12 @@ class AdminApiTests(AdminTestCase):
         self.deployment.gateway.config = dataclasses.replace(
             self.deployment.gateway.config, transports=(listener,))
         self.deployment.gateway.admin.configure(self.deployment.gateway.config)
+        for path in ("/", "/status", "/health", "/services", "/instances", "/routes",
+                     "/config", "/metrics", "/nope"):
+            body = self.deployment.admin_request("GET", path).body
+            self.assertNotIn(SECRET.encode(), body, path)
+            self.assertNotIn(b"hunter2", body, path)
         response = self.deployment.admin_request("GET", "/config")
-        self.assertNotIn(SECRET.encode(), response.body)
-        self.assertNotIn(b"hunter2", response.body)
         config = json.loads(response.body)["config"]
         self.assertEqual(config["auth.hs256_secret"], "***")
         self.assertEqual(config["transports[0].listen"],
@@ -406,6 +410,29 @@ class DrainTests(AdminTestCase):
         self.assertEqual(self.drain(connection_id).status, 202)
         self.assertEqual(self.connection("billing-2").state.status,
                          InstanceHealthStatus.DRAINING)
+
+    def test_body_bounded(self) -> None:
+        """
+        A request body over 64 KiB (declared, or sent chunked) drops the
+        connection before it is buffered; a small one is ignored.
+        """
+        declared = InMemoryHttpClient(self.deployment.gateway.admin_site, host="127.0.0.1")
+        self.deployment.clients.append(declared)
+        declared.send("POST", "/instances/billing-1/drain", b"x" * (64 * 1024 + 1))
+        self.assertTrue(declared.transport.disconnecting)
+        self.assertEqual(declared.transport.value(), b"")
+        declared.channel.connectionLost(Failure(ConnectionLost("aborted")))
+        chunked = InMemoryHttpClient(self.deployment.gateway.admin_site, host="127.0.0.1")
+        self.deployment.clients.append(chunked)
+        chunked.channel.dataReceived(b"POST /instances/billing-1/drain HTTP/1.1\r\n"
+                                     b"Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(5):
+            chunked.channel.dataReceived(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+        self.assertTrue(chunked.transport.disconnecting)
+        chunked.channel.connectionLost(Failure(ConnectionLost("aborted")))
+        self.assertEqual(self.connection("billing-1").state.status,
+                         InstanceHealthStatus.HEALTHY)
+        self.assertEqual(self.deployment.admin_request("GET", "/status").status, 200)
 
     def test_get_is_not_a_drain(self) -> None:
         """
