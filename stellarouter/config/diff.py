@@ -100,4 +100,26 @@ def security_warnings(old: Any, new: Any) -> List[str]:
     if before.enabled and not after.enabled:
         warnings.append("no token key is configured any more: every endpoint with claim "
                         "requirements answers 401")
+    warnings.extend(_admin_weakenings(old, new))
+    return warnings
+
+
+def _admin_weakenings(old: Any, new: Any) -> List[str]:
+    """
+    What a reload weakens on the admin listener: claims no longer required,
+    remote requests now allowed.
+    """
+    before, after = getattr(old, "admin", None), getattr(new, "admin", None)
+    if before is None or after is None:
+        return []
+    warnings: List[str] = []
+    dropped = [c for c in before.require_claims if c not in after.require_claims]
+    if dropped:
+        names = ", ".join(c.type for c in dropped)
+        warnings.append(f"admin.require_claims no longer requires {names}"
+                        + ("" if after.require_claims else
+                           ": the admin API answers requests without a token"))
+    if after.allow_remote and not before.allow_remote:
+        warnings.append("admin.allow_remote turned on: the admin API answers requests from "
+                        "other hosts")
     return warnings

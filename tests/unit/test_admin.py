@@ -643,3 +643,24 @@ class AdminListenerTests(SynchronousTestCase):
         self.assertTrue(any("admin.listen" in line for line in restart), restart)
         self.assertEqual(service.config.admin.listen, "tcp:9901:interface=127.0.0.1")
         self.assertEqual(service.admin.config.admin.require_claims, (ClaimRequirement("sub"),))
+
+    def test_weakening_warned(self) -> None:
+        """
+        A reload that drops the admin's required claims or allows remote
+        requests is logged as a weakening.
+        """
+        events: List[dict] = []
+        self.patch(GatewayService, "log", Logger(observer=events.append))
+        service = self.start(MemoryReactorClock())
+        guarded = dataclasses.replace(service.config, auth=AuthConfig(hs256_secret=SECRET),
+                                      admin=AdminConfig(require_claims=(
+                                          ClaimRequirement("scope", "stellarouter:admin"),)))
+        service.apply_config(guarded)
+        del events[:]
+        service.apply_config(dataclasses.replace(guarded, admin=AdminConfig(allow_remote=True)))
+        lines = [formatEvent(e) for e in events if "weakens" in formatEvent(e)]
+        self.assertEqual(lines, [
+            "configuration reload weakens authentication: admin.require_claims no longer "
+            "requires scope: the admin API answers requests without a token",
+            "configuration reload weakens authentication: admin.allow_remote turned on: the "
+            "admin API answers requests from other hosts"])
