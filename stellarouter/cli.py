@@ -74,6 +74,7 @@ def check(path: str, kind: Optional[str], out: TextIO) -> int:
             gateway = load_gateway_config(path)
             summary = (f"node {gateway.node.node_id} in region {gateway.node.region}, "
                        f"HTTP on {gateway.http.listen}, "
+                       f"admin on {gateway.admin.listen if gateway.admin.enabled else '(off)'}, "
                        f"{len(gateway.transports)} transport listener(s), "
                        f"{len(gateway.services)} service setting(s)")
         else:
