@@ -129,6 +129,35 @@ class AdminCliTests(AdminProcessTestCase):
                       f"http://127.0.0.1:{number}: ", err)
 
 
+class AdminDrainTests(AdminProcessTestCase):
+    async def test_drained_instance_gets_no_request(self) -> None:
+        """
+        Of two instances, the one drained through the admin API gets no
+        request afterwards while the other serves them all, and neither
+        request fails; the drained one is told and stays connected.
+        """
+        gateway = await self.deployment.start_gateway(node_id="gw-admin-drain")
+        one = await self.deployment.start_microservice("examples.whoami:service", "w-one")
+        await self.deployment.start_microservice("examples.whoami:service", "w-two")
+        seen = len(one.lines)
+        response = await treq.post(gateway.admin_url + "/instances/w-one/drain",
+                                   pool=self.pool)
+        self.assertEqual(response.code, 202)
+        await response.content()
+        served = []
+        for _ in range(10):
+            response = await treq.get(gateway.base_url + "/whoami", pool=self.pool)
+            self.assertEqual(response.code, 200)
+            served.append(json.loads(await response.content())["instance_id"])
+        self.assertEqual(served, ["w-two"] * 10)
+        await one.wait_for(r"asks w-one to drain", reactor, since=seen)
+        self.assertTrue(one.running)
+        response = await treq.get(gateway.admin_url + "/instances", pool=self.pool)
+        rows = {i["instance_id"]: i["health"]
+                for i in json.loads(await response.content())["instances"]}
+        self.assertEqual(rows, {"w-one": "draining", "w-two": "healthy"})
+
+
 class AdminTokenTests(AdminProcessTestCase):
     async def test_token_refused_and_accepted(self) -> None:
         """
