@@ -269,6 +269,9 @@ class AdminApp:
 
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> bytes:
+        """
+        The list of resources.
+        """
         self._authorize(request)
         return self._json(request, {"resources": [
             "GET /status", "GET /health", "GET /services", "GET /instances",
@@ -276,6 +279,9 @@ class AdminApp:
 
     @app.route("/status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
+        """
+        The gateway at a glance: status, node, listeners, counts.
+        """
         self._authorize(request)
         _, health = self.health.report()
         connections = self.connections()
@@ -300,12 +306,18 @@ class AdminApp:
 
     @app.route("/health", methods=["GET"])
     def full_health(self, request: IRequest) -> bytes:
+        """
+        The full health report, whatever C{http.health_detail} says.
+        """
         self._authorize(request)
         code, report = self.health.report()
         return self._json(request, report, code)
 
     @app.route("/services", methods=["GET"])
     def services(self, request: IRequest) -> bytes:
+        """
+        Each service: versions with instance counts, routable, draining.
+        """
         self._authorize(request)
         defaults = self.config.default_versions()
         services: Dict[str, Dict[str, Any]] = {}
@@ -330,6 +342,9 @@ class AdminApp:
 
     @app.route("/instances", methods=["GET"])
     def instances(self, request: IRequest) -> bytes:
+        """
+        Each registered instance (C{?service=NAME}: of that service).
+        """
         self._authorize(request)
         wanted = _query_value(request, b"service")
         rows = [self._instance(c) for c in self.connections()
@@ -339,6 +354,9 @@ class AdminApp:
         return self._json(request, {"instances": rows})
 
     def _instance(self, connection: Any) -> Dict[str, Any]:
+        """
+        One connection as the API shows it.
+        """
         state = connection.state
         instance = state.instance
         now = self.clock.seconds()
@@ -366,6 +384,10 @@ class AdminApp:
 
     @app.route("/routes", methods=["GET"])
     def routes(self, request: IRequest) -> bytes:
+        """
+        Each announced route as the gateway enforces it (overrides applied;
+        the descriptor of the highest version announcing it).
+        """
         self._authorize(request)
         announced: Dict[Tuple[str, str], Dict[str, Any]] = {}
         for connection in self.connections():
@@ -407,11 +429,18 @@ class AdminApp:
 
     @app.route("/config", methods=["GET"])
     def effective_config(self, request: IRequest) -> bytes:
+        """
+        The configuration in force, secrets redacted.
+        """
         self._authorize(request)
         return self._json(request, {"config": redacted_config(self.config)})
 
     @app.route("/instances/<path:name>/drain", methods=["POST"])
     def drain(self, request: IRequest, name: str) -> bytes:
+        """
+        Drain every connection whose instance id or connection id is
+        C{name}: 202 with them, 404 if none.
+        """
         self._authorize(request)
         chosen = [c for c in self.connections()
                   if name in (c.state.instance.instance_id, c.state.connection_id)]
@@ -425,6 +454,9 @@ class AdminApp:
 
     @app.route("/metrics", methods=["GET"])
     def metrics_text(self, request: IRequest) -> bytes:
+        """
+        The metrics exposition, or 404 without an L{IMetricsExposition}.
+        """
         self._authorize(request)
         if self.metrics is None:
             raise AdminRefused(404, "not-found", "No metrics",
