@@ -128,7 +128,7 @@ def redacted_config(config: GatewayConfig) -> Dict[str, Any]:
     """
     out: Dict[str, Any] = {}
     for key, value in flatten(config).items():
-        if key == "auth.jwks" and value is not None:
+        if key == "auth.jwks" and isinstance(value, str):
             value = f"<{len(value)} characters from auth.jwks_file>"
         value = redact(key, value)
         out[key] = list(value) if isinstance(value, tuple) else value

@@ -1,5 +1,10 @@
 """
-What a handler receives and returns.
+What a handler receives and returns: L{RawRequestContext} (method, path,
+parameters, headers as a case-insensitive L{HeaderMap}, claims, and the body
+whole or as a L{BodyStream} fed by the dispatcher under flow control), and
+the answers it may give (L{RawResponse}, L{StreamingResponse},
+L{JsonResponse}).  These are the SDK's public data types; the dispatcher
+builds the first and encodes the others into RESPONSE frames.
 """
 
 from __future__ import annotations
@@ -8,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 from collections import deque
 from typing import (
-    Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
+    Any, AsyncIterable, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional,
+    Sequence, Tuple, Union,
 )
 from urllib.parse import parse_qs
 
@@ -85,7 +91,7 @@ class BodyStream:
         self._grant = grant
         self._window = window
         self._chunks: Deque[bytes] = deque()
-        self._waiter: Optional[Deferred] = None
+        self._waiter: Optional[Deferred[None]] = None
         self._ended = False
         self._error: Optional[Exception] = None
         self._consumed = 0
@@ -166,7 +172,7 @@ class RawRequestContext:
     body: Any
     correlation_id: str
     deadline: Optional[float] = None
-    cancelled: Deferred = field(default_factory=Deferred)
+    cancelled: "Deferred[Optional[CancelReason]]" = field(default_factory=Deferred)
     cancel_reason: Optional[CancelReason] = None
     instance: Optional[InstanceDescriptor] = None
 
@@ -222,7 +228,7 @@ class StreamingResponse:
 
     status: int = 200
     headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()
-    body: Any = ()
+    body: Union[Iterable[bytes], AsyncIterable[bytes]] = ()
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ import os
 import re
 import signal
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -44,9 +45,9 @@ class WatchedProcess(ProcessProtocol):
     def __init__(self, name: str) -> None:
         self.name = name
         self.lines: List[str] = []
-        self.ended: Deferred = Deferred()
+        self.ended: Deferred[int] = Deferred()
         self._partial = b""
-        self._waiting: List[Tuple[re.Pattern, Deferred]] = []
+        self._waiting: List[Tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
         self.running = False
 
     def connectionMade(self) -> None:
@@ -83,8 +84,8 @@ class WatchedProcess(ProcessProtocol):
         self._waiting = []
         self.ended.callback(code if code is not None else -(sig or 0))
 
-    def wait_for(self, pattern: str, clock: Any, timeout: float = 20.0,
-                 since: int = 0) -> Deferred:
+    def wait_for(self, pattern: str, clock: IReactorTime, timeout: float = 20.0,
+                 since: int = 0) -> Deferred[re.Match[str]]:
         """
         Fires with the regex match of the first line matching C{pattern},
         among the lines printed from index C{since} on (already printed or
@@ -94,7 +95,7 @@ class WatchedProcess(ProcessProtocol):
         for line in self.lines[since:]:
             match = compiled.search(line)
             if match is not None:
-                d: Deferred = Deferred()
+                d: Deferred[re.Match[str]] = Deferred()
                 d.callback(match)
                 return d
         d = Deferred()
@@ -109,7 +110,7 @@ class WatchedProcess(ProcessProtocol):
             self.transport.signalProcess(getattr(signal, "SIG" + name))
 
 
-def spawn_twistd(reactor: Any, name: str, plugin_args: Sequence[str],
+def spawn_twistd(reactor: IReactorProcess, name: str, plugin_args: Sequence[str],
                  env: Optional[Dict[str, str]] = None, cwd: str = ROOT,
                  prefix: Sequence[str] = ()) -> WatchedProcess:
     """
@@ -140,7 +141,10 @@ class ProcessDeployment:
     @ivar base_url: C{http://127.0.0.1:PORT} of the gateway, once started.
     """
 
-    def __init__(self, reactor: Any, directory: str) -> None:
+    def __init__(self, reactor: IReactorTime, directory: str) -> None:
+        """
+        @param reactor: provides C{IReactorProcess} and C{IReactorTime}.
+        """
         self.reactor = reactor
         self.directory = directory
         self.processes: List[WatchedProcess] = []
@@ -165,7 +169,8 @@ class ProcessDeployment:
         @param prefix: see L{spawn_twistd}.
         @param env: variables added to this process's environment.
         """
-        process = spawn_twistd(self.reactor, name, args, env, prefix=prefix)
+        process = spawn_twistd(cast(IReactorProcess, self.reactor), name, args, env,
+                               prefix=prefix)
         self.processes.append(process)
         return process
 

@@ -1,8 +1,14 @@
 """
-Hypothesis strategies for frames and payload messages.
+Hypothesis strategies for the wire protocol's values: correlation ids,
+frames of every type, header lists, REQUEST and RESPONSE messages, cancel
+reasons and the ways a byte stream may be split into reads.  The codec and
+decoder property tests draw from them, so "any frame" means the same thing
+in every test.
 """
 
 from __future__ import annotations
+
+from typing import List, Tuple
 
 from hypothesis import strategies as st
 
@@ -35,7 +41,7 @@ def frames(max_payload: int = 2048) -> st.SearchStrategy[Frame]:
     )
 
 
-def header_pairs() -> st.SearchStrategy[list]:
+def header_pairs() -> st.SearchStrategy[List[Tuple[str, str]]]:
     """
     HTTP-ish header pairs (latin-1 safe names and values).
     """
@@ -82,7 +88,7 @@ def cancel_reasons() -> st.SearchStrategy[CancelReason]:
     return st.sampled_from(list(CancelReason))
 
 
-def splits(data_size: int) -> st.SearchStrategy[list]:
+def splits(data_size: int) -> st.SearchStrategy[List[int]]:
     """
     Sorted cut points inside a byte string of C{data_size} bytes.
     """
