@@ -27,6 +27,7 @@ from ..common.models import (
 )
 from ..common.payloads import STREAM_WINDOW
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_amqp_address, parse_udp_address
+from .admin import AdminConfig, health_detail_problem, read_admin
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
@@ -87,6 +88,9 @@ class HttpConfig:
         after its last instance left; 0 forgets at once.
     @ivar max_remembered_routes: at most this many such routes are
         remembered (the oldest departure is forgotten first).
+    @ivar health_detail: what the public C{GET /health} shows: C{status}
+        (only the status) or C{full} (services, versions, expected
+        instances); the admin listener always shows everything.
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
@@ -99,6 +103,7 @@ class HttpConfig:
     trusted_proxies: Tuple[str, ...] = ()
     forget_routes_after: float = 600.0
     max_remembered_routes: int = 1024
+    health_detail: str = "status"
 
     @property
     def listen_endpoint(self) -> str:
@@ -322,6 +327,7 @@ class GatewayConfig:
     static_instances: Tuple[StaticInstance, ...] = ()
     buffers: BuffersConfig = BuffersConfig()
     registration: RegistrationLimits = RegistrationLimits()
+    admin: AdminConfig = AdminConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -349,7 +355,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
-                                   "registration"])
+                                   "registration", "admin"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -367,7 +373,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
 
     http_raw = r.mapping(top.get("http"), "http", [
         "listen", "access_log", "request_head_timeout", "max_header_bytes", "max_connections",
-        "reserved_descriptors", "backlog"] + _HTTP_REQUEST_KEYS)
+        "reserved_descriptors", "backlog", "health_detail"] + _HTTP_REQUEST_KEYS)
     http = HttpConfig(
         listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
         access_log=r.get(http_raw, "access_log", "http", bool, False),
@@ -384,6 +390,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
                                    lambda v: None if v >= 0 else "must be at least 0"),
         backlog=r.get(http_raw, "backlog", "http", int, HttpConfig.backlog,
                       lambda v: None if 1 <= v <= 65535 else "must be in [1, 65535]"),
+        health_detail=r.get(http_raw, "health_detail", "http", str, HttpConfig.health_detail,
+                            health_detail_problem),
         **_read_http_request_settings(r, http_raw),
     )
 
@@ -505,6 +513,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     auth = _read_auth(r, top.get("auth"), source)
     buffers = _read_buffers(r, top.get("buffers"))
     registration = _read_registration(r, top.get("registration"))
+    admin = read_admin(r, top.get("admin"), auth.enabled)
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -517,6 +526,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         static_instances=tuple(statics),
         buffers=buffers,
         registration=registration,
+        admin=admin,
     )
 
 

@@ -146,6 +146,9 @@ class GatewayConnection:
         #: When the status last became UNHEALTHY (C{None}: it is not).
         self.unhealthy_since: Optional[float] = None
         self._warned_status = False
+        #: An operator asked the gateway to drain this connection (admin
+        #: API): it stays DRAINING whatever the microservice reports.
+        self.drain_requested = False
 
     def __repr__(self) -> str:
         if self.state is None:
@@ -328,12 +331,15 @@ class GatewayConnection:
             status = beat.status
             if status is InstanceHealthStatus.UNKNOWN:
                 status = InstanceHealthStatus.HEALTHY
-            if status is InstanceHealthStatus.DRAINING and (
+            reported_draining = status is InstanceHealthStatus.DRAINING
+            if self.drain_requested:
+                status = InstanceHealthStatus.DRAINING
+            if reported_draining and (
                     self.reported_status is not InstanceHealthStatus.DRAINING):
                 self.log.info("instance {instance_id} is draining: no new requests",
                               instance_id=self.state.instance.instance_id)
             self.reported_status = status
-            if status is InstanceHealthStatus.DRAINING:
+            if reported_draining:
                 # Acknowledge: every REQUEST sent before this echo reaches the
                 # microservice before it, so once it has the echo and its
                 # requests are done it may close (protocol.md, HEARTBEAT).
@@ -376,6 +382,30 @@ class GatewayConnection:
                 self._pings.clear()
             state.status = status
             self.routing_state.status_changed(self._routable())
+
+    def request_drain(self) -> bool:
+        """
+        Drain this connection at an operator's request (admin API): route
+        no new request to it from now on (its status is DRAINING whatever
+        its HEARTBEATs report) and ask the microservice to drain with a
+        HEARTBEAT whose status is C{draining} (protocol.md, HEARTBEAT).
+        Requests in flight finish as usual.
+
+        @return: C{False} if the connection is not registered or closed.
+        """
+        state = self.state
+        if state is None or self.sender is None or self._closed:
+            return False
+        if not self.drain_requested:
+            self.drain_requested = True
+            self.log.info("instance {instance_id} ({service} {version}) drained by the "
+                          "operator: no new requests", instance_id=state.instance.instance_id,
+                          service=state.instance.service_name, version=state.instance.version)
+        self.reported_status = InstanceHealthStatus.DRAINING
+        self.refresh_status(self.clock.seconds())
+        self.sender.sendFrame(Frame(_HEARTBEAT, new_correlation_id(), encode_heartbeat(
+            Heartbeat(state.instance.instance_id, InstanceHealthStatus.DRAINING))))
+        return True
 
     def ping(self, now: float) -> None:
         """

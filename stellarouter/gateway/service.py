@@ -27,6 +27,7 @@ from ..lifecycle import StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from ..transports.stream import ReceiverFactory
+from .admin import AdminApp, AdminSite, IMetricsExposition
 from .connection import GatewayConnection
 from ._web import client_connection_cap
 from .edge import GatewaySite, HealthApp, ProxyResource
@@ -49,10 +50,13 @@ class ListenAddresses(TypedDict, total=False):
     @ivar http: C{host:port} of the HTTP listener.
     @ivar transports: one description per transport listener, e.g.
         C{"tcp:127.0.0.1:5100"}.
+    @ivar admin: C{host:port} of the admin listener (absent when
+        C{admin.enabled} is false).
     """
 
     http: str
     transports: List[str]
+    admin: str
 
 
 class GatewayService(Service):
@@ -75,6 +79,7 @@ class GatewayService(Service):
         network: Optional[InMemoryNetwork] = None,
         routing: Optional[IRoutingPlugin] = None,
         config_path: Optional[str] = None,
+        metrics: Optional[IMetricsExposition] = None,
     ) -> None:
         """
         @param reactor: provides C{IReactorTCP} and C{IReactorTime}.
@@ -84,6 +89,7 @@ class GatewayService(Service):
             rebuilt on every reload).
         @param config_path: the file C{config} came from; when given it is
             watched and reloaded (L{reload}).
+        @param metrics: served by the admin listener's C{GET /metrics}.
         """
         self.config = config
         self.reactor = reactor
@@ -100,6 +106,10 @@ class GatewayService(Service):
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
                                    node.region, config.payload_limits, self.aggregate)
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
+        # The admin listener (issue 21): its own port, its own site.
+        self.admin = AdminApp(self._registered, self.health, reactor, config, metrics)
+        self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor)
+        self._admin_port: Optional[IListeningPort] = None
         self.servers: List[ITransportServer] = []
         for i, t in enumerate(config.transports):
             try:
@@ -176,6 +186,8 @@ class GatewayService(Service):
         self.site.access_log = config.http.access_log
         self._apply_http(config)
         self.health.node_id, self.health.region = node.node_id, node.region
+        self.health.detail = config.http.health_detail
+        self.admin.configure(config)
         if config.static_instances != self.health.expected.expected:
             self.health.expected = ExpectedInstances(config.static_instances,
                                                      self.health.expected)
@@ -240,7 +252,9 @@ class GatewayService(Service):
         effective = dataclasses.replace(
             new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
                                           backlog=self.config.http.backlog),
-            transports=self.config.transports)
+            transports=self.config.transports,
+            admin=dataclasses.replace(new.admin, listen=self.config.admin.listen,
+                                      enabled=self.config.admin.enabled))
         self._apply(effective)
         self.config = effective
         self._disconnect_refused(effective)
@@ -306,6 +320,10 @@ class GatewayService(Service):
         self._http_port = port
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
+        admin_address = await self._start_admin()
+        if admin_address is not None:
+            self.addresses["admin"] = admin_address
+        self.admin.addresses = dict(self.addresses)
         self.health.started = True
         node = self.config.node
         self.log.info(
@@ -313,6 +331,24 @@ class GatewayService(Service):
             node_id=node.node_id, region=node.region, addresses=json.dumps(self.addresses),
         )
         self.ready.callback(self.addresses)
+
+    async def _start_admin(self) -> Optional[str]:
+        """
+        Start the admin listener, if enabled.
+
+        @return: its C{host:port}, or C{None} when disabled.
+        @raise StartupError: it cannot listen (like the public port).
+        """
+        admin = self.config.admin
+        if not admin.enabled:
+            return None
+        try:
+            port = await serverFromString(self.reactor, admin.listen).listen(self.admin_site)
+        except Exception as e:
+            raise StartupError(f"admin.listen ({admin.listen}): {one_line(e)}") from e
+        self._admin_port = port
+        host = port.getHost()
+        return f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}".strip(":") or str(host)
 
     def _start_failed(self, failure: Failure) -> None:
         if not failure.check(StartupError):
@@ -334,6 +370,11 @@ class GatewayService(Service):
             if isinstance(stopping, Deferred):
                 waits.append(stopping)
             self._http_port = None
+        if self._admin_port is not None:
+            stopping = self._admin_port.stopListening()
+            if isinstance(stopping, Deferred):
+                waits.append(stopping)
+            self._admin_port = None
         return DeferredList(waits)
 
 

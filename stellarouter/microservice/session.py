@@ -225,6 +225,26 @@ class RouterSession:
         if beat.ping is not None:
             # A gateway ping: echo it unchanged, same correlation id.
             self._connection().sendFrame(frame)
+        elif beat.status is InstanceHealthStatus.DRAINING:
+            self._drain_asked()
+
+    def _drain_asked(self) -> None:
+        """
+        The gateway asks this instance to drain (an operator drained it in
+        the admin API): report DRAINING on this connection from now on (the
+        gateway acknowledges, as on SIGTERM); the connection stays open.
+        """
+        if self.status is InstanceHealthStatus.DRAINING:
+            return
+        self.log.warn("router {router} asks {instance_id} to drain (an operator drained it): "
+                      "reporting DRAINING to it from now on; stop this instance when its "
+                      "requests are done", router=self.router,
+                      instance_id=self.instance.instance_id)
+        self.status = InstanceHealthStatus.DRAINING
+        if self.state is SessionState.REGISTERED:
+            self.state = SessionState.DRAINING
+        if self.state is SessionState.DRAINING:
+            self.send_heartbeat()
 
     def _hello_answered(self, frame: Frame) -> None:
         sender = self._connection()

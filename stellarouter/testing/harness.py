@@ -122,6 +122,24 @@ class InMemoryDeployment:
             raise AssertionError(f"no response to {method} {path}")
         return response
 
+    def admin_request(self, method: str, path: str,
+                      headers: Sequence[Tuple[str, str]] = ()) -> HttpResponse:
+        """
+        Send one request to the gateway's admin site (as C{127.0.0.1},
+        C{Host: 127.0.0.1:9901}), deliver everything, and return the
+        response.
+
+        @raise AssertionError: if no complete response came.
+        """
+        client = InMemoryHttpClient(self.gateway.admin_site, host="127.0.0.1:9901")
+        self.clients.append(client)
+        client.send(method, path, b"", headers)
+        self.pump()
+        response = client.response()
+        if response is None:
+            raise AssertionError(f"no admin response to {method} {path}")
+        return response
+
     def stop(self) -> None:
         """
         Close the HTTP connections, stop every microservice and the gateway,

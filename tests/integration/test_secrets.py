@@ -36,6 +36,7 @@ transports:
   - {{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}
 {extra_transport}
 auth: {{hs256_secret: {secret}, require_authentication: true}}
+admin: {{listen: "tcp:0:interface=127.0.0.1"}}
 """
 
     async def test_no_secret_in_any_output(self) -> None:
