@@ -31,6 +31,7 @@ from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
+from .observability import AccessLogConfig, MetricsConfig, read_access_log, read_metrics
 from .reader import (
     MAX_CONFIG_BYTES,
     Reader,
@@ -66,7 +67,10 @@ class HttpConfig:
     The HTTP edge.
 
     @ivar listen: a server endpoint string.
-    @ivar access_log: log one line per request (costs throughput).
+    @ivar access_log: the former switch of the access log, if the file
+        still sets it (L{None}: not set); the access log is configured by
+        the top-level C{access_log} section (L{GatewayConfig.access_log}),
+        which this value, when set, turns on or off.
     @ivar request_head_timeout: seconds from the first byte of a request's
         head to its last (408 and close after).
     @ivar max_header_bytes: the request line (414 beyond), each header
@@ -90,7 +94,7 @@ class HttpConfig:
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
-    access_log: bool = False
+    access_log: Optional[bool] = None
     request_head_timeout: float = 30.0
     max_header_bytes: int = 16384
     max_connections: Optional[int] = None
@@ -322,6 +326,8 @@ class GatewayConfig:
     static_instances: Tuple[StaticInstance, ...] = ()
     buffers: BuffersConfig = BuffersConfig()
     registration: RegistrationLimits = RegistrationLimits()
+    access_log: AccessLogConfig = AccessLogConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -349,7 +355,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
-                                   "registration"])
+                                   "registration", "access_log", "metrics"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -370,7 +376,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         "reserved_descriptors", "backlog"] + _HTTP_REQUEST_KEYS)
     http = HttpConfig(
         listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
-        access_log=r.get(http_raw, "access_log", "http", bool, False),
+        access_log=r.get(http_raw, "access_log", "http", bool, None),
         request_head_timeout=r.get(http_raw, "request_head_timeout", "http", float,
                                    HttpConfig.request_head_timeout, positive),
         max_header_bytes=r.get(http_raw, "max_header_bytes", "http", int,
@@ -505,6 +511,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     auth = _read_auth(r, top.get("auth"), source)
     buffers = _read_buffers(r, top.get("buffers"))
     registration = _read_registration(r, top.get("registration"))
+    access_log = read_access_log(r, top.get("access_log"), http.access_log)
+    metrics = read_metrics(r, top.get("metrics"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -517,6 +525,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         static_instances=tuple(statics),
         buffers=buffers,
         registration=registration,
+        access_log=access_log,
+        metrics=metrics,
     )
 
 

@@ -113,6 +113,8 @@ class RefusalLog:
     """
 
     log = Logger()
+    #: Told the status of every refusal (the metrics' rejection counter).
+    on_refused: Optional[Callable[[int], None]] = None
 
     def __init__(self, per_second: int = 10) -> None:
         self.per_second = per_second
@@ -126,6 +128,8 @@ class RefusalLog:
 
         @param now: the clock's time.
         """
+        if self.on_refused is not None:
+            self.on_refused(error.status)  # (telemetry)
         second = int(now)
         if second != self._second:
             if self.suppressed:

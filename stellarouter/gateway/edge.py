@@ -55,6 +55,7 @@ from .expected import CONNECTED, ExpectedInstances
 from .forwarding import ClientAddressPolicy
 from .overrides import EndpointOverrides
 from .state import RoutingState
+from .telemetry import RequestTelemetry
 
 _ROUTABLE = (InstanceHealthStatus.HEALTHY, InstanceHealthStatus.DEGRADED)
 
@@ -344,6 +345,8 @@ class HttpResponseSink:
         if self.client_gone:
             return
         request = self.request
+        if isinstance(request, GatewayRequest):
+            request.upstream_answered()  # (telemetry)
         status = response.status
         if not response.streaming and isinstance(request, GatewayRequest) and (
                 request.upload is None and request.can_write_whole()):
@@ -496,6 +499,8 @@ class ProxyResource(Resource):
     def render(self, request: Request) -> Any:
         cid = new_correlation_id()
         cid_text = str(cid)
+        if isinstance(request, GatewayRequest) and request.correlation_id is None:
+            request.correlation_id = cid_text  # (telemetry; an upload has its own already)
         own = getattr(request, "own_headers", None)
         if own is not None:
             own.append((CORRELATION_HEADER, cid_text.encode()))
@@ -549,6 +554,8 @@ class ProxyResource(Resource):
             # A lost datagram is repaired by sending the same REQUEST again;
             # the microservice answers a duplicate from its reply cache.
             retries = UDP_RETRIES
+        if isinstance(request, GatewayRequest):
+            request.dispatched(plan, self.clock.seconds())  # (telemetry)
         connection.send_request(message, plan.timeout, sink, cid, retries=retries)
         self._watch_client(request, sink, connection, cid)
         return NOT_DONE_YET
@@ -684,6 +691,8 @@ class ProxyResource(Resource):
         message = plan.message(query, headers, b"", streaming=True)
         connection = plan.connection
         request._early_request_line(command, uri)
+        request.correlation_id = cid_text  # (telemetry)
+        request.dispatched(plan, self.clock.seconds())  # (telemetry)
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
         sink = HttpResponseSink(request, cid_text, connection, cid)
         try:
@@ -1065,6 +1074,29 @@ class GatewayRequest(Request):
     own_headers: Optional[List[Tuple[bytes, bytes]]] = None
     on_client_gone: Optional[Tuple[Any, ...]] = None
     _received = 0
+    #: What telemetry reads when the request ends (L{RequestTelemetry}):
+    #: the correlation id of a proxied request, its plan, and when its
+    #: head arrived, its REQUEST went out and the RESPONSE head came back.
+    correlation_id: Optional[str] = None
+    plan: Optional["_Plan"] = None
+    received_at = 0.0
+    dispatched_at = 0.0
+    answered_at: Optional[float] = None
+
+    def dispatched(self, plan: "_Plan", now: float) -> None:
+        """
+        Note the request's plan and when its REQUEST went out.
+        """
+        self.plan = plan
+        self.dispatched_at = now
+
+    def upstream_answered(self) -> None:
+        """
+        Note when the microservice's RESPONSE head came back.
+        """
+        clock = getattr(self.channel, "clock", None)
+        if clock is not None:
+            self.answered_at = clock.seconds()
 
     def _limit(self) -> Optional[int]:
         if self.body_limit is not None:
@@ -1081,6 +1113,9 @@ class GatewayRequest(Request):
             channel.refuse(error)
 
     def gotLength(self, length: Optional[int]) -> None:
+        clock = getattr(self.channel, "clock", None)
+        if clock is not None:
+            self.received_at = clock.seconds()  # (telemetry: the head is in)
         if not length and not self.requestHeaders.hasHeader(b"transfer-encoding"):
             # No body: nothing to stream, nothing to limit.
             super().gotLength(length)
@@ -1305,6 +1340,10 @@ class GatewayRequest(Request):
         upload = self.upload
         if upload is not None:
             upload.client_gone()
+        if not self.finished and self.correlation_id is not None:
+            site = getattr(self.channel, "site", None)
+            if isinstance(site, GatewaySite):
+                site.log(self)  # (telemetry: the client left before its answer)
         gone = self.on_client_gone
         if gone is not None and not self.finished:
             # The client left before its answer (cheaper than a notifyFinish
@@ -1348,7 +1387,8 @@ class GatewaySite(Site):
     """
     The gateway's L{Site}: C{/health} and below go to the Klein app, every
     other path to the proxy leaf, without resource traversal.  Form parsing
-    is off (bodies are opaque), and the access log is optional.  Its
+    is off (bodies are opaque), and each proxied request that ends goes to
+    its L{telemetry} (twisted.web's access log is not used).  Its
     connections are L{GatewayChannel}s: HTTP/1.1 (twisted.web's HTTP/2
     negotiation wrapper is left out; HTTP/2 needs the h2 package, which the
     gateway does not install).
@@ -1369,11 +1409,13 @@ class GatewaySite(Site):
     #: Connections over the cap being answered 503 now.
     refusing = 0
 
+    #: Told of every proxied request when it ends (L{RequestTelemetry}).
+    telemetry: Optional[RequestTelemetry] = None
+
     def __init__(
         self,
         proxy: ProxyResource,
         health: HealthApp,
-        access_log: bool = False,
         reactor: Optional[Any] = None,
     ) -> None:
         """
@@ -1386,7 +1428,6 @@ class GatewaySite(Site):
         self.proxy = proxy
         self.health = health
         self.health_resource = health.app.resource()
-        self.access_log = access_log
         self.refusal_log = RefusalLog()
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -1438,5 +1479,10 @@ class GatewaySite(Site):
         return self.proxy
 
     def log(self, request: http.Request) -> None:
-        if self.access_log:
-            super().log(request)
+        """
+        A request ended: telemetry (metrics, access log), instead of
+        twisted.web's Apache-combined line.
+        """
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.finished(request)

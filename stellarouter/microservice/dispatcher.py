@@ -44,6 +44,7 @@ from .asyncio_bridge import (
 from .context import BodyStream, HeaderMap, RawRequestContext, RawResponse, StreamingResponse
 from .endpoints import Microservice
 from .errors import Problem
+from .requestlog import RequestLog
 
 _PROBLEM_HEADERS = (("Content-Type", PROBLEM_CONTENT_TYPE),)
 # A member read from an enum class goes through the enum metaclass (about
@@ -122,6 +123,8 @@ class RequestDispatcher:
     """
 
     log = Logger()
+    #: Told of every request's start and end (the SDK's access log).
+    request_log: Optional[RequestLog] = None
 
     def __init__(
         self,
@@ -335,6 +338,8 @@ class RequestDispatcher:
         if self._assembling.pop(cid, None) is not None:
             self.log.info("request {cid} cancelled before its body was complete: {reason}",
                           cid=cid, reason=reason.value)
+            if self.request_log is not None:  # (access log)
+                self.request_log.cancelled(cid, reason.value)
             self._check_idle()
             return
         entry = self._in_flight.pop(cid, None)
@@ -343,6 +348,8 @@ class RequestDispatcher:
             self.log.debug("CANCEL for unknown request {cid} ignored", cid=cid)
             return
         self.log.info("request {cid} cancelled: {reason}", cid=cid, reason=reason.value)
+        if self.request_log is not None:  # (access log)
+            self.request_log.cancelled(cid, reason.value)
         self._cancel_entry(entry, reason)
         self._check_idle()
 
@@ -365,6 +372,8 @@ class RequestDispatcher:
         Run the handler of C{message} (C{registered}: its endpoint, if the
         caller looked it up already, C{None} if there is none).
         """
+        if self.request_log is not None:  # (access log)
+            self.request_log.started(cid, message.method, message.path, message.template)
         deadline = message.deadline
         if deadline is not None:
             late = self.clock.seconds() - deadline
@@ -517,6 +526,8 @@ class RequestDispatcher:
             response.status, _header_pairs(response.headers) + [self.version_header], b"",
             streaming=True),
             self.compact_headers)))
+        if self.request_log is not None:  # (access log: its line when the stream ends)
+            self.request_log.answered(cid, response.status, 0, streaming=True)
         credit = _Credit(0 if self.response_credit else STREAM_WINDOW)
         self._credits[cid] = credit
         if entry is None:
@@ -625,6 +636,8 @@ class RequestDispatcher:
         del self._in_flight[cid]
         self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
                                     encode_stream_data(b"", end=True)))
+        if self.request_log is not None:  # (access log)
+            self.request_log.stream_ended(cid, True)
         self.served += 1
         self._check_idle()
 
@@ -642,6 +655,8 @@ class RequestDispatcher:
                          failure, cid=cid, hint=hint)
         self.sender.sendFrame(Frame(FrameType.RESPONSE_STREAM_DATA, cid,
                                     encode_stream_data(b"", abort=True)))
+        if self.request_log is not None:  # (access log)
+            self.request_log.stream_ended(cid, False)
         self._check_idle()
 
     def _grant_upload(self, cid: CorrelationId, amount: int) -> None:
@@ -681,6 +696,8 @@ class RequestDispatcher:
                                       self.compact_headers)
             if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
                 self.sender.sendFrame(Frame(_RESPONSE, cid, payload))
+                if self.request_log is not None:  # (access log)
+                    self.request_log.answered(cid, response.status, len(body))
                 return
         if not self.can_stream:
             self.log.error("the response to request {cid} ({size} bytes) does not fit in one "
@@ -706,6 +723,8 @@ class RequestDispatcher:
                 FrameType.RESPONSE_STREAM_DATA, cid,
                 encode_stream_data(body[offset : offset + step], end=offset == last),
             ))
+        if self.request_log is not None:  # (access log)
+            self.request_log.answered(cid, response.status, len(body))
 
 
 def _drained(backlog: ISendBacklog) -> Deferred:
