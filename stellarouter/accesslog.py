@@ -157,7 +157,10 @@ class LoggerSink:
     following ones indented by a tab.
     """
 
-    log = Logger(namespace="stellarouter.access")
+    def __init__(self) -> None:
+        # (An instance attribute: a Logger on the class takes the class's
+        # name as its namespace.)
+        self.log = Logger(namespace="stellarouter.access")
 
     def write(self, lines: _Lines) -> None:
         self.log.info("{access_log}", access_log=lines, access_log_lines=len(lines))

@@ -1342,8 +1342,9 @@ class GatewayRequest(Request):
             upload.client_gone()
         if not self.finished and self.correlation_id is not None:
             site = getattr(self.channel, "site", None)
-            if isinstance(site, GatewaySite):
-                site.log(self)  # (telemetry: the client left before its answer)
+            if isinstance(site, GatewaySite) and site.telemetry is not None:
+                # (telemetry: the client left before its answer)
+                site.telemetry.finished(self, answered=False)
         gone = self.on_client_gone
         if gone is not None and not self.finished:
             # The client left before its answer (cheaper than a notifyFinish
@@ -1485,4 +1486,4 @@ class GatewaySite(Site):
         """
         telemetry = self.telemetry
         if telemetry is not None:
-            telemetry.finished(request)
+            telemetry.finished(request, answered=True)

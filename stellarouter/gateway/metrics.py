@@ -30,7 +30,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from zope.interface import Interface, implementer
 
 #: The route label of a request no route matched.
@@ -43,6 +43,10 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
 #: Latency histogram buckets (seconds).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0)
+#: The content type of what L{generate_latest} writes: the Prometheus text
+#: format 0.0.4, which every Prometheus server reads (prometheus_client
+#: 0.22+ names 1.0.0 "latest", which older servers do not know).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
@@ -226,7 +230,7 @@ class GatewayMetrics:
         return len(self.requests)
 
     def exposition(self) -> Tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE
 
 
 class _Collector:

@@ -54,18 +54,20 @@ class RequestTelemetry:
         self.metrics = metrics
         self.access_log = access_log
 
-    def finished(self, request: Any) -> None:
+    def finished(self, request: Any, answered: bool) -> None:
         """
-        A request ended: answered (C{request.finished}) or its client left.
-        Requests the proxy did not handle (C{/health}, C{OPTIONS *}) are
-        ignored.
+        A request ended: answered, or its client left.  Requests the proxy
+        did not handle (C{/health}, C{OPTIONS *}) are ignored.
+
+        @param answered: its answer is complete (else its client left, or
+            the connection was refused and closed).
         """
         cid = getattr(request, "correlation_id", None)
         if cid is None:
             return
         now = self.clock.seconds()
         plan = request.plan
-        if request.finished:
+        if answered:
             status = request.code
         else:
             status = getattr(request.channel, "refused", None) or CLIENT_CLOSED
