@@ -27,7 +27,9 @@ from zope.interface import Interface, implementer
 
 from .config.observability import STDOUT, AccessLogConfig
 
-#: One request's values, in the order of its log's field names.
+#: One request's values, in the order of its log's field names: the time
+#: (seconds since the epoch), then C{str}, C{bytes} (shown as Latin-1
+#: text), C{int}, C{float}, L{None}, or anything whose C{str} is shown.
 Record = Tuple[object, ...]
 
 #: Characters that make a logfmt value need quotes.
@@ -56,6 +58,7 @@ def _null(value: object) -> str:
 _JSON_TEXT: Dict[type, Callable[[Any], str]] = {
     str: encode_basestring_ascii, int: str, float: "{:.3f}".format, type(None): _null,
     bool: lambda value: "true" if value else "false",
+    bytes: lambda value: encode_basestring_ascii(value.decode("latin-1")),
 }
 
 
@@ -99,7 +102,8 @@ def _logfmt_value(value: object) -> str:
         return ""
     if type(value) is float:
         return f"{value:.3f}"
-    text = value if isinstance(value, str) else str(value)
+    text = (value if isinstance(value, str) else value.decode("latin-1")
+            if isinstance(value, bytes) else str(value))
     if text and _LOGFMT_UNSAFE.search(text) is None:
         return text
     return encode_basestring_ascii(text)

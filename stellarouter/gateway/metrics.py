@@ -75,11 +75,6 @@ class LatencyHistogram:
         self.total = 0.0
         self.count = 0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.count += 1
-
     def buckets(self) -> List[Tuple[str, float]]:
         """
         Cumulative C{(le, count)} pairs, C{+Inf} last.
@@ -103,6 +98,19 @@ class ServiceLatency:
     def __init__(self) -> None:
         self.total = LatencyHistogram()
         self.upstream = LatencyHistogram()
+
+
+class RouteCounts:
+    """
+    The requests of one label set, and the latency histograms of its
+    service (shared by all its label sets).
+    """
+
+    __slots__ = ("count", "latency")
+
+    def __init__(self, latency: ServiceLatency) -> None:
+        self.count = 0
+        self.latency = latency
 
 
 class TransportTraffic:
@@ -166,7 +174,7 @@ class GatewayMetrics:
     def __init__(self, max_series: int = 2000, live: Optional[LiveFigures] = None) -> None:
         self.max_series = max_series
         self.live = live
-        self.requests: Dict[Tuple[str, str, str, str, str], int] = {}
+        self.requests: Dict[Tuple[str, str, str, str, str], RouteCounts] = {}
         self.latency: Dict[str, ServiceLatency] = {}
         self.rejections: Dict[int, int] = {}
         self.traffic: Dict[str, TransportTraffic] = {}
@@ -185,25 +193,39 @@ class GatewayMetrics:
         """
         if method not in METHODS:
             method = "OTHER"
-        key = (service, version, method, route, _STATUS_CLASSES[status // 100]
-               if 0 <= status < 600 else "0xx")
-        requests = self.requests
-        count = requests.get(key)
-        if count is None:
-            if len(requests) >= self.max_series:
-                key = (OVERFLOW, OVERFLOW, method, OVERFLOW, key[4])
-                count = requests.get(key, 0)
-            else:
-                count = 0
-        requests[key] = count + 1
+        key = (service, version, method, route,
+               _STATUS_CLASSES[status // 100] if 0 <= status < 600 else "0xx")
+        counts = self.requests.get(key)
+        if counts is None:
+            counts = self._new_series(key)
+        counts.count += 1
+        # (Both histograms observed here, not through a method each.)
+        histogram = counts.latency.total
+        histogram.counts[bisect_left(LATENCY_BUCKETS, total)] += 1
+        histogram.total += total
+        histogram.count += 1
+        if upstream is not None:
+            histogram = counts.latency.upstream
+            histogram.counts[bisect_left(LATENCY_BUCKETS, upstream)] += 1
+            histogram.total += upstream
+            histogram.count += 1
+
+    def _new_series(self, key: Tuple[str, str, str, str, str]) -> "RouteCounts":
+        """
+        The counts of a label set seen for the first time: its own, or the
+        overflow set's past C{max_series}.
+        """
+        if len(self.requests) >= self.max_series:
+            key = (OVERFLOW, OVERFLOW, key[2], OVERFLOW, key[4])
+            counts = self.requests.get(key)
+            if counts is not None:
+                return counts
+        service = key[0]
         latency = self.latency.get(service)
         if latency is None:
-            if len(self.latency) >= self.max_series:
-                service = OVERFLOW
-            latency = self.latency.setdefault(service, ServiceLatency())
-        latency.total.observe(total)
-        if upstream is not None:
-            latency.upstream.observe(upstream)
+            latency = self.latency[service] = ServiceLatency()
+        counts = self.requests[key] = RouteCounts(latency)
+        return counts
 
     def rejected(self, status: int) -> None:
         """
@@ -250,8 +272,8 @@ class _Collector:
             "stellarouter_http_requests", "Proxied HTTP requests by service, version, method, "
             "route template and status class",
             labels=["service", "version", "method", "route", "status_class"])
-        for key, count in sorted(m.requests.items()):
-            requests.add_metric(list(key), count)
+        for key, counts in sorted(m.requests.items()):
+            requests.add_metric(list(key), counts.count)
         yield requests
         for name, attribute, doc in (
                 ("stellarouter_http_request_duration_seconds", "total",

@@ -66,41 +66,41 @@ class RequestTelemetry:
         if cid is None:
             return
         now = self.clock.seconds()
-        plan = request.plan
         if answered:
             status = request.code
         else:
             status = getattr(request.channel, "refused", None) or CLIENT_CLOSED
-        answered = request.answered_at
+        answered_at = request.answered_at
         total = now - request.received_at
-        upstream = answered - request.dispatched_at if answered is not None else None
+        upstream = answered_at - request.dispatched_at if answered_at is not None else None
+        plan = request.plan
         if plan is not None:
             instance = plan.connection.state.instance
             service, version, instance_id = (instance.service_name, instance.version,
                                              instance.instance_id)
-            route = plan.template
+            route, method = plan.template, plan.method
         else:
             service = version = instance_id = ""
             route = UNMATCHED if status == 404 else NOT_ROUTED
-        method = request.method.decode("latin-1")
+            method = request.method.decode("latin-1")
         metrics = self.metrics
         if metrics is not None:
             metrics.request_finished(service, version, method, route, status, total, upstream)
-            if answered is None and status != CLIENT_CLOSED:
+            if answered_at is None and status != CLIENT_CLOSED:
                 metrics.rejected(status)
         log = self.access_log
         if log is not None and (not log.errors_only or status >= 500
                                 or status == CLIENT_CLOSED):
             upload = request.upload
-            address = request.getClientAddress()
             path = request.path
             if path is None:  # (an upload whose body is still arriving)
                 path = (request.uri or b"").split(b"?", 1)[0]
+            # (Raw values: the path stays bytes until the line is formatted.)
             log.add((
-                now, cid, method, path.decode("latin-1"), route, service, version,
-                instance_id, status, upload.received if upload is not None else request._received,
+                now, cid, method, path, route, service, version, instance_id, status,
+                upload.received if upload is not None else request._received,
                 request.sentLength, upstream * 1000 if upstream is not None else None,
-                total * 1000, getattr(address, "host", None) or str(address),
+                total * 1000, getattr(request.client, "host", None),
             ))
 
     def close(self) -> None:

@@ -89,12 +89,11 @@ class RequestLog:
             return
         now = self.clock.seconds()
         if known is None:
-            method = path = template = None
-            duration = None
-        else:
-            method, path, template, started, _ = known
-            duration = (now - started) * 1000
-        self.log.add((now, str(cid), method, path, template, status, size, duration, outcome))
+            self.log.add((now, cid, None, None, None, status, size, None, outcome))
+            return
+        # (The correlation id stays an object until the line is formatted.)
+        self.log.add((now, cid, known[0], known[1], known[2], status, size,
+                      (now - known[3]) * 1000, outcome))
 
     def close(self) -> None:
         """
