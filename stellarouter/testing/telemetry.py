@@ -6,7 +6,7 @@ memory, and helpers that read the gateway's metrics back.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 from zope.interface import implementer
@@ -46,12 +46,12 @@ class MemoryAccessLogSink:
         return [json.loads(line) for line in self.lines()]
 
 
-def sample_values(exposition: bytes) -> Dict[str, Dict[tuple, float]]:
+def sample_values(exposition: bytes) -> Dict[str, Dict[Tuple[Tuple[str, str], ...], float]]:
     """
     The samples of a Prometheus text exposition: C{{sample name: {sorted
     label items: value}}}.
     """
-    out: Dict[str, Dict[tuple, float]] = {}
+    out: Dict[str, Dict[Tuple[Tuple[str, str], ...], float]] = {}
     for family in text_string_to_metric_families(exposition.decode("utf-8")):
         for sample in family.samples:
             out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
