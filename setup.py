@@ -29,6 +29,9 @@ setup(
         "attrs>=23",
         "msgspec>=0.18",
         "zope.interface>=6",
+        # The gateway's GET /metrics (issue 21): the Prometheus text format
+        # through the reference client rather than a hand-written exposition.
+        "prometheus_client>=0.20",
     ],
     extras_require={
         "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"] + LEDGER,

@@ -32,6 +32,7 @@ from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
+from .observability import AccessLogConfig, MetricsConfig, read_access_log, read_metrics
 from .reader import (
     MAX_CONFIG_BYTES,
     Reader,
@@ -67,7 +68,10 @@ class HttpConfig:
     The HTTP edge.
 
     @ivar listen: a server endpoint string.
-    @ivar access_log: log one line per request (costs throughput).
+    @ivar access_log: the former switch of the access log, if the file
+        still sets it (L{None}: not set); the access log is configured by
+        the top-level C{access_log} section (L{GatewayConfig.access_log}),
+        which this value, when set, turns on or off.
     @ivar request_head_timeout: seconds from the first byte of a request's
         head to its last (408 and close after).
     @ivar max_header_bytes: the request line (414 beyond), each header
@@ -94,7 +98,7 @@ class HttpConfig:
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
-    access_log: bool = False
+    access_log: Optional[bool] = None
     request_head_timeout: float = 30.0
     max_header_bytes: int = 16384
     max_connections: Optional[int] = None
@@ -328,6 +332,8 @@ class GatewayConfig:
     buffers: BuffersConfig = BuffersConfig()
     registration: RegistrationLimits = RegistrationLimits()
     admin: AdminConfig = AdminConfig()
+    access_log: AccessLogConfig = AccessLogConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -355,7 +361,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
-                                   "registration", "admin"])
+                                   "registration", "admin", "access_log", "metrics"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -376,7 +382,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         "reserved_descriptors", "backlog", "health_detail"] + _HTTP_REQUEST_KEYS)
     http = HttpConfig(
         listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
-        access_log=r.get(http_raw, "access_log", "http", bool, False),
+        access_log=r.get(http_raw, "access_log", "http", bool, None),
         request_head_timeout=r.get(http_raw, "request_head_timeout", "http", float,
                                    HttpConfig.request_head_timeout, positive),
         max_header_bytes=r.get(http_raw, "max_header_bytes", "http", int,
@@ -514,6 +520,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     buffers = _read_buffers(r, top.get("buffers"))
     registration = _read_registration(r, top.get("registration"))
     admin = read_admin(r, top.get("admin"), auth.enabled)
+    access_log = read_access_log(r, top.get("access_log"), http.access_log)
+    metrics = read_metrics(r, top.get("metrics"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -527,6 +535,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         buffers=buffers,
         registration=registration,
         admin=admin,
+        access_log=access_log,
+        metrics=metrics,
     )
 
 

@@ -47,22 +47,8 @@ from ..config.admin import is_loopback
 from ..config.diff import flatten
 from ..config.gateway import GatewayConfig
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
+from .interfaces import IMetricsExposition
 from .overrides import EndpointOverrides
-
-
-class IMetricsExposition(Interface):
-    """
-    The gateway's metrics, as the admin listener's C{GET /metrics} serves
-    them (built by C{stellarouter.gateway.metrics}).
-    """
-
-    def exposition() -> Tuple[bytes, str]:
-        """
-        The current metrics in a scrape format.
-
-        @return: C{(body, content type)}, e.g. Prometheus text and
-            C{text/plain; version=0.0.4; charset=utf-8}.
-        """
 
 
 class HealthReporter(Protocol):

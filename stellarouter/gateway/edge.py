@@ -96,6 +96,8 @@ class ProxyResource(Resource):
         cid = new_correlation_id()
         cid_text = str(cid)
         if isinstance(request, GatewayRequest):
+            if request.correlation_id is None:
+                request.correlation_id = cid_text  # (telemetry; an upload has its own already)
             request.add_own_header(CORRELATION_HEADER, cid_text.encode())
         else:
             request.setHeader(CORRELATION_HEADER, cid_text.encode())
@@ -146,6 +148,8 @@ class ProxyResource(Resource):
         connection = plan.connection
         planner.check_budgets(connection, len(body))
         sink = HttpResponseSink(request, cid_text, connection, cid)
+        if isinstance(request, GatewayRequest):
+            request.dispatched(plan, self.clock.seconds())  # (telemetry)
         connection.send_request(plan.message(split_target(request.uri), body), plan.timeout,
                                 sink, cid, retries=plan.retries)
         self._watch_client(request, sink, connection, cid)
@@ -203,6 +207,8 @@ class ProxyResource(Resource):
             return True
         message = plan.message(split_target(uri), b"", streaming=True)
         request.early_request_line(command, uri)
+        request.correlation_id = cid_text  # (telemetry)
+        request.dispatched(plan, self.clock.seconds())  # (telemetry)
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
         sink = HttpResponseSink(request, cid_text, connection, cid)
         try:

@@ -8,7 +8,7 @@ those refusals (L{RefusalLog}).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -78,6 +78,8 @@ class RefusalLog:
     """
 
     log = Logger()
+    #: Told the status of every refusal (the metrics' rejection counter).
+    on_refused: Optional[Callable[[int], None]] = None
 
     def __init__(self, per_second: int = 10) -> None:
         self.per_second = per_second
@@ -91,6 +93,8 @@ class RefusalLog:
 
         @param now: the clock's time.
         """
+        if self.on_refused is not None:
+            self.on_refused(error.status)  # (telemetry)
         second = int(now)
         if second != self._second:
             if self.suppressed:

@@ -220,6 +220,8 @@ class HttpResponseSink:
             return
         request = self.request
         status = response.status
+        if isinstance(request, GatewayRequest):
+            request.upstream_answered()  # (telemetry)
         if not response.streaming and isinstance(request, GatewayRequest) and (
                 request.upload is None and request.can_write_whole()):
             self._write_whole(request, response)

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..common.interfaces import IFrameSender, IRoutingPlugin, ITransportServer
+from ..common.models import Frame
 from ..config.diff import diff, security_warnings
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
 from ..config.watcher import ConfigWatcher, Result, run_here
@@ -41,6 +42,14 @@ from .health import HealthMonitor
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
 from .state import RoutingState
+from .metrics import GatewayMetrics, TransportTraffic
+from .telemetry import (
+    CountingSender,
+    RequestTelemetry,
+    ServiceFigures,
+    build_telemetry,
+    count_frame_in,
+)
 
 
 class ListenAddresses(TypedDict, total=False):
@@ -105,9 +114,18 @@ class GatewayService(Service):
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
                                    node.region, config.payload_limits, self.aggregate)
-        self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
-        # The admin listener (issue 21): its own port, its own site.
-        self.admin = AdminApp(self._registered, self.health, reactor, config, metrics)
+        self.site = GatewaySite(self.proxy, self.health, reactor)
+        # Telemetry (issue 21): metrics kept across reloads, the access log
+        # rebuilt when its settings change (see _apply_telemetry).
+        self.reloads_applied = 0
+        self.figures = ServiceFigures(self)
+        self.metrics = GatewayMetrics(config.metrics.max_series, self.figures)
+        self.site.refusal_log.on_refused = self._refused_at_edge
+        self.telemetry: Optional[RequestTelemetry] = None
+        # The admin listener (issue 21): its own port, its own site; it
+        # serves these metrics unless the caller gives others.
+        self.admin = AdminApp(self._registered, self.health, reactor, config,
+                              self.metrics if metrics is None else metrics)
         self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor)
         self._admin_port: Optional[IListeningPort] = None
         self.servers: List[ITransportServer] = []
@@ -183,7 +201,7 @@ class GatewayService(Service):
                                         config.http.max_remembered_routes)
         self.routing_state.memory.configure(configured_routes(config.services))
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
-        self.site.access_log = config.http.access_log
+        self._apply_telemetry(config)
         self._apply_http(config)
         self.health.node_id, self.health.region = node.node_id, node.region
         self.health.detail = config.http.health_detail
@@ -201,6 +219,36 @@ class GatewayService(Service):
             self.monitor.thresholds = config.health
             if running:
                 self.monitor.start()
+
+    def _apply_telemetry(self, config: GatewayConfig) -> None:
+        """
+        Put the access log and metrics settings in force: the access log is
+        rebuilt (its buffer written out first) when they change.
+        """
+        current = self.telemetry
+        if current is not None and (self.config.access_log, self.config.metrics) == (
+                config.access_log, config.metrics):
+            return
+        try:
+            telemetry = build_telemetry(self.reactor, config.access_log, config.metrics,
+                                        self.metrics)
+        except OSError as e:
+            if current is None:
+                raise StartupError(f"access_log.path ({config.access_log.path}): "
+                                   f"{one_line(e)}") from e
+            self.log.error("access_log.path ({path}) cannot be opened: {error}; the access "
+                           "log keeps its previous settings", path=config.access_log.path,
+                           error=one_line(e))
+            return
+        self.metrics.max_series = config.metrics.max_series
+        if current is not None:
+            current.close()
+        self.telemetry = self.site.telemetry = telemetry
+
+    def _refused_at_edge(self, status: int) -> None:
+        telemetry = self.telemetry
+        if telemetry is not None and telemetry.metrics is not None:
+            telemetry.metrics.rejected(status)
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -257,6 +305,7 @@ class GatewayService(Service):
                                       enabled=self.config.admin.enabled))
         self._apply(effective)
         self.config = effective
+        self.reloads_applied += 1
         self._disconnect_refused(effective)
         if self.watcher is not None:
             self.watcher.current = new
@@ -364,6 +413,8 @@ class GatewayService(Service):
         cancelled = sum(c.shutdown() for c in list(self.connections))
         if cancelled:
             self.log.info("shutting down: cancelled {count} request(s) in flight", count=cancelled)
+        if self.telemetry is not None:
+            self.telemetry.close()
         waits = [server.stop() for server in self.servers]
         if self._http_port is not None:
             stopping = self._http_port.stopListening()
@@ -394,6 +445,7 @@ class _TrackedConnection(GatewayConnection):
         self._owner = owner
         self.registration_policy = owner.registration_refusal
         self._peer_address: Optional[str] = None
+        self.traffic: Optional[TransportTraffic] = None
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         owner = self._owner
@@ -409,7 +461,17 @@ class _TrackedConnection(GatewayConnection):
         self._peer_address = address
         owner.per_peer_address[address] = owner.per_peer_address.get(address, 0) + 1
         owner.connections.append(self)
+        transport = getattr(sender, "transport_type", None)
+        if transport is not None:  # (telemetry: frames counted by transport)
+            self.traffic = owner.metrics.traffic_for(transport.value)
+            # (It provides what the wrapped sender provides: directlyProvides.)
+            sender = cast(IFrameSender, CountingSender(sender, self.traffic))
         super().connectionOpened(sender)
+
+    def frameReceived(self, frame: Frame) -> None:
+        if self.traffic is not None:
+            count_frame_in(self.traffic, frame)  # (telemetry)
+        super().frameReceived(frame)
 
     def connectionClosed(self, reason: str) -> None:
         owner = self._owner
@@ -423,6 +485,7 @@ class _TrackedConnection(GatewayConnection):
         if self in owner.connections:
             owner.connections.remove(self)
         super().connectionClosed(reason)
+        owner.figures.retire(self)  # (telemetry: keep its CANCEL counts)
 
 
 def peer_address(peer: str) -> str:

@@ -37,6 +37,7 @@ from .inbound import (
     StreamCredit,
     WrongRequestState,
 )
+from .requestlog import RequestLog
 from .responses import ResponseWriter, problem_response, response_problem
 
 
@@ -69,6 +70,8 @@ class HandlerAnswers:
     late_results: int
     served: int
     failed: int
+    #: Told of every answer and cancellation (the SDK's access log).
+    request_log: Optional[RequestLog] = None
 
     def _check_idle(self) -> None:
         raise NotImplementedError()
@@ -185,6 +188,8 @@ class HandlerAnswers:
         Send an answer of the SDK's own (a problem) and finish C{request}.
         """
         self.writer.send(request.cid, response)
+        if self.request_log is not None:  # (access log)
+            self.request_log.answered(request, response.status, len(response.body))
         self._finish(request, RequestState.ANSWERED)
 
     def _respond(self, request: InboundRequest, result: object) -> None:
@@ -216,6 +221,8 @@ class HandlerAnswers:
         else:
             self.served += 1
         self.writer.send(request.cid, result)
+        if self.request_log is not None:  # (access log)
+            self.request_log.answered(request, result.status, len(result.body))
         self._finish(request)
 
     def _start_stream(self, request: InboundRequest, response: StreamingResponse) -> None:
@@ -236,6 +243,7 @@ class HandlerAnswers:
             self.writer.close_body(cid, response.body)
             return
         self.writer.send_stream_header(cid, response.status, response.headers)
+        request.stream_status = response.status  # (access log: its line when it ends)
         request.move_to(RequestState.STREAMING_RESPONSE)
         credit = request.credit = StreamCredit(0 if self.response_credit else STREAM_WINDOW)
         # In the table before the pump starts: credit may come back while
@@ -299,6 +307,8 @@ class HandlerAnswers:
         if request.state is not RequestState.STREAMING_RESPONSE:
             return
         self.writer.send_stream_data(request.cid, b"", end=True)
+        if self.request_log is not None:  # (access log)
+            self.request_log.stream_ended(request, True)
         self.served += 1
         self._finish(request, RequestState.ANSWERED)
 
@@ -314,6 +324,8 @@ class HandlerAnswers:
         self.log.failure("the streamed body of request {cid} failed; aborting the stream{hint}",
                          failure, cid=request.cid, hint=hint)
         self.writer.send_stream_data(request.cid, b"", abort=True)
+        if self.request_log is not None:  # (access log)
+            self.request_log.stream_ended(request, False)
         self._finish(request, RequestState.ANSWERED)
 
 

@@ -157,6 +157,8 @@ class RequestDispatcher(HandlerAnswers):
             self.log.warn("request {cid} cancelled: the microservice is shutting down",
                           cid=request.cid)
             self._cancel(request, CancelReason.SHUTDOWN)
+            if self.request_log is not None:  # (access log)
+                self.request_log.cancelled(request, CancelReason.SHUTDOWN.value)
             self.writer.send(request.cid, problem_response(
                 503, "shutting-down", "Service shutting down",
                 "the microservice stopped before the request finished", request.cid))
@@ -319,6 +321,8 @@ class RequestDispatcher(HandlerAnswers):
             self.ignored_cancels += 1
             self.log.debug("CANCEL for unknown request {cid} ignored", cid=cid)
             return
+        if self.request_log is not None:  # (access log)
+            self.request_log.cancelled(request, reason.value)
         if request.state is RequestState.RECEIVING_BODY:
             self.log.info("request {cid} cancelled before its body was complete: {reason}",
                           cid=cid, reason=reason.value)
@@ -372,6 +376,8 @@ class RequestDispatcher(HandlerAnswers):
         """
         cid = request.cid
         message = request.message
+        if self.request_log is not None:  # (access log)
+            request.started_at = self.clock.seconds()
         deadline = message.deadline
         if deadline is not None:
             late = self.clock.seconds() - deadline

@@ -123,6 +123,8 @@ class InboundRequest:
     @ivar body_chunks: the body reassembled in L{RequestState.RECEIVING_BODY}.
     @ivar body_size: the bytes in C{body_chunks}.
     @ivar credit: the room granted for its streamed response.
+    @ivar started_at: when its handler was called (if the access log is on).
+    @ivar stream_status: the status of its streamed response.
     """
 
     context: Optional[RawRequestContext] = None
@@ -131,6 +133,10 @@ class InboundRequest:
     body_chunks: Optional[List[bytes]] = None
     body_size = 0
     credit: Optional[StreamCredit] = None
+    #: For the access log (L{RequestLog}): when its handler was called
+    #: (L{None}: not noted), and the status of its streamed response.
+    started_at: Optional[float] = None
+    stream_status: Optional[int] = None
 
     def __init__(self, cid: CorrelationId, message: RequestMessage,
                  state: RequestState = RequestState.HANDLING) -> None:

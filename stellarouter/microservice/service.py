@@ -31,6 +31,7 @@ from ..transports.hello import Backoff
 from ..transports.registry import make_client
 from .endpoints import Microservice, merge_overrides
 from .budget import ResponseStreamBudget
+from .requestlog import RequestLog
 from .session import RouterSession
 
 if TYPE_CHECKING:
@@ -98,6 +99,14 @@ class MicroserviceService(Service):
         #: Streamed response bytes not yet credited back, for every router.
         self.response_budget = ResponseStreamBudget(config.max_response_buffer_bytes)
         self.draining = False
+        #: The SDK's access log (issue 21), or None when off.
+        self.request_log: Optional[RequestLog] = None
+        if config.access_log.enabled:
+            try:
+                self.request_log = RequestLog(config.access_log, reactor)
+            except OSError as e:
+                raise StartupError(f"access_log.path ({config.access_log.path}): "
+                                   f"{one_line(e)}") from e
         self.clients: List[ITransportClient] = []
         #: HELLO rejections in a row, per router (index in C{clients}).
         self.rejections: Dict[int, int] = {}
@@ -222,6 +231,8 @@ class MicroserviceService(Service):
             self.log.info("drained {instance_id}; disconnecting",
                           instance_id=self.instance.instance_id)
         await DeferredList([client.stop() for client in self.clients])
+        if self.request_log is not None:
+            self.request_log.close()
 
 
 #: The delay before dialling a router again after its N-th HELLO rejection
@@ -249,6 +260,8 @@ class _TrackedSession(RouterSession):
         if self._owner.draining:
             self.status = InstanceHealthStatus.DRAINING
         super().connectionOpened(sender)
+        if self.dispatcher is not None:
+            self.dispatcher.request_log = self._owner.request_log  # (access log)
 
     def connectionClosed(self, reason: str) -> None:
         if self in self._owner.sessions:

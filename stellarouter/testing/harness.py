@@ -22,6 +22,7 @@ from ..config.gateway import (
 )
 from ..config.microservice import (
     EndpointOverrideConfig, MicroserviceConfig, RouterEndpointConfig)
+from ..config.observability import AccessLogConfig, MetricsConfig
 from ..gateway.service import GatewayService
 from ..microservice.endpoints import Microservice
 from ..microservice.service import MicroserviceService
@@ -41,7 +42,15 @@ class InMemoryDeployment:
                  max_frame_bytes: int = 1024 * 1024, neighbor_regions: Iterable[str] = (),
                  health: HealthConfig = HealthConfig(), services: Iterable[ServiceConfig] = (),
                  auth: AuthConfig = AuthConfig(),
-                 extra_transports: Iterable[TransportListenerConfig] = ()) -> None:
+                 extra_transports: Iterable[TransportListenerConfig] = (),
+                 access_log: AccessLogConfig = AccessLogConfig(),
+                 metrics: MetricsConfig = MetricsConfig()) -> None:
+        """
+        @param access_log: the gateway's and every microservice's access
+            log settings.
+        @param metrics: the gateway's metrics settings.
+        """
+        self.access_log = access_log
         self.clock = clock or Clock()
         self.network = InMemoryNetwork(self.clock)
         self.max_frame_bytes = max_frame_bytes
@@ -53,6 +62,8 @@ class InMemoryDeployment:
             health=health,
             services=tuple(services),
             auth=auth,
+            access_log=access_log,
+            metrics=metrics,
         )
         self.gateway = GatewayService(self.config, self.clock, self.network)
         self.microservices: List[MicroserviceService] = []
@@ -83,6 +94,7 @@ class InMemoryDeployment:
             heartbeat_interval=heartbeat_interval,
             drain_grace_period=drain_grace_period,
             endpoints=tuple(endpoints),
+            access_log=self.access_log,
         )
         service = MicroserviceService(app, config, self.clock, self.network,
                                       initial_delay=0.1, jitter=lambda: 0)

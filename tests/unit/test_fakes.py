@@ -39,6 +39,8 @@ from stellarouter.testing.client import ServiceClient, _Replies
 from stellarouter.testing.datagrams import FakeDatagramReactor, FakeUDPPort
 from stellarouter.testing.http import HalfCloseTransport
 from stellarouter.testing.processes import WatchedProcess
+from stellarouter.testing.telemetry import MemoryAccessLogSink
+from stellarouter.accesslog import IAccessLogSink
 from stellarouter.testing.fakes import (
     FakeBacklogSender,
     FakeFrameSender,
@@ -69,6 +71,7 @@ FAKES: Dict[type, Tuple[Callable[[], object], List[Type[Interface]]]] = {
     HalfCloseTransport: (HalfCloseTransport, [ITransport, IConsumer, IPushProducer]),
     WatchedProcess: (lambda: WatchedProcess("fake"), [IProcessProtocol]),
     FakeMetricsExposition: (FakeMetricsExposition, [IMetricsExposition]),
+    MemoryAccessLogSink: (MemoryAccessLogSink, [IAccessLogSink]),
 }
 
 

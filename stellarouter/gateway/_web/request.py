@@ -29,13 +29,14 @@ from ...common.ids import new_correlation_id
 from ...transports.flush import write_now
 from ..errors import BadRequest, PayloadTooLarge, PipelineError, TooManyConnections
 from ..health_app import HEALTH_PATHS, HealthApp
-from ..planner import origin_form
+from ..planner import Plan, origin_form
 from ..problems import CORRELATION_HEADER, RefusalLog, write_problem
 from ..resolver import Resolution
 from .channel import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel, GatewayChannel
 
 if TYPE_CHECKING:
     from ..edge import ProxyResource
+    from ..telemetry import RequestTelemetry
     from ..upload import UploadStream
 
 
@@ -78,6 +79,14 @@ class GatewayRequest(Request):
     #: Called if the client leaves before its answer.
     on_client_gone: Optional[Callable[[], None]] = None
     _received = 0
+    #: What telemetry reads when the request ends (L{RequestTelemetry}):
+    #: the correlation id of a proxied request, its plan, and when its
+    #: head arrived, its REQUEST went out and the RESPONSE head came back.
+    correlation_id: Optional[str] = None
+    plan: Optional[Plan] = None
+    received_at = 0.0
+    dispatched_at = 0.0
+    answered_at: Optional[float] = None
 
     # What the proxy tells a request about itself (no one else sets its
     # attributes).
@@ -124,6 +133,21 @@ class GatewayRequest(Request):
         Hand the body, as it arrives, to C{upload} (not buffered).
         """
         self.upload = upload
+
+    def dispatched(self, plan: Plan, now: float) -> None:
+        """
+        Note the request's plan and when its REQUEST went out (telemetry).
+        """
+        self.plan = plan
+        self.dispatched_at = now
+
+    def upstream_answered(self) -> None:
+        """
+        Note when the microservice's RESPONSE head came back (telemetry).
+        """
+        clock = getattr(self.channel, "clock", None)
+        if clock is not None:
+            self.answered_at = clock.seconds()
 
     def when_client_gone(self, callback: Callable[[], None]) -> None:
         """
@@ -178,6 +202,9 @@ class GatewayRequest(Request):
             channel.refuse(error)
 
     def gotLength(self, length: Optional[int]) -> None:
+        clock = getattr(self.channel, "clock", None)
+        if clock is not None:
+            self.received_at = clock.seconds()  # (telemetry: the head is in)
         if not length and not self.requestHeaders.hasHeader(b"transfer-encoding"):
             # No body: nothing to stream, nothing to limit.
             super().gotLength(length)
@@ -405,6 +432,11 @@ class GatewayRequest(Request):
         upload = self.upload
         if upload is not None:
             upload.client_gone()
+        if not self.finished and self.correlation_id is not None:
+            site = getattr(self.channel, "site", None)
+            if isinstance(site, GatewaySite) and site.telemetry is not None:
+                # (telemetry: the client left before its answer)
+                site.telemetry.finished(self, answered=False)
         gone = self.on_client_gone
         if gone is not None and not self.finished:
             self.on_client_gone = None
@@ -416,7 +448,8 @@ class GatewaySite(Site):
     """
     The gateway's L{Site}: C{/health} and below go to the Klein app, every
     other path to the proxy leaf, without resource traversal.  Form parsing
-    is off (bodies are opaque), and the access log is optional.  Its
+    is off (bodies are opaque), and each proxied request that ends goes to
+    its L{telemetry} (twisted.web's access log is not used).  Its
     connections are L{GatewayChannel}s: HTTP/1.1 (twisted.web's HTTP/2
     negotiation wrapper is left out; HTTP/2 needs the h2 package, which the
     gateway does not install).
@@ -436,12 +469,13 @@ class GatewaySite(Site):
     open_connections = 0
     #: Connections over the cap being answered 503 now.
     refusing = 0
+    #: Told of every proxied request when it ends (L{RequestTelemetry}).
+    telemetry: Optional[RequestTelemetry] = None
 
     def __init__(
         self,
         proxy: ProxyResource,
         health: HealthApp,
-        access_log: bool = False,
         reactor: Optional[IReactorTime] = None,
     ) -> None:
         """
@@ -454,7 +488,6 @@ class GatewaySite(Site):
         self.proxy = proxy
         self.health = health
         self.health_resource = health.app.resource()
-        self.access_log = access_log
         self.refusal_log = RefusalLog()
 
     # Any: over the cap it builds a ConnectionRefusal, not the HTTP channel
@@ -511,5 +544,10 @@ class GatewaySite(Site):
         return self.proxy
 
     def log(self, request: http.Request) -> None:
-        if self.access_log:
-            super().log(request)
+        """
+        A request ended: telemetry (metrics, access log), instead of
+        twisted.web's Apache-combined line.
+        """
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.finished(request, answered=True)
