@@ -31,6 +31,8 @@ from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
+from .resilience import (OutlierDetectionConfig, RetryConfig, read_outlier_detection,
+                         read_retries)
 from .reader import (
     MAX_CONFIG_BYTES,
     Reader,
@@ -208,6 +210,9 @@ class EndpointOverride:
         gateway can only tighten).
     @ivar forward_authorization: pass the client's C{Authorization} header
         on to the microservice (the verified claims always go).
+    @ivar idempotent: whether a request to it may be retried after it may
+        have started (C{None}: as the endpoint announces, else GET, HEAD
+        and OPTIONS only; issue 24).
     """
 
     method: str
@@ -216,6 +221,7 @@ class EndpointOverride:
     requiring_claims: Tuple[ClaimRequirement, ...] = ()
     buffered: bool = False
     forward_authorization: bool = True
+    idempotent: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -322,6 +328,8 @@ class GatewayConfig:
     static_instances: Tuple[StaticInstance, ...] = ()
     buffers: BuffersConfig = BuffersConfig()
     registration: RegistrationLimits = RegistrationLimits()
+    retries: RetryConfig = RetryConfig()
+    outlier_detection: OutlierDetectionConfig = OutlierDetectionConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -349,7 +357,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
-                                   "registration"])
+                                   "registration", "retries", "outlier_detection"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -462,7 +470,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         for j, entry in enumerate(r.items(raw, "endpoints", where)):
             at = f"{where}.endpoints[{j}]"
             obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
-                                        "supports_streaming", "forward_authorization"])
+                                        "supports_streaming", "forward_authorization",
+                                        "idempotent"])
             streaming = r.get(obj, "supports_streaming", at, bool, None)
             if streaming is True:
                 r.problem(f"{at}.supports_streaming",
@@ -479,7 +488,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
             keys.add(key)
             overrides.append(EndpointOverride(
                 key[0], key[1], timeout, claims, streaming is False,
-                r.get(obj, "forward_authorization", at, bool, True)))
+                r.get(obj, "forward_authorization", at, bool, True),
+                r.get(obj, "idempotent", at, bool, None)))
         if name is not None:
             name = name.lower()
             if name in seen:
@@ -505,6 +515,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     auth = _read_auth(r, top.get("auth"), source)
     buffers = _read_buffers(r, top.get("buffers"))
     registration = _read_registration(r, top.get("registration"))
+    retries = read_retries(r, top.get("retries"))
+    outlier_detection = read_outlier_detection(r, top.get("outlier_detection"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -517,6 +529,8 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         static_instances=tuple(statics),
         buffers=buffers,
         registration=registration,
+        retries=retries,
+        outlier_detection=outlier_detection,
     )
 
 

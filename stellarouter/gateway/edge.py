@@ -48,6 +48,7 @@ from .errors import (
     Unauthorized,
     VersionNotFound,
 )
+from .attempts import RetryDispatcher
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
 from .buffers import ResponseBudget
 from .dispatch import ByteCount
@@ -492,6 +493,8 @@ class ProxyResource(Resource):
         self.verifier: Optional[TokenVerifier] = None
         self.auth_required = False
         self.forwarding = ClientAddressPolicy()
+        #: Retries and outlier ejection (issue 24).
+        self.retries = RetryDispatcher(routing_state, clock)
 
     def render(self, request: Request) -> Any:
         cid = new_correlation_id()
@@ -549,8 +552,11 @@ class ProxyResource(Resource):
             # A lost datagram is repaired by sending the same REQUEST again;
             # the microservice answers a duplicate from its reply cache.
             retries = UDP_RETRIES
-        connection.send_request(message, plan.timeout, sink, cid, retries=retries)
-        self._watch_client(request, sink, connection, cid)
+        # Issue 24: the attempts object sends the REQUEST, retries it on
+        # another instance when that is safe, and records outliers.
+        attempts = self.retries.start(request, plan, message, sink, cid, self.routing,
+                                      self.region, self.overrides, retries)
+        self._watch_client(request, sink, attempts, cid)
         return NOT_DONE_YET
 
     def _plan(self, request: Request, method: str, path: str, body_size: int,
