@@ -34,6 +34,7 @@ from ..common.payloads import (
     stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from .admission import RequestAdmission, not_started_response
 from .budget import ResponseStreamBudget
 from .asyncio_bridge import (
     ASYNCIO_REACTOR_FIX,
@@ -176,6 +177,8 @@ class RequestDispatcher:
         self._credits: Dict[CorrelationId, _Credit] = {}
         self._uploads: Dict[CorrelationId, BodyStream] = {}
         self._assembling: Dict[CorrelationId, _Assembly] = {}
+        #: Whether a new request may start (draining, concurrency; issue 24).
+        self.admission = RequestAdmission()
         self.late_results = 0
         self.ignored_cancels = 0
         self.expired = 0
@@ -239,6 +242,11 @@ class RequestDispatcher:
             return
         if cid in self._in_flight or cid in self._assembling:
             self.log.warn("duplicate REQUEST {cid} ignored", cid=cid)
+            return
+        refusal = self.admission.refusal(self.in_flight)
+        if refusal is not None:
+            # Issue 24: not started, so the gateway may send it elsewhere.
+            self._send(cid, not_started_response(refusal, cid))
             return
         if message.streaming:
             registered = self.app.lookup(message.method, message.template)

@@ -32,6 +32,7 @@ from ..common.payloads import (
     encode_heartbeat,
     encode_hello,
 )
+from .admission import RequestAdmission
 from .budget import ResponseStreamBudget
 from .dispatcher import RequestDispatcher
 from .endpoints import Microservice
@@ -52,6 +53,10 @@ class RouterSession:
     """
 
     log = Logger()
+
+    #: Requests in flight at most on the connection; more are answered
+    #: "not started" (C{max_concurrent_requests}; C{None}: no limit).
+    max_concurrent_requests: Optional[int] = None
 
     def __init__(
         self,
@@ -111,6 +116,8 @@ class RouterSession:
         self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
                                             instance=self.instance, can_stream=self.can_stream,
                                             response_budget=self.response_budget)
+        self.dispatcher.admission = RequestAdmission(self.max_concurrent_requests)
+        self.dispatcher.admission.draining = self.status is InstanceHealthStatus.DRAINING
         hello = Hello(self.instance, self.descriptors, self.heartbeat_interval,
                       ((COMPACT_HEADERS,) if self.compact_headers else ())
                       + ((RESPONSE_CREDIT,) if self.can_stream else ()))
@@ -234,6 +241,9 @@ class RouterSession:
         (yet) registered is done at once.
         """
         self.status = InstanceHealthStatus.DRAINING
+        if self.dispatcher is not None:
+            # Requests already on their way are answered "not started".
+            self.dispatcher.admission.draining = True
         if self.accepted is None or self.closed or self.dispatcher is None:
             return succeed(None)
         self.send_heartbeat()
