@@ -10,7 +10,7 @@ ejection (L{stellarouter.gateway.outliers}) how each instance fared.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Set
+from typing import Any, Dict, Optional, Set
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -90,7 +90,20 @@ class RetryDispatcher:
         self.enabled = enabled
         self.retried = 0
         self.not_retried = 0
-        self._restores: dict = {}
+        self._restores: Dict[str, IDelayedCall] = {}
+
+    def metrics(self) -> Dict[str, int]:
+        """
+        The counters of retries and ejections since start (for a metrics
+        endpoint): requests retried, retries the policy allowed but that
+        found no instance or budget, retries the budget granted and refused,
+        ejections, and ejections the share cap prevented.
+        """
+        outliers = self.routing_state.outliers
+        return {"retried": self.retried, "not_retried": self.not_retried,
+                "budget_granted": self.budget.granted, "budget_refused": self.budget.refused,
+                "ejections": outliers.ejections_total,
+                "ejections_prevented": outliers.ejections_prevented}
 
     def configure(self, enabled: bool, budget: RetryBudget, outliers: OutlierPolicy) -> None:
         """

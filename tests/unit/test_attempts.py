@@ -126,7 +126,7 @@ class RetryTests(SynchronousTestCase):
         response = client.response()
         self.assertEqual((response.status, response.body), (200, b"from b"))
         self.assertEqual(response.header("X-Stella-Attempts"), "2")
-        self.assertEqual(self.deployment.gateway.proxy.retries.retried, 1)
+        self.assertEqual(self.deployment.gateway.proxy.retries.metrics()["retried"], 1)
 
     def test_lost_post_runs_once(self) -> None:
         """
