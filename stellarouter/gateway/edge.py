@@ -693,7 +693,9 @@ class ProxyResource(Resource):
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
         sink = HttpResponseSink(request, cid_text, connection, cid)
         try:
-            connection.send_request(message, plan.timeout, sink, cid)
+            # Issue 24: observed for outlier ejection, never retried (streamed).
+            self.retries.start(request, plan, message, sink, cid, self.routing, self.region,
+                               self.overrides)
         except PipelineError:
             return False
         upload = UploadStream(request, connection, cid, plan.limit, sink)

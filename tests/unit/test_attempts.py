@@ -35,6 +35,9 @@ def make_app(executions: List[str]) -> Any:
 
     app.endpoint("GET", "/slow", timeout=2.0)(wait)
     app.endpoint("POST", "/charge", timeout=2.0)(wait)
+    # A streaming endpoint marked idempotent: still never retried (its body
+    # went to the instance as it arrived).
+    app.endpoint("PUT", "/upload", timeout=2.0, streaming=True, idempotent=True)(wait)
 
     @app.endpoint("GET", "/who")
     def who(ctx: Any) -> RawResponse:
@@ -80,7 +83,7 @@ class RetryTests(SynchronousTestCase):
         """
         for _ in range(4):
             client = self.deployment.http()
-            client.send(method, path, b"{}" if method == "POST" else b"")
+            client.send(method, path, b"{}" if method in ("POST", "PUT") else b"")
             self.deployment.pump()
             ctx, d = self.app.pending[-1]
             if ctx.instance.instance_id == instance_id:
@@ -175,6 +178,27 @@ class RetryTests(SynchronousTestCase):
         self.assertIn("2", {r.header("X-Stella-Attempts") for r in responses})
         self.assertEqual({r.header("X-Stella-Not-Started") for r in responses}, {None})
 
+    def test_requests_crossing_the_drain_report(self) -> None:
+        """
+        Requests the gateway sends to an instance after it reported DRAINING
+        but before the gateway saw the report are not started there: they
+        run on the other instance, and every client gets 200.
+        """
+        self.executions.clear()
+        session = self.a.sessions[0]
+        stopped = self.a.stopService()
+        clients = []
+        for _ in range(4):
+            client = self.deployment.http()
+            client.send("GET", "/who")
+            clients.append(client)
+        self.deployment.pump()
+        self.assertEqual([c.response().status for c in clients], [200] * 4)
+        self.assertEqual(self.executions, ["GET b"] * 4)
+        self.assertEqual(session.dispatcher.admission.refused, {"draining": 2})
+        self.deployment.pump()
+        self.successResultOf(stopped)
+
     def test_not_started_without_another_instance(self) -> None:
         """
         With no other instance, a "not started" answer goes to the client as
@@ -205,6 +229,17 @@ class RetryTests(SynchronousTestCase):
             self.answer_last("charged")
             self.assertEqual(client.response().status, 200)
         self.assertEqual(self.executions, ["POST b"] * 4)
+
+    def test_streamed_body_never_retried(self) -> None:
+        """
+        A request to a streaming endpoint (its body forwarded as it came) is
+        not sent again when its connection drops, even marked idempotent.
+        """
+        client = self.pending_on("PUT", "/upload", "a")
+        self.executions.clear()
+        self.kill("a")
+        self.assertEqual(client.response().status, 502)
+        self.assertEqual(self.executions, [])
 
     def test_budget_spent(self) -> None:
         """
