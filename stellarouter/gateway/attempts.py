@@ -178,11 +178,15 @@ class RetryDispatcher:
     def _restore(self, connection: Any) -> None:
         key = connection.state.connection_id
         self._restores.pop(key, None)
+        if getattr(connection, "is_closed", False):
+            # Gone while ejected: nothing to remember.
+            self.routing_state.outliers.forget(key)
+            self.routing_state.restore(connection)
+            return
         self.routing_state.outliers.restore(key, self.clock.seconds())
         self.routing_state.restore(connection)
-        if not getattr(connection, "is_closed", False):
-            self.log.info("instance {instance_id} back in routing after its ejection",
-                          instance_id=connection.state.instance.instance_id)
+        self.log.info("instance {instance_id} back in routing after its ejection",
+                      instance_id=connection.state.instance.instance_id)
 
     def stop(self) -> None:
         """
