@@ -10,7 +10,7 @@ ejection (L{stellarouter.gateway.outliers}) how each instance fared.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -205,10 +205,11 @@ class RetryDispatcher:
         among the instances of the same version not tried yet, or C{None}.
         """
         plan = attempts.plan
-        version = attempts.version
+        first, last = plan.connection, attempts.connection
+        version = first.state.instance.version
         candidates = [c for c in self.routing_state.connectionsFor(
                           plan.endpoint.service_name, plan.method, plan.template)
-                      if c.state.connection_id not in attempts.tried
+                      if c is not first and c is not last
                       and c.state.instance.version == version]
         if not candidates:
             return None
@@ -228,13 +229,12 @@ class Attempts:
     goes to another instance instead.
 
     @ivar connection: the connection of the current attempt.
-    @ivar count: attempts sent.
-    @ivar tried: the connection ids tried.
+    @ivar count: attempts sent (at most two: the first went to
+        C{plan.connection}, a second to C{connection}).
     """
 
     __slots__ = ("dispatcher", "request", "plan", "message", "sink", "cid", "routing",
-                 "region", "overrides", "udp_retries", "connection", "count", "tried",
-                 "version", "started")
+                 "region", "overrides", "udp_retries", "connection", "count", "started")
 
     log = Logger()
 
@@ -255,8 +255,6 @@ class Attempts:
         self.udp_retries = udp_retries
         self.connection: Any = None
         self.count = 0
-        self.tried: Set[str] = set()
-        self.version = plan.connection.state.instance.version
         #: A RESPONSE was passed on: the request is committed.
         self.started = False
 
@@ -270,7 +268,6 @@ class Attempts:
         assert self.message is not None
         self.connection = connection
         self.count += 1
-        self.tried.add(connection.state.connection_id)
         if getattr(connection, "is_closed", False):
             # Its REQUEST cannot be written: provably not run.
             self.failed(UpstreamNotStarted("the connection to the instance was closed "

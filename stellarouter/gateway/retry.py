@@ -20,7 +20,6 @@ is spent), or when the L{RetryBudget} is exhausted.
 from __future__ import annotations
 
 import enum
-import math
 from typing import List, Optional
 
 from ..common.models import EndpointDescriptor
@@ -136,7 +135,7 @@ class RetryBudget:
         """
         The slot for C{now}, emptied first if it held an older bucket.
         """
-        index = math.floor(now / self._width)
+        index = int(now // self._width)
         slot = index % len(self._requests)
         if self._slot_of[slot] != index:
             self._slot_of[slot] = index
@@ -148,7 +147,7 @@ class RetryBudget:
         """
         Requests and retries counted in the window ending at C{now}.
         """
-        newest = math.floor(now / self._width)
+        newest = int(now // self._width)
         oldest = newest - len(self._requests) + 1
         requests = retries = 0
         for slot, index in enumerate(self._slot_of):
@@ -161,7 +160,11 @@ class RetryBudget:
         """
         Count one request (its first attempt).
         """
-        self._requests[self._slot(now)] += 1
+        index = int(now // self._width)
+        slot = index % len(self._requests)
+        if self._slot_of[slot] != index:
+            slot = self._slot(now)
+        self._requests[slot] += 1
 
     def allows(self, now: float) -> bool:
         """
