@@ -347,9 +347,9 @@ class Attempts:
         self.started = True
         if self.count > 1:
             value = str(self.count).encode()
-            own = getattr(self.request, "own_headers", None)
-            if own is not None:
-                own.append((ATTEMPTS_HEADER, value))
+            add = getattr(self.request, "add_own_header", None)
+            if add is not None:
+                add(ATTEMPTS_HEADER, value)
             else:
                 self.request.setHeader(ATTEMPTS_HEADER, value)
 

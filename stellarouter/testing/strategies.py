@@ -4,6 +4,8 @@ Hypothesis strategies for frames and payload messages.
 
 from __future__ import annotations
 
+from typing import List, Tuple
+
 from hypothesis import strategies as st
 
 from ..common.enums import CancelReason, FrameType
@@ -35,7 +37,7 @@ def frames(max_payload: int = 2048) -> st.SearchStrategy[Frame]:
     )
 
 
-def header_pairs() -> st.SearchStrategy[list]:
+def header_pairs() -> st.SearchStrategy[List[Tuple[str, str]]]:
     """
     HTTP-ish header pairs (latin-1 safe names and values).
     """
@@ -82,7 +84,7 @@ def cancel_reasons() -> st.SearchStrategy[CancelReason]:
     return st.sampled_from(list(CancelReason))
 
 
-def splits(data_size: int) -> st.SearchStrategy[list]:
+def splits(data_size: int) -> st.SearchStrategy[List[int]]:
     """
     Sorted cut points inside a byte string of C{data_size} bytes.
     """
