@@ -33,6 +33,8 @@ from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
 from .observability import AccessLogConfig, MetricsConfig, read_access_log, read_metrics
+from .resilience import (OutlierDetectionConfig, RetryConfig, read_outlier_detection,
+                         read_retries)
 from .reader import (
     MAX_CONFIG_BYTES,
     Reader,
@@ -217,6 +219,9 @@ class EndpointOverride:
         gateway can only tighten).
     @ivar forward_authorization: pass the client's C{Authorization} header
         on to the microservice (the verified claims always go).
+    @ivar idempotent: whether a request to it may be retried after it may
+        have started (C{None}: as the endpoint announces, else GET, HEAD
+        and OPTIONS only; issue 24).
     """
 
     method: str
@@ -225,6 +230,7 @@ class EndpointOverride:
     requiring_claims: Tuple[ClaimRequirement, ...] = ()
     buffered: bool = False
     forward_authorization: bool = True
+    idempotent: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +340,8 @@ class GatewayConfig:
     admin: AdminConfig = AdminConfig()
     access_log: AccessLogConfig = AccessLogConfig()
     metrics: MetricsConfig = MetricsConfig()
+    retries: RetryConfig = RetryConfig()
+    outlier_detection: OutlierDetectionConfig = OutlierDetectionConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -361,7 +369,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
-                                   "registration", "admin", "access_log", "metrics"])
+                                   "registration", "admin", "access_log", "metrics",
+                                   "retries", "outlier_detection"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -476,7 +485,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         for j, entry in enumerate(r.items(raw, "endpoints", where)):
             at = f"{where}.endpoints[{j}]"
             obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
-                                        "supports_streaming", "forward_authorization"])
+                                        "supports_streaming", "forward_authorization",
+                                        "idempotent"])
             streaming = r.get(obj, "supports_streaming", at, bool, None)
             if streaming is True:
                 r.problem(f"{at}.supports_streaming",
@@ -493,7 +503,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
             keys.add(key)
             overrides.append(EndpointOverride(
                 key[0], key[1], timeout, claims, streaming is False,
-                r.get(obj, "forward_authorization", at, bool, True)))
+                r.get(obj, "forward_authorization", at, bool, True),
+                r.get(obj, "idempotent", at, bool, None)))
         if name is not None:
             name = name.lower()
             if name in seen:
@@ -522,6 +533,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     admin = read_admin(r, top.get("admin"), auth.enabled)
     access_log = read_access_log(r, top.get("access_log"), http.access_log)
     metrics = read_metrics(r, top.get("metrics"))
+    retries = read_retries(r, top.get("retries"))
+    outlier_detection = read_outlier_detection(r, top.get("outlier_detection"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -537,6 +550,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         admin=admin,
         access_log=access_log,
         metrics=metrics,
+        retries=retries,
+        outlier_detection=outlier_detection,
     )
 
 

@@ -121,6 +121,10 @@ class MicroserviceConfig:
     reactor: Optional[str] = None
     #: One line per request served (same correlation id as the gateway's).
     access_log: AccessLogConfig = AccessLogConfig()
+    #: Requests in flight at most per gateway connection; more are answered
+    #: 503 "not started" and the gateway sends them to another instance
+    #: (issue 24).  C{None}: no limit.
+    max_concurrent_requests: Optional[int] = None
 
 
 #: The values of the microservice's C{reactor} key.
@@ -146,7 +150,8 @@ def parse_microservice_config(document: object, source: str = "<config>") -> Mic
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
                                    "drain_grace_period", "routers", "endpoints",
                                    "max_response_buffer_bytes", "max_hello_rejections",
-                                   "reactor", "access_log"])
+                                   "reactor", "access_log",
+                                   "max_concurrent_requests"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
@@ -215,6 +220,8 @@ def parse_microservice_config(document: object, source: str = "<config>") -> Mic
     rejections = r.get(top, "max_hello_rejections", "", int, None,
                        lambda v: None if v >= 1 else "must be at least 1")
     access_log = read_access_log(r, top.get("access_log"))
+    concurrency = r.get(top, "max_concurrent_requests", "", int, None,
+                        lambda v: None if v >= 1 else "must be at least 1")
     r.finish()
     response_buffer = r.get(top, "max_response_buffer_bytes", "", int,
                             MicroserviceConfig.max_response_buffer_bytes,
@@ -223,7 +230,8 @@ def parse_microservice_config(document: object, source: str = "<config>") -> Mic
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
                               tuple(overrides), max_response_buffer_bytes=response_buffer,
                               max_hello_rejections=rejections, reactor=reactor,
-                              access_log=access_log)
+                              access_log=access_log,
+                              max_concurrent_requests=concurrency)
 
 
 def _amqp_address_problem(value: str) -> Optional[str]:

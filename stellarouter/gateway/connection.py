@@ -164,6 +164,13 @@ class GatewayConnection:
         return cast(RoutableConnection, self)
 
     @property
+    def is_closed(self) -> bool:
+        """
+        The connection is closed: nothing sent on it is written.
+        """
+        return self._closed
+
+    @property
     def peer(self) -> str:
         return self.sender.peer if self.sender is not None else "?"
 

@@ -30,6 +30,7 @@ from ..common.interfaces import IRoutingPlugin
 from ..common.models import PayloadLimits
 from ..common.payloads import STREAM_WINDOW
 from ._web import GatewayChannel, GatewayRequest, GatewaySite
+from .attempts import Attempts, RetryDispatcher
 from .dispatch import ByteCount
 from .errors import BadRequest, MethodNotAllowed, PayloadTooLarge, PipelineError
 from .forwarding import ClientAddressPolicy
@@ -91,6 +92,8 @@ class ProxyResource(Resource):
         self.clock = clock
         self.planner = Planner(routing_state, routing, region, limits, self.aggregate)
         self.forwarding = ClientAddressPolicy()
+        #: Retries and outlier ejection (issue 24).
+        self.retries = RetryDispatcher(routing_state, clock)
 
     def render(self, request: Request) -> Union[bytes, int]:
         cid = new_correlation_id()
@@ -150,9 +153,12 @@ class ProxyResource(Resource):
         sink = HttpResponseSink(request, cid_text, connection, cid)
         if isinstance(request, GatewayRequest):
             request.dispatched(plan, self.clock.seconds())  # (telemetry)
-        connection.send_request(plan.message(split_target(request.uri), body), plan.timeout,
-                                sink, cid, retries=plan.retries)
-        self._watch_client(request, sink, connection, cid)
+        # Issue 24: the attempts object sends the REQUEST, retries it on
+        # another instance when that is safe, and records outliers.
+        attempts = self.retries.start(request, plan, plan.message(split_target(request.uri), body),
+                                      sink, cid, self.routing, self.region, self.overrides,
+                                      plan.retries)
+        self._watch_client(request, sink, attempts, cid)
         return NOT_DONE_YET
 
     def begin_upload(self, request: GatewayRequest, command: bytes, uri: bytes,
@@ -212,7 +218,9 @@ class ProxyResource(Resource):
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
         sink = HttpResponseSink(request, cid_text, connection, cid)
         try:
-            connection.send_request(message, plan.timeout, sink, cid)
+            # Issue 24: observed for outlier ejection, never retried (streamed).
+            self.retries.start(request, plan, message, sink, cid, self.routing, self.region,
+                               self.overrides)
         except PipelineError:
             return False
         upload = UploadStream(request, connection, cid, plan.limit, sink)
@@ -221,7 +229,7 @@ class ProxyResource(Resource):
         return True
 
     def _watch_client(self, request: Request, sink: HttpResponseSink,
-                      connection: IEdgeConnection, cid: CorrelationId) -> None:
+                      connection: Union[IEdgeConnection, Attempts], cid: CorrelationId) -> None:
         """
         Cancel the request if its client leaves before the answer.
         """
@@ -231,8 +239,8 @@ class ProxyResource(Resource):
             request.notifyFinish().addErrback(
                 lambda failure: self._client_gone(sink, connection, cid))
 
-    def _client_gone(self, sink: HttpResponseSink, connection: IEdgeConnection,
-                     cid: CorrelationId) -> None:
+    def _client_gone(self, sink: HttpResponseSink,
+                     connection: Union[IEdgeConnection, Attempts], cid: CorrelationId) -> None:
         sink.gone()
         if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
             self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)

@@ -107,6 +107,15 @@ class EndpointOverrides:
             (endpoint.service_name, endpoint.method, self._shape(endpoint.path)))
         return override is None or override.forward_authorization
 
+    def idempotent(self, endpoint: EndpointDescriptor) -> Optional[bool]:
+        """
+        The override's C{idempotent} for the endpoint (retries, issue 24),
+        or C{None} if it sets none.
+        """
+        override = self._by_key.get(
+            (endpoint.service_name, endpoint.method, self._shape(endpoint.path)))
+        return None if override is None else override.idempotent
+
     def apply(self, endpoint: EndpointDescriptor,
               routes: Optional[AnnouncedRoutes] = None) -> Tuple[EndpointDescriptor, float]:
         """

@@ -39,7 +39,9 @@ from .expected import ExpectedInstances
 from .forwarding import ClientAddressPolicy
 from .memory import configured_routes
 from .health import HealthMonitor
+from .outliers import OutlierPolicy
 from .overrides import EndpointOverrides
+from .retry import RetryBudget
 from .routing import RegionAwareRouting
 from .state import RoutingState
 from .metrics import GatewayMetrics, TransportTraffic
@@ -197,6 +199,12 @@ class GatewayService(Service):
         self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
         self.proxy.auth_required = config.auth.require_authentication
         self.proxy.forwarding = ClientAddressPolicy(config.http.trusted_proxies)
+        retries, outliers = config.retries, config.outlier_detection
+        self.proxy.retries.configure(
+            retries.enabled,
+            RetryBudget(retries.budget_ratio, retries.budget_window, retries.min_retries),
+            OutlierPolicy(outliers.consecutive_failures, outliers.base_ejection_time,
+                          outliers.max_ejection_time, outliers.max_ejected_share))
         self.routing_state.memory.limit(config.http.forget_routes_after,
                                         config.http.max_remembered_routes)
         self.routing_state.memory.configure(configured_routes(config.services))
@@ -410,6 +418,7 @@ class GatewayService(Service):
         self.monitor.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        self.proxy.retries.stop()
         cancelled = sum(c.shutdown() for c in list(self.connections))
         if cancelled:
             self.log.info("shutting down: cancelled {count} request(s) in flight", count=cancelled)

@@ -32,6 +32,7 @@ from ..common.payloads import (
     decode_stream_data,
     stream_credit,
 )
+from .admission import RequestAdmission, not_started_response
 from .answers import HandlerAnswers
 from .asyncio_bridge import awaitable_deferred, reactor_event_loop
 from .budget import ResponseStreamBudget
@@ -98,6 +99,8 @@ class RequestDispatcher(HandlerAnswers):
         self._requests: Dict[CorrelationId, InboundRequest] = {}
         self._idle_waiters: List[Deferred[None]] = []
         self.endpoint_timeouts: Dict[Tuple[str, str], float] = {}
+        #: Whether a new request may start (draining, concurrency; issue 24).
+        self.admission = RequestAdmission()
         self.late_results = 0
         self.ignored_cancels = 0
         self.expired = 0
@@ -181,6 +184,11 @@ class RequestDispatcher(HandlerAnswers):
             return
         if cid in self._requests:
             self.log.warn("duplicate REQUEST {cid} ignored", cid=cid)
+            return
+        refusal = self.admission.refusal(self.in_flight)
+        if refusal is not None:
+            # Issue 24: not started, so the gateway may send it elsewhere.
+            self.writer.send(cid, not_started_response(refusal, cid))
             return
         registered = self.app.lookup(message.method, message.template)
         if message.streaming or (registered is not None

@@ -256,6 +256,7 @@ class _TrackedSession(RouterSession):
         self._owner = owner
 
     def connectionOpened(self, sender: IFrameSender) -> None:
+        self.max_concurrent_requests = self._owner.config.max_concurrent_requests
         self._owner.sessions.append(self)
         if self._owner.draining:
             self.status = InstanceHealthStatus.DRAINING

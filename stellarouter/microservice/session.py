@@ -38,6 +38,7 @@ from ..common.payloads import (
     encode_heartbeat,
     encode_hello,
 )
+from .admission import RequestAdmission
 from .budget import ResponseStreamBudget
 from .dispatcher import RequestDispatcher
 from .endpoints import Microservice
@@ -85,6 +86,10 @@ class RouterSession:
     """
 
     log = Logger()
+
+    #: Requests in flight at most on the connection; more are answered
+    #: "not started" (C{max_concurrent_requests}; C{None}: no limit).
+    max_concurrent_requests: Optional[int] = None
 
     def __init__(
         self,
@@ -164,6 +169,9 @@ class RouterSession:
             can_stream=self.can_stream, response_budget=self.response_budget)
         dispatcher.endpoint_timeouts = {  # issue 25: the streams' idle timeout
             (d.method, d.path): d.default_timeout for d in self.descriptors}
+        # Issue 24: whether a REQUEST may start (draining, concurrency).
+        dispatcher.admission = RequestAdmission(self.max_concurrent_requests)
+        dispatcher.admission.draining = self.status is InstanceHealthStatus.DRAINING
         self._frame_handlers = {
             FrameType.REQUEST: dispatcher.request_received,
             FrameType.REQUEST_STREAM_DATA: dispatcher.stream_data_received,
@@ -326,6 +334,9 @@ class RouterSession:
         first heartbeat if it gets that far).
         """
         self.status = InstanceHealthStatus.DRAINING
+        if self.dispatcher is not None:
+            # Requests already on their way are answered "not started".
+            self.dispatcher.admission.draining = True
         dispatcher = self.dispatcher
         if self.state not in _BEATING or dispatcher is None:
             return succeed(None)
