@@ -48,6 +48,7 @@ from ..config.diff import flatten
 from ..config.gateway import GatewayConfig
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
 from .interfaces import IMetricsExposition
+from .outliers import EjectionState
 from .overrides import EndpointOverrides
 
 
@@ -154,6 +155,8 @@ class AdminApp:
         self.health = health
         self.clock = clock
         self.metrics = metrics
+        #: How to read an instance's outlier state (the gateway sets it).
+        self.ejection_state: Optional[Callable[[Any], EjectionState]] = None
         self.config = config
         self.overrides = EndpointOverrides(config.services)
         self.verifier: Optional[TokenVerifier] = None
@@ -366,7 +369,22 @@ class AdminApp:
             "draining": state.status.value == "draining",
             "drained_by_operator": bool(getattr(connection, "drain_requested", False)),
             "endpoints": len(state.endpoints),
+            **self._ejection(connection, now),
         }
+
+    def _ejection(self, connection: Any, now: float) -> Dict[str, Any]:
+        """
+        The instance's outlier state (issue 24), when the gateway gave a way
+        to read it.
+        """
+        if self.ejection_state is None:
+            return {}
+        ejection = self.ejection_state(connection)
+        until = ejection.ejected_until
+        ejected = until is not None and until > now
+        return {"ejected": ejected, "ejected_until": iso_time(until) if ejected else None,
+                "ejections": ejection.ejections,
+                "consecutive_failures": ejection.consecutive_failures}
 
     @app.route("/routes", methods=["GET"])
     def routes(self, request: IRequest) -> bytes:

@@ -149,6 +149,13 @@ class LiveFigures(Interface):
         Configuration reloads applied and refused so far.
         """
 
+    def resilience() -> Dict[str, int]:
+        """
+        Retries and outlier ejections so far (the keys of
+        L{stellarouter.gateway.attempts.RetryDispatcher.metrics}), and
+        C{ejected_now}: instances ejected at this moment.
+        """
+
 
 @implementer(IMetricsExposition)
 class GatewayMetrics:
@@ -323,6 +330,23 @@ class _Collector:
         reloads.add_metric(["ok"], applied)
         reloads.add_metric(["failed"], refused)
         yield reloads
+        figures = live.resilience()
+        retries = CounterMetricFamily(
+            "stellarouter_retries", "Requests sent once more to another instance (retried), "
+            "or that the policy allowed but found no instance or budget for (not_retried)",
+            labels=["outcome"])
+        retries.add_metric(["retried"], figures.get("retried", 0))
+        retries.add_metric(["not_retried"], figures.get("not_retried", 0))
+        yield retries
+        ejections = CounterMetricFamily(
+            "stellarouter_ejections", "Outlier ejections, and those the share cap prevented",
+            labels=["result"])
+        ejections.add_metric(["ejected"], figures.get("ejections", 0))
+        ejections.add_metric(["prevented"], figures.get("ejections_prevented", 0))
+        yield ejections
+        yield GaugeMetricFamily("stellarouter_instances_ejected",
+                                "Instances ejected as outliers right now",
+                                value=figures.get("ejected_now", 0))
 
 
 def _gauge_by(name: str, doc: str, labels: Sequence[str],

@@ -128,6 +128,7 @@ class GatewayService(Service):
         # serves these metrics unless the caller gives others.
         self.admin = AdminApp(self._registered, self.health, reactor, config,
                               self.metrics if metrics is None else metrics)
+        self.admin.ejection_state = self.routing_state.ejection_state
         self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor)
         self._admin_port: Optional[IListeningPort] = None
         self.servers: List[ITransportServer] = []

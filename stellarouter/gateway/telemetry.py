@@ -203,6 +203,12 @@ class ServiceFigures:
         watcher = self.service.watcher
         return self.service.reloads_applied, watcher.failures if watcher is not None else 0
 
+    def resilience(self) -> Dict[str, int]:
+        figures = dict(self.service.proxy.retries.metrics())
+        state = self.service.routing_state
+        figures["ejected_now"] = sum(1 for c in state.connections() if state.is_ejected(c))
+        return figures
+
 
 __all__ = ["ACCESS_LOG_FIELDS", "CountingSender", "RequestTelemetry", "ServiceFigures",
            "build_telemetry", "count_frame_in"]

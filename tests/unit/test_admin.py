@@ -213,6 +213,32 @@ class AdminApiTests(AdminTestCase):
                          {"version": "1.1.0", "instances": 1}],
             "default_version": None}]})
 
+    def test_ejected_instance(self) -> None:
+        """
+        An instance ejected as an outlier (issue 24) says so in the instance
+        view, until when, and how often; C{/metrics} counts it.
+        """
+        gateway = self.deployment.gateway
+        state = gateway.routing_state
+        connection = next(c for c in state.connections()
+                          if c.state.instance.instance_id == "billing-1")
+        now = self.deployment.clock.seconds()
+        until = None
+        for _ in range(5):
+            until = state.outliers.failure(connection.state.connection_id, now, 2, 0)
+        assert until is not None
+        state.eject(connection)
+        rows = {row["instance_id"]: row for row in self.get("/instances")[1]["instances"]}
+        self.assertEqual({k: rows["billing-1"][k] for k in ("ejected", "ejections")},
+                         {"ejected": True, "ejections": 1})
+        self.assertIsNotNone(rows["billing-1"]["ejected_until"])
+        self.assertEqual({k: rows["billing-2"][k] for k in ("ejected", "ejections")},
+                         {"ejected": False, "ejections": 0})
+        body = self.deployment.admin_request("GET", "/metrics").body.decode()
+        self.assertIn("stellarouter_instances_ejected 1.0", body)
+        self.assertIn('stellarouter_ejections_total{result="ejected"} 1.0', body)
+        self.assertIn('stellarouter_retries_total{outcome="retried"} 0.0', body)
+
     def test_instances(self) -> None:
         """
         Each instance with service, version, region, transport, peer,
@@ -236,7 +262,8 @@ class AdminApiTests(AdminTestCase):
             "instance_id", "service", "version", "region", "connection_id", "transport",
             "peer", "peer_identity", "health", "ping_ewma_ms", "in_flight", "last_heartbeat",
             "last_heartbeat_age_s", "connected_since", "connected_for_s", "draining",
-            "drained_by_operator", "endpoints"})
+            "drained_by_operator", "endpoints", "ejected", "ejected_until", "ejections",
+            "consecutive_failures"})
         self.assertEqual([i["instance_id"] for i in body["instances"]],
                          ["billing-1", "billing-2"])
         self.assertEqual(self.get("/instances?service=ledger")[1], {"instances": []})
