@@ -441,6 +441,8 @@ class UnsentBytesTests(SynchronousTestCase):
         """
         logged: List[Any] = []
         self.connection.log = Logger(observer=logged.append)  # type: ignore[misc]
+        assert self.connection.backlog is not None
+        self.connection.backlog.log = self.connection.log  # type: ignore[misc]
         self.state.resolve("POST", "/sink")
         self.sender.back_up(4 * STREAM_WINDOW + 1)
         self.assertRaises(NotFound, self.state.resolve, "POST", "/sink")
