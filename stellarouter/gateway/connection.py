@@ -74,6 +74,13 @@ class ConnectionPhase(Enum):
     CLOSED = "closed"
 
 
+# (Module globals for the same reason as the frame types above.)
+_NEW = ConnectionPhase.NEW
+_AWAITING_HELLO = ConnectionPhase.AWAITING_HELLO
+_REGISTERED = ConnectionPhase.REGISTERED
+_CLOSED = ConnectionPhase.CLOSED
+
+
 @implementer(IFrameReceiver, IEdgeConnection)
 class GatewayConnection:
     """
@@ -124,7 +131,7 @@ class GatewayConnection:
         self.routing_state = routing_state
         self.health = health
         self.liveness = InstanceLiveness(health)
-        self.phase = ConnectionPhase.NEW
+        self.phase = _NEW
         #: Calls and frames ignored because the phase did not expect them.
         self.ignored_events = 0
         self.clock = clock
@@ -183,10 +190,10 @@ class GatewayConnection:
     # -- IFrameReceiver ----------------------------------------------------
 
     def connectionOpened(self, sender: IFrameSender) -> None:
-        if self.phase is not ConnectionPhase.NEW:
+        if self.phase is not _NEW:
             self._unexpected("a second connectionOpened")
             return
-        self.phase = ConnectionPhase.AWAITING_HELLO
+        self.phase = _AWAITING_HELLO
         self.sender = sender
         self.in_flight.peer = sender.peer
         if ISendBacklog.providedBy(sender):
@@ -205,7 +212,7 @@ class GatewayConnection:
 
     def _no_hello(self) -> None:
         self._hello_timer = None
-        if self.phase is ConnectionPhase.AWAITING_HELLO:
+        if self.phase is _AWAITING_HELLO:
             self._reject(f"no HELLO within {self.hello_timeout:g}s")
 
     def _stop_hello_timer(self) -> None:
@@ -216,8 +223,8 @@ class GatewayConnection:
     def frameReceived(self, frame: Frame) -> None:
         kind = frame.type
         phase = self.phase
-        if phase is not ConnectionPhase.REGISTERED:
-            if phase is not ConnectionPhase.AWAITING_HELLO:
+        if phase is not _REGISTERED:
+            if phase is not _AWAITING_HELLO:
                 self._unexpected(f"a {kind.name} frame")
             elif kind is _HELLO:
                 self._hello(frame)
@@ -237,11 +244,11 @@ class GatewayConnection:
             self._reject(f"a microservice may not send {kind.name} frames")
 
     def connectionClosed(self, reason: str) -> None:
-        if self.phase is ConnectionPhase.CLOSED:
+        if self.phase is _CLOSED:
             self._unexpected("a second connectionClosed")
             return
-        registered = self.phase is ConnectionPhase.REGISTERED
-        self.phase = ConnectionPhase.CLOSED
+        registered = self.phase is _REGISTERED
+        self.phase = _CLOSED
         self._stop_hello_timer()
         if self.backlog is not None:
             self.backlog.closed()
@@ -281,7 +288,7 @@ class GatewayConnection:
             self.state = None
             self._reject(f"HELLO refused: {e}", frame.correlation_id)
             return
-        self.phase = ConnectionPhase.REGISTERED
+        self.phase = _REGISTERED
         self.compact_headers, self.response_credit, features = agreed_features(hello.features)
         self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
             HelloAck(True, None, self.node_id, self.region, features))))
@@ -303,7 +310,7 @@ class GatewayConnection:
         """
         assert self.sender is not None
         self.log.warn("closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
-        if self.phase is ConnectionPhase.AWAITING_HELLO or answer:
+        if self.phase is _AWAITING_HELLO or answer:
             # Tell the microservice why before closing, so it can log it.
             if cid is None:
                 cid = new_correlation_id()
@@ -336,7 +343,7 @@ class GatewayConnection:
         the last HEARTBEAT; log a change.
         """
         state = self.state
-        if self.phase is not ConnectionPhase.REGISTERED or state is None:
+        if self.phase is not _REGISTERED or state is None:
             return
         try:
             status = self.liveness.evaluate(state, now, thresholds)
@@ -361,7 +368,7 @@ class GatewayConnection:
         """
         Send a HEARTBEAT ping; its echo updates C{average_ping_ms}.
         """
-        if self.phase is not ConnectionPhase.REGISTERED or self.sender is None:
+        if self.phase is not _REGISTERED or self.sender is None:
             return
         cid = self.liveness.new_ping(now)
         self.sender.sendFrame(Frame(_HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
@@ -421,7 +428,7 @@ class GatewayConnection:
             in one frame (nothing is sent).
         @raise UpstreamLost: the connection is not (or no longer) registered.
         """
-        if self.phase is not ConnectionPhase.REGISTERED:
+        if self.phase is not _REGISTERED:
             self._unexpected("a REQUEST to send")
             raise UpstreamLost(f"the connection to the microservice is {self.phase.value}")
         assert self.sender is not None and self.state is not None
@@ -451,7 +458,7 @@ class GatewayConnection:
         Send a piece of a streamed request body (split to fit frames), or
         end or abort the stream.
         """
-        if self.phase is not ConnectionPhase.REGISTERED or self.sender is None:
+        if self.phase is not _REGISTERED or self.sender is None:
             return
         for frame in body_frames(cid, data, self.max_frame_bytes, end, abort):
             self.sender.sendFrame(frame)
@@ -489,7 +496,7 @@ class GatewayConnection:
         Give the microservice room for C{amount} more bytes of the streamed
         response of request C{cid}.
         """
-        if (self.phase is ConnectionPhase.REGISTERED and self.sender is not None
+        if (self.phase is _REGISTERED and self.sender is not None
                 and cid in self.in_flight):
             self.sender.sendFrame(credit_frame(cid, amount))
 
@@ -512,7 +519,7 @@ class GatewayConnection:
             CancelReason.SHUTDOWN, GatewayShuttingDown("the gateway is shutting down"))
 
     def _send_cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
-        if self.phase is not ConnectionPhase.CLOSED and self.sender is not None:
+        if self.phase is not _CLOSED and self.sender is not None:
             self.sender.sendFrame(Frame(FrameType.CANCEL, cid, encode_cancel(reason)))
 
     def _finished(self, pending: PendingRequest) -> None:
@@ -535,14 +542,14 @@ class GatewayConnection:
         """
         The connection stalled: route nothing more to it.
         """
-        if self.phase is ConnectionPhase.REGISTERED:
+        if self.phase is _REGISTERED:
             self.routing_state.unregister(self._routable())
 
     def _reroute(self) -> None:
         """
         The connection drained in time: route to it again.
         """
-        if self.phase is not ConnectionPhase.REGISTERED:
+        if self.phase is not _REGISTERED:
             return
         try:
             self.routing_state.register(self._routable())
