@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..common.enums import CancelReason, FrameType, TransportType
+from ..common.enums import CancelReason, FrameType
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.ids import CorrelationId, new_correlation_id
@@ -435,7 +435,7 @@ class GatewayConnection:
         if cid is None:
             cid = new_correlation_id()
         frames = request_frames(message, cid, self.compact_headers, self.max_frame_bytes,
-                                self.sender.transport_type is TransportType.UDP)
+                                self.sender.transport_type)
         resend = None
         if retries and len(frames) == 1:
             sender, frame = self.sender, frames[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List
 
-from ..common.enums import FrameType
+from ..common.enums import FrameType, TransportType
 from ..common.frames import FRAME_OVERHEAD, stream_data_frames
 from ..common.ids import CorrelationId
 from ..common.models import Frame
@@ -19,13 +19,13 @@ from .errors import PayloadTooLarge, RequestHeadersTooLarge
 
 
 def request_frames(message: RequestMessage, cid: CorrelationId, compact_headers: bool,
-                   max_frame_bytes: int, datagram: bool) -> List[Frame]:
+                   max_frame_bytes: int, transport_type: TransportType) -> List[Frame]:
     """
     The frames of one REQUEST.
 
     @param compact_headers: the headers go in the compact form.
-    @param datagram: the transport sends each frame as one datagram (UDP):
-        a REQUEST must fit one frame.
+    @param transport_type: the connection's; over UDP (one frame, one
+        datagram) a REQUEST must fit one frame.
     @raise PayloadTooLarge: it does not fit one datagram.
     @raise RequestHeadersTooLarge: the request's headers alone do not fit
         in one frame.
@@ -33,7 +33,7 @@ def request_frames(message: RequestMessage, cid: CorrelationId, compact_headers:
     payload = encode_request(message, compact_headers)
     if len(payload) + FRAME_OVERHEAD <= max_frame_bytes:
         return [Frame(FrameType.REQUEST, cid, payload)]
-    if datagram:
+    if transport_type is TransportType.UDP:
         raise PayloadTooLarge(
             f"the request ({len(payload) + FRAME_OVERHEAD} bytes as a frame) does not fit in "
             f"one UDP datagram of at most {max_frame_bytes} bytes")

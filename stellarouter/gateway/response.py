@@ -378,9 +378,10 @@ class HttpResponseSink:
         if length is not None:
             lines.append(b"Content-Length: " + length + b"\r\n")
         own = request.take_own_headers()
-        head = header_lines(request.responseHeaders.getAllRawHeaders())
-        if own is not None:
-            head[:0] = [b"%s: %s\r\n" % pair for pair in own]
+        head = [b"%s: %s\r\n" % pair for pair in own] if own else []
+        for raw_name, raw_values in request.responseHeaders.getAllRawHeaders():
+            for raw_value in raw_values:
+                head.append(b"%s: %s\r\n" % (raw_name, raw_value))
         head += lines
         write_response(request, response.status, head, body)
         self._answered()
