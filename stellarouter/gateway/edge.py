@@ -37,7 +37,8 @@ from .health_app import HEALTH_PATHS, HealthApp
 from .interfaces import IEdgeConnection
 from .planner import Planner, origin_form, read_headers, split_target
 from .problems import CORRELATION_HEADER
-from .response import HttpResponseSink, write_problem
+from .response import HttpResponseSink
+from .writer import write_problem
 from .state import RoutingState
 from .upload import UploadStream
 

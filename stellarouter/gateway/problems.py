@@ -3,7 +3,7 @@ How the HTTP edge words a problem (RFC 9457 problem+json): the status,
 header lines and body of the answer to a L{PipelineError}
 (L{problem_answer}), the reason phrases of the statuses a connection is
 refused with (L{refusal_reason}), and the rate-limited log of refusals
-(L{RefusalLog}).  Writing any of them is L{stellarouter.gateway.response}'s
+(L{RefusalLog}).  Writing any of them is L{stellarouter.gateway.writer}'s
 job.
 """
 

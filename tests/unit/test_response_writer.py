@@ -1,7 +1,7 @@
 """
 Tests for the gateway's one response writer (issue 20): whole, streamed,
 problem and refused answers all go out through
-L{stellarouter.gateway.response.write_response} / L{format_head}, and
+L{stellarouter.gateway.writer.write_response} / L{format_head}, and
 L{HttpResponseSink}'s lifecycle (L{SinkState}) ignores, with a log line, an
 event its state does not expect.
 """
@@ -18,12 +18,8 @@ from zope.interface.verify import verifyObject
 from stellarouter.common.interfaces import IResponseSink
 from stellarouter.common.payloads import ResponseMessage
 from stellarouter.gateway.errors import PayloadTooLarge, UpstreamLost
-from stellarouter.gateway.response import (
-    HttpResponseSink,
-    SinkState,
-    format_head,
-    refusal,
-)
+from stellarouter.gateway.response import HttpResponseSink, SinkState
+from stellarouter.gateway.writer import format_head, refusal
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.harness import InMemoryDeployment
 

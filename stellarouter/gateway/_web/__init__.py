@@ -9,7 +9,7 @@ which fails, naming it, when a Twisted release renames or drops it.
 """
 
 from ..problems import RefusalLog
-from ..response import refusal
+from ..writer import refusal
 from .channel import (
     DEFAULT_MAX_HEADER_BYTES,
     LINGER_BYTES,

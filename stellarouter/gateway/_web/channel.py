@@ -38,7 +38,7 @@ from twisted.web import http
 from ...common.ids import new_correlation_id
 from ...transports.flush import discard_unsent
 from ..problems import RefusalLog
-from ..response import refusal
+from ..writer import refusal
 from ..errors import (
     BadRequest,
     PipelineError,

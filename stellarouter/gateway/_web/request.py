@@ -3,7 +3,7 @@ The gateway's twisted.web request and site.  L{GatewayRequest} counts and
 limits a request body as it arrives, hands a streaming endpoint's body to
 its L{UploadStream} as soon as the headers are in, and writes the heads the
 gateway's one response writer formats
-(L{stellarouter.gateway.response.write_response}) in one write
+(L{stellarouter.gateway.writer.write_response}) in one write
 (L{GatewayRequest.send_head}); L{GatewaySite} sends
 C{/health...} to the Klein app and every other request straight to the
 proxy leaf, and caps the client connections it holds.
@@ -32,7 +32,7 @@ from ..errors import BadRequest, PayloadTooLarge, PipelineError, TooManyConnecti
 from ..health_app import HEALTH_PATHS, HealthApp
 from ..planner import origin_form
 from ..problems import CORRELATION_HEADER, RefusalLog
-from ..response import header_lines, write_problem, write_response
+from ..writer import header_lines, write_problem, write_response
 from ..resolver import Resolution
 from .channel import (
     REFUSALS_IN_FLIGHT,
@@ -361,7 +361,7 @@ class GatewayRequest(Request):
     def send_head(self, pieces: List[bytes], body_allowed: bool, complete: bool) -> None:
         """
         Write a response head (and a whole answer's body) formatted by
-        L{stellarouter.gateway.response.write_response}, in one write.
+        L{stellarouter.gateway.writer.write_response}, in one write.
 
         @param body_allowed: C{False} for HEAD and for 1xx, 204 and 304:
             whatever L{write} gets afterwards is dropped.
