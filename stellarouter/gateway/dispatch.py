@@ -25,7 +25,8 @@ from twisted.logger import Logger
 from ..common.enums import CancelReason
 from ..common.ids import CorrelationId
 from ..common.interfaces import IResponseSink
-from ..common.payloads import ResponseMessage
+from ..common.errors import MalformedPayload
+from ..common.payloads import ResponseMessage, decode_response, decode_stream_data
 from .errors import DispatchError, GatewayTimeout, UpstreamProtocolError
 
 
@@ -77,6 +78,10 @@ _SLACK = 64
 _NEVER = float("inf")
 
 
+def _aborted() -> DispatchError:
+    return UpstreamProtocolError("the microservice aborted the response stream")
+
+
 class InFlightRequests:
     """
     The table of requests in flight on one connection.
@@ -109,6 +114,8 @@ class InFlightRequests:
         self._alarm: Optional[IDelayedCall] = None
         self._alarm_at = _NEVER
         self.late_frames = 0
+        #: The microservice's address, for the log (set once it connects).
+        self.peer = "?"
         self.retries_sent = 0
         self.cancels_sent: Dict[str, int] = {}
 
@@ -229,6 +236,40 @@ class InFlightRequests:
             pending.retry = None
             self._on_finished(pending)
         return pending
+
+    def response_frame(self, cid: CorrelationId, payload: bytes) -> None:
+        """
+        A RESPONSE frame arrived: decode it and deliver it (L{response}); a
+        malformed one fails its request.
+        """
+        if cid not in self._pending:
+            self.late_frames += 1
+            return
+        try:
+            message = decode_response(payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed RESPONSE {cid} from {peer}: {error}",
+                          cid=cid, peer=self.peer, error=e)
+            self.fail(cid, UpstreamProtocolError(str(e)))
+            return
+        self.response(cid, message)
+
+    def stream_data_frame(self, cid: CorrelationId, payload: bytes) -> None:
+        """
+        A RESPONSE_STREAM_DATA frame (not a credit) arrived: decode it and
+        deliver it (L{stream_data}); a malformed one fails its request.
+        """
+        if cid not in self._pending:
+            self.late_frames += 1
+            return
+        try:
+            chunk, end, abort = decode_stream_data(payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed RESPONSE_STREAM_DATA {cid} from {peer}: {error}",
+                          cid=cid, peer=self.peer, error=e)
+            self.fail(cid, UpstreamProtocolError(str(e)))
+            return
+        self.stream_data(cid, chunk, end, abort, _aborted)
 
     def response(self, cid: CorrelationId, message: ResponseMessage) -> bool:
         """

@@ -37,8 +37,9 @@ from .forwarding import ClientAddressPolicy
 from .health_app import HEALTH_PATHS, HealthApp
 from .interfaces import IEdgeConnection
 from .planner import Planner, origin_form, read_headers, split_target
-from .problems import CORRELATION_HEADER, write_problem
+from .problems import CORRELATION_HEADER
 from .response import HttpResponseSink
+from .writer import write_problem
 from .state import RoutingState
 from .upload import UploadStream
 
@@ -95,45 +96,44 @@ class ProxyResource(Resource):
         #: Retries and outlier ejection (issue 24).
         self.retries = RetryDispatcher(routing_state, clock)
 
-    def render(self, request: Request) -> Union[bytes, int]:
+    def render(self, request: Request) -> int:
+        assert isinstance(request, GatewayRequest), "the gateway's site builds GatewayRequests"
         cid = new_correlation_id()
         cid_text = str(cid)
-        if isinstance(request, GatewayRequest):
-            if request.correlation_id is None:
-                request.correlation_id = cid_text  # (telemetry; an upload has its own already)
-            request.add_own_header(CORRELATION_HEADER, cid_text.encode())
-        else:
-            request.setHeader(CORRELATION_HEADER, cid_text.encode())
+        if request.correlation_id is None:
+            request.correlation_id = cid_text  # (telemetry; an upload has its own already)
+        request.add_own_header(CORRELATION_HEADER, cid_text.encode())
         try:
             return self._dispatch(request, cid, cid_text)
         except PipelineError as e:
-            return write_problem(request, e, cid_text)
+            write_problem(request, e, cid_text)
+            request.finish()
+            return NOT_DONE_YET
 
-    def _dispatch(self, request: Request, cid: CorrelationId, cid_text: str) -> int:
+    def _dispatch(self, request: GatewayRequest, cid: CorrelationId, cid_text: str) -> int:
         """
         Plan and send a complete request (or close the stream of one whose
         REQUEST went out with its headers).
 
         @raise PipelineError: whatever stops the request.
         """
-        upload: Optional[UploadStream] = getattr(request, "upload", None)
+        upload = request.upload
         if upload is not None:
             # A streaming endpoint whose REQUEST went out with the headers:
             # the body has been forwarded as it came; close the stream.
             upload.finish()
-            if upload.sink.finish_pending and not request.finished:
-                request.finish()
-                return NOT_DONE_YET
-            self._watch_client(request, upload.sink, upload.connection, upload.cid)
+            if not upload.sink.body_complete():
+                # Not answered yet.
+                self._watch_client(request, upload.sink, upload.connection, upload.cid)
             return NOT_DONE_YET
-        early_error = getattr(request, "early_error", None)
+        early_error = request.early_error
         if early_error is not None:
             raise early_error
         method = request.method.decode("ascii", "replace")
         if request.path in HEALTH_PATHS:
             raise MethodNotAllowed(f"{method} is not allowed on the gateway's health endpoints",
                                    ("GET", "HEAD"))
-        too_large = getattr(request, "too_large", None)
+        too_large = request.too_large
         planner = self.planner
         if too_large is not None:
             raise PayloadTooLarge(
@@ -145,7 +145,7 @@ class ProxyResource(Resource):
             self.forwarding, request.clientproto, _came_over_tls(request))
         plan = planner.plan(method, request.path.decode("latin-1"), headers, version,
                             authorization, len(body), self.clock.seconds(), cid_text,
-                            getattr(request, "resolution", None))
+                            request.resolution)
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
         connection = plan.connection
@@ -228,16 +228,12 @@ class ProxyResource(Resource):
         request.stream_body_to(upload)
         return True
 
-    def _watch_client(self, request: Request, sink: HttpResponseSink,
+    def _watch_client(self, request: GatewayRequest, sink: HttpResponseSink,
                       connection: Union[IEdgeConnection, Attempts], cid: CorrelationId) -> None:
         """
         Cancel the request if its client leaves before the answer.
         """
-        if isinstance(request, GatewayRequest):
-            request.when_client_gone(partial(self._client_gone, sink, connection, cid))
-        else:
-            request.notifyFinish().addErrback(
-                lambda failure: self._client_gone(sink, connection, cid))
+        request.when_client_gone(partial(self._client_gone, sink, connection, cid))
 
     def _client_gone(self, sink: HttpResponseSink,
                      connection: Union[IEdgeConnection, Attempts], cid: CorrelationId) -> None:

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from stellarouter.gateway.connection import ConnectionPhase
 from stellarouter.common.interfaces import IResponseSink
 from stellarouter.config.gateway import EndpointOverride, ServiceConfig
 from stellarouter.config.resilience import OutlierDetectionConfig, RetryConfig
@@ -220,8 +221,10 @@ class RetryTests(SynchronousTestCase):
         instance and runs once.
         """
         self.executions.clear()
-        self.connection("a")._closed = True
-        self.addCleanup(setattr, self.connection("a"), "_closed", False)
+        connection = self.connection("a")
+        registered = connection.phase
+        connection.phase = ConnectionPhase.CLOSED
+        self.addCleanup(setattr, connection, "phase", registered)
         for _ in range(4):
             client = self.deployment.http()
             client.send("POST", "/charge", b"{}")
