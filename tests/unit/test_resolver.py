@@ -4,6 +4,7 @@ Tests for the endpoint resolver trie.
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from stellarouter.common.payloads import EMPTY
 from stellarouter.gateway.errors import MethodNotAllowed, NotFound
 from stellarouter.gateway.resolver import EndpointResolver, Route
 
@@ -36,6 +37,15 @@ class ResolverTests(SynchronousTestCase):
         resolution = self.resolver.resolve("GET", "/ping")
         self.assertEqual(resolution.template, "/ping")
         self.assertEqual(resolution.path_params, {})
+
+    def test_literal_parameters_are_the_payloads_empty_mapping(self) -> None:
+        """
+        A route without parameters carries the payloads' own C{EMPTY}
+        mapping, which the REQUEST encoder accepts by identity (any other
+        non-dict mapping costs it an C{isinstance(Mapping)} per request).
+        """
+        self.assertIs(self.resolver.resolve("GET", "/ping").path_params, EMPTY)
+        self.assertIs(self.resolver.resolve("GET", "/a/b/c").path_params, EMPTY)
 
     def test_root(self) -> None:
         """
