@@ -8,6 +8,7 @@ from stellarouter.common.errors import InvalidDescriptor
 from stellarouter.common.models import (
     normalize_path_template, parse_path_template, template_param_names, template_shape,
 )
+from stellarouter.common.payloads import EMPTY
 from stellarouter.gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from stellarouter.gateway.resolver import EndpointResolver, Route
 
@@ -40,6 +41,15 @@ class ResolverTests(SynchronousTestCase):
         resolution = self.resolver.resolve("GET", "/ping")
         self.assertEqual(resolution.template, "/ping")
         self.assertEqual(resolution.path_params, {})
+
+    def test_literal_parameters_are_the_payloads_empty_mapping(self) -> None:
+        """
+        A route without parameters carries the payloads' own C{EMPTY}
+        mapping, which the REQUEST encoder accepts by identity (any other
+        non-dict mapping costs it an C{isinstance(Mapping)} per request).
+        """
+        self.assertIs(self.resolver.resolve("GET", "/ping").path_params, EMPTY)
+        self.assertIs(self.resolver.resolve("GET", "/a/b/c").path_params, EMPTY)
 
     def test_root(self) -> None:
         """
