@@ -20,7 +20,7 @@
 #       like-gateway-frozen  on 127.0.0.1:8083  --like-gateway --gc-freeze (as twistd stella-gateway
 #                                               does after start-up)
 #   * for the variant quiet: a second gateway + Billing pair with metrics and both access logs off
-#     (HTTP 127.0.0.1:8085, TCP 5110; STELLAROUTER_*ACCESS_LOG__ENABLED=false,
+#     (HTTP 127.0.0.1:8085, TCP 5110, admin 9902; STELLAROUTER_*ACCESS_LOG__ENABLED=false,
 #     STELLAROUTER_METRICS__ENABLED=false): gateway vs quiet is what metrics + access log cost
 #     (target >= 0.9x; issue 21).  Both are on in the default configuration (the first pair).
 #   * for the variant nginx, if nginx is installed (else it is skipped, with a message):
@@ -140,7 +140,7 @@ if [ "$USE_QUIET" = 1 ]; then
   start gateway-quiet env "${QUIET_OFF[@]}" \
     "STELLAROUTER_HTTP__LISTEN=tcp:$(variant_port quiet):interface=127.0.0.1" \
     "STELLAROUTER_TRANSPORTS__0__LISTEN=tcp:$QUIET_MS_PORT:interface=127.0.0.1" \
-    STELLAROUTER_NODE__NODE_ID=gw-quiet \
+    STELLAROUTER_NODE__NODE_ID=gw-quiet STELLAROUTER_ADMIN__LISTEN=tcp:9902:interface=127.0.0.1 \
     "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml
   start billing-quiet env "${QUIET_OFF[@]}" \
     "STELLAROUTER_MICRO__ROUTERS__0__ADDRESS=tcp:host=127.0.0.1:port=$QUIET_MS_PORT" \
