@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 from .enums import CancelReason, InstanceHealthStatus
 from .errors import InvalidDescriptor, MalformedPayload
+from .schemas import optional_schemas
 from .models import (
     ClaimRequirement,
     EndpointDescriptor,
@@ -147,6 +148,8 @@ class Hello:
     heartbeat_interval: float = 5.0
     features: Tuple[str, ...] = ()
     protocol: int = PROTOCOL_VERSION
+    #: The C{schemas} object (feature C{endpoint-schemas}, common/schemas.py), as sent.
+    schemas: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,7 @@ def encode_hello(hello: Hello) -> bytes:
     Encode a HELLO payload.
     """
     i = hello.instance
+    extra = {} if hello.schemas is None else {"schemas": hello.schemas}
     return _encode_json(
         {
             "protocol": hello.protocol,
@@ -264,6 +268,7 @@ def encode_hello(hello: Hello) -> bytes:
             "endpoints": [endpoint_to_json(e) for e in hello.endpoints],
             "heartbeat_interval": hello.heartbeat_interval,
             "features": list(hello.features),
+            **extra,
         }
     )
 
@@ -306,7 +311,8 @@ def decode_hello(payload: bytes, limits: Optional[RegistrationLimits] = None) ->
     features = obj.get("features") or []
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise MalformedPayload("HELLO.features must be a list of strings")
-    return Hello(instance, endpoints, interval, tuple(features), protocol)
+    return Hello(instance, endpoints, interval, tuple(features), protocol,
+                 optional_schemas(obj, tuple(features)))
 
 
 def decode_endpoint_list(

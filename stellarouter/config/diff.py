@@ -13,7 +13,7 @@ from ..common.redaction import is_secret_key, redact
 from .reader import quote
 
 #: Key path prefixes that cannot change while the gateway runs.
-RESTART_ONLY = ("http.listen", "http.backlog", "transports")
+RESTART_ONLY = ("http.listen", "http.backlog", "transports", "openapi")
 
 
 def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:

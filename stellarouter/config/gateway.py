@@ -31,6 +31,7 @@ from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
+from .openapi import OpenApiConfig, read_openapi
 from .reader import (
     MAX_CONFIG_BYTES,
     Reader,
@@ -322,6 +323,7 @@ class GatewayConfig:
     static_instances: Tuple[StaticInstance, ...] = ()
     buffers: BuffersConfig = BuffersConfig()
     registration: RegistrationLimits = RegistrationLimits()
+    openapi: OpenApiConfig = OpenApiConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -349,7 +351,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
-                                   "registration"])
+                                   "registration", "openapi"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -505,6 +507,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     auth = _read_auth(r, top.get("auth"), source)
     buffers = _read_buffers(r, top.get("buffers"))
     registration = _read_registration(r, top.get("registration"))
+    openapi = read_openapi(r, top.get("openapi"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -517,6 +520,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
         static_instances=tuple(statics),
         buffers=buffers,
         registration=registration,
+        openapi=openapi,
     )
 
 

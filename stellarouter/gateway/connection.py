@@ -38,6 +38,7 @@ from ..common.payloads import (
     encode_stream_data,
     stream_credit,
 )
+from ..common.schemas import ENDPOINT_SCHEMAS, SchemasProblem, ServiceSchemas, read_schemas
 from ..config.gateway import HealthConfig
 from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
@@ -75,6 +76,9 @@ class GatewayConnection:
     #: If set, C{policy(service, version)} says why an instance may not
     #: register (C{services[].allowed_versions}), or returns C{None}.
     registration_policy: Optional[Callable[[str, str], Optional[str]]] = None
+    #: Keep the endpoint descriptions of a HELLO (feature C{endpoint-schemas})
+    #: for the OpenAPI document (off: C{openapi.expose: none}).
+    keep_schemas = True
 
     def __init__(
         self,
@@ -247,6 +251,7 @@ class GatewayConnection:
             if refusal is not None:
                 self._reject(f"HELLO refused: {refusal}", frame.correlation_id)
                 return
+        schemas = self._schemas(hello.schemas)
         now = self.clock.seconds()
         state = ConnectionState(
             connection_id=f"{self.sender.transport_type.value}-{next(_ids)}",
@@ -258,6 +263,7 @@ class GatewayConnection:
             peer=self.sender.peer,
             peer_identity=identity,
             max_frame_bytes=self.max_frame_bytes,
+            schemas=schemas,
         )
         self.state = state
         try:
@@ -269,7 +275,8 @@ class GatewayConnection:
         self.compact_headers = COMPACT_HEADERS in hello.features
         self.response_credit = RESPONSE_CREDIT in hello.features
         features = ((COMPACT_HEADERS,) if self.compact_headers else ()) + (
-            (RESPONSE_CREDIT,) if self.response_credit else ())
+            (RESPONSE_CREDIT,) if self.response_credit else ()) + (
+            (ENDPOINT_SCHEMAS,) if schemas is not None else ())
         self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
             HelloAck(True, None, self.node_id, self.region, features))))
         i = hello.instance
@@ -281,6 +288,21 @@ class GatewayConnection:
             identity=f" (certificate {', '.join(identity)})" if identity else "",
             count=len(hello.endpoints),
         )
+
+    def _schemas(self, raw: Optional[Any]) -> Optional[ServiceSchemas]:
+        """
+        The endpoint descriptions of a HELLO, if it has some, they are
+        kept, and their shape is right (else they are left out, logged:
+        the endpoints are routed all the same).
+        """
+        if raw is None or not self.keep_schemas:
+            return None
+        try:
+            return read_schemas(raw)
+        except SchemasProblem as e:
+            self.log.warn("endpoint descriptions in the HELLO from {peer} left out: {error}",
+                          peer=self.peer, error=e)
+            return None
 
     def _reject(self, reason: str, cid: Optional[CorrelationId] = None,
                 answer: bool = False) -> None:

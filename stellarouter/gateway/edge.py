@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 from klein import Klein
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -1170,7 +1170,8 @@ class GatewayRequest(Request):
         if isinstance(site, GatewaySite) and self.path == b"*":
             self._asterisk()
             return
-        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS:
+        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS or (
+                site.own_paths is not None and site.own_paths(self.path)):  # openapi.py
             super().process()
             return
         # A proxied request: what twisted.web's Request.process does for our
@@ -1368,6 +1369,10 @@ class GatewaySite(Site):
     open_connections = 0
     #: Connections over the cap being answered 503 now.
     refusing = 0
+    #: Other paths of the gateway's own (C{openapi.expose: public}) and the
+    #: resource that serves them.
+    own_paths: Optional[Callable[[bytes], bool]] = None
+    own_resource: Optional[IResource] = None
 
     def __init__(
         self,
@@ -1435,6 +1440,8 @@ class GatewaySite(Site):
         request.sitepath = []  # type: ignore[attr-defined]
         if request.path in HEALTH_PATHS and request.method in (b"GET", b"HEAD"):
             return self.health_resource
+        if self.own_paths is not None and self.own_paths(request.path):
+            return self.own_resource  # type: ignore[return-value]
         return self.proxy
 
     def log(self, request: http.Request) -> None:

@@ -35,6 +35,7 @@ from .expected import ExpectedInstances
 from .forwarding import ClientAddressPolicy
 from .memory import configured_routes
 from .health import HealthMonitor
+from .openapi import OpenApiCatalog, expose_publicly
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
 from .state import RoutingState
@@ -85,6 +86,13 @@ class GatewayService(Service):
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
                                    node.region, config.payload_limits, self.aggregate)
         self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
+        #: The OpenAPI documents (docs/router/openapi.md); on the public site
+        #: with C{openapi.expose: public}, on the admin listener by default.
+        self.openapi = OpenApiCatalog(self.routing_state, config.openapi.title,
+                                      lambda: self.config.default_versions())
+        if config.openapi.expose == "public":
+            expose_publicly(self.site, self.routing_state, self.openapi,
+                            config.openapi.path, config.openapi.docs_path)
         self.servers: List[ITransportServer] = []
         for i, t in enumerate(config.transports):
             try:
@@ -128,6 +136,7 @@ class GatewayService(Service):
                 stalled_close_after=self.config.buffers.stalled_close_after,
             )
             connection.registration = self.config.registration
+            connection.keep_schemas = self.config.openapi.expose != "none"
             return connection
         return build
 
@@ -224,7 +233,7 @@ class GatewayService(Service):
         effective = dataclasses.replace(
             new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
                                           backlog=self.config.http.backlog),
-            transports=self.config.transports)
+            transports=self.config.transports, openapi=self.config.openapi)
         self._apply(effective)
         self.config = effective
         self._disconnect_refused(effective)

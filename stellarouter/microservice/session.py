@@ -30,9 +30,10 @@ from ..common.payloads import (
     decode_heartbeat,
     decode_hello_ack,
     encode_heartbeat,
-    encode_hello,
 )
+from ..common.schemas import ENDPOINT_SCHEMAS
 from .budget import ResponseStreamBudget
+from .descriptions import fitting_hello, service_schemas
 from .dispatcher import RequestDispatcher
 from .endpoints import Microservice
 
@@ -67,6 +68,7 @@ class RouterSession:
         compact_headers: bool = True,
         response_budget: Optional[ResponseStreamBudget] = None,
         on_rejected: Optional[Callable[["RouterSession", str], None]] = None,
+        describe_endpoints: bool = True,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
@@ -81,7 +83,11 @@ class RouterSession:
             app's, without configuration overrides).
         @param response_budget: the process's budget for streamed response
             bytes, shared by all its sessions.
+        @param describe_endpoints: describe the endpoints in HELLO (feature
+            C{endpoint-schemas}, as much as fits in C{max_frame_bytes}).
         """
+        self.describe_endpoints = describe_endpoints
+        self.described = False
         self.response_budget = response_budget
         self.descriptors = descriptors if descriptors is not None else app.descriptors()
         self.can_stream = can_stream
@@ -119,7 +125,10 @@ class RouterSession:
             "({count} endpoints)", router=self.router, service=self.app.name,
             version=self.app.version, count=len(hello.endpoints),
         )
-        sender.sendFrame(Frame(FrameType.HELLO, self._hello_id, encode_hello(hello)))
+        schemas = (service_schemas(self.descriptors, self.app.docs)
+                   if self.describe_endpoints else None)
+        sender.sendFrame(Frame(FrameType.HELLO, self._hello_id, fitting_hello(
+            hello, schemas, self.max_frame_bytes, f"HELLO to router {self.router}")))
 
     def frameReceived(self, frame: Frame) -> None:
         assert self.dispatcher is not None and self.sender is not None
@@ -196,6 +205,8 @@ class RouterSession:
         self.dispatcher.compact_headers = (
             self.compact_headers and COMPACT_HEADERS in ack.features)
         self.dispatcher.response_credit = self.can_stream and RESPONSE_CREDIT in ack.features
+        # The gateway kept the endpoint descriptions (for its OpenAPI document).
+        self.described = ENDPOINT_SCHEMAS in ack.features
         self.log.info(
             "registered with gateway {node} (region {region}) at {router} as {instance_id}",
             node=ack.node_id, region=ack.region, router=self.router,

@@ -19,6 +19,7 @@ from ..config.gateway import (
     NodeConfig,
     TransportListenerConfig,
 )
+from ..config.openapi import OpenApiConfig
 from ..config.microservice import MicroserviceConfig, RouterEndpointConfig
 from ..gateway.service import GatewayService
 from ..microservice.endpoints import Microservice
@@ -38,7 +39,8 @@ class InMemoryDeployment:
     def __init__(self, clock: Optional[Clock] = None, region: str = "eu1",
                  max_frame_bytes: int = 1024 * 1024, neighbor_regions: Any = (),
                  health: HealthConfig = HealthConfig(), services: Any = (),
-                 auth: AuthConfig = AuthConfig(), extra_transports: Any = ()) -> None:
+                 auth: AuthConfig = AuthConfig(), extra_transports: Any = (),
+                 openapi: OpenApiConfig = OpenApiConfig()) -> None:
         self.clock = clock or Clock()
         self.network = InMemoryNetwork(self.clock)
         self.max_frame_bytes = max_frame_bytes
@@ -50,6 +52,7 @@ class InMemoryDeployment:
             health=health,
             services=tuple(services),
             auth=auth,
+            openapi=openapi,
         )
         self.gateway = GatewayService(self.config, self.clock, self.network)
         self.microservices: List[MicroserviceService] = []
