@@ -78,8 +78,10 @@ def read_schemas(raw: Any) -> ServiceSchemas:
     """
     if not isinstance(raw, dict):
         raise SchemasProblem("schemas must be an object")
-    endpoints = raw.get("endpoints") or []
-    components = raw.get("components") or {}
+    endpoints = raw.get("endpoints")
+    components = raw.get("components")
+    endpoints = [] if endpoints is None else endpoints
+    components = {} if components is None else components
     if not isinstance(endpoints, list):
         raise SchemasProblem("schemas.endpoints must be a list")
     if not isinstance(components, dict):

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from urllib.parse import parse_qs, urlsplit
 
 from klein import Klein
 from twisted.logger import Logger
@@ -368,10 +369,10 @@ class _SchemaRewriter:
         return self._copy(value, 0)
 
     def _copy(self, value: Any, depth: int) -> Any:
-        if depth > MAX_SCHEMA_DEPTH:
-            self._warn("a schema nested deeper than {max} levels")
-            return {}
         if isinstance(value, dict):
+            if depth > MAX_SCHEMA_DEPTH:
+                self._warn("a schema nested deeper than {max} levels")
+                return {}
             ref = value.get("$ref")
             if ref is not None:
                 if not (isinstance(ref, str) and ref.startswith(_COMPONENTS)
@@ -464,7 +465,8 @@ def add_openapi_routes(app: Klein, source: OpenApiCatalog,
 
     def openapi(*args: Any, **kwargs: Any) -> bytes:
         request = _request_of(args)
-        raw = request.args.get(b"version")
+        # From the URI: the gateway's own request class does not parse args.
+        raw = parse_qs(urlsplit(request.uri).query).get(b"version")
         version = raw[0].decode("utf-8", "replace") if raw else None
         rendered = source.document(version)
         request.setHeader(b"Cache-Control", b"no-cache")
