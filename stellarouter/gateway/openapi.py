@@ -61,6 +61,7 @@ _PROBLEM_SCHEMA = {
 #: docs/router/decisions.md), with their content types.
 SWAGGER_FILES = {
     "swagger-ui-bundle.js": b"application/javascript; charset=utf-8",
+    "swagger-ui-standalone-preset.js": b"application/javascript; charset=utf-8",
     "swagger-ui.css": b"text/css; charset=utf-8",
     "favicon-32x32.png": b"image/png",
     "favicon-16x16.png": b"image/png",
@@ -223,7 +224,10 @@ def build_document(services: Iterable[_ServiceAtVersion], title: str,
         names = {name: _component_name(service.service, name) for name in service.components}
         rewrite = _SchemaRewriter(service.service, names)
         for name, schema in sorted(service.components.items()):
-            components[names[name]] = rewrite.schema(schema)
+            copied = rewrite.schema(schema)
+            if isinstance(copied, dict) and copied.get("title") == name:
+                copied["title"] = names[name]  # what Swagger UI shows
+            components[names[name]] = copied
         tags.append({"name": service.service,
                      "description": f"{service.service} {service.version}"})
         for key, endpoint in sorted(service.endpoints.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -413,14 +417,16 @@ _DOCS_PAGE = """<!DOCTYPE html>
 <body>
 <div id="swagger-ui"></div>
 <script src="{docs}/swagger-ui-bundle.js" charset="UTF-8"></script>
+<script src="{docs}/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
 <script>
 window.ui = SwaggerUIBundle({{
   urls: {urls},
   "urls.primaryName": "default",
   dom_id: "#swagger-ui",
   deepLinking: true,
-  presets: [SwaggerUIBundle.presets.apis],
-  layout: "BaseLayout"
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+  plugins: [SwaggerUIBundle.plugins.DownloadUrl],
+  layout: "StandaloneLayout"
 }});
 </script>
 </body>

@@ -79,7 +79,8 @@ def split_docstring(doc: Optional[str]) -> Tuple[str, str]:
     text = _MARKUP.sub(r"`\1`", "\n".join(kept)).strip()
     paragraph = " ".join(text.partition("\n\n")[0].split())
     match = _SENTENCE.match(paragraph)
-    summary = match.group(1) if match else paragraph
+    # A summary is plain text (OpenAPI): no Markdown code marks.
+    summary = (match.group(1) if match else paragraph).replace("`", "")
     paragraphs = [" ".join(p.split()) for p in text.split("\n\n") if p.strip()]
     description = "\n\n".join(paragraphs)
     return summary, "" if description == summary else description

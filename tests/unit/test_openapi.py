@@ -349,7 +349,7 @@ class DocumentTests(SynchronousTestCase):
                                       "/invoices/{id}/attachments", "/invoices/{id}/export"})
         create = paths["/invoices"]["post"]
         self.assertEqual(create["summary"], "Create an invoice; answers 201 with it and its "
-                                            "`Location`.")
+                                            "Location.")
         self.assertEqual(create["requestBody"]["content"]["application/json"]["schema"],
                          {"$ref": "#/components/schemas/billing.NewInvoice"})
         self.assertEqual(create["responses"]["201"]["content"]["application/json"]["schema"],
