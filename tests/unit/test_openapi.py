@@ -522,11 +522,16 @@ class DocumentTests(SynchronousTestCase):
         them (its HELLO is refused, as for C{/health}).
         """
         deployment = self.deployment()
-        app = Microservice("sneaky", "1.0.0")
-        app.endpoint("GET", "/docs/{page}")(lambda ctx: RawResponse.text("x"))
-        micro = deployment.add(app)
-        self.assertEqual(micro.sessions[0].accepted if micro.sessions else None, None)
-        self.assertEqual(deployment.gateway.routing_state.connections(), [])
+        logged: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        for path in ("/docs/{page}", "/openapi.json"):
+            app = Microservice("sneaky", "1.0.0")
+            app.endpoint("GET", path)(lambda ctx: RawResponse.text("x"))
+            deployment.add(app)
+            self.assertEqual(deployment.gateway.routing_state.connections(), [])
+            self.assertTrue(any(f"GET {path} is reserved" in str(e.get("reason", ""))
+                                for e in logged))
 
 
 class HostileDescriptionTests(SynchronousTestCase):
