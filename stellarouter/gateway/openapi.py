@@ -31,7 +31,9 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
+from ..common.interfaces import IOpenApiSource
 from ..common.models import ClaimRequirement, EndpointDescriptor, parse_version
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..common.schemas import ServiceSchemas
@@ -95,6 +97,7 @@ class _ServiceAtVersion:
     components: Dict[str, Any]
 
 
+@implementer(IOpenApiSource)
 class OpenApiCatalog:
     """
     The OpenAPI documents of what is connected now, built on demand and
@@ -340,8 +343,10 @@ def _responses(response: Any, rewrite: "_SchemaRewriter", streaming: bool) -> Di
             content = {media: {"schema": rewrite.schema(response["schema"])}
                        if "schema" in response else {}}
     success: Dict[str, Any] = {"description": RESPONSES.get(status, b"").decode() or "Success"}
-    if content and status not in (204, 304):
-        success["content"] = content
+    if status not in (204, 304):
+        # A body of a type the service did not describe: any (so a client,
+        # and "Try it out", accept whatever comes, not only problems).
+        success["content"] = content or {"*/*": {}}
     return {
         str(status): success,
         "default": {"description": "An error (problem details)",
@@ -460,7 +465,7 @@ def _matches(header: Optional[bytes], etag: bytes) -> bool:
     return False
 
 
-def add_openapi_routes(app: Klein, source: OpenApiCatalog,
+def add_openapi_routes(app: Klein, source: IOpenApiSource,
                        openapi_path: str = "/openapi.json", docs_path: str = "/docs") -> None:
     """
     Add C{GET openapi_path} (the document, C{?version=V} for one version;
@@ -544,7 +549,7 @@ __all__ = ["OpenApiCatalog", "RenderedDocument", "add_openapi_routes", "build_do
            "owned_paths"]
 
 
-def expose_publicly(site: Any, routing_state: RoutingState, catalog: OpenApiCatalog,
+def expose_publicly(site: Any, routing_state: RoutingState, catalog: IOpenApiSource,
                     openapi_path: str = "/openapi.json", docs_path: str = "/docs") -> None:
     """
     Serve the routes on the gateway's public site (C{openapi.expose:

@@ -15,11 +15,13 @@ import msgspec
 from openapi_spec_validator import validate
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from examples.billing.service import service as billing
 from stellarouter.common.enums import FrameType
 from stellarouter.common.frames import FRAME_OVERHEAD
 from stellarouter.common.ids import new_correlation_id
+from stellarouter.common.interfaces import IOpenApiSource
 from stellarouter.common.models import ClaimRequirement, Frame, InstanceDescriptor
 from stellarouter.common.payloads import Hello, decode_hello, decode_hello_ack, encode_hello
 from stellarouter.common.schemas import (
@@ -329,6 +331,13 @@ class _RecordingSender:
 
 
 class DocumentTests(SynchronousTestCase):
+    def test_catalog_provides_the_interface(self) -> None:
+        """
+        The gateway's catalog provides L{IOpenApiSource}, the seam the
+        routes (public or admin) are given.
+        """
+        verifyObject(IOpenApiSource, OpenApiCatalog(RoutingState()))
+
     def deployment(self, **kwargs: Any) -> InMemoryDeployment:
         deployment = InMemoryDeployment(openapi=PUBLIC, **kwargs)
         self.addCleanup(deployment.stop)
