@@ -282,7 +282,8 @@ def _operation(service: _ServiceAtVersion, endpoint: EndpointDescriptor,
                                                   endpoint.path.strip("/").split("/")) or "root"))
     operation: Dict[str, Any] = {
         "operationId": f"{service.service}.{opid}",
-        "tags": list(description.get("tags") or [service.service]),
+        "tags": [t for t in description.get("tags") or () if isinstance(t, str) and t]
+        or [service.service],
     }
     for key, target in (("summary", "summary"), ("description", "description")):
         if description.get(key):
@@ -376,6 +377,13 @@ class _SchemaRewriter:
         self._warned = False
 
     def schema(self, value: Any) -> Any:
+        """
+        A copy of C{value} for the document; anything but an object or a
+        boolean (the two forms of a JSON Schema) is replaced by C{{}}.
+        """
+        if not isinstance(value, (dict, bool)):
+            self._warn("a schema that is neither an object nor a boolean")
+            return {}
         return self._copy(value, 0)
 
     def _copy(self, value: Any, depth: int) -> Any:

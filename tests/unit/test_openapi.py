@@ -13,6 +13,9 @@ from typing import Any, Dict, List, Optional
 
 import msgspec
 from openapi_spec_validator import validate
+from hypothesis import given, settings
+from klein import Klein
+from twisted.web.server import Site
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -34,7 +37,7 @@ from stellarouter.config.errors import ConfigError
 from stellarouter.config.gateway import parse_gateway_config, ServiceConfig
 from stellarouter.config.openapi import OpenApiConfig
 from stellarouter.config.diff import diff
-from stellarouter.gateway.openapi import OpenApiCatalog, build_document
+from stellarouter.gateway.openapi import OpenApiCatalog, add_openapi_routes, build_document
 from stellarouter.gateway.state import RoutingState
 from stellarouter.microservice import Microservice, RawRequestContext, RawResponse
 from stellarouter.microservice.descriptions import (
@@ -44,6 +47,8 @@ from stellarouter.microservice.descriptions import (
     split_docstring,
 )
 from stellarouter.testing.harness import InMemoryDeployment
+from stellarouter.testing.http import InMemoryHttpClient
+from stellarouter.testing.strategies import json_values
 
 PUBLIC = OpenApiConfig(expose="public")
 
@@ -514,6 +519,32 @@ class DocumentTests(SynchronousTestCase):
         self.assertEqual(deployment.request("GET", "/docs/setup.py").status, 404)
         self.assertEqual(deployment.request("GET", "/docs/..%2Fopenapi.py").status, 404)
 
+    def test_mounted_on_a_bound_klein_app(self) -> None:
+        """
+        The routes work on a class-based Klein app used through an instance
+        (how the admin listener's app is built), HEAD included.
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        deployment.add(billing)
+
+        class AdminLike:
+            app = Klein()
+
+        add_openapi_routes(AdminLike.app, deployment.gateway.openapi, "/api/openapi.json",
+                           "/api/docs/")
+        client = InMemoryHttpClient(Site(AdminLike().app.resource()))
+        client.send("GET", "/api/openapi.json")
+        response = client.response()
+        assert response is not None
+        self.assertEqual(response.status, 200)
+        validate(json.loads(response.body))
+        head = InMemoryHttpClient(Site(AdminLike().app.resource()))
+        head.send("HEAD", "/api/docs")
+        response = head.response()
+        assert response is not None
+        self.assertEqual((response.status, response.body), (200, b""))
+
     def test_not_public_by_default(self) -> None:
         """
         By default (C{expose: admin}) the public port serves neither path:
@@ -544,10 +575,19 @@ class DocumentTests(SynchronousTestCase):
 
 
 class HostileDescriptionTests(SynchronousTestCase):
-    def build(self, components: Dict[str, Any], schema: Any) -> Dict[str, Any]:
+    def build(self, components: Any, schema: Any, validated: bool = True) -> Dict[str, Any]:
         """
         The document of one service whose HELLO had C{components} and an
         endpoint answering C{schema}.
+        """
+        return self.build_from({"endpoints": [{"method": "GET", "path": "/x", "response": {
+            "status": 200, "content_type": "application/json", "schema": schema}}],
+            "components": components}, validated)
+
+    def build_from(self, raw: Any, validated: bool = True) -> Dict[str, Any]:
+        """
+        The document of one service C{GET /x} whose HELLO had the
+        descriptions C{raw}.
         """
         state = RoutingState()
         deployment_app = Microservice("evil", "1.0.0")
@@ -563,14 +603,13 @@ class HostileDescriptionTests(SynchronousTestCase):
         connection.state = ConnectionState(  # type: ignore[attr-defined]
             "c-1", InstanceDescriptor("e-1", "evil", "1.0.0", "eu1"), TransportType.INMEMORY,
             {descriptor.key: descriptor}, 0.0,
-            schemas=read_schemas({"endpoints": [{"method": "GET", "path": "/x", "response": {
-                "status": 200, "content_type": "application/json", "schema": schema}}],
-                "components": components}))
+            schemas=read_schemas(raw))
         state.register(connection)  # type: ignore[arg-type]
         rendered = OpenApiCatalog(state).document()
         assert rendered is not None
         document: Dict[str, Any] = json.loads(rendered.body)
-        validate(document)
+        if validated:
+            validate(document)
         return document
 
     def response_schema(self, document: Dict[str, Any]) -> Any:
@@ -604,6 +643,23 @@ class HostileDescriptionTests(SynchronousTestCase):
             node = node.get("items")
             depth += 1
         self.assertLess(depth, 70)
+
+    @given(json_values(), json_values())
+    @settings(max_examples=200, deadline=None)
+    def test_any_descriptions_never_crash(self, schemas: Any, schema: Any) -> None:
+        """
+        Whatever JSON a HELLO's C{schemas} holds, the gateway either refuses
+        its shape or builds a document from it, without an exception.
+        """
+        try:
+            read_schemas(schemas)
+        except SchemasProblem:
+            pass
+        else:
+            self.build_from(schemas, validated=False)
+        components = schemas.get("components") if isinstance(schemas, dict) else None
+        if isinstance(components, dict):
+            self.build(components, schema, validated=False)
 
     def test_built_document_validates_alone(self) -> None:
         """
