@@ -23,7 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
@@ -473,18 +473,34 @@ def _matches(header: Optional[bytes], etag: bytes) -> bool:
     return False
 
 
-def add_openapi_routes(app: Klein, source: IOpenApiSource,
-                       openapi_path: str = "/openapi.json", docs_path: str = "/docs") -> None:
+def add_openapi_routes(
+    app: Klein,
+    source: Union[IOpenApiSource, Callable[[Any], IOpenApiSource]],
+    openapi_path: str = "/openapi.json",
+    docs_path: str = "/docs",
+) -> None:
     """
     Add C{GET openapi_path} (the document, C{?version=V} for one version;
     C{ETag}, C{If-None-Match} answered 304) and C{GET docs_path} (Swagger
     UI, with its files under C{docs_path/}) to a Klein app: the gateway's
     public site or its admin listener.
+
+    @param source: the documents; or, for a class-level C{app = Klein()}
+        whose routes are shared by every instance, a function given the
+        instance the app is used through and returning its documents
+        (C{lambda admin: admin.openapi}), so that the routes are added once,
+        at class level.
     """
     docs = docs_path.rstrip("/")
 
+    def source_for(args: Tuple[Any, ...]) -> IOpenApiSource:
+        if IOpenApiSource.providedBy(source):
+            return source
+        return source(args[0])
+
     def openapi(*args: Any, **kwargs: Any) -> bytes:
         request = _request_of(args)
+        source = source_for(args)
         # From the URI: the gateway's own request class does not parse args.
         raw = parse_qs(urlsplit(request.uri).query).get(b"version")
         version = raw[0].decode("utf-8", "replace") if raw else None
@@ -506,6 +522,7 @@ def add_openapi_routes(app: Klein, source: IOpenApiSource,
 
     def page(*args: Any, **kwargs: Any) -> bytes:
         request = _request_of(args)
+        source = source_for(args)
         urls = [{"name": "default", "url": openapi_path}] + [
             {"name": v, "url": f"{openapi_path}?version={v}"} for v in source.versions()]
         request.setHeader(b"Content-Type", b"text/html; charset=utf-8")

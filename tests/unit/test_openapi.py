@@ -521,25 +521,33 @@ class DocumentTests(SynchronousTestCase):
 
     def test_mounted_on_a_bound_klein_app(self) -> None:
         """
-        The routes work on a class-based Klein app used through an instance
-        (how the admin listener's app is built), HEAD included.
+        The routes work on a class-based Klein app used through its
+        instances (how the admin listener's app is built): added once at
+        class level, each instance serves its own documents; HEAD included.
         """
         deployment = InMemoryDeployment()
         self.addCleanup(deployment.stop)
         deployment.add(billing)
+        empty = OpenApiCatalog(RoutingState())
 
         class AdminLike:
             app = Klein()
 
-        add_openapi_routes(AdminLike.app, deployment.gateway.openapi, "/api/openapi.json",
+            def __init__(self, openapi: OpenApiCatalog) -> None:
+                self.openapi = openapi
+
+        add_openapi_routes(AdminLike.app, lambda admin: admin.openapi, "/api/openapi.json",
                            "/api/docs/")
-        client = InMemoryHttpClient(Site(AdminLike().app.resource()))
-        client.send("GET", "/api/openapi.json")
-        response = client.response()
-        assert response is not None
-        self.assertEqual(response.status, 200)
-        validate(json.loads(response.body))
-        head = InMemoryHttpClient(Site(AdminLike().app.resource()))
+        for catalog, paths in ((deployment.gateway.openapi, 5), (empty, 0)):
+            client = InMemoryHttpClient(Site(AdminLike(catalog).app.resource()))
+            client.send("GET", "/api/openapi.json")
+            response = client.response()
+            assert response is not None
+            self.assertEqual(response.status, 200)
+            document = json.loads(response.body)
+            validate(document)
+            self.assertEqual(len(document["paths"]), paths)
+        head = InMemoryHttpClient(Site(AdminLike(empty).app.resource()))
         head.send("HEAD", "/api/docs")
         response = head.response()
         assert response is not None
