@@ -16,6 +16,7 @@ EXPOSURES = ("admin", "public", "none")
 #: A path of the gateway's own: C{/} and RFC 3986 path characters, no
 #: empty segment, no dot segment.
 _PATH = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+\Z")
+_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?\Z")
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,17 @@ class OpenApiConfig:
     @ivar path: the document's path.
     @ivar docs_path: the Swagger UI page's path (its files below it).
     @ivar title: the document's C{info.title}.
+    @ivar server_url: the base URL clients reach the services at (the
+        document's C{servers}); C{None}: the page's own origin when
+        public, the HTTP listener's address (C{http://host:port}) when on
+        the admin listener.
     """
 
     expose: str = "admin"
     path: str = "/openapi.json"
     docs_path: str = "/docs"
     title: str = "stellarouter gateway"
+    server_url: Optional[str] = None
 
 
 def _path_problem(value: str) -> Optional[str]:
@@ -47,7 +53,7 @@ def read_openapi(r: Reader, raw: Any) -> OpenApiConfig:
     """
     Read the C{openapi} mapping (every key optional).
     """
-    obj = r.mapping(raw, "openapi", ["expose", "path", "docs_path", "title"])
+    obj = r.mapping(raw, "openapi", ["expose", "path", "docs_path", "title", "server_url"])
     defaults = OpenApiConfig()
     config = OpenApiConfig(
         expose=r.get(obj, "expose", "openapi", str, defaults.expose,
@@ -57,6 +63,9 @@ def read_openapi(r: Reader, raw: Any) -> OpenApiConfig:
         docs_path=r.get(obj, "docs_path", "openapi", str, defaults.docs_path, _path_problem),
         title=r.get(obj, "title", "openapi", str, defaults.title,
                     lambda v: None if v.strip() else "must not be empty"),
+        server_url=r.get(obj, "server_url", "openapi", str, None,
+                         lambda v: None if _URL.match(v)
+                         else "must be an http:// or https:// URL, e.g. https://api.example.com"),
     )
     if config.path == config.docs_path or config.path.startswith(config.docs_path + "/"):
         r.problem("openapi.path", f"{config.path} is inside docs_path {config.docs_path}")

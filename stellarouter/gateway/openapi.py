@@ -117,6 +117,8 @@ class OpenApiCatalog:
         self.routing_state = routing_state
         self.title = title
         self.default_versions = default_versions
+        #: The document's C{servers} URL (C{None}: none, the page's origin).
+        self.server_url: Optional[str] = None
         self._key: Any = None
         self._documents: Dict[Optional[str], RenderedDocument] = {}
         self._services: Dict[Tuple[str, str], _ServiceAtVersion] = {}
@@ -128,7 +130,8 @@ class OpenApiCatalog:
         Forget the documents built if the HELLOs (or the default versions)
         changed since.
         """
-        key = (self.routing_state.generation, tuple(sorted(self.default_versions().items())))
+        key = (self.routing_state.generation, tuple(sorted(self.default_versions().items())),
+               self.server_url)
         if key != self._key:
             self._key = key
             self._documents.clear()
@@ -157,6 +160,9 @@ class OpenApiCatalog:
             if not chosen:
                 return None
         document = build_document([self._services[k] for k in chosen], self.title, version)
+        if self.server_url is not None:
+            document["servers"] = [{"url": self.server_url,
+                                    "description": "the gateway's HTTP port"}]
         body = msgspec.json.encode(document)  # a quarter of json.dumps's time
         rendered = RenderedDocument(body, b'"' + hashlib.sha256(body).hexdigest()[:32].encode()
                                     + b'"')

@@ -90,6 +90,7 @@ class GatewayService(Service):
         #: with C{openapi.expose: public}, on the admin listener by default.
         self.openapi = OpenApiCatalog(self.routing_state, config.openapi.title,
                                       lambda: self.config.default_versions())
+        self.openapi.server_url = config.openapi.server_url
         if config.openapi.expose == "public":
             expose_publicly(self.site, self.routing_state, self.openapi,
                             config.openapi.path, config.openapi.docs_path)
@@ -299,6 +300,11 @@ class GatewayService(Service):
         self._http_port = port
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
+        if self.config.openapi.expose == "admin" and self.openapi.server_url is None:
+            # Read off the admin listener, the document points at the HTTP port.
+            scheme = "https" if http.listen.startswith("ssl:") else "http"
+            name = f"[{host.host}]" if ":" in host.host else host.host
+            self.openapi.server_url = f"{scheme}://{name}:{host.port}"
         self.health.started = True
         node = self.config.node
         self.log.info(

@@ -700,6 +700,25 @@ class ConfigTests(SynchronousTestCase):
             "path": "/docs/openapi.json"}))
         self.assertIn("openapi.path", str(error))
 
+    def test_server_url(self) -> None:
+        """
+        C{server_url} must be an http(s) URL; it becomes the documents'
+        C{servers}.
+        """
+        error = self.assertRaises(ConfigError, parse_gateway_config, dict(self.BASE, openapi={
+            "server_url": "ftp://x"}))
+        self.assertIn("openapi.server_url", str(error))
+        config = parse_gateway_config(dict(self.BASE, openapi={
+            "server_url": "https://api.example.com/v1"}))
+        self.assertEqual(config.openapi.server_url, "https://api.example.com/v1")
+        catalog = OpenApiCatalog(RoutingState())
+        catalog.server_url = config.openapi.server_url
+        rendered = catalog.document()
+        assert rendered is not None
+        document = json.loads(rendered.body)
+        validate(document)
+        self.assertEqual(document["servers"][0]["url"], "https://api.example.com/v1")
+
     def test_restart_only(self) -> None:
         """
         A reload that changes the C{openapi} settings reports them as
