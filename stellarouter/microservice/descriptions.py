@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
 
 import msgspec
 from twisted.logger import Logger
@@ -200,33 +200,73 @@ def service_schemas(
     return schemas_to_json(endpoints, components)
 
 
-def fitting_hello(hello: Hello, schemas: Optional[Mapping[str, Any]],
+class HelloDescriptions(NamedTuple):
+    """
+    The C{schemas} of a HELLO, and the two forms it may be sent in, as JSON
+    (encoded once: every connection of an app sends the same).
+
+    @ivar whole: everything.
+    @ivar light: without the JSON Schemas (L{without_json_schemas}).
+    """
+
+    schemas: Dict[str, Any]
+    whole: bytes
+    light: bytes
+
+
+def describe(schemas: Dict[str, Any]) -> HelloDescriptions:
+    """
+    C{schemas} with its two JSON forms.
+    """
+    return HelloDescriptions(schemas, msgspec.json.encode(schemas),
+                             msgspec.json.encode(without_json_schemas(schemas)))
+
+
+def schemas_for(app: Any, descriptors: Sequence[EndpointDescriptor]) -> HelloDescriptions:
+    """
+    L{service_schemas} for a L{Microservice}'s C{descriptors}, built and
+    encoded once and kept on the app while neither they nor its
+    documentation change (every connection and reconnection sends the
+    same HELLO).
+    """
+    key = (tuple(descriptors), tuple(app.docs.items()))
+    cached = app.described
+    if cached is not None and cached[0] == key:
+        return cast(HelloDescriptions, cached[1])
+    descriptions = describe(service_schemas(descriptors, app.docs))
+    app.described = (key, descriptions)
+    return descriptions
+
+
+def fitting_hello(hello: Hello, descriptions: Optional[HelloDescriptions],
                   max_frame_bytes: int, where: str = "HELLO") -> bytes:
     """
-    The HELLO payload with as much of C{schemas} as fits in one frame of
-    C{max_frame_bytes} (the descriptions count against it like the rest
-    of HELLO): all of it; else without the JSON Schemas (summaries,
+    The HELLO payload with as much of the descriptions as fits in one
+    frame of C{max_frame_bytes} (they count against it like the rest of
+    HELLO): all of them; else without the JSON Schemas (summaries,
     descriptions, tags and statuses stay); else no descriptions and no
     C{endpoint-schemas} feature.  Each step down is logged.
 
     @param hello: the HELLO without C{schemas} and without the feature.
     """
-    if schemas is not None:
-        features = hello.features + (ENDPOINT_SCHEMAS,)
-        steps = ((schemas, "their JSON Schemas"), (without_json_schemas(schemas), "them"))
-        for attempt, (candidate, dropped) in enumerate(steps):
-            payload = encode_hello(Hello(hello.instance, hello.endpoints,
-                                         hello.heartbeat_interval, features, hello.protocol,
-                                         candidate))
-            if FRAME_OVERHEAD + len(payload) <= max_frame_bytes:
-                return payload
-            _log.warn(
-                "{where} with the endpoint descriptions would be {size} bytes, over the frame "
-                "limit of {limit}: sending it without {dropped}",
-                where=where, size=FRAME_OVERHEAD + len(payload), limit=max_frame_bytes,
-                dropped=dropped)
+    if descriptions is None:
+        return encode_hello(hello)
+    described = encode_hello(Hello(hello.instance, hello.endpoints, hello.heartbeat_interval,
+                                   hello.features + (ENDPOINT_SCHEMAS,), hello.protocol))
+    for part, dropped in ((descriptions.whole, "their JSON Schemas"),
+                          (descriptions.light, "them")):
+        # The HELLO object with one more key: its encoded descriptions.
+        payload = b"".join((described[:-1], b',"schemas":', part, b"}"))
+        if FRAME_OVERHEAD + len(payload) <= max_frame_bytes:
+            return payload
+        _log.warn(
+            "{where} with the endpoint descriptions would be {size} bytes, over the frame "
+            "limit of {limit}: sending it without {dropped}",
+            where=where, size=FRAME_OVERHEAD + len(payload), limit=max_frame_bytes,
+            dropped=dropped)
     return encode_hello(hello)
 
 
-__all__ = ["EndpointDoc", "endpoint_doc", "fitting_hello", "service_schemas",
+__all__ = ["EndpointDoc", "HelloDescriptions", "describe", "endpoint_doc", "fitting_hello",
+           "schemas_for", "service_schemas",
            "split_docstring"]

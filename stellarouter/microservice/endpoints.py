@@ -191,6 +191,9 @@ class Microservice:
         self._endpoints: Dict[Tuple[str, str], RegisteredEndpoint] = {}
         #: Each endpoint's documentation (HELLO feature C{endpoint-schemas}).
         self.docs: Dict[Tuple[str, str], EndpointDoc] = {}
+        #: The last HELLO descriptions built and what from
+        #: (L{stellarouter.microservice.descriptions.schemas_for}).
+        self.described: Optional[Tuple[Any, Dict[str, Any]]] = None
 
     def _register(
         self,

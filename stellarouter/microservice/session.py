@@ -33,7 +33,7 @@ from ..common.payloads import (
 )
 from ..common.schemas import ENDPOINT_SCHEMAS
 from .budget import ResponseStreamBudget
-from .descriptions import fitting_hello, service_schemas
+from .descriptions import fitting_hello, schemas_for
 from .dispatcher import RequestDispatcher
 from .endpoints import Microservice
 
@@ -125,8 +125,7 @@ class RouterSession:
             "({count} endpoints)", router=self.router, service=self.app.name,
             version=self.app.version, count=len(hello.endpoints),
         )
-        schemas = (service_schemas(self.descriptors, self.app.docs)
-                   if self.describe_endpoints else None)
+        schemas = schemas_for(self.app, self.descriptors) if self.describe_endpoints else None
         sender.sendFrame(Frame(FrameType.HELLO, self._hello_id, fitting_hello(
             hello, schemas, self.max_frame_bytes, f"HELLO to router {self.router}")))
 

@@ -42,7 +42,9 @@ from stellarouter.gateway.state import RoutingState
 from stellarouter.microservice import Microservice, RawRequestContext, RawResponse
 from stellarouter.microservice.descriptions import (
     endpoint_doc,
+    describe,
     fitting_hello,
+    schemas_for,
     service_schemas,
     split_docstring,
 )
@@ -211,13 +213,27 @@ class HelloTests(SynchronousTestCase):
         self.assertEqual(by_key[("POST", "/invoices/{id}/attachments")]["request"],
                          {"content_type": "application/octet-stream"})
 
+    def test_built_once_per_app(self) -> None:
+        """
+        Every connection of an app sends the descriptions built the first
+        time; registering another endpoint builds them again.
+        """
+        app = _versioned_billing("1.0.0", False)
+        first = schemas_for(app, app.descriptors())
+        self.assertIs(schemas_for(app, app.descriptors()), first)
+        self.assertEqual(json.loads(first.whole), first.schemas)
+        app.endpoint("GET", "/more")(lambda ctx: RawResponse.text("x"))
+        again = schemas_for(app, app.descriptors())
+        self.assertIsNot(again, first)
+        self.assertEqual(len(again.schemas["endpoints"]), 2)
+
     def test_fits_whole(self) -> None:
         """
         A HELLO that fits carries the descriptions and lists the feature;
         the gateway's decoder hands them on as sent.
         """
         schemas = service_schemas(billing.descriptors(), billing.docs)
-        hello = decode_hello(fitting_hello(self.hello(billing), schemas, 1024 * 1024))
+        hello = decode_hello(fitting_hello(self.hello(billing), describe(schemas), 1024 * 1024))
         self.assertIn(ENDPOINT_SCHEMAS, hello.features)
         self.assertEqual(hello.schemas, schemas)
 
@@ -235,10 +251,10 @@ class HelloTests(SynchronousTestCase):
         lighter = len(encode_hello(Hello(
             base.instance, base.endpoints, features=(ENDPOINT_SCHEMAS,),
             schemas=without_json_schemas(schemas)))) + FRAME_OVERHEAD
-        hello = decode_hello(fitting_hello(base, schemas, lighter))
+        hello = decode_hello(fitting_hello(base, describe(schemas), lighter))
         self.assertEqual(hello.schemas, without_json_schemas(schemas))
         self.assertEqual(hello.schemas["components"], {})
-        hello = decode_hello(fitting_hello(base, schemas, lighter - 1))
+        hello = decode_hello(fitting_hello(base, describe(schemas), lighter - 1))
         self.assertIsNone(hello.schemas)
         self.assertNotIn(ENDPOINT_SCHEMAS, hello.features)
         self.assertEqual(len(encode_hello(hello)) + FRAME_OVERHEAD, plain)
