@@ -15,6 +15,7 @@ import msgspec
 from openapi_spec_validator import validate
 from hypothesis import given, settings
 from klein import Klein
+from twisted.internet.task import Clock
 from twisted.web.server import Site
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -555,7 +556,8 @@ class DocumentTests(SynchronousTestCase):
         add_openapi_routes(AdminLike.app, lambda admin: admin.openapi, "/api/openapi.json",
                            "/api/docs/")
         for catalog, paths in ((deployment.gateway.openapi, 5), (empty, 0)):
-            client = InMemoryHttpClient(Site(AdminLike(catalog).app.resource()))
+            site = Site(AdminLike(catalog).app.resource(), reactor=Clock())
+            client = InMemoryHttpClient(site)
             client.send("GET", "/api/openapi.json")
             response = client.response()
             assert response is not None
@@ -563,7 +565,8 @@ class DocumentTests(SynchronousTestCase):
             document = json.loads(response.body)
             validate(document)
             self.assertEqual(len(document["paths"]), paths)
-        head = InMemoryHttpClient(Site(AdminLike(empty).app.resource()))
+        head = InMemoryHttpClient(Site(AdminLike(empty).app.resource(), reactor=Clock()))
+        self.addCleanup(head.disconnect)
         head.send("HEAD", "/api/docs")
         response = head.response()
         assert response is not None
