@@ -3,7 +3,17 @@ Every seam of the design, in one module.  Implementations (fakes included)
 are checked with C{zope.interface.verify.verifyObject} in the tests.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:  # annotations only: common/ imports no Twisted at run time
+    from twisted.internet.defer import Deferred
+
+    from .models import Frame, RoutingContext, RoutingDecision
+    from .payloads import ResponseMessage
 
 
 class IFrameSender(Interface):
@@ -18,7 +28,7 @@ class IFrameSender(Interface):
         "The verified identity of the peer's TLS certificate: a tuple of names "
         "(subject common name, then DNS alternative names); () without one.")
 
-    def sendFrame(frame):
+    def sendFrame(frame: Frame) -> None:
         """
         Queue one frame for the peer.  Never blocks; never raises for a
         closed connection (the frame is dropped; C{connectionClosed} tells).
@@ -27,7 +37,7 @@ class IFrameSender(Interface):
         @return: C{None}.
         """
 
-    def close(reason):
+    def close(reason: str) -> None:
         """
         Close the connection after the frames already queued.
 
@@ -42,7 +52,7 @@ class IFrameReceiver(Interface):
     that receives frames.  A transport creates one receiver per connection.
     """
 
-    def connectionOpened(sender):
+    def connectionOpened(sender: IFrameSender) -> None:
         """
         The connection is ready; frames may now be sent.
 
@@ -50,7 +60,7 @@ class IFrameReceiver(Interface):
         @return: C{None}.
         """
 
-    def frameReceived(frame):
+    def frameReceived(frame: Frame) -> None:
         """
         A complete, well-formed frame arrived.
 
@@ -58,7 +68,7 @@ class IFrameReceiver(Interface):
         @return: C{None}.
         """
 
-    def connectionClosed(reason):
+    def connectionClosed(reason: str) -> None:
         """
         The connection is gone.  Called exactly once per opened connection.
 
@@ -75,7 +85,7 @@ class ITransportServer(Interface):
 
     transport_type = Attribute("The L{TransportType} this server speaks.")
 
-    def start():
+    def start() -> Deferred[str]:
         """
         Begin accepting connections.
 
@@ -84,7 +94,7 @@ class ITransportServer(Interface):
             fails if the address cannot be bound.
         """
 
-    def stop():
+    def stop() -> Deferred[None]:
         """
         Stop accepting connections and close the open ones.
 
@@ -101,14 +111,14 @@ class ITransportClient(Interface):
 
     transport_type = Attribute("The L{TransportType} this client speaks.")
 
-    def start():
+    def start() -> None:
         """
         Begin connecting (and reconnecting after every loss).
 
         @return: C{None}.
         """
 
-    def stop():
+    def stop() -> Deferred[None]:
         """
         Stop reconnecting and close the current connection.
 
@@ -122,7 +132,7 @@ class IGlobalRoutingState(Interface):
     their HELLOs.  Nothing is persisted.
     """
 
-    def register(connection):
+    def register(connection: Any) -> None:
         """
         Add a connection whose HELLO was accepted.
 
@@ -134,7 +144,7 @@ class IGlobalRoutingState(Interface):
             template already registered; nothing is changed then.
         """
 
-    def unregister(connection):
+    def unregister(connection: Any) -> None:
         """
         Remove a connection (closed, or rejected late).  Removing an unknown
         connection is a no-op.
@@ -142,7 +152,7 @@ class IGlobalRoutingState(Interface):
         @return: C{None}.
         """
 
-    def resolve(method, path):
+    def resolve(method: str, path: str) -> Any:
         """
         Find the endpoint for a request.
 
@@ -161,14 +171,14 @@ class IGlobalRoutingState(Interface):
             segment as a parameter).
         """
 
-    def connectionsFor(service_name, method, template):
+    def connectionsFor(service_name: str, method: str, template: str) -> Sequence[Any]:
         """
         The live connections of C{service_name} that announced the endpoint.
 
         @return: a sequence of connections (possibly empty).
         """
 
-    def connections():
+    def connections() -> Sequence[Any]:
         """
         Every registered connection.
 
@@ -181,7 +191,8 @@ class IRoutingPlugin(Interface):
     Chooses the connection that serves one request.  Pure policy: no I/O.
     """
 
-    def choose(context, candidates, now):
+    def choose(context: RoutingContext, candidates: Sequence[Any],
+               now: float) -> Optional[RoutingDecision]:
         """
         Pick a connection.
 
@@ -205,7 +216,7 @@ class IRawStellaEndpoint(Interface):
         "(service name and version may be empty; the service fills them)."
     )
 
-    def handle(context):
+    def handle(context: Any) -> Any:
         """
         Serve one request.
 
@@ -225,7 +236,7 @@ class IResponseSink(Interface):
     C{failed}.
     """
 
-    def responseStarted(response):
+    def responseStarted(response: ResponseMessage) -> None:
         """
         The RESPONSE header (and, unless streaming, the whole body) arrived.
 
@@ -233,7 +244,7 @@ class IResponseSink(Interface):
         @return: C{None}.
         """
 
-    def bodyChunk(data):
+    def bodyChunk(data: bytes) -> None:
         """
         One piece of a streamed response body.
 
@@ -241,14 +252,14 @@ class IResponseSink(Interface):
         @return: C{None}.
         """
 
-    def responseFinished():
+    def responseFinished() -> None:
         """
         The streamed response body is complete.
 
         @return: C{None}.
         """
 
-    def failed(error):
+    def failed(error: Any) -> None:
         """
         No (complete) response will come.
 
@@ -270,7 +281,7 @@ class ISendBacklog(Interface):
         "drained).  An upper bound of what waits, give or take the "
         "transport's own high-water mark.")
 
-    def notifyDrained(callback):
+    def notifyDrained(callback: Callable[[], None]) -> None:
         """
         Call C{callback()} once, when nothing waits any more (at once if
         nothing waits now); dropped if the connection closes first.
@@ -279,7 +290,7 @@ class ISendBacklog(Interface):
         @return: C{None}.
         """
 
-    def limitUnsent(limit, callback):
+    def limitUnsent(limit: int, callback: Callable[[], None]) -> None:
         """
         Call C{callback()} when C{unsent} passes C{limit} (once each time it
         passes after having drained).  Replaces an earlier limit.
@@ -289,7 +300,7 @@ class ISendBacklog(Interface):
         @return: C{None}.
         """
 
-    def abort(reason):
+    def abort(reason: str) -> None:
         """
         Close now, dropping whatever waits (L{IFrameSender.close} waits for
         the queued frames to leave, which a peer that does not read never
@@ -309,13 +320,13 @@ class IOpenApiSource(Interface):
 
     title = Attribute("The documents' C{info.title} (str), also the docs page's title.")
 
-    def versions():
+    def versions() -> List[str]:
         """
         @return: every version some connected service has, lowest first
             (list of str): the docs page offers a document for each.
         """
 
-    def document(version):
+    def document(version: Optional[str]) -> Any:
         """
         The serialized document for requests with C{X-Stella-Version:
         version}, or without one.

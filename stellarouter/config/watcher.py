@@ -25,10 +25,10 @@ from .reader import MAX_CONFIG_BYTES
 
 #: How C{run_blocking} is called: C{run_blocking(function, *args)} returns a
 #: Deferred of C{function(*args)}, run wherever blocking work may run.
-RunBlocking = Callable[..., Deferred]
+RunBlocking = Callable[..., "Deferred[Any]"]
 
 
-def run_here(function: Callable[..., Any], *args: Any) -> Deferred:
+def run_here(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
     """
     A C{run_blocking} that runs C{function} at once, in this thread (tests
     on a L{Clock}; in-memory deployments).
@@ -123,7 +123,7 @@ class ConfigWatcher:
         if self._loop.running:
             self._loop.stop()
 
-    def check(self, force: bool = False) -> Deferred:
+    def check(self, force: bool = False) -> Deferred[bool]:
         """
         Reload if the file changed and stayed the same since the previous
         poll (or at once, with C{force}).  One check runs at a time: a poll

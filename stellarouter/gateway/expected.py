@@ -10,7 +10,7 @@ shows and the log says, instead of a silent 404 or 503 later.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.logger import Logger
 
@@ -21,7 +21,7 @@ CONNECTED, MISSING, MISMATCHED = "connected", "missing", "mismatched"
 
 
 def instance_status(expected: StaticInstance,
-                    connections: Iterable) -> Tuple[str, Optional[str]]:
+                    connections: Iterable[Any]) -> Tuple[str, Optional[str]]:
     """
     The status of one expected instance among C{connections} (each with a
     registered C{state}).
@@ -68,19 +68,19 @@ class ExpectedInstances:
             self._logged = {e: status for e, status in previous._logged.items()
                             if e in expected}
 
-    def report(self, connections: Iterable) -> Dict[str, dict]:
+    def report(self, connections: Iterable[Any]) -> Dict[str, Dict[str, str]]:
         """
         C{service/instance_id} → C{{"status": ..., "detail"?: ...}} for
         every expected instance.
         """
         connections = list(connections)
-        out: Dict[str, dict] = {}
+        out: Dict[str, Dict[str, str]] = {}
         for expected in self.expected:
             status, detail = instance_status(expected, connections)
             out[expected.name] = {"status": status, **({"detail": detail} if detail else {})}
         return out
 
-    def check(self, connections: Iterable) -> None:
+    def check(self, connections: Iterable[Any]) -> None:
         """
         Log every expected instance whose status changed since the last
         check (the first check logs those not connected).

@@ -6,7 +6,7 @@ injected clock.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, List, Optional
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -85,8 +85,8 @@ class HealthMonitor:
         self,
         clock: IReactorTime,
         thresholds: HealthConfig,
-        connections: Callable[[], Iterable],
-        after_sweep: Optional[Callable[[list], None]] = None,
+        connections: Callable[[], Iterable[Any]],
+        after_sweep: Optional[Callable[[List[Any]], None]] = None,
     ) -> None:
         self.clock = clock
         self.thresholds = thresholds

@@ -114,9 +114,9 @@ class GatewayService(Service):
         self._apply(config)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: Dict[str, Any] = {}
-        self.ready: Deferred = Deferred()
+        self.ready: Deferred[Dict[str, Any]] = Deferred()
 
-    def _run_blocking(self, function: Any, *args: Any) -> Deferred:
+    def _run_blocking(self, function: Any, *args: Any) -> Deferred[Any]:
         """
         Run blocking work (reading and parsing the configuration) in the
         reactor's thread pool, so it never stalls requests; at once when
@@ -247,7 +247,7 @@ class GatewayService(Service):
                           "{changes}", changes="; ".join(restart))
         return live, restart
 
-    def reload(self) -> Deferred:
+    def reload(self) -> Deferred[bool]:
         """
         Re-read the configuration file now (SIGHUP).
 
@@ -318,7 +318,7 @@ class GatewayService(Service):
             self.log.failure("gateway failed to start", failure)
         self.ready.errback(failure)
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> "Deferred[Any]":
         super().stopService()
         self.health.stopping = True
         self.monitor.stop()

@@ -29,8 +29,7 @@ from ..common.payloads import (
     STREAM_WINDOW,
     encode_credit,
     encode_stream_data,
-    header_problem,
-    plain_headers,
+    headers_problem,
     stream_credit,
 )
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
@@ -725,27 +724,17 @@ def response_problem(result: object) -> Optional[str]:
     if not isinstance(result, RawResponse):
         return f"expected a RawResponse, got {type(result).__name__}"
     status = result.status
-    headers = result.headers
-    # The common case in one pass; anything else is checked field by field
-    # below, which also words the problem.
-    if (type(status) is int and 200 <= status <= 599 and type(result.body) is bytes
-            and (type(headers) is tuple or type(headers) is list) and plain_headers(headers)):
-        return None
     if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
         return f"status {status!r} is not a final HTTP status (200-599)"
     if not isinstance(result.body, (bytes, bytearray, memoryview)):
         return f"body must be bytes, not {type(result.body).__name__}"
-    try:
-        pairs = _header_pairs(result.headers)
-    except TypeError:
-        return "headers must be (name, value) pairs"
-    for pair in pairs:
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            return f"header {pair!r} is not a (name, value) pair"
-        problem = header_problem(pair[0], pair[1])
-        if problem is not None:
-            return problem
-    return None
+    headers = result.headers
+    if type(headers) is not tuple and type(headers) is not list:
+        try:
+            headers = _header_pairs(headers)
+        except TypeError:
+            return "headers must be (name, value) pairs"
+    return headers_problem(headers)
 
 
 def _header_pairs(headers: Any) -> List[Tuple[Any, Any]]:

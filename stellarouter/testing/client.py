@@ -110,7 +110,7 @@ class _Credit:
 
     def __init__(self) -> None:
         self.available = STREAM_WINDOW
-        self.waiter: Optional[Deferred] = None
+        self.waiter: Optional[Deferred[None]] = None
 
     def grant(self, amount: int) -> None:
         self.available += amount
@@ -129,7 +129,7 @@ class _Exchange:
         self.cid = cid
         self.method = method
         self.want_stream = stream
-        self.result: Deferred = Deferred()
+        self.result: Deferred[ServiceResponse] = Deferred()
         self.status = 0
         self.headers = HeaderMap()
         self.chunks: List[bytes] = []
@@ -148,7 +148,7 @@ class _Replies:
 
     transport_type = TransportType.INMEMORY
     peer = "service-client"
-    peer_identity: tuple = ()
+    peer_identity: Tuple[str, ...] = ()
 
     def __init__(self, client: "ServiceClient") -> None:
         self._client = client
@@ -211,7 +211,7 @@ class ServiceClient:
         claims: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         stream: bool = False,
-    ) -> Deferred:
+    ) -> Deferred[ServiceResponse]:
         """
         Send one request.
 
@@ -276,37 +276,37 @@ class ServiceClient:
                 self._upload_failed, exchange)
         return exchange.result
 
-    def get(self, path: str, **kwargs: Any) -> Deferred:
+    def get(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
         """
         L{request} with C{GET}.
         """
         return self.request("GET", path, **kwargs)
 
-    def head(self, path: str, **kwargs: Any) -> Deferred:
+    def head(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
         """
         L{request} with C{HEAD}.
         """
         return self.request("HEAD", path, **kwargs)
 
-    def post(self, path: str, **kwargs: Any) -> Deferred:
+    def post(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
         """
         L{request} with C{POST}.
         """
         return self.request("POST", path, **kwargs)
 
-    def put(self, path: str, **kwargs: Any) -> Deferred:
+    def put(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
         """
         L{request} with C{PUT}.
         """
         return self.request("PUT", path, **kwargs)
 
-    def patch(self, path: str, **kwargs: Any) -> Deferred:
+    def patch(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
         """
         L{request} with C{PATCH}.
         """
         return self.request("PATCH", path, **kwargs)
 
-    def delete(self, path: str, **kwargs: Any) -> Deferred:
+    def delete(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
         """
         L{request} with C{DELETE}.
         """
@@ -471,11 +471,11 @@ def _response(status: int, kind: str, title: str, detail: str,
 
 
 def _answer(status: int, kind: str, title: str, detail: str,
-            headers: Sequence[Tuple[str, str]] = ()) -> Deferred:
+            headers: Sequence[Tuple[str, str]] = ()) -> Deferred[ServiceResponse]:
     """
     What the gateway answers itself (no endpoint, no claims), at once.
     """
-    d: Deferred = Deferred()
+    d: Deferred[ServiceResponse] = Deferred()
     d.callback(_response(status, kind, title, detail, str(new_correlation_id()), headers))
     return d
 

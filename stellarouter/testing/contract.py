@@ -16,7 +16,7 @@ provides:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple, TypeVar
 
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
@@ -29,6 +29,8 @@ from ..common.models import Frame
 from .fakes import RecordingReceiver
 
 
+_T = TypeVar("_T")
+
 class ReceiverLog:
     """
     Builds L{RecordingReceiver}s and lets a test wait for the n-th one to
@@ -37,7 +39,7 @@ class ReceiverLog:
 
     def __init__(self) -> None:
         self.receivers: List[RecordingReceiver] = []
-        self._waiting: List[Tuple[int, Deferred]] = []
+        self._waiting: List[Tuple[int, Deferred[RecordingReceiver]]] = []
 
     def __call__(self) -> RecordingReceiver:
         receiver = RecordingReceiver()
@@ -56,11 +58,11 @@ class ReceiverLog:
         self._waiting = still
         return sender
 
-    def opened(self, count: int) -> Deferred:
+    def opened(self, count: int) -> Deferred[RecordingReceiver]:
         """
         Fires with the C{count}-th receiver once it has opened.
         """
-        d: Deferred = Deferred()
+        d: Deferred[RecordingReceiver] = Deferred()
         if sum(1 for r in self.receivers if r.opened.called) >= count:
             d.callback([r for r in self.receivers if r.opened.called][count - 1])
         else:
@@ -68,14 +70,14 @@ class ReceiverLog:
         return d
 
 
-def observe(d: Deferred) -> Deferred:
+def observe(d: Deferred[_T]) -> Deferred[_T]:
     """
     A new Deferred that fires with C{d}'s result without consuming it, so
     C{d} can be waited on again.
     """
-    waiter: Deferred = Deferred()
+    waiter: Deferred[_T] = Deferred()
 
-    def relay(result: Any) -> Any:
+    def relay(result: _T) -> _T:
         waiter.callback(result)
         return result
 
@@ -123,7 +125,7 @@ class TransportContractTests:
     # Provided by the concrete test case:
     startServer: Callable[..., Any]
     makeClient: Callable[..., ITransportClient]
-    settle: Callable[[Deferred], Any]
+    settle: Callable[[Deferred[Any]], Any]
     writeRaw: Callable[[IFrameSender, bytes], None]
     assertEqual: Callable[..., None]
     assertIn: Callable[..., None]
@@ -270,7 +272,7 @@ class MessageContractTests:
     max_frame_bytes: int
     startServer: Callable[..., Any]
     makeClient: Callable[..., ITransportClient]
-    settle: Callable[[Deferred], Any]
+    settle: Callable[[Deferred[Any]], Any]
     injectStranger: Callable[..., None]
     injectMalformed: Callable[..., None]
     injectOversized: Callable[..., None]
@@ -420,7 +422,7 @@ class DatagramContractTests(MessageContractTests):
         self.assertEqual(len(servers.receivers[0].frames), 3)
 
 
-def _later(case: Any) -> Deferred:
+def _later(case: Any) -> Deferred[None]:
     """
     A Deferred that fires after a round of deliveries.
     """

@@ -4,7 +4,7 @@ Fakes of the seams, each verified against its interface in the tests.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -25,7 +25,7 @@ class FakeFrameSender:
                  peer: str = "fake-peer") -> None:
         self.transport_type = transport_type
         self.peer = peer
-        self.peer_identity: tuple = ()
+        self.peer_identity: Tuple[str, ...] = ()
         self.frames: List[Frame] = []
         self.closed: Optional[str] = None
 
@@ -58,9 +58,9 @@ class RecordingReceiver:
         self.sender: Optional[IFrameSender] = None
         self.frames: List[Frame] = []
         self.reasons: List[str] = []
-        self.opened: Deferred = Deferred()
-        self.closed: Deferred = Deferred()
-        self._waiting: List[tuple] = []
+        self.opened: Deferred[IFrameSender] = Deferred()
+        self.closed: Deferred[str] = Deferred()
+        self._waiting: List[Tuple[int, Deferred[List[Frame]]]] = []
 
     @property
     def connection(self) -> IFrameSender:
@@ -89,11 +89,11 @@ class RecordingReceiver:
         if not self.closed.called:
             self.closed.callback(reason)
 
-    def received(self, count: int) -> Deferred:
+    def received(self, count: int) -> Deferred[List[Frame]]:
         """
         A Deferred that fires with all frames once C{count} have arrived.
         """
-        d: Deferred = Deferred()
+        d: Deferred[List[Frame]] = Deferred()
         if len(self.frames) >= count:
             d.callback(list(self.frames))
         else:

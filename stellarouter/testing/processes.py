@@ -42,9 +42,9 @@ class WatchedProcess(ProcessProtocol):
     def __init__(self, name: str) -> None:
         self.name = name
         self.lines: List[str] = []
-        self.ended: Deferred = Deferred()
+        self.ended: Deferred[int] = Deferred()
         self._partial = b""
-        self._waiting: List[Tuple[re.Pattern, Deferred]] = []
+        self._waiting: List[Tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
         self.running = False
 
     def connectionMade(self) -> None:
@@ -82,7 +82,7 @@ class WatchedProcess(ProcessProtocol):
         self.ended.callback(code if code is not None else -(sig or 0))
 
     def wait_for(self, pattern: str, clock: Any, timeout: float = 20.0,
-                 since: int = 0) -> Deferred:
+                 since: int = 0) -> Deferred[re.Match[str]]:
         """
         Fires with the regex match of the first line matching C{pattern},
         among the lines printed from index C{since} on (already printed or
@@ -92,7 +92,7 @@ class WatchedProcess(ProcessProtocol):
         for line in self.lines[since:]:
             match = compiled.search(line)
             if match is not None:
-                d: Deferred = Deferred()
+                d: Deferred[re.Match[str]] = Deferred()
                 d.callback(match)
                 return d
         d = Deferred()

@@ -4,7 +4,7 @@ Hypothesis strategies for frames and payload messages.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Tuple
 
 from hypothesis import strategies as st
 
@@ -37,7 +37,7 @@ def frames(max_payload: int = 2048) -> st.SearchStrategy[Frame]:
     )
 
 
-def header_pairs() -> st.SearchStrategy[list]:
+def header_pairs() -> st.SearchStrategy[List[Tuple[str, str]]]:
     """
     HTTP-ish header pairs (latin-1 safe names and values).
     """
@@ -98,7 +98,7 @@ def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
                         | st.dictionaries(keys, inner, max_size=5), max_leaves=max_leaves)
 
 
-def splits(data_size: int) -> st.SearchStrategy[list]:
+def splits(data_size: int) -> st.SearchStrategy[List[int]]:
     """
     Sorted cut points inside a byte string of C{data_size} bytes.
     """

@@ -4,6 +4,7 @@ Tests for the payload encodings of each frame type.
 
 import json
 import struct
+from types import MappingProxyType
 from typing import Any
 
 from hypothesis import given
@@ -42,7 +43,8 @@ from stellarouter.common.payloads import (
     encode_response,
     encode_stream_data,
     header_problem,
-    plain_headers,
+    headers_problem,
+    decode_headers,
 )
 from stellarouter.testing.strategies import (
     cancel_reasons,
@@ -253,37 +255,57 @@ class OtherPayloadTests(SynchronousTestCase):
             header = {"status": m.status, "headers": m.headers, "streaming": m.streaming}
             self.assertEqual(encode_response(m), _reference(header, m.body))
 
-    def test_unusual_values_use_the_general_encoder(self) -> None:
+    def test_wrong_types_are_refused(self) -> None:
         """
-        Values the hand-written encoding does not take (lists as header
-        pairs, a pair of three, a non-string value, a bool status) are encoded
-        by C{json.dumps} as before.
+        A message whose fields are not of the documented types (a pair of
+        three, a non-string value, headers as a dict, params or claims that
+        are not mappings, a bool status, a non-bool streaming flag) is a bug
+        of the caller: C{TypeError} (C{ValueError} for a pair that is not
+        two items), in either form, never a frame a peer would refuse.
         """
-        for headers in ([["A", "b"]], [("A", "b", "c")], [("A", 1)]):
-            m = RequestMessage("GET", "/", "/", headers=headers)
-            header = {"method": "GET", "path": "/", "template": "/", "params": {}, "query": "",
-                      "headers": headers, "claims": {}, "deadline": None, "streaming": False}
-            self.assertEqual(encode_request(m), _reference(header, b""))
-            r = ResponseMessage(200, headers)
-            self.assertEqual(encode_response(r),
-                             _reference({"status": 200, "headers": headers,
-                                         "streaming": False}, b""))
-        self.assertEqual(encode_response(ResponseMessage(True)),  # type: ignore[arg-type]
-                         _reference({"status": True, "headers": (), "streaming": False}, b""))
-        # Shapes the field-by-field writer would misread: headers as a dict or
-        # as two-character strings (they unpack as pairs), params None, falsy
-        # claims that are not a dict.
-        for headers in ({"ab": "x"}, ["ab"]):
-            self.assertEqual(encode_response(ResponseMessage(200, headers)),  # type: ignore[arg-type]
-                             _reference({"status": 200, "headers": headers,
-                                         "streaming": False}, b""))
-        for params, claims in ((None, {}), ({}, None), ({}, []), ({}, 0)):
+        for headers in ([("A", "b", "c")], [("A", 1)], {"ab": "x"}, [("A", b"b")]):
+            for compact in (False, True):
+                self.assertRaises((TypeError, ValueError), encode_request,
+                                  RequestMessage("GET", "/", "/", headers=headers), compact)
+                self.assertRaises((TypeError, ValueError), encode_response,
+                                  ResponseMessage(200, headers), compact)  # type: ignore[arg-type]
+        for params, claims in ((None, {}), ({}, None), ({}, 0)):
             m = RequestMessage("GET", "/", "/", path_params=params,  # type: ignore[arg-type]
                                claims=claims)  # type: ignore[arg-type]
-            header = {"method": "GET", "path": "/", "template": "/", "params": params,
-                      "query": "", "headers": (), "claims": claims, "deadline": None,
-                      "streaming": False}
-            self.assertEqual(encode_request(m), _reference(header, b""))
+            self.assertRaises(TypeError, encode_request, m)
+        for bad in (dict(method=None), dict(streaming=1), dict(deadline="5"), dict(deadline=True),
+                    dict(body="text")):
+            for compact in (False, True):
+                self.assertRaises(TypeError, encode_request,
+                                  RequestMessage("GET", "/", "/")._replace(**bad), compact)
+        for status in (True, "200", 200.0):
+            self.assertRaises(TypeError, encode_response,
+                              ResponseMessage(status))  # type: ignore[arg-type]
+        self.assertRaises(TypeError, encode_response,
+                          ResponseMessage(200, streaming=None))  # type: ignore[arg-type]
+
+    def test_other_accepted_shapes(self) -> None:
+        """
+        Lists as header pairs, C{str} and C{int} subclasses, read-only
+        mappings and an C{int} deadline are written as C{json.dumps} writes
+        them.
+        """
+        class Text(str):
+            pass
+
+        class Status(int):
+            pass
+
+        headers = [["A", "b"], (Text("C"), Text("d"))]
+        m = RequestMessage("GET", "/", "/", MappingProxyType({"x": "1"}), headers=headers,
+                           claims=MappingProxyType({"c": [1]}), deadline=5)
+        header = {"method": "GET", "path": "/", "template": "/", "params": {"x": "1"},
+                  "query": "", "headers": headers, "claims": {"c": [1]}, "deadline": 5,
+                  "streaming": False}
+        self.assertEqual(encode_request(m), _reference(header, b""))
+        self.assertEqual(encode_response(ResponseMessage(Status(201), headers)),
+                         _reference({"status": 201, "headers": headers, "streaming": False},
+                                    b""))
 
     def test_bad_header_length(self) -> None:
         """
@@ -297,27 +319,33 @@ class OtherPayloadTests(SynchronousTestCase):
     @given(st.lists(st.tuples(st.sampled_from(["X-A", "Bad Name", "", "\u00e9"]),
                               st.sampled_from(["v", "", "a\r\nb", "\u00e9", "\u20ac", "\x00"])),
                     max_size=3))
-    def test_plain_headers_agrees_with_header_problem(self, pairs: Any) -> None:
+    def test_one_header_rule(self, pairs: Any) -> None:
         """
-        For C{str} pairs, as tuples or lists, L{plain_headers} accepts
-        exactly what L{header_problem} accepts pair by pair.
+        L{headers_problem} (the SDK's check of a response) and
+        L{decode_headers} (both decoders) accept exactly what
+        L{header_problem} accepts pair by pair, as tuples or lists.
         """
         expected = all(header_problem(name, value) is None for name, value in pairs)
-        self.assertEqual(plain_headers(pairs), expected)
-        self.assertEqual(plain_headers(tuple([list(p) for p in pairs])), expected)
+        self.assertEqual(headers_problem(pairs) is None, expected)
+        self.assertEqual(headers_problem(tuple([list(p) for p in pairs])) is None, expected)
+        as_json = [list(p) for p in pairs]
+        if expected:
+            self.assertEqual(decode_headers(as_json, "T"), [tuple(p) for p in pairs])
+        else:
+            self.assertRaises(MalformedPayload, decode_headers, as_json, "T")
 
-    def test_plain_headers_other_shapes(self) -> None:
+    def test_headers_problem_other_shapes(self) -> None:
         """
-        L{plain_headers} refuses pairs that are not tuples or lists of two
-        plain C{str}: those are for L{header_problem} to judge.
+        L{headers_problem} words what is wrong with a pair that is not a
+        pair of two strings, and accepts C{str} subclasses.
         """
         class Name(str):
             pass
 
-        for pair in (("A", 1), ("A", "b", "c"), ("A",), "ab", {"A": "b"}, (Name("A"), "b"),
-                     (b"A", "b")):
-            self.assertFalse(plain_headers([pair]), pair)
-        self.assertTrue(plain_headers([]))
+        for pair in (("A", 1), ("A", "b", "c"), ("A",), "ab", {"A": "b"}, (b"A", "b")):
+            self.assertIsNotNone(headers_problem([pair]), pair)
+        self.assertIsNone(headers_problem([(Name("A"), "b")]))
+        self.assertIsNone(headers_problem([]))
 
     def test_request_field_shapes(self) -> None:
         """
@@ -440,22 +468,30 @@ class CompactHeaderTests(SynchronousTestCase):
 
     def test_unwritable_messages_are_json(self) -> None:
         """
-        A message the compact form cannot hold (a NUL in a string, values of
-        other types) is written as JSON, which the decoders also read; so is
+        A message the compact form cannot hold (a NUL in a string, a status
+        over 16 bits) is written as JSON, which the decoders also read; so is
         one not asked for in compact form.
         """
         plain = RequestMessage("GET", "/", "/", headers=[("A", "b")])
         self.assertEqual(encode_request(plain, compact=True)[4], COMPACT_MARKER)
         self.assertEqual(encode_request(plain)[4:5], b"{")
         for m in (plain._replace(query="a\0b"), plain._replace(headers=[("A", "b\0")]),
-                  plain._replace(headers=[("A", 1)]), plain._replace(headers=["ab"]),
-                  plain._replace(deadline=5), plain._replace(streaming=1)):
-            self.assertEqual(encode_request(m, compact=True), encode_request(m), m)
-        for r in (ResponseMessage(200, [("A", "\0")]), ResponseMessage(70000),
-                  ResponseMessage(200, {"ab": "x"}),  # type: ignore[arg-type]
-                  ResponseMessage(200, streaming=None)):  # type: ignore[arg-type]
+                  plain._replace(path_params={"a": "\0"})):
+            if m.path_params:
+                self.assertEqual(encode_request(m, compact=True)[4], COMPACT_MARKER)
+                self.assertEqual(decode_request(encode_request(m, compact=True)), m)
+            else:
+                self.assertEqual(encode_request(m, compact=True), encode_request(m), m)
+        for r in (ResponseMessage(200, [("A", "\0")]), ResponseMessage(70000)):
             self.assertEqual(encode_response(r, compact=True), encode_response(r), r)
         self.assertEqual(encode_response(ResponseMessage(200), compact=True)[4], COMPACT_MARKER)
+
+    def test_int_deadline_compact(self) -> None:
+        """
+        An C{int} deadline travels in the compact form as the same number.
+        """
+        m = decode_request(encode_request(RequestMessage("GET", "/", "/", deadline=5), True))
+        self.assertEqual(m.deadline, 5.0)
 
     def test_decoded_fields(self) -> None:
         """
@@ -556,7 +592,7 @@ class JsonDecodingTests(SynchronousTestCase):
     ]
 
     def test_same_as_json(self) -> None:
-        from stellarouter.common.payloads import _decode_json
+        from stellarouter.common.payloads._json import decode_json as _decode_json
 
         for doc in self.DOCUMENTS:
             try:
@@ -573,7 +609,7 @@ class JsonDecodingTests(SynchronousTestCase):
         | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
         max_leaves=10)), st.sampled_from(["", " ", "\n"]), st.sampled_from(["", " ", "\r\n"]))
     def test_round_trip(self, obj: Any, before: str, after: str) -> None:
-        from stellarouter.common.payloads import _decode_json
+        from stellarouter.common.payloads._json import decode_json as _decode_json
 
         doc = before + json.dumps(obj, ensure_ascii=False) + after
         self.assertEqual(_decode_json(doc.encode(), "T"), obj)

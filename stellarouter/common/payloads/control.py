@@ -1,0 +1,116 @@
+"""
+HEARTBEAT (a microservice's report, or the gateway's ping) and CANCEL, with
+the wire spellings of their enumerations read in any case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from ..enums import CancelReason, InstanceHealthStatus
+from ..errors import MalformedPayload
+from ._json import decode_json, encode_json, json_optional
+@dataclass(frozen=True)
+class Heartbeat:
+    """
+    A microservice's periodic report, or (C{ping} set) a gateway ping that
+    the microservice echoes unchanged.
+    """
+
+    instance_id: str = ""
+    status: InstanceHealthStatus = InstanceHealthStatus.HEALTHY
+    in_flight: int = 0
+    error_rate: float = 0.0
+    ping: Optional[float] = None
+    #: A C{status} value no spelling of a known status matches (then
+    #: C{status} is UNKNOWN: the HEARTBEAT still proves liveness).
+    unknown_status: Optional[str] = None
+
+
+def encode_heartbeat(beat: Heartbeat) -> bytes:
+    """
+    Encode a HEARTBEAT payload.
+    """
+    obj: Dict[str, Any] = {
+        "instance_id": beat.instance_id,
+        "status": beat.status.value,
+        "in_flight": beat.in_flight,
+        "error_rate": beat.error_rate,
+    }
+    if beat.ping is not None:
+        obj["ping"] = beat.ping
+    return encode_json(obj)
+
+
+def decode_heartbeat(payload: bytes) -> Heartbeat:
+    """
+    Decode a HEARTBEAT payload.
+
+    A C{status} in no known spelling does not make the HEARTBEAT
+    malformed: it is decoded as UNKNOWN with C{unknown_status} set.
+
+    @raise MalformedPayload: wrong shape.
+    """
+    obj = decode_json(payload, "HEARTBEAT")
+    raw = obj.get("status", "healthy")
+    status = parse_status(raw)
+    return Heartbeat(
+        instance_id=json_optional(obj, "instance_id", str, "HEARTBEAT", ""),
+        status=status if status is not None else InstanceHealthStatus.UNKNOWN,
+        in_flight=json_optional(obj, "in_flight", int, "HEARTBEAT", 0),
+        error_rate=json_optional(obj, "error_rate", float, "HEARTBEAT", 0.0),
+        ping=json_optional(obj, "ping", float, "HEARTBEAT", None),
+        unknown_status=None if status is not None else repr(raw)[:64],
+    )
+
+
+def _spelling(value: str) -> str:
+    """
+    A wire value with case and underscores taken out: C{HEALTHY},
+    C{healthy}, C{CLIENT_DISCONNECTED} and C{ClientDisconnected} all match.
+    """
+    return value.replace("_", "").replace("-", "").lower()
+
+
+_STATUSES = {_spelling(s.value): s for s in InstanceHealthStatus}
+_REASONS = {_spelling(r.value): r for r in CancelReason}
+
+
+def parse_status(value: Any) -> Optional[InstanceHealthStatus]:
+    """
+    A HEARTBEAT status in any of its spellings (C{healthy} as sent,
+    C{HEALTHY} as the spec writes it, any case), or L{None}.
+    """
+    return _STATUSES.get(_spelling(value)) if isinstance(value, str) else None
+
+
+def parse_cancel_reason(value: Any) -> Optional[CancelReason]:
+    """
+    A CANCEL reason in any of its spellings (C{ClientDisconnected} as sent,
+    C{CLIENT_DISCONNECTED} as the spec writes it, any case), or L{None}.
+    """
+    return _REASONS.get(_spelling(value)) if isinstance(value, str) else None
+
+
+def encode_cancel(reason: CancelReason) -> bytes:
+    """
+    Encode a CANCEL payload.
+    """
+    return encode_json({"reason": reason.value})
+
+
+def decode_cancel(payload: bytes) -> CancelReason:
+    """
+    Decode a CANCEL payload.
+
+    @raise MalformedPayload: wrong shape or unknown reason.
+    """
+    obj = decode_json(payload, "CANCEL")
+    reason = parse_cancel_reason(obj.get("reason"))
+    if reason is None:
+        raise MalformedPayload(f"CANCEL.reason {obj.get('reason')!r} is unknown")
+    return reason
+
+
+# -- REQUEST / RESPONSE ---------------------------------------------------
