@@ -14,7 +14,7 @@ prefix against C{max_frame_bytes} before it buffers the frame.
 from __future__ import annotations
 
 from struct import Struct
-from typing import List
+from typing import Iterator, List
 
 from .enums import FrameType
 from .errors import FrameTooLarge, FrameTooShort, ProtocolError, UnknownFrameType
@@ -85,6 +85,33 @@ def decode_datagram(data: bytes) -> Frame:
 
 
 _new_tuple = tuple.__new__
+
+
+def stream_data_step(max_frame_bytes: int) -> int:
+    """
+    The most body bytes one stream-data frame of at most C{max_frame_bytes}
+    carries (the frame's type and id, and the payload's flags byte, take the
+    rest).
+    """
+    return max_frame_bytes - FRAME_OVERHEAD - 1
+
+
+def stream_data_frames(kind: FrameType, cid: CorrelationId, data: bytes,
+                       max_frame_bytes: int, end: bool = True) -> Iterator[Frame]:
+    """
+    Split C{data} into C{kind} stream-data frames (REQUEST_STREAM_DATA or
+    RESPONSE_STREAM_DATA) of at most C{max_frame_bytes} each: the one
+    place a body is cut into frames.  Empty C{data} is one empty frame (so
+    an end is always sent).
+
+    @param end: whether the last frame ends the stream.
+    """
+    from .payloads import encode_stream_data
+    step = stream_data_step(max_frame_bytes)
+    last = max(len(data) - 1, 0) // step * step
+    for offset in range(0, last + 1, step):
+        yield Frame(kind, cid, encode_stream_data(data[offset:offset + step],
+                                                  end=end and offset == last))
 
 
 class FrameDecoder:
@@ -200,4 +227,6 @@ __all__ = [
     "decode_datagram",
     "encode_datagram",
     "encode_frame",
+    "stream_data_frames",
+    "stream_data_step",
 ]

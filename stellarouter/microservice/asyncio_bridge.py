@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Awaitable, Generator, Optional
+from typing import Any, Awaitable, Generator, Optional, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, NotACoroutineError
 from twisted.python.failure import Failure
@@ -38,6 +38,8 @@ ASYNCIO_REACTOR_FIX = (
 #: The messages of the C{RuntimeError}s asyncio raises when no event loop
 #: runs the coroutine (CPython's own wording).
 _NO_LOOP_MESSAGES = ("no running event loop", "await wasn't used with future")
+
+_T = TypeVar("_T")
 
 
 def reactor_event_loop(reactor: object) -> Optional[asyncio.AbstractEventLoop]:
@@ -56,8 +58,8 @@ def reactor_event_loop(reactor: object) -> Optional[asyncio.AbstractEventLoop]:
     return None
 
 
-def awaitable_deferred(awaitable: Awaitable[Any],
-                       event_loop: Optional[asyncio.AbstractEventLoop]) -> Deferred:
+def awaitable_deferred(awaitable: Awaitable[_T],
+                       event_loop: Optional[asyncio.AbstractEventLoop]) -> Deferred[_T]:
     """
     Run a handler's coroutine and give its outcome as a Deferred.
 
@@ -81,7 +83,7 @@ def awaitable_deferred(awaitable: Awaitable[Any],
     return Deferred.fromFuture(task).addErrback(_as_twisted_cancel)
 
 
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
+async def _awaited(awaitable: Awaitable[_T]) -> _T:
     return await awaitable
 
 
@@ -109,7 +111,7 @@ class _DeferredsAwaitable:
 
     __slots__ = ("_awaitable",)
 
-    def __init__(self, awaitable: Awaitable[Any]) -> None:
+    def __init__(self, awaitable: Awaitable[object]) -> None:
         self._awaitable = awaitable
 
     def __await__(self) -> Generator[Any, Any, Any]:
@@ -140,7 +142,7 @@ class _DeferredsAwaitable:
                 error = e
 
 
-def _fired(deferred: Deferred) -> Any:
+def _fired(deferred: Deferred[object]) -> Generator[object, None, None]:
     """
     An asyncio future that completes when C{deferred} fires (leaving its
     result in the Deferred's chain); cancelling the future cancels

@@ -30,7 +30,7 @@ class ResponseStreamBudget:
         self.limit = limit
         self.held = 0
         self.waits = 0
-        self._waiters: Deque[Deferred] = deque()
+        self._waiters: Deque[Deferred[None]] = deque()
 
     @property
     def available(self) -> int:
@@ -63,13 +63,13 @@ class ResponseStreamBudget:
             if not waiter.called:
                 waiter.callback(None)
 
-    def wait(self) -> Deferred:
+    def wait(self) -> Deferred[None]:
         """
         A Deferred that fires when bytes come back (cancel it to stop
         waiting).
         """
         self.waits += 1
-        waiter: Deferred = Deferred()
+        waiter: Deferred[None] = Deferred()
         self._waiters.append(waiter)
         return waiter
 

@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass, field
 from collections import deque
 from typing import (
-    Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union,
+    Any, AsyncIterable, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional,
+    Sequence, Tuple, Union,
 )
 from urllib.parse import parse_qs
 
@@ -85,7 +86,7 @@ class BodyStream:
         self._grant = grant
         self._window = window
         self._chunks: Deque[bytes] = deque()
-        self._waiter: Optional[Deferred] = None
+        self._waiter: Optional[Deferred[None]] = None
         self._ended = False
         self._error: Optional[Exception] = None
         self._consumed = 0
@@ -166,7 +167,7 @@ class RawRequestContext:
     body: Any
     correlation_id: str
     deadline: Optional[float] = None
-    cancelled: Deferred = field(default_factory=Deferred)
+    cancelled: "Deferred[Optional[CancelReason]]" = field(default_factory=Deferred)
     cancel_reason: Optional[CancelReason] = None
     instance: Optional[InstanceDescriptor] = None
 
@@ -222,7 +223,7 @@ class StreamingResponse:
 
     status: int = 200
     headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()
-    body: Any = ()
+    body: Union[Iterable[bytes], AsyncIterable[bytes]] = ()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import (
+    Any, Awaitable, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar,
+)
 
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
@@ -29,12 +31,12 @@ from ..common.models import (
 from ..common.payloads import MAX_TIMEOUT, endpoint_from_json, endpoint_to_json
 from ..config.errors import ConfigError
 from ..config.microservice import EndpointOverrideConfig
-from .context import RawRequestContext
+from .context import RawRequestContext, RawResponse, StreamingResponse
 from .descriptions import EndpointDoc, endpoint_doc
 from .errors import BadRequest
 from .typed import body_reader, encode_result
 
-Handler = Callable[[RawRequestContext], Any]
+Handler = Callable[[RawRequestContext], object]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -54,7 +56,7 @@ BadRequestBody = BadRequest
 
 
 def typed_handler(
-    handler: Callable[[RawRequestContext, Any], Any],
+    handler: Callable[[RawRequestContext, Any], object],
     status: int,
     request_type: Any,
 ) -> Handler:
@@ -69,7 +71,7 @@ def typed_handler(
     """
     read = body_reader(request_type)
 
-    def raw(ctx: RawRequestContext) -> Any:
+    def raw(ctx: RawRequestContext) -> object:
         result = handler(ctx, read(ctx.body))
         if isinstance(result, Deferred):
             return result.addCallback(encode_result, status)
@@ -82,7 +84,8 @@ def typed_handler(
     return raw
 
 
-async def _encode_later(awaitable: Any, status: int) -> Any:
+async def _encode_later(awaitable: Awaitable[object],
+                        status: int) -> "RawResponse | StreamingResponse":
     return encode_result(await awaitable, status)
 
 

@@ -15,12 +15,13 @@ from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.defer import race
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ..common.addresses import MAX_DATAGRAM_BYTES
 from ..common.enums import InstanceHealthStatus, TransportType
-from ..common.interfaces import ITransportClient
+from ..common.interfaces import IFrameSender, ITransportClient
 from ..common.models import InstanceDescriptor
 from ..common.redaction import redact_text
 from ..lifecycle import StartupError, one_line
@@ -52,14 +53,15 @@ class MicroserviceService(Service):
         self,
         app: Microservice,
         config: MicroserviceConfig,
-        reactor: Any,
+        reactor: IReactorTime,
         network: Optional[InMemoryNetwork] = None,
         give_up: Optional[Callable[[int], None]] = None,
         rejection_jitter: Optional[Callable[[], float]] = None,
         **backoff: Any,
     ) -> None:
         """
-        @param reactor: provides C{IReactorTime} (and C{IReactorTCP} for TCP).
+        @param reactor: the reactor: its clock, and its C{IReactorTCP} (or
+            C{IReactorSSL}, C{IReactorUDP}) for the transport clients.
         @param network: the in-memory network, for in-memory routers.
         @param give_up: called with an exit status when a router rejected
             HELLO C{config.max_hello_rejections} times in a row (C{twistd}
@@ -95,7 +97,7 @@ class MicroserviceService(Service):
         self.clients: List[ITransportClient] = []
         #: HELLO rejections in a row, per router (index in C{clients}).
         self.rejections: Dict[int, int] = {}
-        self._retries: Dict[int, Any] = {}
+        self._retries: Dict[int, IDelayedCall] = {}
         self._give_up = give_up
         self._rejection_jitter = rejection_jitter
         for index, router in enumerate(config.routers):
@@ -114,7 +116,7 @@ class MicroserviceService(Service):
                 raise StartupError(f"routers[{index}] ({description}): {one_line(e)}") from e
 
     def _receiver_factory(self, description: str, max_frame_bytes: int, can_stream: bool,
-                          compact_headers: bool, index: int = 0) -> Any:
+                          compact_headers: bool, index: int = 0) -> Callable[[], RouterSession]:
         def build() -> RouterSession:
             session = _TrackedSession(
                 self, self.app, self.instance, description, self.reactor,
@@ -177,7 +179,7 @@ class MicroserviceService(Service):
         for client in self.clients:
             client.start()
 
-    def stopService(self) -> Deferred:
+    def stopService(self) -> Deferred[None]:
         """
         Drain, then disconnect: report DRAINING on every connection, wait
         (at most C{drain_grace_period}) until each gateway acknowledged it and
@@ -233,7 +235,7 @@ class _TrackedSession(RouterSession):
         super().__init__(*args, **kwargs)
         self._owner = owner
 
-    def connectionOpened(self, sender: Any) -> None:
+    def connectionOpened(self, sender: IFrameSender) -> None:
         self._owner.sessions.append(self)
         if self._owner.draining:
             self.status = InstanceHealthStatus.DRAINING

@@ -1,12 +1,18 @@
 """
-One microservice ↔ router connection, seen from the microservice: sends
-HELLO, heartbeats and ping echoes, hands REQUEST and CANCEL frames to the
-dispatcher, and drains on request.
+One microservice ↔ router connection, seen from the microservice: a
+L{RouterSession} sends HELLO, heartbeats and ping echoes, hands REQUEST,
+REQUEST_STREAM_DATA and CANCEL frames to its L{RequestDispatcher}, and
+drains on request.  Its lifecycle is explicit (L{SessionState}: connecting,
+HELLO sent, registered, draining, closed); an event that means nothing in
+the current state (a frame before the connection opened or after it
+closed, a second HELLO answer, a heartbeat to send before registration) is
+logged and dropped, never an C{AttributeError}.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Set, Tuple
+from enum import Enum
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -37,10 +43,35 @@ from .descriptions import fitting_hello, schemas_for
 from .dispatcher import RequestDispatcher
 from .endpoints import Microservice
 
-# A member read from an enum class goes through the enum metaclass (about
-# 60 ns on Python 3.11, against a few for a global): the frame type every
-# request has is read once, here.
-_REQUEST = FrameType.REQUEST
+
+class SessionState(Enum):
+    """
+    Where a L{RouterSession} is.
+
+    @cvar CONNECTING: no connection yet.
+    @cvar HELLO_SENT: connected, HELLO sent, no acceptance yet.
+    @cvar REGISTERED: the gateway accepted the HELLO; heartbeats run.
+    @cvar DRAINING: registered, and reporting DRAINING.
+    @cvar CLOSED: the connection is gone (a new connection gets a new
+        session).
+    """
+
+    # Hashed by identity, in C (Enum's own __hash__ is Python code): every
+    # frame checks the state.
+    __hash__ = object.__hash__
+
+    CONNECTING = "connecting"
+    HELLO_SENT = "HELLO sent"
+    REGISTERED = "registered"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+#: The states in which the gateway's frames are handled (a REQUEST may
+#: overtake the HELLO answer on a datagram or message transport).
+_OPEN = frozenset({SessionState.HELLO_SENT, SessionState.REGISTERED, SessionState.DRAINING})
+#: The states in which heartbeats go out.
+_BEATING = frozenset({SessionState.REGISTERED, SessionState.DRAINING})
 
 
 @implementer(IFrameReceiver)
@@ -48,8 +79,10 @@ class RouterSession:
     """
     The microservice's receiver for one connection to one router.
 
+    @ivar state: where the session is in its lifecycle.
     @ivar accepted: the gateway's HELLO answer, once received.
-    @ivar status: what the heartbeats report (HEALTHY, or DRAINING).
+    @ivar status: what the heartbeats report (HEALTHY, or DRAINING; set
+        before registration, it is reported from the first heartbeat).
     """
 
     log = Logger()
@@ -104,19 +137,44 @@ class RouterSession:
         self.dispatcher: Optional[RequestDispatcher] = None
         self.accepted: Optional[HelloAck] = None
         self.status = InstanceHealthStatus.HEALTHY
-        self.closed = False
+        self.state = SessionState.CONNECTING
         self._hello_id = new_correlation_id()
         self._heartbeat: Optional[LoopingCall] = None
         self._drain_ids: Set[CorrelationId] = set()
-        self._drain_acked: Deferred = Deferred()
+        self._drain_acked: Deferred[None] = Deferred()
         self._counted = (0, 0)
         self._warned_cancel = False
+        #: What each kind of frame from the gateway goes to (filled in once
+        #: the connection is open; any other kind closes the connection).
+        self._frame_handlers: Dict[FrameType, Callable[[Frame], None]] = {}
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the connection is gone.
+        """
+        return self.state is SessionState.CLOSED
+
+    def _wrong_state(self, event: str) -> None:
+        self.log.warn("{event} ignored: the session with router {router} is {state}",
+                      event=event, router=self.router, state=self.state.value)
 
     def connectionOpened(self, sender: IFrameSender) -> None:
+        if self.state is not SessionState.CONNECTING:
+            self._wrong_state("connection opened")
+            return
+        self.state = SessionState.HELLO_SENT
         self.sender = sender
-        self.dispatcher = RequestDispatcher(self.app, sender, self.clock, self.max_frame_bytes,
-                                            instance=self.instance, can_stream=self.can_stream,
-                                            response_budget=self.response_budget)
+        dispatcher = self.dispatcher = RequestDispatcher(
+            self.app, sender, self.clock, self.max_frame_bytes, instance=self.instance,
+            can_stream=self.can_stream, response_budget=self.response_budget)
+        self._frame_handlers = {
+            FrameType.REQUEST: dispatcher.request_received,
+            FrameType.REQUEST_STREAM_DATA: dispatcher.stream_data_received,
+            FrameType.CANCEL: self._cancel_received,
+            FrameType.HEARTBEAT: self._heartbeat_received,
+            FrameType.HELLO: self._hello_answered,
+        }
         hello = Hello(self.instance, self.descriptors, self.heartbeat_interval,
                       ((COMPACT_HEADERS,) if self.compact_headers else ())
                       + ((RESPONSE_CREDIT,) if self.can_stream else ()))
@@ -130,33 +188,35 @@ class RouterSession:
             hello, schemas, self.max_frame_bytes, f"HELLO to router {self.router}")))
 
     def frameReceived(self, frame: Frame) -> None:
-        assert self.dispatcher is not None and self.sender is not None
-        kind = frame.type
-        if kind is _REQUEST:
-            self.dispatcher.request_received(frame)
-        elif kind is FrameType.CANCEL:
-            try:
-                reason = decode_cancel(frame.payload)
-            except MalformedPayload as e:
-                if not self._warned_cancel:
-                    self._warned_cancel = True
-                    self.log.warn("malformed CANCEL {cid} ignored (said once per "
-                                  "connection): {error}", cid=frame.correlation_id, error=e)
-                return
-            self.dispatcher.cancel(frame.correlation_id, reason)
-        elif kind is FrameType.REQUEST_STREAM_DATA:
-            self.dispatcher.stream_data_received(frame)
-        elif kind is FrameType.HEARTBEAT:
-            self._heartbeat_received(frame)
-        elif kind is FrameType.HELLO:
-            self._hello_answered(frame)
-        else:
+        if self.state not in _OPEN:
+            self._wrong_state(f"{frame.type.name} frame {frame.correlation_id}")
+            return
+        handler = self._frame_handlers.get(frame.type)
+        if handler is None:
             self.log.warn("unexpected {kind} frame from router {router}; closing",
-                          kind=kind.name, router=self.router)
-            self.sender.close(f"unexpected {kind.name} frame from the gateway")
+                          kind=frame.type.name, router=self.router)
+            self._connection().close(f"unexpected {frame.type.name} frame from the gateway")
+            return
+        handler(frame)
+
+    def _connection(self) -> IFrameSender:
+        sender = self.sender
+        assert sender is not None, "no connection before connectionOpened"
+        return sender
+
+    def _cancel_received(self, frame: Frame) -> None:
+        try:
+            reason = decode_cancel(frame.payload)
+        except MalformedPayload as e:
+            if not self._warned_cancel:
+                self._warned_cancel = True
+                self.log.warn("malformed CANCEL {cid} ignored (said once per "
+                              "connection): {error}", cid=frame.correlation_id, error=e)
+            return
+        assert self.dispatcher is not None
+        self.dispatcher.cancel(frame.correlation_id, reason)
 
     def _heartbeat_received(self, frame: Frame) -> None:
-        assert self.sender is not None
         if frame.correlation_id in self._drain_ids:
             # The gateway saw our DRAINING report: it sends no new request.
             if not self._drain_acked.called:
@@ -170,23 +230,25 @@ class RouterSession:
             return
         if beat.ping is not None:
             # A gateway ping: echo it unchanged, same correlation id.
-            self.sender.sendFrame(frame)
+            self._connection().sendFrame(frame)
 
     def _hello_answered(self, frame: Frame) -> None:
-        assert self.sender is not None and self.dispatcher is not None
+        sender = self._connection()
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
         try:
             ack = decode_hello_ack(frame.payload)
         except MalformedPayload as e:
             self.log.warn("malformed HELLO answer from {router}: {error}",
                           router=self.router, error=e)
-            self.sender.close("malformed HELLO answer")
+            sender.close("malformed HELLO answer")
             return
         if not ack.accepted and ack.hello_again:
-            if self.accepted is not None:
+            if self.state in _BEATING:
                 # A message transport's gateway that restarted, or forgot us.
                 self.log.warn("gateway {node} at {router} has no session for us (it restarted?); "
                               "sending HELLO again", node=ack.node_id, router=self.router)
-                self.sender.close("the gateway asked for a new HELLO")
+                sender.close("the gateway asked for a new HELLO")
             # (Before our HELLO is answered: it answers a frame of an older
             # session; ours is on its way.)
             return
@@ -200,10 +262,16 @@ class RouterSession:
                 reason=ack.reason,
             )
             return
+        if self.state is not SessionState.HELLO_SENT:
+            # The answer to a HELLO sent again (a datagram or message
+            # transport resends until answered): registered already.
+            self._wrong_state("a second HELLO acceptance")
+            return
         self.accepted = ack
-        self.dispatcher.compact_headers = (
-            self.compact_headers and COMPACT_HEADERS in ack.features)
-        self.dispatcher.response_credit = self.can_stream and RESPONSE_CREDIT in ack.features
+        self.state = (SessionState.DRAINING if self.status is InstanceHealthStatus.DRAINING
+                      else SessionState.REGISTERED)
+        dispatcher.compact_headers = self.compact_headers and COMPACT_HEADERS in ack.features
+        dispatcher.response_credit = self.can_stream and RESPONSE_CREDIT in ack.features
         # The gateway kept the endpoint descriptions (for its OpenAPI document).
         self.described = ENDPOINT_SCHEMAS in ack.features
         self.log.info(
@@ -214,7 +282,7 @@ class RouterSession:
         self._heartbeat = LoopingCall(self.send_heartbeat)
         self._heartbeat.clock = self.clock
         self._heartbeat.start(self.heartbeat_interval, now=False)
-        if self.status is InstanceHealthStatus.DRAINING:
+        if self.state is SessionState.DRAINING:
             self.send_heartbeat()
         if self.on_accepted is not None:
             self.on_accepted(self)
@@ -224,7 +292,8 @@ class RouterSession:
         Report status, requests in flight and the error rate since the last
         report.
         """
-        if self.sender is None or self.dispatcher is None or self.closed:
+        if self.state not in _BEATING or self.sender is None or self.dispatcher is None:
+            self._wrong_state("heartbeat")
             return
         served, failed = self.dispatcher.served, self.dispatcher.failed
         done = (served - self._counted[0]) + (failed - self._counted[1])
@@ -237,17 +306,19 @@ class RouterSession:
                          error_rate)
         self.sender.sendFrame(Frame(FrameType.HEARTBEAT, cid, encode_heartbeat(beat)))
 
-    def drain(self) -> Deferred:
+    def drain(self) -> Deferred[None]:
         """
         Report DRAINING now; fires when the gateway has acknowledged it (so
         no new request will come) and no request is in flight.  A session not
-        (yet) registered is done at once.
+        (yet) registered is done at once (it reports DRAINING from its
+        first heartbeat if it gets that far).
         """
         self.status = InstanceHealthStatus.DRAINING
-        if self.accepted is None or self.closed or self.dispatcher is None:
-            return succeed(None)
-        self.send_heartbeat()
         dispatcher = self.dispatcher
+        if self.state not in _BEATING or dispatcher is None:
+            return succeed(None)
+        self.state = SessionState.DRAINING
+        self.send_heartbeat()
 
         async def drained() -> None:
             await self._drain_acked
@@ -256,7 +327,10 @@ class RouterSession:
         return Deferred.fromCoroutine(drained())
 
     def connectionClosed(self, reason: str) -> None:
-        self.closed = True
+        if self.state is SessionState.CLOSED:
+            self._wrong_state("connection closed")
+            return
+        self.state = SessionState.CLOSED
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         if self.dispatcher is not None:
@@ -267,4 +341,4 @@ class RouterSession:
                       router=self.router, reason=reason)
 
 
-__all__ = ["RouterSession"]
+__all__ = ["RouterSession", "SessionState"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 import attrs
 import msgspec
@@ -19,7 +19,7 @@ import msgspec
 from .context import JsonResponse, RawResponse, StreamingResponse
 from .errors import BadRequest
 
-BodyReader = Callable[[bytes], Any]
+BodyReader = Callable[[bytes], object]
 
 _JSON_HEADERS = (("Content-Type", "application/json"),)
 #: Statuses without content: a typed endpoint sends neither body nor type.
@@ -122,7 +122,7 @@ def _not_json(body: bytes, error: Exception) -> str:
     return f"request body is not valid JSON: {error}"
 
 
-def encode_result(result: Any, status: int) -> Any:
+def encode_result(result: object, status: int) -> "RawResponse | StreamingResponse":
     """
     A typed handler's result as a response: a L{JsonResponse} with its
     status and headers, a L{RawResponse} or L{StreamingResponse} as it is,
@@ -148,7 +148,7 @@ def encode_result(result: Any, status: int) -> Any:
     return RawResponse(status, _JSON_HEADERS, _encode(_check(result)))
 
 
-def _empty(body: Any) -> bytes:
+def _empty(body: object) -> bytes:
     """
     The body of a 204 or 304: none (a result other than C{None} is a bug).
     """
@@ -157,7 +157,7 @@ def _empty(body: Any) -> bytes:
     return b""
 
 
-def _check(body: Any) -> Any:
+def _check(body: object) -> object:
     if type(body) is tuple:
         raise TypeError(
             "a typed handler returned a tuple: for a status other than the endpoint's, "

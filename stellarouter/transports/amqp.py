@@ -1,6 +1,10 @@
 """
 The RabbitMQ transport (AMQP 0-9-1, with pika's Twisted adapter; the choice
-and its evidence are in C{docs/router/decisions.md}).
+and its evidence are in C{docs/router/decisions.md}): the gateway side
+(L{AMQPTransportServer}, its peers in the shared L{PeerTable}) and the
+microservice side (L{AMQPTransportClient}, its sessions a L{ClientSession});
+the broker connection and the frame-to-message mapping both use are in
+C{broker.py}.
 
 Topology: one direct exchange, C{stellaops.router}.  Each gateway node
 consumes its own queue C{stella.gw.<node_id>}; each microservice instance
@@ -54,312 +58,41 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
-import random
 import secrets
-import time
 import uuid
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import pika
-from pika.adapters.twisted_connection import TwistedProtocolConnection
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..common.addresses import parse_amqp_address
 from ..common.enums import FrameType, TransportType
-from ..common.errors import MalformedPayload
-from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.models import Frame
-from ..common.payloads import HelloAck, decode_request, encode_hello_ack
-
-#: The exchange every router message goes through.
-EXCHANGE = "stellaops.router"
-#: The default AMQP port.
-DEFAULT_PORT = 5672
-_TYPES = {str(int(t)): t for t in FrameType}
-_HELLO_TYPE = str(int(FrameType.HELLO))
-#: The message header that carries a microservice's key.
-KEY_HEADER = "stella-key"
-#: The type of the gateway's probe messages (not a frame: dropped unread).
-PROBE_TYPE = "probe"
-#: The types of the gateway's challenge to a queue's owner, and of its
-#: answer (not frames): see L{AMQPTransportServer.challenge}.
-CHALLENGE_TYPE = "challenge"
-CHALLENGE_ANSWER_TYPE = "challenge-answer"
-#: How every microservice queue's name starts; a gateway takes messages
-#: only from such queues.
-SERVICE_QUEUE_PREFIX = "stella.svc."
+from ..common.payloads import HelloAck, encode_hello_ack
+from .broker import (
+    CHALLENGE_ANSWER_TYPE,
+    CHALLENGE_TYPE,
+    DEFAULT_PORT,
+    EXCHANGE,
+    KEY_HEADER,
+    PROBE_TYPE,
+    SERVICE_QUEUE_PREFIX,
+    BrokerQueue,
+    gateway_queue,
+    message_key,
+    same_key,
+)
+from .hello import HelloRetry
+from .peers import Peer, PeerTable
+from .session import ClientSession
 
 ReceiverFactory = Callable[[], IFrameReceiver]
-
-
-def gateway_queue(node_id: str) -> str:
-    """
-    The queue a gateway node consumes.
-    """
-    return f"stella.gw.{node_id}"
-
-
-def message_key(properties: Any) -> Optional[str]:
-    """
-    The microservice key a message carries in its C{stella-key} header,
-    if any.
-    """
-    value = (getattr(properties, "headers", None) or {}).get(KEY_HEADER)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
-
-
-def same_key(given: Optional[str], expected: Optional[str]) -> bool:
-    """
-    Whether a message's key is the expected one (compared in constant
-    time; no key expected matches only no key).
-    """
-    if expected is None or given is None:
-        return given is expected
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-def _parameters(options: Dict[str, str], queue: str) -> pika.ConnectionParameters:
-    return pika.ConnectionParameters(
-        host=options["host"], port=int(options["port"]), virtual_host=options["vhost"],
-        credentials=pika.PlainCredentials(options["user"], options["password"]),
-        heartbeat=30,
-        # Shown by the broker's tools (rabbitmqctl list_connections client_properties).
-        client_properties={"connection_name": f"stellarouter {queue} pid {os.getpid()}"})
-
-
-class _Link(TwistedProtocolConnection):
-    """
-    One broker connection; tells its owner when it is usable and when it
-    is gone.
-    """
-
-    def __init__(self, parameters: pika.ConnectionParameters, owner: "_Node") -> None:
-        super().__init__(parameters)
-        self.owner = owner
-
-    def connectionReady(self) -> Any:
-        result = super().connectionReady()
-        Deferred.fromCoroutine(self.owner.link_ready(self)).addErrback(
-            self.owner.setup_failed, self)
-        return result
-
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        super().connectionLost(reason)
-        self.owner.link_lost(self, reason)
-
-
-class _Node:
-    """
-    What both sides share: one consumed queue on the exchange, kept alive
-    across broker restarts with a reconnecting L{ClientService}.
-
-    @ivar drops: dropped messages by reason (C{malformed}, C{oversize},
-        C{unknown_peer}, C{forged}, C{not_a_service_queue}).
-    @ivar max_frame_bytes: the largest frame (type, id and payload) sent or
-        accepted; a larger message is refused on send and dropped on receipt.
-    """
-
-    log = Logger()
-
-    def __init__(self, reactor: Any, address: str, queue: str, gateway_required: bool,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 initial_delay: float = 0.5, max_delay: float = 30.0,
-                 jitter: Optional[Callable[[], float]] = None) -> None:
-        self.reactor = reactor
-        self.max_frame_bytes = max_frame_bytes
-        self.clock: IReactorTime = reactor
-        self.options = parse_amqp_address(address, gateway_required)
-        self.user = self.options["user"]
-        self.queue = queue
-        self.channel: Any = None
-        self.link: Optional[_Link] = None
-        self.drops: Dict[str, int] = {}
-        factory = Factory.forProtocol(lambda: _Link(_parameters(self.options, queue), self))
-        self.service = ClientService(
-            TCP4ClientEndpoint(reactor, self.options["host"], int(self.options["port"])),
-            factory,
-            retryPolicy=backoffPolicy(initialDelay=initial_delay, maxDelay=max_delay,
-                                      jitter=jitter or (lambda: random.uniform(0, 0.5))),
-            clock=reactor)
-
-    async def link_ready(self, link: _Link) -> None:
-        channel = await link.channel()
-        channel.add_on_return_callback(self._returned)
-        await channel.exchange_declare(exchange=EXCHANGE, exchange_type="direct")
-        await channel.queue_declare(queue=self.queue, exclusive=True, auto_delete=True)
-        await channel.queue_bind(queue=self.queue, exchange=EXCHANGE, routing_key=self.queue)
-        messages, _ = await channel.basic_consume(queue=self.queue, auto_ack=True)
-        self.channel, self.link = channel, link
-        self.log.info("AMQP link to {host}:{port} ready; consuming {queue}",
-                      host=self.options["host"], port=self.options["port"], queue=self.queue)
-        self.opened()
-        while True:
-            try:
-                _, _, properties, body = await messages.get()
-            except Exception:
-                return
-            if properties.type == PROBE_TYPE:
-                continue
-            if properties.type in (CHALLENGE_TYPE, CHALLENGE_ANSWER_TYPE):
-                if len(body) <= 64:
-                    self.challenge_message(properties, bytes(body))
-                continue
-            frame = self._decode(properties, body)
-            if frame is not None:
-                try:
-                    self.received(frame, properties)
-                except Exception:
-                    self.log.failure("handling a {kind} message failed", kind=frame.type.name)
-
-    def setup_failed(self, failure: Failure, link: _Link) -> None:
-        self.log.failure("setting up the AMQP link failed; reconnecting", failure)
-        if link.transport is not None:
-            link.transport.loseConnection()
-
-    def link_lost(self, link: _Link, reason: Failure) -> None:
-        if link is self.link:
-            self.link, self.channel = None, None
-            self.log.warn("AMQP link lost: {reason}", reason=reason.getErrorMessage())
-            self.closed(f"broker connection lost: {reason.getErrorMessage()}")
-
-    def _decode(self, properties: Any, body: bytes) -> Optional[Frame]:
-        if len(body) + FRAME_OVERHEAD > self.max_frame_bytes:
-            self.drop("oversize", properties.reply_to, f"({len(body)} bytes)")
-            count = self.drops["oversize"]
-            if count & (count - 1) == 0:
-                # Usually a max_frame_bytes mismatch between the two sides:
-                # say so (the 1st, 2nd, 4th, 8th... time), the request waits
-                # for its timeout otherwise.
-                self.log.warn("dropped a {size}-byte message from {source}: over "
-                              "max_frame_bytes {limit} (does the other side use the same "
-                              "max_frame_bytes?); {count} dropped so far", size=len(body),
-                              source=properties.reply_to, limit=self.max_frame_bytes,
-                              count=count)
-            return None
-        kind = _TYPES.get(str(properties.type or ""))
-        try:
-            cid = CorrelationId.parse(str(properties.correlation_id))
-        except (ValueError, TypeError):
-            cid = None
-        if kind is None or cid is None:
-            self.drop("malformed", properties.reply_to,
-                      f"type {properties.type!r} id {properties.correlation_id!r}")
-            return None
-        return Frame(kind, cid, bytes(body))
-
-    def drop(self, reason: str, source: Any, detail: str = "") -> None:
-        self.drops[reason] = self.drops.get(reason, 0) + 1
-        self.log.debug("dropped a message from {source}: {reason} {detail}",
-                       source=source, reason=reason, detail=detail)
-
-    def drop_forged(self, frame: Frame, properties: Any) -> None:
-        """
-        Drop a message that names a session it does not belong to (wrong
-        key or C{user_id}); warn the 1st, 2nd, 4th, 8th... time.
-        """
-        self.drop("forged", properties.reply_to, frame.type.name)
-        count = self.drops["forged"]
-        if count & (count - 1) == 0:
-            self.log.warn("dropped a {kind} message claiming to come from {source} "
-                          "(user_id {user}): its key or user_id is not that session's; "
-                          "{count} dropped so far", kind=frame.type.name,
-                          source=properties.reply_to, user=properties.user_id or "not set",
-                          count=count)
-
-    def _returned(self, message: Any) -> None:
-        try:
-            self.returned(message.method.routing_key, message.properties)
-        except Exception:
-            self.log.failure("handling a returned message failed")
-
-    def probe(self, target: str, key: Optional[str]) -> None:
-        """
-        Publish a probe message to C{target}: its receiver drops it unread;
-        the broker returns it if no queue takes it.
-        """
-        if self.channel is None:
-            return
-        self._send(self.channel, target, b"", pika.BasicProperties(
-            type=PROBE_TYPE, reply_to=self.queue, user_id=self.user, expiration="0",
-            headers={KEY_HEADER: key} if key else None), "probe")
-
-    def _send(self, channel: Any, target: str, body: bytes, properties: Any,
-              what: str) -> None:
-        """
-        C{basic_publish}, C{mandatory}; a failure is logged.
-        """
-        try:
-            d = channel.basic_publish(exchange=EXCHANGE, routing_key=target, body=body,
-                                      properties=properties, mandatory=True)
-        except Exception as e:
-            self.log.warn("publishing a {kind} message failed: {error}", kind=what, error=e)
-            return
-        d.addErrback(lambda f: self.log.warn("publishing a {kind} message failed: {error}",
-                                             kind=what, error=f.getErrorMessage()))
-
-    def publish(self, target: str, frame: Frame, key: Optional[str] = None) -> None:
-        """
-        Publish C{frame} to queue C{target}, C{mandatory} (the broker
-        returns it if no queue takes it), with C{key} in the C{stella-key}
-        header and our broker user as C{user_id}.
-        """
-        channel = self.channel
-        if channel is None:
-            return
-        if len(frame.payload) + FRAME_OVERHEAD > self.max_frame_bytes:
-            self.log.error("a {kind} frame of {size} bytes is over max_frame_bytes ({limit}); "
-                           "not sent", kind=frame.type.name,
-                           size=len(frame.payload) + FRAME_OVERHEAD, limit=self.max_frame_bytes)
-            return
-        expiration = None
-        if frame.type is FrameType.REQUEST:
-            try:
-                deadline = decode_request(frame.payload).deadline
-            except MalformedPayload:
-                deadline = None
-            if deadline is not None:
-                expiration = str(max(1, int((deadline - time.time()) * 1000)))
-        properties = pika.BasicProperties(
-            type=str(int(frame.type)), correlation_id=str(frame.correlation_id),
-            reply_to=self.queue, expiration=expiration, user_id=self.user,
-            headers={KEY_HEADER: key} if key else None)
-        self._send(channel, target, frame.payload, properties, frame.type.name)
-
-    # overridden by each side
-    def opened(self) -> None:
-        raise NotImplementedError
-
-    def closed(self, reason: str) -> None:
-        raise NotImplementedError
-
-    def received(self, frame: Frame, properties: Any) -> None:
-        raise NotImplementedError
-
-    def returned(self, target: str, properties: Any) -> None:
-        """
-        The broker returned a message we published to queue C{target}: no
-        queue took it.
-        """
-        raise NotImplementedError
-
-    def challenge_message(self, properties: Any, body: bytes) -> None:
-        """
-        A challenge (to a microservice) or its answer (to a gateway)
-        arrived; the other side ignores it.
-        """
+_HELLO_TYPE = str(int(FrameType.HELLO))
 
 
 def _busy(receiver: IFrameReceiver) -> bool:
@@ -371,7 +104,7 @@ def _busy(receiver: IFrameReceiver) -> bool:
 
 
 @implementer(IFrameSender)
-class AMQPPeer:
+class AMQPPeer(Peer[str]):
     """
     The gateway's pseudo-connection to one microservice queue.
     """
@@ -386,14 +119,12 @@ class AMQPPeer:
         @param key: the microservice's key, from its HELLO.
         @param user_id: the broker user its HELLO was published by.
         """
+        super().__init__(queue, receiver, server.clock.seconds())
         self.server = server
         self.queue = queue
         self.key = key
         self.user_id = user_id
         self.peer = f"amqp:{queue}"
-        self.receiver = receiver
-        self.last_seen = server.clock.seconds()
-        self.closed = False
         self.hello_id: Optional[CorrelationId] = None
         self.hello_answer: Optional[Frame] = None
         #: The nonce of an unanswered challenge, when it was sent.
@@ -419,7 +150,7 @@ class AMQPPeer:
 
 
 @implementer(ITransportServer)
-class AMQPTransportServer(_Node):
+class AMQPTransportServer(BrokerQueue):
     """
     The gateway side: consumes C{stella.gw.<node_id>}; one L{AMQPPeer} per
     microservice queue.
@@ -445,9 +176,7 @@ class AMQPTransportServer(_Node):
         self.idle_timeout = idle_timeout
         self.probe_interval = probe_interval
         self.challenge_timeout = challenge_timeout
-        self.peers: Dict[str, AMQPPeer] = {}
-        self._sweeper = LoopingCall(self.sweep)
-        self._sweeper.clock = reactor
+        self.peers: PeerTable[str, AMQPPeer] = PeerTable(reactor, idle_timeout)
         self._prober = LoopingCall(self.probe_busy_peers)
         self._prober.clock = reactor
         self._ready: Optional[Deferred] = None
@@ -455,7 +184,7 @@ class AMQPTransportServer(_Node):
     def start(self) -> Deferred:
         self._ready = Deferred()
         self.service.startService()
-        self._sweeper.start(max(self.idle_timeout / 4, 0.05), now=False)
+        self.peers.start()
         self._prober.start(self.probe_interval, now=False)
         return self._ready
 
@@ -465,12 +194,10 @@ class AMQPTransportServer(_Node):
                 f"rabbitmq:{self.options['host']}:{self.options['port']}/{self.queue}")
 
     def stop(self) -> Deferred:
-        if self._sweeper.running:
-            self._sweeper.stop()
         if self._prober.running:
             self._prober.stop()
-        for peer in list(self.peers.values()):
-            self.forget(peer, "gateway transport stopping")
+        self.report_drops()
+        self.peers.stop("gateway transport stopping")
         return self.service.stopService()
 
     def probe_busy_peers(self) -> None:
@@ -485,21 +212,19 @@ class AMQPTransportServer(_Node):
                 self.probe(peer.queue, peer.key)
 
     def sweep(self) -> None:
-        now = self.clock.seconds()
-        for peer in list(self.peers.values()):
-            if now - peer.last_seen >= self.idle_timeout:
-                self.forget(peer, f"silent for {now - peer.last_seen:.1f}s")
+        """
+        Close the peers silent for C{idle_timeout}.
+        """
+        self.peers.sweep()
 
     def forget(self, peer: AMQPPeer, reason: str) -> None:
-        if peer.closed:
-            return
-        peer.closed = True
-        self.peers.pop(peer.queue, None)
-        peer.receiver.connectionClosed(reason)
+        """
+        Close C{peer} (its receiver is told C{reason}).
+        """
+        self.peers.forget(peer, reason)
 
     def closed(self, reason: str) -> None:
-        for peer in list(self.peers.values()):
-            self.forget(peer, reason)
+        self.peers.close_all(reason)
 
     def returned(self, target: str, properties: Any) -> None:
         peer = self.peers.get(target)
@@ -541,7 +266,7 @@ class AMQPTransportServer(_Node):
                 return
             peer = AMQPPeer(self, reply_to, self.receiver_factory(), message_key(properties),
                             properties.user_id or None)
-            self.peers[reply_to] = peer
+            self.peers.add(peer)
             peer.receiver.connectionOpened(peer)
         peer.last_seen = self.clock.seconds()
         if frame.type is FrameType.HELLO:
@@ -615,11 +340,11 @@ def _is_goodbye(payload: bytes) -> bool:
 
 
 @implementer(ITransportClient, IFrameSender)
-class AMQPTransportClient(_Node):
+class AMQPTransportClient(BrokerQueue):
     """
     The microservice side: consumes its own queue and talks to one gateway
-    node's queue; a fresh receiver (session) after every reconnect and
-    after silence.
+    node's queue; a L{ClientSession} whose receiver is replaced after every
+    reconnect and after silence.
     """
 
     transport_type = TransportType.RABBITMQ
@@ -647,16 +372,21 @@ class AMQPTransportClient(_Node):
         #: This process's key: in every message we send, required in every
         #: message we accept (the gateway sends it back).
         self.key = secrets.token_hex(16)
-        self._answered = False
-        self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
-        self.receiver: Optional[IFrameReceiver] = None
-        self._idle: Optional[IDelayedCall] = None
         self.hello_retry = hello_retry
         self.hello_retry_max = hello_retry_max
-        self._hello: Optional[Frame] = None
-        self._hello_call: Optional[IDelayedCall] = None
-        self._hello_delay = hello_retry
+        self.session = ClientSession(
+            reactor, receiver_factory, self, self._write,
+            HelloRetry(reactor, self._write, hello_retry, hello_retry_max, peer=self.peer),
+            idle_timeout, self.peer, can_reopen=lambda: self.channel is not None,
+            fresh_backoff_per_session=True)
+
+    @property
+    def receiver(self) -> Optional[IFrameReceiver]:
+        """
+        The current session's receiver, if one is open.
+        """
+        return self.session.receiver
 
     def start(self) -> None:
         self.service.startService()
@@ -665,30 +395,24 @@ class AMQPTransportClient(_Node):
         if self.receiver is not None and self.channel is not None:
             self.publish(self.target, Frame(FrameType.HEARTBEAT, new_correlation_id(),
                                             json.dumps({"goodbye": True}).encode()), self.key)
-        self._end_session("stopped")
+        self.report_drops()
+        self.session.close("stopped")
         return self.service.stopService()
 
     # link events
 
     def opened(self) -> None:
-        self._new_session()
+        self.session.open()
 
     def closed(self, reason: str) -> None:
-        self._end_session(reason)
+        self.session.close(reason)
 
     def received(self, frame: Frame, properties: Any) -> None:
         if not same_key(message_key(properties), self.key):
             self.drop_forged(frame, properties)
             return
-        if self.receiver is None:
-            return
-        self._touch()
-        if (frame.type is FrameType.HELLO and self._hello is not None
-                and frame.correlation_id == self._hello.correlation_id):
-            self._hello = None
-            self._answered = True
-            self._cancel_hello()
-        self.receiver.frameReceived(frame)
+        if self.session.heard(frame):
+            self.session.deliver(frame)
 
     def challenge_message(self, properties: Any, body: bytes) -> None:
         if properties.type != CHALLENGE_TYPE or not same_key(message_key(properties), self.key):
@@ -703,7 +427,7 @@ class AMQPTransportClient(_Node):
         if target != self.target or self.receiver is None or properties.type == _HELLO_TYPE:
             # A HELLO nobody took is sent again until a gateway answers.
             return
-        if not self._answered:
+        if not self.session.answered:
             # From before this session's HELLO was answered: an older one's.
             return
         self.log.warn("the queue of gateway {peer} is gone (it stopped or restarted); "
@@ -713,60 +437,13 @@ class AMQPTransportClient(_Node):
     # IFrameSender
 
     def sendFrame(self, frame: Frame) -> None:
-        if self.receiver is not None:
-            if frame.type is FrameType.HELLO and self._hello is None:
-                self._hello = frame
-                self._hello_delay = self.hello_retry
-                self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
-            self.publish(self.target, frame, self.key)
-
-    def _resend_hello(self) -> None:
-        self._hello_call = None
-        if self._hello is None or self.receiver is None:
-            return
-        self.log.info("HELLO to {peer} not answered; sending it again", peer=self.peer)
-        self.publish(self.target, self._hello, self.key)
-        self._hello_delay = min(self._hello_delay * 2, self.hello_retry_max)
-        self._hello_call = self.clock.callLater(self._hello_delay, self._resend_hello)
-
-    def _cancel_hello(self) -> None:
-        if self._hello_call is not None and self._hello_call.active():
-            self._hello_call.cancel()
-        self._hello_call = None
+        self.session.send(frame)
 
     def close(self, reason: str) -> None:
-        self._end_session(reason)
-        if self.channel is not None:
-            self._new_session()
+        self.session.restart(reason)
 
-    # sessions
-
-    def _new_session(self) -> None:
-        self._answered = False
-        self.receiver = self.receiver_factory()
-        self._touch()
-        self.receiver.connectionOpened(self)
-
-    def _end_session(self, reason: str) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
-        self._hello = None
-        self._cancel_hello()
-        receiver, self.receiver = self.receiver, None
-        if receiver is not None:
-            receiver.connectionClosed(reason)
-
-    def _touch(self) -> None:
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = self.clock.callLater(self.idle_timeout, self._silent)
-
-    def _silent(self) -> None:
-        self._idle = None
-        self.log.warn("nothing heard from {peer} for {timeout:g}s; starting over",
-                      peer=self.peer, timeout=self.idle_timeout)
-        self.close(f"nothing heard from the gateway for {self.idle_timeout:g}s")
+    def _write(self, frame: Frame) -> None:
+        self.publish(self.target, frame, self.key)
 
 
 def amqp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory, node_id: str,
@@ -790,6 +467,7 @@ def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
                                max_frame_bytes=max_frame_bytes, **backoff)
 
 
-__all__ = ["AMQPTransportClient", "AMQPTransportServer", "CHALLENGE_ANSWER_TYPE", "CHALLENGE_TYPE",
-           "EXCHANGE", "KEY_HEADER", "PROBE_TYPE",
-           "SERVICE_QUEUE_PREFIX", "amqp_client", "amqp_server", "gateway_queue", "message_key", "same_key"]
+__all__ = ["AMQPPeer", "AMQPTransportClient", "AMQPTransportServer", "CHALLENGE_ANSWER_TYPE",
+           "CHALLENGE_TYPE", "DEFAULT_PORT", "EXCHANGE", "KEY_HEADER", "PROBE_TYPE",
+           "SERVICE_QUEUE_PREFIX", "amqp_client", "amqp_server", "gateway_queue", "message_key",
+           "same_key"]

@@ -8,12 +8,21 @@ reactor next finds the socket writable, one more pass of the event loop
 code that wrote them returned.  At the end of a piece of work whose output
 is complete (an HTTP response finished, a batch of frames answered), that
 pass only adds latency: L{flush} does the write that pass would do, now, and
-L{write_now} offers new bytes to the socket before buffering them.
+L{write_now} offers new bytes to the socket before buffering them;
+L{unsent_bytes} says how much a connection still holds to send and
+L{discard_unsent} drops it once the connection is gone.
+
+This module is the only one of the transports that reads Twisted's private
+names (those of C{twisted.internet.tcp.Connection}'s write buffer), listed in
+L{PRIVATE_NAMES} and pinned by C{tests/unit/test_flush_private.py}.
 """
 
 from __future__ import annotations
 
 from twisted.internet.tcp import Connection
+
+#: The private names of C{twisted.internet.tcp.Connection} used here.
+PRIVATE_NAMES = ("_tempDataBuffer", "_tempDataLen", "_writeDisconnecting")
 
 
 def flush(transport: object) -> None:
@@ -67,6 +76,16 @@ def write_now(transport: object, data: bytes) -> None:
     transport.write(data)  # type: ignore[attr-defined]
 
 
+def unsent_bytes(transport: object) -> int:
+    """
+    The bytes a TCP connection has buffered and not yet handed to its
+    socket (0 for anything else: TLS, in-memory and test transports).
+    """
+    if not isinstance(transport, Connection):
+        return 0
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
 def discard_unsent(transport: object) -> int:
     """
     Drop what a TCP connection that is gone still holds to send.
@@ -83,7 +102,7 @@ def discard_unsent(transport: object) -> int:
     """
     if not isinstance(transport, Connection) or transport.connected:
         return 0
-    dropped = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    dropped = unsent_bytes(transport)
     transport.dataBuffer = b""
     transport.offset = 0
     transport._tempDataBuffer = []
@@ -91,4 +110,4 @@ def discard_unsent(transport: object) -> int:
     return dropped
 
 
-__all__ = ["discard_unsent", "flush", "write_now"]
+__all__ = ["PRIVATE_NAMES", "discard_unsent", "flush", "unsent_bytes", "write_now"]

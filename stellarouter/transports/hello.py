@@ -103,6 +103,13 @@ class HelloRetry:
             self.attempts = 0
         return True
 
+    def reset(self) -> None:
+        """
+        Start the resends over at the initial delay.
+        """
+        self.delay = self.initial_delay
+        self.attempts = 0
+
     def next_delay(self) -> float:
         """
         The wait before the next attempt, lengthening the one after (for a

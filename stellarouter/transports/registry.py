@@ -41,7 +41,8 @@ def make_server(
     if kind is TransportType.TCP:
         return tcp_server(reactor, listen, receiver_factory, max_frame_bytes)
     if kind is TransportType.UDP:
-        return udp_server(reactor, listen, receiver_factory, max_frame_bytes, idle_timeout)
+        return udp_server(reactor, listen, receiver_factory, max_frame_bytes, idle_timeout,
+                          node_id)
     if kind is TransportType.RABBITMQ:
         return amqp_server(reactor, listen, receiver_factory, node_id, idle_timeout,
                            max_frame_bytes)

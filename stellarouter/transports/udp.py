@@ -12,148 +12,71 @@ UDP has no connection, so this module keeps a small one per peer:
    and if this side already answered it (HELLO answer, RESPONSE), the
    answer is sent again, so a lost answer is repaired by the sender's
    retry instead of re-running the request;
- - the microservice resends its HELLO until it is answered (L{HelloRetry}),
+ - a frame other than HELLO from an address without a peer (this gateway
+   restarted) is answered "send HELLO again", within L{HelloAgainLimit};
+ - the microservice resends its HELLO until it is answered (its
+   L{ClientSession}, with L{HelloRetry}),
    opens a new socket when an ICMP port unreachable closed its own, and
    starts a new session (a new HELLO) when it has heard nothing from the
    gateway for C{idle_timeout}.
 
 Malformed datagrams (shorter than 17 bytes, unknown type) are dropped and
 counted, never raised; drops are logged at most once per interval, with
-their count (a flood must cost a counter per datagram, not a log line).  Received datagrams are read up to 65,535 bytes
+their count (a flood must cost a counter per datagram, not a log line).
+Received datagrams are read up to 65,535 bytes
 (C{listenUDP} reads only 8,192 unless told).
 """
 
 from __future__ import annotations
 
-import socket
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..common.enums import FrameType, TransportType
 from ..common.errors import ProtocolError
 from ..common.frames import FRAME_OVERHEAD, decode_datagram, encode_datagram
-from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
 from ..common.models import Frame
+from ..common.payloads import HelloAck, encode_hello_ack
+from .datagram import Address, HelloAgainLimit, ReplyCache, grow_receive_buffer
 from .hello import HelloRetry
+from .peers import DropCounting, Peer, PeerTable
+from .session import ClientSession
 
 #: The default UDP port of the gateway's transport listener.
 DEFAULT_PORT = 5102
-#: What a received frame answers, by the received frame's type.
-_REPLY_TYPE = {FrameType.HELLO: FrameType.HELLO, FrameType.REQUEST: FrameType.RESPONSE}
 _HELLO_BYTE = bytes([FrameType.HELLO])
 _TYPE_BYTES = frozenset(int(t) for t in FrameType)
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 
 
-class _Seen:
+class FrameDatagrams(DropCounting, DatagramProtocol):
     """
-    A bounded memory of the frames received (for duplicates) and of the
-    answers this side sent (to repeat them): HELLO answers on the gateway,
-    RESPONSEs on the microservice.  Answers are kept up to C{max_bytes}.
-    """
-
-    def __init__(self, answer_types: Tuple[FrameType, ...], size: int = 4096,
-                 max_bytes: int = 16 * 1024 * 1024) -> None:
-        self.size = size
-        self.max_bytes = max_bytes
-        self.answer_types = answer_types
-        self._received: "OrderedDict[Tuple[int, CorrelationId], None]" = OrderedDict()
-        self._answers: "OrderedDict[Tuple[int, CorrelationId], bytes]" = OrderedDict()
-        self._answer_bytes = 0
-
-    def duplicate(self, frame: Frame) -> bool:
-        key = (frame.type, frame.correlation_id)
-        if key in self._received:
-            return True
-        self._received[key] = None
-        if len(self._received) > self.size:
-            self._received.popitem(last=False)
-        return False
-
-    def remember_answer(self, frame: Frame, datagram: bytes) -> None:
-        if frame.type not in self.answer_types:
-            return
-        key = (frame.type, frame.correlation_id)
-        previous = self._answers.pop(key, None)
-        if previous is not None:
-            self._answer_bytes -= len(previous)
-        self._answers[key] = datagram
-        self._answer_bytes += len(datagram)
-        while self._answers and (len(self._answers) > self.size
-                                 or self._answer_bytes > self.max_bytes):
-            _, dropped = self._answers.popitem(last=False)
-            self._answer_bytes -= len(dropped)
-
-    def answer_to(self, frame: Frame) -> Optional[bytes]:
-        reply = _REPLY_TYPE.get(frame.type)
-        if reply is None:
-            return None
-        return self._answers.get((reply, frame.correlation_id))
-
-
-class _Endpoint(DatagramProtocol):
-    """
-    What both sides share: decoding, counting drops, duplicates, answers.
-
-    A dropped datagram costs a counter increment: a flood of junk must not
-    cost a log line each (a debug line per datagram once took the gateway
-    down).  At most one line per C{drop_log_interval} says how many were
-    dropped, why, and the last sender.
-
-    @ivar drops: dropped datagrams by reason since start (C{malformed},
-        C{oversize}, C{duplicate}, C{unknown_peer}).
+    The UDP socket's protocol, both sides: one frame per datagram,
+    decoding, counting drops (L{DropCounting}: a flood of junk costs a
+    counter each, and one log line per interval), sending.
     """
 
     log = Logger()
-    #: Seconds between two log lines about dropped datagrams.
-    drop_log_interval = 10.0
+    dropped_noun = "datagram(s)"
 
     def __init__(self, clock: IReactorTime, max_datagram_bytes: int) -> None:
+        DropCounting.__init__(self)
         self.clock = clock
         self.max_datagram_bytes = max_datagram_bytes
-        self.drops: Dict[str, int] = {}
-        self._drops_logged: Dict[str, int] = {}
-        self._last_dropped: Any = None
-        self._drop_report: Optional[IDelayedCall] = None
-
-    def drop(self, reason: str, address: Any, detail: str = "") -> None:
-        drops = self.drops
-        drops[reason] = drops.get(reason, 0) + 1
-        self._last_dropped = address
-        if self._drop_report is None:
-            self._drop_report = self.clock.callLater(self.drop_log_interval, self.report_drops)
-
-    def report_drops(self) -> None:
-        """
-        Log the datagrams dropped since the last report, by reason (called
-        by the timer the first drop of an interval arms, and on stop).
-        """
-        if self._drop_report is not None and self._drop_report.active():
-            self._drop_report.cancel()
-        self._drop_report = None
-        new = {reason: count - self._drops_logged.get(reason, 0)
-               for reason, count in self.drops.items()}
-        total = sum(new.values())
-        if not total:
-            return
-        self._drops_logged = dict(self.drops)
-        self.log.warn(
-            "dropped {count} datagram(s) in the last {interval:g}s ({reasons}); last from "
-            "{address}", count=total, interval=self.drop_log_interval,
-            reasons=", ".join(f"{r} {n}" for r, n in sorted(new.items()) if n),
-            address=self._last_dropped)
 
     def decode(self, data: bytes, address: Any) -> Optional[Frame]:
+        """
+        The frame in a received datagram, or C{None} (dropped and counted).
+        """
         if len(data) > self.max_datagram_bytes:
             self.drop("oversize", address, f"({len(data)} bytes)")
             return None
@@ -163,20 +86,36 @@ class _Endpoint(DatagramProtocol):
             self.drop("malformed", address, str(e))
             return None
 
-    def send(self, frame: Frame, address: Any, seen: _Seen) -> None:
+    def send(self, frame: Frame, address: Optional[Address], replies: ReplyCache) -> None:
+        """
+        Send C{frame} in one datagram to C{address} (C{None}: the connected
+        peer), remembering it in C{replies} if it is an answer.
+        """
         datagram = encode_datagram(frame)
         if len(datagram) > self.max_datagram_bytes:
             self.log.error("a {kind} frame of {size} bytes does not fit in a datagram of at most "
                            "{limit}; not sent", kind=frame.type.name, size=len(datagram),
                            limit=self.max_datagram_bytes)
             return
-        seen.remember_answer(frame, datagram)
-        if self.transport is not None:
+        replies.remember_answer(frame, datagram)
+        self.write(datagram, address)
+
+    def write(self, datagram: bytes, address: Optional[Address]) -> None:
+        """
+        Write one datagram; a send the kernel refuses (its buffer full:
+        C{EAGAIN}, C{ENOBUFS}) loses the datagram as the network could, and
+        is counted (C{send_failed}), never raised into the caller.
+        """
+        if self.transport is None:
+            return
+        try:
             self.transport.write(datagram, address)
+        except OSError:
+            self.drop("send_failed", address)
 
 
 @implementer(IFrameSender)
-class UDPPeer:
+class UDPPeer(Peer[Address]):
     """
     The gateway's pseudo-connection to one microservice address.
     """
@@ -184,19 +123,16 @@ class UDPPeer:
     transport_type = TransportType.UDP
     peer_identity: Tuple[str, ...] = ()
 
-    def __init__(self, server: "UDPTransportServer", address: Tuple[str, int],
+    def __init__(self, server: "UDPTransportServer", address: Address,
                  receiver: IFrameReceiver) -> None:
+        super().__init__(address, receiver, server.clock.seconds())
         self.server = server
-        self.address = address
         self.peer = f"{address[0]}:{address[1]}"
-        self.receiver = receiver
-        self.seen = _Seen((FrameType.HELLO,))
-        self.last_seen = server.clock.seconds()
-        self.closed = False
+        self.replies = ReplyCache((FrameType.HELLO,))
 
     def sendFrame(self, frame: Frame) -> None:
         if not self.closed:
-            self.server.protocol.send(frame, self.address, self.seen)
+            self.server.protocol.send(frame, self.address, self.replies)
 
     def close(self, reason: str) -> None:
         self.server.forget(self, reason)
@@ -220,23 +156,29 @@ class UDPTransportServer:
     receive_buffer_bytes = 4 * 1024 * 1024
 
     def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
-                 max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0) -> None:
+                 max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
+                 node_id: str = "gateway") -> None:
         """
         @param listen: C{udp:PORT:interface=HOST}.
         @param idle_timeout: a peer silent this long is closed.
+        @param node_id: this gateway's node id, for its "send HELLO again"
+            answers.
         @raise ValueError: a bad address.
         """
         self.reactor = reactor
         self.clock: IReactorTime = reactor
+        self.node_id = node_id
+        self.hello_again = HelloAgainLimit(reactor)
+        self._hello_again_payload = encode_hello_ack(HelloAck(
+            False, f"gateway {node_id} has no session for this address; send HELLO again",
+            node_id, hello_again=True))
         self.interface, self.port_number = parse_udp_address(listen, server=True)
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
-        self.peers: Dict[Tuple[str, int], UDPPeer] = {}
-        self._refused: "OrderedDict[Tuple[str, int], float]" = OrderedDict()
-        self.protocol = _ServerProtocol(self, reactor, max_datagram_bytes)
+        self.peers: PeerTable[Address, UDPPeer] = PeerTable(reactor, idle_timeout)
+        self._refused: "OrderedDict[Address, float]" = OrderedDict()
+        self.protocol = _GatewayDatagrams(self, reactor, max_datagram_bytes)
         self.port: Optional[IListeningPort] = None
-        self._sweeper = LoopingCall(self.sweep)
-        self._sweeper.clock = reactor
 
     def start(self) -> Deferred:
         try:
@@ -245,20 +187,17 @@ class UDPTransportServer:
         except Exception as e:
             from twisted.internet.defer import fail
             return fail(e)
-        self._sweeper.start(max(self.idle_timeout / 4, 0.05), now=False)
+        self.peers.start()
         host: Any = self.port.getHost()
         where = f"udp:{host.host}:{host.port}"
-        buffer = _grow_receive_buffer(self.port, self.receive_buffer_bytes)
+        buffer = grow_receive_buffer(self.port, self.receive_buffer_bytes)
         self.log.info("udp transport listening on {where} (receive buffer {buffer} bytes)",
                       where=where, buffer=buffer)
         return succeed(where)
 
     def stop(self) -> Deferred:
-        if self._sweeper.running:
-            self._sweeper.stop()
         self.protocol.report_drops()
-        for peer in list(self.peers.values()):
-            self.forget(peer, "gateway transport stopping")
+        self.peers.stop("gateway transport stopping")
         if self.port is not None:
             result = self.port.stopListening()
             self.port = None
@@ -270,42 +209,43 @@ class UDPTransportServer:
         """
         Close peers silent for C{idle_timeout}.
         """
-        now = self.clock.seconds()
-        for peer in list(self.peers.values()):
-            silence = now - peer.last_seen
-            if silence >= self.idle_timeout:
-                self.forget(peer, f"silent for {silence:.1f}s")
+        self.peers.sweep()
 
     def forget(self, peer: UDPPeer, reason: str) -> None:
-        if peer.closed:
-            return
-        peer.closed = True
-        self.peers.pop(peer.address, None)
-        peer.receiver.connectionClosed(reason)
+        """
+        Close C{peer} (its receiver is told C{reason}).
+        """
+        self.peers.forget(peer, reason)
 
-    def received(self, frame: Frame, address: Tuple[str, int]) -> None:
+    def received(self, frame: Frame, address: Address) -> None:
+        """
+        A decoded frame from C{address}: to its peer, or opening one if it
+        is a HELLO.
+        """
         peer = self.peers.get(address)
         opening = peer is None
         if peer is None:
             if frame.type is not FrameType.HELLO:
                 self.protocol.drop("unknown_peer", address, frame.type.name)
+                if self.hello_again.allow(address):
+                    self._ask_for_hello(frame, address)
                 return
             if self._refused_recently(address):
                 self.protocol.drop("refused_recently", address)
                 return
             peer = UDPPeer(self, address, self.receiver_factory())
-            self.peers[address] = peer
+            self.peers.add(peer)
             peer.receiver.connectionOpened(peer)
             if peer.closed:
                 # Refused on sight (too many connections from its host).
                 self._hold_off(address)
                 return
         peer.last_seen = self.clock.seconds()
-        if peer.seen.duplicate(frame):
-            answer = peer.seen.answer_to(frame)
+        if peer.replies.duplicate(frame):
+            answer = peer.replies.answer_to(frame)
             self.protocol.drop("duplicate", address, frame.type.name)
-            if answer is not None and self.protocol.transport is not None:
-                self.protocol.transport.write(answer, address)
+            if answer is not None:
+                self.protocol.write(answer, address)
             return
         try:
             peer.receiver.frameReceived(frame)
@@ -316,7 +256,29 @@ class UDPTransportServer:
         if opening and peer.closed:
             self._hold_off(address)
 
-    def _hold_off(self, address: Tuple[str, int]) -> None:
+    def unknown_sender(self, data: bytes, address: Address) -> None:
+        """
+        A well-formed-looking frame other than HELLO from an address with no
+        peer (this gateway restarted, or forgot it): counted as dropped and,
+        within L{HelloAgainLimit}'s budget, answered with a HELLO answer
+        C{accepted: false, hello_again: true} under its correlation id, so a
+        registered microservice sends a new HELLO at once instead of after
+        its idle timeout.
+        """
+        self.protocol.drop("unknown_peer", address)
+        if not self.hello_again.allow(address):
+            return
+        try:
+            frame = decode_datagram(data)
+        except ProtocolError:
+            return
+        self._ask_for_hello(frame, address)
+
+    def _ask_for_hello(self, frame: Frame, address: Address) -> None:
+        answer = Frame(FrameType.HELLO, frame.correlation_id, self._hello_again_payload)
+        self.protocol.write(encode_datagram(answer), address)
+
+    def _hold_off(self, address: Address) -> None:
         """
         A HELLO from C{address} was refused: its further HELLOs are dropped
         unread for C{refusal_hold} (a flood of junk HELLOs costs a counter
@@ -326,7 +288,7 @@ class UDPTransportServer:
         while len(self._refused) > self.max_refused:
             self._refused.popitem(last=False)
 
-    def _refused_recently(self, address: Tuple[str, int]) -> bool:
+    def _refused_recently(self, address: Address) -> bool:
         until = self._refused.get(address)
         if until is None:
             return False
@@ -336,28 +298,11 @@ class UDPTransportServer:
         return False
 
 
-def _grow_receive_buffer(port: Any, size: int) -> int:
+class _GatewayDatagrams(FrameDatagrams):
     """
-    Ask for a receive buffer of C{size} bytes on a listening UDP port's
-    socket (never shrinking it).
-
-    @return: the size the kernel reports afterwards (Linux reports twice
-        what it grants, bookkeeping included), or 0 without a socket.
+    The gateway's socket: datagrams to the L{UDPTransportServer}.
     """
-    handle = getattr(port, "getHandle", None)
-    if handle is None:
-        return 0
-    sock = handle()
-    current = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if current < size:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-        except OSError:
-            pass
-    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
-
-class _ServerProtocol(_Endpoint):
     def __init__(self, server: UDPTransportServer, clock: IReactorTime, limit: int) -> None:
         super().__init__(clock, limit)
         self.server = server
@@ -367,9 +312,12 @@ class _ServerProtocol(_Endpoint):
             # An unknown sender's datagram that cannot open a peer: counted,
             # not decoded (a flood of these must stay cheap).
             size = len(data)
-            self.drop("oversize" if size > self.max_datagram_bytes else
-                      "unknown_peer" if size >= FRAME_OVERHEAD and data[0] in _TYPE_BYTES
-                      else "malformed", addr)
+            if size > self.max_datagram_bytes:
+                self.drop("oversize", addr)
+            elif size >= FRAME_OVERHEAD and data[0] in _TYPE_BYTES:
+                self.server.unknown_sender(data, addr)
+            else:
+                self.drop("malformed", addr)
             return
         frame = self.decode(data, addr)
         if frame is not None:
@@ -377,10 +325,11 @@ class _ServerProtocol(_Endpoint):
 
 
 @implementer(ITransportClient, IFrameSender)
-class UDPTransportClient(_Endpoint):
+class UDPTransportClient(FrameDatagrams):
     """
-    The microservice side: a connected UDP socket to one gateway, with a
-    fresh receiver (session) whenever it has to start over.
+    The microservice side: a connected UDP socket to one gateway, and a
+    L{ClientSession} whose receiver is replaced whenever it has to start
+    over.
     """
 
     transport_type = TransportType.UDP
@@ -404,17 +353,24 @@ class UDPTransportClient(_Endpoint):
         self.reactor = reactor
         self.host, self.port_number = parse_udp_address(address, server=False)
         self.peer = f"{self.host}:{self.port_number}"
-        self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
         self.hello_retry = hello_retry
-        self.receiver: Optional[IFrameReceiver] = None
-        self.seen = _Seen((FrameType.RESPONSE,))
-        self.retry = HelloRetry(reactor, self._write_hello, hello_retry, max_delay,
-                                peer=self.peer)
+        self.replies = ReplyCache((FrameType.RESPONSE,))
+        self.retry = HelloRetry(reactor, self._write, hello_retry, max_delay, peer=self.peer)
+        self.session = ClientSession(
+            reactor, receiver_factory, self, self._write, self.retry, idle_timeout, self.peer,
+            can_reopen=lambda: self._running and self.transport is not None,
+            on_open=self._forget_replies)
         self._port: Optional[IListeningPort] = None
         self._reopen_call: Optional[IDelayedCall] = None
-        self._idle_call: Optional[IDelayedCall] = None
         self._running = False
+
+    @property
+    def receiver(self) -> Optional[IFrameReceiver]:
+        """
+        The current session's receiver, if one is open.
+        """
+        return self.session.receiver
 
     # ITransportClient
 
@@ -424,10 +380,11 @@ class UDPTransportClient(_Endpoint):
 
     def stop(self) -> Deferred:
         self._running = False
-        self._cancel(self._reopen_call)
+        if self._reopen_call is not None and self._reopen_call.active():
+            self._reopen_call.cancel()
         self._reopen_call = None
         self.report_drops()
-        self._end_session("stopped")
+        self.session.close("stopped")
         port, self._port = self._port, None
         if port is not None:
             result = port.stopListening()
@@ -445,7 +402,7 @@ class UDPTransportClient(_Endpoint):
     def startProtocol(self) -> None:
         assert self.transport is not None
         self.transport.connect(self.host, self.port_number)
-        self._new_session()
+        self.session.open()
 
     def stopProtocol(self) -> None:
         """
@@ -458,7 +415,7 @@ class UDPTransportClient(_Endpoint):
         if not self._running or self._port is None:
             return
         self._port = None
-        self._end_session("the gateway is unreachable (port unreachable)")
+        self.session.close("the gateway is unreachable (port unreachable)")
         delay = self.retry.delay
         self.log.info("gateway {peer} unreachable; saying HELLO again in {delay:g}s",
                       peer=self.peer, delay=delay)
@@ -469,93 +426,44 @@ class UDPTransportClient(_Endpoint):
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         frame = self.decode(data, addr)
-        if frame is None or self.receiver is None:
+        if frame is None or not self.session.heard(frame):
             return
-        self._touch()
-        self.retry.received(frame)
-        if self.seen.duplicate(frame):
-            answer = self.seen.answer_to(frame)
+        if self.replies.duplicate(frame):
+            answer = self.replies.answer_to(frame)
             self.drop("duplicate", addr, frame.type.name)
-            if answer is not None and self.transport is not None:
-                self.transport.write(answer, None)
+            if answer is not None:
+                self.write(answer, None)
             return
         try:
-            self.receiver.frameReceived(frame)
+            self.session.deliver(frame)
         except Exception:
             self.log.failure("receiver failed on a {kind} datagram; starting over",
                              kind=frame.type.name)
-            self._restart("internal error while handling a frame")
+            self.session.restart("internal error while handling a frame")
 
     # IFrameSender (the session's view of the gateway)
 
     def sendFrame(self, frame: Frame) -> None:
-        if self.receiver is None:
-            return
-        if frame.type is FrameType.HELLO and not self.retry.pending:
-            self.retry.sent(frame)
-        self.send(frame, None, self.seen)
+        self.session.send(frame)
 
     def close(self, reason: str) -> None:
-        self._restart(reason)
+        self.session.restart(reason)
 
-    def send(self, frame: Frame, address: Any, seen: _Seen) -> None:
-        datagram = encode_datagram(frame)
-        if len(datagram) > self.max_datagram_bytes:
-            self.log.error("a {kind} frame of {size} bytes does not fit in a datagram; not sent",
-                           kind=frame.type.name, size=len(datagram))
-            return
-        seen.remember_answer(frame, datagram)
-        if self.transport is not None:
-            self.transport.write(datagram, None)
+    def _write(self, frame: Frame) -> None:
+        self.send(frame, None, self.replies)
 
-    # sessions
-
-    def _new_session(self) -> None:
-        self.seen = _Seen((FrameType.RESPONSE,))
-        self.receiver = self.receiver_factory()
-        self._touch()
-        self.receiver.connectionOpened(self)
-
-    def _end_session(self, reason: str) -> None:
-        self.retry.stop()
-        self._cancel(self._idle_call)
-        self._idle_call = None
-        receiver, self.receiver = self.receiver, None
-        if receiver is not None:
-            receiver.connectionClosed(reason)
-
-    def _restart(self, reason: str) -> None:
-        self._end_session(reason)
-        if self._running and self.transport is not None:
-            self._new_session()
-
-    def _touch(self) -> None:
-        self._cancel(self._idle_call)
-        self._idle_call = self.clock.callLater(self.idle_timeout, self._idle)
-
-    def _idle(self) -> None:
-        self._idle_call = None
-        self.log.warn("nothing heard from gateway {peer} for {timeout:g}s; starting over",
-                      peer=self.peer, timeout=self.idle_timeout)
-        self._restart(f"nothing heard from the gateway for {self.idle_timeout:g}s")
-
-    def _write_hello(self, hello: Frame) -> None:
-        if self.transport is not None:
-            self.transport.write(encode_datagram(hello), None)
-
-    @staticmethod
-    def _cancel(call: Optional[IDelayedCall]) -> None:
-        if call is not None and call.active():
-            call.cancel()
+    def _forget_replies(self) -> None:
+        self.replies = ReplyCache((FrameType.RESPONSE,))
 
 
 def udp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory,
                max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
-               idle_timeout: float = 90.0) -> UDPTransportServer:
+               idle_timeout: float = 90.0, node_id: str = "gateway") -> UDPTransportServer:
     """
     A UDP L{ITransportServer}.
     """
-    return UDPTransportServer(reactor, listen, receiver_factory, max_datagram_bytes, idle_timeout)
+    return UDPTransportServer(reactor, listen, receiver_factory, max_datagram_bytes, idle_timeout,
+                              node_id)
 
 
 def udp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,

@@ -187,3 +187,41 @@ class DecoderTests(SynchronousTestCase):
         A cap that cannot hold a frame header is refused.
         """
         self.assertRaises(ValueError, FrameDecoder, 16)
+
+
+class StreamDataFramesTests(SynchronousTestCase):
+    """
+    L{stream_data_frames}: the one place a body is cut into stream-data
+    frames (the gateway's streamed REQUEST bodies, the SDK's large
+    responses).
+    """
+
+    def test_split_to_fit(self) -> None:
+        """
+        Each frame fits C{max_frame_bytes}; the pieces put together are the
+        body; only the last one ends the stream.
+        """
+        from stellarouter.common.frames import encode_frame, stream_data_frames
+        from stellarouter.common.payloads import decode_stream_data
+        cid = new_correlation_id()
+        limit = 17 + 1 + 10
+        for size in (0, 1, 9, 10, 11, 20, 21, 95):
+            body = bytes(range(size))
+            frames = list(stream_data_frames(FrameType.RESPONSE_STREAM_DATA, cid, body, limit))
+            self.assertEqual(len(frames), max(1, -(-size // 10)))
+            pieces = [decode_stream_data(f.payload) for f in frames]
+            self.assertEqual(b"".join(chunk for chunk, _, _ in pieces), body)
+            self.assertEqual([end for _, end, _ in pieces], [False] * (len(frames) - 1) + [True])
+            self.assertTrue(all(len(encode_frame(f)) - 4 <= limit for f in frames))
+            self.assertTrue(all(f.type is FrameType.RESPONSE_STREAM_DATA
+                                and f.correlation_id == cid for f in frames))
+
+    def test_without_end(self) -> None:
+        """
+        C{end=False}: no frame ends the stream (more of the body follows).
+        """
+        from stellarouter.common.frames import stream_data_frames
+        from stellarouter.common.payloads import decode_stream_data
+        frames = stream_data_frames(FrameType.REQUEST_STREAM_DATA, new_correlation_id(),
+                                    b"x" * 25, 28, end=False)
+        self.assertEqual([decode_stream_data(f.payload)[1] for f in frames], [False] * 3)

@@ -74,7 +74,7 @@ class UploadHardeningTests(SynchronousTestCase):
         second = client.response()
         self.assertEqual((second.status, second.body), (200, b"pong"))
         self.assertEqual(self.deployment.gateway.connections[0].uploads, {})
-        self.assertEqual(self.service.sessions[0].dispatcher._uploads, {})
+        self.assertEqual(self.service.sessions[0].dispatcher.in_flight, 0)
 
     def test_twisted_resuming_does_not_bypass_credit(self) -> None:
         """

@@ -15,6 +15,7 @@ import msgspec
 from openapi_spec_validator import validate
 from hypothesis import given, settings
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.server import Site
 from twisted.logger import globalLogPublisher
@@ -169,8 +170,9 @@ class DocstringTests(SynchronousTestCase):
 
     def test_response_type_from_annotation(self) -> None:
         """
-        A typed return annotation is the response type; a response class
-        (C{RawResponse}, C{JsonResponse}) is not a body.
+        A typed return annotation (or a C{Deferred} of one) is the response
+        type; a response class (C{RawResponse}) is not a body, and an
+        annotation msgspec cannot describe is no error, just no schema.
         """
         def typed(ctx: Any, payload: Any) -> Upload:
             raise NotImplementedError
@@ -178,8 +180,20 @@ class DocstringTests(SynchronousTestCase):
         def raw(ctx: Any) -> RawResponse:
             raise NotImplementedError
 
+        def later(ctx: Any) -> "Deferred[Upload]":
+            raise NotImplementedError
+
+        def raw_later(ctx: Any) -> "Deferred[RawResponse]":
+            raise NotImplementedError
+
+        def odd(ctx: Any) -> "Deferred[Clock]":
+            raise NotImplementedError
+
         self.assertIs(endpoint_doc(typed).response_type, Upload)
         self.assertIsNone(endpoint_doc(raw).response_type)
+        self.assertIs(endpoint_doc(later).response_type, Upload)
+        self.assertIsNone(endpoint_doc(raw_later).response_type)
+        self.assertIsNone(endpoint_doc(odd).response_type)
 
     def test_bad_arguments_refused(self) -> None:
         """

@@ -117,6 +117,33 @@ class ServerTests(SynchronousTestCase):
         self.server.received(self.hello, props(FrameType.HELLO))
         self.receiver = self.servers.receivers[0]
 
+    def test_frames_dropped_while_the_broker_does_not_read(self) -> None:
+        """
+        While the broker connection (a real TCP connection whose other end
+        does not read) holds more than C{max_unsent_bytes} unsent, frames
+        are dropped and counted as C{broker_backlog}, not buffered; once it
+        is under the cap again they are published.
+        """
+        from types import SimpleNamespace
+
+        from tests.unit.test_flush_private import fill, stalled_connection
+        connection, _ = stalled_connection(self)
+        self.server.link = SimpleNamespace(transport=connection)  # type: ignore[assignment]
+        self.server.max_unsent_bytes = 1024 * 1024
+        request = frame(FrameType.REQUEST, b"x" * 100)
+        self.server.publish(QUEUE, request)
+        self.assertEqual(len(self.channel.take()), 1)
+        fill(connection, 4 * 1024 * 1024)
+        for _ in range(3):
+            self.server.publish(QUEUE, request)
+        self.assertEqual(self.channel.take(), [])
+        self.assertEqual(self.server.drops.get("broker_backlog"), 3)
+        connection.connected = False
+        from stellarouter.transports.flush import discard_unsent
+        discard_unsent(connection)
+        self.server.publish(QUEUE, request)
+        self.assertEqual(len(self.channel.take()), 1)
+
     def test_busy_silent_peer_probed_after_probe_interval(self) -> None:
         """
         A peer with requests in flight is probed once it has been silent
@@ -150,7 +177,7 @@ class ServerTests(SynchronousTestCase):
         """
         self.server.returned(QUEUE, props(FrameType.REQUEST, reply_to="stella.gw.gw-1"))
         self.assertIn("queue is gone", self.successResultOf(self.receiver.closed))
-        self.assertEqual(self.server.peers, {})
+        self.assertEqual(len(self.server.peers), 0)
         self.server.returned("stella.svc.other", props())  # unknown: nothing happens
 
     def test_everything_published_is_mandatory_with_the_key(self) -> None:

@@ -206,8 +206,9 @@ class UDPTests(SynchronousTestCase):
 
     def test_silent_peer_expires_and_client_starts_over(self) -> None:
         """
-        A peer silent for the idle timeout is closed at the gateway; a
-        microservice that hears nothing starts a new session with HELLO.
+        A peer silent for the idle timeout is closed at the gateway; its
+        late heartbeats are answered "send HELLO again" and it registers
+        again at once (issue 18); it stays registered.
         """
         self.reactor.hold()
         self.reactor.advance(40.0)
@@ -215,8 +216,9 @@ class UDPTests(SynchronousTestCase):
         self.assertEqual(self.deployment.gateway.connections, [])
         self.reactor.release(reverse=False)
         self.deployment.pump()
-        self.assertEqual(self.deployment.gateway.connections, [])
         self.assertGreater(self.server().protocol.drops["unknown_peer"], 0)
+        self.assertEqual(self.server().hello_again.answered, 1)
+        self.assertEqual(len(self.deployment.gateway.connections), 1)
         for _ in range(10):
             self.reactor.advance(10.0)
             self.deployment.pump()
@@ -280,6 +282,36 @@ class DropLoggingTests(SynchronousTestCase):
         self.flood(3)
         self.reactor.advance(self.protocol.drop_log_interval)
         self.assertEqual([e["count"] for e in self.events], [10000, 3])
+
+    def test_unknown_sender_told_to_hello_again_within_budget(self) -> None:
+        """
+        A frame other than HELLO from an address without a peer is answered
+        with a HELLO answer C{accepted: false, hello_again: true} under its
+        correlation id, at most once per interval per address and at most
+        C{per_second} answers a second in all; the rest cost a counter.
+        """
+        from stellarouter.common.frames import decode_datagram
+        from stellarouter.common.payloads import decode_hello_ack
+        server = self.deployment.gateway.servers[1]
+        limit = server.hello_again
+        cid = new_correlation_id()
+        beat = encode_datagram(Frame(FrameType.HEARTBEAT, cid, b"{}"))
+        before = len(self.reactor.sent)
+        for _ in range(100):
+            self.protocol.datagramReceived(beat, ("127.0.0.1", 9))
+        [(_, target, datagram)] = self.reactor.sent[before:]
+        self.assertEqual(target, ("127.0.0.1", 9))
+        answer = decode_datagram(datagram)
+        ack = decode_hello_ack(answer.payload)
+        self.assertEqual((answer.type, answer.correlation_id, ack.accepted, ack.hello_again),
+                         (FrameType.HELLO, cid, False, True))
+        self.reactor.advance(limit.interval)
+        self.protocol.datagramReceived(beat, ("127.0.0.1", 9))
+        self.assertEqual(len(self.reactor.sent), before + 2)
+        for port in range(1000, 1000 + 10 * limit.per_second):
+            self.protocol.datagramReceived(beat, ("127.0.0.1", port))
+        self.assertEqual(len(self.reactor.sent), before + 1 + limit.per_second)
+        self.assertEqual(self.protocol.drops["unknown_peer"], 101 + 10 * limit.per_second)
 
     def test_refused_hello_address_held_off(self) -> None:
         """

@@ -20,8 +20,10 @@ L{EdgeChannel} is twisted.web's L{http.HTTPChannel} with:
 
 L{ConnectionRefusal} answers a connection over the client-connection cap.
 
-Every use of a twisted.web private name by this code lives in this module,
-listed in L{PRIVATE_NAMES} and pinned by C{tests/unit/test_web_private.py}.
+L{GatewayChannel} is the L{EdgeChannel} the gateway's site builds.
+
+Its uses of twisted.web private names are listed in
+L{stellarouter.gateway._web.PRIVATE_NAMES}.
 """
 
 from __future__ import annotations
@@ -29,39 +31,19 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http
 
-from ..common.ids import new_correlation_id
-from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from .errors import (
+from ...common.ids import new_correlation_id
+from ...transports.flush import discard_unsent
+from ..problems import RefusalLog, refusal
+from ..errors import (
     BadRequest,
     PipelineError,
     RequestHeadersTooLarge,
     RequestHeadTimeout,
     RequestLineTooLong,
-)
-
-#: The private names of twisted.web's L{http.HTTPChannel} this module relies
-#: on (attributes of a connected channel).
-#: C{_respondToBadRequestAndDisconnect} is how twisted.web answers every
-#: malformed request (overridden); C{_send100Continue} writes
-#: C{100 Continue} after C{gotLength} (silenced once a request is refused);
-#: C{_receivedHeaderSize} and C{_receivedHeaderCount} tell a head that is
-#: too large from one that is malformed; C{_networkProducer} is the
-#: transport's producer registration, undone before the half-close;
-#: C{_handlingRequest} (a request is complete and being handled) and
-#: C{_transferDecoder} (a body is arriving) tell where a connection is
-#: between heads.
-PRIVATE_NAMES = (
-    "_respondToBadRequestAndDisconnect",
-    "_send100Continue",
-    "_receivedHeaderSize",
-    "_receivedHeaderCount",
-    "_networkProducer",
-    "_handlingRequest",
-    "_transferDecoder",
 )
 
 #: After a refusal, how long (seconds) and how many bytes the client's
@@ -76,67 +58,12 @@ DEFAULT_MAX_HEADER_BYTES = 16384
 #: How early (seconds) a timer may fire and still count as on time.
 _SLACK = 1e-6
 
-_PROBLEM = PROBLEM_CONTENT_TYPE.encode()
-
-
-#: Reason phrases of the statuses the edge refuses with (RFC 9110 wording,
-#: not twisted.web's older table).
-_REASONS = {
-    400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
-    414: b"URI Too Long", 431: b"Request Header Fields Too Large",
-    501: b"Not Implemented", 503: b"Service Unavailable",
-}
-
-
-def refusal(error: PipelineError, correlation_id: str) -> bytes:
+def transport_paused(channel: object) -> bool:
     """
-    A whole HTTP/1.1 answer to a refused request or connection:
-    problem+json, C{X-Correlation-Id}, C{Connection: close}.
+    Whether the client's connection is paused (its write buffer is full):
+    twisted.web does not pause a producer registered while it is.
     """
-    body = problem_body(error.status, error.kind, error.title, error.detail, correlation_id)
-    reason = _REASONS.get(error.status) or http.RESPONSES.get(error.status, b"Error")
-    head = [b"HTTP/1.1 %d %s" % (error.status, reason),
-            b"Content-Type: " + _PROBLEM,
-            b"X-Correlation-Id: " + correlation_id.encode(),
-            b"Connection: close",
-            b"Content-Length: %d" % len(body)]
-    if error.retry_after is not None:
-        head.append(b"Retry-After: %d" % error.retry_after)
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
-
-
-class RefusalLog:
-    """
-    Logs refusals, at most C{per_second} lines a second: a flood of bad
-    requests must not become a flood of log lines.  The lines not written
-    are counted and the count logged with the next second's first line.
-    """
-
-    log = Logger()
-
-    def __init__(self, per_second: int = 10) -> None:
-        self.per_second = per_second
-        self._second = -1
-        self._logged = 0
-        self.suppressed = 0
-
-    def refused(self, now: float, peer: Any, error: PipelineError, correlation_id: str) -> None:
-        """
-        Log (or count) one refusal.
-
-        @param now: the clock's time.
-        """
-        second = int(now)
-        if second != self._second:
-            if self.suppressed:
-                self.log.info("{count} more refusal(s) not logged", count=self.suppressed)
-            self._second, self._logged, self.suppressed = second, 0, 0
-        if self._logged >= self.per_second:
-            self.suppressed += 1
-            return
-        self._logged += 1
-        self.log.info("refused {peer}: {status} {detail} ({cid})", peer=str(peer),
-                      status=error.status, detail=error.detail, cid=correlation_id)
+    return bool(getattr(channel, "_waitingForTransport", False))
 
 
 def _ignore(*args: Any) -> None:
@@ -159,7 +86,7 @@ class EdgeChannel(http.HTTPChannel):
 
     clock: Optional[IReactorTime] = None
     #: Where refusals are logged (shared by the site's connections).
-    refusal_log: Optional["RefusalLog"] = None
+    refusal_log: Optional[RefusalLog] = None
     head_timeout: Optional[float] = None
     refused: Optional[int] = None
     _idle_call: Any = None
@@ -405,5 +332,31 @@ def client_connection_cap(configured: Optional[int], open_files_limit: int,
     return max(open_files_limit - reserved, open_files_limit // 2, 1)
 
 
-__all__ = ["EdgeChannel", "ConnectionRefusal", "REFUSALS_IN_FLIGHT", "RefusalLog", "client_connection_cap", "refusal",
-           "PRIVATE_NAMES", "LINGER_SECONDS", "LINGER_BYTES", "DEFAULT_MAX_HEADER_BYTES"]
+class GatewayChannel(EdgeChannel):
+    """
+    The gateway's HTTP/1.1 connection: L{EdgeChannel} (twisted.web's
+    L{http.HTTPChannel} with the edge's refusals, head deadline and lazily
+    moved timers), except that it asks the socket for its own address once
+    per connection (twisted.web asks on every request: a C{getsockname}
+    system call each), and counts itself in its site's open connections.
+    """
+
+    _host: Any = None
+    #: Called once when the connection is gone (set by the site that
+    #: counts it in its open connections).
+    on_closed: Optional[Callable[[], None]] = None
+
+    def getHost(self) -> Any:
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        # What a client that left did not read goes now, not when the
+        # garbage collector finds this channel's reference cycles.
+        discard_unsent(self.transport)
+        closed, self.on_closed = self.on_closed, None
+        if closed is not None:
+            closed()
