@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
-from .config import ConfigError, load_gateway_config, load_microservice_config
+from .config import ConfigError, MicroserviceConfig, load_gateway_config, load_microservice_config
 from .config.reader import read_yaml
 
 
@@ -36,7 +36,7 @@ def plain(text: str) -> str:
     return re.sub(r"\b[A-Z]\{([^{}]*)\}", r"\1", text).strip()
 
 
-def check_app(path: str, config: Any) -> None:
+def check_app(path: str, config: MicroserviceConfig) -> None:
     """
     Import a microservice configuration's C{app} as C{twistd stella-micro}
     would (the current directory importable), and check its endpoint

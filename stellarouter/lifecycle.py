@@ -15,9 +15,10 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from typing import Any, List, NoReturn
+from typing import List, NoReturn
 
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 log = Logger(namespace="stellarouter")
@@ -50,7 +51,7 @@ def _exit_with_status() -> None:
         os._exit(_ExitStatus.status)
 
 
-def fail_startup(reactor: Any, plugin: str, reason: str) -> None:
+def fail_startup(reactor: IReactorCore, plugin: str, reason: str) -> None:
     """
     Log C{"<plugin> cannot start: <reason>; exiting with status 1"}, stop the
     reactor (now, or as soon as it runs) and make the process exit with 1.

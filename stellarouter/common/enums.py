@@ -1,5 +1,9 @@
 """
-Enumerations shared by every layer (spec section 3).
+Enumerations shared by every layer (spec section 3): the transports a
+microservice can dial in over, the frame types of the wire protocol, an
+instance's health status and why a request was cancelled.  Their values are
+the wire and configuration spellings, so the payload codecs and the
+configuration reader map them both ways without tables of their own.
 """
 
 from enum import Enum, IntEnum

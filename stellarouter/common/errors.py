@@ -1,5 +1,10 @@
 """
-Typed errors of the common layer.
+Typed errors of the common layer: what the frame and payload codecs raise
+on bytes that break the protocol (L{ProtocolError} and its kinds), and what
+the model validators raise on a bad identity, version or path template
+(L{InvalidDescriptor}).  The gateway and the SDK catch these at their edges
+and turn them into a closed connection, a refused HELLO or a problem
+response; nothing here knows about HTTP or Twisted.
 """
 
 

@@ -12,7 +12,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:  # annotations only: common/ imports no Twisted at run time
     from twisted.internet.defer import Deferred
 
-    from .models import Frame, RoutingContext, RoutingDecision
+    from .models import Frame, RoutableConnection, RoutingContext, RoutingDecision
     from .payloads import ResponseMessage
 
 
@@ -132,7 +132,7 @@ class IGlobalRoutingState(Interface):
     their HELLOs.  Nothing is persisted.
     """
 
-    def register(connection: Any) -> None:
+    def register(connection: RoutableConnection) -> None:
         """
         Add a connection whose HELLO was accepted.
 
@@ -144,7 +144,7 @@ class IGlobalRoutingState(Interface):
             template already registered; nothing is changed then.
         """
 
-    def unregister(connection: Any) -> None:
+    def unregister(connection: RoutableConnection) -> None:
         """
         Remove a connection (closed, or rejected late).  Removing an unknown
         connection is a no-op.
@@ -152,7 +152,7 @@ class IGlobalRoutingState(Interface):
         @return: C{None}.
         """
 
-    def resolve(method: str, path: str) -> Any:
+    def resolve(method: str, path: str) -> object:
         """
         Find the endpoint for a request.
 
@@ -171,14 +171,15 @@ class IGlobalRoutingState(Interface):
             segment as a parameter).
         """
 
-    def connectionsFor(service_name: str, method: str, template: str) -> Sequence[Any]:
+    def connectionsFor(service_name: str, method: str,
+                       template: str) -> Sequence[RoutableConnection]:
         """
         The live connections of C{service_name} that announced the endpoint.
 
         @return: a sequence of connections (possibly empty).
         """
 
-    def connections() -> Sequence[Any]:
+    def connections() -> Sequence[RoutableConnection]:
         """
         Every registered connection.
 
@@ -191,7 +192,7 @@ class IRoutingPlugin(Interface):
     Chooses the connection that serves one request.  Pure policy: no I/O.
     """
 
-    def choose(context: RoutingContext, candidates: Sequence[Any],
+    def choose(context: RoutingContext, candidates: Sequence[RoutableConnection],
                now: float) -> Optional[RoutingDecision]:
         """
         Pick a connection.

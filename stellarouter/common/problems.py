@@ -21,7 +21,7 @@ def problem_body(
     title: str,
     detail: Optional[str] = None,
     correlation_id: Optional[str] = None,
-    **extra: Any,
+    **extra: object,
 ) -> bytes:
     """
     Build a problem+json body.
@@ -34,7 +34,7 @@ def problem_body(
     @param correlation_id: echoed as C{correlation_id} when given.
     @return: UTF-8 JSON bytes.
     """
-    body: Dict[str, Any] = {"type": PROBLEM_BASE + kind, "title": title, "status": status}
+    body: Dict[str, object] = {"type": PROBLEM_BASE + kind, "title": title, "status": status}
     if detail is not None:
         body["detail"] = detail
     if correlation_id is not None:

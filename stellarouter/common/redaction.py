@@ -15,7 +15,6 @@ Two kinds of secret:
 from __future__ import annotations
 
 import re
-from typing import Any
 
 #: What a secret value is shown as.
 REDACTED = "***"
@@ -48,7 +47,7 @@ def redact_text(text: str) -> str:
     return _URL_USERINFO.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
 
 
-def redact(path: str, value: Any) -> Any:
+def redact(path: str, value: object) -> object:
     """
     The value of configuration key C{path} as it may be shown: C{***} for a
     secret field that is set, addresses with their passwords redacted, any

@@ -7,21 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 from enum import Enum
-from typing import Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 from ..common.redaction import is_secret_key, redact
 from .reader import quote
+
+if TYPE_CHECKING:
+    from .gateway import GatewayConfig
 
 #: Key path prefixes that cannot change while the gateway runs.
 RESTART_ONLY = ("http.listen", "http.backlog", "transports", "openapi")
 
 
-def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
+def flatten(value: object, prefix: str = "") -> Dict[str, object]:
     """
     A configuration object as C{{key path: leaf value}}.
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out: Dict[str, Any] = {}
+        out: Dict[str, object] = {}
         for f in dataclasses.fields(value):
             out.update(flatten(getattr(value, f.name), f"{prefix}.{f.name}" if prefix else f.name))
         return out
@@ -36,7 +39,7 @@ def flatten(value: Any, prefix: str = "") -> Dict[str, Any]:
     return {prefix: value}
 
 
-def diff(old: Any, new: Any) -> Tuple[List[str], List[str]]:
+def diff(old: object, new: object) -> Tuple[List[str], List[str]]:
     """
     Compare two configurations.
 
@@ -60,7 +63,7 @@ def diff(old: Any, new: Any) -> Tuple[List[str], List[str]]:
 _ABSENT = "<absent>"
 
 
-def describe_change(key: str, old: Any, new: Any) -> str:
+def describe_change(key: str, old: object, new: object) -> str:
     """
     One changed key as a log line: secrets redacted (L{redact}), every value
     quoted within a bounded length.
@@ -70,13 +73,13 @@ def describe_change(key: str, old: Any, new: Any) -> str:
     return f"{key}: {_show(key, old)} -> {_show(key, new)}"
 
 
-def _show(key: str, value: Any) -> str:
+def _show(key: str, value: object) -> str:
     if value is _ABSENT:
         return _ABSENT
     return quote(redact(key, value))
 
 
-def security_warnings(old: Any, new: Any) -> List[str]:
+def security_warnings(old: GatewayConfig, new: GatewayConfig) -> List[str]:
     """
     What a new gateway configuration weakens compared with the one in force:
     authentication turned off, or a source of token keys removed.  A

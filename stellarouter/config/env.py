@@ -10,7 +10,7 @@ scalars (C{true}, C{5}, C{1.5}, C{"text"}).
 from __future__ import annotations
 
 import copy
-from typing import Any, List, Mapping, Tuple
+from typing import List, Mapping, Tuple
 
 from .errors import ConfigError
 from .reader import load_yaml_text
@@ -21,7 +21,7 @@ GATEWAY_PREFIX = "STELLAROUTER_"
 MICRO_PREFIX = "STELLAROUTER_MICRO__"
 
 
-def _value(text: str) -> Any:
+def _value(text: str) -> object:
     try:
         value = load_yaml_text(text)
     except ConfigError:
@@ -30,8 +30,8 @@ def _value(text: str) -> Any:
 
 
 def apply_env_overrides(
-    document: Any, environ: Mapping[str, str], prefix: str, exclude: str = ""
-) -> Tuple[Any, List[str], List[str]]:
+    document: object, environ: Mapping[str, str], prefix: str, exclude: str = ""
+) -> Tuple[object, List[str], List[str]]:
     """
     Apply the overrides found in C{environ} to a copy of C{document}.
 
@@ -55,7 +55,7 @@ def apply_env_overrides(
         if not all(segments):
             problems.append(f"{name}: empty segment in the variable name")
             continue
-        target: Any = result
+        target: object = result
         ok = True
         for position, segment in enumerate(segments[:-1]):
             following = segments[position + 1]

@@ -1,5 +1,9 @@
 """
-Configuration errors: every problem of a file, each located by key path.
+Configuration errors: L{ConfigError} carries every problem found in one
+file, each located by its key path, so an operator fixes a file in one
+pass rather than one error per restart.  The list and each message are
+bounded and secrets are redacted before anything is shown (a file can be
+as long, and hold as much, as its author likes).
 """
 
 from typing import Sequence

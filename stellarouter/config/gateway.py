@@ -342,7 +342,7 @@ class GatewayConfig:
         return {s.name: s.default_version for s in self.services if s.default_version}
 
 
-def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConfig:
+def parse_gateway_config(document: object, source: str = "<config>") -> GatewayConfig:
     """
     Validate a parsed YAML document.
 
@@ -524,7 +524,7 @@ def parse_gateway_config(document: Any, source: str = "<config>") -> GatewayConf
     )
 
 
-def _read_buffers(r: Reader, raw: Any) -> BuffersConfig:
+def _read_buffers(r: Reader, raw: object) -> BuffersConfig:
     obj = r.mapping(raw, "buffers", ["max_response_bytes", "max_unsent_bytes_per_connection",
                                      "stalled_close_after"])
     defaults = BuffersConfig()
@@ -540,7 +540,7 @@ def _read_buffers(r: Reader, raw: Any) -> BuffersConfig:
     )
 
 
-def _read_allowed_versions(r: Reader, raw: Any, where: str,
+def _read_allowed_versions(r: Reader, raw: Mapping[str, object], where: str,
                            default: Optional[str]) -> Tuple[str, ...]:
     versions: List[str] = []
     for j, item in enumerate(r.items(raw, "allowed_versions", where)):
@@ -548,7 +548,7 @@ def _read_allowed_versions(r: Reader, raw: Any, where: str,
             f"must be a MAJOR.MINOR.PATCH string, not {quote(item)}")
         if problem is not None:
             r.problem(f"{where}.allowed_versions[{j}]", problem)
-        elif item not in versions:
+        elif isinstance(item, str) and item not in versions:
             versions.append(item)
     if versions and default is not None and default not in versions:
         r.problem(f"{where}.default_version",
@@ -560,7 +560,7 @@ def _read_allowed_versions(r: Reader, raw: Any, where: str,
 _HTTP_REQUEST_KEYS = ["trusted_proxies", "forget_routes_after", "max_remembered_routes"]
 
 
-def _read_http_request_settings(r: Reader, raw: Any) -> Dict[str, Any]:
+def _read_http_request_settings(r: Reader, raw: Mapping[str, object]) -> Dict[str, Any]:
     """
     C{http.trusted_proxies}, C{http.forget_routes_after} and
     C{http.max_remembered_routes}, checked.
@@ -590,7 +590,7 @@ def _read_http_request_settings(r: Reader, raw: Any) -> Dict[str, Any]:
     }
 
 
-def _read_registration(r: Reader, raw: Any) -> RegistrationLimits:
+def _read_registration(r: Reader, raw: object) -> RegistrationLimits:
     names = ("max_endpoints", "max_path_length", "max_path_segments",
              "max_connections_per_peer_address")
     obj = r.mapping(raw, "registration", list(names))
@@ -600,7 +600,7 @@ def _read_registration(r: Reader, raw: Any) -> RegistrationLimits:
         for name in names))
 
 
-def _read_auth(r: Reader, raw: Any, source: str) -> AuthConfig:
+def _read_auth(r: Reader, raw: object, source: str) -> AuthConfig:
     obj = r.mapping(raw, "auth", ["require_authentication", "issuer", "audience", "jwks_file",
                                   "hs256_secret", "leeway"])
     jwks_file = r.get(obj, "jwks_file", "auth", str, None, non_empty)
@@ -676,7 +676,7 @@ def _version_problem(version: str) -> Optional[str]:
     return None
 
 
-def _read_tls_listener(r: Reader, raw: Any, where: str, source: str) -> Optional[TLSListenerConfig]:
+def _read_tls_listener(r: Reader, raw: Mapping[str, object], where: str, source: str) -> Optional[TLSListenerConfig]:
     certificate = read_path(r, raw, "certificate", where, source, required=True)
     private_key = read_path(r, raw, "private_key", where, source, required=True)
     client_ca = read_path(r, raw, "client_ca", where, source)
@@ -717,7 +717,7 @@ def _udp_listen_problem(value: str) -> Optional[str]:
     return None
 
 
-def _transport_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
+def _transport_type(r: Reader, raw: Mapping[str, object], where: str) -> Optional[TransportType]:
     name = r.get(raw, "type", where, str)
     if name is None:
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
@@ -131,7 +131,7 @@ def check_app_reference(value: str) -> Optional[str]:
     return None if _APP.match(value) else f"{quote(value)} is not 'module:attribute'"
 
 
-def parse_microservice_config(document: Any, source: str = "<config>") -> MicroserviceConfig:
+def parse_microservice_config(document: object, source: str = "<config>") -> MicroserviceConfig:
     """
     Validate a parsed YAML document.
 
@@ -237,7 +237,7 @@ def _udp_address_problem(value: str) -> Optional[str]:
     return None
 
 
-def _router_type(r: Reader, raw: Any, where: str) -> Optional[TransportType]:
+def _router_type(r: Reader, raw: Mapping[str, object], where: str) -> Optional[TransportType]:
     name = r.get(raw, "transport", where, str)
     if name is None:
         return None

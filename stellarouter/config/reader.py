@@ -33,7 +33,7 @@ MAX_NESTING = 64
 MAX_QUOTED_CHARS = 80
 
 
-def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+def quote(value: object, limit: int = MAX_QUOTED_CHARS) -> str:
     """
     C{repr(value)} cut to C{limit} characters, for messages: a value from a
     file can be as long as the file, and a message must stay one line.
@@ -76,7 +76,7 @@ class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
 
 
-def _check_graph(root: Any) -> None:
+def _check_graph(root: yaml.Node) -> None:
     """
     Refuse aliases (a node reached twice: a 400-byte "billion laughs"
     document expands to gigabytes through them, and a configuration needs
@@ -104,7 +104,7 @@ def _check_graph(root: Any) -> None:
             stack.extend((child, depth + 1) for pair in node.value for child in pair)
 
 
-def load_yaml_text(text: str, source: str = "<config>") -> Any:
+def load_yaml_text(text: str, source: str = "<config>") -> object:
     """
     Parse YAML with L{_StrictLoader}, refusing aliases and deep nesting
     (L{_check_graph}) before any value is built.
@@ -131,7 +131,7 @@ def load_yaml_text(text: str, source: str = "<config>") -> Any:
         raise ConfigError(source, ["invalid YAML: nested too deeply"]) from None
 
 
-def read_yaml(path: str) -> Any:
+def read_yaml(path: str) -> object:
     """
     Read a YAML file of at most L{MAX_CONFIG_BYTES}.
 
@@ -175,7 +175,7 @@ class Reader:
         if self.problems:
             raise ConfigError(self.source, self.problems)
 
-    def mapping(self, value: Any, where: str, allowed: Iterable[str]) -> Dict[str, Any]:
+    def mapping(self, value: object, where: str, allowed: Iterable[str]) -> Dict[str, object]:
         """
         Check that C{value} is a mapping with only C{allowed} keys; unknown
         keys are reported with a did-you-mean.
@@ -203,11 +203,11 @@ class Reader:
 
     def get(
         self,
-        obj: Mapping[str, Any],
+        obj: Mapping[str, object],
         key: str,
         where: str,
         kind: type,
-        default: Any = _MISSING,
+        default: object = _MISSING,
         check: Optional[Callable[[Any], Optional[str]]] = None,
     ) -> Any:
         """
@@ -235,7 +235,7 @@ class Reader:
                 return None if default is _MISSING else default
         return value
 
-    def items(self, obj: Mapping[str, Any], key: str, where: str, required: bool = False) -> List[Any]:
+    def items(self, obj: Mapping[str, object], key: str, where: str, required: bool = False) -> List[object]:
         """
         Read C{obj[key]} as a list.
         """
@@ -262,7 +262,7 @@ def _name(kind: type) -> str:
             list: "a list", dict: "a mapping"}.get(kind, kind.__name__)
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
 
@@ -281,7 +281,7 @@ def non_empty(value: str) -> Optional[str]:
     return None if value.strip() else "must not be empty"
 
 
-def read_claims(r: Reader, raw: Any, where: str) -> Tuple[ClaimRequirement, ...]:
+def read_claims(r: Reader, raw: object, where: str) -> Tuple[ClaimRequirement, ...]:
     """
     Read a list of C{{type, value}} claim requirements (C{value}: a string,
     a list of strings meaning any-of, or absent meaning "claim present").
@@ -310,7 +310,7 @@ def read_claims(r: Reader, raw: Any, where: str) -> Tuple[ClaimRequirement, ...]
     return tuple(claims)
 
 
-def read_endpoint_key(r: Reader, obj: Mapping[str, Any], where: str) -> Optional[Tuple[str, str]]:
+def read_endpoint_key(r: Reader, obj: Mapping[str, object], where: str) -> Optional[Tuple[str, str]]:
     """
     Read C{method} and C{path} of an endpoint override, normalised.
     """
@@ -337,7 +337,7 @@ def _path_problem(value: str) -> Optional[str]:
     return None
 
 
-def read_path(r: Reader, obj: Mapping[str, Any], key: str, where: str, source: str,
+def read_path(r: Reader, obj: Mapping[str, object], key: str, where: str, source: str,
               required: bool = False) -> Optional[str]:
     """
     Read a file path (relative paths are relative to the configuration

@@ -13,22 +13,33 @@ gateway's requests or C{/health/live}.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Generic, List, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .errors import ConfigError
 from .reader import MAX_CONFIG_BYTES
 
-#: How C{run_blocking} is called: C{run_blocking(function, *args)} returns a
-#: Deferred of C{function(*args)}, run wherever blocking work may run.
-RunBlocking = Callable[..., "Deferred[Any]"]
+#: What a blocking function gives (and its Deferred fires with).
+Result = TypeVar("Result")
+#: The configuration a L{ConfigWatcher} loads.
+Config = TypeVar("Config")
 
 
-def run_here(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+class RunBlocking(Protocol):
+    """
+    How C{run_blocking} is called: C{run_blocking(function, *args)} returns
+    a Deferred of C{function(*args)}, run wherever blocking work may run.
+    """
+
+    def __call__(self, function: Callable[..., Result], *args: object) -> Deferred[Result]: ...
+
+
+def run_here(function: Callable[..., Result], *args: object) -> Deferred[Result]:
     """
     A C{run_blocking} that runs C{function} at once, in this thread (tests
     on a L{Clock}; in-memory deployments).
@@ -36,7 +47,7 @@ def run_here(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
     return maybeDeferred(function, *args)
 
 
-class ConfigWatcher:
+class ConfigWatcher(Generic[Config]):
     """
     Polls a file's content (a hash) every C{interval} seconds (or when
     L{check} is called, e.g. on SIGHUP).  A changed file that stayed the
@@ -55,12 +66,12 @@ class ConfigWatcher:
     def __init__(
         self,
         path: str,
-        load: Callable[[str], Any],
-        on_change: Callable[[Any], object],
+        load: Callable[[str], Config],
+        on_change: Callable[[Config], object],
         clock: IReactorTime,
-        current: Any,
+        current: Config,
         interval: float = 1.0,
-        also_watch: Callable[[Any], Sequence[str]] = lambda config: (),
+        also_watch: Callable[[Config], Sequence[str]] = lambda config: (),
         run_blocking: RunBlocking = run_here,
     ) -> None:
         """
@@ -86,7 +97,7 @@ class ConfigWatcher:
         self._loop.clock = clock
         self.interval = interval
 
-    def _watched(self, config: Any) -> Tuple[str, ...]:
+    def _watched(self, config: Config) -> Tuple[str, ...]:
         return (self.path, *self.also_watch(config))
 
     @staticmethod
@@ -139,7 +150,7 @@ class ConfigWatcher:
         self._busy = True
         d = Deferred.fromCoroutine(self._check(force))
 
-        def done(result: Any) -> Any:
+        def done(result: Union[bool, Failure]) -> Union[bool, Failure]:
             self._busy = False
             if self._forced_while_busy:
                 self._forced_while_busy = False

@@ -8,13 +8,24 @@ many clients stop reading.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Protocol
 
 #: The smallest credit grant worth a frame, unless a stream wants less.
 MIN_GRANT = 64 * 1024
 
 #: The default budget (C{buffers.max_response_bytes}).
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+class BudgetWaiter(Protocol):
+    """
+    A stream that waits for room in a L{ResponseBudget}.
+    """
+
+    def budget_available(self) -> None:
+        """
+        Bytes came back: try to take some again.
+        """
 
 
 class ResponseBudget:
@@ -39,7 +50,7 @@ class ResponseBudget:
         self.limit = limit
         self.held = 0
         self.waits = 0
-        self._waiting: "OrderedDict[Any, None]" = OrderedDict()
+        self._waiting: "OrderedDict[BudgetWaiter, None]" = OrderedDict()
 
     @property
     def available(self) -> int:
@@ -81,7 +92,7 @@ class ResponseBudget:
             stream, _ = waiting.popitem(last=False)
             stream.budget_available()
 
-    def wait(self, stream: Any) -> None:
+    def wait(self, stream: BudgetWaiter) -> None:
         """
         Queue C{stream} (once) to be told when bytes come back.
 
@@ -91,7 +102,7 @@ class ResponseBudget:
             self.waits += 1
             self._waiting[stream] = None
 
-    def forget(self, stream: Any) -> None:
+    def forget(self, stream: BudgetWaiter) -> None:
         """
         Stop telling C{stream} (it ended, or its client paused it).
         """

@@ -12,7 +12,10 @@ Sans-IO: the policy maps a peer address to the values to send.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress
 
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -37,7 +40,7 @@ class ClientAddressPolicy:
         self._cache: Dict[Optional[str], Tuple[str, str, bool]] = {}
         self._own: Dict[Optional[str], List[Tuple[str, str]]] = {}
 
-    def peer(self, address: Any) -> Tuple[str, str, bool]:
+    def peer(self, address: IAddress) -> Tuple[str, str, bool]:
         """
         The values for one peer.
 
@@ -65,8 +68,8 @@ class ClientAddressPolicy:
         node = f'for="[{ip}]"' if ip.version == 6 else f"for={ip}"
         return str(ip), node, trusted
 
-    def headers(self, address: Any, forwarded_for: Optional[List[bytes]],
-                forwarded: Optional[List[bytes]]) -> List[Tuple[str, str]]:
+    def headers(self, address: IAddress, forwarded_for: Optional[Sequence[bytes]],
+                forwarded: Optional[Sequence[bytes]]) -> List[Tuple[str, str]]:
         """
         The C{X-Forwarded-For} header to send upstream, and C{Forwarded}
         when the request carried one (the request's own values count only
@@ -86,7 +89,7 @@ class ClientAddressPolicy:
             node = ", ".join([v.decode("latin-1") for v in forwarded] + [node])
         return [("X-Forwarded-For", element), ("Forwarded", node)]
 
-    def own_headers(self, address: Any) -> List[Tuple[str, str]]:
+    def own_headers(self, address: IAddress) -> List[Tuple[str, str]]:
         """
         L{headers} for a request that carried neither header (the common
         case: built once per peer).

@@ -6,7 +6,7 @@ injected clock.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Callable, Generic, Iterable, List, Optional, Protocol, TypeVar
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
@@ -69,13 +69,34 @@ def update_ping_average(average: Optional[float], sample_ms: float) -> float:
     return average + PING_EWMA_ALPHA * (sample_ms - average)
 
 
-class HealthMonitor:
+class MonitoredConnection(Protocol):
+    """
+    What L{HealthMonitor} needs of a connection.
+    """
+
+    def refresh_status(self, now: float, thresholds: Optional[HealthConfig] = None) -> None:
+        """
+        Re-evaluate the connection's status at C{now}.
+        """
+
+    def ping(self, now: float) -> None:
+        """
+        Send a HEARTBEAT ping (nothing for a connection not registered yet
+        or closed).
+        """
+
+
+#: The kind of connection a L{HealthMonitor} watches.
+Monitored = TypeVar("Monitored", bound=MonitoredConnection)
+
+
+class HealthMonitor(Generic[Monitored]):
     """
     Every C{sweep_interval}: re-evaluates every connection's status and
     logs the transitions.  Every C{ping_interval}: pings every connection.
 
-    @ivar connections: returns the connections to watch (each has C{state}
-        and C{ping(now)}).
+    @ivar connections: returns the connections to watch
+        (L{MonitoredConnection}s).
     @ivar after_sweep: called with those connections after each sweep.
     """
 
@@ -85,8 +106,8 @@ class HealthMonitor:
         self,
         clock: IReactorTime,
         thresholds: HealthConfig,
-        connections: Callable[[], Iterable[Any]],
-        after_sweep: Optional[Callable[[List[Any]], None]] = None,
+        connections: Callable[[], Iterable[Monitored]],
+        after_sweep: Optional[Callable[[List[Monitored]], None]] = None,
     ) -> None:
         self.clock = clock
         self.thresholds = thresholds

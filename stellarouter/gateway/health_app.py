@@ -42,7 +42,7 @@ class HealthApp:
         self.expected = ExpectedInstances(())
 
     @staticmethod
-    def _json(request: IRequest, status: int, obj: Any) -> bytes:
+    def _json(request: IRequest, status: int, obj: object) -> bytes:
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")

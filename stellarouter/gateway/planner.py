@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, cast
 
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 
 from ..common.enums import InstanceHealthStatus, TransportType
@@ -73,7 +74,7 @@ RawHeaders = Iterable[Tuple[bytes, Sequence[bytes]]]
 Headers = List[Tuple[str, str]]
 
 
-def read_headers(raw_headers: RawHeaders, client: Any, forwarding: ClientAddressPolicy,
+def read_headers(raw_headers: RawHeaders, client: IAddress, forwarding: ClientAddressPolicy,
                  http_version: bytes) -> Tuple[Headers, Optional[bytes], Optional[bytes]]:
     """
     Read the request headers once: those to forward (all but the hop-by-hop
@@ -128,7 +129,7 @@ def read_headers(raw_headers: RawHeaders, client: Any, forwarding: ClientAddress
     if forwarded_for is None and forwarded is None:
         pairs += forwarding.own_headers(client)
     else:
-        pairs += forwarding.headers(client, cast(Any, forwarded_for), cast(Any, forwarded))
+        pairs += forwarding.headers(client, forwarded_for, forwarded)
     return pairs, version, authorization
 
 

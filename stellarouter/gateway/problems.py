@@ -85,7 +85,7 @@ class RefusalLog:
         self._logged = 0
         self.suppressed = 0
 
-    def refused(self, now: float, peer: Any, error: PipelineError, correlation_id: str) -> None:
+    def refused(self, now: float, peer: object, error: PipelineError, correlation_id: str) -> None:
         """
         Log (or count) one refusal.
 

@@ -61,12 +61,21 @@ def _literal_key(template: str) -> Optional[str]:
     return "".join("/" + literal for literal, _ in segments)
 
 
-class _Node:
+class _PathTrieNode:
+    """
+    One path segment position in the resolver's trie of templates.
+
+    @ivar literals: the next node for each literal segment.
+    @ivar param: the next node for a parameter segment (any value), if a
+        template has one here.
+    @ivar routes: the routes of the templates that end here, by method.
+    """
+
     __slots__ = ("literals", "param", "routes")
 
     def __init__(self) -> None:
-        self.literals: Dict[str, _Node] = {}
-        self.param: Optional[_Node] = None
+        self.literals: Dict[str, _PathTrieNode] = {}
+        self.param: Optional[_PathTrieNode] = None
         self.routes: Dict[str, Route] = {}
 
     def empty(self) -> bool:
@@ -140,7 +149,7 @@ class EndpointResolver:
     """
 
     def __init__(self) -> None:
-        self._root = _Node()
+        self._root = _PathTrieNode()
         self._count = 0
         # Templates without parameters, by method and path (without a
         # trailing slash): the answer the trie gives for such a path and
@@ -161,10 +170,10 @@ class EndpointResolver:
         node = self._root
         for literal, name in parse_path_template(route.template):
             if name is None:
-                node = node.literals.setdefault(literal, _Node())
+                node = node.literals.setdefault(literal, _PathTrieNode())
             else:
                 if node.param is None:
-                    node.param = _Node()
+                    node.param = _PathTrieNode()
                 node = node.param
         existing = node.routes.get(route.method)
         if existing is not None and existing != route:
@@ -183,7 +192,7 @@ class EndpointResolver:
         """
         Remove a route; removing an unknown one is a no-op.
         """
-        path: List[Tuple[_Node, Optional[str]]] = []
+        path: List[Tuple[_PathTrieNode, Optional[str]]] = []
         node = self._root
         for literal, name in parse_path_template(template):
             nxt = node.literals.get(literal) if name is None else node.param
@@ -215,7 +224,7 @@ class EndpointResolver:
         """
         The route registered under exactly C{(method, template)}'s shape.
         """
-        node: Optional[_Node] = self._root
+        node: Optional[_PathTrieNode] = self._root
         for literal, name in parse_path_template(template):
             assert node is not None
             node = node.literals.get(literal) if name is None else node.param
@@ -268,7 +277,7 @@ class EndpointResolver:
 
     def _find(
         self,
-        node: _Node,
+        node: _PathTrieNode,
         segments: List[str],
         index: int,
         method: str,

@@ -8,23 +8,25 @@ from __future__ import annotations
 import json
 import dataclasses
 import resource
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorThreads
+from twisted.internet.interfaces import IListeningPort, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from ..common.interfaces import IRoutingPlugin, ITransportServer
+from ..common.interfaces import IFrameSender, IRoutingPlugin, ITransportServer
 from ..config.diff import diff, security_warnings
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
-from ..config.watcher import ConfigWatcher, run_here
+from ..config.watcher import ConfigWatcher, Result, run_here
 from ..common.redaction import redact_text
 from ..lifecycle import StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
+from ..transports.stream import ReceiverFactory
 from .connection import GatewayConnection
 from ._web import client_connection_cap
 from .edge import GatewaySite, HealthApp, ProxyResource
@@ -39,6 +41,19 @@ from .openapi import OpenApiCatalog, expose_publicly
 from .overrides import EndpointOverrides
 from .routing import RegionAwareRouting
 from .state import RoutingState
+
+
+class ListenAddresses(TypedDict, total=False):
+    """
+    Where a started gateway listens (empty until it has started).
+
+    @ivar http: C{host:port} of the HTTP listener.
+    @ivar transports: one description per transport listener, e.g.
+        C{"tcp:127.0.0.1:5100"}.
+    """
+
+    http: str
+    transports: List[str]
 
 
 class GatewayService(Service):
@@ -57,7 +72,7 @@ class GatewayService(Service):
     def __init__(
         self,
         config: GatewayConfig,
-        reactor: Any,
+        reactor: IReactorTime,
         network: Optional[InMemoryNetwork] = None,
         routing: Optional[IRoutingPlugin] = None,
         config_path: Optional[str] = None,
@@ -105,7 +120,7 @@ class GatewayService(Service):
                                    f"{one_line(e)}") from e
         self.monitor = HealthMonitor(reactor, config.health, self._registered,
                                      self._check_expected)
-        self.watcher: Optional[ConfigWatcher] = None
+        self.watcher: Optional[ConfigWatcher[GatewayConfig]] = None
         if config_path is not None:
             self.watcher = ConfigWatcher(
                 config_path, load_gateway_config, self.apply_config, reactor, config,
@@ -113,20 +128,21 @@ class GatewayService(Service):
                 run_blocking=self._run_blocking)
         self._apply(config)
         self._http_port: Optional[IListeningPort] = None
-        self.addresses: Dict[str, Any] = {}
-        self.ready: Deferred[Dict[str, Any]] = Deferred()
+        self.addresses: ListenAddresses = {}
+        self.ready: Deferred[ListenAddresses] = Deferred()
 
-    def _run_blocking(self, function: Any, *args: Any) -> Deferred[Any]:
+    def _run_blocking(self, function: Callable[..., Result], *args: object) -> Deferred[Result]:
         """
         Run blocking work (reading and parsing the configuration) in the
         reactor's thread pool, so it never stalls requests; at once when
         the reactor has no threads (in-memory deployments, tests).
         """
         if IReactorThreads.providedBy(self.reactor):
-            return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), function, *args)
+            threads = cast(IReactorThreads, self.reactor)
+            return deferToThreadPool(self.reactor, threads.getThreadPool(), function, *args)
         return run_here(function, *args)
 
-    def _receiver_factory(self, listener: TransportListenerConfig) -> Any:
+    def _receiver_factory(self, listener: TransportListenerConfig) -> ReceiverFactory:
         def build() -> GatewayConnection:
             connection = _TrackedConnection(
                 self, self.routing_state, self.reactor, self.config.node.node_id,
@@ -313,12 +329,12 @@ class GatewayService(Service):
         )
         self.ready.callback(self.addresses)
 
-    def _start_failed(self, failure: Any) -> None:
+    def _start_failed(self, failure: Failure) -> None:
         if not failure.check(StartupError):
             self.log.failure("gateway failed to start", failure)
         self.ready.errback(failure)
 
-    def stopService(self) -> "Deferred[Any]":
+    def stopService(self) -> Deferred[List[Tuple[bool, None]]]:
         super().stopService()
         self.health.stopping = True
         self.monitor.stop()
@@ -353,7 +369,7 @@ class _TrackedConnection(GatewayConnection):
         self.registration_policy = owner.registration_refusal
         self._peer_address: Optional[str] = None
 
-    def connectionOpened(self, sender: Any) -> None:
+    def connectionOpened(self, sender: IFrameSender) -> None:
         owner = self._owner
         address = peer_address(sender.peer)
         cap = owner.config.registration.max_connections_per_peer_address
@@ -401,7 +417,7 @@ class _RefusalLog:
     log = Logger()
     interval = 10.0
 
-    def __init__(self, clock: Any) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self._last: Dict[str, Tuple[float, int]] = {}
 

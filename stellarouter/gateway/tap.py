@@ -1,5 +1,9 @@
 """
-C{twistd stella-gateway}: options and service construction.
+C{twistd stella-gateway}: the command line (one C{--config} file, loaded and
+validated before twistd starts anything) and L{makeService}, which builds
+the L{GatewayService} on the global reactor, reloads the configuration on
+SIGHUP and turns a failed start-up into one log line and exit status 1.
+This is the only gateway module that touches the global reactor.
 """
 
 from __future__ import annotations
@@ -7,14 +11,19 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from typing import Any, Optional, cast
+from types import FrameType
+from typing import TYPE_CHECKING, Optional, cast
 
 from twisted.application.service import IService
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from ..config import ConfigError, load_gateway_config
 from ..lifecycle import StartupError, fail_startup, one_line, refuse_to_start
+
+if TYPE_CHECKING:
+    from .service import ListenAddresses
 
 
 class Options(usage.Options):
@@ -65,22 +74,23 @@ def makeService(options: Options) -> IService:
     except StartupError as e:
         refuse_to_start("stella-gateway", one_line(e))
 
-    def on_sighup(signum: int, frame: Any) -> None:
+    def on_sighup(signum: int, frame: Optional[FrameType]) -> None:
         # A signal handler may run at any point: hand the work to the reactor.
         cast(IReactorFromThreads, reactor).callFromThread(service.reload)
 
     reactor.callWhenRunning(signal.signal, signal.SIGHUP, on_sighup)
 
-    def started(addresses: Any) -> None:
+    def started(addresses: ListenAddresses) -> None:
         # Objects alive after start-up live for the whole process: keep
         # them out of the cyclic GC's generations (shorter GC pauses).
         gc.collect()
         gc.freeze()
 
-    def failed(failure: Any) -> None:
+    def failed(failure: Failure) -> None:
         # One line naming the listener (StartupError), or the error.
-        reason = str(failure.value) if failure.check(StartupError) else one_line(failure.value)
-        fail_startup(reactor, "stella-gateway", reason)
+        error = cast(BaseException, failure.value)
+        reason = str(error) if failure.check(StartupError) else one_line(error)
+        fail_startup(cast(IReactorCore, reactor), "stella-gateway", reason)
 
     service.ready.addCallbacks(started, failed)
     return service

@@ -1,5 +1,10 @@
 """
-What a handler receives and returns.
+What a handler receives and returns: L{RawRequestContext} (method, path,
+parameters, headers as a case-insensitive L{HeaderMap}, claims, and the body
+whole or as a L{BodyStream} fed by the dispatcher under flow control), and
+the answers it may give (L{RawResponse}, L{StreamingResponse},
+L{JsonResponse}).  These are the SDK's public data types; the dispatcher
+builds the first and encodes the others into RESPONSE frames.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ class Problem(Exception):
         *,
         detail: Optional[str] = None,
         headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = (),
-        **extensions: Any,
+        **extensions: object,
     ) -> None:
         """
         @raise ValueError: C{status} is not 400-599, C{kind} is not

@@ -9,7 +9,7 @@ import os
 import random
 import socket
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
@@ -27,10 +27,14 @@ from ..common.redaction import redact_text
 from ..lifecycle import StartupError, one_line
 from ..config.microservice import MicroserviceConfig
 from ..transports.inmemory import InMemoryNetwork
+from ..transports.hello import Backoff
 from ..transports.registry import make_client
 from .endpoints import Microservice, merge_overrides
 from .budget import ResponseStreamBudget
 from .session import RouterSession
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def default_instance_id(service_name: str) -> str:
@@ -57,7 +61,7 @@ class MicroserviceService(Service):
         network: Optional[InMemoryNetwork] = None,
         give_up: Optional[Callable[[int], None]] = None,
         rejection_jitter: Optional[Callable[[], float]] = None,
-        **backoff: Any,
+        **backoff: Unpack[Backoff],
     ) -> None:
         """
         @param reactor: the reactor: its clock, and its C{IReactorTCP} (or

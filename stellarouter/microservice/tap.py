@@ -1,5 +1,10 @@
 """
-C{twistd stella-micro}: options and service construction.
+C{twistd stella-micro}: the command line (a configuration file naming the
+app as C{module:attribute}, both loaded and checked before twistd starts
+anything, the endpoint overrides merged into the app's descriptors) and
+L{makeService}, which builds the L{MicroserviceService} on the global
+reactor and makes the process exit with the SDK's status when it gives up.
+This is the only SDK module that touches the global reactor.
 """
 
 from __future__ import annotations

@@ -19,8 +19,10 @@ outlives its timeout (504).  Time is an injected L{Clock}.
 from __future__ import annotations
 
 from asyncio import AbstractEventLoop
-from typing import Any, AsyncIterator, Dict, Iterable, List, Mapping, Optional, Sequence, \
-    Tuple, Union
+from typing import (
+    TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, List, Mapping, Optional, Sequence,
+    Tuple, TypedDict, Union,
+)
 
 import msgspec
 from twisted.internet.defer import CancelledError, Deferred
@@ -52,8 +54,25 @@ from ..microservice.context import BodyStream, HeaderMap
 from ..microservice.dispatcher import RequestDispatcher
 from ..microservice.endpoints import Microservice
 
-_NO_JSON: Any = object()
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+_NO_JSON = object()
 Body = Union[bytes, Iterable[bytes], AsyncIterator[bytes]]
+
+
+class RequestOptions(TypedDict, total=False):
+    """
+    The keyword arguments of L{ServiceClient.request} that L{ServiceClient.get}
+    and the other one-method shortcuts pass on.
+    """
+
+    body: Body
+    json: object
+    headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]]
+    claims: Optional[Mapping[str, object]]
+    timeout: Optional[float]
+    stream: bool
 
 
 class StreamAborted(Exception):
@@ -78,7 +97,7 @@ class ServiceResponse:
 
     def __init__(self, status: int, headers: HeaderMap, body: bytes = b"",
                  stream: Optional[BodyStream] = None,
-                 close: Optional[Any] = None) -> None:
+                 close: Optional[Callable[[], object]] = None) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -206,9 +225,9 @@ class ServiceClient:
         path: str,
         *,
         body: Body = b"",
-        json: Any = _NO_JSON,
+        json: object = _NO_JSON,
         headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = (),
-        claims: Optional[Mapping[str, Any]] = None,
+        claims: Optional[Mapping[str, object]] = None,
         timeout: Optional[float] = None,
         stream: bool = False,
     ) -> Deferred[ServiceResponse]:
@@ -276,41 +295,41 @@ class ServiceClient:
                 self._upload_failed, exchange)
         return exchange.result
 
-    def get(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
+    def get(self, path: str, **options: Unpack[RequestOptions]) -> Deferred[ServiceResponse]:
         """
         L{request} with C{GET}.
         """
-        return self.request("GET", path, **kwargs)
+        return self.request("GET", path, **options)
 
-    def head(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
+    def head(self, path: str, **options: Unpack[RequestOptions]) -> Deferred[ServiceResponse]:
         """
         L{request} with C{HEAD}.
         """
-        return self.request("HEAD", path, **kwargs)
+        return self.request("HEAD", path, **options)
 
-    def post(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
+    def post(self, path: str, **options: Unpack[RequestOptions]) -> Deferred[ServiceResponse]:
         """
         L{request} with C{POST}.
         """
-        return self.request("POST", path, **kwargs)
+        return self.request("POST", path, **options)
 
-    def put(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
+    def put(self, path: str, **options: Unpack[RequestOptions]) -> Deferred[ServiceResponse]:
         """
         L{request} with C{PUT}.
         """
-        return self.request("PUT", path, **kwargs)
+        return self.request("PUT", path, **options)
 
-    def patch(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
+    def patch(self, path: str, **options: Unpack[RequestOptions]) -> Deferred[ServiceResponse]:
         """
         L{request} with C{PATCH}.
         """
-        return self.request("PATCH", path, **kwargs)
+        return self.request("PATCH", path, **options)
 
-    def delete(self, path: str, **kwargs: Any) -> Deferred[ServiceResponse]:
+    def delete(self, path: str, **options: Unpack[RequestOptions]) -> Deferred[ServiceResponse]:
         """
         L{request} with C{DELETE}.
         """
-        return self.request("DELETE", path, **kwargs)
+        return self.request("DELETE", path, **options)
 
     @property
     def in_flight(self) -> int:
@@ -426,7 +445,7 @@ class ServiceClient:
                 FrameType.REQUEST_STREAM_DATA, exchange.cid, encode_stream_data(b"", abort=True)))
         self._fail(exchange, failure.value or Exception("upload failed"))
 
-    async def _upload(self, exchange: _Exchange, body: Any) -> None:
+    async def _upload(self, exchange: _Exchange, body: Body) -> None:
         """
         Send a streamed request body as the service grants room for it.
         """

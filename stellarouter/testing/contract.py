@@ -16,7 +16,7 @@ provides:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Tuple, TypeVar
+from typing import Awaitable, Callable, Dict, List, Protocol, Tuple, TypeVar, cast
 
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
@@ -26,10 +26,32 @@ from ..common.frames import FRAME_OVERHEAD, encode_datagram
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameSender, ITransportClient, ITransportServer
 from ..common.models import Frame
+from ..transports.peers import DropCounting
 from .fakes import RecordingReceiver
 
 
 _T = TypeVar("_T")
+
+
+class Settle(Protocol):
+    """
+    How a contract test case waits for a Deferred: C{await settle(d)} gives
+    C{d}'s result (advancing a Clock, or waiting on the real reactor with a
+    timeout).
+    """
+
+    def __call__(self, d: Deferred[_T]) -> Awaitable[_T]: ...
+
+
+class _ContractCase(Protocol):
+    """
+    What L{_start_pair} needs of a contract test case.
+    """
+
+    startServer: Callable[[ReceiverLog], Awaitable[Tuple[ITransportServer, str]]]
+    makeClient: Callable[[str, ReceiverLog], ITransportClient]
+    settle: Settle
+    addCleanup: Callable[..., None]
 
 class ReceiverLog:
     """
@@ -47,7 +69,7 @@ class ReceiverLog:
         receiver.opened.addCallback(self._opened)
         return receiver
 
-    def _opened(self, sender: Any) -> Any:
+    def _opened(self, sender: IFrameSender) -> IFrameSender:
         opened = sum(1 for r in self.receivers if r.opened.called)
         still = []
         for count, d in self._waiting:
@@ -89,7 +111,8 @@ def _frame(kind: FrameType, payload: bytes, cid: CorrelationId | None = None) ->
     return Frame(kind, new_correlation_id() if cid is None else cid, payload)
 
 
-async def _start_pair(case: Any, hello: bool) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
+async def _start_pair(case: _ContractCase, hello: bool,
+                      ) -> Tuple[ITransportServer, ITransportClient, ReceiverLog, ReceiverLog]:
     """
     Start a server and a client of the case's transport (both stopped at
     cleanup) and wait until each side has opened; a message transport opens
@@ -109,7 +132,8 @@ async def _start_pair(case: Any, hello: bool) -> Tuple[Any, Any, ReceiverLog, Re
     return server, client, servers, clients
 
 
-async def _stop_pair(case: Any, server: Any, client: Any) -> None:
+async def _stop_pair(case: _ContractCase, server: ITransportServer,
+                     client: ITransportClient) -> None:
     await case.settle(client.stop())
     await case.settle(server.stop())
 
@@ -123,16 +147,17 @@ class TransportContractTests:
     max_frame_bytes: int = 64 * 1024
 
     # Provided by the concrete test case:
-    startServer: Callable[..., Any]
-    makeClient: Callable[..., ITransportClient]
-    settle: Callable[[Deferred[Any]], Any]
+    startServer: Callable[[ReceiverLog], Awaitable[Tuple[ITransportServer, str]]]
+    makeClient: Callable[[str, ReceiverLog], ITransportClient]
+    settle: Settle
     writeRaw: Callable[[IFrameSender, bytes], None]
     assertEqual: Callable[..., None]
     assertIn: Callable[..., None]
     assertTrue: Callable[..., None]
     addCleanup: Callable[..., None]
 
-    async def _connected(self) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
+    async def _connected(self) -> Tuple[ITransportServer, ITransportClient, ReceiverLog,
+                                        ReceiverLog]:
         return await _start_pair(self, hello=False)
 
     async def test_interfaces(self) -> None:
@@ -270,9 +295,10 @@ class MessageContractTests:
 
     transport_type: TransportType
     max_frame_bytes: int
-    startServer: Callable[..., Any]
-    makeClient: Callable[..., ITransportClient]
-    settle: Callable[[Deferred[Any]], Any]
+    startServer: Callable[[ReceiverLog], Awaitable[Tuple[ITransportServer, str]]]
+    makeClient: Callable[[str, ReceiverLog], ITransportClient]
+    settle: Settle
+    roundTrip: Callable[[], Deferred[None]]
     injectStranger: Callable[..., None]
     injectMalformed: Callable[..., None]
     injectOversized: Callable[..., None]
@@ -281,7 +307,7 @@ class MessageContractTests:
     assertNotIn: Callable[..., None]
     addCleanup: Callable[..., None]
 
-    async def _pair(self) -> Tuple[Any, Any, ReceiverLog, ReceiverLog]:
+    async def _pair(self) -> Tuple[ITransportServer, ITransportClient, ReceiverLog, ReceiverLog]:
         return await _start_pair(self, hello=True)
 
     async def test_interfaces(self) -> None:
@@ -375,11 +401,12 @@ class MessageContractTests:
         await self.settle(server.stop())
         await self.settle(servers.receivers[0].closed)
 
-    def drops(self, server: Any) -> Dict[str, int]:
+    def drops(self, server: ITransportServer) -> Dict[str, int]:
         """
         The server's drop counters by reason.
         """
-        return dict(getattr(server, "protocol", server).drops)
+        counting = cast(DropCounting, getattr(server, "protocol", server))
+        return dict(counting.drops)
 
 
 class DatagramContractTests(MessageContractTests):
@@ -398,13 +425,13 @@ class DatagramContractTests(MessageContractTests):
         """
         raise NotImplementedError
 
-    def injectStranger(self, server: Any, frame: Frame) -> None:
+    def injectStranger(self, server: ITransportServer, frame: Frame) -> None:
         self.sendRaw(encode_datagram(frame))
 
-    def injectMalformed(self, server: Any) -> None:
+    def injectMalformed(self, server: ITransportServer) -> None:
         self.sendRaw(b"\x01\x02")
 
-    def injectOversized(self, server: Any, frame: Frame) -> None:
+    def injectOversized(self, server: ITransportServer, frame: Frame) -> None:
         self.sendRaw(encode_datagram(frame))
 
     async def test_duplicates_dropped(self) -> None:
@@ -422,7 +449,7 @@ class DatagramContractTests(MessageContractTests):
         self.assertEqual(len(servers.receivers[0].frames), 3)
 
 
-def _later(case: Any) -> Deferred[None]:
+def _later(case: MessageContractTests) -> Deferred[None]:
     """
     A Deferred that fires after a round of deliveries.
     """

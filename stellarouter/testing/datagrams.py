@@ -10,16 +10,19 @@ order) the next datagrams.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorUDP, IUDPTransport
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 Address = Tuple[str, int]
 
 
+@implementer(IListeningPort, IUDPTransport)
 class FakeUDPPort:
     """
     One bound fake UDP socket (also its protocol's transport).
@@ -31,6 +34,7 @@ class FakeUDPPort:
         self.protocol = protocol
         self.address = address
         self.connected: Optional[Address] = None
+        self.broadcast = False
 
     def write(self, datagram: bytes, addr: Optional[Address] = None) -> None:
         target = addr or self.connected
@@ -43,7 +47,10 @@ class FakeUDPPort:
     def getHost(self) -> IPv4Address:
         return IPv4Address("UDP", *self.address)
 
-    def stopListening(self) -> Any:
+    def startListening(self) -> None:
+        pass
+
+    def stopListening(self) -> Deferred[None]:
         self.reactor.ports.pop(self.address, None)
         self.protocol.doStop()
         return succeed(None)
@@ -51,7 +58,14 @@ class FakeUDPPort:
     def loseConnection(self) -> None:
         self.stopListening()
 
+    def setBroadcastAllowed(self, enabled: bool) -> None:
+        self.broadcast = enabled
 
+    def getBroadcastAllowed(self) -> bool:
+        return self.broadcast
+
+
+@implementer(IReactorUDP)
 class FakeDatagramReactor(Clock):
     """
     A Clock with a datagram network between fake UDP sockets.
@@ -80,7 +94,7 @@ class FakeDatagramReactor(Clock):
             raise OSError(f"address {address} in use")
         bound = FakeUDPPort(self, protocol, address)
         self.ports[address] = bound
-        protocol.makeConnection(bound)  # type: ignore[arg-type]
+        protocol.makeConnection(bound)
         return bound
 
     # the network

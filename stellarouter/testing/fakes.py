@@ -1,5 +1,10 @@
 """
-Fakes of the seams, each verified against its interface in the tests.
+Fakes of the project's seams for unit tests: a frame sender that records
+what is sent (L{FakeFrameSender}, and L{FakeBacklogSender} with a write
+backlog the test controls), a receiver that records what a transport
+delivers with Deferreds to wait on (L{RecordingReceiver}), and a response
+sink for the gateway's dispatcher (L{RecordingSink}).  Each is checked
+against its interface with C{verifyObject} in C{tests/unit/test_fakes.py}.
 """
 
 from __future__ import annotations

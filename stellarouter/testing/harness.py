@@ -6,7 +6,7 @@ site.  For tests of the layers above the transports.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -17,10 +17,12 @@ from ..config.gateway import (
     GatewayConfig,
     HealthConfig,
     NodeConfig,
+    ServiceConfig,
     TransportListenerConfig,
 )
+from ..config.microservice import (
+    EndpointOverrideConfig, MicroserviceConfig, RouterEndpointConfig)
 from ..config.openapi import OpenApiConfig
-from ..config.microservice import MicroserviceConfig, RouterEndpointConfig
 from ..gateway.service import GatewayService
 from ..microservice.endpoints import Microservice
 from ..microservice.service import MicroserviceService
@@ -37,9 +39,10 @@ class InMemoryDeployment:
     """
 
     def __init__(self, clock: Optional[Clock] = None, region: str = "eu1",
-                 max_frame_bytes: int = 1024 * 1024, neighbor_regions: Any = (),
-                 health: HealthConfig = HealthConfig(), services: Any = (),
-                 auth: AuthConfig = AuthConfig(), extra_transports: Any = (),
+                 max_frame_bytes: int = 1024 * 1024, neighbor_regions: Iterable[str] = (),
+                 health: HealthConfig = HealthConfig(), services: Iterable[ServiceConfig] = (),
+                 auth: AuthConfig = AuthConfig(),
+                 extra_transports: Iterable[TransportListenerConfig] = (),
                  openapi: OpenApiConfig = OpenApiConfig()) -> None:
         self.clock = clock or Clock()
         self.network = InMemoryNetwork(self.clock)
@@ -68,7 +71,7 @@ class InMemoryDeployment:
             heartbeat_interval: float = 5.0,
             drain_grace_period: float = 30.0,
             router: Optional[RouterEndpointConfig] = None,
-            endpoints: Any = ()) -> MicroserviceService:
+            endpoints: Iterable[EndpointOverrideConfig] = ()) -> MicroserviceService:
         """
         Start a microservice serving C{app}, connected once this returns.
 
@@ -107,7 +110,7 @@ class InMemoryDeployment:
         return client
 
     def request(self, method: str, path: str, body: bytes = b"",
-                headers: Any = ()) -> HttpResponse:
+                headers: Sequence[Tuple[str, str]] = ()) -> HttpResponse:
         """
         Send one request on a fresh connection, deliver everything, and
         return the response.

@@ -10,9 +10,10 @@ import os
 import re
 import signal
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -81,7 +82,7 @@ class WatchedProcess(ProcessProtocol):
         self._waiting = []
         self.ended.callback(code if code is not None else -(sig or 0))
 
-    def wait_for(self, pattern: str, clock: Any, timeout: float = 20.0,
+    def wait_for(self, pattern: str, clock: IReactorTime, timeout: float = 20.0,
                  since: int = 0) -> Deferred[re.Match[str]]:
         """
         Fires with the regex match of the first line matching C{pattern},
@@ -107,7 +108,7 @@ class WatchedProcess(ProcessProtocol):
             self.transport.signalProcess(getattr(signal, "SIG" + name))
 
 
-def spawn_twistd(reactor: Any, name: str, plugin_args: Sequence[str],
+def spawn_twistd(reactor: IReactorProcess, name: str, plugin_args: Sequence[str],
                  env: Optional[Dict[str, str]] = None, cwd: str = ROOT,
                  prefix: Sequence[str] = ()) -> WatchedProcess:
     """
@@ -138,7 +139,10 @@ class ProcessDeployment:
     @ivar base_url: C{http://127.0.0.1:PORT} of the gateway, once started.
     """
 
-    def __init__(self, reactor: Any, directory: str) -> None:
+    def __init__(self, reactor: IReactorTime, directory: str) -> None:
+        """
+        @param reactor: provides C{IReactorProcess} and C{IReactorTime}.
+        """
         self.reactor = reactor
         self.directory = directory
         self.processes: List[WatchedProcess] = []
@@ -163,7 +167,8 @@ class ProcessDeployment:
         @param prefix: see L{spawn_twistd}.
         @param env: variables added to this process's environment.
         """
-        process = spawn_twistd(self.reactor, name, args, env, prefix=prefix)
+        process = spawn_twistd(cast(IReactorProcess, self.reactor), name, args, env,
+                               prefix=prefix)
         self.processes.append(process)
         return process
 

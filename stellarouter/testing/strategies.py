@@ -1,5 +1,9 @@
 """
-Hypothesis strategies for frames and payload messages.
+Hypothesis strategies for the wire protocol's values: correlation ids,
+frames of every type, header lists, REQUEST and RESPONSE messages, cancel
+reasons and the ways a byte stream may be split into reads.  The codec and
+decoder property tests draw from them, so "any frame" means the same thing
+in every test.
 """
 
 from __future__ import annotations

@@ -60,10 +60,11 @@ import hmac
 import json
 import secrets
 import uuid
-from typing import Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 import pika
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from zope.interface import implementer
 
@@ -87,9 +88,12 @@ from .broker import (
     message_key,
     same_key,
 )
-from .hello import HelloRetry
+from .hello import Backoff, HelloRetry
 from .peers import Peer, PeerTable
 from .session import ClientSession
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 ReceiverFactory = Callable[[], IFrameReceiver]
 _HELLO_TYPE = str(int(FrameType.HELLO))
@@ -137,7 +141,7 @@ class AMQPPeer(Peer[str]):
                 self.hello_answer = frame
             self.server.publish(self.queue, frame, self.key)
 
-    def owns(self, properties: Any) -> bool:
+    def owns(self, properties: pika.BasicProperties) -> bool:
         """
         Whether a message comes from the session that registered this peer:
         same key, same (broker-checked) C{user_id}.
@@ -158,10 +162,10 @@ class AMQPTransportServer(BrokerQueue):
 
     transport_type = TransportType.RABBITMQ
 
-    def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
+    def __init__(self, reactor: IReactorTime, listen: str, receiver_factory: ReceiverFactory,
                  node_id: str, idle_timeout: float = 90.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, probe_interval: float = 0.5,
-                 challenge_timeout: float = 2.0, **backoff: Any) -> None:
+                 challenge_timeout: float = 2.0, **backoff: Unpack[Backoff]) -> None:
         """
         @param probe_interval: how often a peer with requests in flight that
             has said nothing for that long is probed (a probe comes back if
@@ -179,9 +183,9 @@ class AMQPTransportServer(BrokerQueue):
         self.peers: PeerTable[str, AMQPPeer] = PeerTable(reactor, idle_timeout)
         self._prober = LoopingCall(self.probe_busy_peers)
         self._prober.clock = reactor
-        self._ready: Optional[Deferred] = None
+        self._ready: Optional[Deferred[str]] = None
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[str]:
         self._ready = Deferred()
         self.service.startService()
         self.peers.start()
@@ -193,7 +197,7 @@ class AMQPTransportServer(BrokerQueue):
             self._ready.callback(
                 f"rabbitmq:{self.options['host']}:{self.options['port']}/{self.queue}")
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         if self._prober.running:
             self._prober.stop()
         self.report_drops()
@@ -226,14 +230,14 @@ class AMQPTransportServer(BrokerQueue):
     def closed(self, reason: str) -> None:
         self.peers.close_all(reason)
 
-    def returned(self, target: str, properties: Any) -> None:
+    def returned(self, target: str, properties: pika.BasicProperties) -> None:
         peer = self.peers.get(target)
         if peer is not None:
             self.log.warn("the queue {queue} of a microservice is gone (its broker connection "
                           "closed); closing its peer", queue=target)
             self.forget(peer, "its queue is gone: the microservice's broker connection closed")
 
-    def received(self, frame: Frame, properties: Any) -> None:
+    def received(self, frame: Frame, properties: pika.BasicProperties) -> None:
         reply_to = properties.reply_to or ""
         if not reply_to.startswith(SERVICE_QUEUE_PREFIX):
             # Not a microservice's queue: answering it could start a loop
@@ -308,7 +312,7 @@ class AMQPTransportServer(BrokerQueue):
         return (peer.challenge is not None
                 and self.clock.seconds() - peer.challenged_at >= self.challenge_timeout)
 
-    def challenge_message(self, properties: Any, body: bytes) -> None:
+    def challenge_message(self, properties: pika.BasicProperties, body: bytes) -> None:
         peer = self.peers.get(properties.reply_to or "")
         if (properties.type != CHALLENGE_ANSWER_TYPE or peer is None or peer.challenge is None
                 or not peer.owns(properties)
@@ -350,10 +354,10 @@ class AMQPTransportClient(BrokerQueue):
     transport_type = TransportType.RABBITMQ
     peer_identity: Tuple[str, ...] = ()
 
-    def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
+    def __init__(self, reactor: IReactorTime, address: str, receiver_factory: ReceiverFactory,
                  idle_timeout: float = 90.0, hello_retry: float = 1.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 hello_retry_max: float = 5.0, **backoff: Any) -> None:
+                 hello_retry_max: float = 5.0, **backoff: Unpack[Backoff]) -> None:
         """
         @param hello_retry: resend an unanswered HELLO after this long
             (doubling up to C{hello_retry_max}): the gateway's queue may not
@@ -391,7 +395,7 @@ class AMQPTransportClient(BrokerQueue):
     def start(self) -> None:
         self.service.startService()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         if self.receiver is not None and self.channel is not None:
             self.publish(self.target, Frame(FrameType.HEARTBEAT, new_correlation_id(),
                                             json.dumps({"goodbye": True}).encode()), self.key)
@@ -407,14 +411,14 @@ class AMQPTransportClient(BrokerQueue):
     def closed(self, reason: str) -> None:
         self.session.close(reason)
 
-    def received(self, frame: Frame, properties: Any) -> None:
+    def received(self, frame: Frame, properties: pika.BasicProperties) -> None:
         if not same_key(message_key(properties), self.key):
             self.drop_forged(frame, properties)
             return
         if self.session.heard(frame):
             self.session.deliver(frame)
 
-    def challenge_message(self, properties: Any, body: bytes) -> None:
+    def challenge_message(self, properties: pika.BasicProperties, body: bytes) -> None:
         if properties.type != CHALLENGE_TYPE or not same_key(message_key(properties), self.key):
             self.drop("forged", properties.reply_to, "challenge")
             return
@@ -423,7 +427,7 @@ class AMQPTransportClient(BrokerQueue):
                 type=CHALLENGE_ANSWER_TYPE, reply_to=self.queue, user_id=self.user,
                 headers={KEY_HEADER: self.key}), "challenge answer")
 
-    def returned(self, target: str, properties: Any) -> None:
+    def returned(self, target: str, properties: pika.BasicProperties) -> None:
         if target != self.target or self.receiver is None or properties.type == _HELLO_TYPE:
             # A HELLO nobody took is sent again until a gateway answers.
             return
@@ -446,10 +450,10 @@ class AMQPTransportClient(BrokerQueue):
         self.publish(self.target, frame, self.key)
 
 
-def amqp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory, node_id: str,
+def amqp_server(reactor: IReactorTime, listen: str, receiver_factory: ReceiverFactory, node_id: str,
                 idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                 probe_interval: float = 0.5, challenge_timeout: float = 2.0,
-                **backoff: Any) -> AMQPTransportServer:
+                **backoff: Unpack[Backoff]) -> AMQPTransportServer:
     """
     A RabbitMQ L{ITransportServer} for gateway node C{node_id}.
     """
@@ -457,14 +461,16 @@ def amqp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory, no
                                max_frame_bytes, probe_interval, challenge_timeout, **backoff)
 
 
-def amqp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
+def amqp_client(reactor: IReactorTime, address: str, receiver_factory: ReceiverFactory,
                 idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                **backoff: Any) -> AMQPTransportClient:
+                hello_retry: float = 1.0,
+                **backoff: Unpack[Backoff]) -> AMQPTransportClient:
     """
     A RabbitMQ L{ITransportClient} (C{address} names the gateway node).
     """
     return AMQPTransportClient(reactor, address, receiver_factory, idle_timeout,
-                               max_frame_bytes=max_frame_bytes, **backoff)
+                               hello_retry=hello_retry, max_frame_bytes=max_frame_bytes,
+                               **backoff)
 
 
 __all__ = ["AMQPPeer", "AMQPTransportClient", "AMQPTransportServer", "CHALLENGE_ANSWER_TYPE",

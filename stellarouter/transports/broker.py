@@ -13,10 +13,11 @@ import hmac
 import os
 import random
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Callable, Dict, Optional
 
 import pika
-from pika.adapters.twisted_connection import TwistedProtocolConnection
+from pika.adapters.twisted_connection import (
+    ReceivedMessage, TwistedChannel, TwistedProtocolConnection)
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -63,7 +64,7 @@ def gateway_queue(node_id: str) -> str:
     return f"stella.gw.{node_id}"
 
 
-def message_key(properties: Any) -> Optional[str]:
+def message_key(properties: pika.BasicProperties) -> Optional[str]:
     """
     The microservice key a message carries in its C{stella-key} header,
     if any.
@@ -103,7 +104,7 @@ class BrokerConnection(TwistedProtocolConnection):
         super().__init__(parameters)
         self.owner = owner
 
-    def connectionReady(self) -> Any:
+    def connectionReady(self) -> object:
         result = super().connectionReady()
         Deferred.fromCoroutine(self.owner.link_ready(self)).addErrback(
             self.owner.setup_failed, self)
@@ -134,7 +135,7 @@ class BrokerQueue(DropCounting):
     #: this process's memory.
     max_unsent_bytes = 32 * 1024 * 1024
 
-    def __init__(self, reactor: Any, address: str, queue: str, gateway_required: bool,
+    def __init__(self, reactor: IReactorTime, address: str, queue: str, gateway_required: bool,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  initial_delay: float = 0.5, max_delay: float = 30.0,
                  jitter: Optional[Callable[[], float]] = None) -> None:
@@ -144,7 +145,7 @@ class BrokerQueue(DropCounting):
         self.options = parse_amqp_address(address, gateway_required)
         self.user = self.options["user"]
         self.queue = queue
-        self.channel: Any = None
+        self.channel: Optional[TwistedChannel] = None
         self.link: Optional[BrokerConnection] = None
         DropCounting.__init__(self)
         factory = Factory.forProtocol(
@@ -196,7 +197,7 @@ class BrokerQueue(DropCounting):
             self.log.warn("AMQP link lost: {reason}", reason=reason.getErrorMessage())
             self.closed(f"broker connection lost: {reason.getErrorMessage()}")
 
-    def _decode(self, properties: Any, body: bytes) -> Optional[Frame]:
+    def _decode(self, properties: pika.BasicProperties, body: bytes) -> Optional[Frame]:
         if len(body) + FRAME_OVERHEAD > self.max_frame_bytes:
             self.drop("oversize", properties.reply_to, f"({len(body)} bytes)")
             count = self.drops["oversize"]
@@ -221,7 +222,7 @@ class BrokerQueue(DropCounting):
             return None
         return Frame(kind, cid, bytes(body))
 
-    def drop_forged(self, frame: Frame, properties: Any) -> None:
+    def drop_forged(self, frame: Frame, properties: pika.BasicProperties) -> None:
         """
         Drop a message that names a session it does not belong to (wrong
         key or C{user_id}); warn the 1st, 2nd, 4th, 8th... time.
@@ -235,7 +236,7 @@ class BrokerQueue(DropCounting):
                           source=properties.reply_to, user=properties.user_id or "not set",
                           count=count)
 
-    def _returned(self, message: Any) -> None:
+    def _returned(self, message: ReceivedMessage) -> None:
         try:
             self.returned(message.method.routing_key, message.properties)
         except Exception:
@@ -252,7 +253,8 @@ class BrokerQueue(DropCounting):
             type=PROBE_TYPE, reply_to=self.queue, user_id=self.user, expiration="0",
             headers={KEY_HEADER: key} if key else None), "probe")
 
-    def _send(self, channel: Any, target: str, body: bytes, properties: Any,
+    def _send(self, channel: TwistedChannel, target: str, body: bytes,
+              properties: pika.BasicProperties,
               what: str) -> None:
         """
         C{basic_publish}, C{mandatory}; a failure is logged.
@@ -321,17 +323,17 @@ class BrokerQueue(DropCounting):
     def closed(self, reason: str) -> None:
         raise NotImplementedError
 
-    def received(self, frame: Frame, properties: Any) -> None:
+    def received(self, frame: Frame, properties: pika.BasicProperties) -> None:
         raise NotImplementedError
 
-    def returned(self, target: str, properties: Any) -> None:
+    def returned(self, target: str, properties: pika.BasicProperties) -> None:
         """
         The broker returned a message we published to queue C{target}: no
         queue took it.
         """
         raise NotImplementedError
 
-    def challenge_message(self, properties: Any, body: bytes) -> None:
+    def challenge_message(self, properties: pika.BasicProperties, body: bytes) -> None:
         """
         A challenge (to a microservice) or its answer (to a gateway)
         arrived; the other side ignores it.

@@ -13,7 +13,7 @@ retries back to their fastest pace.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, TypedDict
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -144,6 +144,23 @@ class HelloRetry:
                       delay=self.delay)
         self.resend(hello)
         self._arm()
+
+
+class Backoff(TypedDict, total=False):
+    """
+    How a transport client waits between two attempts to reach the router:
+    what C{make_client} and the transports' C{*_client} functions take as
+    keyword arguments.
+
+    @ivar initial_delay: the first wait, in seconds (a UDP client resends
+        its first HELLO after this long).
+    @ivar max_delay: the longest wait.
+    @ivar jitter: extra random delay per attempt (C{lambda: 0} in tests).
+    """
+
+    initial_delay: float
+    max_delay: float
+    jitter: Optional[Callable[[], float]]
 
 
 class HelloBackoff:

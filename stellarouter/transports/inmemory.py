@@ -143,7 +143,7 @@ class InMemoryNetwork:
         factory.doStart()
         return InMemoryPort(self, name, factory)
 
-    def connect(self, name: str, client_factory: IProtocolFactory) -> Deferred:
+    def connect(self, name: str, client_factory: IProtocolFactory) -> Deferred[IProtocol]:
         server_factory = self._listeners.get(name)
         if server_factory is None:
             return fail(ConnectionRefusedError(f"nothing listens on inmemory:{name}"))
@@ -191,7 +191,7 @@ class InMemoryPort:
     def startListening(self) -> None:
         pass
 
-    def stopListening(self) -> Deferred:
+    def stopListening(self) -> Deferred[None]:
         self._network._stop(self._name)
         return succeed(None)
 
@@ -209,7 +209,7 @@ class InMemoryServerEndpoint:
         self._network = network
         self._name = name
 
-    def listen(self, factory: IProtocolFactory) -> Deferred:
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         try:
             return succeed(self._network.listen(self._name, factory))
         except ValueError as e:
@@ -226,7 +226,7 @@ class InMemoryClientEndpoint:
         self._network = network
         self._name = name
 
-    def connect(self, factory: IProtocolFactory) -> Deferred:
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         return self._network.connect(self._name, factory)
 
 

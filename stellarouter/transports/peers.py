@@ -19,7 +19,7 @@ why (a debug line per dropped datagram once took the gateway down).
 
 from __future__ import annotations
 
-from typing import Dict, Generic, Hashable, Iterator, List, Optional, TypeVar
+from typing import Any, Dict, Generic, Hashable, Iterator, List, Optional, TypeVar
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -48,7 +48,7 @@ class Peer(Generic[Address]):
         self.closed = False
 
 
-PeerType = TypeVar("PeerType", bound=Peer)
+PeerType = TypeVar("PeerType", bound="Peer[Any]")
 
 
 class PeerTable(Generic[Address, PeerType]):

@@ -5,7 +5,9 @@ so the gateway and the SDK never name a concrete transport.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional, Protocol, cast
+
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
@@ -17,29 +19,65 @@ from .tls import tls_client, tls_server
 from .udp import udp_client, udp_server
 from .amqp import amqp_client, amqp_server
 from ..common.addresses import MAX_DATAGRAM_BYTES
+from .hello import Backoff
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class ServerTLS(Protocol):
+    """
+    What a TLS listener needs to know (the gateway's C{TLSListenerConfig}).
+    """
+
+    @property
+    def certificate(self) -> str: ...
+    @property
+    def private_key(self) -> str: ...
+    @property
+    def client_ca(self) -> Optional[str]: ...
+    @property
+    def require_client_certificate(self) -> bool: ...
+
+
+class ClientTLS(Protocol):
+    """
+    What a TLS client needs to know (the SDK's C{TLSRouterConfig}).
+    """
+
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def ca(self) -> str: ...
+    @property
+    def certificate(self) -> Optional[str]: ...
+    @property
+    def private_key(self) -> Optional[str]: ...
 
 
 def make_server(
     kind: TransportType,
     listen: str,
-    reactor: Any,
+    reactor: IReactorTime,
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
-    tls: Any = None,
+    tls: Optional[ServerTLS] = None,
     idle_timeout: float = 90.0,
     node_id: str = "gateway",
 ) -> ITransportServer:
     """
     A server for C{kind} listening on C{listen}.
 
+    @param reactor: provides C{IReactorTime} and the listening interface of
+        C{kind} (C{IReactorTCP}, C{IReactorUDP}...).
     @param network: required for L{TransportType.INMEMORY}.
     @param tls: for L{TransportType.TLS}, an object with C{certificate},
         C{private_key}, C{client_ca}, C{require_client_certificate}.
     @raise ValueError: an unsupported kind, or a bad address.
     """
     if kind is TransportType.TCP:
-        return tcp_server(reactor, listen, receiver_factory, max_frame_bytes)
+        return tcp_server(cast(IReactorTCP, reactor), listen, receiver_factory, max_frame_bytes)
     if kind is TransportType.UDP:
         return udp_server(reactor, listen, receiver_factory, max_frame_bytes, idle_timeout,
                           node_id)
@@ -63,16 +101,18 @@ def make_server(
 def make_client(
     kind: TransportType,
     address: str,
-    reactor: Any,
+    reactor: IReactorTime,
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
-    tls: Any = None,
-    **backoff: Any,
+    tls: Optional[ClientTLS] = None,
+    **backoff: Unpack[Backoff],
 ) -> ITransportClient:
     """
     A reconnecting client for C{kind} dialling C{address}.
 
+    @param reactor: provides C{IReactorTime} and the connecting interface
+        of C{kind} (C{IReactorTCP}, C{IReactorUDP}...).
     @param network: required for L{TransportType.INMEMORY}.
     @param tls: for L{TransportType.TLS}, an object with C{server_name},
         C{ca}, C{certificate}, C{private_key}.

@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional, Set, Tuple, cast
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
+    IConsumer,
     IListeningPort,
     IPushProducer,
     IReactorTime,
@@ -64,7 +65,7 @@ class _WriteBacklog:
 
     def __init__(self) -> None:
         #: The transport it is registered with (L{None} until then).
-        self.transport: Any = None
+        self.transport: Optional[IConsumer] = None
         self.paused = False
         self.unsent = 0
         self.limit: Optional[int] = None
@@ -175,12 +176,13 @@ class FrameStreamProtocol(Protocol):
         # To learn when frames pile up in the write buffer (a peer that does
         # not read): see L{unsent}.  Under TLS, the TCP connection's buffer
         # (TLS closes only once no producer is registered with it).
-        target: Any = self.transport
+        target: object = self.transport
         if isinstance(target, ProtocolWrapper):
             target = target.transport
         if getattr(target, "registerProducer", None) is not None:
-            target.registerProducer(self._backlog, True)
-            self._backlog.transport = target
+            consumer = cast(IConsumer, target)
+            consumer.registerProducer(self._backlog, True)
+            self._backlog.transport = consumer
         self._open = True
         self.receiver.connectionOpened(self)
 
@@ -363,7 +365,7 @@ class StreamTransportServer:
                       transport=self.transport_type.value, where=where)
         return where
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[str]:
         return Deferred.fromCoroutine(self._start())
 
     @property
@@ -373,14 +375,16 @@ class StreamTransportServer:
         """
         return self._port
 
-    def stop(self) -> Deferred:
-        waits: List[Deferred] = []
+    def stop(self) -> Deferred[None]:
+        waits: List[Deferred[None]] = []
         if self._port is not None:
             waits.append(Deferred.fromCoroutine(_await(self._port.stopListening())))
             self._port = None
         for proto in list(self._factory.protocols):
             proto.close("gateway transport stopping")
-        return DeferredList(waits) if waits else succeed(None)
+        if not waits:
+            return succeed(None)
+        return DeferredList(waits).addCallback(lambda _: None)
 
 
 async def _await(result: object) -> None:
@@ -432,5 +436,5 @@ class StreamTransportClient:
     def start(self) -> None:
         self.service.startService()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         return self.service.stopService()

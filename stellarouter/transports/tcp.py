@@ -7,7 +7,7 @@ C{tcp:host=127.0.0.1:port=5100} to connect).
 from __future__ import annotations
 
 from twisted.internet.endpoints import clientFromString, serverFromString
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
@@ -18,7 +18,7 @@ DEFAULT_PORT = 5100
 
 
 def tcp_server(
-    reactor: object,
+    reactor: IReactorTCP,
     listen: str,
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,

@@ -14,12 +14,13 @@ closes only that connection; the microservice retries with backoff.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Optional, Tuple, cast
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.endpoints import clientFromString, serverFromString, wrapClientTLS
-from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import (
+    IDelayedCall, IHandshakeListener, IOpenSSLClientConnectionCreator, IReactorTime, ISSLTransport)
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -33,6 +34,10 @@ from .stream import (
     StreamTransportClient,
     StreamTransportServer,
 )
+from .hello import Backoff
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Twisted 26 passes pyOpenSSL X509 objects to pyOpenSSL 26 itself and so
 # triggers this deprecation warning from its own code; only this one is
@@ -45,17 +50,25 @@ warnings.filterwarnings(
 DEFAULT_PORT = 5101
 
 
-def certificate_names(certificate: Any) -> Tuple[str, ...]:
+def certificate_names(
+    certificate: object,
+) -> Tuple[str, ...]:
     """
     The identity of a peer certificate: its subject common name, then its
     DNS subject alternative names.
+
+    @param certificate: what C{ISSLTransport.getPeerCertificate} gives: a
+        pyOpenSSL or C{cryptography} certificate, or C{None} (no certificate).
     """
-    if certificate is None:
-        return ()
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    cert = certificate.to_cryptography() if hasattr(certificate, "to_cryptography") else certificate
+    if isinstance(certificate, crypto.X509):
+        cert = certificate.to_cryptography()
+    elif isinstance(certificate, x509.Certificate):
+        cert = certificate
+    else:
+        return ()
     names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -74,7 +87,7 @@ class TLSFrameStreamProtocol(FrameStreamProtocol):
 
     log = Logger()
     _handshaken = False
-    _deadline: Any = None
+    _deadline: Optional[IDelayedCall] = None
     #: Seconds a peer has to complete the handshake.
     handshake_timeout = 10.0
 
@@ -166,7 +179,7 @@ def client_options(
     ca: str,
     certificate: Optional[str] = None,
     private_key: Optional[str] = None,
-) -> Any:
+) -> IOpenSSLClientConnectionCreator:
     """
     Client-side TLS options: trust C{ca}, check the server's name, and
     present a client certificate when given.
@@ -181,7 +194,7 @@ def client_options(
 
 
 def tls_server(
-    reactor: Any,
+    reactor: IReactorTime,
     listen: str,
     receiver_factory: ReceiverFactory,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
@@ -215,7 +228,7 @@ def tls_client(
     ca: str,
     certificate: Optional[str] = None,
     private_key: Optional[str] = None,
-    **backoff: Any,
+    **backoff: Unpack[Backoff],
 ) -> StreamTransportClient:
     """
     A TLS L{ITransportClient} on a TCP client endpoint string, reconnecting

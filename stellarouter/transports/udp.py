@@ -30,10 +30,11 @@ Received datagrams are read up to 65,535 bytes
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, cast
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -46,9 +47,12 @@ from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
 from ..common.models import Frame
 from ..common.payloads import HelloAck, encode_hello_ack
 from .datagram import Address, HelloAgainLimit, ReplyCache, grow_receive_buffer
-from .hello import HelloRetry
+from .hello import Backoff, HelloRetry
 from .peers import DropCounting, Peer, PeerTable
 from .session import ClientSession
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: The default UDP port of the gateway's transport listener.
 DEFAULT_PORT = 5102
@@ -73,7 +77,7 @@ class FrameDatagrams(DropCounting, DatagramProtocol):
         self.clock = clock
         self.max_datagram_bytes = max_datagram_bytes
 
-    def decode(self, data: bytes, address: Any) -> Optional[Frame]:
+    def decode(self, data: bytes, address: Address) -> Optional[Frame]:
         """
         The frame in a received datagram, or C{None} (dropped and counted).
         """
@@ -155,7 +159,7 @@ class UDPTransportServer:
     #: a flood of junk fills it faster than it is read.
     receive_buffer_bytes = 4 * 1024 * 1024
 
-    def __init__(self, reactor: Any, listen: str, receiver_factory: ReceiverFactory,
+    def __init__(self, reactor: IReactorTime, listen: str, receiver_factory: ReceiverFactory,
                  max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
                  node_id: str = "gateway") -> None:
         """
@@ -163,9 +167,10 @@ class UDPTransportServer:
         @param idle_timeout: a peer silent this long is closed.
         @param node_id: this gateway's node id, for its "send HELLO again"
             answers.
+        @param reactor: provides C{IReactorUDP} and C{IReactorTime}.
         @raise ValueError: a bad address.
         """
-        self.reactor = reactor
+        self.reactor = cast(IReactorUDP, reactor)
         self.clock: IReactorTime = reactor
         self.node_id = node_id
         self.hello_again = HelloAgainLimit(reactor)
@@ -180,7 +185,7 @@ class UDPTransportServer:
         self.protocol = _GatewayDatagrams(self, reactor, max_datagram_bytes)
         self.port: Optional[IListeningPort] = None
 
-    def start(self) -> Deferred:
+    def start(self) -> Deferred[str]:
         try:
             self.port = self.reactor.listenUDP(self.port_number, self.protocol,
                                                interface=self.interface, maxPacketSize=65535)
@@ -188,14 +193,14 @@ class UDPTransportServer:
             from twisted.internet.defer import fail
             return fail(e)
         self.peers.start()
-        host: Any = self.port.getHost()
+        host = cast(IPv4Address, self.port.getHost())
         where = f"udp:{host.host}:{host.port}"
         buffer = grow_receive_buffer(self.port, self.receive_buffer_bytes)
         self.log.info("udp transport listening on {where} (receive buffer {buffer} bytes)",
                       where=where, buffer=buffer)
         return succeed(where)
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         self.protocol.report_drops()
         self.peers.stop("gateway transport stopping")
         if self.port is not None:
@@ -307,7 +312,7 @@ class _GatewayDatagrams(FrameDatagrams):
         super().__init__(clock, limit)
         self.server = server
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
         if addr not in self.server.peers and data[:1] != _HELLO_BYTE:
             # An unknown sender's datagram that cannot open a peer: counted,
             # not decoded (a flood of these must stay cheap).
@@ -336,7 +341,7 @@ class UDPTransportClient(FrameDatagrams):
     peer_identity: Tuple[str, ...] = ()
     log = Logger()
 
-    def __init__(self, reactor: Any, address: str, receiver_factory: ReceiverFactory,
+    def __init__(self, reactor: IReactorTime, address: str, receiver_factory: ReceiverFactory,
                  max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
                  hello_retry: float = 1.0, max_delay: float = 30.0) -> None:
         """
@@ -350,7 +355,7 @@ class UDPTransportClient(FrameDatagrams):
         @raise ValueError: a bad address.
         """
         super().__init__(reactor, max_datagram_bytes)
-        self.reactor = reactor
+        self.reactor = cast(IReactorUDP, reactor)
         self.host, self.port_number = parse_udp_address(address, server=False)
         self.peer = f"{self.host}:{self.port_number}"
         self.idle_timeout = idle_timeout
@@ -378,7 +383,7 @@ class UDPTransportClient(FrameDatagrams):
         self._running = True
         self._open()
 
-    def stop(self) -> Deferred:
+    def stop(self) -> Deferred[None]:
         self._running = False
         if self._reopen_call is not None and self._reopen_call.active():
             self._reopen_call.cancel()
@@ -395,7 +400,7 @@ class UDPTransportClient(FrameDatagrams):
     def _open(self) -> None:
         self._reopen_call = None
         if self._running:
-            self._port = self.reactor.listenUDP(0, self, maxPacketSize=65535)
+            self._port = self.reactor.listenUDP(0, self, interface="", maxPacketSize=65535)
 
     # DatagramProtocol
 
@@ -424,7 +429,7 @@ class UDPTransportClient(FrameDatagrams):
     def connectionRefused(self) -> None:
         self.log.debug("gateway {peer} not answering (port unreachable)", peer=self.peer)
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
+    def datagramReceived(self, data: bytes, addr: Address) -> None:
         frame = self.decode(data, addr)
         if frame is None or not self.session.heard(frame):
             return
@@ -456,7 +461,7 @@ class UDPTransportClient(FrameDatagrams):
         self.replies = ReplyCache((FrameType.RESPONSE,))
 
 
-def udp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory,
+def udp_server(reactor: IReactorTime, listen: str, receiver_factory: ReceiverFactory,
                max_datagram_bytes: int = MAX_DATAGRAM_BYTES,
                idle_timeout: float = 90.0, node_id: str = "gateway") -> UDPTransportServer:
     """
@@ -466,15 +471,17 @@ def udp_server(reactor: Any, listen: str, receiver_factory: ReceiverFactory,
                               node_id)
 
 
-def udp_client(reactor: Any, address: str, receiver_factory: ReceiverFactory,
+def udp_client(reactor: IReactorTime, address: str, receiver_factory: ReceiverFactory,
                max_datagram_bytes: int = MAX_DATAGRAM_BYTES, idle_timeout: float = 90.0,
-               **options: Any) -> UDPTransportClient:
+               hello_retry: Optional[float] = None,
+               **backoff: Unpack[Backoff]) -> UDPTransportClient:
     """
     A UDP L{ITransportClient}.
+
+    @param hello_retry: the first HELLO resend delay; C{initial_delay} when
+        not given (there is no connection to back off from, and no jitter).
     """
-    options.pop("jitter", None)
-    initial = options.pop("initial_delay", None)
-    if initial is not None:
-        options.setdefault("hello_retry", initial)
+    if hello_retry is None:
+        hello_retry = backoff.get("initial_delay", 1.0)
     return UDPTransportClient(reactor, address, receiver_factory, max_datagram_bytes,
-                              idle_timeout, **options)
+                              idle_timeout, hello_retry, backoff.get("max_delay", 30.0))

@@ -14,6 +14,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import FrameType, TransportType
 from stellarouter.common.frames import FrameDecoder, encode_frame
@@ -84,6 +85,14 @@ class SaysHello:
 
     def connectionClosed(self, reason: str) -> None:
         pass
+
+
+class FakesTests(TestCase):
+    def test_says_hello_is_a_receiver(self) -> None:
+        """
+        L{SaysHello} provides L{IFrameReceiver}.
+        """
+        self.assertTrue(verifyObject(IFrameReceiver, SaysHello()))
 
 
 class ReconnectBackoffTests(TestCase):

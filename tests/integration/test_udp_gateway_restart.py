@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import FrameType
 from stellarouter.common.interfaces import IFrameReceiver, IFrameSender
@@ -71,6 +72,14 @@ class AcceptingGateway:
 
     def connectionClosed(self, reason: str) -> None:
         pass
+
+
+class FakesTests(TestCase):
+    def test_accepting_gateway_is_a_receiver(self) -> None:
+        """
+        L{AcceptingGateway} provides L{IFrameReceiver}.
+        """
+        self.assertTrue(verifyObject(IFrameReceiver, AcceptingGateway([], [])))
 
 
 class UDPGatewayRestartTests(TestCase):

@@ -247,3 +247,15 @@ class WrongStateTests(SynchronousTestCase):
         self.assertIs(client.session.state, SessionState.CLOSED)
         self.assertIsNone(client.receiver)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class TestFakesTests(SynchronousTestCase):
+    def test_fakes_provide_their_interfaces(self) -> None:
+        """
+        This module's receiver and transport fakes provide the interfaces
+        they stand in for.
+        """
+        from zope.interface.verify import verifyObject
+
+        self.assertTrue(verifyObject(IFrameReceiver, HelloSayer()))
+        self.assertTrue(verifyObject(IFrameSender, Transport()))

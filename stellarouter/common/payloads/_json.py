@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from json.encoder import encode_basestring
 from struct import Struct
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, NoReturn, Tuple
 
 from ..errors import MalformedPayload
 
@@ -22,7 +22,7 @@ json_string = encode_basestring
 dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _no_constants(name: str) -> Any:
+def _no_constants(name: str) -> NoReturn:
     raise ValueError(f"{name} is not allowed")
 
 
@@ -37,7 +37,7 @@ _loads = _DECODER.decode
 _scan: Callable[[str, int], Tuple[Any, int]] = getattr(_DECODER, "scan_once")
 
 
-def encode_json(obj: Mapping[str, Any]) -> bytes:
+def encode_json(obj: Mapping[str, object]) -> bytes:
     """
     C{obj} as compact UTF-8 JSON.
     """

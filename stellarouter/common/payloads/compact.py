@@ -56,7 +56,7 @@ def _text(fields: List[str], headers: Sequence[Tuple[str, str]]) -> Optional[byt
     return text.encode("utf-8")
 
 
-def _json(value: Mapping[str, Any]) -> bytes:
+def _json(value: Mapping[str, object]) -> bytes:
     return dumps(dict(value)).encode("utf-8") if value else b""
 
 

@@ -6,7 +6,7 @@ the wire spellings of their enumerations read in any case.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 from ..enums import CancelReason, InstanceHealthStatus
 from ..errors import MalformedPayload
@@ -32,7 +32,7 @@ def encode_heartbeat(beat: Heartbeat) -> bytes:
     """
     Encode a HEARTBEAT payload.
     """
-    obj: Dict[str, Any] = {
+    obj: Dict[str, object] = {
         "instance_id": beat.instance_id,
         "status": beat.status.value,
         "in_flight": beat.in_flight,
@@ -77,7 +77,7 @@ _STATUSES = {_spelling(s.value): s for s in InstanceHealthStatus}
 _REASONS = {_spelling(r.value): r for r in CancelReason}
 
 
-def parse_status(value: Any) -> Optional[InstanceHealthStatus]:
+def parse_status(value: object) -> Optional[InstanceHealthStatus]:
     """
     A HEARTBEAT status in any of its spellings (C{healthy} as sent,
     C{HEALTHY} as the spec writes it, any case), or L{None}.
@@ -85,7 +85,7 @@ def parse_status(value: Any) -> Optional[InstanceHealthStatus]:
     return _STATUSES.get(_spelling(value)) if isinstance(value, str) else None
 
 
-def parse_cancel_reason(value: Any) -> Optional[CancelReason]:
+def parse_cancel_reason(value: object) -> Optional[CancelReason]:
     """
     A CANCEL reason in any of its spellings (C{ClientDisconnected} as sent,
     C{CLIENT_DISCONNECTED} as the spec writes it, any case), or L{None}.

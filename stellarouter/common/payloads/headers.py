@@ -7,7 +7,7 @@ forms (JSON and compact) and the SDK's check of a handler's response use it.
 from __future__ import annotations
 
 import re
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from ..errors import MalformedPayload
 
@@ -32,7 +32,7 @@ def header_problem(name: object, value: object) -> Optional[str]:
     return None
 
 
-def headers_problem(pairs: Sequence[Any]) -> Optional[str]:
+def headers_problem(pairs: Sequence[object]) -> Optional[str]:
     """
     Why C{pairs} is not a sequence of C{(name, value)} pairs that
     L{header_problem} accepts, or C{None}.
@@ -46,7 +46,7 @@ def headers_problem(pairs: Sequence[Any]) -> Optional[str]:
     return None
 
 
-def decode_headers(raw: Any, what: str) -> List[Tuple[str, str]]:
+def decode_headers(raw: object, what: str) -> List[Tuple[str, str]]:
     """
     The header pairs of a decoded JSON REQUEST/RESPONSE header (a list of
     two-string lists), checked.

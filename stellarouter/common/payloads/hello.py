@@ -79,12 +79,12 @@ class HelloAck:
     hello_again: bool = False
 
 
-def _claim_to_json(claim: ClaimRequirement) -> Dict[str, Any]:
-    value: Any = list(claim.value) if isinstance(claim.value, tuple) else claim.value
+def _claim_to_json(claim: ClaimRequirement) -> Dict[str, object]:
+    value: object = list(claim.value) if isinstance(claim.value, tuple) else claim.value
     return {"type": claim.type, "value": value}
 
 
-def _claim_from_json(obj: Any, what: str) -> ClaimRequirement:
+def _claim_from_json(obj: object, what: str) -> ClaimRequirement:
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise MalformedPayload(f"{what} must be an object with a string 'type'")
     value = obj.get("value")
@@ -97,7 +97,7 @@ def _claim_from_json(obj: Any, what: str) -> ClaimRequirement:
     return ClaimRequirement(obj["type"], value)
 
 
-def endpoint_to_json(endpoint: EndpointDescriptor) -> Dict[str, Any]:
+def endpoint_to_json(endpoint: EndpointDescriptor) -> Dict[str, object]:
     """
     The JSON form of one endpoint inside HELLO / ENDPOINTS_UPDATE (the
     service name and version come from the instance).
@@ -114,7 +114,7 @@ def endpoint_to_json(endpoint: EndpointDescriptor) -> Dict[str, Any]:
 
 
 def endpoint_from_json(
-    obj: Any, instance: InstanceDescriptor, what: str
+    obj: object, instance: InstanceDescriptor, what: str
 ) -> EndpointDescriptor:
     """
     Parse and validate one endpoint of a HELLO.
@@ -275,7 +275,7 @@ def decode_endpoints_update(
     )
 
 
-def _check_limits(raw: List[Any], limits: RegistrationLimits, what: str) -> None:
+def _check_limits(raw: List[object], limits: RegistrationLimits, what: str) -> None:
     """
     Refuse an endpoint list over C{limits} before validating its entries.
 
@@ -306,7 +306,7 @@ def encode_hello_ack(ack: HelloAck) -> bytes:
     Encode the gateway's answer to a HELLO (C{features} only when there are
     some, so an answer without any is what it was before features).
     """
-    obj: Dict[str, Any] = {
+    obj: Dict[str, object] = {
         "accepted": ack.accepted,
         "reason": ack.reason,
         "node_id": ack.node_id,

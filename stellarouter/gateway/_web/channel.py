@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -66,7 +66,7 @@ def transport_paused(channel: object) -> bool:
     return bool(getattr(channel, "_waitingForTransport", False))
 
 
-def _ignore(*args: Any) -> None:
+def _ignore(*args: object) -> None:
     """
     Stands in for a parsing step of a refused connection.
     """
@@ -89,11 +89,11 @@ class EdgeChannel(http.HTTPChannel):
     refusal_log: Optional[RefusalLog] = None
     head_timeout: Optional[float] = None
     refused: Optional[int] = None
-    _idle_call: Any = None
+    _idle_call: Optional[IDelayedCall] = None
     _idle_deadline: Optional[float] = None
     _head_deadline: Optional[float] = None
-    _head_call: Any = None
-    _linger_call: Any = None
+    _head_call: Optional[IDelayedCall] = None
+    _linger_call: Optional[IDelayedCall] = None
     _lingered = 0
 
     def set_max_header_bytes(self, limit: int) -> None:
@@ -275,7 +275,7 @@ class EdgeChannel(http.HTTPChannel):
         if call is not None and call.active():
             call.cancel()
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self._cancel_head_timer()
         if self._idle_call is not None and self._idle_call.active():
@@ -310,7 +310,7 @@ class ConnectionRefusal(Protocol):
         self.transport.write(refusal(self.error, str(new_correlation_id())))
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed()
 
 
@@ -341,12 +341,12 @@ class GatewayChannel(EdgeChannel):
     system call each), and counts itself in its site's open connections.
     """
 
-    _host: Any = None
+    _host: Optional[IAddress] = None
     #: Called once when the connection is gone (set by the site that
     #: counts it in its open connections).
     on_closed: Optional[Callable[[], None]] = None
 
-    def getHost(self) -> Any:
+    def getHost(self) -> IAddress:
         host = self._host
         if host is None:
             host = self._host = super().getHost()

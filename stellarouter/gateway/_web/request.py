@@ -15,6 +15,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -401,7 +402,7 @@ class GatewayRequest(Request):
             channel.writeSequence(out)
         self.finish()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure) -> None:
         upload = self.upload
         if upload is not None:
             upload.client_gone()
@@ -446,7 +447,7 @@ class GatewaySite(Site):
         proxy: ProxyResource,
         health: HealthApp,
         access_log: bool = False,
-        reactor: Optional[Any] = None,
+        reactor: Optional[IReactorTime] = None,
     ) -> None:
         """
         @param reactor: drives HTTP timeouts and the C{Date} header
@@ -461,7 +462,9 @@ class GatewaySite(Site):
         self.access_log = access_log
         self.refusal_log = RefusalLog()
 
-    def buildProtocol(self, addr: Any) -> Any:
+    # Any: over the cap it builds a ConnectionRefusal, not the HTTP channel
+    # HTTPFactory.buildProtocol is declared to return.
+    def buildProtocol(self, addr: Optional[IAddress]) -> Any:
         cap = self.max_connections
         if cap is not None and self.open_connections >= cap:
             if self.refusing >= REFUSALS_IN_FLIGHT:
