@@ -31,6 +31,9 @@ setup(
         "attrs>=23",
         "msgspec>=0.18",
         "zope.interface>=6",
+        # The gateway's GET /metrics (issue 21): the Prometheus text format
+        # through the reference client rather than a hand-written exposition.
+        "prometheus_client>=0.20",
     ],
     extras_require={
         # openapi-spec-validator: the gateway's OpenAPI documents are checked

@@ -70,6 +70,7 @@ def gateway(node, port):
         f.write(f"""node: {{node_id: {node}, region: eu1}}
 http: {{listen: "tcp:{port}:interface=127.0.0.1"}}
 transports: [{{type: rabbitmq, listen: "{BROKER}"}}]
+admin: {{listen: "tcp:0:interface=127.0.0.1"}}
 """)
     g = Proc(f"gateway-{node}-{int(time.time() * 1000) % 100000}", ["stella-gateway", "--config", path])
     g.wait_for(r"ready: ")

@@ -40,3 +40,32 @@ def build_echo() -> Microservice:
 
 
 echo = build_echo()
+
+
+def build_faults() -> Microservice:
+    """
+    Service C{faults} for C{benchmarks/faults.py}: C{GET /ping} (2 s
+    timeout, so a frozen instance's requests end quickly) answers the
+    instance id; C{POST /charge} appends one line to the file named by
+    C{FAULTS_LEDGER} (if set) and answers it, so a run can count executions.
+    """
+    import os
+
+    app = Microservice("faults", "1.0.0")
+    ledger = os.environ.get("FAULTS_LEDGER")
+
+    @app.endpoint("GET", "/ping", timeout=2.0)
+    def ping(ctx: RawRequestContext) -> RawResponse:
+        return RawResponse.text(ctx.instance.instance_id if ctx.instance else "?")
+
+    @app.endpoint("POST", "/charge", timeout=2.0)
+    def charge(ctx: RawRequestContext) -> RawResponse:
+        if ledger:
+            with open(ledger, "a", encoding="utf-8") as f:
+                f.write(f"{ctx.correlation_id} {ctx.instance.instance_id if ctx.instance else '?'}\n")
+        return RawResponse.text("charged")
+
+    return app
+
+
+faults = build_faults()

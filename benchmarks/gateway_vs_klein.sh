@@ -19,6 +19,10 @@
 #       like-gateway         on 127.0.0.1:8082  --like-gateway: the gateway's Site settings
 #       like-gateway-frozen  on 127.0.0.1:8083  --like-gateway --gc-freeze (as twistd stella-gateway
 #                                               does after start-up)
+#   * for the variant quiet: a second gateway + Billing pair with metrics and both access logs off
+#     (HTTP 127.0.0.1:8085, TCP 5110; STELLAROUTER_*ACCESS_LOG__ENABLED=false,
+#     STELLAROUTER_METRICS__ENABLED=false): gateway vs quiet is what metrics + access log cost
+#     (target >= 0.9x; issue 21).  Both are on in the default configuration (the first pair).
 #   * for the variant nginx, if nginx is installed (else it is skipped, with a message):
 #       nginx                on 127.0.0.1:8084  nginx -> the plain direct Klein: one worker, daemon off,
 #                                               no access log, upstream keep-alive (32 connections,
@@ -39,7 +43,7 @@
 #   CONNS="16 1"               connection counts to run
 #   VARIANTS="plain like-gateway-frozen nginx"   what GET /ping is compared against (see above;
 #                              without nginx installed: "plain like-gateway-frozen"); like-gateway
-#                              is available too
+#                              and quiet are available too
 #   NGINX=nginx                the nginx binary (default: nginx on PATH, else /usr/sbin/nginx)
 #   POST=1                     also POST 1 KiB /echo (0: GET only)
 #   POST_VARIANTS="plain"      what POST /echo is compared against (any of the variants above)
@@ -79,8 +83,8 @@ POST_BYTES=1024
 AB_SCRIPT=${AB_SCRIPT:-/work/shared/perf/gateway_vs_direct.sh}
 GW_PORT=8080; MS_PORT=5100
 variant_port() { case "$1" in plain) echo 8081;; like-gateway) echo 8082;; like-gateway-frozen) echo 8083;;
-                   nginx) echo 8084;;
-                   *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen, nginx)" >&2; exit 2;;
+                   nginx) echo 8084;; quiet) echo 8085;;
+                   *) echo "unknown variant $1 (plain, like-gateway, like-gateway-frozen, nginx, quiet)" >&2; exit 2;;
                  esac; }
 variant_args() { case "$1" in plain) ;; like-gateway) echo --like-gateway;;
                    like-gateway-frozen) echo --like-gateway --gc-freeze;; esac; }
@@ -96,13 +100,16 @@ fi
 USE_NGINX=0; in_list nginx "$VARIANTS $POST_VARIANTS" && USE_NGINX=1
 KLEIN_VARIANTS=  # the direct Klein processes to start, each once; nginx proxies to plain
 for v in $([ "$USE_NGINX" = 1 ] && echo plain) $VARIANTS $POST_VARIANTS; do
-  [ "$v" = nginx ] || in_list "$v" "$KLEIN_VARIANTS" || KLEIN_VARIANTS="${KLEIN_VARIANTS:+$KLEIN_VARIANTS }$v"
+  [ "$v" = nginx ] || [ "$v" = quiet ] || in_list "$v" "$KLEIN_VARIANTS" || KLEIN_VARIANTS="${KLEIN_VARIANTS:+$KLEIN_VARIANTS }$v"
 done
 DIRECT_PORTS=(); for v in $KLEIN_VARIANTS; do DIRECT_PORTS+=("$(variant_port "$v")"); done
 PLAIN_PORT=$(variant_port plain)
 NGINX_PORT=$(variant_port nginx)
 FRONT_PORTS=("${DIRECT_PORTS[@]}")  # every direct port that must answer GET /ping
 if [ "$USE_NGINX" = 1 ]; then FRONT_PORTS+=("$NGINX_PORT"); fi
+USE_QUIET=0; in_list quiet "$VARIANTS $POST_VARIANTS" && USE_QUIET=1
+QUIET_MS_PORT=5110
+if [ "$USE_QUIET" = 1 ]; then FRONT_PORTS+=("$(variant_port quiet)"); fi
 
 source "$ROOT/benchmarks/lib.sh"
 [ -r "$AB_SCRIPT" ] || { echo "A/B script not found: $AB_SCRIPT (set AB_SCRIPT)" >&2; exit 1; }
@@ -111,7 +118,9 @@ command -v taskset >/dev/null || { echo "taskset missing (util-linux)" >&2; exit
 
 OUT=${OUT:-$(mktemp -d /tmp/stella-bench.XXXXXX)}
 mkdir -p "$OUT"; : >"$OUT/pids.txt"
-for p in $GW_PORT $MS_PORT "${FRONT_PORTS[@]}"; do wait_port_free "$p"; done
+for p in $GW_PORT $MS_PORT "${FRONT_PORTS[@]}" $([ "$USE_QUIET" = 1 ] && echo $QUIET_MS_PORT); do
+  wait_port_free "$p"
+done
 
 start() {  # name cmd... : start pinned to SERVER_CPU, log to $OUT/name.log
   local name=$1; shift
@@ -123,6 +132,20 @@ start gateway "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/g
 start billing "$TWISTD" -n --pidfile= stella-micro --config examples/billing/billing.yaml
 if [ "$POST" = 1 ]; then
   start echo "$TWISTD" -n --pidfile= stella-micro --config benchmarks/echo.yaml
+fi
+if [ "$USE_QUIET" = 1 ]; then
+  # The same pair with metrics and both access logs off (environment overrides of the same files).
+  QUIET_OFF=(STELLAROUTER_ACCESS_LOG__ENABLED=false STELLAROUTER_METRICS__ENABLED=false
+             STELLAROUTER_MICRO__ACCESS_LOG__ENABLED=false)
+  start gateway-quiet env "${QUIET_OFF[@]}" \
+    "STELLAROUTER_HTTP__LISTEN=tcp:$(variant_port quiet):interface=127.0.0.1" \
+    "STELLAROUTER_TRANSPORTS__0__LISTEN=tcp:$QUIET_MS_PORT:interface=127.0.0.1" \
+    STELLAROUTER_NODE__NODE_ID=gw-quiet \
+    "$TWISTD" -n --pidfile= stella-gateway --config examples/billing/gateway.yaml
+  start billing-quiet env "${QUIET_OFF[@]}" \
+    "STELLAROUTER_MICRO__ROUTERS__0__ADDRESS=tcp:host=127.0.0.1:port=$QUIET_MS_PORT" \
+    STELLAROUTER_MICRO__INSTANCE_ID=billing-quiet \
+    "$TWISTD" -n --pidfile= stella-micro --config examples/billing/billing.yaml
 fi
 for v in $KLEIN_VARIANTS; do
   # shellcheck disable=SC2046
@@ -232,6 +255,7 @@ for c in $CONNS; do
     case "$v" in
       nginx) label="GET /ping, gateway vs nginx -> Klein (plain) [target >= 1.3x]";;
       plain) label="GET /ping, gateway vs direct Klein (plain) [target >= 1.0x]";;
+      quiet) label="GET /ping, gateway vs gateway with metrics and access logs off [target >= 0.9x]";;
       *)     label="GET /ping, gateway vs direct Klein ($v)";;
     esac
     ab "$c" "get-$v" "$label" "http://127.0.0.1:$GW_PORT/ping" "http://127.0.0.1:$(variant_port "$v")/ping" 0
@@ -241,6 +265,7 @@ for c in $CONNS; do
     case "$v" in
       nginx) label="$label nginx -> Klein (plain)";;
       plain) label="$label direct Klein (plain) [target >= 0.9x]";;
+      quiet) label="$label gateway with metrics and access logs off";;
       *)     label="$label direct Klein ($v)";;
     esac
     ab "$c" "post-$v" "$label" "http://127.0.0.1:$GW_PORT/echo" "http://127.0.0.1:$(variant_port "$v")/echo" "$POST_BYTES"

@@ -59,6 +59,7 @@ from twisted.web.server import Site  # noqa: E402
 
 from stellarouter import microservice  # noqa: E402
 from stellarouter.microservice import Microservice, RawRequestContext, RawResponse  # noqa: E402
+from stellarouter.config.observability import AccessLogConfig, MetricsConfig  # noqa: E402
 from stellarouter.testing.harness import InMemoryDeployment  # noqa: E402
 
 BODY = b"x" * 1024
@@ -253,15 +254,25 @@ def _gateway(raw: bytes) -> Callable[[], None]:
     return one
 
 
-def _gateway_concurrent(raw: bytes, connections: int = 16) -> Callable[[], None]:
+def _gateway_concurrent(raw: bytes, connections: int = 16,
+                        telemetry: bool = True) -> Callable[[], None]:
     """
     C{connections} keep-alive clients each send one request, then the
     frames are pumped until all are answered: requests in flight together,
     as under C{wrk -c16}, so per-batch costs (frame writes, timers) are
     shared.  One call is C{connections} requests.
+
+    @param telemetry: metrics and both access logs on (the default
+        configuration, but writing to /dev/null), or off.
     """
     clock = HeapClock()
-    deployment = InMemoryDeployment(clock=clock)  # type: ignore[arg-type]
+    # (On: both access logs write to /dev/null, so their lines are formatted
+    # and written as in a real process; into the process's own log they would
+    # only be buffered here, no log observer formats them in this process.)
+    settings = ({"access_log": AccessLogConfig(path=os.devnull)} if telemetry else
+                {"access_log": AccessLogConfig(enabled=False),
+                 "metrics": MetricsConfig(enabled=False)})
+    deployment = InMemoryDeployment(clock=clock, **settings)  # type: ignore[arg-type]
     deployment.add(_app())
     clients = [_channel(deployment.gateway.site) for _ in range(connections)]
     expected = b"HTTP/1.1 200"
@@ -350,6 +361,8 @@ def setups() -> Dict[str, Callable[[], Callable[[], None]]]:
     return {
         "gateway-get": lambda: _gateway(GET),
         "gateway-get-c16": lambda: _gateway_concurrent(GET),
+        # The same with metrics and both access logs off (issue 21: what they cost).
+        "gateway-get-c16-quiet": lambda: _gateway_concurrent(GET, telemetry=False),
         "sdk-get": lambda: _sdk(GET),
         "klein-get": lambda: _direct(klein_site(), GET),
         "leaf-get": lambda: _direct(leaf_site(), GET),

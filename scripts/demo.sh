@@ -18,7 +18,7 @@ for arg in "$@"; do
   esac
 done
 
-check_ports_free $(listen_ports "$GATEWAY_CONFIG") || exit 1
+check_ports_free $(listen_ports "$GATEWAY_CONFIG") 9901 || exit 1   # 9901: the admin listener
 ensure_venv
 mkdir -p .demo
 if [ "$GATEWAY_CONFIG" = examples/billing/gateway-tls.yaml ] && [ ! -f .demo/certs/ca.pem ]; then
@@ -34,7 +34,7 @@ trap cleanup EXIT INT TERM
 
 echo "== waiting for the gateway (logs in .demo/)"
 for _ in $(seq 1 100); do
-  if curl -fs localhost:8080/health 2>/dev/null | grep -q '"billing"'; then break; fi
+  if curl -fs localhost:9901/services 2>/dev/null | grep -q '"billing"'; then break; fi
   kill -0 "$GW" 2>/dev/null || { echo "!! the gateway exited; see .demo/gateway.log"; tail -20 .demo/gateway.log; exit 1; }
   kill -0 "$MS" 2>/dev/null || { echo "!! billing exited; see .demo/billing.log"; tail -20 .demo/billing.log; exit 1; }
   sleep 0.1
@@ -49,6 +49,9 @@ run curl -si "localhost:8080/invoices/$ID"
 run curl -si localhost:8080/nope
 run curl -si -X DELETE localhost:8080/ping
 run curl -si localhost:8080/health
+echo "== operations: the admin listener on 127.0.0.1:9901 (docs/router/operations.md)"
+run "$VENV/bin/stellarouter" instances
+run "$VENV/bin/stellarouter" routes
 echo "== claims: DELETE /invoices/{id} needs scope=billing:write"
 run curl -si -X DELETE "localhost:8080/invoices/$ID"
 T=$("$VENV/bin/stellarouter" token --config "$GATEWAY_CONFIG" --claim scope=billing:read)

@@ -4,6 +4,8 @@ The C{stellarouter} command: tools around the two twistd plugins.
     stellarouter config check router.yaml     # validate, print problems, exit 1 if any
     stellarouter token --config router.yaml --claim scope=billing:write   # a dev token
     stellarouter certs init ./certs --service billing   # a dev CA + mTLS certificates
+    stellarouter instances [--admin URL] [--token T] [--json]   # also status, services,
+                                                 # routes, drain ID: the gateway's admin API
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
+from . import admin_client
 from .config import ConfigError, MicroserviceConfig, load_gateway_config, load_microservice_config
 from .config.reader import read_yaml
 
@@ -71,6 +74,7 @@ def check(path: str, kind: Optional[str], out: TextIO) -> int:
             gateway = load_gateway_config(path)
             summary = (f"node {gateway.node.node_id} in region {gateway.node.region}, "
                        f"HTTP on {gateway.http.listen}, "
+                       f"admin on {gateway.admin.listen if gateway.admin.enabled else '(off)'}, "
                        f"{len(gateway.transports)} transport listener(s), "
                        f"{len(gateway.services)} service setting(s)")
         else:
@@ -137,9 +141,12 @@ def mint(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout,
+         err: TextIO = sys.stderr) -> int:
     """
     Entry point of the C{stellarouter} console script.
+
+    @param err: where the admin commands write their one-line errors.
     """
     parser = argparse.ArgumentParser(prog="stellarouter",
                                      description=plain(__doc__.splitlines()[1]))
@@ -173,7 +180,10 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
                            "default: billing)")
     init.add_argument("--gateway-name", action="append", default=[],
                       help="a DNS name of the gateway (repeatable; default: localhost)")
+    admin_client.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in admin_client.COMMANDS:
+        return admin_client.run(args, out, err)
     if args.command == "token":
         return mint(args, out)
     if args.command == "certs":

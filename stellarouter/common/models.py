@@ -23,6 +23,7 @@ _SEMVER = re.compile(
 _SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 _METHOD = re.compile(r"[A-Z][A-Z0-9_-]*\Z")
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+_CATCH_ALL_PARAM = re.compile(r"\{\*([A-Za-z_][A-Za-z0-9_]*)\}\Z")
 # RFC 3986 pchar, without "{" and "}" which mark parameters.
 _LITERAL = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+\Z")
 
@@ -78,19 +79,25 @@ def normalize_method(method: object) -> str:
     return method.upper()
 
 
+#: The literal part of a catch-all segment in L{parse_path_template}'s
+#: answer: C{("*", name)} for C{{*name}}, against C{("", name)} for C{{name}}.
+CATCH_ALL = "*"
+
+
 def parse_path_template(path: object) -> Tuple[Tuple[str, Optional[str]], ...]:
     """
     Check a path template and split it into segments.
 
     Templates start with C{/}; a segment is either a literal (RFC 3986
-    characters) or C{{name}} for one parameter segment.  A trailing slash is
-    ignored.
+    characters) or C{{name}} for one parameter segment; the last segment may
+    be C{{*name}}, a catch-all parameter that takes one or more segments
+    (the rest of the path).  A trailing slash is ignored.
 
-    @param path: the template, e.g. C{"/invoices/{id}"}.
-    @return: one C{(literal, None)} or C{("", name)} pair per segment;
-        C{"/"} gives an empty tuple.
+    @param path: the template, e.g. C{"/invoices/{id}"}, C{"/files/{*rest}"}.
+    @return: one C{(literal, None)}, C{("", name)} or, for the catch-all,
+        C{(CATCH_ALL, name)} pair per segment; C{"/"} gives an empty tuple.
     @raise InvalidDescriptor: for an empty segment, a bad character, a
-        malformed or repeated parameter.
+        malformed or repeated parameter, a catch-all that is not last.
     """
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidDescriptor(f"path {path!r} must be a string starting with '/'")
@@ -103,16 +110,21 @@ def parse_path_template(path: object) -> Tuple[Tuple[str, Optional[str]], ...]:
         return ()
     segments = []
     seen = set()
-    for raw in body.split("/"):
+    raws = body.split("/")
+    for index, raw in enumerate(raws):
         if not raw:
             raise InvalidDescriptor(f"path {path!r} has an empty segment")
         param = _PARAM.match(raw)
-        if param is not None:
-            name = param.group(1)
+        rest = None if param is not None else _CATCH_ALL_PARAM.match(raw)
+        if param is not None or rest is not None:
+            name = (param or rest).group(1)  # type: ignore[union-attr]
             if name in seen:
                 raise InvalidDescriptor(f"path {path!r} repeats parameter {name!r}")
             seen.add(name)
-            segments.append(("", name))
+            if rest is not None and index != len(raws) - 1:
+                raise InvalidDescriptor(f"path {path!r}: the catch-all {raw!r} must be the "
+                                        "last segment")
+            segments.append((CATCH_ALL if rest is not None else "", name))
         elif _LITERAL.match(raw):
             segments.append((raw, None))
         else:
@@ -128,8 +140,34 @@ def normalize_path_template(path: str) -> str:
     """
     segments = parse_path_template(path)
     return "/" + "/".join(
-        "{" + name + "}" if name is not None else literal for literal, name in segments
+        literal if name is None else "{" + (literal if literal == CATCH_ALL else "") + name + "}"
+        for literal, name in segments
     )
+
+
+def template_param_names(template: str) -> Tuple[str, ...]:
+    """
+    The parameter names of a valid template, in order (a catch-all's
+    without its C{*}).
+    """
+    return tuple(segment[1:-1].lstrip("*") for segment in template.split("/")
+                 if segment.startswith("{"))
+
+
+def template_shape(template: str) -> str:
+    """
+    A valid path template with its parameter names removed: C{/echo/{}},
+    C{/files/{*}}.  Two templates of one shape match the same paths.
+    """
+    return "/".join(("{*}" if s.startswith("{*") else "{}") if s.startswith("{") else s
+                    for s in template.split("/"))
+
+
+def is_catch_all(template: str) -> bool:
+    """
+    Whether a valid template ends with a catch-all parameter C{{*name}}.
+    """
+    return template.endswith("}") and "/{*" in template
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from .gateway import GatewayConfig
 
 #: Key path prefixes that cannot change while the gateway runs.
-RESTART_ONLY = ("http.listen", "http.backlog", "transports", "openapi")
+RESTART_ONLY = ("http.listen", "http.backlog", "transports", "admin.listen", "admin.enabled",
+                "openapi")
 
 
 def flatten(value: object, prefix: str = "") -> Dict[str, object]:
@@ -103,4 +104,24 @@ def security_warnings(old: GatewayConfig, new: GatewayConfig) -> List[str]:
     if before.enabled and not after.enabled:
         warnings.append("no token key is configured any more: every endpoint with claim "
                         "requirements answers 401")
+    warnings.extend(_admin_weakenings(old, new))
+    return warnings
+
+
+def _admin_weakenings(old: "GatewayConfig", new: "GatewayConfig") -> List[str]:
+    """
+    What a reload weakens on the admin listener: claims no longer required,
+    remote requests now allowed.
+    """
+    before, after = old.admin, new.admin
+    warnings: List[str] = []
+    dropped = [c for c in before.require_claims if c not in after.require_claims]
+    if dropped:
+        names = ", ".join(c.type for c in dropped)
+        warnings.append(f"admin.require_claims no longer requires {names}"
+                        + ("" if after.require_claims else
+                           ": the admin API answers requests without a token"))
+    if after.allow_remote and not before.allow_remote:
+        warnings.append("admin.allow_remote turned on: the admin API answers requests from "
+                        "other hosts")
     return warnings

@@ -27,11 +27,15 @@ from ..common.models import (
 )
 from ..common.payloads import STREAM_WINDOW
 from ..common.addresses import MAX_DATAGRAM_BYTES, parse_amqp_address, parse_udp_address
+from .admin import AdminConfig, health_detail_problem, read_admin
 from .endpoints import check_server_endpoint
 from .env import GATEWAY_PREFIX, MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
 from .openapi import OpenApiConfig, read_openapi
+from .observability import AccessLogConfig, MetricsConfig, read_access_log, read_metrics
+from .resilience import (OutlierDetectionConfig, RetryConfig, read_outlier_detection,
+                         read_retries)
 from .reader import (
     MAX_CONFIG_BYTES,
     Reader,
@@ -67,7 +71,10 @@ class HttpConfig:
     The HTTP edge.
 
     @ivar listen: a server endpoint string.
-    @ivar access_log: log one line per request (costs throughput).
+    @ivar access_log: the former switch of the access log, if the file
+        still sets it (L{None}: not set); the access log is configured by
+        the top-level C{access_log} section (L{GatewayConfig.access_log}),
+        which this value, when set, turns on or off.
     @ivar request_head_timeout: seconds from the first byte of a request's
         head to its last (408 and close after).
     @ivar max_header_bytes: the request line (414 beyond), each header
@@ -88,10 +95,13 @@ class HttpConfig:
         after its last instance left; 0 forgets at once.
     @ivar max_remembered_routes: at most this many such routes are
         remembered (the oldest departure is forgotten first).
+    @ivar health_detail: what the public C{GET /health} shows: C{status}
+        (only the status) or C{full} (services, versions, expected
+        instances); the admin listener always shows everything.
     """
 
     listen: str = "tcp:8080:interface=127.0.0.1"
-    access_log: bool = False
+    access_log: Optional[bool] = None
     request_head_timeout: float = 30.0
     max_header_bytes: int = 16384
     max_connections: Optional[int] = None
@@ -100,6 +110,7 @@ class HttpConfig:
     trusted_proxies: Tuple[str, ...] = ()
     forget_routes_after: float = 600.0
     max_remembered_routes: int = 1024
+    health_detail: str = "status"
 
     @property
     def listen_endpoint(self) -> str:
@@ -209,6 +220,9 @@ class EndpointOverride:
         gateway can only tighten).
     @ivar forward_authorization: pass the client's C{Authorization} header
         on to the microservice (the verified claims always go).
+    @ivar idempotent: whether a request to it may be retried after it may
+        have started (C{None}: as the endpoint announces, else GET, HEAD
+        and OPTIONS only; issue 24).
     """
 
     method: str
@@ -217,6 +231,7 @@ class EndpointOverride:
     requiring_claims: Tuple[ClaimRequirement, ...] = ()
     buffered: bool = False
     forward_authorization: bool = True
+    idempotent: Optional[bool] = None
 
 
 @dataclass(frozen=True)
@@ -324,6 +339,11 @@ class GatewayConfig:
     buffers: BuffersConfig = BuffersConfig()
     registration: RegistrationLimits = RegistrationLimits()
     openapi: OpenApiConfig = OpenApiConfig()
+    admin: AdminConfig = AdminConfig()
+    access_log: AccessLogConfig = AccessLogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    retries: RetryConfig = RetryConfig()
+    outlier_detection: OutlierDetectionConfig = OutlierDetectionConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -351,7 +371,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     r = Reader(source)
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
-                                   "registration", "openapi"])
+                                   "registration", "admin", "access_log", "metrics",
+                                   "retries", "outlier_detection", "openapi"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -369,10 +390,10 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
 
     http_raw = r.mapping(top.get("http"), "http", [
         "listen", "access_log", "request_head_timeout", "max_header_bytes", "max_connections",
-        "reserved_descriptors", "backlog"] + _HTTP_REQUEST_KEYS)
+        "reserved_descriptors", "backlog", "health_detail"] + _HTTP_REQUEST_KEYS)
     http = HttpConfig(
         listen=r.get(http_raw, "listen", "http", str, HttpConfig.listen, check_server_endpoint),
-        access_log=r.get(http_raw, "access_log", "http", bool, False),
+        access_log=r.get(http_raw, "access_log", "http", bool, None),
         request_head_timeout=r.get(http_raw, "request_head_timeout", "http", float,
                                    HttpConfig.request_head_timeout, positive),
         max_header_bytes=r.get(http_raw, "max_header_bytes", "http", int,
@@ -386,6 +407,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
                                    lambda v: None if v >= 0 else "must be at least 0"),
         backlog=r.get(http_raw, "backlog", "http", int, HttpConfig.backlog,
                       lambda v: None if 1 <= v <= 65535 else "must be in [1, 65535]"),
+        health_detail=r.get(http_raw, "health_detail", "http", str, HttpConfig.health_detail,
+                            health_detail_problem),
         **_read_http_request_settings(r, http_raw),
     )
 
@@ -464,7 +487,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         for j, entry in enumerate(r.items(raw, "endpoints", where)):
             at = f"{where}.endpoints[{j}]"
             obj = r.mapping(entry, at, ["method", "path", "timeout", "requiring_claims",
-                                        "supports_streaming", "forward_authorization"])
+                                        "supports_streaming", "forward_authorization",
+                                        "idempotent"])
             streaming = r.get(obj, "supports_streaming", at, bool, None)
             if streaming is True:
                 r.problem(f"{at}.supports_streaming",
@@ -481,7 +505,8 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
             keys.add(key)
             overrides.append(EndpointOverride(
                 key[0], key[1], timeout, claims, streaming is False,
-                r.get(obj, "forward_authorization", at, bool, True)))
+                r.get(obj, "forward_authorization", at, bool, True),
+                r.get(obj, "idempotent", at, bool, None)))
         if name is not None:
             name = name.lower()
             if name in seen:
@@ -508,6 +533,11 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     buffers = _read_buffers(r, top.get("buffers"))
     registration = _read_registration(r, top.get("registration"))
     openapi = read_openapi(r, top.get("openapi"))
+    admin = read_admin(r, top.get("admin"), auth.enabled)
+    access_log = read_access_log(r, top.get("access_log"), http.access_log)
+    metrics = read_metrics(r, top.get("metrics"))
+    retries = read_retries(r, top.get("retries"))
+    outlier_detection = read_outlier_detection(r, top.get("outlier_detection"))
     r.finish()
     return GatewayConfig(
         node=NodeConfig(region, node_id, tuple(neighbors), environment),
@@ -521,6 +551,11 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         buffers=buffers,
         registration=registration,
         openapi=openapi,
+        admin=admin,
+        access_log=access_log,
+        metrics=metrics,
+        retries=retries,
+        outlier_detection=outlier_detection,
     )
 
 

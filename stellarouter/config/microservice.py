@@ -19,6 +19,7 @@ from .endpoints import check_client_endpoint
 from .env import MICRO_PREFIX, apply_env_overrides
 from ..common.redaction import redact_text
 from .errors import ConfigError
+from .observability import AccessLogConfig, read_access_log
 from .reader import (
     Reader,
     non_empty,
@@ -118,6 +119,12 @@ class MicroserviceConfig:
     #: grows to a minute).
     max_hello_rejections: Optional[int] = None
     reactor: Optional[str] = None
+    #: One line per request served (same correlation id as the gateway's).
+    access_log: AccessLogConfig = AccessLogConfig()
+    #: Requests in flight at most per gateway connection; more are answered
+    #: 503 "not started" and the gateway sends them to another instance
+    #: (issue 24).  C{None}: no limit.
+    max_concurrent_requests: Optional[int] = None
 
 
 #: The values of the microservice's C{reactor} key.
@@ -143,7 +150,8 @@ def parse_microservice_config(document: object, source: str = "<config>") -> Mic
     top = r.mapping(document, "", ["app", "instance_id", "region", "heartbeat_interval",
                                    "drain_grace_period", "routers", "endpoints",
                                    "max_response_buffer_bytes", "max_hello_rejections",
-                                   "reactor"])
+                                   "reactor", "access_log",
+                                   "max_concurrent_requests"])
     app = r.get(top, "app", "", str, None, check_app_reference)
     instance_id = r.get(top, "instance_id", "", str, None, non_empty)
     region = r.get(top, "region", "", str, check=non_empty)
@@ -211,6 +219,9 @@ def parse_microservice_config(document: object, source: str = "<config>") -> Mic
                                                 streaming))
     rejections = r.get(top, "max_hello_rejections", "", int, None,
                        lambda v: None if v >= 1 else "must be at least 1")
+    access_log = read_access_log(r, top.get("access_log"))
+    concurrency = r.get(top, "max_concurrent_requests", "", int, None,
+                        lambda v: None if v >= 1 else "must be at least 1")
     r.finish()
     response_buffer = r.get(top, "max_response_buffer_bytes", "", int,
                             MicroserviceConfig.max_response_buffer_bytes,
@@ -218,7 +229,9 @@ def parse_microservice_config(document: object, source: str = "<config>") -> Mic
                             else f"must be at least {STREAM_WINDOW} (one stream window)")
     return MicroserviceConfig(region, tuple(routers), app, instance_id, interval, grace,
                               tuple(overrides), max_response_buffer_bytes=response_buffer,
-                              max_hello_rejections=rejections, reactor=reactor)
+                              max_hello_rejections=rejections, reactor=reactor,
+                              access_log=access_log,
+                              max_concurrent_requests=concurrency)
 
 
 def _amqp_address_problem(value: str) -> Optional[str]:

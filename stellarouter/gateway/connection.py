@@ -2,58 +2,53 @@
 One microservice connection, seen from the gateway: validates the HELLO,
 registers the connection in the routing state, sends REQUEST frames and
 delivers RESPONSE frames to the waiting HTTP requests.
+
+Its lifecycle is L{ConnectionPhase}: opened and awaiting the HELLO,
+registered, closed; a frame or call the phase does not expect is logged and
+ignored (or, for a frame from the microservice, closes the connection with
+the reason).  What has a job of its own lives next to it: the in-flight
+table (L{stellarouter.gateway.dispatch}), the instance's liveness
+(L{stellarouter.gateway.liveness}) and the write backlog
+(L{stellarouter.gateway.backlog}).
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, cast
+from enum import Enum
+from typing import Callable, Dict, Mapping, Optional, Sequence, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..common.enums import CancelReason, FrameType, InstanceHealthStatus, TransportType
+from ..common.enums import CancelReason, FrameType, InstanceHealthStatus
 from ..common.errors import InvalidDescriptor, MalformedPayload
-from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD, stream_data_frames
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
 from ..common.models import ConnectionState, Frame, RegistrationLimits, RoutableConnection
 from ..common.payloads import (
-    COMPACT_HEADERS,
-    RESPONSE_CREDIT,
     HelloAck,
     RequestMessage,
     decode_endpoints_update,
     Heartbeat,
     decode_heartbeat,
-    decode_hello,
-    decode_response,
-    decode_stream_data,
     encode_cancel,
-    encode_credit,
     encode_heartbeat,
     encode_hello_ack,
-    encode_request,
-    encode_stream_data,
     stream_credit,
 )
 from ..common.schemas import ENDPOINT_SCHEMAS, SchemasProblem, ServiceSchemas, read_schemas
 from ..config.gateway import HealthConfig
+from .backlog import BacklogWatch
 from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
-from .health import evaluate_status, update_ping_average
+from .hello import HelloRefused, accept_hello, agreed_features, new_connection_state
+from .liveness import InstanceLiveness, UnhealthyTooLong
+from .outgoing import body_frames, credit_frame, request_frames
 from .interfaces import IEdgeConnection, IUpload
-from .errors import (
-    GatewayShuttingDown,
-    PayloadTooLarge,
-    RequestHeadersTooLarge,
-    UpstreamLost,
-    UpstreamProtocolError,
-)
+from .errors import GatewayShuttingDown, UpstreamLost
 from .state import RoutingState
-
-_ids = itertools.count(1)
 
 # Module globals, not FrameType.X in frameReceived: reading an enum member
 # from its class costs ~0.4 us on Python 3.11 (python -m timeit: 475 ns
@@ -63,7 +58,28 @@ _RESPONSE = FrameType.RESPONSE
 _RESPONSE_STREAM_DATA = FrameType.RESPONSE_STREAM_DATA
 _HEARTBEAT = FrameType.HEARTBEAT
 _HELLO = FrameType.HELLO
-_SILENT = (InstanceHealthStatus.DEGRADED, InstanceHealthStatus.UNHEALTHY)
+
+
+class ConnectionPhase(Enum):
+    """
+    Where a L{GatewayConnection} is in its life.
+    """
+
+    #: Built; the transport has not opened it yet (no sender).
+    NEW = "new"
+    #: Open; the first frame must be an acceptable HELLO.
+    AWAITING_HELLO = "awaiting HELLO"
+    #: The HELLO was accepted: the connection is in the routing state.
+    REGISTERED = "registered"
+    #: Closed: nothing more is sent or routed.
+    CLOSED = "closed"
+
+
+# (Module globals for the same reason as the frame types above.)
+_NEW = ConnectionPhase.NEW
+_AWAITING_HELLO = ConnectionPhase.AWAITING_HELLO
+_REGISTERED = ConnectionPhase.REGISTERED
+_CLOSED = ConnectionPhase.CLOSED
 
 
 @implementer(IFrameReceiver, IEdgeConnection)
@@ -71,6 +87,7 @@ class GatewayConnection:
     """
     The gateway's receiver for one microservice connection.
 
+    @ivar phase: where it is in its life (L{ConnectionPhase}).
     @ivar state: the L{ConnectionState}, once the HELLO was accepted.
     @ivar in_flight: the requests awaiting a response on this connection.
     """
@@ -117,8 +134,10 @@ class GatewayConnection:
         self._hello_timer: Optional[IDelayedCall] = None
         self.routing_state = routing_state
         self.health = health
-        self.reported_status = InstanceHealthStatus.HEALTHY
-        self._pings: Dict[CorrelationId, float] = {}
+        self.liveness = InstanceLiveness(health)
+        self.phase = _NEW
+        #: Calls and frames ignored because the phase did not expect them.
+        self.ignored_events = 0
         self.clock = clock
         self.node_id = node_id
         self.region = region
@@ -139,23 +158,27 @@ class GatewayConnection:
         self.max_unsent_bytes = max_unsent_bytes
         self.stalled_close_after = stalled_close_after
         #: The sender's write backlog, when its transport has one.
-        self._backlog: Optional[ISendBacklog] = None
-        #: Request body bytes of finished requests still counted in the
-        #: budgets because they may wait in the write buffer.
-        self.retained_bytes = 0
-        self._stall_timer: Optional[IDelayedCall] = None
-        self._closed = False
+        self.backlog: Optional[BacklogWatch] = None
         #: Caps on what a HELLO or ENDPOINTS_UPDATE may announce.
         self.registration = RegistrationLimits()
-        #: When the status last became UNHEALTHY (C{None}: it is not).
-        self.unhealthy_since: Optional[float] = None
-        self._warned_status = False
 
     def __repr__(self) -> str:
         if self.state is None:
             return f"<GatewayConnection (no HELLO yet) from {self.peer}>"
         i = self.state.instance
         return f"<GatewayConnection {self.state.connection_id} {i.service_name} {i.version} {i.instance_id}>"
+
+    def _unexpected(self, event: str) -> None:
+        """
+        A call or frame the phase does not expect: ignored, and logged the
+        first time (what a peer sends after the close must not flood the
+        log).
+        """
+        self.ignored_events += 1
+        if self.ignored_events == 1:
+            self.log.warn("connection from {peer}: {event} ignored while {phase} (said once "
+                          "per connection)", peer=self.peer, event=event,
+                          phase=self.phase.value)
 
     def _routable(self) -> RoutableConnection:
         """
@@ -165,22 +188,42 @@ class GatewayConnection:
         return cast(RoutableConnection, self)
 
     @property
+    def is_closed(self) -> bool:
+        """
+        The connection is closed: nothing sent on it is written.
+        """
+        return self.phase is _CLOSED
+
+    @property
     def peer(self) -> str:
         return self.sender.peer if self.sender is not None else "?"
 
     # -- IFrameReceiver ----------------------------------------------------
 
     def connectionOpened(self, sender: IFrameSender) -> None:
+        if self.phase is not _NEW:
+            self._unexpected("a second connectionOpened")
+            return
+        self.phase = _AWAITING_HELLO
         self.sender = sender
+        self.in_flight.peer = sender.peer
         if ISendBacklog.providedBy(sender):
-            backlog = cast(ISendBacklog, sender)
-            self._backlog = backlog
-            backlog.limitUnsent(self.max_unsent_bytes, self._stalled)
+            self.backlog = BacklogWatch(
+                cast(ISendBacklog, sender), self.clock, self.max_unsent_bytes,
+                self.stalled_close_after, self._release, self._unroute, self._reroute,
+                self._describe)
         self._hello_timer = self.clock.callLater(self.hello_timeout, self._no_hello)
+
+    def _describe(self) -> str:
+        """
+        The peer and instance, for the log.
+        """
+        instance = self.state.instance.instance_id if self.state is not None else "no HELLO"
+        return f"{self.peer} ({instance})"
 
     def _no_hello(self) -> None:
         self._hello_timer = None
-        if self.state is None and not self._closed:
+        if self.phase is _AWAITING_HELLO:
             self._reject(f"no HELLO within {self.hello_timeout:g}s")
 
     def _stop_hello_timer(self) -> None:
@@ -190,13 +233,16 @@ class GatewayConnection:
 
     def frameReceived(self, frame: Frame) -> None:
         kind = frame.type
-        if self.state is None:
-            if kind is _HELLO:
+        phase = self.phase
+        if phase is not _REGISTERED:
+            if phase is not _AWAITING_HELLO:
+                self._unexpected(f"a {kind.name} frame")
+            elif kind is _HELLO:
                 self._hello(frame)
             else:
                 self._reject(f"expected HELLO first, got {kind.name}", frame.correlation_id)
         elif kind is _RESPONSE:
-            self._response(frame)
+            self.in_flight.response_frame(frame.correlation_id, frame.payload)
         elif kind is _RESPONSE_STREAM_DATA:
             self._response_stream_data(frame)
         elif kind is _HEARTBEAT:
@@ -209,13 +255,16 @@ class GatewayConnection:
             self._reject(f"a microservice may not send {kind.name} frames")
 
     def connectionClosed(self, reason: str) -> None:
-        self._closed = True
+        if self.phase is _CLOSED:
+            self._unexpected("a second connectionClosed")
+            return
+        registered = self.phase is _REGISTERED
+        self.phase = _CLOSED
         self._stop_hello_timer()
-        if self._stall_timer is not None and self._stall_timer.active():
-            self._stall_timer.cancel()
-        self._stall_timer = None
-        self._release_retained()
-        if self.state is not None:
+        if self.backlog is not None:
+            self.backlog.closed()
+        if registered:
+            assert self.state is not None
             self.routing_state.unregister(self._routable())
             i = self.state.instance
             self.log.info(
@@ -234,53 +283,27 @@ class GatewayConnection:
     def _hello(self, frame: Frame) -> None:
         assert self.sender is not None
         self._stop_hello_timer()
-        if self._closed:
-            return
-        try:
-            hello = decode_hello(frame.payload, self.registration)
-        except (MalformedPayload, InvalidDescriptor) as e:
-            self._reject(f"invalid HELLO: {e}", frame.correlation_id)
-            return
         identity = tuple(getattr(self.sender, "peer_identity", ()) or ())
-        if self.allowed_client_names:
-            allowed = self.allowed_client_names.get(hello.instance.service_name, ())
-            if not any(name in allowed for name in identity):
-                self._reject(
-                    f"HELLO refused: certificate {', '.join(identity) or '(none)'} may not "
-                    f"register service {hello.instance.service_name!r}", frame.correlation_id)
-                return
-        if self.registration_policy is not None:
-            refusal = self.registration_policy(hello.instance.service_name,
-                                               hello.instance.version)
-            if refusal is not None:
-                self._reject(f"HELLO refused: {refusal}", frame.correlation_id)
-                return
-        schemas = self._schemas(hello.schemas)
-        now = self.clock.seconds()
-        state = ConnectionState(
-            connection_id=f"{self.sender.transport_type.value}-{next(_ids)}",
-            instance=hello.instance,
-            transport_type=self.sender.transport_type,
-            endpoints={e.key: e for e in hello.endpoints},
-            connected_at=now,
-            last_heartbeat=now,
-            peer=self.sender.peer,
-            peer_identity=identity,
-            max_frame_bytes=self.max_frame_bytes,
-            schemas=schemas,
-        )
-        self.state = state
+        try:
+            hello = accept_hello(frame.payload, self.registration, identity,
+                                 self.allowed_client_names, self.registration_policy)
+        except HelloRefused as e:
+            self._reject(str(e), frame.correlation_id)
+            return
+        self.state = state = new_connection_state(
+            hello, self.sender.transport_type, self.sender.peer, identity,
+            self.clock.seconds(), self.max_frame_bytes)
+        state.schemas = self._schemas(hello.schemas)
         try:
             self.routing_state.register(self._routable())
         except InvalidDescriptor as e:
             self.state = None
             self._reject(f"HELLO refused: {e}", frame.correlation_id)
             return
-        self.compact_headers = COMPACT_HEADERS in hello.features
-        self.response_credit = RESPONSE_CREDIT in hello.features
-        features = ((COMPACT_HEADERS,) if self.compact_headers else ()) + (
-            (RESPONSE_CREDIT,) if self.response_credit else ()) + (
-            (ENDPOINT_SCHEMAS,) if schemas is not None else ())
+        self.phase = _REGISTERED
+        self.compact_headers, self.response_credit, features = agreed_features(hello.features)
+        if state.schemas is not None:
+            features += (ENDPOINT_SCHEMAS,)
         self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
             HelloAck(True, None, self.node_id, self.region, features))))
         i = hello.instance
@@ -316,7 +339,7 @@ class GatewayConnection:
         """
         assert self.sender is not None
         self.log.warn("closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
-        if self.state is None or answer:
+        if self.phase is _AWAITING_HELLO or answer:
             # Tell the microservice why before closing, so it can log it.
             if cid is None:
                 cid = new_correlation_id()
@@ -327,40 +350,20 @@ class GatewayConnection:
     # -- other frames -------------------------------------------------------
 
     def _heartbeat(self, frame: Frame) -> None:
-        assert self.state is not None
+        assert self.state is not None and self.sender is not None
         try:
             beat = decode_heartbeat(frame.payload)
         except MalformedPayload as e:
             self.log.warn("malformed HEARTBEAT from {peer} ignored: {error}",
                           peer=self.peer, error=e)
             return
-        if beat.unknown_status is not None and not self._warned_status:
-            self._warned_status = True
-            self.log.warn("HEARTBEAT from {peer} has an unknown status {status} (taken as "
-                          "alive, status unknown; said once per connection)",
-                          peer=self.peer, status=beat.unknown_status)
         now = self.clock.seconds()
-        self.state.last_heartbeat = now
-        if beat.ping is not None:
-            sent = self._pings.pop(frame.correlation_id, None)
-            if sent is not None:
-                self.state.average_ping_ms = update_ping_average(
-                    self.state.average_ping_ms, (now - sent) * 1000.0)
-        else:
-            status = beat.status
-            if status is InstanceHealthStatus.UNKNOWN:
-                status = InstanceHealthStatus.HEALTHY
-            if status is InstanceHealthStatus.DRAINING and (
-                    self.reported_status is not InstanceHealthStatus.DRAINING):
-                self.log.info("instance {instance_id} is draining: no new requests",
-                              instance_id=self.state.instance.instance_id)
-            self.reported_status = status
-            if status is InstanceHealthStatus.DRAINING:
-                # Acknowledge: every REQUEST sent before this echo reaches the
-                # microservice before it, so once it has the echo and its
-                # requests are done it may close (protocol.md, HEARTBEAT).
-                assert self.sender is not None
-                self.sender.sendFrame(frame)
+        if self.liveness.heartbeat(self.state, beat, frame.correlation_id, now, self.peer):
+            # Acknowledge a DRAINING report: every REQUEST sent before this
+            # echo reaches the microservice before it, so once it has the
+            # echo and its requests are done it may close (protocol.md,
+            # HEARTBEAT).
+            self.sender.sendFrame(frame)
         self.refresh_status(now)
 
     def refresh_status(self, now: float, thresholds: Optional[HealthConfig] = None) -> None:
@@ -369,47 +372,66 @@ class GatewayConnection:
         the last HEARTBEAT; log a change.
         """
         state = self.state
-        if state is None or self._closed:
+        if self.phase is not _REGISTERED or state is None:
             return
-        thresholds = thresholds or self.health
-        status = evaluate_status(self.reported_status, state.last_heartbeat, now, thresholds)
-        if status is not InstanceHealthStatus.UNHEALTHY:
-            self.unhealthy_since = None
-        elif self.unhealthy_since is None:
-            self.unhealthy_since = now
-        elif now - self.unhealthy_since >= thresholds.close_unhealthy_after:
+        try:
+            status = self.liveness.evaluate(state, now, thresholds)
+        except UnhealthyTooLong as e:
             # Closed, not kept forever: a silent registration costs memory
             # and a place in the routing table until it goes.
-            self._reject(f"UNHEALTHY for {now - self.unhealthy_since:.1f}s "
-                         f"(close_unhealthy_after {thresholds.close_unhealthy_after:g}s)")
+            self._reject(str(e))
             return
-        if status is not state.status:
-            self.log.info(
-                "instance {instance_id} ({service} {version}) {old} -> {new} "
-                "({silence:.1f}s since its last heartbeat)",
-                instance_id=state.instance.instance_id, service=state.instance.service_name,
-                version=state.instance.version, old=state.status.value, new=status.value,
-                silence=now - state.last_heartbeat,
-            )
-            if status is InstanceHealthStatus.HEALTHY and state.status in _SILENT:
-                # Round trips measured across the silence say nothing about
-                # the network: start the average afresh.
-                state.average_ping_ms = None
-                self._pings.clear()
-            state.status = status
-            self.routing_state.status_changed(self._routable())
+        if status is None:
+            return
+        self.log.info(
+            "instance {instance_id} ({service} {version}) {old} -> {new} "
+            "({silence:.1f}s since its last heartbeat)",
+            instance_id=state.instance.instance_id, service=state.instance.service_name,
+            version=state.instance.version, old=state.status.value, new=status.value,
+            silence=now - state.last_heartbeat,
+        )
+        state.status = status
+        self.routing_state.status_changed(self._routable())
+
+    @property
+    def drain_requested(self) -> bool:
+        """
+        Whether an operator asked the gateway to drain this connection (admin
+        API): it then stays DRAINING whatever the microservice reports.
+        """
+        return self.liveness.drain_requested
+
+    def request_drain(self) -> bool:
+        """
+        Drain this connection at an operator's request (admin API): route
+        no new request to it from now on (its status is DRAINING whatever
+        its HEARTBEATs report) and ask the microservice to drain with a
+        HEARTBEAT whose status is C{draining} (protocol.md, HEARTBEAT).
+        Requests in flight finish as usual.
+
+        @return: C{False} if the connection is not registered or closed.
+        """
+        state = self.state
+        if self.phase is not _REGISTERED or state is None or self.sender is None:
+            return False
+        if not self.liveness.drain_requested:
+            self.liveness.drain_requested = True
+            self.log.info("instance {instance_id} ({service} {version}) drained by the "
+                          "operator: no new requests", instance_id=state.instance.instance_id,
+                          service=state.instance.service_name, version=state.instance.version)
+        self.liveness.reported_status = InstanceHealthStatus.DRAINING
+        self.refresh_status(self.clock.seconds())
+        self.sender.sendFrame(Frame(_HEARTBEAT, new_correlation_id(), encode_heartbeat(
+            Heartbeat(state.instance.instance_id, InstanceHealthStatus.DRAINING))))
+        return True
 
     def ping(self, now: float) -> None:
         """
         Send a HEARTBEAT ping; its echo updates C{average_ping_ms}.
         """
-        if self.state is None or self.sender is None or self._closed:
+        if self.phase is not _REGISTERED or self.sender is None:
             return
-        if len(self._pings) >= 8:
-            # Unanswered pings of a silent peer: forget the oldest.
-            del self._pings[next(iter(self._pings))]
-        cid = new_correlation_id()
-        self._pings[cid] = now
+        cid = self.liveness.new_ping(now)
         self.sender.sendFrame(Frame(_HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
 
     def _endpoints_update(self, frame: Frame) -> None:
@@ -433,20 +455,6 @@ class GatewayConnection:
         self.log.info("instance {instance_id} now serves {count} endpoint(s)",
                       instance_id=self.state.instance.instance_id, count=len(endpoints))
 
-    def _response(self, frame: Frame) -> None:
-        cid = frame.correlation_id
-        if cid not in self.in_flight:
-            self.in_flight.late_frames += 1
-            return
-        try:
-            message = decode_response(frame.payload)
-        except MalformedPayload as e:
-            self.log.warn("malformed RESPONSE {cid} from {peer}: {error}",
-                          cid=cid, peer=self.peer, error=e)
-            self.in_flight.fail(cid, UpstreamProtocolError(str(e)))
-            return
-        self.in_flight.response(cid, message)
-
     def _response_stream_data(self, frame: Frame) -> None:
         cid = frame.correlation_id
         try:
@@ -458,19 +466,7 @@ class GatewayConnection:
         if amount is not None:
             self.upload_credit(cid, amount)
             return
-        if cid not in self.in_flight:
-            self.in_flight.late_frames += 1
-            return
-        try:
-            chunk, end, abort = decode_stream_data(frame.payload)
-        except MalformedPayload as e:
-            self.log.warn("malformed RESPONSE_STREAM_DATA {cid} from {peer}: {error}",
-                          cid=cid, peer=self.peer, error=e)
-            self.in_flight.fail(cid, UpstreamProtocolError(str(e)))
-            return
-        self.in_flight.stream_data(
-            cid, chunk, end, abort,
-            lambda: UpstreamProtocolError("the microservice aborted the response stream"))
+        self.in_flight.stream_data_frame(cid, frame.payload)
 
     # -- dispatch -------------------------------------------------------------
 
@@ -491,28 +487,16 @@ class GatewayConnection:
         @return: the correlation id.
         @raise RequestHeadersTooLarge: the request's headers alone do not fit
             in one frame (nothing is sent).
+        @raise UpstreamLost: the connection is not (or no longer) registered.
         """
+        if self.phase is not _REGISTERED:
+            self._unexpected("a REQUEST to send")
+            raise UpstreamLost(f"the connection to the microservice is {self.phase.value}")
         assert self.sender is not None and self.state is not None
         if cid is None:
             cid = new_correlation_id()
-        frames: List[Frame]
-        payload = encode_request(message, self.compact_headers)
-        if len(payload) + FRAME_OVERHEAD <= self.max_frame_bytes:
-            frames = [Frame(FrameType.REQUEST, cid, payload)]
-        elif self.sender.transport_type is TransportType.UDP:
-            raise PayloadTooLarge(
-                f"the request ({len(payload) + FRAME_OVERHEAD} bytes as a frame) does not fit in "
-                f"one UDP datagram of at most {self.max_frame_bytes} bytes")
-        else:
-            header = encode_request(message._replace(streaming=True, body=b""),
-                                    self.compact_headers)
-            if len(header) + FRAME_OVERHEAD > self.max_frame_bytes:
-                raise RequestHeadersTooLarge(
-                    f"the request's headers take {len(header)} bytes; a frame holds "
-                    f"{self.max_frame_bytes}")
-            frames = [Frame(FrameType.REQUEST, cid, header)]
-            frames.extend(stream_data_frames(FrameType.REQUEST_STREAM_DATA, cid, message.body,
-                                             self.max_frame_bytes))
+        frames = request_frames(message, cid, self.compact_headers, self.max_frame_bytes,
+                                self.sender.transport_type)
         resend = None
         if retries and len(frames) == 1:
             sender, frame = self.sender, frames[0]
@@ -535,14 +519,9 @@ class GatewayConnection:
         Send a piece of a streamed request body (split to fit frames), or
         end or abort the stream.
         """
-        if self.sender is None or self._closed:
+        if self.phase is not _REGISTERED or self.sender is None:
             return
-        if abort:
-            self.sender.sendFrame(Frame(FrameType.REQUEST_STREAM_DATA, cid,
-                                        encode_stream_data(b"", abort=True)))
-            return
-        for frame in stream_data_frames(FrameType.REQUEST_STREAM_DATA, cid, data,
-                                        self.max_frame_bytes, end):
+        for frame in body_frames(cid, data, self.max_frame_bytes, end, abort):
             self.sender.sendFrame(frame)
 
     def upload_credit(self, cid: CorrelationId, amount: int) -> None:
@@ -578,8 +557,9 @@ class GatewayConnection:
         Give the microservice room for C{amount} more bytes of the streamed
         response of request C{cid}.
         """
-        if self.sender is not None and not self._closed and cid in self.in_flight:
-            self.sender.sendFrame(Frame(FrameType.REQUEST_STREAM_DATA, cid, encode_credit(amount)))
+        if (self.phase is _REGISTERED and self.sender is not None
+                and cid in self.in_flight):
+            self.sender.sendFrame(credit_frame(cid, amount))
 
     def cancel(self, cid: CorrelationId, reason: CancelReason) -> bool:
         """
@@ -600,78 +580,42 @@ class GatewayConnection:
             CancelReason.SHUTDOWN, GatewayShuttingDown("the gateway is shutting down"))
 
     def _send_cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
-        if self.sender is not None and not self._closed:
+        if self.phase is not _CLOSED and self.sender is not None:
             self.sender.sendFrame(Frame(FrameType.CANCEL, cid, encode_cancel(reason)))
 
     def _finished(self, pending: PendingRequest) -> None:
         if self.state is not None:
             self.state.in_flight -= 1
-        backlog = self._backlog
-        if pending.size and backlog is not None and backlog.unsent and not self._closed:
-            # Its body may still wait in the write buffer: it stays counted
-            # in the budgets until the buffer drains.
-            if not self.retained_bytes:
-                backlog.notifyDrained(self._release_retained)
-            self.retained_bytes += pending.size
-            return
-        if self.state is not None:
-            self.state.in_flight_bytes -= pending.size
-        self.aggregate.value -= pending.size
+        # Its body may still wait in the write buffer: then it stays counted
+        # in the budgets until the buffer drains.
+        if self.backlog is None or not self.backlog.retain(pending.size):
+            self._release(pending.size)
 
-    def _release_retained(self) -> None:
+    def _release(self, amount: int) -> None:
         """
-        The write buffer drained (or the connection closed): the bodies of
-        finished requests kept counted no longer take memory.
+        Request body bytes no longer in flight leave the budgets.
         """
-        amount, self.retained_bytes = self.retained_bytes, 0
-        if amount:
-            if self.state is not None:
-                self.state.in_flight_bytes -= amount
-            self.aggregate.value -= amount
-
-    def _stalled(self) -> None:
-        """
-        More than C{max_unsent_bytes} wait to be sent: the microservice does
-        not read.  Route nothing more to it; close it unless it drains in
-        time.
-        """
-        if self._closed or self._stall_timer is not None or self._backlog is None:
-            return
-        self.log.warn(
-            "connection from {peer} ({instance}) is stalled: {unsent} bytes wait to be sent "
-            "(limit {limit}); no new requests go to it, and it closes in {grace:g}s unless it "
-            "reads them", peer=self.peer, unsent=self._backlog.unsent,
-            limit=self.max_unsent_bytes, grace=self.stalled_close_after,
-            instance=self.state.instance.instance_id if self.state is not None else "no HELLO",
-        )
         if self.state is not None:
+            self.state.in_flight_bytes -= amount
+        self.aggregate.value -= amount
+
+    def _unroute(self) -> None:
+        """
+        The connection stalled: route nothing more to it.
+        """
+        if self.phase is _REGISTERED:
             self.routing_state.unregister(self._routable())
-        self._stall_timer = self.clock.callLater(self.stalled_close_after, self._stall_expired)
-        self._backlog.notifyDrained(self._unstalled)
 
-    def _unstalled(self) -> None:
+    def _reroute(self) -> None:
         """
-        The write buffer drained in time: route to it again.
+        The connection drained in time: route to it again.
         """
-        timer, self._stall_timer = self._stall_timer, None
-        if timer is None or not timer.active() or self._closed:
+        if self.phase is not _REGISTERED:
             return
-        timer.cancel()
-        if self.state is not None:
-            try:
-                self.routing_state.register(self._routable())
-            except InvalidDescriptor as e:
-                self._reject(f"could not route to it again after a stall: {e}")
-                return
-        self.log.info("connection from {peer} drained its backlog; routing to it again",
-                      peer=self.peer)
-
-    def _stall_expired(self) -> None:
-        self._stall_timer = None
-        if self._closed or self._backlog is None:
-            return
-        self._backlog.abort(
-            f"stalled: {self._backlog.unsent} bytes unsent for {self.stalled_close_after:g}s")
+        try:
+            self.routing_state.register(self._routable())
+        except InvalidDescriptor as e:
+            self._reject(f"could not route to it again after a stall: {e}")
 
     def count_bytes(self, cid: CorrelationId, amount: int) -> None:
         """

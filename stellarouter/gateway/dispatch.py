@@ -25,7 +25,8 @@ from twisted.logger import Logger
 from ..common.enums import CancelReason
 from ..common.ids import CorrelationId
 from ..common.interfaces import IResponseSink
-from ..common.payloads import ResponseMessage
+from ..common.errors import MalformedPayload
+from ..common.payloads import ResponseMessage, decode_response, decode_stream_data
 from .errors import DispatchError, GatewayTimeout, UpstreamProtocolError
 
 
@@ -46,9 +47,11 @@ class PendingRequest:
     One dispatched request awaiting its response.
 
     @ivar started: the RESPONSE header arrived and a streamed body follows.
+    @ivar active_at: when the streamed response last brought bytes (its
+        timeout is an idle timeout from there, issue 25).
     """
 
-    __slots__ = ("sink", "timeout", "started", "size", "retry")
+    __slots__ = ("sink", "timeout", "started", "size", "retry", "active_at")
 
     def __init__(self, sink: IResponseSink, timeout: Optional[float], size: int) -> None:
         """
@@ -59,6 +62,7 @@ class PendingRequest:
         self.started = False
         self.size = size
         self.retry: Optional[IDelayedCall] = None
+        self.active_at = 0.0
 
 
 #: A timeout heap entry: deadline, sequence number (first sent times out
@@ -72,6 +76,10 @@ _SLACK = 64
 
 
 _NEVER = float("inf")
+
+
+def _aborted() -> DispatchError:
+    return UpstreamProtocolError("the microservice aborted the response stream")
 
 
 class InFlightRequests:
@@ -106,6 +114,8 @@ class InFlightRequests:
         self._alarm: Optional[IDelayedCall] = None
         self._alarm_at = _NEVER
         self.late_frames = 0
+        #: The microservice's address, for the log (set once it connects).
+        self.peer = "?"
         self.retries_sent = 0
         self.cancels_sent: Dict[str, int] = {}
 
@@ -198,6 +208,14 @@ class InFlightRequests:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, cid, pending = heapq.heappop(self._deadlines)
             if self._pending.get(cid) is pending:
+                if pending.started and pending.timeout is not None:
+                    # A streaming response times out when idle (issue 25):
+                    # its deadline moves on to its last bytes + timeout.
+                    idle_until = pending.active_at + pending.timeout
+                    if idle_until > now:
+                        heapq.heappush(self._deadlines,
+                                       (idle_until, next(self._sequence), cid, pending))
+                        continue
                 self._timed_out(cid, pending.timeout)
         # Skip to the next live deadline (answered requests leave theirs).
         deadlines = self._deadlines
@@ -219,6 +237,40 @@ class InFlightRequests:
             self._on_finished(pending)
         return pending
 
+    def response_frame(self, cid: CorrelationId, payload: bytes) -> None:
+        """
+        A RESPONSE frame arrived: decode it and deliver it (L{response}); a
+        malformed one fails its request.
+        """
+        if cid not in self._pending:
+            self.late_frames += 1
+            return
+        try:
+            message = decode_response(payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed RESPONSE {cid} from {peer}: {error}",
+                          cid=cid, peer=self.peer, error=e)
+            self.fail(cid, UpstreamProtocolError(str(e)))
+            return
+        self.response(cid, message)
+
+    def stream_data_frame(self, cid: CorrelationId, payload: bytes) -> None:
+        """
+        A RESPONSE_STREAM_DATA frame (not a credit) arrived: decode it and
+        deliver it (L{stream_data}); a malformed one fails its request.
+        """
+        if cid not in self._pending:
+            self.late_frames += 1
+            return
+        try:
+            chunk, end, abort = decode_stream_data(payload)
+        except MalformedPayload as e:
+            self.log.warn("malformed RESPONSE_STREAM_DATA {cid} from {peer}: {error}",
+                          cid=cid, peer=self.peer, error=e)
+            self.fail(cid, UpstreamProtocolError(str(e)))
+            return
+        self.stream_data(cid, chunk, end, abort, _aborted)
+
     def response(self, cid: CorrelationId, message: ResponseMessage) -> bool:
         """
         A RESPONSE arrived.
@@ -230,9 +282,11 @@ class InFlightRequests:
             self.late_frames += 1
             return False
         if message.streaming:
-            # The timeout keeps running until the stream ends: a stalled
-            # stream is cancelled like a missing response.
+            # From here the timeout is an idle timeout (issue 25): a stream
+            # that brings no bytes for it is cancelled like a missing
+            # response; one that keeps moving may last.
             pending.started = True
+            pending.active_at = self._clock.seconds()
             self._deliver(cid, pending, pending.sink.responseStarted, message)
             return True
         self._remove(cid)
@@ -274,6 +328,7 @@ class InFlightRequests:
             self._deliver(cid, pending, pending.sink.failed, abort_error())
             return True
         if chunk:
+            pending.active_at = self._clock.seconds()
             self._deliver(cid, pending, pending.sink.bodyChunk, chunk)
         if end and cid in self._pending:
             self._remove(cid)
@@ -329,6 +384,13 @@ class InFlightRequests:
         return len(cids)
 
     def _timed_out(self, cid: CorrelationId, timeout: Optional[float]) -> None:
+        pending = self._pending.get(cid)
+        if pending is not None and pending.started:
+            self.log.warn("the streamed response of request {cid} brought nothing for "
+                          "{timeout}s; sending CANCEL", cid=cid, timeout=timeout)
+            self.cancel(cid, CancelReason.TIMEOUT,
+                        GatewayTimeout(f"no response bytes for {timeout:g} s"))
+            return
         self.log.warn("request {cid} timed out after {timeout}s; sending CANCEL",
                       cid=cid, timeout=timeout)
         self.cancel(cid, CancelReason.TIMEOUT,

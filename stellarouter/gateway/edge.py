@@ -18,7 +18,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Optional, Union
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -30,14 +30,16 @@ from ..common.interfaces import IRoutingPlugin
 from ..common.models import PayloadLimits
 from ..common.payloads import STREAM_WINDOW
 from ._web import GatewayChannel, GatewayRequest, GatewaySite
+from .attempts import Attempts, RetryDispatcher
 from .dispatch import ByteCount
 from .errors import BadRequest, MethodNotAllowed, PayloadTooLarge, PipelineError
 from .forwarding import ClientAddressPolicy
 from .health_app import HEALTH_PATHS, HealthApp
 from .interfaces import IEdgeConnection
 from .planner import Planner, origin_form, read_headers, split_target
-from .problems import CORRELATION_HEADER, write_problem
+from .problems import CORRELATION_HEADER
 from .response import HttpResponseSink
+from .writer import write_problem
 from .state import RoutingState
 from .upload import UploadStream
 
@@ -91,44 +93,47 @@ class ProxyResource(Resource):
         self.clock = clock
         self.planner = Planner(routing_state, routing, region, limits, self.aggregate)
         self.forwarding = ClientAddressPolicy()
+        #: Retries and outlier ejection (issue 24).
+        self.retries = RetryDispatcher(routing_state, clock)
 
-    def render(self, request: Request) -> Union[bytes, int]:
+    def render(self, request: Request) -> int:
+        assert isinstance(request, GatewayRequest), "the gateway's site builds GatewayRequests"
         cid = new_correlation_id()
         cid_text = str(cid)
-        if isinstance(request, GatewayRequest):
-            request.add_own_header(CORRELATION_HEADER, cid_text.encode())
-        else:
-            request.setHeader(CORRELATION_HEADER, cid_text.encode())
+        if request.correlation_id is None:
+            request.correlation_id = cid_text  # (telemetry; an upload has its own already)
+        request.add_own_header(CORRELATION_HEADER, cid_text.encode())
         try:
             return self._dispatch(request, cid, cid_text)
         except PipelineError as e:
-            return write_problem(request, e, cid_text)
+            write_problem(request, e, cid_text)
+            request.finish()
+            return NOT_DONE_YET
 
-    def _dispatch(self, request: Request, cid: CorrelationId, cid_text: str) -> int:
+    def _dispatch(self, request: GatewayRequest, cid: CorrelationId, cid_text: str) -> int:
         """
         Plan and send a complete request (or close the stream of one whose
         REQUEST went out with its headers).
 
         @raise PipelineError: whatever stops the request.
         """
-        upload: Optional[UploadStream] = getattr(request, "upload", None)
+        upload = request.upload
         if upload is not None:
             # A streaming endpoint whose REQUEST went out with the headers:
             # the body has been forwarded as it came; close the stream.
             upload.finish()
-            if upload.sink.finish_pending and not request.finished:
-                request.finish()
-                return NOT_DONE_YET
-            self._watch_client(request, upload.sink, upload.connection, upload.cid)
+            if not upload.sink.body_complete():
+                # Not answered yet.
+                self._watch_client(request, upload.sink, upload.connection, upload.cid)
             return NOT_DONE_YET
-        early_error = getattr(request, "early_error", None)
+        early_error = request.early_error
         if early_error is not None:
             raise early_error
         method = request.method.decode("ascii", "replace")
         if request.path in HEALTH_PATHS:
             raise MethodNotAllowed(f"{method} is not allowed on the gateway's health endpoints",
                                    ("GET", "HEAD"))
-        too_large = getattr(request, "too_large", None)
+        too_large = request.too_large
         planner = self.planner
         if too_large is not None:
             raise PayloadTooLarge(
@@ -137,18 +142,23 @@ class ProxyResource(Resource):
         body = request.content.read() if request.content is not None else b""
         headers, version, authorization = read_headers(
             request.requestHeaders.getAllRawHeaders(), request.getClientAddress(),
-            self.forwarding, request.clientproto)
+            self.forwarding, request.clientproto, _came_over_tls(request))
         plan = planner.plan(method, request.path.decode("latin-1"), headers, version,
                             authorization, len(body), self.clock.seconds(), cid_text,
-                            getattr(request, "resolution", None))
+                            request.resolution)
         if len(body) > plan.limit:
             raise PayloadTooLarge(f"request body of {len(body)} bytes exceeds {plan.limit} bytes")
         connection = plan.connection
         planner.check_budgets(connection, len(body))
         sink = HttpResponseSink(request, cid_text, connection, cid)
-        connection.send_request(plan.message(split_target(request.uri), body), plan.timeout,
-                                sink, cid, retries=plan.retries)
-        self._watch_client(request, sink, connection, cid)
+        if isinstance(request, GatewayRequest):
+            request.dispatched(plan, self.clock.seconds())  # (telemetry)
+        # Issue 24: the attempts object sends the REQUEST, retries it on
+        # another instance when that is safe, and records outliers.
+        attempts = self.retries.start(request, plan, plan.message(split_target(request.uri), body),
+                                      sink, cid, self.routing, self.region, self.overrides,
+                                      plan.retries)
+        self._watch_client(request, sink, attempts, cid)
         return NOT_DONE_YET
 
     def begin_upload(self, request: GatewayRequest, command: bytes, uri: bytes,
@@ -178,7 +188,7 @@ class ProxyResource(Resource):
         try:
             headers, version, authorization = read_headers(
                 request.requestHeaders.getAllRawHeaders(), request.getClientAddress(),
-                self.forwarding, request.line_version())
+                self.forwarding, request.line_version(), _came_over_tls(request))
         except BadRequest as e:
             # Answer it when the request completes; do not buffer the body.
             request.answer_when_complete(e)
@@ -203,10 +213,14 @@ class ProxyResource(Resource):
             return True
         message = plan.message(split_target(uri), b"", streaming=True)
         request.early_request_line(command, uri)
+        request.correlation_id = cid_text  # (telemetry)
+        request.dispatched(plan, self.clock.seconds())  # (telemetry)
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
         sink = HttpResponseSink(request, cid_text, connection, cid)
         try:
-            connection.send_request(message, plan.timeout, sink, cid)
+            # Issue 24: observed for outlier ejection, never retried (streamed).
+            self.retries.start(request, plan, message, sink, cid, self.routing, self.region,
+                               self.overrides)
         except PipelineError:
             return False
         upload = UploadStream(request, connection, cid, plan.limit, sink)
@@ -214,19 +228,24 @@ class ProxyResource(Resource):
         request.stream_body_to(upload)
         return True
 
-    def _watch_client(self, request: Request, sink: HttpResponseSink,
-                      connection: IEdgeConnection, cid: CorrelationId) -> None:
+    def _watch_client(self, request: GatewayRequest, sink: HttpResponseSink,
+                      connection: Union[IEdgeConnection, Attempts], cid: CorrelationId) -> None:
         """
         Cancel the request if its client leaves before the answer.
         """
-        if isinstance(request, GatewayRequest):
-            request.when_client_gone(partial(self._client_gone, sink, connection, cid))
-        else:
-            request.notifyFinish().addErrback(
-                lambda failure: self._client_gone(sink, connection, cid))
+        request.when_client_gone(partial(self._client_gone, sink, connection, cid))
 
-    def _client_gone(self, sink: HttpResponseSink, connection: IEdgeConnection,
-                     cid: CorrelationId) -> None:
+    def _client_gone(self, sink: HttpResponseSink,
+                     connection: Union[IEdgeConnection, Attempts], cid: CorrelationId) -> None:
         sink.gone()
         if connection.cancel(cid, CancelReason.CLIENT_DISCONNECTED):
             self.log.info("client of request {cid} disconnected; CANCEL sent", cid=cid)
+
+
+def _came_over_tls(request: Request) -> bool:
+    """
+    Whether C{request} came over TLS (issue 25: C{X-Forwarded-Proto}).
+    (Not C{request.isSecure()}: it adapts the transport to
+    C{ISSLTransport}, ~10k instructions on every plain request.)
+    """
+    return ISSLTransport.providedBy(getattr(request, "transport", None))

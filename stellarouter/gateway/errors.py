@@ -175,6 +175,14 @@ class UpstreamLost(DispatchError):
     title = "Upstream connection lost"
 
 
+class UpstreamNotStarted(UpstreamLost):
+    """
+    The request provably did not run: its connection was gone before its
+    REQUEST was written (issue 24; the gateway sends it to another instance
+    when it can, else the client gets this 502).
+    """
+
+
 class UpstreamProtocolError(DispatchError):
     """
     The microservice sent an unusable RESPONSE for this request.

@@ -9,7 +9,7 @@ microservice connections is L{stellarouter.gateway.health}.)
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from klein import Klein
 from twisted.web.iweb import IRequest
@@ -40,6 +40,8 @@ class HealthApp:
         self.started = False
         self.stopping = False
         self.expected = ExpectedInstances(())
+        #: C{http.health_detail}: C{status} or C{full} (see L{health}).
+        self.detail = "status"
 
     @staticmethod
     def _json(request: IRequest, status: int, obj: object) -> bytes:
@@ -51,6 +53,20 @@ class HealthApp:
 
     @app.route("/health", methods=["GET", "HEAD"])
     def health(self, request: IRequest) -> bytes:
+        """
+        The status; with C{detail} C{full}, the whole L{report} (the admin
+        listener always shows it).
+        """
+        code, report = self.report()
+        return self._json(request, code, report if self.detail == "full"
+                          else {"status": report["status"]})
+
+    def report(self) -> Tuple[int, Dict[str, Any]]:
+        """
+        The full health report and its HTTP status: the gateway's status,
+        node, region, services with their versions and instance counts, and
+        the expected instances.
+        """
         services: Dict[str, Dict[str, Any]] = {}
         for connection in self.routing_state.connections():
             state = connection.state
@@ -65,7 +81,7 @@ class HealthApp:
             # The gateway itself is fine (still 200); an instance it counts on
             # is not there.
             status = "degraded"
-        return self._json(request, code, {
+        return code, {
             "status": status,
             "node_id": self.node_id,
             "region": self.region,
@@ -76,7 +92,7 @@ class HealthApp:
                 for name, e in sorted(services.items())
             },
             **({"expected_instances": expected} if expected else {}),
-        })
+        }
 
     @app.route("/health/live", methods=["GET", "HEAD"])
     def live(self, request: IRequest) -> bytes:

@@ -8,7 +8,7 @@ connection hands a streamed request body's credit back to its upload
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 from zope.interface import Attribute, Interface
 
@@ -124,4 +124,19 @@ class IEdgeConnection(Interface):
 
         @param cid: the request's correlation id.
         @return: L{None}.
+        """
+
+
+class IMetricsExposition(Interface):
+    """
+    The gateway's metrics, as the admin listener's C{GET /metrics} serves
+    them (built by C{stellarouter.gateway.metrics}).
+    """
+
+    def exposition() -> Tuple[bytes, str]:
+        """
+        The current metrics in a scrape format.
+
+        @return: C{(body, content type)}, e.g. Prometheus text and
+            C{text/plain; version=0.0.4; charset=utf-8}.
         """

@@ -22,6 +22,7 @@ from typing import Dict, Iterable, List, Optional, Protocol, Set, Tuple
 
 from twisted.logger import Logger
 
+from ..common import models
 from ..common.models import EndpointDescriptor
 from ..config.gateway import EndpointOverride, ServiceConfig
 from .errors import NoRoute
@@ -44,9 +45,10 @@ class AnnouncedRoutes(Protocol):
 
 def template_shape(template: str) -> str:
     """
-    A path template with its parameter names removed: C{/echo/{}}.
+    A path template with its parameter names removed: C{/echo/{}},
+    C{/files/{*}} (L{stellarouter.common.models.template_shape}).
     """
-    return "/".join("{}" if s.startswith("{") else s for s in template.split("/"))
+    return models.template_shape(template)
 
 
 class EndpointOverrides:
@@ -104,6 +106,15 @@ class EndpointOverrides:
         override = self._by_key.get(
             (endpoint.service_name, endpoint.method, self._shape(endpoint.path)))
         return override is None or override.forward_authorization
+
+    def idempotent(self, endpoint: EndpointDescriptor) -> Optional[bool]:
+        """
+        The override's C{idempotent} for the endpoint (retries, issue 24),
+        or C{None} if it sets none.
+        """
+        override = self._by_key.get(
+            (endpoint.service_name, endpoint.method, self._shape(endpoint.path)))
+        return None if override is None else override.idempotent
 
     def apply(self, endpoint: EndpointDescriptor,
               routes: Optional[AnnouncedRoutes] = None) -> Tuple[EndpointDescriptor, float]:

@@ -1,18 +1,18 @@
 """
 How the HTTP edge words a problem (RFC 9457 problem+json): the status,
-headers and body of a L{PipelineError} answered on a twisted.web request
-(L{write_problem}), the whole raw answer of a request or connection refused
-before it reaches the pipeline (L{refusal}), and the rate-limited log of
-those refusals (L{RefusalLog}).
+header lines and body of the answer to a L{PipelineError}
+(L{problem_answer}), the reason phrases of the statuses a connection is
+refused with (L{refusal_reason}), and the rate-limited log of refusals
+(L{RefusalLog}).  Writing any of them is L{stellarouter.gateway.writer}'s
+job.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 from twisted.web import http
-from twisted.web.iweb import IRequest
 
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .errors import MethodNotAllowed, PipelineError, Unauthorized
@@ -31,43 +31,36 @@ _REASONS = {
 }
 
 
-def write_problem(request: IRequest, error: PipelineError,
-                  correlation_id: Optional[str]) -> bytes:
+def problem_answer(error: PipelineError,
+                   correlation_id: Optional[str]) -> Tuple[List[bytes], bytes]:
     """
-    Set status and headers of a problem+json answer and return its body.
+    The headers and body of the problem+json answer to C{error}.
+
+    @return: the header lines (each C{b"Name: value\\r\\n"}: C{Content-Type},
+        then C{Allow}, C{WWW-Authenticate} and C{Retry-After} where they
+        apply; no C{Content-Length}) and the body.
     """
-    request.setResponseCode(error.status)
-    request.setHeader(b"Content-Type", PROBLEM)
+    lines = [b"Content-Type: " + PROBLEM + b"\r\n"]
     extra: Dict[str, Any] = {}
     if isinstance(error, MethodNotAllowed):
-        request.setHeader(b"Allow", ", ".join(error.allow).encode())
+        lines.append(b"Allow: " + ", ".join(error.allow).encode() + b"\r\n")
         extra["allow"] = list(error.allow)
     if isinstance(error, Unauthorized):
-        request.setHeader(b"WWW-Authenticate", b'Bearer error="invalid_token"'
-                          if error.invalid_token else b"Bearer")
+        lines.append(b'WWW-Authenticate: Bearer error="invalid_token"\r\n'
+                     if error.invalid_token else b"WWW-Authenticate: Bearer\r\n")
     if error.retry_after is not None:
-        request.setHeader(b"Retry-After", str(error.retry_after).encode())
+        lines.append(b"Retry-After: %d\r\n" % error.retry_after)
     body = problem_body(error.status, error.kind, error.title, error.detail,
                         correlation_id, **extra)
-    request.setHeader(b"Content-Length", str(len(body)).encode())
-    return body
+    return lines, body
 
 
-def refusal(error: PipelineError, correlation_id: str) -> bytes:
+def refusal_reason(status: int) -> bytes:
     """
-    A whole HTTP/1.1 answer to a refused request or connection:
-    problem+json, C{X-Correlation-Id}, C{Connection: close}.
+    The reason phrase of a refusal's status line (RFC 9110 wording where
+    twisted.web's older table differs).
     """
-    body = problem_body(error.status, error.kind, error.title, error.detail, correlation_id)
-    reason = _REASONS.get(error.status) or http.RESPONSES.get(error.status, b"Error")
-    head = [b"HTTP/1.1 %d %s" % (error.status, reason),
-            b"Content-Type: " + PROBLEM,
-            b"X-Correlation-Id: " + correlation_id.encode(),
-            b"Connection: close",
-            b"Content-Length: %d" % len(body)]
-    if error.retry_after is not None:
-        head.append(b"Retry-After: %d" % error.retry_after)
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
+    return _REASONS.get(status) or http.RESPONSES.get(status, b"Error")
 
 
 class RefusalLog:
@@ -78,6 +71,8 @@ class RefusalLog:
     """
 
     log = Logger()
+    #: Told the status of every refusal (the metrics' rejection counter).
+    on_refused: Optional[Callable[[int], None]] = None
 
     def __init__(self, per_second: int = 10) -> None:
         self.per_second = per_second
@@ -91,6 +86,8 @@ class RefusalLog:
 
         @param now: the clock's time.
         """
+        if self.on_refused is not None:
+            self.on_refused(error.status)  # (telemetry)
         second = int(now)
         if second != self._second:
             if self.suppressed:

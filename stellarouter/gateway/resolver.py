@@ -3,17 +3,18 @@ Endpoint resolution: C{(method, path)} → endpoint + path parameters, with a
 segment trie.  Lookup cost grows with the path's depth, not with the number
 of endpoints.  Literal segments win over parameters (with backtracking, so
 C{/a/{x}/d} still matches C{/a/b/d} when C{/a/b/c} exists); a trailing
-slash is ignored.
+slash is ignored.  A catch-all C{{*name}} (the last segment of a template)
+takes one or more segments, and is tried after literals and parameters.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
-from ..common.models import parse_path_template
+from ..common.models import CATCH_ALL, is_catch_all, parse_path_template
+from ..common.payloads import EMPTY
 from .errors import BadRequest, MethodNotAllowed, NotFound
 
 
@@ -47,7 +48,11 @@ class Resolution(NamedTuple):
 
 
 #: The parameters of a template that has none (shared: read-only).
-_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+# The payloads' own empty mapping, not another MappingProxyType({}): the
+# REQUEST encoder knows it by identity, where another non-dict mapping costs
+# an isinstance(Mapping) through typing's and abc's Python-level checks (five
+# calls on every proxied request to a template without parameters, issue 20).
+_NO_PARAMS: Mapping[str, str] = EMPTY
 
 
 def _literal_key(template: str) -> Optional[str]:
@@ -68,18 +73,22 @@ class _PathTrieNode:
     @ivar literals: the next node for each literal segment.
     @ivar param: the next node for a parameter segment (any value), if a
         template has one here.
+    @ivar rest: the node of the templates whose catch-all C{{*name}}
+        starts here (it takes the rest of the path), if any.
     @ivar routes: the routes of the templates that end here, by method.
     """
 
-    __slots__ = ("literals", "param", "routes")
+    __slots__ = ("literals", "param", "rest", "routes")
 
     def __init__(self) -> None:
         self.literals: Dict[str, _PathTrieNode] = {}
         self.param: Optional[_PathTrieNode] = None
+        #: The routes of the templates whose catch-all starts here.
+        self.rest: Optional[_PathTrieNode] = None
         self.routes: Dict[str, Route] = {}
 
     def empty(self) -> bool:
-        return not (self.literals or self.param or self.routes)
+        return not (self.literals or self.param or self.rest or self.routes)
 
 
 #: Decoded parameter values a handler never gets (RFC 3986 dot segments:
@@ -171,6 +180,10 @@ class EndpointResolver:
         for literal, name in parse_path_template(route.template):
             if name is None:
                 node = node.literals.setdefault(literal, _PathTrieNode())
+            elif literal == CATCH_ALL:
+                if node.rest is None:
+                    node.rest = _PathTrieNode()
+                node = node.rest
             else:
                 if node.param is None:
                     node.param = _PathTrieNode()
@@ -195,10 +208,10 @@ class EndpointResolver:
         path: List[Tuple[_PathTrieNode, Optional[str]]] = []
         node = self._root
         for literal, name in parse_path_template(template):
-            nxt = node.literals.get(literal) if name is None else node.param
+            nxt = _child(node, literal, name)
             if nxt is None:
                 return
-            path.append((node, literal if name is None else None))
+            path.append((node, literal if name is None or literal == CATCH_ALL else None))
             node = nxt
         route = node.routes.get(method)
         if route is None or route.template != template:
@@ -216,6 +229,8 @@ class EndpointResolver:
             parent, step = path.pop()
             if step is None:
                 parent.param = None
+            elif step == CATCH_ALL:
+                parent.rest = None
             else:
                 del parent.literals[step]
             node = parent
@@ -227,7 +242,7 @@ class EndpointResolver:
         node: Optional[_PathTrieNode] = self._root
         for literal, name in parse_path_template(template):
             assert node is not None
-            node = node.literals.get(literal) if name is None else node.param
+            node = _child(node, literal, name)
             if node is None:
                 return None
         return node.routes.get(method) if node is not None else None
@@ -270,7 +285,13 @@ class EndpointResolver:
                 raise MethodNotAllowed(f"{method} is not allowed on {path}", allowed)
             raise NotFound(f"no endpoint matches {path}")
         if route.param_names:
-            params = {name: decode_segment(v) for name, v in zip(route.param_names, values)}
+            if is_catch_all(route.template):
+                params = {name: decode_segment(v)
+                          for name, v in zip(route.param_names[:-1], values)}
+                params[route.param_names[-1]] = decode_rest(values[-1])
+            else:
+                params = {name: decode_segment(v)
+                          for name, v in zip(route.param_names, values)}
         else:
             params = {}
         return Resolution(route, params)
@@ -285,18 +306,7 @@ class EndpointResolver:
         allowed: List[str],
     ) -> Optional[Route]:
         if index == len(segments):
-            routes = node.routes
-            if not routes:
-                return None
-            route = routes.get(method)
-            if route is None and method == "HEAD":
-                route = routes.get("GET")
-            if route is None:
-                # Every template matching the path contributes to Allow.
-                allowed.extend(routes)
-                if "GET" in routes:
-                    allowed.append("HEAD")
-            return route
+            return _route_for(node.routes, method, allowed)
         segment = segments[index]
         child = node.literals.get(segment)
         if child is not None:
@@ -309,4 +319,47 @@ class EndpointResolver:
             if found is not None:
                 return found
             values.pop()
+        rest = node.rest
+        if rest is not None and all(segments[index:]):
+            # A catch-all takes the rest (no empty segment): tried last.
+            route = _route_for(rest.routes, method, allowed)
+            if route is not None:
+                values.append("/".join(segments[index:]))
+            return route
         return None
+
+
+def _child(node: _PathTrieNode, literal: str, name: Optional[str]) -> Optional[_PathTrieNode]:
+    """
+    The child of C{node} for one segment of L{parse_path_template}.
+    """
+    if name is None:
+        return node.literals.get(literal)
+    return node.rest if literal == CATCH_ALL else node.param
+
+
+def _route_for(routes: Dict[str, Route], method: str, allowed: List[str]) -> Optional[Route]:
+    """
+    The route of C{method} among the routes of one node (HEAD falls back to
+    GET); if there is none, add the node's methods to C{allowed}.
+    """
+    if not routes:
+        return None
+    route = routes.get(method)
+    if route is None and method == "HEAD":
+        route = routes.get("GET")
+    if route is None:
+        # Every template matching the path contributes to Allow.
+        allowed.extend(routes)
+        if "GET" in routes:
+            allowed.append("HEAD")
+    return route
+
+
+def decode_rest(rest: str) -> str:
+    """
+    Percent-decode the segments a catch-all took, joined by C{/}.
+
+    @raise BadRequest: as L{decode_segment}, for any of them.
+    """
+    return "/".join(decode_segment(segment) for segment in rest.split("/"))

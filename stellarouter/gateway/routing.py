@@ -28,6 +28,9 @@ from ..common.interfaces import IRoutingPlugin
 from ..common.models import RoutableConnection, RoutingContext, RoutingDecision, parse_version
 
 _HEALTHY = InstanceHealthStatus.HEALTHY
+# (can_carry runs on every request: a global, not TransportType.UDP, as
+# _HEALTHY and gateway/planner.py's _UDP.)
+_UDP = TransportType.UDP
 _version_keys: Dict[str, Tuple[int, int, int]] = {}
 
 
@@ -50,7 +53,7 @@ def can_carry(connection: RoutableConnection, context: RoutingContext) -> bool:
     for the header) exceeds one datagram.
     """
     state = connection.state
-    if state.transport_type is TransportType.UDP:
+    if state.transport_type is _UDP:
         endpoint = state.endpoints.get(context.endpoint)
         if endpoint is None or endpoint.supports_streaming:
             return False

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..common.interfaces import IFrameSender, IRoutingPlugin, ITransportServer
+from ..common.models import Frame
 from ..config.diff import diff, security_warnings
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
 from ..config.watcher import ConfigWatcher, Result, run_here
@@ -27,6 +28,7 @@ from ..lifecycle import StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from ..transports.stream import ReceiverFactory
+from .admin import AdminApp, AdminSite, IMetricsExposition
 from .connection import GatewayConnection
 from ._web import client_connection_cap
 from .edge import GatewaySite, HealthApp, ProxyResource
@@ -38,9 +40,19 @@ from .forwarding import ClientAddressPolicy
 from .memory import configured_routes
 from .health import HealthMonitor
 from .openapi import OpenApiCatalog, expose_publicly
+from .outliers import OutlierPolicy
 from .overrides import EndpointOverrides
+from .retry import RetryBudget
 from .routing import RegionAwareRouting
 from .state import RoutingState
+from .metrics import GatewayMetrics, TransportTraffic
+from .telemetry import (
+    CountingSender,
+    RequestTelemetry,
+    ServiceFigures,
+    build_telemetry,
+    count_frame_in,
+)
 
 
 class ListenAddresses(TypedDict, total=False):
@@ -50,10 +62,13 @@ class ListenAddresses(TypedDict, total=False):
     @ivar http: C{host:port} of the HTTP listener.
     @ivar transports: one description per transport listener, e.g.
         C{"tcp:127.0.0.1:5100"}.
+    @ivar admin: C{host:port} of the admin listener (absent when
+        C{admin.enabled} is false).
     """
 
     http: str
     transports: List[str]
+    admin: str
 
 
 class GatewayService(Service):
@@ -76,6 +91,7 @@ class GatewayService(Service):
         network: Optional[InMemoryNetwork] = None,
         routing: Optional[IRoutingPlugin] = None,
         config_path: Optional[str] = None,
+        metrics: Optional[IMetricsExposition] = None,
     ) -> None:
         """
         @param reactor: provides C{IReactorTCP} and C{IReactorTime}.
@@ -85,6 +101,7 @@ class GatewayService(Service):
             rebuilt on every reload).
         @param config_path: the file C{config} came from; when given it is
             watched and reloaded (L{reload}).
+        @param metrics: served by the admin listener's C{GET /metrics}.
         """
         self.config = config
         self.reactor = reactor
@@ -100,15 +117,30 @@ class GatewayService(Service):
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
                                    node.region, config.payload_limits, self.aggregate)
-        self.site = GatewaySite(self.proxy, self.health, config.http.access_log, reactor)
+        self.site = GatewaySite(self.proxy, self.health, reactor)
         #: The OpenAPI documents (docs/router/openapi.md); on the public site
-        #: with C{openapi.expose: public}, on the admin listener by default.
+        #: with C{openapi.expose: public}; for the admin listener (the
+        #: default) add_openapi_routes mounts them there.
         self.openapi = OpenApiCatalog(self.routing_state, config.openapi.title,
                                       lambda: self.config.default_versions())
         self.openapi.server_url = config.openapi.server_url
         if config.openapi.expose == "public":
             expose_publicly(self.site, self.routing_state, self.openapi,
                             config.openapi.path, config.openapi.docs_path)
+        # Telemetry (issue 21): metrics kept across reloads, the access log
+        # rebuilt when its settings change (see _apply_telemetry).
+        self.reloads_applied = 0
+        self.figures = ServiceFigures(self)
+        self.metrics = GatewayMetrics(config.metrics.max_series, self.figures)
+        self.site.refusal_log.on_refused = self._refused_at_edge
+        self.telemetry: Optional[RequestTelemetry] = None
+        # The admin listener (issue 21): its own port, its own site; it
+        # serves these metrics unless the caller gives others.
+        self.admin = AdminApp(self._registered, self.health, reactor, config,
+                              self.metrics if metrics is None else metrics)
+        self.admin.ejection_state = self.routing_state.ejection_state
+        self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor)
+        self._admin_port: Optional[IListeningPort] = None
         self.servers: List[ITransportServer] = []
         for i, t in enumerate(config.transports):
             try:
@@ -179,13 +211,21 @@ class GatewayService(Service):
         self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
         self.proxy.auth_required = config.auth.require_authentication
         self.proxy.forwarding = ClientAddressPolicy(config.http.trusted_proxies)
+        retries, outliers = config.retries, config.outlier_detection
+        self.proxy.retries.configure(
+            retries.enabled,
+            RetryBudget(retries.budget_ratio, retries.budget_window, retries.min_retries),
+            OutlierPolicy(outliers.consecutive_failures, outliers.base_ejection_time,
+                          outliers.max_ejection_time, outliers.max_ejected_share))
         self.routing_state.memory.limit(config.http.forget_routes_after,
                                         config.http.max_remembered_routes)
         self.routing_state.memory.configure(configured_routes(config.services))
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
-        self.site.access_log = config.http.access_log
+        self._apply_telemetry(config)
         self._apply_http(config)
         self.health.node_id, self.health.region = node.node_id, node.region
+        self.health.detail = config.http.health_detail
+        self.admin.configure(config)
         if config.static_instances != self.health.expected.expected:
             self.health.expected = ExpectedInstances(config.static_instances,
                                                      self.health.expected)
@@ -199,6 +239,36 @@ class GatewayService(Service):
             self.monitor.thresholds = config.health
             if running:
                 self.monitor.start()
+
+    def _apply_telemetry(self, config: GatewayConfig) -> None:
+        """
+        Put the access log and metrics settings in force: the access log is
+        rebuilt (its buffer written out first) when they change.
+        """
+        current = self.telemetry
+        if current is not None and (self.config.access_log, self.config.metrics) == (
+                config.access_log, config.metrics):
+            return
+        try:
+            telemetry = build_telemetry(self.reactor, config.access_log, config.metrics,
+                                        self.metrics)
+        except OSError as e:
+            if current is None:
+                raise StartupError(f"access_log.path ({config.access_log.path}): "
+                                   f"{one_line(e)}") from e
+            self.log.error("access_log.path ({path}) cannot be opened: {error}; the access "
+                           "log keeps its previous settings", path=config.access_log.path,
+                           error=one_line(e))
+            return
+        self.metrics.max_series = config.metrics.max_series
+        if current is not None:
+            current.close()
+        self.telemetry = self.site.telemetry = telemetry
+
+    def _refused_at_edge(self, status: int) -> None:
+        telemetry = self.telemetry
+        if telemetry is not None and telemetry.metrics is not None:
+            telemetry.metrics.rejected(status)
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """
@@ -250,9 +320,12 @@ class GatewayService(Service):
         effective = dataclasses.replace(
             new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
                                           backlog=self.config.http.backlog),
-            transports=self.config.transports, openapi=self.config.openapi)
+            transports=self.config.transports, openapi=self.config.openapi,
+            admin=dataclasses.replace(new.admin, listen=self.config.admin.listen,
+                                      enabled=self.config.admin.enabled))
         self._apply(effective)
         self.config = effective
+        self.reloads_applied += 1
         self._disconnect_refused(effective)
         if self.watcher is not None:
             self.watcher.current = new
@@ -321,6 +394,10 @@ class GatewayService(Service):
             scheme = "https" if http.listen.startswith("ssl:") else "http"
             name = f"[{host.host}]" if ":" in host.host else host.host
             self.openapi.server_url = f"{scheme}://{name}:{host.port}"
+        admin_address = await self._start_admin()
+        if admin_address is not None:
+            self.addresses["admin"] = admin_address
+        self.admin.addresses = dict(self.addresses)
         self.health.started = True
         node = self.config.node
         self.log.info(
@@ -328,6 +405,24 @@ class GatewayService(Service):
             node_id=node.node_id, region=node.region, addresses=json.dumps(self.addresses),
         )
         self.ready.callback(self.addresses)
+
+    async def _start_admin(self) -> Optional[str]:
+        """
+        Start the admin listener, if enabled.
+
+        @return: its C{host:port}, or C{None} when disabled.
+        @raise StartupError: it cannot listen (like the public port).
+        """
+        admin = self.config.admin
+        if not admin.enabled:
+            return None
+        try:
+            port = await serverFromString(self.reactor, admin.listen).listen(self.admin_site)
+        except Exception as e:
+            raise StartupError(f"admin.listen ({admin.listen}): {one_line(e)}") from e
+        self._admin_port = port
+        host = port.getHost()
+        return f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}".strip(":") or str(host)
 
     def _start_failed(self, failure: Failure) -> None:
         if not failure.check(StartupError):
@@ -340,15 +435,23 @@ class GatewayService(Service):
         self.monitor.stop()
         if self.watcher is not None:
             self.watcher.stop()
+        self.proxy.retries.stop()
         cancelled = sum(c.shutdown() for c in list(self.connections))
         if cancelled:
             self.log.info("shutting down: cancelled {count} request(s) in flight", count=cancelled)
+        if self.telemetry is not None:
+            self.telemetry.close()
         waits = [server.stop() for server in self.servers]
         if self._http_port is not None:
             stopping = self._http_port.stopListening()
             if isinstance(stopping, Deferred):
                 waits.append(stopping)
             self._http_port = None
+        if self._admin_port is not None:
+            stopping = self._admin_port.stopListening()
+            if isinstance(stopping, Deferred):
+                waits.append(stopping)
+            self._admin_port = None
         return DeferredList(waits)
 
 
@@ -368,6 +471,7 @@ class _TrackedConnection(GatewayConnection):
         self._owner = owner
         self.registration_policy = owner.registration_refusal
         self._peer_address: Optional[str] = None
+        self.traffic: Optional[TransportTraffic] = None
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         owner = self._owner
@@ -383,7 +487,17 @@ class _TrackedConnection(GatewayConnection):
         self._peer_address = address
         owner.per_peer_address[address] = owner.per_peer_address.get(address, 0) + 1
         owner.connections.append(self)
+        transport = getattr(sender, "transport_type", None)
+        if transport is not None:  # (telemetry: frames counted by transport)
+            self.traffic = owner.metrics.traffic_for(transport.value)
+            # (It provides what the wrapped sender provides: directlyProvides.)
+            sender = cast(IFrameSender, CountingSender(sender, self.traffic))
         super().connectionOpened(sender)
+
+    def frameReceived(self, frame: Frame) -> None:
+        if self.traffic is not None:
+            count_frame_in(self.traffic, frame)  # (telemetry)
+        super().frameReceived(frame)
 
     def connectionClosed(self, reason: str) -> None:
         owner = self._owner
@@ -397,6 +511,7 @@ class _TrackedConnection(GatewayConnection):
         if self in owner.connections:
             owner.connections.remove(self)
         super().connectionClosed(reason)
+        owner.figures.retire(self)  # (telemetry: keep its CANCEL counts)
 
 
 def peer_address(peer: str) -> str:

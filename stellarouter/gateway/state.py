@@ -7,7 +7,7 @@ microservices that dial in again.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -16,9 +16,12 @@ from zope.interface import implementer
 from ..common.enums import InstanceHealthStatus
 from ..common.errors import InvalidDescriptor
 from ..common.interfaces import IGlobalRoutingState
-from ..common.models import ConnectionState, RoutableConnection
+from ..common.models import (
+    ConnectionState, RoutableConnection, template_param_names, template_shape,
+)
 from .errors import MethodNotAllowed, NoRoute, NotFound
 from .memory import RouteMemory
+from .outliers import EjectionState, OutlierDetector
 from .resolver import EndpointResolver, Resolution, Route
 
 #: Path prefixes served by the gateway itself; no service may announce them.
@@ -74,6 +77,11 @@ class RoutingState:
         #: Paths served by the gateway itself (more when the OpenAPI routes
         #: are on the public port).
         self.reserved_prefixes: Tuple[str, ...] = RESERVED_PREFIXES
+        #: Consecutive failures and ejections per connection (issue 24).
+        self.outliers = OutlierDetector()
+        #: Connection ids ejected as outliers: kept out of the candidate
+        #: lists, like an UNHEALTHY connection, until restored.
+        self._ejected: Set[str] = set()
 
     def register(self, connection: RoutableConnection) -> None:
         state: ConnectionState = connection.state
@@ -117,7 +125,7 @@ class RoutingState:
                 self._resolver.remove(route.method, route.template)
             raise InvalidDescriptor(str(e)) from None
         self._connections[state.connection_id] = connection
-        routable = state.status in _ROUTABLE
+        routable = self._may_route(state)
         self._routable[state.connection_id] = routable
         lists = self._by_endpoint if routable else self._parked
         for key in state.endpoints:
@@ -205,7 +213,7 @@ class RoutingState:
         """
         state: ConnectionState = connection.state
         was = self._routable.get(state.connection_id)
-        routable = state.status in _ROUTABLE
+        routable = self._may_route(state)
         if was is None or was == routable:
             return
         self._routable[state.connection_id] = routable
@@ -218,6 +226,51 @@ class RoutingState:
                 if not holders:
                     del source[key]
             target.setdefault(key, []).append(connection)
+
+    def _may_route(self, state: ConnectionState) -> bool:
+        return state.status in _ROUTABLE and state.connection_id not in self._ejected
+
+    # -- outlier ejection (issue 24; policy in outliers.py, timers in attempts.py)
+
+    def eject(self, connection: RoutableConnection) -> None:
+        """
+        Keep C{connection} out of routing until L{restore}.
+        """
+        self._ejected.add(connection.state.connection_id)
+        self.status_changed(connection)
+
+    def restore(self, connection: RoutableConnection) -> None:
+        """
+        Route to an ejected C{connection} again (if its status allows).
+        """
+        self._ejected.discard(connection.state.connection_id)
+        self.status_changed(connection)
+
+    def is_registered(self, connection: RoutableConnection) -> bool:
+        return self._connections.get(connection.state.connection_id) is connection
+
+    def is_ejected(self, connection: RoutableConnection) -> bool:
+        return connection.state.connection_id in self._ejected
+
+    def service_instances(self, service_name: str) -> Tuple[int, int]:
+        """
+        How many live connections serve C{service_name}, and how many of
+        them are ejected.
+        """
+        total = ejected = 0
+        for connection in self._connections.values():
+            state = connection.state
+            if state.instance.service_name == service_name:
+                total += 1
+                ejected += state.connection_id in self._ejected
+        return total, ejected
+
+    def ejection_state(self, connection: RoutableConnection) -> EjectionState:
+        """
+        The instance's consecutive gateway-side failures and ejections (for
+        the admin API's instance view and metrics).
+        """
+        return self.outliers.state(connection.state.connection_id)
 
     def resolve(self, method: str, path: str) -> Resolution:
         """
@@ -272,10 +325,8 @@ class RoutingState:
 
 
 def _shape(template: str) -> str:
-    return "/".join("{}" if s.startswith("{") else s for s in template.split("/"))
+    return template_shape(template)
 
 
 def _param_names(template: str) -> Tuple[str, ...]:
-    return tuple(
-        segment[1:-1] for segment in template.split("/") if segment.startswith("{")
-    )
+    return template_param_names(template)

@@ -13,18 +13,23 @@ counted and dropped.
 from __future__ import annotations
 
 from asyncio import AbstractEventLoop
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..common.enums import CancelReason
 from ..common.ids import CorrelationId
+from ..common.models import DEFAULT_TIMEOUT
 from ..common.payloads import STREAM_WINDOW
 from .asyncio_bridge import ASYNCIO_REACTOR_FIX, awaitable_deferred, needs_asyncio_reactor
 from .budget import ResponseStreamBudget
 from .context import RawResponse, StreamingResponse
+from .endpoints import Microservice
 from .errors import Problem
+from .idle import IdleTimer
 from .inbound import (
     FINAL_STATES,
     InboundRequest,
@@ -32,6 +37,7 @@ from .inbound import (
     StreamCredit,
     WrongRequestState,
 )
+from .requestlog import RequestLog
 from .responses import ResponseWriter, problem_response, response_problem
 
 
@@ -51,6 +57,11 @@ class HandlerAnswers:
     """
 
     log = Logger()
+    clock: IReactorTime
+    app: Microservice
+    #: The endpoints' timeouts with the YAML overrides, by (method,
+    #: template) (the session's HELLO descriptors); else the code's.
+    endpoint_timeouts: Dict[Tuple[str, str], float]
     writer: ResponseWriter
     response_budget: ResponseStreamBudget
     response_credit: bool
@@ -59,8 +70,13 @@ class HandlerAnswers:
     late_results: int
     served: int
     failed: int
+    #: Told of every answer and cancellation (the SDK's access log).
+    request_log: Optional[RequestLog] = None
 
     def _check_idle(self) -> None:
+        raise NotImplementedError()
+
+    def _cancel(self, request: InboundRequest, reason: Optional[CancelReason]) -> None:
         raise NotImplementedError()
 
     def _finish(self, request: InboundRequest,
@@ -172,6 +188,8 @@ class HandlerAnswers:
         Send an answer of the SDK's own (a problem) and finish C{request}.
         """
         self.writer.send(request.cid, response)
+        if self.request_log is not None:  # (access log)
+            self.request_log.answered(request, response.status, len(response.body))
         self._finish(request, RequestState.ANSWERED)
 
     def _respond(self, request: InboundRequest, result: object) -> None:
@@ -203,6 +221,8 @@ class HandlerAnswers:
         else:
             self.served += 1
         self.writer.send(request.cid, result)
+        if self.request_log is not None:  # (access log)
+            self.request_log.answered(request, result.status, len(result.body))
         self._finish(request)
 
     def _start_stream(self, request: InboundRequest, response: StreamingResponse) -> None:
@@ -223,6 +243,7 @@ class HandlerAnswers:
             self.writer.close_body(cid, response.body)
             return
         self.writer.send_stream_header(cid, response.status, response.headers)
+        request.stream_status = response.status  # (access log: its line when it ends)
         request.move_to(RequestState.STREAMING_RESPONSE)
         credit = request.credit = StreamCredit(0 if self.response_credit else STREAM_WINDOW)
         # In the table before the pump starts: credit may come back while
@@ -234,6 +255,39 @@ class HandlerAnswers:
         pump.addCallbacks(self._stream_done, self._stream_failed,
                           callbackArgs=(request,), errbackArgs=(request,))
         pump.addErrback(self._completion_failed, request)
+        if request.credit is credit:
+            # issue 25: the endpoint's timeout is an idle timeout from here.
+            credit.idle = IdleTimer(self.clock, self._endpoint_timeout(request),
+                                    lambda: self._stream_idle(request))
+
+    def _endpoint_timeout(self, request: InboundRequest) -> float:
+        """
+        The timeout of the endpoint of C{request}: as announced (YAML
+        overrides included), else as its code declared it.
+        """
+        key = (request.message.method, request.message.template)
+        timeout = self.endpoint_timeouts.get(key)
+        if timeout is not None:
+            return timeout
+        registered = self.app.lookup(*key)
+        return registered.descriptor.default_timeout if registered is not None else DEFAULT_TIMEOUT
+
+    def _stream_idle(self, request: InboundRequest) -> None:
+        """
+        A streamed response sent nothing for its endpoint's timeout: abort
+        it, and cancel its producer with reason TIMEOUT.
+        """
+        if request.state is not RequestState.STREAMING_RESPONSE:
+            return
+        credit = request.credit
+        self.log.warn("the streamed response of request {cid} sent nothing for {timeout:g}s; "
+                      "aborting it", cid=request.cid,
+                      timeout=credit.idle.timeout if credit is not None and credit.idle else 0.0)
+        self.failed += 1
+        self._end_credit(request)
+        self.writer.send_stream_data(request.cid, b"", abort=True)
+        self._cancel(request, CancelReason.TIMEOUT)
+        self._check_idle()
 
     def _end_credit(self, request: InboundRequest) -> None:
         """
@@ -241,6 +295,8 @@ class HandlerAnswers:
         leaves the budget (the gateway will not credit a finished stream).
         """
         credit, request.credit = request.credit, None
+        if credit is not None and credit.idle is not None:
+            credit.idle.stop()
         if credit is not None and credit.outstanding:
             self.response_budget.release(credit.outstanding)
             credit.outstanding = 0
@@ -251,6 +307,8 @@ class HandlerAnswers:
         if request.state is not RequestState.STREAMING_RESPONSE:
             return
         self.writer.send_stream_data(request.cid, b"", end=True)
+        if self.request_log is not None:  # (access log)
+            self.request_log.stream_ended(request, True)
         self.served += 1
         self._finish(request, RequestState.ANSWERED)
 
@@ -266,6 +324,8 @@ class HandlerAnswers:
         self.log.failure("the streamed body of request {cid} failed; aborting the stream{hint}",
                          failure, cid=request.cid, hint=hint)
         self.writer.send_stream_data(request.cid, b"", abort=True)
+        if self.request_log is not None:  # (access log)
+            self.request_log.stream_ended(request, False)
         self._finish(request, RequestState.ANSWERED)
 
 

@@ -28,6 +28,10 @@ class HeaderMap:
     """
     Immutable, case-insensitive view of request headers (several values per
     name allowed, order kept).
+
+    Iterating it (C{for name, value in ctx.headers}) or L{items} gives every
+    header as received: C{(name, value)} pairs in order, names as the client
+    spelled them, a repeated header once per value.
     """
 
     __slots__ = ("_pairs", "_lookup")
@@ -59,6 +63,13 @@ class HeaderMap:
         Every value of C{name}, in order.
         """
         return list(self._index.get(name.lower(), ()))
+
+    def items(self) -> List[Tuple[str, str]]:
+        """
+        Every header: C{(name, value)} pairs in the order received, a
+        repeated header once per value.
+        """
+        return list(self._pairs)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._index
@@ -205,13 +216,23 @@ class RawResponse:
         return cls(status, (("Content-Type", "text/plain; charset=utf-8"),), text.encode())
 
     @classmethod
-    def json(cls, obj: Any, status: int = 200) -> "RawResponse":
+    def json(cls, obj: Any, status: int = 200,
+             headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()
+             ) -> "RawResponse":
         """
         An C{application/json} response.
+
+        @param headers: more headers (C{Location}, C{Set-Cookie}, ...), as
+            C{(name, value)} pairs or a mapping; a C{Content-Type} among
+            them replaces C{application/json}.
         """
+        extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        own = [] if any(isinstance(pair, (tuple, list)) and len(pair) == 2
+                        and isinstance(pair[0], str) and pair[0].lower() == "content-type"
+                        for pair in extra) else [("Content-Type", "application/json")]
         return cls(
             status,
-            (("Content-Type", "application/json"),),
+            tuple(own + extra),
             json.dumps(obj, separators=(",", ":")).encode("utf-8"),
         )
 

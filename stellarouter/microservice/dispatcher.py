@@ -13,7 +13,7 @@ L{HandlerAnswers}, its base class.
 from __future__ import annotations
 
 from asyncio import AbstractEventLoop
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -32,6 +32,7 @@ from ..common.payloads import (
     decode_stream_data,
     stream_credit,
 )
+from .admission import RequestAdmission, not_started_response
 from .answers import HandlerAnswers
 from .asyncio_bridge import awaitable_deferred, reactor_event_loop
 from .budget import ResponseStreamBudget
@@ -97,6 +98,9 @@ class RequestDispatcher(HandlerAnswers):
         #: handler runs, or whose response is streaming.
         self._requests: Dict[CorrelationId, InboundRequest] = {}
         self._idle_waiters: List[Deferred[None]] = []
+        self.endpoint_timeouts: Dict[Tuple[str, str], float] = {}
+        #: Whether a new request may start (draining, concurrency; issue 24).
+        self.admission = RequestAdmission()
         self.late_results = 0
         self.ignored_cancels = 0
         self.expired = 0
@@ -156,6 +160,8 @@ class RequestDispatcher(HandlerAnswers):
             self.log.warn("request {cid} cancelled: the microservice is shutting down",
                           cid=request.cid)
             self._cancel(request, CancelReason.SHUTDOWN)
+            if self.request_log is not None:  # (access log)
+                self.request_log.cancelled(request, CancelReason.SHUTDOWN.value)
             self.writer.send(request.cid, problem_response(
                 503, "shutting-down", "Service shutting down",
                 "the microservice stopped before the request finished", request.cid))
@@ -178,6 +184,11 @@ class RequestDispatcher(HandlerAnswers):
             return
         if cid in self._requests:
             self.log.warn("duplicate REQUEST {cid} ignored", cid=cid)
+            return
+        refusal = self.admission.refusal(self.in_flight)
+        if refusal is not None:
+            # Issue 24: not started, so the gateway may send it elsewhere.
+            self.writer.send(cid, not_started_response(refusal, cid))
             return
         registered = self.app.lookup(message.method, message.template)
         if message.streaming or (registered is not None
@@ -318,6 +329,8 @@ class RequestDispatcher(HandlerAnswers):
             self.ignored_cancels += 1
             self.log.debug("CANCEL for unknown request {cid} ignored", cid=cid)
             return
+        if self.request_log is not None:  # (access log)
+            self.request_log.cancelled(request, reason.value)
         if request.state is RequestState.RECEIVING_BODY:
             self.log.info("request {cid} cancelled before its body was complete: {reason}",
                           cid=cid, reason=reason.value)
@@ -371,6 +384,8 @@ class RequestDispatcher(HandlerAnswers):
         """
         cid = request.cid
         message = request.message
+        if self.request_log is not None:  # (access log)
+            request.started_at = self.clock.seconds()
         deadline = message.deadline
         if deadline is not None:
             late = self.clock.seconds() - deadline

@@ -410,6 +410,42 @@ class Microservice:
             lambda where: endpoint_doc(endpoint, where=where),
         )
 
+    def mount_klein(
+        self,
+        app: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        claims: Iterable[ClaimRequirement] = (),
+        max_request_bytes: Optional[int] = None,
+        reactor: Any = None,
+    ) -> Any:
+        """
+        Serve an unmodified Klein app through this service: each of its
+        routes becomes an endpoint per method (C{<x>} → C{{x}},
+        C{<path:x>} and C{branch=True} → a catch-all C{{*x}}), and each
+        request runs the app's own code on a real twisted.web request
+        (L{stellarouter.microservice.klein_bridge}; docs/router/migration.md).
+
+        @param app: a L{klein.Klein} app.
+        @param timeout: the endpoints' timeout (YAML may override one).
+        @param claims: claim requirements of every endpoint (YAML may add
+            per endpoint).
+        @param max_request_bytes: a tighter body limit (bodies are buffered
+            into C{request.content}).
+        @param reactor: provides C{IReactorTime} (default: the global
+            reactor, at the first request).
+        @return: the L{KleinBridge<stellarouter.microservice.klein_bridge.KleinBridge>}.
+        @raise ValueError: a route that cannot be an endpoint, or one taken
+            already, naming it.
+        """
+        from .klein_bridge import KleinBridge, route_templates
+
+        bridge = KleinBridge(app, reactor)
+        for method, template in route_templates(app):
+            self._register(method, template, bridge.handle, timeout, False, claims,
+                           max_request_bytes, None)
+        return bridge
+
     def descriptors(self) -> Tuple[EndpointDescriptor, ...]:
         """
         Every endpoint, in registration order (what HELLO announces).

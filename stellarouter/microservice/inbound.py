@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 from ..common.ids import CorrelationId
 from ..common.payloads import STREAM_WINDOW, RequestMessage
 from .context import BodyStream, RawRequestContext
+from .idle import IdleTimer
 
 
 class RequestState(Enum):
@@ -75,14 +76,17 @@ class StreamCredit:
     @ivar available: bytes that may be sent now.
     @ivar outstanding: bytes sent and not yet credited back (held in the
         process's L{ResponseStreamBudget}).
+    @ivar idle: aborts the stream when nothing was sent for the endpoint's
+        timeout (issue 25), once the stream started.
     """
 
-    __slots__ = ("available", "_waiter", "outstanding")
+    __slots__ = ("available", "_waiter", "outstanding", "idle")
 
     def __init__(self, available: int = STREAM_WINDOW) -> None:
         self.available = available
         self.outstanding = 0
         self._waiter: Optional[Deferred[None]] = None
+        self.idle: Optional[IdleTimer] = None
 
     def wait(self) -> Deferred[None]:
         """
@@ -119,6 +123,8 @@ class InboundRequest:
     @ivar body_chunks: the body reassembled in L{RequestState.RECEIVING_BODY}.
     @ivar body_size: the bytes in C{body_chunks}.
     @ivar credit: the room granted for its streamed response.
+    @ivar started_at: when its handler was called (if the access log is on).
+    @ivar stream_status: the status of its streamed response.
     """
 
     context: Optional[RawRequestContext] = None
@@ -127,6 +133,10 @@ class InboundRequest:
     body_chunks: Optional[List[bytes]] = None
     body_size = 0
     credit: Optional[StreamCredit] = None
+    #: For the access log (L{RequestLog}): when its handler was called
+    #: (L{None}: not noted), and the status of its streamed response.
+    started_at: Optional[float] = None
+    stream_status: Optional[int] = None
 
     def __init__(self, cid: CorrelationId, message: RequestMessage,
                  state: RequestState = RequestState.HANDLING) -> None:

@@ -31,6 +31,7 @@ from ..transports.hello import Backoff
 from ..transports.registry import make_client
 from .endpoints import Microservice, merge_overrides
 from .budget import ResponseStreamBudget
+from .requestlog import RequestLog
 from .session import RouterSession
 
 if TYPE_CHECKING:
@@ -98,6 +99,14 @@ class MicroserviceService(Service):
         #: Streamed response bytes not yet credited back, for every router.
         self.response_budget = ResponseStreamBudget(config.max_response_buffer_bytes)
         self.draining = False
+        #: The SDK's access log (issue 21), or None when off.
+        self.request_log: Optional[RequestLog] = None
+        if config.access_log.enabled:
+            try:
+                self.request_log = RequestLog(config.access_log, reactor)
+            except OSError as e:
+                raise StartupError(f"access_log.path ({config.access_log.path}): "
+                                   f"{one_line(e)}") from e
         self.clients: List[ITransportClient] = []
         #: HELLO rejections in a row, per router (index in C{clients}).
         self.rejections: Dict[int, int] = {}
@@ -138,6 +147,11 @@ class MicroserviceService(Service):
         dial again after a backoff that grows to a minute; after
         C{max_hello_rejections} in a row, give up.
         """
+        if "{*" in reason and "malformed segment" in reason:
+            # issue 25: a gateway from before catch-all templates.
+            reason += (" (this gateway does not know catch-all templates {*name}, which "
+                       "mount_klein announces for <path:...> and branch=True routes: "
+                       "upgrade the gateway)")
         count = self.rejections[index] = self.rejections.get(index, 0) + 1
         limit = self.config.max_hello_rejections
         if limit is not None and count >= limit:
@@ -217,6 +231,8 @@ class MicroserviceService(Service):
             self.log.info("drained {instance_id}; disconnecting",
                           instance_id=self.instance.instance_id)
         await DeferredList([client.stop() for client in self.clients])
+        if self.request_log is not None:
+            self.request_log.close()
 
 
 #: The delay before dialling a router again after its N-th HELLO rejection
@@ -240,10 +256,13 @@ class _TrackedSession(RouterSession):
         self._owner = owner
 
     def connectionOpened(self, sender: IFrameSender) -> None:
+        self.max_concurrent_requests = self._owner.config.max_concurrent_requests
         self._owner.sessions.append(self)
         if self._owner.draining:
             self.status = InstanceHealthStatus.DRAINING
         super().connectionOpened(sender)
+        if self.dispatcher is not None:
+            self.dispatcher.request_log = self._owner.request_log  # (access log)
 
     def connectionClosed(self, reason: str) -> None:
         if self in self._owner.sessions:

@@ -38,6 +38,7 @@ from ..common.payloads import (
     encode_heartbeat,
 )
 from ..common.schemas import ENDPOINT_SCHEMAS
+from .admission import RequestAdmission
 from .budget import ResponseStreamBudget
 from .descriptions import fitting_hello, schemas_for
 from .dispatcher import RequestDispatcher
@@ -86,6 +87,10 @@ class RouterSession:
     """
 
     log = Logger()
+
+    #: Requests in flight at most on the connection; more are answered
+    #: "not started" (C{max_concurrent_requests}; C{None}: no limit).
+    max_concurrent_requests: Optional[int] = None
 
     def __init__(
         self,
@@ -168,6 +173,11 @@ class RouterSession:
         dispatcher = self.dispatcher = RequestDispatcher(
             self.app, sender, self.clock, self.max_frame_bytes, instance=self.instance,
             can_stream=self.can_stream, response_budget=self.response_budget)
+        dispatcher.endpoint_timeouts = {  # issue 25: the streams' idle timeout
+            (d.method, d.path): d.default_timeout for d in self.descriptors}
+        # Issue 24: whether a REQUEST may start (draining, concurrency).
+        dispatcher.admission = RequestAdmission(self.max_concurrent_requests)
+        dispatcher.admission.draining = self.status is InstanceHealthStatus.DRAINING
         self._frame_handlers = {
             FrameType.REQUEST: dispatcher.request_received,
             FrameType.REQUEST_STREAM_DATA: dispatcher.stream_data_received,
@@ -231,6 +241,26 @@ class RouterSession:
         if beat.ping is not None:
             # A gateway ping: echo it unchanged, same correlation id.
             self._connection().sendFrame(frame)
+        elif beat.status is InstanceHealthStatus.DRAINING:
+            self._drain_asked()
+
+    def _drain_asked(self) -> None:
+        """
+        The gateway asks this instance to drain (an operator drained it in
+        the admin API): report DRAINING on this connection from now on (the
+        gateway acknowledges, as on SIGTERM); the connection stays open.
+        """
+        if self.status is InstanceHealthStatus.DRAINING:
+            return
+        self.log.warn("router {router} asks {instance_id} to drain (an operator drained it): "
+                      "reporting DRAINING to it from now on; stop this instance when its "
+                      "requests are done", router=self.router,
+                      instance_id=self.instance.instance_id)
+        self.status = InstanceHealthStatus.DRAINING
+        if self.state is SessionState.REGISTERED:
+            self.state = SessionState.DRAINING
+        if self.state is SessionState.DRAINING:
+            self.send_heartbeat()
 
     def _hello_answered(self, frame: Frame) -> None:
         sender = self._connection()
@@ -314,6 +344,9 @@ class RouterSession:
         first heartbeat if it gets that far).
         """
         self.status = InstanceHealthStatus.DRAINING
+        if self.dispatcher is not None:
+            # Requests already on their way are answered "not started".
+            self.dispatcher.admission.draining = True
         dispatcher = self.dispatcher
         if self.state not in _BEATING or dispatcher is None:
             return succeed(None)

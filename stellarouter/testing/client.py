@@ -155,6 +155,8 @@ class _Exchange:
         self.body_stream: Optional[BodyStream] = None
         self.credit = _Credit()
         self.timer: Optional[IDelayedCall] = None
+        #: Seconds without a response byte after which it times out.
+        self.timeout = 0.0
         self.done = False
 
 
@@ -283,6 +285,7 @@ class ServiceClient:
         exchange = _Exchange(cid, method, stream)
         exchange.result = Deferred(lambda d: self._hang_up(exchange))
         self._exchanges[cid] = exchange
+        exchange.timeout = effective
         exchange.timer = self.clock.callLater(effective, self._time_out, exchange)
         streamed = not isinstance(body, (bytes, bytearray, memoryview))
         message = RequestMessage(
@@ -348,6 +351,8 @@ class ServiceClient:
             response = decode_response(frame.payload)
             exchange.status = response.status
             exchange.headers = HeaderMap(response.headers)
+            if response.streaming:
+                self._moving(exchange)
             if not response.streaming:
                 exchange.chunks.append(response.body)
                 self._finish(exchange)
@@ -363,6 +368,8 @@ class ServiceClient:
             exchange.credit.grant(amount)
             return
         chunk, end, abort = decode_stream_data(frame.payload)
+        if chunk:
+            self._moving(exchange)
         if exchange.body_stream is not None:
             exchange.body_stream.feed(chunk)
             if abort:
@@ -381,6 +388,14 @@ class ServiceClient:
             self._grant(exchange, len(chunk))
         if end:
             self._finish(exchange)
+
+    def _moving(self, exchange: _Exchange) -> None:
+        """
+        A streamed response started or brought bytes: its timeout is an idle
+        timeout from now on, as the gateway's (specs.md change log, 6.4).
+        """
+        if exchange.timer is not None and exchange.timer.active():
+            exchange.timer.reset(exchange.timeout)
 
     def _grant(self, exchange: _Exchange, amount: int) -> None:
         if exchange.cid in self._exchanges:

@@ -23,6 +23,7 @@ from ..config.gateway import (
 from ..config.microservice import (
     EndpointOverrideConfig, MicroserviceConfig, RouterEndpointConfig)
 from ..config.openapi import OpenApiConfig
+from ..config.observability import AccessLogConfig, MetricsConfig
 from ..gateway.service import GatewayService
 from ..microservice.endpoints import Microservice
 from ..microservice.service import MicroserviceService
@@ -43,7 +44,15 @@ class InMemoryDeployment:
                  health: HealthConfig = HealthConfig(), services: Iterable[ServiceConfig] = (),
                  auth: AuthConfig = AuthConfig(),
                  extra_transports: Iterable[TransportListenerConfig] = (),
+                 access_log: AccessLogConfig = AccessLogConfig(),
+                 metrics: MetricsConfig = MetricsConfig(),
                  openapi: OpenApiConfig = OpenApiConfig()) -> None:
+        """
+        @param access_log: the gateway's and every microservice's access
+            log settings.
+        @param metrics: the gateway's metrics settings.
+        """
+        self.access_log = access_log
         self.clock = clock or Clock()
         self.network = InMemoryNetwork(self.clock)
         self.max_frame_bytes = max_frame_bytes
@@ -56,6 +65,8 @@ class InMemoryDeployment:
             services=tuple(services),
             auth=auth,
             openapi=openapi,
+            access_log=access_log,
+            metrics=metrics,
         )
         self.gateway = GatewayService(self.config, self.clock, self.network)
         self.microservices: List[MicroserviceService] = []
@@ -86,6 +97,7 @@ class InMemoryDeployment:
             heartbeat_interval=heartbeat_interval,
             drain_grace_period=drain_grace_period,
             endpoints=tuple(endpoints),
+            access_log=self.access_log,
         )
         service = MicroserviceService(app, config, self.clock, self.network,
                                       initial_delay=0.1, jitter=lambda: 0)
@@ -123,6 +135,24 @@ class InMemoryDeployment:
         response = client.response()
         if response is None:
             raise AssertionError(f"no response to {method} {path}")
+        return response
+
+    def admin_request(self, method: str, path: str,
+                      headers: Sequence[Tuple[str, str]] = ()) -> HttpResponse:
+        """
+        Send one request to the gateway's admin site (as C{127.0.0.1},
+        C{Host: 127.0.0.1:9901}), deliver everything, and return the
+        response.
+
+        @raise AssertionError: if no complete response came.
+        """
+        client = InMemoryHttpClient(self.gateway.admin_site, host="127.0.0.1:9901")
+        self.clients.append(client)
+        client.send(method, path, b"", headers)
+        self.pump()
+        response = client.response()
+        if response is None:
+            raise AssertionError(f"no admin response to {method} {path}")
         return response
 
     def stop(self) -> None:

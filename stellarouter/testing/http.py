@@ -42,12 +42,15 @@ class InMemoryHttpClient:
     One HTTP connection to a L{Site}, in memory.
     """
 
-    def __init__(self, site: Site, transport: Optional[StringTransport] = None) -> None:
+    def __init__(self, site: Site, transport: Optional[StringTransport] = None,
+                 host: str = "gateway.test") -> None:
         """
         @param transport: the client's connection (default: a new
             L{StringTransport}).
+        @param host: the C{Host} header sent.
         """
         self.site = site
+        self.host = host
         self.transport = transport or StringTransport(
             peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
@@ -63,7 +66,7 @@ class InMemoryHttpClient:
         """
         Write one request on the connection.
         """
-        lines = [f"{method} {path} HTTP/1.1", "Host: gateway.test"]
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
         lines.extend(f"{k}: {v}" for k, v in headers)
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")

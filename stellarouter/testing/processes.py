@@ -39,6 +39,8 @@ class WatchedProcess(ProcessProtocol):
     #: For gateways started by L{ProcessDeployment}: where they listen.
     base_url = ""
     transport_port = 0
+    #: C{http://127.0.0.1:PORT} of its admin listener (empty: none).
+    admin_url = ""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -175,7 +177,9 @@ class ProcessDeployment:
     async def start_gateway(self, node_id: str = "gw-it", region: str = "eu1",
                             extra: str = "", neighbors: Sequence[str] = (),
                             transport: str = "{type: tcp, listen: \"tcp:0:interface=127.0.0.1\"}",
-                            http: str = "", prefix: Sequence[str] = ()) -> WatchedProcess:
+                            http: str = "", prefix: Sequence[str] = (),
+                            admin: str = 'listen: "tcp:0:interface=127.0.0.1"'
+                            ) -> WatchedProcess:
         """
         Start C{stella-gateway} on port 0 and wait until it is ready.  The
         process gets C{base_url} and C{transport_port} attributes; the first
@@ -185,11 +189,15 @@ class ProcessDeployment:
         @param http: more keys of its C{http} mapping (flow style,
             e.g. C{"backlog: 64"}).
         @param prefix: see L{spawn_twistd}.
+        @param admin: the keys of its C{admin} mapping (flow style; default:
+            a free loopback port, so gateways never contend for 9901).  The
+            process gets an C{admin_url} attribute.
         """
         config = self.write(f"{node_id}.yaml", f"""
 node: {{node_id: {node_id}, region: {region}, neighbor_regions: [{", ".join(neighbors)}]}}
 http: {{listen: "tcp:0:interface=127.0.0.1"{", " + http if http else ""}}}
 transports: [{transport}]
+admin: {{{admin}}}
 {extra}
 """)
         gateway = self.spawn(node_id, ["stella-gateway", "--config", config], prefix)
@@ -198,6 +206,8 @@ transports: [{transport}]
         gateway.base_url = "http://" + addresses["http"]
         port = re.search(r":(\d+)$", addresses["transports"][0])
         gateway.transport_port = int(port.group(1)) if port else 0
+        if "admin" in addresses:
+            gateway.admin_url = "http://" + addresses["admin"]
         if self.gateway is None:
             self.gateway = gateway
             self.base_url = gateway.base_url

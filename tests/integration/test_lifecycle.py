@@ -26,11 +26,13 @@ class StartupFailureTests(TestCase):
         self.addCleanup(self.busy.stopListening)
         self.busy_port = self.busy.getHost().port
 
-    def gateway(self, http: str, transport: str) -> WatchedProcess:
+    def gateway(self, http: str, transport: str,
+                admin: str = "tcp:0:interface=127.0.0.1") -> WatchedProcess:
         config = self.deployment.write("gw.yaml", f"""
 node: {{node_id: gw-busy, region: eu1}}
 http: {{listen: "{http}"}}
 transports: [{{type: tcp, listen: "{transport}"}}]
+admin: {{listen: "{admin}"}}
 """)
         return self.deployment.spawn("gw-busy", ["stella-gateway", "--config", config])
 
@@ -68,6 +70,18 @@ transports: [{{type: tcp, listen: "{transport}"}}]
         await self.assertFailsWith(
             process, "stella-gateway cannot start: transports[0] (tcp "
                      f"tcp:{self.busy_port}:interface=127.0.0.1): ")
+
+    async def test_busy_admin_port(self) -> None:
+        """
+        A gateway whose admin port is taken exits 1 naming admin.listen,
+        like the public port (issue 21 item 1).
+        """
+        process = self.gateway("tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1",
+                               f"tcp:{self.busy_port}:interface=127.0.0.1")
+        await self.assertFailsWith(
+            process, f"stella-gateway cannot start: admin.listen "
+                     f"(tcp:{self.busy_port}:interface=127.0.0.1): Couldn't listen on "
+                     f"127.0.0.1:{self.busy_port}")
 
     async def test_router_that_cannot_be_set_up(self) -> None:
         """

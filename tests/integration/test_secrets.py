@@ -2,21 +2,39 @@
 No secret in any output: a gateway and a microservice as real processes,
 configured with known secrets (a shared HS256 secret, rotated by a reload;
 AMQP passwords in a router address and in a listener added by a reload),
-plus C{stellarouter config check} of a broken file holding secrets; every
-line any of them printed is searched for the secrets.
+plus C{stellarouter config check} of a broken file holding secrets, and an
+authenticated request in both sides' access logs; every line any of them
+printed is searched for the secrets and the bearer token.
 """
 
 import os
+import re
 import sys
+import time
+
+import jwt
+import treq
 
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
 
-from stellarouter.testing.processes import ROOT, ProcessDeployment
+from stellarouter.testing.processes import ROOT, ProcessDeployment, WatchedProcess
 
 SECRETS = ("FirstSharedSecret-8c1e", "RotatedSharedSecret-77aa", "RouterAmqpPw-51f0",
            "ListenerAmqpPw-93d2", "CheckAmqpPw-0b7c", "CheckSecretInt-123456789012345678")
+
+
+def ready_http(process: WatchedProcess) -> str:
+    """
+    The gateway's HTTP base URL, from its ready line.
+    """
+    for line in process.lines:
+        match = re.search(r'ready: \{"http": "([^"]+)"', line)
+        if match:
+            return "http://" + match.group(1)
+    raise AssertionError("no ready line")
 
 
 class SecretsNeverPrintedTests(TestCase):
@@ -27,6 +45,7 @@ class SecretsNeverPrintedTests(TestCase):
         os.makedirs(directory)
         self.deployment = ProcessDeployment(reactor, directory)
         self.addCleanup(self.deployment.stop_all)
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
 
     def gateway_yaml(self, secret: str, extra_transport: str = "") -> str:
         return f"""
@@ -36,13 +55,15 @@ transports:
   - {{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}
 {extra_transport}
 auth: {{hs256_secret: {secret}, require_authentication: true}}
+admin: {{listen: "tcp:0:interface=127.0.0.1"}}
 """
 
     async def test_no_secret_in_any_output(self) -> None:
         """
-        Start, register, reload with a rotated secret and an added AMQP
-        listener, check a broken file: no secret appears anywhere, and the
-        redacted forms do.
+        Start, register, send an authenticated request (its bearer token
+        also in the query string: both access logs log it), reload with a
+        rotated secret and an added AMQP listener, check a broken file: no
+        secret and no token appears anywhere, and the redacted forms do.
         """
         deployment = self.deployment
         config = deployment.write("gw.yaml", self.gateway_yaml(SECRETS[0]))
@@ -61,6 +82,20 @@ routers:
         seen = len(gateway.lines)
         micro = deployment.spawn("billing", ["stella-micro", "--config", micro_config])
         await gateway.wait_for(r"registered instance billing-secrets ", reactor, since=seen)
+        # An authenticated request, its token also in the query string: the
+        # access log lines of both sides (on by default) carry its
+        # correlation id, never the token.
+        token = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, SECRETS[0],
+                           algorithm="HS256")
+        http = ready_http(gateway)
+        response = await treq.get(f"{http}/ping?access_token={token}",
+                                  headers={"Authorization": f"Bearer {token}"},
+                                  pool=self.pool)
+        await response.content()
+        self.assertEqual(response.code, 200)
+        cid = response.headers.getRawHeaders("X-Correlation-Id")[0]
+        await gateway.wait_for(rf'"cid":"{cid}"', reactor)
+        await micro.wait_for(rf'"cid":"{cid}"', reactor)
         seen = len(gateway.lines)
         deployment.write("gw.yaml", self.gateway_yaml(SECRETS[1], f"""  - {{type: rabbitmq,
      listen: "amqp:host=127.0.0.1:port=5672:user=guest:password={SECRETS[3]}:vhost=/"}}"""))
@@ -79,6 +114,8 @@ auth: {{hs256_secret: {SECRETS[5][len("CheckSecretInt-"):]}}}
         self.assertEqual(code, 1, out + err)
         check_output = (out + err).decode()
         output = "\n".join(gateway.lines + micro.lines) + "\n" + check_output
+        self.assertNotIn(token, output)
+        self.assertNotIn(token.split(".")[2], output)
         for secret in SECRETS:
             self.assertNotIn(secret.split("-")[-1] if secret.startswith("CheckSecretInt")
                              else secret, output)

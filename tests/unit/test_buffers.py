@@ -113,19 +113,34 @@ class _Request:
     """
 
     method = b"GET"
-    #: (As if the response head had gone out: a failure then cuts it.)
-    startedWriting = True
+    clientproto = b"HTTP/1.1"
+    code_message = b"OK"
+    upload = None
+    startedWriting = 0
     lost = False
+
+    def upstream_answered(self) -> None:
+        """
+        The sink notes when the RESPONSE head came (for telemetry).
+        """
 
     def __init__(self) -> None:
         self.channel = self
-        self._waitingForTransport = False
         self.responseHeaders = Headers()
         self.written = 0
         self.producer: Any = None
 
     def setResponseCode(self, code: int) -> None:
         self.code = code
+
+    def take_own_headers(self) -> None:
+        return None
+
+    def transport_paused(self) -> bool:
+        return False
+
+    def send_head(self, pieces: List[bytes], body_allowed: bool, complete: bool) -> None:
+        pass
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.producer = producer
@@ -431,6 +446,8 @@ class UnsentBytesTests(SynchronousTestCase):
         """
         logged: List[Any] = []
         self.connection.log = Logger(observer=logged.append)  # type: ignore[misc]
+        assert self.connection.backlog is not None
+        self.connection.backlog.log = self.connection.log  # type: ignore[misc]
         self.state.resolve("POST", "/sink")
         self.sender.back_up(4 * STREAM_WINDOW + 1)
         self.assertRaises(NotFound, self.state.resolve, "POST", "/sink")

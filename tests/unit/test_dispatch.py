@@ -127,6 +127,38 @@ class InFlightTests(SynchronousTestCase):
         self.assertIsInstance(sink.error, GatewayTimeout)
         self.assertFalse(sink.finished)
 
+    def test_moving_stream_outlives_its_timeout(self) -> None:
+        """
+        A streamed response that keeps bringing bytes is not cut at the
+        request timeout: it completes however long it lasts (issue 25).
+        """
+        cid, sink = new_correlation_id(), RecordingSink()
+        self.table.add(cid, sink, 2.0)
+        self.table.response(cid, ResponseMessage(200, [], b"", streaming=True))
+        for _ in range(5):
+            self.clock.advance(1.0)
+            self.table.stream_data(cid, b"tick", False, False, lambda: None)
+        self.table.stream_data(cid, b"", True, False, lambda: None)
+        self.assertEqual((self.cancels, sink.error, sink.finished), ([], None, True))
+        self.assertEqual(len(self.table), 0)
+
+    def test_idle_stream_times_out_after_its_last_bytes(self) -> None:
+        """
+        Once streaming, the timeout counts from the last bytes: nothing
+        happens until then, and at it one CANCEL(Timeout) is sent.
+        """
+        cid, sink = new_correlation_id(), RecordingSink()
+        self.table.add(cid, sink, 2.0)
+        self.clock.advance(1.5)
+        self.table.response(cid, ResponseMessage(200, [], b"", streaming=True))
+        self.clock.advance(1.5)
+        self.table.stream_data(cid, b"ab", False, False, lambda: None)
+        self.clock.advance(2.0 - EPSILON)
+        self.assertEqual((self.cancels, sink.error), ([], None))
+        self.clock.advance(EPSILON)
+        self.assertEqual(self.cancels, [(cid, CancelReason.TIMEOUT)])
+        self.assertIsInstance(sink.error, GatewayTimeout)
+
     def test_failing_sink(self) -> None:
         """
         A sink that raises fails only its own request.

@@ -14,7 +14,11 @@ import time
 from typing import Any, Dict, Iterator, List
 
 import jwt
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from stellarouter.common.enums import CancelReason
 from stellarouter.common.errors import InvalidDescriptor
@@ -30,7 +34,7 @@ from stellarouter.gateway.auth import InvalidToken, TokenVerifier, unmet_require
 from stellarouter.gateway.resolver import Route
 from stellarouter.microservice import Microservice, RawResponse, StreamingResponse
 from stellarouter.testing.harness import InMemoryDeployment
-from stellarouter.testing.http import HttpResponse
+from stellarouter.testing.http import HttpResponse, InMemoryHttpClient
 
 SECRET = "edge-request-secret-0123456789"
 PROBLEM = "application/problem+json"
@@ -314,6 +318,22 @@ class ClientHeaderTests(EdgeRequestCase):
         self.assertEqual(headers.get_all("x-forwarded-for"), ["127.0.0.1"])
         self.assertNotIn("forwarded", headers)  # only when the request carried one
 
+    def test_forwarded_proto(self) -> None:
+        """
+        An incoming X-Forwarded-Proto never reaches the service; the gateway
+        writes C{https} for a request that came over TLS and nothing for
+        plain HTTP (issue 25: a bridged Klein app's C{isSecure}).
+        """
+        self.deployment.request("GET", "/ping", headers=[("X-Forwarded-Proto", "https")])
+        self.assertNotIn("x-forwarded-proto", self.seen_headers())
+        self.app.seen.clear()  # type: ignore[attr-defined]
+        client = InMemoryHttpClient(self.deployment.gateway.site, _TLSTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 40000)))
+        client.send("GET", "/ping", headers=[("X-Forwarded-Proto", "http")])
+        self.deployment.pump()
+        self.assertEqual(self.seen_headers().get_all("x-forwarded-proto"), ["https"])
+        client.disconnect()
+
     def test_trusted_proxy_values_are_kept(self) -> None:
         """
         From a trusted proxy, incoming values are kept and the peer's
@@ -511,3 +531,16 @@ class ClientAddressPolicyTests(SynchronousTestCase):
             policy.own_headers(IPv4Address("TCP", f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 1))
         self.assertLessEqual(len(policy._cache), forwarding._CACHE_SIZE)
         self.assertLessEqual(len(policy._own), forwarding._CACHE_SIZE)
+
+
+@implementer(ISSLTransport)
+class _TLSTransport(StringTransport):
+    """
+    A client connection that came over TLS, as twisted.web sees one.
+    """
+
+    def getPeerCertificate(self) -> None:
+        return None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass

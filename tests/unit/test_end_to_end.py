@@ -84,9 +84,12 @@ class EndToEndTests(SynchronousTestCase):
 
     def test_registered(self) -> None:
         """
-        The microservice is registered and the gateway's /health lists it.
+        The microservice is registered and the gateway's /health on the
+        admin listener lists it (the public one shows the status only).
         """
         response = self.deployment.request("GET", "/health")
+        self.assertEqual((response.status, json.loads(response.body)), (200, {"status": "ok"}))
+        response = self.deployment.admin_request("GET", "/health")
         self.assertEqual(response.status, 200)
         health = json.loads(response.body)
         self.assertEqual(health["services"], {"billing": {"instances": 1, "versions": ["1.0.0"]}})

@@ -77,7 +77,7 @@ class ExpectedInstancesTests(SynchronousTestCase):
             self.deployment.config, static_instances=statics))
 
     def health(self) -> dict:
-        response = self.deployment.request("GET", "/health")
+        response = self.deployment.admin_request("GET", "/health")
         self.assertEqual(response.status, 200)
         return json.loads(response.body)
 

@@ -33,10 +33,14 @@ from stellarouter.common.interfaces import (
     IResponseSink,
     ISendBacklog,
 )
+from stellarouter.gateway.admin import IMetricsExposition
+from stellarouter.testing.admin import FakeMetricsExposition
 from stellarouter.testing.client import ServiceClient, _Replies
 from stellarouter.testing.datagrams import FakeDatagramReactor, FakeUDPPort
 from stellarouter.testing.http import HalfCloseTransport
 from stellarouter.testing.processes import WatchedProcess
+from stellarouter.testing.telemetry import MemoryAccessLogSink
+from stellarouter.accesslog import IAccessLogSink
 from stellarouter.testing.fakes import (
     FakeBacklogSender,
     FakeFrameSender,
@@ -66,6 +70,8 @@ FAKES: Dict[type, Tuple[Callable[[], object], List[Type[Interface]]]] = {
     FakeUDPPort: (_udp_port, [IListeningPort, IUDPTransport]),
     HalfCloseTransport: (HalfCloseTransport, [ITransport, IConsumer, IPushProducer]),
     WatchedProcess: (lambda: WatchedProcess("fake"), [IProcessProtocol]),
+    FakeMetricsExposition: (FakeMetricsExposition, [IMetricsExposition]),
+    MemoryAccessLogSink: (MemoryAccessLogSink, [IAccessLogSink]),
 }
 
 

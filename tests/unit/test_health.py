@@ -149,7 +149,7 @@ class MonitorTests(SynchronousTestCase):
         A silent peer does not make the gateway remember pings forever.
         """
         self.clock.advance(5 * 100)
-        self.assertLessEqual(len(self.connection._pings), 8)
+        self.assertLessEqual(len(self.connection.liveness.pings), 8)
 
     def test_draining_is_acknowledged(self) -> None:
         """

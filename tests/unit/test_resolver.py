@@ -4,7 +4,12 @@ Tests for the endpoint resolver trie.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from stellarouter.gateway.errors import MethodNotAllowed, NotFound
+from stellarouter.common.errors import InvalidDescriptor
+from stellarouter.common.models import (
+    normalize_path_template, parse_path_template, template_param_names, template_shape,
+)
+from stellarouter.common.payloads import EMPTY
+from stellarouter.gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from stellarouter.gateway.resolver import EndpointResolver, Route
 
 
@@ -36,6 +41,15 @@ class ResolverTests(SynchronousTestCase):
         resolution = self.resolver.resolve("GET", "/ping")
         self.assertEqual(resolution.template, "/ping")
         self.assertEqual(resolution.path_params, {})
+
+    def test_literal_parameters_are_the_payloads_empty_mapping(self) -> None:
+        """
+        A route without parameters carries the payloads' own C{EMPTY}
+        mapping, which the REQUEST encoder accepts by identity (any other
+        non-dict mapping costs it an C{isinstance(Mapping)} per request).
+        """
+        self.assertIs(self.resolver.resolve("GET", "/ping").path_params, EMPTY)
+        self.assertIs(self.resolver.resolve("GET", "/a/b/c").path_params, EMPTY)
 
     def test_root(self) -> None:
         """
@@ -198,3 +212,104 @@ class LiteralShortcutTests(SynchronousTestCase):
         self.assertEqual(resolver.resolve("GET", "/a").route, route("GET", "/a"))
         self.assertEqual(resolver.resolve("HEAD", "/a/b").route.method, "HEAD")
         self.assertEqual(resolver.resolve("HEAD", "/x/y/").route, route("GET", "/x/y"))
+
+
+class CatchAllTests(SynchronousTestCase):
+    """
+    The catch-all parameter C{{*name}} (issue 25): the last segment of a
+    template, taking one or more segments, tried after literals and
+    parameters.
+    """
+
+    def setUp(self) -> None:
+        self.resolver = EndpointResolver()
+        for method, template in [
+            ("GET", "/files/{*rest}"),
+            ("GET", "/files/{name}"),
+            ("GET", "/files/readme/raw"),
+            ("POST", "/upload/{bucket}/{*key}"),
+        ]:
+            self.resolver.add(Route("s", method, template, template_param_names(template)))
+
+    def test_takes_the_rest_of_the_path(self) -> None:
+        """
+        A catch-all takes every remaining segment, percent-decoded each,
+        joined by C{/}.
+        """
+        found = self.resolver.resolve("GET", "/files/a/b%20c/d.txt")
+        self.assertEqual((found.template, dict(found.path_params)),
+                         ("/files/{*rest}", {"rest": "a/b c/d.txt"}))
+        found = self.resolver.resolve("POST", "/upload/photos/2024/x.jpg")
+        self.assertEqual(dict(found.path_params), {"bucket": "photos", "key": "2024/x.jpg"})
+
+    def test_literals_and_parameters_win(self) -> None:
+        """
+        A literal or a one-segment parameter that matches wins over the
+        catch-all, which gets what they leave.
+        """
+        self.assertEqual(self.resolver.resolve("GET", "/files/readme/raw").template,
+                         "/files/readme/raw")
+        self.assertEqual(self.resolver.resolve("GET", "/files/readme").template,
+                         "/files/{name}")
+        self.assertEqual(self.resolver.resolve("GET", "/files/readme/other").template,
+                         "/files/{*rest}")
+
+    def test_needs_one_segment(self) -> None:
+        """
+        A catch-all takes at least one segment and no empty one.
+        """
+        self.assertRaises(NotFound, self.resolver.resolve, "GET", "/files")
+        self.assertRaises(NotFound, self.resolver.resolve, "GET", "/files/a//b")
+
+    def test_refused_segments(self) -> None:
+        """
+        The segments a catch-all takes are checked like parameters: no dot
+        segment, no encoded slash.
+        """
+        self.assertRaises(BadRequest, self.resolver.resolve, "GET", "/files/a/../b")
+        self.assertRaises(BadRequest, self.resolver.resolve, "GET", "/files/a/%2e%2e/b")
+        self.assertRaises(BadRequest, self.resolver.resolve, "GET", "/files/a%2Fb/c")
+
+    def test_method_not_allowed(self) -> None:
+        """
+        A path only a catch-all matches lists the catch-all's methods in
+        Allow.
+        """
+        with self.assertRaises(MethodNotAllowed) as caught:
+            self.resolver.resolve("DELETE", "/files/a/b")
+        self.assertEqual(sorted(caught.exception.allow), ["GET", "HEAD"])
+        self.assertEqual(self.resolver.resolve("HEAD", "/files/a/b").template,
+                         "/files/{*rest}")
+
+    def test_remove(self) -> None:
+        """
+        Removing a catch-all route leaves the others, and the trie empty
+        once all are gone.
+        """
+        self.resolver.remove("GET", "/files/{*rest}")
+        self.assertRaises(NotFound, self.resolver.resolve, "GET", "/files/a/b")
+        self.assertEqual(self.resolver.resolve("GET", "/files/a").template, "/files/{name}")
+        for method, template in [("GET", "/files/{name}"), ("GET", "/files/readme/raw"),
+                                 ("POST", "/upload/{bucket}/{*key}")]:
+            self.resolver.remove(method, template)
+        self.assertEqual(len(self.resolver), 0)
+        self.assertTrue(self.resolver._root.empty())
+
+    def test_clash(self) -> None:
+        """
+        Two catch-alls of one shape for one method clash; a catch-all and a
+        parameter at the same place do not.
+        """
+        self.assertRaises(ValueError, self.resolver.add,
+                          Route("t", "GET", "/files/{*other}", ("other",)))
+
+    def test_template_syntax(self) -> None:
+        """
+        C{{*name}} is valid only as the last segment; its shape differs from
+        a parameter's.
+        """
+        self.assertEqual(normalize_path_template("/files/{*rest}/"), "/files/{*rest}")
+        for bad in ["/files/{*rest}/x", "/{*}", "/{**a}", "/{a*}", "/{*a}/{b}"]:
+            self.assertRaises(InvalidDescriptor, parse_path_template, bad)
+        self.assertNotEqual(template_shape("/a/{*x}"), template_shape("/a/{x}"))
+        self.assertEqual(template_param_names("/a/{x}/{*y}"), ("x", "y"))

@@ -76,6 +76,7 @@ class GatewaySideTests(SynchronousTestCase):
         self.connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1", health=HEALTH)
         self.events: List[Any] = []
         self.connection.log = Logger(observer=self.events.append)
+        self.connection.liveness.log = self.connection.log  # type: ignore[misc]
         self.sender = FakeFrameSender()
         self.connection.connectionOpened(self.sender)
         self.connection.frameReceived(hello([("GET", "/ping")]))

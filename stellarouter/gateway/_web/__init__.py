@@ -8,7 +8,8 @@ listed in L{PRIVATE_NAMES} and pinned by C{tests/unit/test_web_private.py},
 which fails, naming it, when a Twisted release renames or drops it.
 """
 
-from ..problems import RefusalLog, refusal
+from ..problems import RefusalLog
+from ..writer import refusal
 from .channel import (
     DEFAULT_MAX_HEADER_BYTES,
     LINGER_BYTES,

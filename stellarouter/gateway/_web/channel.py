@@ -37,7 +37,8 @@ from twisted.web import http
 
 from ...common.ids import new_correlation_id
 from ...transports.flush import discard_unsent
-from ..problems import RefusalLog, refusal
+from ..problems import RefusalLog
+from ..writer import refusal
 from ..errors import (
     BadRequest,
     PipelineError,

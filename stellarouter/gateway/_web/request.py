@@ -1,8 +1,10 @@
 """
 The gateway's twisted.web request and site.  L{GatewayRequest} counts and
 limits a request body as it arrives, hands a streaming endpoint's body to
-its L{UploadStream} as soon as the headers are in, and writes a whole
-response in one pass (L{GatewayRequest.write_whole}); L{GatewaySite} sends
+its L{UploadStream} as soon as the headers are in, and writes the heads the
+gateway's one response writer formats
+(L{stellarouter.gateway.writer.write_response}) in one write
+(L{GatewayRequest.send_head}); L{GatewaySite} sends
 C{/health...} to the Klein app and every other request straight to the
 proxy leaf, and caps the client connections it holds.
 
@@ -19,7 +21,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.http import NO_BODY_CODES, datetimeToString
+from twisted.web.http import datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -29,13 +31,21 @@ from ...common.ids import new_correlation_id
 from ...transports.flush import write_now
 from ..errors import BadRequest, PayloadTooLarge, PipelineError, TooManyConnections
 from ..health_app import HEALTH_PATHS, HealthApp
-from ..planner import origin_form
-from ..problems import CORRELATION_HEADER, RefusalLog, write_problem
+from ..planner import Plan, origin_form
+from ..problems import CORRELATION_HEADER, RefusalLog
+from ..writer import header_lines, write_problem, write_response
 from ..resolver import Resolution
-from .channel import REFUSALS_IN_FLIGHT, ConnectionRefusal, EdgeChannel, GatewayChannel
+from .channel import (
+    REFUSALS_IN_FLIGHT,
+    ConnectionRefusal,
+    EdgeChannel,
+    GatewayChannel,
+    transport_paused,
+)
 
 if TYPE_CHECKING:
     from ..edge import ProxyResource
+    from ..telemetry import RequestTelemetry
     from ..upload import UploadStream
 
 
@@ -72,12 +82,21 @@ class GatewayRequest(Request):
     #: The gateway's own response headers (C{Server}, C{Date},
     #: C{X-Correlation-Id}) of a proxied request, kept out of twisted.web's
     #: L{Headers} (which costs a name encoding and a value check per header)
-    #: until written: by L{write_whole}, or moved into C{responseHeaders}
-    #: by L{write}.
+    #: until the response writer takes them (L{take_own_headers}).
     own_headers: Optional[List[Tuple[bytes, bytes]]] = None
     #: Called if the client leaves before its answer.
     on_client_gone: Optional[Callable[[], None]] = None
+    #: Whether the answer may have a body (not for HEAD, 1xx, 204, 304).
+    body_allowed = True
     _received = 0
+    #: What telemetry reads when the request ends (L{RequestTelemetry}):
+    #: the correlation id of a proxied request, its plan, and when its
+    #: head arrived, its REQUEST went out and the RESPONSE head came back.
+    correlation_id: Optional[str] = None
+    plan: Optional[Plan] = None
+    received_at = 0.0
+    dispatched_at = 0.0
+    answered_at: Optional[float] = None
 
     # What the proxy tells a request about itself (no one else sets its
     # attributes).
@@ -124,6 +143,21 @@ class GatewayRequest(Request):
         Hand the body, as it arrives, to C{upload} (not buffered).
         """
         self.upload = upload
+
+    def dispatched(self, plan: Plan, now: float) -> None:
+        """
+        Note the request's plan and when its REQUEST went out (telemetry).
+        """
+        self.plan = plan
+        self.dispatched_at = now
+
+    def upstream_answered(self) -> None:
+        """
+        Note when the microservice's RESPONSE head came back (telemetry).
+        """
+        clock = getattr(self.channel, "clock", None)
+        if clock is not None:
+            self.answered_at = clock.seconds()
 
     def when_client_gone(self, callback: Callable[[], None]) -> None:
         """
@@ -178,6 +212,9 @@ class GatewayRequest(Request):
             channel.refuse(error)
 
     def gotLength(self, length: Optional[int]) -> None:
+        clock = getattr(self.channel, "clock", None)
+        if clock is not None:
+            self.received_at = clock.seconds()  # (telemetry: the head is in)
         if not length and not self.requestHeaders.hasHeader(b"transfer-encoding"):
             # No body: nothing to stream, nothing to limit.
             super().gotLength(length)
@@ -282,15 +319,16 @@ class GatewayRequest(Request):
         200 with no body; any other method is a malformed request (400).
         """
         cid = str(new_correlation_id())
-        self.setHeader(b"Server", SERVER_VERSION)
-        self.setHeader(CORRELATION_HEADER, cid.encode())
         if self.method == b"OPTIONS":
+            self.setHeader(b"Server", SERVER_VERSION)
+            self.setHeader(CORRELATION_HEADER, cid.encode())
             self.setHeader(b"Content-Length", b"0")
+            write_response(self, 200, header_lines(self.responseHeaders.getAllRawHeaders()))
         else:
             method = self.method.decode("ascii", "replace")
-            self.write(write_problem(self, BadRequest(
-                f"the request target * is only for OPTIONS, not {method} (RFC 9112 3.2.4)"),
-                cid))
+            self.own_headers = [(b"Server", SERVER_VERSION), (CORRELATION_HEADER, cid.encode())]
+            write_problem(self, BadRequest(
+                f"the request target * is only for OPTIONS, not {method} (RFC 9112 3.2.4)"), cid)
         self.finish()
 
     def processingFailed(self, reason: Failure) -> None:
@@ -308,9 +346,7 @@ class GatewayRequest(Request):
             return
         self.responseHeaders = Headers()
         self.own_headers = None
-        self.setHeader(CORRELATION_HEADER, cid.encode())
-        self.write(write_problem(self, PipelineError(
-            "the gateway failed to handle this request"), cid))
+        write_problem(self, PipelineError("the gateway failed to handle this request"), cid)
         self.finish()
 
     def add_own_header(self, name: bytes, value: bytes) -> None:
@@ -335,77 +371,60 @@ class GatewayRequest(Request):
             self.own_headers = [(n, v) for n, v in own if n.lower() != lower_name]
         self.responseHeaders.removeHeader(lower_name)
 
-    def write(self, data: bytes) -> None:
+    def take_own_headers(self) -> Optional[List[Tuple[bytes, bytes]]]:
         """
-        twisted.web's C{write}, after moving the gateway's own headers into
-        C{responseHeaders} (unless a header of that name is there already:
-        the microservice's C{Date} and C{Server} win).
+        The gateway's own response headers kept apart (L{own_headers}), for
+        the head being written; none are kept after this.
         """
-        own = self.own_headers
-        if own is not None and not self.startedWriting:
-            self.own_headers = None
-            headers = self.responseHeaders
-            for name, value in own:
-                if not headers.hasHeader(name):
-                    headers.setRawHeaders(name, [value])
-        super().write(data)
+        own, self.own_headers = self.own_headers, None
+        return own
 
-    def can_write_whole(self) -> bool:
+    def transport_paused(self) -> bool:
         """
-        Whether L{write_whole} may answer: nothing written yet, the client is
-        still there, and none of twisted.web's own header sources
-        (C{lastModified}, C{etag}, cookies) is in use.
+        Whether the client's connection is paused (its write buffer is
+        full): twisted.web does not pause a producer registered while it
+        is.
         """
-        return not (self.startedWriting or self.finished or self._disconnected
-                    or self.lastModified is not None or self.etag is not None or self.cookies)
+        return transport_paused(self.channel)
 
-    def write_whole(self, code: int, header_lines: List[bytes], length: Optional[bytes],
-                    body: bytes) -> None:
+    def send_head(self, pieces: List[bytes], body_allowed: bool, complete: bool) -> None:
         """
-        Write a whole response at once and finish: what C{setResponseCode},
-        C{write} and C{finish} do for a response whose length is known, with
-        the status line and headers formatted here in one pass.
+        Write a response head (and a whole answer's body) formatted by
+        L{stellarouter.gateway.writer.write_response}, in one write.
 
-        @param header_lines: more headers, each C{b"Name: value\\r\\n"},
-            after the gateway's own (L{own_headers}) and those in
-            C{responseHeaders}.
-        @param length: the C{Content-Length} value, or L{None} for none
-            (204, 304).
+        @param body_allowed: C{False} for HEAD and for 1xx, 204 and 304:
+            whatever L{write} gets afterwards is dropped.
+        @param complete: the answer is whole: offer it to the socket now,
+            not on the reactor's next turn.
         """
-        self.setResponseCode(code)
-        self.startedWriting = 1
-        out = [self.clientproto, b" %d " % code, self.code_message, b"\r\n"]
-        own = self.own_headers
-        if own is not None:
-            self.own_headers = None
-            for name, value in own:
-                out += (name, b": ", value, b"\r\n")
-        for name, values in self.responseHeaders.getAllRawHeaders():
-            for value in values:
-                out += (name, b": ", value, b"\r\n")
-        out += header_lines
-        if length is not None:
-            out += (b"Content-Length: ", length, b"\r\n")
-        out.append(b"\r\n")
-        if body and self.method != b"HEAD" and code not in NO_BODY_CODES:
-            out.append(body)
-            self.sentLength = len(body)
+        if not body_allowed:
+            self.body_allowed = False
         channel = self.channel
         # (A type test, not isinstance(channel, http.HTTPChannel): the
         # twisted.web.http module is a deprecation proxy, and looking up an
         # attribute on it costs ~1.3 us.)
-        if type(channel) is GatewayChannel:
-            # The response is complete: offer it to the socket now, not on
-            # the reactor's next turn.
-            write_now(channel.transport, b"".join(out))
+        if complete and type(channel) is GatewayChannel:
+            write_now(channel.transport, b"".join(pieces))
         else:
-            channel.writeSequence(out)
-        self.finish()
+            channel.writeSequence(pieces)
+
+    def write(self, data: bytes) -> None:
+        """
+        twisted.web's C{write}, except that a body the head said there is
+        none of (L{send_head}) is dropped.
+        """
+        if self.body_allowed:
+            super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:
         upload = self.upload
         if upload is not None:
             upload.client_gone()
+        if not self.finished and self.correlation_id is not None:
+            site = getattr(self.channel, "site", None)
+            if isinstance(site, GatewaySite) and site.telemetry is not None:
+                # (telemetry: the client left before its answer)
+                site.telemetry.finished(self, answered=False)
         gone = self.on_client_gone
         if gone is not None and not self.finished:
             self.on_client_gone = None
@@ -417,7 +436,8 @@ class GatewaySite(Site):
     """
     The gateway's L{Site}: C{/health} and below go to the Klein app, every
     other path to the proxy leaf, without resource traversal.  Form parsing
-    is off (bodies are opaque), and the access log is optional.  Its
+    is off (bodies are opaque), and each proxied request that ends goes to
+    its L{telemetry} (twisted.web's access log is not used).  Its
     connections are L{GatewayChannel}s: HTTP/1.1 (twisted.web's HTTP/2
     negotiation wrapper is left out; HTTP/2 needs the h2 package, which the
     gateway does not install).
@@ -441,12 +461,13 @@ class GatewaySite(Site):
     #: resource that serves them.
     own_paths: Optional[Callable[[bytes], bool]] = None
     own_resource: Optional[IResource] = None
+    #: Told of every proxied request when it ends (L{RequestTelemetry}).
+    telemetry: Optional[RequestTelemetry] = None
 
     def __init__(
         self,
         proxy: ProxyResource,
         health: HealthApp,
-        access_log: bool = False,
         reactor: Optional[IReactorTime] = None,
     ) -> None:
         """
@@ -459,7 +480,6 @@ class GatewaySite(Site):
         self.proxy = proxy
         self.health = health
         self.health_resource = health.app.resource()
-        self.access_log = access_log
         self.refusal_log = RefusalLog()
 
     # Any: over the cap it builds a ConnectionRefusal, not the HTTP channel
@@ -518,5 +538,10 @@ class GatewaySite(Site):
         return self.proxy
 
     def log(self, request: http.Request) -> None:
-        if self.access_log:
-            super().log(request)
+        """
+        A request ended: telemetry (metrics, access log), instead of
+        twisted.web's Apache-combined line.
+        """
+        telemetry = self.telemetry
+        if telemetry is not None:
+            telemetry.finished(request, answered=True)

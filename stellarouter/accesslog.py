@@ -1,0 +1,301 @@
+"""
+The access log, shared by the gateway and the microservice: one structured
+line per request, as JSON lines or logfmt, written buffered and formatted
+lazily.
+
+A request adds one tuple of raw values to a bounded buffer (no formatting,
+no I/O on the request's path).  The buffer is written out when it is full
+(C{access_log.buffer_lines}) or C{access_log.flush_interval} seconds after
+its first line, and when the process stops: all its lines are formatted
+then, and written with one call - to a file or standard output, or as one
+C{twisted.logger} event into the process's own log.  (twisted.web's own
+access log formats and writes a line per request, and one logger event
+costs about 28 us: a third of a proxied request.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from json.encoder import encode_basestring_ascii
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from .config.observability import STDOUT, AccessLogConfig
+
+#: One request's values, in the order of its log's field names: the time
+#: (seconds since the epoch), then C{str}, C{bytes} (shown as Latin-1
+#: text), C{int}, C{float}, L{None}, or anything whose C{str} is shown.
+Record = Tuple[object, ...]
+
+#: Characters that make a logfmt value need quotes.
+_LOGFMT_UNSAFE = re.compile(r'[\x00-\x20"=\\\x7f-\U0010ffff]')
+
+
+def _timestamp(seconds: float, _cache: List[object] = [-1, ""]) -> str:
+    """
+    C{seconds} since the epoch as ISO 8601 UTC with milliseconds
+    (C{2026-12-03T14:05:09.042Z}); the part up to the second is cached.
+    """
+    whole = int(seconds)
+    if whole != _cache[0]:
+        _cache[0] = whole
+        _cache[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_cache[1]}.{int((seconds - whole) * 1000):03d}Z"
+
+
+def _null(value: object) -> str:
+    return "null"
+
+
+#: How a value of each type becomes JSON text (strings: the C escaper of
+#: the standard library's JSON encoder, ASCII output; floats: three
+#: decimals).
+_JSON_TEXT: Dict[type, Callable[[Any], str]] = {
+    str: encode_basestring_ascii, int: str, float: "{:.3f}".format, type(None): _null,
+    bool: lambda value: "true" if value else "false",
+    bytes: lambda value: encode_basestring_ascii(value.decode("latin-1")),
+}
+
+
+def _json_prefixes(names: Sequence[str], _cache: Dict[Tuple[str, ...], List[str]] = {}
+                   ) -> List[str]:
+    """
+    C{{"first":}, C{,"second":} ...: the text before each value (cached
+    per field list).
+    """
+    key = tuple(names)
+    prefixes = _cache.get(key)
+    if prefixes is None:
+        prefixes = _cache[key] = [f'{{"{names[0]}":'] + [f',"{name}":' for name in names[1:]]
+    return prefixes
+
+
+def format_json(names: Sequence[str], record: Record) -> str:
+    """
+    One JSON object on one line (no newline).  The first value is the
+    record's time (seconds since the epoch), shown as ISO 8601 UTC; floats
+    are shown with three decimals (latencies in milliseconds); strings are
+    escaped as C{json.dumps} does (quotes, control characters, non-ASCII).
+    """
+    prefixes = _json_prefixes(names)
+    values = iter(record)
+    out = [prefixes[0], '"', _timestamp(next(values)), '"']  # type: ignore[arg-type]
+    convert = _JSON_TEXT
+    for prefix, value in zip(prefixes[1:], values):
+        out.append(prefix)
+        out.append(convert.get(type(value), _as_json_string)(value))
+    out.append("}")
+    return "".join(out)
+
+
+def _as_json_string(value: object) -> str:
+    return encode_basestring_ascii(str(value))
+
+
+def _logfmt_value(value: object) -> str:
+    if value is None:
+        return ""
+    if type(value) is float:
+        return f"{value:.3f}"
+    text = (value if isinstance(value, str) else value.decode("latin-1")
+            if isinstance(value, bytes) else str(value))
+    if text and _LOGFMT_UNSAFE.search(text) is None:
+        return text
+    return encode_basestring_ascii(text)
+
+
+def format_logfmt(names: Sequence[str], record: Record) -> str:
+    """
+    One logfmt line (C{key=value} pairs, values quoted when they hold a
+    space, C{=}, a quote or a control character; no newline).
+    """
+    values = iter(record)
+    parts = [f"{names[0]}={_timestamp(next(values))}"]  # type: ignore[arg-type]
+    for name, value in zip(names[1:], values):
+        parts.append(f"{name}={_logfmt_value(value)}")
+    return " ".join(parts)
+
+
+FORMATTERS = {"json": format_json, "logfmt": format_logfmt}
+
+
+class IAccessLogSink(Interface):
+    """
+    Where formatted access log lines go.
+    """
+
+    def write(lines: "_Lines") -> None:
+        """
+        Write a batch of lines.
+
+        @param lines: formats itself (C{str(lines)}: the lines, each ended
+            by a newline) only when asked.
+        """
+
+    def close() -> None:
+        """
+        Release the file, if any.
+        """
+
+
+class _Lines:
+    """
+    A batch of records, formatted only when converted to text (by the
+    sink, or by the log observer that writes the event carrying it).
+    """
+
+    __slots__ = ("names", "records", "formatter", "_text")
+
+    def __init__(self, names: Sequence[str], records: List[Record],
+                 formatter: Callable[[Sequence[str], Record], str]) -> None:
+        self.names = names
+        self.records = records
+        self.formatter = formatter
+        self._text: Optional[str] = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            formatter, names = self.formatter, self.names
+            text = self._text = "\n".join([formatter(names, r) for r in self.records])
+        return text
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
+
+
+@implementer(IAccessLogSink)
+class LoggerSink:
+    """
+    Into the process's own log (what C{twistd --logfile} names): one
+    C{twisted.logger} event per batch, namespace C{stellarouter.access}.
+    twistd writes the event's first line after its usual prefix and the
+    following ones indented by a tab.
+    """
+
+    def __init__(self) -> None:
+        # (An instance attribute: a Logger on the class takes the class's
+        # name as its namespace.)
+        self.log = Logger(namespace="stellarouter.access")
+
+    def write(self, lines: _Lines) -> None:
+        self.log.info("{access_log}", access_log=lines, access_log_lines=len(lines))
+
+    def close(self) -> None:
+        pass
+
+
+@implementer(IAccessLogSink)
+class FileSink:
+    """
+    Appends to a file (created if missing, mode 0640), or writes to
+    standard output (C{"-"}): one system call per batch.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path == STDOUT:
+            self._fd = 1
+            self._owned = False
+        else:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._owned = True
+
+    def write(self, lines: _Lines) -> None:
+        data = (str(lines) + "\n").encode("utf-8", "replace")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        if self._owned and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def make_sink(config: AccessLogConfig) -> IAccessLogSink:
+    """
+    The sink C{config.path} names (the process's own log when none).
+
+    @raise OSError: the file cannot be opened.
+    """
+    if config.path is None:
+        return LoggerSink()
+    return FileSink(config.path)
+
+
+class AccessLog:
+    """
+    A bounded buffer of access log records, written out in batches.
+
+    @ivar names: the field names, the first one the time.
+    @ivar written: lines written out so far.
+    """
+
+    log = Logger()
+
+    def __init__(self, names: Sequence[str], config: AccessLogConfig, clock: IReactorTime,
+                 sink: Optional[IAccessLogSink] = None) -> None:
+        """
+        @param sink: where lines go (default: what C{config.path} names).
+        """
+        self.names = tuple(names)
+        self.clock = clock
+        self.formatter = FORMATTERS[config.format]
+        self.buffer_lines = config.buffer_lines
+        self.flush_interval = config.flush_interval
+        self.errors_only = config.level == "errors"
+        self.sink = sink if sink is not None else make_sink(config)
+        self._records: List[Record] = []
+        self._timer: Optional[IDelayedCall] = None
+        self.written = 0
+
+    def add(self, record: Record) -> None:
+        """
+        Buffer one line's values (the first one the time, seconds since the
+        epoch); write the buffer out if it is full.
+        """
+        records = self._records
+        records.append(record)
+        if len(records) >= self.buffer_lines:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self.clock.callLater(self.flush_interval, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Write out what is buffered, now.
+        """
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+        records, self._records = self._records, []
+        if not records:
+            return
+        try:
+            self.sink.write(_Lines(self.names, records, self.formatter))
+        except OSError as e:
+            self.log.error("could not write {count} access log line(s): {error}",
+                           count=len(records), error=str(e))
+            return
+        self.written += len(records)
+
+    def close(self) -> None:
+        """
+        Write out what is buffered and release the sink.
+        """
+        self.flush()
+        self.sink.close()

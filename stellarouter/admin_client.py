@@ -1,0 +1,268 @@
+"""
+The C{stellarouter status | services | instances | routes | drain} commands:
+read the gateway's admin API (issue 21 item 4) and print aligned tables, or
+its JSON with C{--json}.
+
+A blocking HTTP client is right here: the command does one request and
+exits.  Every failure is one line on stderr and a non-zero exit status:
+1 unreachable or refused, 2 bad usage (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+
+#: Where the admin listener is unless C{--admin} or C{STELLA_ADMIN_URL}
+#: says otherwise (C{admin.listen}'s default).
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9901"
+#: Environment variables read for C{--admin} and C{--token} (a token on the
+#: command line is visible to every user of the machine in C{ps}).  Not
+#: C{STELLAROUTER_*}: the gateway reads those as configuration overrides,
+#: and would refuse to start in a shell that exported one.
+ADMIN_URL_ENV = "STELLA_ADMIN_URL"
+ADMIN_TOKEN_ENV = "STELLA_ADMIN_TOKEN"
+#: The largest answer read (bytes).
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+COMMANDS = ("status", "services", "instances", "routes", "drain")
+
+
+#: No proxy from the environment: the admin listener is usually on this
+#: machine, and an C{http_proxy} meant for the outside would swallow it.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class AdminError(Exception):
+    """
+    The admin API could not be used; the message is the one line shown.
+    """
+
+
+def add_commands(commands: Any) -> None:
+    """
+    Add the admin commands to the C{stellarouter} argument parser.
+
+    @param commands: the parser's subparsers object.
+    """
+    helps = {
+        "status": "the gateway at a glance (admin API)",
+        "services": "services, versions and instance counts (admin API)",
+        "instances": "registered instances with health, ping, in-flight (admin API)",
+        "routes": "announced routes as the gateway enforces them (admin API)",
+        "drain": "stop routing to an instance and ask it to drain (admin API)",
+    }
+    for name in COMMANDS:
+        parser = commands.add_parser(name, help=helps[name])
+        if name == "drain":
+            parser.add_argument("instance", help="an instance id (or connection id)")
+        if name == "instances":
+            parser.add_argument("--service", help="only this service's instances")
+        parser.add_argument("--admin", metavar="URL",
+                            help=f"the admin listener (default: ${ADMIN_URL_ENV} or "
+                                 f"{DEFAULT_ADMIN_URL})")
+        parser.add_argument("--token", help=f"a bearer token (default: ${ADMIN_TOKEN_ENV})")
+        parser.add_argument("--json", action="store_true", help="print the API's JSON")
+        parser.add_argument("--timeout", type=float, default=10.0,
+                            help="seconds to wait for the answer (default 10)")
+
+
+def fetch(base: str, path: str, token: Optional[str], timeout: float,
+          method: str = "GET") -> Any:
+    """
+    One admin API request.
+
+    @return: the decoded JSON answer.
+    @raise AdminError: unreachable, refused, or not JSON; the message says
+        which, in one line.
+    """
+    url = base.rstrip("/") + path
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise AdminError(f"--admin {base!r} is not an http:// or https:// URL")
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    request.add_header("Accept", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with _OPENER.open(request, timeout=timeout) as answer:
+            body = answer.read(MAX_ANSWER_BYTES)
+    except urllib.error.HTTPError as e:
+        detail = _problem_detail(e)
+        if e.code == 401:
+            hint = "" if token else f" (pass --token or set ${ADMIN_TOKEN_ENV})"
+            raise AdminError(f"the admin listener at {base} refused "
+                             f"{'the token' if token else 'a request without a token'}: "
+                             f"401 {detail}{hint}") from None
+        if e.code == 403:
+            raise AdminError(f"the admin listener at {base} refused the request: 403 "
+                             f"{detail}") from None
+        raise AdminError(f"{method} {url}: {e.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise AdminError(f"cannot reach the admin listener at {base}: {_one_line(reason)} "
+                         f"(is the gateway running with admin.enabled? --admin URL or "
+                         f"${ADMIN_URL_ENV} sets where)") from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise AdminError(f"{url} did not answer JSON; is {base} the admin listener?") from None
+
+
+def _problem_detail(error: Any) -> str:
+    try:
+        body = json.loads(error.read(65536))
+        text = body.get("detail") or body.get("title") or ""
+    except (ValueError, AttributeError, OSError):
+        text = ""
+    return _one_line(text or error.reason or "")
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())[:300]
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    """
+    Rows as left-aligned columns two spaces apart, under upper-case headers.
+    """
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+             for row in [list(headers), *rows]]
+    return "\n".join(lines) + "\n"
+
+
+def duration(seconds: Optional[float]) -> str:
+    """
+    C{0.4s}, C{12s}, C{5m07s}, C{3h02m}, C{2d04h}.
+    """
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def show_status(body: Dict[str, Any]) -> str:
+    listening = body.get("listening") or {}
+    by_health = ", ".join(f"{n} {h}" for h, n in (body.get("instances_by_health") or {}).items())
+    lines = [
+        ("status", body.get("status", "?")),
+        ("node", f"{body.get('node_id')} (region {body.get('region')})"),
+        ("http", listening.get("http", "-")),
+        ("admin", listening.get("admin", "-")),
+        ("transports", ", ".join(listening.get("transports", [])) or "-"),
+        ("services", str(body.get("services", 0))),
+        ("instances", f"{body.get('instances', 0)}" + (f" ({by_health})" if by_health else "")),
+        ("routes", str(body.get("routes", 0))),
+        ("in flight", str(body.get("in_flight", 0))),
+        ("metrics", "GET /metrics" if body.get("metrics") else "not collected"),
+    ]
+    for name, entry in sorted((body.get("expected_instances") or {}).items()):
+        lines.append((f"expected {name}", entry.get("status", "?")))
+    width = max(len(name) for name, _ in lines)
+    return "".join(f"{name.ljust(width)}  {value}\n" for name, value in lines)
+
+
+def show_services(body: Dict[str, Any]) -> str:
+    rows = [[s["name"],
+             ", ".join(f"{v['version']} ({v['instances']})" for v in s["versions"]),
+             str(s["instances"]), str(s["routable"]), str(s["draining"]), str(s["in_flight"]),
+             s.get("default_version") or "-"] for s in body["services"]]
+    return table(rows, ["SERVICE", "VERSIONS (INSTANCES)", "INSTANCES", "ROUTABLE", "DRAINING",
+                        "IN-FLIGHT", "DEFAULT"])
+
+
+def show_instances(body: Dict[str, Any]) -> str:
+    rows = [[i["instance_id"], i["service"], i["version"], i["region"], i["transport"],
+             i["peer"] + (f" ({', '.join(i['peer_identity'])})" if i["peer_identity"] else ""),
+             i["health"] + (" (operator)" if i.get("drained_by_operator") else ""),
+             "-" if i["ping_ewma_ms"] is None else f"{i['ping_ewma_ms']:.1f}",
+             str(i["in_flight"]), duration(i["last_heartbeat_age_s"]) + " ago",
+             duration(i["connected_for_s"])] for i in body["instances"]]
+    return table(rows, ["INSTANCE", "SERVICE", "VERSION", "REGION", "TRANSPORT", "PEER",
+                        "HEALTH", "PING-MS", "IN-FLIGHT", "HEARTBEAT", "UP"])
+
+
+def show_routes(body: Dict[str, Any]) -> str:
+    rows = [[r["method"], r["template"], r["service"], ", ".join(r["versions"]),
+             ", ".join(c["text"] for c in r["claims"]) or "-", f"{r['timeout_s']:g}s",
+             "yes" if r["streaming"] else "no", _size(r["limits"]["max_request_bytes"])]
+            for r in body["routes"]]
+    return table(rows, ["METHOD", "TEMPLATE", "SERVICE", "VERSIONS", "CLAIMS", "TIMEOUT",
+                        "STREAMING", "MAX-BODY"])
+
+
+def show_drained(body: Dict[str, Any]) -> str:
+    return "".join(f"draining {i['instance_id']} ({i['service']} {i['version']}, connection "
+                   f"{i['connection_id']}): no new requests, {i['in_flight']} in flight\n"
+                   for i in body["drained"])
+
+
+def _size(count: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size and count % size == 0:
+            return f"{count // size} {unit}"
+    return f"{count} B"
+
+
+#: Per command: the request and how its answer is shown.
+_REQUESTS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
+    "status": ("/status", show_status),
+    "services": ("/services", show_services),
+    "instances": ("/instances", show_instances),
+    "routes": ("/routes", show_routes),
+    "drain": ("/instances/{}/drain", show_drained),
+}
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO,
+        environ: Optional[Dict[str, str]] = None,
+        fetcher: Callable[[str, str, Optional[str], float, str], Any] = fetch) -> int:
+    """
+    Run one admin command.
+
+    @param environ: the environment (default: C{os.environ}).
+    @param fetcher: does the request (L{fetch}; tests pass a fake).
+    @return: the exit status (0, or 1 with one line on C{err}).
+    """
+    env = os.environ if environ is None else environ
+    base = args.admin or env.get(ADMIN_URL_ENV) or DEFAULT_ADMIN_URL
+    token = args.token or env.get(ADMIN_TOKEN_ENV) or None
+    path, show = _REQUESTS[args.command]
+    method = "GET"
+    if args.command == "drain":
+        path, method = path.format(urllib.parse.quote(args.instance, safe="")), "POST"
+    elif args.command == "instances" and args.service:
+        path += "?service=" + urllib.parse.quote(args.service, safe="")
+    try:
+        body = fetcher(base, path, token, args.timeout, method)
+        text = (json.dumps(body, indent=2) + "\n") if args.json else show(body)
+    except AdminError as e:
+        err.write(f"stellarouter {args.command}: {e}\n")
+        return 1
+    except (KeyError, TypeError, ValueError) as e:
+        err.write(f"stellarouter {args.command}: unexpected answer from {base} "
+                  f"({type(e).__name__}: {_one_line(e)}); is it a stellarouter admin listener "
+                  "of the same version?\n")
+        return 1
+    out.write(text)
+    return 0
+
+
+__all__: List[str] = ["ADMIN_TOKEN_ENV", "ADMIN_URL_ENV", "AdminError", "COMMANDS",
+                      "DEFAULT_ADMIN_URL", "add_commands", "duration", "fetch", "run", "table"]

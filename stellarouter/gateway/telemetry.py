@@ -1,0 +1,214 @@
+"""
+What the gateway records about its traffic, and where the hooks are.
+
+The request path has one observation per proxied request:
+L{RequestTelemetry.finished}, called by the site when a request ends
+(answered, or its client left).  It reads what the edge noted on the
+request as it went (its correlation id, its plan, when its head arrived,
+when its REQUEST went out and when the RESPONSE head came back) and feeds
+the metrics (L{GatewayMetrics}) and the access log (L{AccessLog}).
+Microservice connections count their frames through L{CountingSender} and
+L{count_frame_in}; connection-level refusals are counted by the site's
+refusal log; everything else is read when the metrics are scraped
+(L{ServiceFigures}).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer, providedBy, directlyProvides
+
+from ..accesslog import AccessLog
+from ..common.enums import FrameType
+from ..common.frames import FRAME_OVERHEAD
+from ..common.models import Frame
+from ..common.payloads import STREAM_CREDIT
+from ..config.observability import AccessLogConfig, MetricsConfig
+from .metrics import UNMATCHED, GatewayMetrics, LiveFigures, TransportTraffic
+
+#: The gateway's access log fields, in order (the first is the time).
+ACCESS_LOG_FIELDS = ("time", "cid", "method", "path", "route", "service", "version",
+                     "instance", "status", "bytes_in", "bytes_out", "upstream_ms", "total_ms",
+                     "client")
+#: The route label and log value of a request the gateway refused before
+#: it was routed (401, 403, 503 ...; a 404 is L{UNMATCHED}).
+NOT_ROUTED = "(not routed)"
+#: The status logged for a request whose client left before its answer
+#: (as nginx does).
+CLIENT_CLOSED = 499
+
+
+class RequestTelemetry:
+    """
+    The one observation per proxied request.
+
+    @ivar metrics: where requests are counted, or L{None} (off).
+    @ivar access_log: where their lines go, or L{None} (off).
+    """
+
+    def __init__(self, clock: IReactorTime, metrics: Optional[GatewayMetrics] = None,
+                 access_log: Optional[AccessLog] = None) -> None:
+        self.clock = clock
+        self.metrics = metrics
+        self.access_log = access_log
+
+    def finished(self, request: Any, answered: bool) -> None:
+        """
+        A request ended: answered, or its client left.  Requests the proxy
+        did not handle (C{/health}, C{OPTIONS *}) are ignored.
+
+        @param answered: its answer is complete (else its client left, or
+            the connection was refused and closed).
+        """
+        cid = getattr(request, "correlation_id", None)
+        if cid is None:
+            return
+        now = self.clock.seconds()
+        if answered:
+            status = request.code
+        else:
+            status = getattr(request.channel, "refused", None) or CLIENT_CLOSED
+        answered_at = request.answered_at
+        total = now - request.received_at
+        upstream = answered_at - request.dispatched_at if answered_at is not None else None
+        plan = request.plan
+        if plan is not None:
+            instance = plan.connection.state.instance
+            service, version, instance_id = (instance.service_name, instance.version,
+                                             instance.instance_id)
+            route, method = plan.template, plan.method
+        else:
+            service = version = instance_id = ""
+            route = UNMATCHED if status == 404 else NOT_ROUTED
+            method = request.method.decode("latin-1")
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.request_finished(service, version, method, route, status, total, upstream)
+            if answered_at is None and status != CLIENT_CLOSED:
+                metrics.rejected(status)
+        log = self.access_log
+        if log is not None and (not log.errors_only or status >= 500
+                                or status == CLIENT_CLOSED):
+            upload = request.upload
+            path = request.path
+            if path is None:  # (an upload whose body is still arriving)
+                path = (request.uri or b"").split(b"?", 1)[0]
+            # (Raw values: the path stays bytes until the line is formatted.)
+            log.add((
+                now, cid, method, path, route, service, version, instance_id, status,
+                upload.received if upload is not None else request._received,
+                request.sentLength, upstream * 1000 if upstream is not None else None,
+                total * 1000, getattr(request.client, "host", None),
+            ))
+
+    def close(self) -> None:
+        """
+        Write out what the access log holds.
+        """
+        if self.access_log is not None:
+            self.access_log.close()
+
+
+def build_telemetry(clock: IReactorTime, access: AccessLogConfig, metrics_config: MetricsConfig,
+                    metrics: Optional[GatewayMetrics]) -> RequestTelemetry:
+    """
+    The telemetry a configuration asks for.
+
+    @param metrics: the gateway's metrics (kept across reloads), used if
+        C{metrics_config.enabled}.
+    @raise OSError: the access log file cannot be opened.
+    """
+    log = AccessLog(ACCESS_LOG_FIELDS, access, clock) if access.enabled else None
+    return RequestTelemetry(clock, metrics if metrics_config.enabled else None, log)
+
+
+def count_frame_in(traffic: TransportTraffic, frame: Frame) -> None:
+    """
+    Count one frame received on a microservice connection.
+    """
+    size = len(frame.payload)
+    traffic.frames_in += 1
+    traffic.bytes_in += size + FRAME_OVERHEAD
+    if frame.type is FrameType.RESPONSE_STREAM_DATA and size and frame.payload[0] != STREAM_CREDIT:
+        traffic.streamed_in += size - 1
+
+
+class CountingSender:
+    """
+    A microservice connection's frame sender that counts what it sends,
+    then hands it on; everything else (C{close}, C{peer}, the write
+    backlog interface ...) is the wrapped sender's.
+    """
+
+    def __init__(self, sender: Any, traffic: TransportTraffic) -> None:
+        self._sender = sender
+        self._traffic = traffic
+        directlyProvides(self, *providedBy(sender))
+
+    def sendFrame(self, frame: Frame) -> None:
+        traffic = self._traffic
+        size = len(frame.payload)
+        traffic.frames_out += 1
+        traffic.bytes_out += size + FRAME_OVERHEAD
+        if (frame.type is FrameType.REQUEST_STREAM_DATA and size
+                and frame.payload[0] != STREAM_CREDIT):
+            traffic.streamed_out += size - 1
+        self._sender.sendFrame(frame)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sender, name)
+
+
+@implementer(LiveFigures)
+class ServiceFigures:
+    """
+    The gateway service's figures read at scrape time.
+    """
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        #: CANCELs sent by connections that have closed since, by reason.
+        self.retired_cancels: Dict[str, int] = {}
+
+    def retire(self, connection: Any) -> None:
+        """
+        A connection closed: keep its counts.
+        """
+        for reason, count in connection.in_flight.cancels_sent.items():
+            self.retired_cancels[reason] = self.retired_cancels.get(reason, 0) + count
+
+    def in_flight(self) -> int:
+        return sum(len(c.in_flight) for c in self.service.connections)
+
+    def instances(self) -> Iterator[Tuple[str, str]]:
+        for connection in self.service.routing_state.connections():
+            state = connection.state
+            yield state.instance.service_name, state.status.value
+
+    def connections(self) -> Iterable[str]:
+        kinds = [c.sender.transport_type.value for c in self.service.connections
+                 if c.sender is not None and getattr(c.sender, "transport_type", None)]
+        return kinds + ["http"] * self.service.site.open_connections
+
+    def cancellations(self) -> Dict[str, int]:
+        counts = dict(self.retired_cancels)
+        for connection in self.service.connections:
+            for reason, count in connection.in_flight.cancels_sent.items():
+                counts[reason] = counts.get(reason, 0) + count
+        return counts
+
+    def reloads(self) -> Tuple[int, int]:
+        watcher = self.service.watcher
+        return self.service.reloads_applied, watcher.failures if watcher is not None else 0
+
+    def resilience(self) -> Dict[str, int]:
+        figures = dict(self.service.proxy.retries.metrics())
+        state = self.service.routing_state
+        figures["ejected_now"] = sum(1 for c in state.connections() if state.is_ejected(c))
+        return figures
+
+
+__all__ = ["ACCESS_LOG_FIELDS", "CountingSender", "RequestTelemetry", "ServiceFigures",
+           "build_telemetry", "count_frame_in"]

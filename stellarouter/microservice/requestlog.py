@@ -1,0 +1,77 @@
+"""
+The microservice's access log: one line per request it served, carrying
+the correlation id the gateway logged for the same request, so searching
+one id finds the request on both sides.
+
+The dispatcher tells L{RequestLog} when a whole answer went out
+(L{RequestLog.answered}), when a streamed answer ended
+(L{RequestLog.stream_ended}) and when a request was cancelled
+(L{RequestLog.cancelled}); each is one line, buffered in an L{AccessLog}.
+With C{access_log.level: errors}, only answers with status >= 500,
+cancellations and aborted streams are written.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.interfaces import IReactorTime
+
+from ..accesslog import AccessLog
+from ..config.observability import AccessLogConfig
+from .inbound import InboundRequest
+
+#: The microservice's access log fields, in order (the first is the time).
+SDK_ACCESS_LOG_FIELDS = ("time", "cid", "method", "path", "route", "status", "bytes_out",
+                         "duration_ms", "outcome")
+
+
+class RequestLog:
+    """
+    Writes the SDK's access log lines.
+    """
+
+    def __init__(self, config: AccessLogConfig, clock: IReactorTime,
+                 log: Optional[AccessLog] = None) -> None:
+        self.clock = clock
+        self.log = log if log is not None else AccessLog(SDK_ACCESS_LOG_FIELDS, config, clock)
+        self.errors_only = config.level == "errors"
+
+    def answered(self, request: InboundRequest, status: int, size: int) -> None:
+        """
+        A whole answer went out (C{size} body bytes).
+        """
+        if status < 500:
+            if not self.errors_only:
+                self._line(request, status, size, "ok")
+        else:
+            self._line(request, status, size, "error")
+
+    def stream_ended(self, request: InboundRequest, ok: bool) -> None:
+        """
+        A streamed answer ended (C{ok}) or was aborted.
+        """
+        if ok and self.errors_only:
+            return
+        self._line(request, request.stream_status, None, "ok" if ok else "stream-aborted")
+
+    def cancelled(self, request: InboundRequest, reason: str) -> None:
+        """
+        The gateway cancelled the request (C{reason}: the CANCEL's).
+        """
+        self._line(request, None, None, f"cancelled:{reason}")
+
+    def _line(self, request: InboundRequest, status: Optional[int], size: Optional[int],
+              outcome: str) -> None:
+        now = self.clock.seconds()
+        message = request.message
+        started = request.started_at
+        # (The correlation id stays an object until the line is formatted.)
+        self.log.add((now, request.cid, message.method, message.path, message.template,
+                      status, size, (now - started) * 1000 if started is not None else None, outcome))
+
+    def close(self) -> None:
+        """
+        Write out what is buffered.
+        """
+        self.log.close()

@@ -1,0 +1,197 @@
+"""
+Issue 21 items 1, 3 and 4 with real processes: a real gateway and a real
+Billing microservice, the admin API over a real socket, and the
+C{stellarouter} command run as a child process against the live gateway
+(tables, C{--json}, drain, a refused token, an unreachable listener).
+"""
+
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import jwt
+import treq
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from stellarouter.testing.processes import ROOT, ProcessDeployment
+
+SECRET = "admin-integration-secret-0123456789"
+
+
+async def cli(*args: str, env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:
+    """
+    Run C{python -m stellarouter.cli ARGS} from this source tree.
+
+    @return: exit status, stdout, stderr.
+    """
+    environment = {k: v for k, v in os.environ.items()
+                   if not k.startswith("STELLA_ADMIN")}
+    environment["PYTHONPATH"] = ROOT
+    environment.update(env or {})
+    out, err, code = await getProcessOutputAndValue(
+        sys.executable, ["-m", "stellarouter.cli", *args], env=environment, path=ROOT)
+    return code, out.decode(), err.decode()
+
+
+def token(scope: str) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": "ops", "scope": scope, "iat": now, "exp": now + 600},
+                      SECRET, algorithm="HS256")
+
+
+class AdminProcessTestCase(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.deployment = ProcessDeployment(reactor, directory)
+        self.addCleanup(self.deployment.stop_all)
+
+
+class AdminCliTests(AdminProcessTestCase):
+    async def test_cli_against_a_live_gateway(self) -> None:
+        """
+        With one Billing instance registered: the public /health shows the
+        status only; C{stellarouter instances}, C{services}, C{routes} and
+        C{status} print aligned tables (JSON with C{--json}); C{drain}
+        stops the routing to it (503) and the instance is told.
+        """
+        gateway = await self.deployment.start_gateway(node_id="gw-admin")
+        self.assertTrue(gateway.admin_url.startswith("http://127.0.0.1:"), gateway.admin_url)
+        micro = await self.deployment.start_microservice("examples.billing:service",
+                                                         "billing-admin")
+        response = await treq.get(gateway.base_url + "/health", pool=self.pool)
+        self.assertEqual(json.loads(await response.content()), {"status": "ok"})
+
+        code, out, err = await cli("instances", "--admin", gateway.admin_url)
+        self.assertEqual((code, err), (0, ""))
+        header, row = out.splitlines()
+        self.assertEqual(header.split(), ["INSTANCE", "SERVICE", "VERSION", "REGION", "TRANSPORT",
+                                          "PEER", "HEALTH", "PING-MS", "IN-FLIGHT", "HEARTBEAT",
+                                          "UP"])
+        self.assertEqual(row.split()[:5], ["billing-admin", "billing", "1.0.0", "eu1", "tcp"])
+        self.assertEqual(row.index(" billing ") + 1, header.index("SERVICE"))
+        self.assertEqual(row.index(" healthy ") + 1, header.index("HEALTH"))
+
+        code, out, err = await cli("instances", "--json", "--admin", gateway.admin_url)
+        self.assertEqual(code, 0, err)
+        instances = json.loads(out)["instances"]
+        self.assertEqual([(i["instance_id"], i["service"], i["health"], i["draining"])
+                          for i in instances], [("billing-admin", "billing", "healthy", False)])
+
+        code, out, err = await cli("services", "--admin", gateway.admin_url)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.splitlines()[1].split()[:4], ["billing", "1.0.0", "(1)", "1"])
+
+        code, out, err = await cli("routes", "--admin", gateway.admin_url)
+        self.assertEqual(code, 0, err)
+        rows = [line.split()[:3] for line in out.splitlines()[1:]]
+        self.assertIn(["GET", "/ping", "billing"], rows)
+        self.assertIn(["GET", "/invoices/{id}", "billing"], rows)
+
+        code, out, err = await cli("status", "--admin", gateway.admin_url)
+        self.assertEqual(code, 0, err)
+        self.assertIn("status      ok", out)
+        self.assertIn("instances   1 (1 healthy)", out)
+
+        seen = len(micro.lines)
+        code, out, err = await cli("drain", "billing-admin", "--admin", gateway.admin_url)
+        self.assertEqual(code, 0, err)
+        self.assertIn("draining billing-admin (billing 1.0.0", out)
+        await micro.wait_for(r"asks billing-admin to drain", reactor, since=seen)
+        response = await treq.get(gateway.base_url + "/ping", pool=self.pool)
+        self.assertEqual(response.code, 503)
+        await response.content()
+        code, out, err = await cli("instances", "--json", "--admin", gateway.admin_url)
+        self.assertEqual([(i["health"], i["drained_by_operator"])
+                          for i in json.loads(out)["instances"]], [("draining", True)])
+
+    async def test_unreachable(self) -> None:
+        """
+        Nothing listening at C{--admin}: exit status 1 and one line saying
+        so.
+        """
+        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        number = port.getHost().port
+        await port.stopListening()
+        code, out, err = await cli("instances", "--admin", f"http://127.0.0.1:{number}")
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn(f"stellarouter instances: cannot reach the admin listener at "
+                      f"http://127.0.0.1:{number}: ", err)
+
+
+class AdminDrainTests(AdminProcessTestCase):
+    async def test_drained_instance_gets_no_request(self) -> None:
+        """
+        Of two instances, the one drained through the admin API gets no
+        request afterwards while the other serves them all, and neither
+        request fails; the drained one is told and stays connected.
+        """
+        gateway = await self.deployment.start_gateway(node_id="gw-admin-drain")
+        one = await self.deployment.start_microservice("examples.whoami:service", "w-one")
+        await self.deployment.start_microservice("examples.whoami:service", "w-two")
+        seen = len(one.lines)
+        response = await treq.post(gateway.admin_url + "/instances/w-one/drain",
+                                   pool=self.pool)
+        self.assertEqual(response.code, 202)
+        await response.content()
+        served = []
+        for _ in range(10):
+            response = await treq.get(gateway.base_url + "/whoami", pool=self.pool)
+            self.assertEqual(response.code, 200)
+            served.append(json.loads(await response.content())["instance_id"])
+        self.assertEqual(served, ["w-two"] * 10)
+        await one.wait_for(r"asks w-one to drain", reactor, since=seen)
+        self.assertTrue(one.running)
+        response = await treq.get(gateway.admin_url + "/instances", pool=self.pool)
+        rows = {i["instance_id"]: i["health"]
+                for i in json.loads(await response.content())["instances"]}
+        self.assertEqual(rows, {"w-one": "draining", "w-two": "healthy"})
+
+
+class AdminTokenTests(AdminProcessTestCase):
+    async def test_token_refused_and_accepted(self) -> None:
+        """
+        With C{admin.require_claims}: no token and a token without the claim
+        are one line and exit 1; the right token (from the environment)
+        works; no token appears in the gateway's log.
+        """
+        gateway = await self.deployment.start_gateway(
+            node_id="gw-admin-auth",
+            extra=f"auth: {{hs256_secret: {SECRET}}}",
+            admin='listen: "tcp:0:interface=127.0.0.1", '
+                  'require_claims: {scope: "stellarouter:admin"}')
+        url = gateway.admin_url
+        code, out, err = await cli("services", "--admin", url)
+        self.assertEqual((code, out, len(err.splitlines())), (1, "", 1))
+        self.assertIn("refused a request without a token: 401", err)
+        self.assertIn("--token", err)
+
+        wrong = token("billing:read")
+        code, out, err = await cli("services", "--admin", url, "--token", wrong)
+        self.assertEqual((code, out, len(err.splitlines())), (1, "", 1))
+        self.assertIn("refused the request: 403 the token lacks scope=stellarouter:admin", err)
+
+        right = token("stellarouter:admin")
+        code, out, err = await cli("services", "--json", "--admin", url,
+                                   env={"STELLA_ADMIN_TOKEN": right})
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(json.loads(out), {"services": []})
+        response = await treq.get(url + "/config", headers={"Authorization": f"Bearer {right}"},
+                                  pool=self.pool)
+        body = await response.content()
+        self.assertEqual(response.code, 200)
+        self.assertNotIn(SECRET.encode(), body)
+        self.assertEqual(json.loads(body)["config"]["auth.hs256_secret"], "***")
+        logged: List[str] = gateway.lines
+        for secret in (SECRET, wrong, right):
+            self.assertFalse([line for line in logged if secret in line])

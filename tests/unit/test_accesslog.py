@@ -1,0 +1,346 @@
+"""
+Tests for the access log (issue 21, item 5): the JSON and logfmt line
+formats, the bounded buffer and its flush timer, the gateway's line and the
+microservice's line for the same request (same correlation id), and the
+configuration keys.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, List
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import LogPublisher, Logger
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from stellarouter.accesslog import (
+    AccessLog,
+    FileSink,
+    IAccessLogSink,
+    LoggerSink,
+    format_json,
+    format_logfmt,
+)
+from stellarouter.config import ConfigError
+from stellarouter.config.gateway import parse_gateway_config
+from stellarouter.config.microservice import parse_microservice_config
+from stellarouter.config.observability import AccessLogConfig
+from stellarouter.gateway.telemetry import ACCESS_LOG_FIELDS
+from stellarouter.microservice import Microservice, RawResponse
+from stellarouter.testing.harness import InMemoryDeployment
+from stellarouter.testing.telemetry import MemoryAccessLogSink
+
+NAMES = ("time", "cid", "path", "status", "ms", "missing")
+RECORD = (1_796_306_709.0421, "c1", "/a b/\"q\"\n\u00e9", 200, 1.23456, None)
+
+
+class FormatTests(SynchronousTestCase):
+    """
+    One record as a JSON line and as a logfmt line.
+    """
+
+    def test_json(self) -> None:
+        """
+        A JSON line parses back to the record's values: the time in ISO 8601
+        UTC with milliseconds, floats with three decimals, strings escaped
+        (quotes, control characters, non-ASCII), None as null.
+        """
+        line = format_json(NAMES, RECORD)
+        self.assertNotIn("\n", line)
+        self.assertEqual(json.loads(line), {
+            "time": "2026-12-03T14:05:09.042Z", "cid": "c1", "path": "/a b/\"q\"\n\u00e9",
+            "status": 200, "ms": 1.235, "missing": None})
+
+    def test_logfmt(self) -> None:
+        """
+        A logfmt line: bare values where they are safe, quoted (JSON string
+        escapes) where they hold a space, a quote, C{=} or a control
+        character; None is empty.
+        """
+        self.assertEqual(
+            format_logfmt(NAMES, RECORD),
+            'time=2026-12-03T14:05:09.042Z cid=c1 path="/a b/\\"q\\"\\n\\u00e9" status=200 '
+            'ms=1.235 missing=')
+
+
+class BufferTests(SynchronousTestCase):
+    """
+    The buffer: written out when full, or C{flush_interval} after its first
+    line, and on close.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.sink = MemoryAccessLogSink()
+        self.log = AccessLog(NAMES, AccessLogConfig(buffer_lines=3, flush_interval=0.5),
+                             self.clock, self.sink)
+
+    def test_sink_interface(self) -> None:
+        """
+        The sinks and the fake provide L{IAccessLogSink}.
+        """
+        self.assertTrue(verifyObject(IAccessLogSink, self.sink))
+        self.assertTrue(verifyObject(IAccessLogSink, LoggerSink()))
+        path = self.mktemp()
+        sink = FileSink(path)
+        self.addCleanup(sink.close)
+        self.assertTrue(verifyObject(IAccessLogSink, sink))
+
+    def test_flush_interval(self) -> None:
+        """
+        A line waits at most C{flush_interval}; the timer is armed once per
+        batch.
+        """
+        self.log.add(RECORD)
+        self.log.add(RECORD)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(0.5 - 1e-6)
+        self.assertEqual(self.sink.batches, [])
+        self.clock.advance(1e-6)
+        self.assertEqual(len(self.sink.lines()), 2)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_full_buffer(self) -> None:
+        """
+        The buffer never holds more than C{buffer_lines}: the line that
+        fills it writes the batch out at once, and the timer goes.
+        """
+        for _ in range(3):
+            self.log.add(RECORD)
+        self.assertEqual(len(self.sink.batches), 1)
+        self.assertEqual(len(self.sink.lines()), 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_close(self) -> None:
+        """
+        Closing writes out what is buffered and closes the sink.
+        """
+        self.log.add(RECORD)
+        self.log.close()
+        self.assertEqual(len(self.sink.lines()), 1)
+        self.assertTrue(self.sink.closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_file_sink(self) -> None:
+        """
+        A file sink appends the batch's lines, each ended by a newline.
+        """
+        path = self.mktemp()
+        log = AccessLog(NAMES, AccessLogConfig(format="logfmt", path=path), self.clock)
+        log.add(RECORD)
+        log.add(RECORD)
+        log.close()
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        self.assertEqual(len(lines), 3)
+        self.assertTrue(lines[0].startswith("time=2026-12-03T14:05:09.042Z cid=c1 "))
+        self.assertEqual(lines[2], "")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+
+    def test_logger_sink_formats_lazily(self) -> None:
+        """
+        Into the process's own log, a batch is one event whose text is only
+        formatted when an observer formats it.
+        """
+        events: List[Any] = []
+        publisher = LogPublisher(events.append)
+        sink = LoggerSink()
+        sink.log = Logger(namespace="stellarouter.access", observer=publisher)
+        log = AccessLog(NAMES, AccessLogConfig(), self.clock, sink)
+        log.add(RECORD)
+        log.add(RECORD)
+        log.flush()
+        self.assertEqual(len(events), 1)
+        lines = events[0]["access_log"]
+        self.assertIsNone(lines._text)
+        from twisted.logger import formatEvent
+        self.assertEqual(formatEvent(events[0]).split("\n"),
+                         [format_json(NAMES, RECORD)] * 2)
+
+
+def make_app(held: List[Deferred]) -> Microservice:
+    app = Microservice("logged", "2.0.0")
+
+    @app.endpoint("POST", "/items/{id}")
+    def item(ctx: Any) -> RawResponse:
+        return RawResponse(201, [], b"created " + ctx.path_params["id"].encode())
+
+    @app.endpoint("GET", "/boom")
+    def boom(ctx: Any) -> RawResponse:
+        raise RuntimeError("boom")
+
+    @app.endpoint("GET", "/held")
+    def hold(ctx: Any) -> Deferred:
+        d: Deferred = Deferred()
+        held.append(d)
+        return d
+
+    return app
+
+
+class BothSidesTests(SynchronousTestCase):
+    """
+    The gateway's line and the microservice's line of one request.
+    """
+
+    def setUp(self) -> None:
+        self.held: List[Deferred] = []
+        self.deployment = InMemoryDeployment()
+        self.micro = self.deployment.add(make_app(self.held), instance_id="logged-1")
+        self.gateway_sink = MemoryAccessLogSink()
+        self.micro_sink = MemoryAccessLogSink()
+        gateway_log = self.deployment.gateway.telemetry.access_log  # type: ignore[union-attr]
+        gateway_log.sink = self.gateway_sink
+        self.micro.request_log.log.sink = self.micro_sink  # type: ignore[union-attr]
+        self.addCleanup(self.deployment.stop)
+
+    def flush(self) -> None:
+        self.deployment.clock.advance(1)
+
+    def test_same_correlation_id_on_both_sides(self) -> None:
+        """
+        One request: the gateway's line and the microservice's line carry
+        the correlation id the client got in C{X-Correlation-Id}, with the
+        route, the instance, the status, the sizes and the latencies.
+        """
+        response = self.deployment.request("POST", "/items/42?secret=x", b"hello")
+        self.assertEqual(response.status, 201)
+        cid = response.header("X-Correlation-Id")
+        self.flush()
+        [line] = self.gateway_sink.records()
+        self.assertEqual(list(line), list(ACCESS_LOG_FIELDS))
+        self.assertEqual({k: v for k, v in line.items()
+                          if k not in ("time", "upstream_ms", "total_ms")}, {
+            "cid": cid, "method": "POST", "path": "/items/42", "route": "/items/{id}",
+            "service": "logged", "version": "2.0.0", "instance": "logged-1", "status": 201,
+            "bytes_in": 5, "bytes_out": len(b"created 42"), "client": "127.0.0.1"})
+        self.assertGreaterEqual(line["total_ms"], line["upstream_ms"])
+        [micro_line] = self.micro_sink.records()
+        self.assertEqual({k: v for k, v in micro_line.items() if k not in ("time",)}, {
+            "cid": cid, "method": "POST", "path": "/items/42", "route": "/items/{id}",
+            "status": 201, "bytes_out": len(b"created 42"), "duration_ms": 0.0,
+            "outcome": "ok"})
+
+    def test_no_query_string(self) -> None:
+        """
+        The query string (where clients put tokens) is never logged.
+        """
+        self.deployment.request("POST", "/items/1?access_token=Sekret", b"")
+        self.flush()
+        self.assertNotIn("Sekret", "".join(self.gateway_sink.batches + self.micro_sink.batches))
+
+    def test_unmatched_and_errors(self) -> None:
+        """
+        A request no route matches is logged with route C{(unmatched)} and
+        no service; a handler that raises is a 500 on both sides.
+        """
+        self.deployment.request("GET", "/nowhere")
+        self.deployment.request("GET", "/boom")
+        self.flush()
+        self.flushLoggedErrors(RuntimeError)
+        unmatched, boom = self.gateway_sink.records()
+        self.assertEqual((unmatched["route"], unmatched["service"], unmatched["status"],
+                          unmatched["upstream_ms"]), ("(unmatched)", "", 404, None))
+        self.assertEqual((boom["route"], boom["status"]), ("/boom", 500))
+        [micro_line] = self.micro_sink.records()
+        self.assertEqual((micro_line["cid"], micro_line["status"], micro_line["outcome"]),
+                         (boom["cid"], 500, "error"))
+
+    def test_client_gone(self) -> None:
+        """
+        A client that leaves before its answer: status 499 at the gateway,
+        C{cancelled:client_disconnected} (the CANCEL's reason) at the
+        microservice, same correlation id.
+        """
+        client = self.deployment.http()
+        client.send("GET", "/held")
+        self.deployment.pump()
+        client.disconnect()
+        self.deployment.pump()
+        self.flush()
+        [line] = self.gateway_sink.records()
+        [micro_line] = self.micro_sink.records()
+        self.assertEqual(line["status"], 499)
+        self.assertEqual(micro_line["cid"], line["cid"])
+        self.assertTrue(micro_line["outcome"].startswith("cancelled:"), micro_line)
+
+    def test_errors_only(self) -> None:
+        """
+        C{access_log.level: errors}: the microservice logs only errors and
+        cancellations.
+        """
+        self.micro.request_log.errors_only = True  # type: ignore[union-attr]
+        self.deployment.request("POST", "/items/1", b"")
+        self.deployment.request("GET", "/boom")
+        self.flush()
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual([r["status"] for r in self.micro_sink.records()], [500])
+        self.assertEqual(len(self.gateway_sink.records()), 2)
+
+    def test_turned_off_by_reload(self) -> None:
+        """
+        C{access_log.enabled: false} on reload: the buffer is written out,
+        no more lines.
+        """
+        gateway = self.deployment.gateway
+        self.deployment.request("POST", "/items/1", b"")
+        gateway.apply_config(dataclasses.replace(gateway.config, access_log=AccessLogConfig(
+            enabled=False)))
+        self.assertEqual(len(self.gateway_sink.records()), 1)
+        self.assertTrue(self.gateway_sink.closed)
+        self.deployment.request("POST", "/items/2", b"")
+        self.flush()
+        self.assertEqual(len(self.gateway_sink.records()), 1)
+
+
+GATEWAY = {"node": {"region": "eu1"}, "transports": [{"type": "tcp", "listen": "tcp:0"}]}
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    The C{access_log} and C{metrics} keys.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        Both are on by default; the access log goes to the process's log as
+        JSON lines.
+        """
+        config = parse_gateway_config(GATEWAY)
+        self.assertEqual(config.access_log, AccessLogConfig())
+        self.assertTrue(config.access_log.enabled)
+        self.assertIsNone(config.access_log.path)
+        self.assertTrue(config.metrics.enabled)
+        micro = parse_microservice_config({"region": "eu1", "routers": [
+            {"transport": "tcp", "address": "tcp:host=127.0.0.1:port=1"}]})
+        self.assertTrue(micro.access_log.enabled)
+
+    def test_legacy_switch(self) -> None:
+        """
+        The former C{http.access_log} boolean still turns the access log on
+        or off; setting it and C{access_log.enabled} is an error.
+        """
+        off = parse_gateway_config({**GATEWAY, "http": {"access_log": False}})
+        self.assertFalse(off.access_log.enabled)
+        with self.assertRaises(ConfigError) as caught:
+            parse_gateway_config({**GATEWAY, "http": {"access_log": True},
+                                  "access_log": {"enabled": True}})
+        self.assertIn("http.access_log: is replaced by access_log.enabled", str(caught.exception))
+
+    def test_invalid(self) -> None:
+        """
+        Bad values are named by their key path.
+        """
+        with self.assertRaises(ConfigError) as caught:
+            parse_gateway_config({**GATEWAY, "access_log": {"format": "apache", "level": "x",
+                                                            "buffer_lines": 0},
+                                  "metrics": {"max_series": 0}})
+        text = str(caught.exception)
+        for expected in ("access_log.format: 'apache' is not one of json, logfmt",
+                         "access_log.level: 'x' is not one of all, errors",
+                         "access_log.buffer_lines: must be in [1, 65536]",
+                         "metrics.max_series: must be in [1, 100000]"):
+            self.assertIn(expected, text)
