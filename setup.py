@@ -12,7 +12,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["stellarouter", "stellarouter.*"]) + ["twisted.plugins"],
-    package_data={"twisted.plugins": ["stellarouter_plugins.py"]},
+    # The vendored Swagger UI the gateway serves at /docs (docs/router/decisions.md).
+    package_data={"twisted.plugins": ["stellarouter_plugins.py"],
+                  "stellarouter.gateway": ["swagger_ui/*"]},
     include_package_data=False,
     install_requires=[
         # [tls]: pyOpenSSL and service-identity, which the TLS transport
@@ -34,7 +36,11 @@ setup(
         "prometheus_client>=0.20",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0"] + LEDGER,
+        # openapi-spec-validator: the gateway's OpenAPI documents are checked
+        # against the OpenAPI 3.1 schema (issue 23); selenium drives the
+        # headless Chromium of the /docs browser test.
+        "test": ["hypothesis>=6.100", "treq>=24.9", "mypy>=1.10", "mypy-zope>=1.0",
+                 "openapi-spec-validator>=0.7", "selenium>=4.20"] + LEDGER,
         "ledger": LEDGER,
     },
     entry_points={"console_scripts": ["stellarouter = stellarouter.cli:main"]},

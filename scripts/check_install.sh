@@ -31,6 +31,12 @@ mkdir "$WORK/src"
 tar -C "$ROOT" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='./_trial_temp*' \
     --exclude=./.demo --exclude='*.egg-info' -cf - . | tar -C "$WORK/src" -xf -
 "$WORK/venv/bin/pip" install --quiet --disable-pip-version-check "$WORK/src"
+# The Swagger UI files /docs serves are package data (a missing glob in setup.py loses them).
+"$WORK/venv/bin/python" -c "
+from importlib.resources import files
+for name in ('swagger-ui-bundle.js', 'swagger-ui.css'):
+    assert (files('stellarouter.gateway') / 'swagger_ui' / name).is_file(), name
+" || { echo "!! the installed package lacks the Swagger UI files" >&2; exit 1; }
 cd "$WORK"
 cat > gateway.yaml <<'YAML'
 node: {node_id: gw-install-check, region: eu1}

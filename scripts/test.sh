@@ -51,7 +51,17 @@ ensure_postgresql() {
   return 1
 }
 
+ensure_chromium() {
+  # The headless browser of the /docs test (tests/integration/test_openapi_browser.py):
+  # Debian's chromium and its chromedriver.
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
+  echo "== Chromium is not installed; installing chromium and chromium-driver"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+     chromium-driver) || { echo "!! could not install chromium" >&2; return 1; }
+}
+
 ensure_venv
+ensure_chromium || echo "!! continuing without Chromium: the /docs browser test will fail"
 ensure_rabbitmq || echo "!! continuing without RabbitMQ: no test needs it yet"
 ensure_postgresql || echo "!! continuing without PostgreSQL: the Ledger example's tests will fail"
 exec "$VENV/bin/python" scripts/run_tests.py "$@"

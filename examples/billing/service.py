@@ -64,7 +64,7 @@ def ping(ctx: RawRequestContext) -> RawResponse:
     return RawResponse.text("pong")
 
 
-@service.json("POST", "/invoices", status=201, request_type=NewInvoice)
+@service.json("POST", "/invoices", status=201, request_type=NewInvoice, response_type=Invoice)
 def create_invoice(ctx: RawRequestContext, new: NewInvoice) -> JsonResponse:
     """
     Create an invoice; answers 201 with it and its C{Location}.

@@ -5,7 +5,7 @@ are checked with C{zope.interface.verify.verifyObject} in the tests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
 from zope.interface import Attribute, Interface
 
@@ -309,4 +309,31 @@ class ISendBacklog(Interface):
 
         @param reason: why, for the logs (str).
         @return: C{None}.
+        """
+
+
+class IOpenApiSource(Interface):
+    """
+    The OpenAPI documents of what is connected to a gateway, as the routes
+    of C{stellarouter.gateway.openapi.add_openapi_routes} serve them (on
+    the public site or the admin listener).
+    """
+
+    title = Attribute("The documents' C{info.title} (str), also the docs page's title.")
+
+    def versions() -> List[str]:
+        """
+        @return: every version some connected service has, lowest first
+            (list of str): the docs page offers a document for each.
+        """
+
+    def document(version: Optional[str]) -> Any:
+        """
+        The serialized document for requests with C{X-Stella-Version:
+        version}, or without one.
+
+        @param version: a version (str), or C{None} for the default versions.
+        @return: an object with C{body} (bytes, UTF-8 JSON) and C{etag}
+            (bytes, a quoted strong entity tag), or C{None} when no
+            connected service has C{version}.
         """

@@ -12,6 +12,7 @@ from typing import Dict, Mapping, NamedTuple, Optional, Protocol, Tuple, Union
 from .enums import FrameType, InstanceHealthStatus, TransportType
 from .errors import InvalidDescriptor
 from .ids import CorrelationId
+from .schemas import ServiceSchemas
 
 #: The largest version part: 2**53 - 1 (16 digits), the bound node-semver
 #: uses, so a version JavaScript tooling accepts is accepted here.  Bounded
@@ -300,6 +301,8 @@ class ConnectionState:
     peer: str = ""
     peer_identity: Tuple[str, ...] = ()
     max_frame_bytes: int = 1024 * 1024
+    #: The endpoint descriptions of the HELLO (feature C{endpoint-schemas}).
+    schemas: Optional[ServiceSchemas] = None
 
 
 class RoutingContext(NamedTuple):

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from .gateway import GatewayConfig
 
 #: Key path prefixes that cannot change while the gateway runs.
-RESTART_ONLY = ("http.listen", "http.backlog", "transports", "admin.listen", "admin.enabled")
+RESTART_ONLY = ("http.listen", "http.backlog", "transports", "admin.listen", "admin.enabled",
+                "openapi")
 
 
 def flatten(value: object, prefix: str = "") -> Dict[str, object]:

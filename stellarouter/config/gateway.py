@@ -46,6 +46,7 @@ from .gateway_model import (
     TransportListenerConfig,
 )
 from .observability import read_access_log, read_metrics
+from .openapi import read_openapi
 from .resilience import read_outlier_detection, read_retries
 from .reader import (
     MAX_CONFIG_BYTES,
@@ -69,7 +70,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     top = r.mapping(document, "", ["node", "http", "transports", "payload_limits", "health",
                                    "services", "static_instances", "auth", "buffers",
                                    "registration", "admin", "access_log", "metrics",
-                                   "retries", "outlier_detection"])
+                                   "retries", "outlier_detection", "openapi"])
     if document is None:
         r.problem("", "the file is empty; at least 'node.region' and 'transports' are needed")
 
@@ -229,6 +230,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
     auth = _read_auth(r, top.get("auth"), source)
     buffers = _read_buffers(r, top.get("buffers"))
     registration = _read_registration(r, top.get("registration"))
+    openapi = read_openapi(r, top.get("openapi"))
     admin = read_admin(r, top.get("admin"), auth.enabled)
     access_log = read_access_log(r, top.get("access_log"), http.access_log)
     metrics = read_metrics(r, top.get("metrics"))
@@ -246,6 +248,7 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         static_instances=tuple(statics),
         buffers=buffers,
         registration=registration,
+        openapi=openapi,
         admin=admin,
         access_log=access_log,
         metrics=metrics,

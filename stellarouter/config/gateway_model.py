@@ -18,6 +18,7 @@ from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.models import ClaimRequirement, PayloadLimits, RegistrationLimits
 from .admin import AdminConfig
 from .observability import AccessLogConfig, MetricsConfig
+from .openapi import OpenApiConfig
 from .resilience import OutlierDetectionConfig, RetryConfig
 
 #: Transports the gateway can listen on today.
@@ -315,6 +316,7 @@ class GatewayConfig:
     metrics: MetricsConfig = MetricsConfig()
     retries: RetryConfig = RetryConfig()
     outlier_detection: OutlierDetectionConfig = OutlierDetectionConfig()
+    openapi: OpenApiConfig = OpenApiConfig()
 
     def registration_refusal(self, service: str, version: str) -> Optional[str]:
         """

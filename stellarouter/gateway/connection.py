@@ -38,6 +38,7 @@ from ..common.payloads import (
     encode_hello_ack,
     stream_credit,
 )
+from ..common.schemas import ENDPOINT_SCHEMAS, SchemasProblem, ServiceSchemas, read_schemas
 from ..config.gateway import HealthConfig
 from .backlog import BacklogWatch
 from .buffers import ResponseBudget
@@ -96,6 +97,9 @@ class GatewayConnection:
     #: If set, C{policy(service, version)} says why an instance may not
     #: register (C{services[].allowed_versions}), or returns C{None}.
     registration_policy: Optional[Callable[[str, str], Optional[str]]] = None
+    #: Keep the endpoint descriptions of a HELLO (feature C{endpoint-schemas})
+    #: for the OpenAPI document (off: C{openapi.expose: none}).
+    keep_schemas = True
 
     def __init__(
         self,
@@ -289,6 +293,7 @@ class GatewayConnection:
         self.state = state = new_connection_state(
             hello, self.sender.transport_type, self.sender.peer, identity,
             self.clock.seconds(), self.max_frame_bytes)
+        state.schemas = self._schemas(hello.schemas)
         try:
             self.routing_state.register(self._routable())
         except InvalidDescriptor as e:
@@ -297,6 +302,8 @@ class GatewayConnection:
             return
         self.phase = _REGISTERED
         self.compact_headers, self.response_credit, features = agreed_features(hello.features)
+        if state.schemas is not None:
+            features += (ENDPOINT_SCHEMAS,)
         self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
             HelloAck(True, None, self.node_id, self.region, features))))
         i = hello.instance
@@ -308,6 +315,21 @@ class GatewayConnection:
             identity=f" (certificate {', '.join(identity)})" if identity else "",
             count=len(hello.endpoints),
         )
+
+    def _schemas(self, raw: object) -> Optional[ServiceSchemas]:
+        """
+        The endpoint descriptions of a HELLO, if it has some, they are
+        kept, and their shape is right (else they are left out, logged:
+        the endpoints are routed all the same).
+        """
+        if raw is None or not self.keep_schemas:
+            return None
+        try:
+            return read_schemas(raw)
+        except SchemasProblem as e:
+            self.log.warn("endpoint descriptions in the HELLO from {peer} left out: {error}",
+                          peer=self.peer, error=e)
+            return None
 
     def _reject(self, reason: str, cid: Optional[CorrelationId] = None,
                 answer: bool = False) -> None:

@@ -39,6 +39,7 @@ from .expected import ExpectedInstances
 from .forwarding import ClientAddressPolicy
 from .memory import configured_routes
 from .health import HealthMonitor
+from .openapi import OpenApiCatalog, expose_publicly
 from .outliers import OutlierPolicy
 from .overrides import EndpointOverrides
 from .retry import RetryBudget
@@ -117,6 +118,15 @@ class GatewayService(Service):
         self.proxy = ProxyResource(self.routing_state, self._routing_for(config), reactor,
                                    node.region, config.payload_limits, self.aggregate)
         self.site = GatewaySite(self.proxy, self.health, reactor)
+        #: The OpenAPI documents (docs/router/openapi.md); on the public site
+        #: with C{openapi.expose: public}; for the admin listener (the
+        #: default) add_openapi_routes mounts them there.
+        self.openapi = OpenApiCatalog(self.routing_state, config.openapi.title,
+                                      lambda: self.config.default_versions())
+        self.openapi.server_url = config.openapi.server_url
+        if config.openapi.expose == "public":
+            expose_publicly(self.site, self.routing_state, self.openapi,
+                            config.openapi.path, config.openapi.docs_path)
         # Telemetry (issue 21): metrics kept across reloads, the access log
         # rebuilt when its settings change (see _apply_telemetry).
         self.reloads_applied = 0
@@ -175,6 +185,7 @@ class GatewayService(Service):
                 stalled_close_after=self.config.buffers.stalled_close_after,
             )
             connection.registration = self.config.registration
+            connection.keep_schemas = self.config.openapi.expose != "none"
             return connection
         return build
 
@@ -309,7 +320,7 @@ class GatewayService(Service):
         effective = dataclasses.replace(
             new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
                                           backlog=self.config.http.backlog),
-            transports=self.config.transports,
+            transports=self.config.transports, openapi=self.config.openapi,
             admin=dataclasses.replace(new.admin, listen=self.config.admin.listen,
                                       enabled=self.config.admin.enabled))
         self._apply(effective)
@@ -378,6 +389,11 @@ class GatewayService(Service):
         self._http_port = port
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
+        if self.config.openapi.expose == "admin" and self.openapi.server_url is None:
+            # Read off the admin listener, the document points at the HTTP port.
+            scheme = "https" if http.listen.startswith("ssl:") else "http"
+            name = f"[{host.host}]" if ":" in host.host else host.host
+            self.openapi.server_url = f"{scheme}://{name}:{host.port}"
         admin_address = await self._start_admin()
         if admin_address is not None:
             self.addresses["admin"] = admin_address

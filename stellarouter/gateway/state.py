@@ -32,8 +32,8 @@ _ROUTABLE = (InstanceHealthStatus.HEALTHY, InstanceHealthStatus.DEGRADED)
 _NONE: List[RoutableConnection] = []
 
 
-def _reserved(template: str) -> bool:
-    return any(template == p or template.startswith(p + "/") for p in RESERVED_PREFIXES)
+def _reserved(template: str, prefixes: Tuple[str, ...] = RESERVED_PREFIXES) -> bool:
+    return any(template == p or template.startswith(p + "/") for p in prefixes)
 
 
 @implementer(IGlobalRoutingState)
@@ -71,6 +71,12 @@ class RoutingState:
         self.clock = clock
         #: Routes known without a live instance: 503, not 404.
         self.memory = RouteMemory()
+        #: Counts registrations and departures: the set of HELLOs changed
+        #: when it did (the OpenAPI document is rebuilt only then).
+        self.generation = 0
+        #: Paths served by the gateway itself (more when the OpenAPI routes
+        #: are on the public port).
+        self.reserved_prefixes: Tuple[str, ...] = RESERVED_PREFIXES
         #: Consecutive failures and ejections per connection (issue 24).
         self.outliers = OutlierDetector()
         #: Connection ids ejected as outliers: kept out of the candidate
@@ -92,7 +98,7 @@ class RoutingState:
                     "(same shape, different parameter names)"
                 )
             shapes[shape] = template
-            if _reserved(template):
+            if _reserved(template, self.reserved_prefixes):
                 raise InvalidDescriptor(
                     f"{method} {template} is reserved for the gateway's own endpoints"
                 )
@@ -129,6 +135,7 @@ class RoutingState:
         self._versions_gone.pop(version, None)
         self._versions_seen.setdefault(service, {})[state.instance.version] = None
         self._note_instance(connection)
+        self.generation += 1
 
     def _note_instance(self, connection: RoutableConnection) -> None:
         """
@@ -155,6 +162,7 @@ class RoutingState:
         state: ConnectionState = connection.state
         if self._connections.pop(state.connection_id, None) is None:
             return
+        self.generation += 1
         routable = self._routable.pop(state.connection_id, True)
         lists, other = ((self._by_endpoint, self._parked) if routable
                         else (self._parked, self._by_endpoint))

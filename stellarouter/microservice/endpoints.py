@@ -32,6 +32,7 @@ from ..common.payloads import MAX_TIMEOUT, endpoint_from_json, endpoint_to_json
 from ..config.errors import ConfigError
 from ..config.microservice import EndpointOverrideConfig
 from .context import RawRequestContext, RawResponse, StreamingResponse
+from .descriptions import EndpointDoc, endpoint_doc
 from .errors import BadRequest
 from .typed import body_reader, encode_result
 
@@ -191,6 +192,11 @@ class Microservice:
             raise ValueError(str(e)) from None
         self.version = version
         self._endpoints: Dict[Tuple[str, str], RegisteredEndpoint] = {}
+        #: Each endpoint's documentation (HELLO feature C{endpoint-schemas}).
+        self.docs: Dict[Tuple[str, str], EndpointDoc] = {}
+        #: The last HELLO descriptions built and what from
+        #: (L{stellarouter.microservice.descriptions.schemas_for}).
+        self.described: Optional[Tuple[Any, Dict[str, Any]]] = None
 
     def _register(
         self,
@@ -202,9 +208,13 @@ class Microservice:
         claims: Iterable[ClaimRequirement],
         max_request_bytes: Optional[int],
         idempotent: Optional[bool],
+        doc: Optional[Callable[[str], EndpointDoc]] = None,
     ) -> None:
         """
         Check every argument and add the endpoint.
+
+        @param doc: makes its documentation, given the endpoint's name for
+            messages (L{endpoint_doc}).
 
         @raise ValueError: naming the endpoint and the argument at fault;
             an endpoint that passes can always be announced in HELLO.
@@ -258,6 +268,7 @@ class Microservice:
                                where)
         except Exception as e:
             raise ValueError(f"{where}: cannot be announced in HELLO: {e}") from None
+        self.docs[(method, path)] = (doc or (lambda _: endpoint_doc(handler)))(where)
         self._endpoints[(method, path)] = RegisteredEndpoint(descriptor, handler)
 
     def endpoint(
@@ -270,6 +281,14 @@ class Microservice:
         claims: Iterable[ClaimRequirement] = (),
         max_request_bytes: Optional[int] = None,
         idempotent: Optional[bool] = None,
+        summary: Optional[str] = None,
+        description: Optional[str] = None,
+        tags: Iterable[str] = (),
+        deprecated: bool = False,
+        request_type: Any = None,
+        response_type: Any = None,
+        status: int = 200,
+        parameters: Optional[Mapping[str, str]] = None,
     ) -> Callable[[F], F]:
         """
         Register a raw handler C{handler(ctx) -> RawResponse} (or a Deferred
@@ -280,6 +299,14 @@ class Microservice:
         @param claims: L{ClaimRequirement}s the gateway enforces.
         @param max_request_bytes: a tighter request-size limit, or C{None}.
         @param idempotent: C{None}: by method.
+        @param summary: for the gateway's OpenAPI document (default: the
+            docstring's first paragraph); C{description} (default: the rest
+            of the docstring), C{tags}, C{deprecated}, C{parameters} (path
+            parameter descriptions) likewise.
+        @param request_type: documentation only (a raw handler reads
+            C{ctx.body} itself): the JSON body it expects.
+        @param response_type: documentation only: the JSON body of a
+            success, answered with C{status}.
         @raise ValueError: a bad argument (method, path, timeout, claims,
             ...) or a duplicate endpoint, naming the endpoint and the
             argument.
@@ -289,6 +316,11 @@ class Microservice:
             self._register(
                 method, path, handler, timeout, streaming, claims,
                 max_request_bytes, idempotent,
+                lambda where: endpoint_doc(
+                    handler, summary=summary, description=description, tags=tags,
+                    deprecated=deprecated, request_type=request_type,
+                    response_type=response_type, status=status, parameters=parameters,
+                    where=where),
             )
             return handler
 
@@ -305,6 +337,12 @@ class Microservice:
         claims: Iterable[ClaimRequirement] = (),
         max_request_bytes: Optional[int] = None,
         idempotent: Optional[bool] = None,
+        summary: Optional[str] = None,
+        description: Optional[str] = None,
+        tags: Iterable[str] = (),
+        deprecated: bool = False,
+        response_type: Any = None,
+        parameters: Optional[Mapping[str, str]] = None,
     ) -> Callable[[F], F]:
         """
         Register a typed handler C{handler(ctx, payload) -> object}.
@@ -322,6 +360,10 @@ class Microservice:
         refused (500, logged): C{({...}, 404)} is not a status.
 
         @param status: the status of a plain result, 200-599.
+        @param response_type: the result's type, for the gateway's OpenAPI
+            document (default: the handler's return annotation when it is a
+            type msgspec describes); C{summary}, C{description}, C{tags},
+            C{deprecated}, C{parameters}: as L{endpoint}.
         @raise ValueError: a bad argument (method, path, status,
             request_type, timeout, claims, ...) or a duplicate endpoint,
             naming the endpoint and the argument.
@@ -340,6 +382,11 @@ class Microservice:
             self._register(
                 method, path, typed_handler(handler, status, request_type), timeout,
                 False, claims, max_request_bytes, idempotent,
+                lambda where: endpoint_doc(
+                    handler, summary=summary, description=description, tags=tags,
+                    deprecated=deprecated, request_type=request_type,
+                    response_type=response_type, status=status, parameters=parameters,
+                    where=where),
             )
             return handler
 
@@ -360,6 +407,7 @@ class Microservice:
         self._register(
             d.method, d.path, endpoint.handle, d.default_timeout, d.supports_streaming,
             d.requiring_claims, d.max_request_bytes, d.idempotent,
+            lambda where: endpoint_doc(endpoint, where=where),
         )
 
     def mount_klein(

@@ -36,10 +36,11 @@ from ..common.payloads import (
     decode_heartbeat,
     decode_hello_ack,
     encode_heartbeat,
-    encode_hello,
 )
+from ..common.schemas import ENDPOINT_SCHEMAS
 from .admission import RequestAdmission
 from .budget import ResponseStreamBudget
+from .descriptions import fitting_hello, schemas_for
 from .dispatcher import RequestDispatcher
 from .endpoints import Microservice
 
@@ -105,6 +106,7 @@ class RouterSession:
         compact_headers: bool = True,
         response_budget: Optional[ResponseStreamBudget] = None,
         on_rejected: Optional[Callable[["RouterSession", str], None]] = None,
+        describe_endpoints: bool = True,
     ) -> None:
         """
         @param router: a description of the router, for the logs.
@@ -119,7 +121,11 @@ class RouterSession:
             app's, without configuration overrides).
         @param response_budget: the process's budget for streamed response
             bytes, shared by all its sessions.
+        @param describe_endpoints: describe the endpoints in HELLO (feature
+            C{endpoint-schemas}, as much as fits in C{max_frame_bytes}).
         """
+        self.describe_endpoints = describe_endpoints
+        self.described = False
         self.response_budget = response_budget
         self.descriptors = descriptors if descriptors is not None else app.descriptors()
         self.can_stream = can_stream
@@ -187,7 +193,9 @@ class RouterSession:
             "({count} endpoints)", router=self.router, service=self.app.name,
             version=self.app.version, count=len(hello.endpoints),
         )
-        sender.sendFrame(Frame(FrameType.HELLO, self._hello_id, encode_hello(hello)))
+        schemas = schemas_for(self.app, self.descriptors) if self.describe_endpoints else None
+        sender.sendFrame(Frame(FrameType.HELLO, self._hello_id, fitting_hello(
+            hello, schemas, self.max_frame_bytes, f"HELLO to router {self.router}")))
 
     def frameReceived(self, frame: Frame) -> None:
         if self.state not in _OPEN:
@@ -294,6 +302,8 @@ class RouterSession:
                       else SessionState.REGISTERED)
         dispatcher.compact_headers = self.compact_headers and COMPACT_HEADERS in ack.features
         dispatcher.response_credit = self.can_stream and RESPONSE_CREDIT in ack.features
+        # The gateway kept the endpoint descriptions (for its OpenAPI document).
+        self.described = ENDPOINT_SCHEMAS in ack.features
         self.log.info(
             "registered with gateway {node} (region {region}) at {router} as {instance_id}",
             node=ack.node_id, region=ack.region, router=self.router,

@@ -22,6 +22,7 @@ from ..config.gateway import (
 )
 from ..config.microservice import (
     EndpointOverrideConfig, MicroserviceConfig, RouterEndpointConfig)
+from ..config.openapi import OpenApiConfig
 from ..config.observability import AccessLogConfig, MetricsConfig
 from ..gateway.service import GatewayService
 from ..microservice.endpoints import Microservice
@@ -44,7 +45,8 @@ class InMemoryDeployment:
                  auth: AuthConfig = AuthConfig(),
                  extra_transports: Iterable[TransportListenerConfig] = (),
                  access_log: AccessLogConfig = AccessLogConfig(),
-                 metrics: MetricsConfig = MetricsConfig()) -> None:
+                 metrics: MetricsConfig = MetricsConfig(),
+                 openapi: OpenApiConfig = OpenApiConfig()) -> None:
         """
         @param access_log: the gateway's and every microservice's access
             log settings.
@@ -62,6 +64,7 @@ class InMemoryDeployment:
             health=health,
             services=tuple(services),
             auth=auth,
+            openapi=openapi,
             access_log=access_log,
             metrics=metrics,
         )

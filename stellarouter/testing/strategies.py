@@ -8,7 +8,7 @@ in every test.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 from hypothesis import strategies as st
 
@@ -86,6 +86,20 @@ def cancel_reasons() -> st.SearchStrategy[CancelReason]:
     Every cancel reason.
     """
     return st.sampled_from(list(CancelReason))
+
+
+def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
+    """
+    Any JSON value (objects with short keys, a few levels deep), as
+    C{json.loads} would give it: for input that must never crash a reader.
+    """
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(
+        allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+    keys = st.sampled_from(["$ref", "type", "schema", "endpoints", "components", "method",
+                            "path", "request", "response", "status", "content_type", "tags",
+                            "title", "items"]) | st.text(max_size=8)
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                        | st.dictionaries(keys, inner, max_size=5), max_leaves=max_leaves)
 
 
 def splits(data_size: int) -> st.SearchStrategy[List[int]]:

@@ -20,6 +20,7 @@ from ..models import (
     normalize_service_name,
     parse_version,
 )
+from ..schemas import optional_schemas
 from ._json import decode_json, encode_json, json_field, json_optional
 
 #: Wire protocol version announced in HELLO.
@@ -53,6 +54,8 @@ class Hello:
     heartbeat_interval: float = 5.0
     features: Tuple[str, ...] = ()
     protocol: int = PROTOCOL_VERSION
+    #: The C{schemas} object (feature C{endpoint-schemas}, common/schemas.py), as sent.
+    schemas: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ def encode_hello(hello: Hello) -> bytes:
     Encode a HELLO payload.
     """
     i = hello.instance
+    extra = {} if hello.schemas is None else {"schemas": hello.schemas}
     return encode_json(
         {
             "protocol": hello.protocol,
@@ -170,6 +174,7 @@ def encode_hello(hello: Hello) -> bytes:
             "endpoints": [endpoint_to_json(e) for e in hello.endpoints],
             "heartbeat_interval": hello.heartbeat_interval,
             "features": list(hello.features),
+            **extra,
         }
     )
 
@@ -212,7 +217,8 @@ def decode_hello(payload: bytes, limits: Optional[RegistrationLimits] = None) ->
     features = obj.get("features") or []
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise MalformedPayload("HELLO.features must be a list of strings")
-    return Hello(instance, endpoints, interval, tuple(features), protocol)
+    return Hello(instance, endpoints, interval, tuple(features), protocol,
+                 optional_schemas(obj, tuple(features)))
 
 
 def decode_endpoint_list(

@@ -295,7 +295,8 @@ class GatewayRequest(Request):
         if isinstance(site, GatewaySite) and self.path == b"*":
             self._asterisk()
             return
-        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS:
+        if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS or (
+                site.own_paths is not None and site.own_paths(self.path)):  # openapi.py
             super().process()
             return
         # A proxied request: what twisted.web's Request.process does for our
@@ -456,6 +457,10 @@ class GatewaySite(Site):
     open_connections = 0
     #: Connections over the cap being answered 503 now.
     refusing = 0
+    #: Other paths of the gateway's own (C{openapi.expose: public}) and the
+    #: resource that serves them.
+    own_paths: Optional[Callable[[bytes], bool]] = None
+    own_resource: Optional[IResource] = None
     #: Told of every proxied request when it ends (L{RequestTelemetry}).
     telemetry: Optional[RequestTelemetry] = None
 
@@ -528,6 +533,8 @@ class GatewaySite(Site):
         request.sitepath = []  # type: ignore[attr-defined]
         if request.path in HEALTH_PATHS and request.method in (b"GET", b"HEAD"):
             return self.health_resource
+        if self.own_paths is not None and self.own_paths(request.path):
+            return self.own_resource  # type: ignore[return-value]
         return self.proxy
 
     def log(self, request: http.Request) -> None:
