@@ -40,6 +40,7 @@ from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from zope.interface import Interface
 
+from ..common.interfaces import IOpenApiSource
 from ..common.models import ClaimRequirement, EndpointDescriptor, parse_version
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..common.redaction import redact
@@ -48,6 +49,7 @@ from ..config.diff import flatten
 from ..config.gateway import GatewayConfig
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
 from .interfaces import IMetricsExposition
+from .openapi import add_openapi_routes
 from .outliers import EjectionState
 from .overrides import EndpointOverrides
 
@@ -155,6 +157,9 @@ class AdminApp:
         self.health = health
         self.clock = clock
         self.metrics = metrics
+        #: The OpenAPI documents when C{openapi.expose} is C{admin} (the
+        #: gateway sets them; L{None}: C{/openapi.json} and C{/docs} are 404).
+        self.openapi: Optional[IOpenApiSource] = None
         #: How to read an instance's outlier state (the gateway sets it).
         self.ejection_state: Optional[Callable[[Any], EjectionState]] = None
         self.config = config
@@ -536,6 +541,28 @@ def _host_name(header: Optional[bytes]) -> Optional[str]:
 def _query_value(request: IRequest, name: bytes) -> Optional[str]:
     values = (request.args or {}).get(name)
     return values[0].decode("utf-8", "replace") if values else None
+
+
+def _openapi_guard(admin: AdminApp, request: IRequest) -> None:
+    """
+    The OpenAPI routes are admin resources: the same authorization, and 404
+    when the documents are exposed elsewhere (C{openapi.expose}).
+    """
+    admin._authorize(request)
+    if admin.openapi is None:
+        raise AdminRefused(404, "not-found", "No OpenAPI documents here",
+                           "the gateway does not expose its OpenAPI documents on the admin "
+                           "listener (openapi.expose)")
+
+
+def _openapi_of(admin: AdminApp) -> IOpenApiSource:
+    assert admin.openapi is not None, "the guard checked"
+    return admin.openapi
+
+
+# Issue 23: /openapi.json and /docs on the admin listener (openapi.expose:
+# admin, the default), at their default paths.
+add_openapi_routes(AdminApp.app, _openapi_of, guard=_openapi_guard)
 
 
 __all__ = ["AdminApp", "AdminRefused", "AdminSite", "IMetricsExposition", "claims_json", "iso_time",

@@ -484,6 +484,7 @@ def add_openapi_routes(
     source: Union[IOpenApiSource, Callable[[Any], IOpenApiSource]],
     openapi_path: str = "/openapi.json",
     docs_path: str = "/docs",
+    guard: Optional[Callable[[Any, IRequest], None]] = None,
 ) -> None:
     """
     Add C{GET openapi_path} (the document, C{?version=V} for one version;
@@ -496,10 +497,15 @@ def add_openapi_routes(
         instance the app is used through and returning its documents
         (C{lambda admin: admin.openapi}), so that the routes are added once,
         at class level.
+    @param guard: for such a class-level app, called with the instance and
+        the request before anything is answered; what it raises is the
+        app's to handle (the admin listener's authorization).
     """
     docs = docs_path.rstrip("/")
 
     def source_for(args: Tuple[Any, ...]) -> IOpenApiSource:
+        if guard is not None:
+            guard(args[0], _request_of(args))
         if IOpenApiSource.providedBy(source):
             return source
         return source(args[0])
@@ -538,6 +544,8 @@ def add_openapi_routes(
 
     def asset(*args: Any, **kwargs: Any) -> bytes:
         request = _request_of(args)
+        if guard is not None:
+            guard(args[0], request)
         name = kwargs.get("name", "")
         content_type = SWAGGER_FILES.get(name)
         if content_type is None:

@@ -139,6 +139,8 @@ class GatewayService(Service):
         self.admin = AdminApp(self._registered, self.health, reactor, config,
                               self.metrics if metrics is None else metrics)
         self.admin.ejection_state = self.routing_state.ejection_state
+        if config.openapi.expose == "admin":  # (the default; issue 23)
+            self.admin.openapi = self.openapi
         self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor)
         self._admin_port: Optional[IListeningPort] = None
         self.servers: List[ITransportServer] = []

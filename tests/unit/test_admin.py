@@ -693,3 +693,48 @@ class AdminListenerTests(SynchronousTestCase):
             "requires scope: the admin API answers requests without a token",
             "configuration reload weakens authentication: admin.allow_remote turned on: the "
             "admin API answers requests from other hosts"])
+
+
+class AdminOpenApiTests(AdminTestCase):
+    """
+    Issue 23: with C{openapi.expose: admin} (the default) the admin listener
+    serves C{/openapi.json} and C{/docs}, behind the admin API's guard.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.deployment.add(billing("1.0.0"), instance_id="billing-1")
+
+    def test_served_by_default(self) -> None:
+        """
+        The document describes the connected Billing service; the docs page
+        is HTML.
+        """
+        status, document = self.get("/openapi.json")
+        self.assertEqual(status, 200)
+        self.assertEqual(document["openapi"][:3], "3.1")
+        self.assertIn("/ping", document["paths"])
+        page = self.deployment.admin_request("GET", "/docs")
+        self.assertEqual(page.status, 200)
+        self.assertIn("text/html", page.header("Content-Type"))
+
+    def test_guarded(self) -> None:
+        """
+        A page's request (Origin) is refused, and with
+        C{admin.require_claims} a request without a token is 401, like every
+        admin resource.
+        """
+        response = self.deployment.admin_request("GET", "/openapi.json",
+                                                 [("Origin", "http://evil.example")])
+        self.assertEqual(response.status, 403)
+        self.configure(admin=AdminConfig(
+            require_claims=(ClaimRequirement("scope", "stellarouter:admin"),)))
+        self.assertEqual(self.deployment.admin_request("GET", "/openapi.json").status, 401)
+        self.assertEqual(self.deployment.admin_request("GET", "/docs").status, 401)
+
+    def test_not_here_when_exposed_elsewhere(self) -> None:
+        """
+        When the documents are exposed elsewhere, the admin paths are 404.
+        """
+        self.deployment.gateway.admin.openapi = None
+        self.assertEqual(self.deployment.admin_request("GET", "/openapi.json").status, 404)
