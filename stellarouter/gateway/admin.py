@@ -34,6 +34,7 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
@@ -489,27 +490,49 @@ class AdminRequest(Request):
     """
 
     _received = 0
+    _dropped = False
     log = Logger()
 
     def gotLength(self, length: Optional[int]) -> None:
         if length is not None and length > MAX_ADMIN_BODY_BYTES:
+            super().gotLength(None)  # (a body holder that stays empty)
             self._drop()
             return
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self._dropped:
+            return
         self._received += len(data)
         if self._received > MAX_ADMIN_BODY_BYTES:
             self._drop()
             return
         super().handleContentChunk(data)
 
+    def process(self) -> None:
+        if not self._dropped:  # a refused request is never served
+            super().process()
+
     def _drop(self) -> None:
-        self.log.info("admin request body over {limit} bytes: connection dropped",
+        """
+        Answer 413 (problem+json) and close: nothing more of this
+        connection is read or served.
+        """
+        if self._dropped:
+            return
+        self._dropped = True
+        self.log.info("admin request body over {limit} bytes: answered 413, connection closed",
                       limit=MAX_ADMIN_BODY_BYTES)
         transport = self.channel.transport if self.channel is not None else None
-        if transport is not None:
-            getattr(transport, "abortConnection", transport.loseConnection)()
+        if transport is None:
+            return
+        body = problem_body(413, "payload-too-large", "Payload too large",
+                            f"the admin API takes bodies of at most {MAX_ADMIN_BODY_BYTES} "
+                            "bytes")
+        transport.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: "
+                        + PROBLEM_CONTENT_TYPE.encode() + b"\r\nContent-Length: "
+                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        transport.loseConnection()
 
 
 class AdminSite(Site):
@@ -519,6 +542,13 @@ class AdminSite(Site):
     """
 
     requestFactory = AdminRequest
+
+    def log(self, request: http.Request) -> None:
+        """
+        No access line: an admin URL may carry a token in its query, and no
+        secret is ever logged (the gateway's own access log covers proxied
+        requests only).
+        """
 
 
 def _path(request: IRequest) -> str:

@@ -96,6 +96,14 @@ routers:
         cid = response.headers.getRawHeaders("X-Correlation-Id")[0]
         await gateway.wait_for(rf'"cid":"{cid}"', reactor)
         await micro.wait_for(rf'"cid":"{cid}"', reactor)
+        # The same token in an admin URL's query (the admin listener wrote
+        # twisted.web's Apache-style line, query included, until an outside
+        # test found the token there).
+        admin = await gateway.wait_for(r'"admin": "(127\.0\.0\.1:\d+)"', reactor)
+        response = await treq.get(f"http://{admin.group(1)}/status?access_token={token}",
+                                  pool=self.pool)
+        await response.content()
+        self.assertEqual(response.code, 200)
         seen = len(gateway.lines)
         deployment.write("gw.yaml", self.gateway_yaml(SECRETS[1], f"""  - {{type: rabbitmq,
      listen: "amqp:host=127.0.0.1:port=5672:user=guest:password={SECRETS[3]}:vhost=/"}}"""))

@@ -440,14 +440,16 @@ class DrainTests(AdminTestCase):
 
     def test_body_bounded(self) -> None:
         """
-        A request body over 64 KiB (declared, or sent chunked) drops the
-        connection before it is buffered; a small one is ignored.
+        A request body over 64 KiB (declared, or sent chunked) is answered
+        413 (problem+json) and the connection closed before the body is
+        buffered; the request is not served.
         """
         declared = InMemoryHttpClient(self.deployment.gateway.admin_site, host="127.0.0.1")
         self.deployment.clients.append(declared)
         declared.send("POST", "/instances/billing-1/drain", b"x" * (64 * 1024 + 1))
         self.assertTrue(declared.transport.disconnecting)
-        self.assertEqual(declared.transport.value(), b"")
+        self.assertTrue(declared.transport.value().startswith(b"HTTP/1.1 413 "),
+                        declared.transport.value())
         declared.channel.connectionLost(Failure(ConnectionLost("aborted")))
         chunked = InMemoryHttpClient(self.deployment.gateway.admin_site, host="127.0.0.1")
         self.deployment.clients.append(chunked)
@@ -455,7 +457,9 @@ class DrainTests(AdminTestCase):
                                      b"Host: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
         for _ in range(5):
             chunked.channel.dataReceived(b"4000\r\n" + b"x" * 0x4000 + b"\r\n")
+        chunked.channel.dataReceived(b"0\r\n\r\n")  # the body's end: still not served
         self.assertTrue(chunked.transport.disconnecting)
+        self.assertTrue(chunked.transport.value().startswith(b"HTTP/1.1 413 "))
         chunked.channel.connectionLost(Failure(ConnectionLost("aborted")))
         self.assertEqual(self.connection("billing-1").state.status,
                          InstanceHealthStatus.HEALTHY)
@@ -738,3 +742,4 @@ class AdminOpenApiTests(AdminTestCase):
         """
         self.deployment.gateway.admin.openapi = None
         self.assertEqual(self.deployment.admin_request("GET", "/openapi.json").status, 404)
+

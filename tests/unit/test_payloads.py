@@ -591,6 +591,17 @@ class JsonDecodingTests(SynchronousTestCase):
         '{"a":Infinity}', '{"a":-Infinity}', '{"\\u00e9":"\\ud83d\\ude00"}', '{"a":1,}',
     ]
 
+    def test_deep_nesting_is_malformed(self) -> None:
+        """
+        JSON nested deeper than the interpreter recurses (a hostile HELLO
+        over TCP found it: a RecursionError and a traceback per connection)
+        is a L{MalformedPayload} like any other bad payload.
+        """
+        doc = b'{"service":' + b"[" * 100000 + b"]" * 100000 + b"}"
+        self.assertRaises(MalformedPayload, decode_hello, doc)
+        from stellarouter.common.payloads._json import decode_json as _decode_json
+        self.assertRaises(MalformedPayload, _decode_json, doc, "T")
+
     def test_same_as_json(self) -> None:
         from stellarouter.common.payloads._json import decode_json as _decode_json
 

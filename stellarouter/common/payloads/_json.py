@@ -49,7 +49,8 @@ def decode_json(payload: bytes, what: str) -> Dict[str, Any]:
     The JSON object in C{payload}.
 
     @raise MalformedPayload: not UTF-8, not JSON (NaN and Infinity
-        included), or not an object.
+        included), nested deeper than the interpreter recurses, or not an
+        object.
     """
     try:
         text = payload.decode("utf-8")
@@ -61,6 +62,8 @@ def decode_json(payload: bytes, what: str) -> Dict[str, Any]:
             obj = _loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedPayload(f"{what} payload is not UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise MalformedPayload(f"{what} payload nests JSON too deeply") from None
     if not isinstance(obj, dict):
         raise MalformedPayload(f"{what} payload is not a JSON object")
     return obj
