@@ -186,8 +186,28 @@ class LoggerSink:
         # name as its namespace.)
         self.log = Logger(namespace="stellarouter.access")
 
+    #: The most text one log event carries: a batch goes out as several
+    #: events cut at line ends (an observer may cap an event's size: trial's
+    #: worker protocol refuses a value over 64 KiB, and a log line is read
+    #: more easily in pieces).  A single longer line stays one event.
+    max_event_chars = 32 * 1024
+
     def write(self, lines: _Lines) -> None:
-        self.log.info("{access_log}", access_log=lines, access_log_lines=len(lines))
+        text = str(lines)
+        if len(text) <= self.max_event_chars:
+            self.log.info("{access_log}", access_log=text, access_log_lines=len(lines))
+            return
+        chunk: List[str] = []
+        size = 0
+        for line in text.split("\n"):
+            if chunk and size + len(line) + 1 > self.max_event_chars:
+                self.log.info("{access_log}", access_log="\n".join(chunk),
+                              access_log_lines=len(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line) + 1
+        if chunk:
+            self.log.info("{access_log}", access_log="\n".join(chunk), access_log_lines=len(chunk))
 
     def close(self) -> None:
         pass

@@ -140,11 +140,13 @@ class BufferTests(SynchronousTestCase):
         self.assertEqual(lines[2], "")
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
 
-    def test_logger_sink_formats_lazily(self) -> None:
+    def test_logger_sink_events_stay_small(self) -> None:
         """
-        Into the process's own log, a batch is one event whose text is only
-        formatted when an observer formats it.
+        Into the process's own log, a batch is one event of its lines, or,
+        past L{LoggerSink.max_event_chars}, several cut at line ends (trial's
+        worker protocol refused a 256-line event: C{amp.TooLong}).
         """
+        from twisted.logger import formatEvent
         events: List[Any] = []
         publisher = LogPublisher(events.append)
         sink = LoggerSink()
@@ -154,11 +156,18 @@ class BufferTests(SynchronousTestCase):
         log.add(RECORD)
         log.flush()
         self.assertEqual(len(events), 1)
-        lines = events[0]["access_log"]
-        self.assertIsNone(lines._text)
-        from twisted.logger import formatEvent
         self.assertEqual(formatEvent(events[0]).split("\n"),
                          [format_json(NAMES, RECORD)] * 2)
+        del events[:]
+        line = format_json(NAMES, RECORD)
+        for _ in range(300):
+            log.add(RECORD)
+        log.flush()
+        self.assertGreater(len(events), 1)
+        texts = [formatEvent(event) for event in events]
+        self.assertTrue(all(len(text) <= sink.max_event_chars for text in texts))
+        self.assertEqual("\n".join(texts).split("\n"), [line] * 300)
+        self.assertEqual(sum(event["access_log_lines"] for event in events), 300)
 
 
 def make_app(held: List[Deferred]) -> Microservice:
