@@ -56,8 +56,13 @@ class KilledInstanceTests(ProcessTestCase):
                          and line.endswith(" on a"))
         self.assertEqual(outcomes["GET", 200], 4, outcomes)
         self.assertGreaterEqual(attempts["GET", "2"], 1, attempts)
-        self.assertEqual(outcomes["POST", 502], posts_on_a, (outcomes, started))
-        self.assertEqual(outcomes["POST", 200], 4 - posts_on_a, outcomes)
+        posts_on_b = sum(1 for line in started if line.startswith("started POST")
+                         and line.endswith(" on b"))
+        # Every POST answered 200 ran once, on b; every other one is a 502, not
+        # retried: those that started on a, and any written to a that it had
+        # not read yet when it died (the gateway cannot tell it did not run).
+        self.assertEqual(outcomes["POST", 200], posts_on_b, (outcomes, started))
+        self.assertEqual(outcomes["POST", 200] + outcomes["POST", 502], 4, outcomes)
+        self.assertGreaterEqual(outcomes["POST", 502], posts_on_a, (outcomes, started))
         post_ids = [line.split()[2] for line in started if line.startswith("started POST")]
-        self.assertEqual(len(post_ids), 4, started)
-        self.assertEqual(len(set(post_ids)), 4, "a POST ran twice")
+        self.assertEqual(len(set(post_ids)), len(post_ids), f"a POST ran twice: {started}")
