@@ -43,12 +43,16 @@ class OutlierDetectionConfig:
     @ivar max_ejection_time: the longest ejection.
     @ivar max_ejected_share: at most this share of a service's instances
         is ejected at once (rounded down).
+    @ivar eject_on_timeout: a gateway timeout (504) ejects at once, without
+        waiting for C{consecutive_failures} (a frozen instance gets no new
+        request while those it holds time out).
     """
 
     consecutive_failures: int = 5
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejected_share: float = 0.5
+    eject_on_timeout: bool = True
 
 
 def read_retries(r: Reader, raw: Any) -> RetryConfig:
@@ -75,7 +79,8 @@ def read_outlier_detection(r: Reader, raw: Any) -> OutlierDetectionConfig:
     """
     where = "outlier_detection"
     obj = r.mapping(raw, where, ["consecutive_failures", "base_ejection_time",
-                                 "max_ejection_time", "max_ejected_share"])
+                                 "max_ejection_time", "max_ejected_share",
+                                 "eject_on_timeout"])
     d = OutlierDetectionConfig()
     config = OutlierDetectionConfig(
         r.get(obj, "consecutive_failures", where, int, d.consecutive_failures,
@@ -84,11 +89,13 @@ def read_outlier_detection(r: Reader, raw: Any) -> OutlierDetectionConfig:
         r.get(obj, "max_ejection_time", where, float, d.max_ejection_time, positive),
         r.get(obj, "max_ejected_share", where, float, d.max_ejected_share,
               lambda v: None if 0 <= v <= 1 else "must be in [0, 1]"),
+        r.get(obj, "eject_on_timeout", where, bool, d.eject_on_timeout),
     )
     if config.max_ejection_time < config.base_ejection_time:
         r.problem(f"{where}.max_ejection_time",
                   f"{config.max_ejection_time:g} must not be below base_ejection_time "
                   f"{config.base_ejection_time:g}")
         config = OutlierDetectionConfig(config.consecutive_failures, config.base_ejection_time,
-                                        config.base_ejection_time, config.max_ejected_share)
+                                        config.base_ejection_time, config.max_ejected_share,
+                                        config.eject_on_timeout)
     return config

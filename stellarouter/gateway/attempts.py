@@ -160,17 +160,19 @@ class RetryDispatcher:
         instance = connection.state.instance
         now = self.clock.seconds()
         total, ejected = state.service_instances(instance.service_name)
-        until = state.outliers.failure(connection.state.connection_id, now, total, ejected)
+        until = state.outliers.failure(connection.state.connection_id, now, total, ejected,
+                                       timeout=isinstance(error, GatewayTimeout))
         if until is None:
             return
         state.eject(connection)
         record = state.ejection_state(connection)
         self.log.warn(
             "instance {instance_id} ({service} {version}) ejected for {seconds:g}s after "
-            "{count} consecutive failures (last: {error}); ejection {ejections}",
+            "{count} consecutive failure(s) (last: {error}); ejection {ejections}",
             instance_id=instance.instance_id, service=instance.service_name,
             version=instance.version, seconds=until - now,
-            count=state.outliers.policy.consecutive_failures, error=error.detail,
+            count=state.outliers.state(connection.state.connection_id).consecutive_failures
+            or state.outliers.policy.consecutive_failures, error=error.detail,
             ejections=record.ejections)
         key = connection.state.connection_id
         self._restores[key] = self.clock.callLater(until - now, self._restore, connection)

@@ -35,6 +35,9 @@ class OutlierPolicy:
     base_ejection_time: float = 30.0
     max_ejection_time: float = 300.0
     max_ejected_share: float = 0.5
+    #: A gateway timeout (504) ejects at once: a frozen instance must not
+    #: get new requests while the ones it holds time out one by one.
+    eject_on_timeout: bool = True
 
     def __post_init__(self) -> None:
         if self.consecutive_failures < 1:
@@ -118,9 +121,13 @@ class OutlierDetector:
         if record.ejections == 0 and record.ejected_until is None:
             del self._records[key]
 
-    def failure(self, key: str, now: float, instances: int, ejected: int) -> Optional[float]:
+    def failure(self, key: str, now: float, instances: int, ejected: int,
+                timeout: bool = False) -> Optional[float]:
         """
         A gateway-side failure of the instance.
+
+        @param timeout: it is a gateway timeout (504), which ejects at once
+            with L{OutlierPolicy.eject_on_timeout}.
 
         @param instances: live instances of its service.
         @param ejected: how many of them are ejected now.
@@ -133,7 +140,9 @@ class OutlierDetector:
                 self._records.popitem(last=False)
         record.failures += 1
         policy = self.policy
-        if record.ejected_until is not None or record.failures < policy.consecutive_failures:
+        enough = record.failures >= policy.consecutive_failures or (
+            timeout and policy.eject_on_timeout)
+        if record.ejected_until is not None or not enough:
             return None
         if not ejection_allowed(instances, ejected, policy.max_ejected_share):
             self.ejections_prevented += 1

@@ -218,7 +218,8 @@ class GatewayService(Service):
             retries.enabled,
             RetryBudget(retries.budget_ratio, retries.budget_window, retries.min_retries),
             OutlierPolicy(outliers.consecutive_failures, outliers.base_ejection_time,
-                          outliers.max_ejection_time, outliers.max_ejected_share))
+                          outliers.max_ejection_time, outliers.max_ejected_share,
+                          outliers.eject_on_timeout))
         self.routing_state.memory.limit(config.http.forget_routes_after,
                                         config.http.max_remembered_routes)
         self.routing_state.memory.configure(configured_routes(config.services))

@@ -274,7 +274,7 @@ class EjectionTests(SynchronousTestCase):
         gateway = self.deployment.gateway
         gateway.apply_config(dataclasses.replace(
             gateway.config, outlier_detection=OutlierDetectionConfig(
-                consecutive_failures=2, base_ejection_time=10.0)))
+                consecutive_failures=2, base_ejection_time=10.0, eject_on_timeout=False)))
         self.addCleanup(self._stopped_cleanly)
 
     def _stopped_cleanly(self) -> None:
@@ -336,6 +336,26 @@ class EjectionTests(SynchronousTestCase):
         clock.advance(0.001)
         self.assertEqual(self.who(), {b"a", b"b"})
         self.assertFalse(routing.ejection_state(self.connection("a")).ejected)
+
+    def test_first_timeout_ejects_by_default(self) -> None:
+        """
+        With C{eject_on_timeout} (the default), a's first timeout ejects it:
+        a frozen instance gets no new request while the others it holds
+        time out one by one (an outside test saw one or two more routed to
+        it before the fifth timeout).
+        """
+        gateway = self.deployment.gateway
+        gateway.apply_config(dataclasses.replace(
+            gateway.config, outlier_detection=OutlierDetectionConfig(base_ejection_time=10.0)))
+        routing = gateway.routing_state
+        clients = self.stuck_on_a(2)
+        self.deployment.clock.advance(2.0)
+        self.deployment.pump()
+        self.assertEqual([c.response().status for c in clients], [504, 504])
+        state = routing.ejection_state(self.connection("a"))
+        self.assertTrue(state.ejected)
+        self.assertEqual(state.ejections, 1)
+        self.assertEqual(self.who(), {b"b"})
 
     def test_success_in_between_keeps_it(self) -> None:
         """
