@@ -77,10 +77,7 @@ async def measure(instances: int, services: int, soak: float) -> None:
                                               drain_grace_period=0)
             await Deferred.fromCoroutine(_stop(clients))
         finally:
-            for p in deployment.processes:
-                p.signal("TERM")
-            for p in deployment.processes:
-                await p.ended
+            await deployment.stop_all("TERM")
 
 
 async def _stop(clients: list) -> None:

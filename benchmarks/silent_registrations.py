@@ -119,10 +119,7 @@ async def measure(count: int, seconds: int, legacy: bool) -> None:
             for sock in held:
                 sock.close()
         finally:
-            for p in deployment.processes:
-                p.signal("TERM")
-            for p in deployment.processes:
-                await p.ended
+            await deployment.stop_all("TERM")
 
 
 def main() -> None:

@@ -202,10 +202,7 @@ async def measure(size: int, pings: int) -> None:
             holder.transport.stopProducing()
         finally:
             await pool.closeCachedConnections()
-            for p in deployment.processes:
-                p.signal("TERM")
-            for p in deployment.processes:
-                await p.ended
+            await deployment.stop_all("TERM")
             process.signalProcess("TERM")
 
 

@@ -103,10 +103,7 @@ routers: [{transport: rabbitmq, address: "amqp:host=127.0.0.1:port=5672:gateway=
                 print(f"SUMMARY {name}: mean {rps:.0f} req/s, ratio to tcp {rps / tcp:.2f}, "
                       f"median p99 {p99:.2f} ms, errors {errors}")
         finally:
-            for p in deployment.processes:
-                p.signal("TERM")
-            for p in deployment.processes:
-                await p.ended
+            await deployment.stop_all("TERM")
 
 
 def main() -> None:

@@ -122,10 +122,7 @@ async def measure(seconds: int, rounds: int, rate: int) -> None:
             print(f"SUMMARY normal {sum(normal) / rounds:.0f} req/s, under flood "
                   f"{sum(flooded) / rounds:.0f} req/s, ratio {ratio:.2f}")
         finally:
-            for p in deployment.processes:
-                p.signal("TERM")
-            for p in deployment.processes:
-                await p.ended
+            await deployment.stop_all("TERM")
 
 
 def main() -> None:

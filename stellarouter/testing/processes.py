@@ -255,14 +255,16 @@ routers: [{routers}]
                 rf"registered instance {re.escape(instance_id)} ", self.reactor, since=since)
         return process
 
-    async def stop_all(self) -> None:
+    async def stop_all(self, signal: str = "KILL") -> None:
         """
-        Kill whatever is still running and wait for it to end.
+        Send C{signal} to whatever is still running, all at once, and wait
+        for it to end (C{"TERM"} for a graceful stop, as the benchmarks do).
         """
-        for process in self.processes:
-            if process.running:
-                process.signal("KILL")
-                await process.ended
+        running = [process for process in self.processes if process.running]
+        for process in running:
+            process.signal(signal)
+        for process in running:
+            await process.ended
 
 
 __all__ = ["ProcessDeployment", "WatchedProcess", "spawn_twistd", "twistd_path", "ROOT"]
