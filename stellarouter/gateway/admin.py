@@ -1,8 +1,13 @@
 """
 The gateway's admin listener (issue 21): a JSON API for operators, served
 on its own port (C{admin.listen}, loopback-only by default), never on the
-public HTTP port.
+public HTTP port.  This module is its HTTP face, L{AdminApp} on Klein: the
+routes, their answers (JSON, errors problem+json) and the drain action.
+Who may use it is L{stellarouter.gateway.admin_guard}; what each view
+shows, L{stellarouter.gateway.admin_views}; the listener's connections,
+L{stellarouter.gateway.admin_listener}.
 
+    GET  /                           the list of resources
     GET  /status                     the gateway at a glance
     GET  /health                     the full health report (whatever
                                      C{http.health_detail} says)
@@ -15,43 +20,43 @@ public HTTP port.
                                      to drain (ID: instance or connection id)
     GET  /metrics                    Prometheus text (when the gateway has
                                      an L{IMetricsExposition})
-
-Every answer is JSON (errors problem+json).  With C{admin.require_claims}
-every request needs a bearer token the gateway's C{auth} settings validate
-and whose claims meet them.  Unless C{admin.allow_remote}, requests must
-come from the loopback interface and name a loopback C{Host} (a web page
-cannot reach the API through DNS rebinding); a request with an C{Origin}
-header (a browser's) is always refused.
+    GET  /openapi.json, /docs        the OpenAPI documents (with
+                                     C{openapi.expose: admin}, the default)
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import http
 from twisted.web.iweb import IRequest
-from twisted.web.server import Request, Site
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
-from zope.interface import Interface
 
 from ..common.interfaces import IOpenApiSource
-from ..common.models import ClaimRequirement, EndpointDescriptor, parse_version
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
-from ..common.redaction import redact
-from ..config.admin import is_loopback
-from ..config.diff import flatten
 from ..config.gateway import GatewayConfig
-from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
+from .admin_guard import AdminGuard, AdminRefused
+from .admin_listener import AdminSite
+from .admin_views import (
+    AdminConnection,
+    EjectionReader,
+    claims_json,
+    instance_view,
+    instances_view,
+    iso_time,
+    redacted_config,
+    registered,
+    routes_view,
+    services_view,
+    status_view,
+)
 from .interfaces import IMetricsExposition
 from .openapi import add_openapi_routes
-from .outliers import EjectionState
 from .overrides import EndpointOverrides
 
 
@@ -66,63 +71,9 @@ class HealthReporter(Protocol):
         """
 
 
-class DrainableConnection(Protocol):
-    """
-    A registered microservice connection, as the admin app sees it
-    (L{stellarouter.gateway.connection.GatewayConnection}).
-    """
-
-    state: Any
-    drain_requested: bool
-
-    def request_drain(self) -> bool:
-        """
-        Route nothing new to it and ask the microservice to drain.
-        """
-
-
-class AdminRefused(Exception):
-    """
-    An admin request is refused: answered C{status} with a problem+json
-    body.
-    """
-
-    def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.kind, self.title, self.detail = status, kind, title, detail
-
-
-def iso_time(seconds: Optional[float]) -> Optional[str]:
-    """
-    A clock reading (seconds since the epoch) as ISO 8601 UTC, or C{None}.
-    """
-    if seconds is None:
-        return None
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds")
-
-
-def claims_json(requirements: Iterable[ClaimRequirement]) -> List[Dict[str, Any]]:
-    """
-    Claim requirements as JSON objects, with their readable form.
-    """
-    return [{"type": c.type,
-             "value": list(c.value) if isinstance(c.value, tuple) else c.value,
-             "text": describe(c)} for c in requirements]
-
-
-def redacted_config(config: GatewayConfig) -> Dict[str, Any]:
-    """
-    The configuration as C{{key path: value}}, every secret redacted
-    (L{stellarouter.common.redaction.redact}); the JWKS document is
-    reduced to its size (public keys, but kilobytes of noise).
-    """
-    out: Dict[str, Any] = {}
-    for key, value in flatten(config).items():
-        if key == "auth.jwks" and isinstance(value, str):
-            value = f"<{len(value)} characters from auth.jwks_file>"
-        value = redact(key, value)
-        out[key] = list(value) if isinstance(value, tuple) else value
-    return out
+#: What C{GET /} lists (the OpenAPI paths are added when served here).
+RESOURCES = ("GET /status", "GET /health", "GET /services", "GET /instances", "GET /routes",
+             "GET /config", "POST /instances/{id}/drain", "GET /metrics")
 
 
 class AdminApp:
@@ -131,8 +82,7 @@ class AdminApp:
 
     @ivar config: the configuration in force (swapped on reload).
     @ivar overrides: the endpoint overrides in force.
-    @ivar verifier: validates admin bearer tokens (C{None}: no key is
-        configured).
+    @ivar guard: who may use the API.
     @ivar metrics: serves C{GET /metrics}; C{None}: 404.
     @ivar addresses: what the gateway listens on, once started.
     """
@@ -142,15 +92,14 @@ class AdminApp:
 
     def __init__(
         self,
-        connections: Callable[[], List[Any]],
+        connections: Callable[[], Sequence[AdminConnection]],
         health: HealthReporter,
         clock: IReactorTime,
         config: GatewayConfig,
         metrics: Optional[IMetricsExposition] = None,
     ) -> None:
         """
-        @param connections: the registered connections now (each a
-            L{DrainableConnection}).
+        @param connections: the registered connections now.
         @param health: the public health app (its L{HealthReporter.report}).
         @param clock: dates the instances' ages.
         """
@@ -162,11 +111,11 @@ class AdminApp:
         #: gateway sets them; L{None}: C{/openapi.json} and C{/docs} are 404).
         self.openapi: Optional[IOpenApiSource] = None
         #: How to read an instance's outlier state (the gateway sets it).
-        self.ejection_state: Optional[Callable[[Any], EjectionState]] = None
+        self.ejection_state: Optional[EjectionReader] = None
         self.config = config
         self.overrides = EndpointOverrides(config.services)
-        self.verifier: Optional[TokenVerifier] = None
-        self.addresses: Dict[str, Any] = {}
+        self.guard = AdminGuard(config)
+        self.addresses: Mapping[str, object] = {}
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -176,54 +125,17 @@ class AdminApp:
         """
         self.config = config
         self.overrides = EndpointOverrides(config.services)
-        self.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
-
-    # -- guard --------------------------------------------------------------
+        self.guard.configure(config)
 
     def _authorize(self, request: IRequest) -> None:
         """
-        Refuse browsers, remote peers and DNS-rebound names (unless
-        C{admin.allow_remote}), and, with C{admin.require_claims}, requests
-        without a token that has them.
+        Serve C{request} or refuse it (L{AdminGuard.authorize}).
 
         @raise AdminRefused: 401 or 403.
         """
-        admin = self.config.admin
-        if request.getHeader(b"origin") is not None:
-            raise AdminRefused(403, "forbidden", "Browser requests refused",
-                               "the admin API does not answer requests from web pages "
-                               "(an Origin header was sent)")
-        if not admin.allow_remote:
-            peer = request.getClientAddress()
-            host = getattr(peer, "host", None)
-            if host is not None and not is_loopback(host):
-                raise AdminRefused(403, "forbidden", "Remote admin requests refused",
-                                   "the admin API answers loopback peers only "
-                                   "(admin.allow_remote is false)")
-            named = _host_name(request.getHeader(b"host"))
-            if named is not None and not is_loopback(named):
-                raise AdminRefused(403, "forbidden", "Remote admin requests refused",
-                                   f"Host {named!r} is not a loopback name "
-                                   "(admin.allow_remote is false)")
-        if not admin.require_claims:
-            return
-        token = bearer_token(request.getHeader(b"authorization"))
-        if token is None:
-            raise AdminRefused(401, "unauthorized", "Authentication required",
-                               "the admin API needs a bearer token (admin.require_claims)")
-        if self.verifier is None:
-            raise AdminRefused(401, "unauthorized", "Authentication required",
-                               "no key is configured to validate tokens")
-        try:
-            claims = self.verifier.verify(token)
-        except InvalidToken as e:
-            self.log.info("admin request refused: invalid token ({reason})", reason=e.reason)
-            raise AdminRefused(401, "unauthorized", "Authentication required",
-                               "invalid token") from None
-        missing = unmet_requirement(claims, admin.require_claims)
-        if missing is not None:
-            raise AdminRefused(403, "forbidden", "Missing claim",
-                               f"the token lacks {describe(missing)}")
+        self.guard.authorize(request)
+
+    # -- answers ----------------------------------------------------------------
 
     @app.handle_errors(AdminRefused)
     def _refused(self, request: IRequest, failure: Failure) -> bytes:
@@ -254,7 +166,7 @@ class AdminApp:
         return problem_body(status, kind, title, detail)
 
     @staticmethod
-    def _json(request: IRequest, obj: Any, status: int = 200) -> bytes:
+    def _json(request: IRequest, obj: Mapping[str, object], status: int = 200) -> bytes:
         request.setResponseCode(status)
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
@@ -268,9 +180,7 @@ class AdminApp:
         The list of resources.
         """
         self._authorize(request)
-        return self._json(request, {"resources": [
-            "GET /status", "GET /health", "GET /services", "GET /instances",
-            "GET /routes", "GET /config", "POST /instances/{id}/drain", "GET /metrics"]})
+        return self._json(request, {"resources": list(RESOURCES)})
 
     @app.route("/status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
@@ -279,25 +189,8 @@ class AdminApp:
         """
         self._authorize(request)
         _, health = self.health.report()
-        connections = self.connections()
-        by_health: Dict[str, int] = {}
-        for connection in connections:
-            name = connection.state.status.value
-            by_health[name] = by_health.get(name, 0) + 1
-        return self._json(request, {
-            "status": health["status"],
-            "node_id": self.config.node.node_id,
-            "region": self.config.node.region,
-            "listening": self.addresses,
-            "services": len({c.state.instance.service_name for c in connections}),
-            "instances": len(connections),
-            "instances_by_health": dict(sorted(by_health.items())),
-            "routes": len({key for c in connections for key in c.state.endpoints}),
-            "in_flight": sum(c.state.in_flight for c in connections),
-            "metrics": self.metrics is not None,
-            **({"expected_instances": health["expected_instances"]}
-               if "expected_instances" in health else {}),
-        })
+        return self._json(request, status_view(self.connections(), health, self.config,
+                                               self.addresses, self.metrics is not None))
 
     @app.route("/health", methods=["GET"])
     def full_health(self, request: IRequest) -> bytes:
@@ -314,26 +207,8 @@ class AdminApp:
         Each service: versions with instance counts, routable, draining.
         """
         self._authorize(request)
-        defaults = self.config.default_versions()
-        services: Dict[str, Dict[str, Any]] = {}
-        for connection in self.connections():
-            state = connection.state
-            entry = services.setdefault(state.instance.service_name, {
-                "name": state.instance.service_name, "versions": {}, "instances": 0,
-                "routable": 0, "draining": 0, "in_flight": 0})
-            versions = entry["versions"]
-            versions[state.instance.version] = versions.get(state.instance.version, 0) + 1
-            entry["instances"] += 1
-            entry["routable"] += state.status.value in ("healthy", "degraded")
-            entry["draining"] += state.status.value == "draining"
-            entry["in_flight"] += state.in_flight
-        out = []
-        for name, entry in sorted(services.items()):
-            entry["versions"] = [{"version": v, "instances": n} for v, n in sorted(
-                entry["versions"].items(), key=lambda item: parse_version(item[0]))]
-            entry["default_version"] = defaults.get(name)
-            out.append(entry)
-        return self._json(request, {"services": out})
+        return self._json(request, {"services": services_view(
+            self.connections(), self.config.default_versions())})
 
     @app.route("/instances", methods=["GET"])
     def instances(self, request: IRequest) -> bytes:
@@ -341,56 +216,9 @@ class AdminApp:
         Each registered instance (C{?service=NAME}: of that service).
         """
         self._authorize(request)
-        wanted = _query_value(request, b"service")
-        rows = [self._instance(c) for c in self.connections()
-                if wanted is None or c.state.instance.service_name == wanted]
-        rows.sort(key=lambda row: (row["service"], parse_version(row["version"]),
-                                   row["instance_id"], row["connection_id"]))
-        return self._json(request, {"instances": rows})
-
-    def _instance(self, connection: Any) -> Dict[str, Any]:
-        """
-        One connection as the API shows it.
-        """
-        state = connection.state
-        instance = state.instance
-        now = self.clock.seconds()
-        return {
-            "instance_id": instance.instance_id,
-            "service": instance.service_name,
-            "version": instance.version,
-            "region": instance.region,
-            "connection_id": state.connection_id,
-            "transport": state.transport_type.value,
-            "peer": state.peer,
-            "peer_identity": list(state.peer_identity),
-            "health": state.status.value,
-            "ping_ewma_ms": (None if state.average_ping_ms is None
-                             else round(state.average_ping_ms, 3)),
-            "in_flight": state.in_flight,
-            "last_heartbeat": iso_time(state.last_heartbeat),
-            "last_heartbeat_age_s": round(max(0.0, now - state.last_heartbeat), 3),
-            "connected_since": iso_time(state.connected_at),
-            "connected_for_s": round(max(0.0, now - state.connected_at), 3),
-            "draining": state.status.value == "draining",
-            "drained_by_operator": bool(getattr(connection, "drain_requested", False)),
-            "endpoints": len(state.endpoints),
-            **self._ejection(connection, now),
-        }
-
-    def _ejection(self, connection: Any, now: float) -> Dict[str, Any]:
-        """
-        The instance's outlier state (issue 24), when the gateway gave a way
-        to read it.
-        """
-        if self.ejection_state is None:
-            return {}
-        ejection = self.ejection_state(connection)
-        until = ejection.ejected_until
-        ejected = until is not None and until > now
-        return {"ejected": ejected, "ejected_until": iso_time(until) if ejected else None,
-                "ejections": ejection.ejections,
-                "consecutive_failures": ejection.consecutive_failures}
+        return self._json(request, {"instances": instances_view(
+            self.connections(), self.clock.seconds(), self.ejection_state,
+            _query_value(request, b"service"))})
 
     @app.route("/routes", methods=["GET"])
     def routes(self, request: IRequest) -> bytes:
@@ -399,43 +227,9 @@ class AdminApp:
         the descriptor of the highest version announcing it).
         """
         self._authorize(request)
-        announced: Dict[Tuple[str, str], Dict[str, Any]] = {}
-        for connection in self.connections():
-            state = connection.state
-            for key, endpoint in state.endpoints.items():
-                entry = announced.setdefault(key, {"endpoint": endpoint, "versions": {},
-                                                   "instances": 0})
-                entry["versions"][endpoint.version] = None
-                entry["instances"] += 1
-                if parse_version(endpoint.version) > parse_version(entry["endpoint"].version):
-                    entry["endpoint"] = endpoint
-        limit = self.config.payload_limits.max_request_bytes_per_call
-        rows = []
-        for (method, template), entry in sorted(announced.items(),
-                                                key=lambda item: (item[0][1], item[0][0])):
-            endpoint, timeout = self.overrides.apply(entry["endpoint"])
-            rows.append(self._route(method, template, endpoint, timeout,
-                                    sorted(entry["versions"], key=parse_version),
-                                    entry["instances"], limit))
-        return self._json(request, {"routes": rows})
-
-    @staticmethod
-    def _route(method: str, template: str, endpoint: EndpointDescriptor, timeout: float,
-               versions: List[str], instances: int, per_call_limit: int) -> Dict[str, Any]:
-        own_limit = endpoint.max_request_bytes
-        return {
-            "method": method,
-            "template": template,
-            "service": endpoint.service_name,
-            "versions": versions,
-            "instances": instances,
-            "claims": claims_json(endpoint.requiring_claims),
-            "timeout_s": timeout,
-            "streaming": endpoint.supports_streaming,
-            "idempotent": endpoint.idempotent,
-            "limits": {"max_request_bytes": (per_call_limit if own_limit is None
-                                             else min(own_limit, per_call_limit))},
-        }
+        return self._json(request, {"routes": routes_view(
+            self.connections(), self.overrides,
+            self.config.payload_limits.max_request_bytes_per_call)})
 
     @app.route("/config", methods=["GET"])
     def effective_config(self, request: IRequest) -> bytes:
@@ -452,12 +246,15 @@ class AdminApp:
         C{name}: 202 with them, 404 if none.
         """
         self._authorize(request)
-        chosen = [c for c in self.connections()
-                  if name in (c.state.instance.instance_id, c.state.connection_id)]
+        chosen = [(c, state) for c, state in registered(self.connections())
+                  if name in (state.instance.instance_id, state.connection_id)]
         if not chosen:
             raise AdminRefused(404, "not-found", "No such instance",
                                f"no registered instance or connection is called {name!r}")
-        drained = [self._instance(c) for c in chosen if c.request_drain()]
+        now = self.clock.seconds()
+        reader = self.ejection_state
+        drained = [instance_view(c, state, now, None if reader is None else reader(c))
+                   for c, state in chosen if c.request_drain()]
         self.log.info("admin: drained {count} connection(s) of {name}",
                       count=len(drained), name=name)
         return self._json(request, {"drained": drained}, 202)
@@ -477,95 +274,8 @@ class AdminApp:
         return body
 
 
-#: The largest request body the admin listener takes (its API takes none):
-#: a connection sending more is dropped before it is buffered.
-MAX_ADMIN_BODY_BYTES = 64 * 1024
-
-
-class AdminRequest(Request):
-    """
-    An admin request: its body is bounded (L{MAX_ADMIN_BODY_BYTES}),
-    through twisted.web's public C{gotLength} / C{handleContentChunk}
-    request hooks.
-    """
-
-    _received = 0
-    _dropped = False
-    log = Logger()
-
-    def gotLength(self, length: Optional[int]) -> None:
-        if length is not None and length > MAX_ADMIN_BODY_BYTES:
-            super().gotLength(None)  # (a body holder that stays empty)
-            self._drop()
-            return
-        super().gotLength(length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        if self._dropped:
-            return
-        self._received += len(data)
-        if self._received > MAX_ADMIN_BODY_BYTES:
-            self._drop()
-            return
-        super().handleContentChunk(data)
-
-    def process(self) -> None:
-        if not self._dropped:  # a refused request is never served
-            super().process()
-
-    def _drop(self) -> None:
-        """
-        Answer 413 (problem+json) and close: nothing more of this
-        connection is read or served.
-        """
-        if self._dropped:
-            return
-        self._dropped = True
-        self.log.info("admin request body over {limit} bytes: answered 413, connection closed",
-                      limit=MAX_ADMIN_BODY_BYTES)
-        transport = self.channel.transport if self.channel is not None else None
-        if transport is None:
-            return
-        body = problem_body(413, "payload-too-large", "Payload too large",
-                            f"the admin API takes bodies of at most {MAX_ADMIN_BODY_BYTES} "
-                            "bytes")
-        transport.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: "
-                        + PROBLEM_CONTENT_TYPE.encode() + b"\r\nContent-Length: "
-                        + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
-        transport.loseConnection()
-
-
-class AdminSite(Site):
-    """
-    The admin listener's site (named in the logs: C{AdminSite starting on
-    9901}); requests are L{AdminRequest}s.
-    """
-
-    requestFactory = AdminRequest
-
-    def log(self, request: http.Request) -> None:
-        """
-        No access line: an admin URL may carry a token in its query, and no
-        secret is ever logged (the gateway's own access log covers proxied
-        requests only).
-        """
-
-
 def _path(request: IRequest) -> str:
     return request.path.decode("latin-1", "replace")[:200]
-
-
-def _host_name(header: Optional[bytes]) -> Optional[str]:
-    """
-    The host name of a C{Host} header (without its port; IPv6 without
-    brackets), or C{None} if there is none.
-    """
-    if not header:
-        return None
-    text = header.decode("latin-1").strip()
-    if text.startswith("["):
-        return text[1:].partition("]")[0]
-    return text.rpartition(":")[0] if text.count(":") == 1 else text
 
 
 def _query_value(request: IRequest, name: bytes) -> Optional[str]:
@@ -595,5 +305,5 @@ def _openapi_of(admin: AdminApp) -> IOpenApiSource:
 add_openapi_routes(AdminApp.app, _openapi_of, guard=_openapi_guard)
 
 
-__all__ = ["AdminApp", "AdminRefused", "AdminSite", "IMetricsExposition", "claims_json", "iso_time",
-           "redacted_config"]
+__all__ = ["AdminApp", "AdminRefused", "AdminSite", "HealthReporter", "IMetricsExposition",
+           "RESOURCES", "claims_json", "iso_time", "redacted_config"]

@@ -29,7 +29,8 @@ from stellarouter.config.admin import (
 from stellarouter.config.errors import ConfigError
 from stellarouter.config.gateway import AuthConfig, GatewayConfig, HttpConfig, NodeConfig
 from stellarouter.config.gateway import parse_gateway_config
-from stellarouter.gateway.admin import AdminApp, IMetricsExposition
+from stellarouter.gateway.admin import IMetricsExposition
+from stellarouter.gateway.admin_guard import AdminGuard
 from stellarouter.gateway.service import GatewayService
 from stellarouter.lifecycle import StartupError
 from stellarouter.microservice import Microservice, RawResponse
@@ -484,7 +485,7 @@ class AdminAccessTests(AdminTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.events: List[dict] = []
-        self.patch(AdminApp, "log", Logger(observer=self.events.append))
+        self.patch(AdminGuard, "log", Logger(observer=self.events.append))
         self.configure(admin=AdminConfig(
             require_claims=(ClaimRequirement("scope", "stellarouter:admin"),)))
 
@@ -507,6 +508,8 @@ class AdminAccessTests(AdminTestCase):
         """
         bad = token({"scope": "stellarouter:admin"}, secret="another-secret-0123456789")
         self.assertEqual(self.get("/instances", self.bearer(bad))[0], 401)
+        self.assertEqual([formatEvent(e) for e in self.events],
+                         ["admin request refused: invalid token (bad signature)"])
         self.assertNotIn(bad, json.dumps([formatEvent(e) for e in self.events]))
         self.assertNotIn(bad.split(".")[2], repr(self.events))
 

@@ -1,0 +1,117 @@
+"""
+Who may use the admin API (issue 21): L{AdminGuard} decides, for each
+admin request, whether it is served or refused (L{AdminRefused}, which
+the admin app answers as problem+json).  In order: a request from a web
+page (an C{Origin} header) is refused; unless C{admin.allow_remote}, so is
+a peer off the loopback interface or a C{Host} that is not a loopback name
+(DNS rebinding); with
+C{admin.require_claims}, a request without a bearer token the gateway's
+C{auth} settings validate and whose claims meet them.  It reads headers
+and the peer address only: no I/O, no routing.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from ..config.admin import is_loopback
+from ..config.gateway import GatewayConfig
+from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
+
+
+class AdminRefused(Exception):
+    """
+    An admin request is refused: answered C{status} with a problem+json
+    body.
+    """
+
+    def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.title, self.detail = status, kind, title, detail
+
+
+class AdminGuard:
+    """
+    Decides who may use the admin API under the configuration in force.
+
+    @ivar config: the configuration in force (its C{admin} and C{auth}).
+    @ivar verifier: validates bearer tokens (C{None}: no key is
+        configured).
+    """
+
+    log = Logger()
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.verifier: Optional[TokenVerifier] = None
+        self.configure(config)
+
+    def configure(self, config: GatewayConfig) -> None:
+        """
+        Put a (reloaded) configuration in force: required claims, token
+        keys, who may connect.
+        """
+        self.config = config
+        self.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
+
+    def authorize(self, request: IRequest) -> None:
+        """
+        Serve C{request}, or refuse it (see the module docstring).
+
+        @raise AdminRefused: 401 or 403.
+        """
+        admin = self.config.admin
+        if request.getHeader(b"origin") is not None:
+            raise AdminRefused(403, "forbidden", "Browser requests refused",
+                               "the admin API does not answer requests from web pages "
+                               "(an Origin header was sent)")
+        if not admin.allow_remote:
+            peer = request.getClientAddress()
+            host = getattr(peer, "host", None)
+            if host is not None and not is_loopback(host):
+                raise AdminRefused(403, "forbidden", "Remote admin requests refused",
+                                   "the admin API answers loopback peers only "
+                                   "(admin.allow_remote is false)")
+            named = host_name(request.getHeader(b"host"))
+            if named is not None and not is_loopback(named):
+                raise AdminRefused(403, "forbidden", "Remote admin requests refused",
+                                   f"Host {named!r} is not a loopback name "
+                                   "(admin.allow_remote is false)")
+        if not admin.require_claims:
+            return
+        token = bearer_token(request.getHeader(b"authorization"))
+        if token is None:
+            raise AdminRefused(401, "unauthorized", "Authentication required",
+                               "the admin API needs a bearer token (admin.require_claims)")
+        if self.verifier is None:
+            raise AdminRefused(401, "unauthorized", "Authentication required",
+                               "no key is configured to validate tokens")
+        try:
+            claims = self.verifier.verify(token)
+        except InvalidToken as e:
+            self.log.info("admin request refused: invalid token ({reason})", reason=e.reason)
+            raise AdminRefused(401, "unauthorized", "Authentication required",
+                               "invalid token") from None
+        missing = unmet_requirement(claims, admin.require_claims)
+        if missing is not None:
+            raise AdminRefused(403, "forbidden", "Missing claim",
+                               f"the token lacks {describe(missing)}")
+
+
+def host_name(header: Optional[bytes]) -> Optional[str]:
+    """
+    The host name of a C{Host} header (without its port; IPv6 without
+    brackets), or C{None} if there is none.
+    """
+    if not header:
+        return None
+    text = header.decode("latin-1").strip()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    return text.rpartition(":")[0] if text.count(":") == 1 else text
+
+
+__all__ = ["AdminGuard", "AdminRefused", "host_name"]
