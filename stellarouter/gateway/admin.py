@@ -131,7 +131,7 @@ class AdminApp:
         """
         Serve C{request} or refuse it (L{AdminGuard.authorize}).
 
-        @raise AdminRefused: 401 or 403.
+        @raise AdminRefused: 400, 401 or 403.
         """
         self.guard.authorize(request)
 

@@ -1,18 +1,19 @@
 """
 Who may use the admin API (issue 21): L{AdminGuard} decides, for each
 admin request, whether it is served or refused (L{AdminRefused}, which
-the admin app answers as problem+json).  In order: a request from a web
-page (an C{Origin} header) is refused; unless C{admin.allow_remote}, so is
-a peer off the loopback interface or a C{Host} that is not a loopback name
-(DNS rebinding); with
-C{admin.require_claims}, a request without a bearer token the gateway's
-C{auth} settings validate and whose claims meet them.  It reads headers
-and the peer address only: no I/O, no routing.
+the admin app answers as problem+json).  In order: a request naming its
+C{Host} or C{Authorization} more than once is malformed (400, as on the
+public port); a request from a web page (an C{Origin} header) is refused;
+unless C{admin.allow_remote}, so is a peer off the loopback interface or a
+C{Host} that is not a loopback name (DNS rebinding); with
+C{admin.require_claims}, so is a request without a bearer token the
+gateway's C{auth} settings validate and whose claims meet them.  It reads
+headers and the peer address only: no I/O, no routing.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -31,6 +32,13 @@ class AdminRefused(Exception):
     def __init__(self, status: int, kind: str, title: str, detail: str) -> None:
         super().__init__(detail)
         self.status, self.kind, self.title, self.detail = status, kind, title, detail
+
+
+#: Headers an admin request may carry once at most: the guard reads them
+#: (twisted.web's C{getHeader} gives the last of several, so a second
+#: C{Host} would hide the first from the check).  The public port refuses
+#: the same two (L{stellarouter.gateway.planner.read_headers}).
+SINGLE_HEADERS = (b"host", b"authorization")
 
 
 class AdminGuard:
@@ -61,8 +69,14 @@ class AdminGuard:
         """
         Serve C{request}, or refuse it (see the module docstring).
 
-        @raise AdminRefused: 401 or 403.
+        @raise AdminRefused: 400, 401 or 403.
         """
+        for name in SINGLE_HEADERS:
+            values: List[bytes] = request.requestHeaders.getRawHeaders(name) or []
+            if len(values) > 1:
+                title = name.decode().title()
+                raise AdminRefused(400, "bad-request", "Bad request",
+                                   f"{len(values)} {title} headers; at most one is allowed")
         admin = self.config.admin
         if request.getHeader(b"origin") is not None:
             raise AdminRefused(403, "forbidden", "Browser requests refused",
@@ -114,4 +128,4 @@ def host_name(header: Optional[bytes]) -> Optional[str]:
     return text.rpartition(":")[0] if text.count(":") == 1 else text
 
 
-__all__ = ["AdminGuard", "AdminRefused", "host_name"]
+__all__ = ["AdminGuard", "AdminRefused", "SINGLE_HEADERS", "host_name"]

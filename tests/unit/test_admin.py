@@ -577,6 +577,33 @@ class AdminAccessTests(AdminTestCase):
             self.assertEqual(response.status, 200, host)
 
 
+    def test_duplicated_host_or_authorization(self) -> None:
+        """
+        Two C{Host} headers (a rebound name hidden behind a loopback one) or
+        two C{Authorization} headers are answered 400, as on the public
+        port, whatever C{admin.allow_remote} says.
+        """
+        self.configure(admin=AdminConfig())
+        for allow_remote in (False, True):
+            self.configure(admin=AdminConfig(allow_remote=allow_remote))
+            client = InMemoryHttpClient(self.deployment.gateway.admin_site,
+                                        host="evil.example:9901")
+            self.deployment.clients.append(client)
+            client.send("GET", "/status", headers=[("Host", "127.0.0.1:9901")])
+            self.deployment.pump()
+            response = client.response()
+            assert response is not None
+            self.assertEqual((response.status, json.loads(response.body)["detail"]),
+                             (400, "2 Host headers; at most one is allowed"), allow_remote)
+        self.configure(admin=AdminConfig(
+            require_claims=(ClaimRequirement("scope", "stellarouter:admin"),)))
+        good = token({"scope": "stellarouter:admin"})
+        response = self.deployment.admin_request(
+            "GET", "/status", self.bearer(good) + self.bearer("not-a-token"))
+        self.assertEqual((response.status, json.loads(response.body)["detail"]),
+                         (400, "2 Authorization headers; at most one is allowed"))
+
+
 class MetricsSeamTests(AdminTestCase):
     """
     The seam for item 2: GET /metrics serves an L{IMetricsExposition}, 404
