@@ -71,9 +71,12 @@ class HealthReporter(Protocol):
         """
 
 
-#: What C{GET /} lists (the OpenAPI paths are added when served here).
+#: What C{GET /} lists.
 RESOURCES = ("GET /status", "GET /health", "GET /services", "GET /instances", "GET /routes",
              "GET /config", "POST /instances/{id}/drain", "GET /metrics")
+#: And, while the OpenAPI documents are served here (C{openapi.expose:
+#: admin}, the default), these.
+OPENAPI_RESOURCES = ("GET /openapi.json", "GET /docs")
 
 
 class AdminApp:
@@ -177,10 +180,14 @@ class AdminApp:
     @app.route("/", methods=["GET"])
     def index(self, request: IRequest) -> bytes:
         """
-        The list of resources.
+        The list of resources (the OpenAPI ones while they are served
+        here).
         """
         self._authorize(request)
-        return self._json(request, {"resources": list(RESOURCES)})
+        resources = list(RESOURCES)
+        if self.openapi is not None:
+            resources += OPENAPI_RESOURCES
+        return self._json(request, {"resources": resources})
 
     @app.route("/status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
@@ -306,4 +313,4 @@ add_openapi_routes(AdminApp.app, _openapi_of, guard=_openapi_guard)
 
 
 __all__ = ["AdminApp", "AdminRefused", "AdminSite", "HealthReporter", "IMetricsExposition",
-           "RESOURCES", "claims_json", "iso_time", "redacted_config"]
+           "OPENAPI_RESOURCES", "RESOURCES", "claims_json", "iso_time", "redacted_config"]

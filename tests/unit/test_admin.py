@@ -752,6 +752,22 @@ class AdminOpenApiTests(AdminTestCase):
         self.assertEqual(page.status, 200)
         self.assertIn("text/html", page.header("Content-Type"))
 
+    def test_listed(self) -> None:
+        """
+        C{GET /} lists C{/openapi.json} and C{/docs} with the other
+        resources while they are served here, and not otherwise.
+        """
+        status, body = self.get("/")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["resources"][-2:], ["GET /openapi.json", "GET /docs"])
+        self.assertIn("GET /instances", body["resources"])
+        self.deployment.gateway.admin.openapi = None
+        status, body = self.get("/")
+        self.assertEqual(status, 200)
+        self.assertNotIn("GET /openapi.json", body["resources"])
+        self.assertNotIn("GET /docs", body["resources"])
+        self.assertIn("GET /instances", body["resources"])
+
     def test_guarded(self) -> None:
         """
         A page's request (Origin) is refused, and with
