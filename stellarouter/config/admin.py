@@ -7,13 +7,15 @@ from the public HTTP port, and who may use it.
       listen: "tcp:9901:interface=127.0.0.1"     # default: loopback only
       require_claims: {scope: stellarouter:admin}  # optional bearer protection
       allow_remote: false                        # default
+      idle_timeout: 10                           # default (seconds)
+      max_connections: 64                        # default
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from ..common.models import ClaimRequirement
 from .endpoints import check_server_endpoint
@@ -21,6 +23,12 @@ from .reader import Reader, quote
 
 #: Where the admin listener listens unless configured.
 DEFAULT_ADMIN_LISTEN = "tcp:9901:interface=127.0.0.1"
+#: C{admin.idle_timeout} unless configured (seconds), and its bounds.
+DEFAULT_ADMIN_IDLE_TIMEOUT = 10.0
+ADMIN_IDLE_TIMEOUT_RANGE = (0.1, 3600.0)
+#: C{admin.max_connections} unless configured, and its bounds.
+DEFAULT_ADMIN_MAX_CONNECTIONS = 64
+ADMIN_MAX_CONNECTIONS_RANGE = (1, 10_000)
 
 
 @dataclass(frozen=True)
@@ -36,12 +44,19 @@ class AdminConfig:
         lacks a claim).
     @ivar allow_remote: accept a C{listen} that is not loopback-only and
         requests from peers that are not on the loopback interface.
+    @ivar idle_timeout: seconds an admin connection may send nothing before
+        it is closed, and seconds a request has to arrive in full (head and
+        body) from its first byte (408 and closed otherwise).
+    @ivar max_connections: admin connections held at once; one more is
+        answered 503 and closed at once.
     """
 
     enabled: bool = True
     listen: str = DEFAULT_ADMIN_LISTEN
     require_claims: Tuple[ClaimRequirement, ...] = ()
     allow_remote: bool = False
+    idle_timeout: float = DEFAULT_ADMIN_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_ADMIN_MAX_CONNECTIONS
 
 
 def is_loopback(host: str) -> bool:
@@ -114,10 +129,15 @@ def read_admin(r: Reader, raw: Any, auth_enabled: bool) -> AdminConfig:
     @param auth_enabled: whether C{auth} configures a key (C{require_claims}
         needs one to validate tokens).
     """
-    obj = r.mapping(raw, "admin", ["enabled", "listen", "require_claims", "allow_remote"])
+    obj = r.mapping(raw, "admin", ["enabled", "listen", "require_claims", "allow_remote",
+                                   "idle_timeout", "max_connections"])
     enabled = r.get(obj, "enabled", "admin", bool, True)
     listen = r.get(obj, "listen", "admin", str, DEFAULT_ADMIN_LISTEN, check_server_endpoint)
     allow_remote = r.get(obj, "allow_remote", "admin", bool, False)
+    idle_timeout = r.get(obj, "idle_timeout", "admin", float, DEFAULT_ADMIN_IDLE_TIMEOUT,
+                         _within(ADMIN_IDLE_TIMEOUT_RANGE, " seconds"))
+    max_connections = r.get(obj, "max_connections", "admin", int,
+                            DEFAULT_ADMIN_MAX_CONNECTIONS, _within(ADMIN_MAX_CONNECTIONS_RANGE))
     claims = _read_claims(r, obj.get("require_claims"))
     if enabled and listen is not None and not allow_remote and not listens_on_loopback_only(
             listen):
@@ -128,7 +148,21 @@ def read_admin(r: Reader, raw: Any, auth_enabled: bool) -> AdminConfig:
         r.problem("admin.require_claims", "needs auth.hs256_secret or auth.jwks_file to "
                   "validate the bearer tokens")
     return AdminConfig(bool(enabled), listen or DEFAULT_ADMIN_LISTEN, claims,
-                       bool(allow_remote))
+                       bool(allow_remote), idle_timeout, max_connections)
+
+
+def _within(bounds: Tuple[float, float], unit: str = "") -> Callable[[float], Optional[str]]:
+    """
+    A check that a number is within C{bounds} (inclusive).
+    """
+    low, high = bounds
+
+    def check(value: float) -> Optional[str]:
+        if low <= value <= high:
+            return None
+        return f"must be in [{low:g}, {high:g}]{unit}, not {value:g}"
+
+    return check
 
 
 def health_detail_problem(value: str) -> Optional[str]:
@@ -142,5 +176,7 @@ def health_detail_problem(value: str) -> Optional[str]:
 HEALTH_DETAILS = ("status", "full")
 
 
-__all__ = ["AdminConfig", "DEFAULT_ADMIN_LISTEN", "HEALTH_DETAILS", "health_detail_problem",
-           "is_loopback", "listens_on_loopback_only", "read_admin"]
+__all__ = ["ADMIN_IDLE_TIMEOUT_RANGE", "ADMIN_MAX_CONNECTIONS_RANGE", "AdminConfig",
+           "DEFAULT_ADMIN_IDLE_TIMEOUT", "DEFAULT_ADMIN_LISTEN", "DEFAULT_ADMIN_MAX_CONNECTIONS",
+           "HEALTH_DETAILS", "health_detail_problem", "is_loopback", "listens_on_loopback_only",
+           "read_admin"]

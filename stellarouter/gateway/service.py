@@ -141,7 +141,8 @@ class GatewayService(Service):
         self.admin.ejection_state = self.routing_state.ejection_state
         if config.openapi.expose == "admin":  # (the default; issue 23)
             self.admin.openapi = self.openapi
-        self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor)
+        self.admin_site = AdminSite(self.admin.app.resource(), reactor=reactor,
+                                    settings=lambda: self.admin.config.admin)
         self._admin_port: Optional[IListeningPort] = None
         self.servers: List[ITransportServer] = []
         for i, t in enumerate(config.transports):

@@ -9,16 +9,19 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import jwt
 import treq
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from stellarouter.testing.http import parse_responses
 from stellarouter.testing.processes import ROOT, ProcessDeployment
 
 SECRET = "admin-integration-secret-0123456789"
@@ -195,3 +198,88 @@ class AdminTokenTests(AdminProcessTestCase):
         logged: List[str] = gateway.lines
         for secret in (SECRET, wrong, right):
             self.assertFalse([line for line in logged if secret in line])
+
+
+class RawClient(Protocol):
+    """
+    A TCP client that collects what comes back: C{answered} fires with the
+    bytes once they hold a complete response; C{closed} with everything once
+    the connection is gone, and the time it went.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.answered: Deferred = Deferred()
+        self.closed: Deferred = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if not self.answered.called and parse_responses(self.received):
+            self.answered.callback(self.received)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback((self.received, reactor.seconds()))
+
+
+class AdminListenerLimitsTests(AdminProcessTestCase):
+    """
+    The outside testers' findings on a real admin port: a silent connection
+    was kept 60 s and connections were not capped.
+    """
+
+    async def connect(self, port: int) -> RawClient:
+        client = RawClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        self.addCleanup(lambda: client.transport.loseConnection()  # type: ignore[union-attr]
+                        if not client.closed.called else None)
+        return client
+
+    async def test_idle_timeout_and_cap(self) -> None:
+        """
+        With C{idle_timeout: 1} and C{max_connections: 2}: a third connection
+        is answered 503 and closed while two are open, and the gateway logs
+        why; the two are closed about a second after their last answer; a
+        request trickled in a byte every 0.3 s is answered 408 about a
+        second after its first byte.
+        """
+        gateway = await self.deployment.start_gateway(
+            node_id="gw-admin-limits",
+            admin='listen: "tcp:0:interface=127.0.0.1", idle_timeout: 1, max_connections: 2')
+        port = int(gateway.admin_url.rsplit(":", 1)[1])
+        request = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        held = []
+        for _ in range(2):
+            client = await self.connect(port)
+            client.transport.write(request)  # type: ignore[union-attr]
+            await client.answered.addTimeout(10, reactor)
+            held.append(client)
+        answered_at = reactor.seconds()
+        seen = len(gateway.lines)
+        third = await self.connect(port)
+        third.transport.write(request)  # type: ignore[union-attr]
+        data, _ = await third.closed.addTimeout(10, reactor)
+        self.assertEqual([r.status for r in parse_responses(data)], [503], data)
+        self.assertIn(b"(admin.max_connections)", data)
+        await gateway.wait_for(r"admin listener refused a connection from .*: 2 admin "
+                               r"connections are open \(admin.max_connections\)", reactor,
+                               since=seen)
+        for client in held:
+            data, closed_at = await client.closed.addTimeout(10, reactor)
+            self.assertEqual([r.status for r in parse_responses(data)], [200])
+            self.assertLess(closed_at - answered_at, 5.0)
+
+        slow = await self.connect(port)
+        started = reactor.seconds()
+        calls: List[Any] = []
+
+        def trickle(i: int) -> None:
+            if slow.closed.called or i >= len(request):
+                return
+            slow.transport.write(request[i:i + 1])  # type: ignore[union-attr]
+            calls.append(reactor.callLater(0.3, trickle, i + 1))
+
+        trickle(0)
+        self.addCleanup(lambda: [c.cancel() for c in calls if c.active()])
+        data, closed_at = await slow.closed.addTimeout(10, reactor)
+        self.assertEqual([r.status for r in parse_responses(data)], [408], data)
+        self.assertLess(closed_at - started, 5.0)

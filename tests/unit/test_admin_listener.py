@@ -1,0 +1,279 @@
+"""
+The admin listener's connections (L{stellarouter.gateway.admin_listener}):
+a short idle timeout, a deadline for each request, a connection cap, and
+refusals logged at a bounded rate; C{admin.idle_timeout} and
+C{admin.max_connections} validated up front and applied on reload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, List
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from stellarouter.config.admin import AdminConfig
+from stellarouter.config.errors import ConfigError
+from stellarouter.config.gateway import GatewayConfig, parse_gateway_config
+from stellarouter.gateway.admin_listener import AdminChannel, RateLimitedLog
+from stellarouter.testing.harness import InMemoryDeployment
+from stellarouter.testing.http import InMemoryHttpClient
+
+BASE = {"node": {"region": "eu1"}, "transports": [{"type": "tcp", "listen": "tcp:5100"}]}
+PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
+class AdminLimitsConfigTests(SynchronousTestCase):
+    """
+    C{admin.idle_timeout} and C{admin.max_connections}: typed, bounded,
+    with defaults.
+    """
+
+    def parse(self, **admin: Any) -> GatewayConfig:
+        return parse_gateway_config(dict(BASE, admin=admin))
+
+    def problems(self, **admin: Any) -> str:
+        with self.assertRaises(ConfigError) as caught:
+            self.parse(**admin)
+        return str(caught.exception)
+
+    def test_defaults(self) -> None:
+        """
+        Ten seconds and 64 connections unless configured.
+        """
+        admin = self.parse().admin
+        self.assertEqual((admin.idle_timeout, admin.max_connections), (10.0, 64))
+        self.assertEqual((AdminConfig().idle_timeout, AdminConfig().max_connections), (10.0, 64))
+
+    def test_configured(self) -> None:
+        """
+        An integer or a fractional number of seconds; an integer cap.
+        """
+        admin = self.parse(idle_timeout=2.5, max_connections=4).admin
+        self.assertEqual((admin.idle_timeout, admin.max_connections), (2.5, 4))
+        self.assertEqual(self.parse(idle_timeout=30).admin.idle_timeout, 30.0)
+
+    def test_refused(self) -> None:
+        """
+        Values out of range or of the wrong type are refused naming the key.
+        """
+        self.assertIn("admin.idle_timeout: must be in [0.1, 3600] seconds, not 0",
+                      self.problems(idle_timeout=0))
+        self.assertIn("admin.idle_timeout: must be in [0.1, 3600] seconds, not -1",
+                      self.problems(idle_timeout=-1))
+        self.assertIn("admin.idle_timeout: must be a number", self.problems(idle_timeout="10s"))
+        self.assertIn("admin.max_connections: must be in [1, 10000], not 0",
+                      self.problems(max_connections=0))
+        self.assertIn("admin.max_connections: must be an integer",
+                      self.problems(max_connections=2.5))
+        self.assertIn("admin.max_connections: must be an integer",
+                      self.problems(max_connections=True))
+
+
+class AdminListenerTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.deployment = InMemoryDeployment()
+        self.clock = self.deployment.clock
+        self.site = self.deployment.gateway.admin_site
+        self.events: List[dict] = []
+        self.patch(RateLimitedLog, "log", Logger(observer=self.events.append))
+        self.open: List[Any] = []
+        self.addCleanup(self._stopped_cleanly)
+
+    def _stopped_cleanly(self) -> None:
+        """
+        Every connection gone, the gateway stopped: no timer is left.
+        """
+        for protocol in self.open:
+            if protocol.transport is not None:
+                protocol.connectionLost(Failure(ConnectionDone("closed")))
+        self.deployment.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def configure(self, **admin: Any) -> None:
+        config = self.deployment.gateway.config
+        self.deployment.gateway.apply_config(dataclasses.replace(
+            config, admin=dataclasses.replace(config.admin, **admin)))
+
+    def connect(self) -> InMemoryHttpClient:
+        client = InMemoryHttpClient(self.site, host="127.0.0.1:9901")
+        self.open.append(client.channel)
+        return client
+
+    def lines(self) -> List[str]:
+        return [formatEvent(e) for e in self.events]
+
+
+class IdleTimeoutTests(AdminListenerTestCase):
+    """
+    A connection that sends nothing, or a request that trickles in, is
+    closed after C{admin.idle_timeout} (ten seconds by default), not
+    twisted.web's sixty.
+    """
+
+    def test_silent_connection_closed(self) -> None:
+        """
+        A connection that sends nothing is closed ten seconds after it
+        opened, and ten seconds after its last answer.
+        """
+        client = self.connect()
+        self.clock.advance(10 - 0.01)
+        self.assertFalse(client.transport.disconnecting)
+        self.clock.advance(0.01)
+        self.assertTrue(client.transport.disconnecting)
+
+        kept = self.connect()
+        kept.send("GET", "/status")
+        response = kept.response()
+        assert response is not None
+        self.assertEqual(response.status, 200)
+        self.clock.advance(10 - 0.01)
+        self.assertFalse(kept.transport.disconnecting)
+        self.clock.advance(0.01)
+        self.assertTrue(kept.transport.disconnecting)
+
+    def test_trickling_request_refused(self) -> None:
+        """
+        A request head sent a byte every few seconds (never idle for ten) is
+        answered 408 and the connection closed ten seconds after its first
+        byte; the line is logged.
+        """
+        client = self.connect()
+        request = b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        client.channel.dataReceived(request[:1])
+        for byte in request[1:4]:
+            self.clock.advance(3)
+            client.channel.dataReceived(bytes([byte]))
+        self.clock.advance(1 - 0.01)
+        self.assertFalse(client.transport.disconnecting)  # 9.99 s after the first byte
+        self.clock.advance(0.01)
+        self.assertTrue(client.transport.disconnecting)
+        answer = client.transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer)
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        self.assertEqual(body["detail"], "an admin request must arrive in full within 10s of "
+                                         "its first byte (admin.idle_timeout)")
+        self.assertEqual(self.lines(), [
+            "admin listener closed the connection of IPv4Address(type='TCP', host='127.0.0.1', "
+            "port=40000): its request did not arrive in full within 10s (admin.idle_timeout); "
+            "0 more since the last such line"])
+
+    def test_trickling_body_refused(self) -> None:
+        """
+        The deadline covers the body too: a POST whose body trickles in is
+        408 ten seconds after its first byte.
+        """
+        client = self.connect()
+        client.channel.dataReceived(b"POST /instances/x/drain HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                    b"Content-Length: 100\r\n\r\n")
+        for _ in range(3):
+            self.clock.advance(3)
+            client.channel.dataReceived(b"x")
+        self.assertFalse(client.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(client.transport.value().startswith(b"HTTP/1.1 408 "))
+
+    def test_requests_in_time_kept(self) -> None:
+        """
+        A kept-alive connection whose requests each arrive in time is kept,
+        however long it lives.
+        """
+        client = self.connect()
+        for _ in range(5):
+            client.channel.dataReceived(b"GET /status HTTP/1.1\r\n")
+            self.clock.advance(9)
+            client.channel.dataReceived(b"Host: 127.0.0.1\r\n\r\n")
+            response = client.response()
+            assert response is not None
+            self.assertEqual(response.status, 200)
+        self.assertFalse(client.transport.disconnecting)
+
+    def test_configured_on_reload(self) -> None:
+        """
+        A reloaded C{admin.idle_timeout} applies to the connections accepted
+        after it.
+        """
+        before = self.connect()
+        self.configure(idle_timeout=2.5)
+        after = self.connect()
+        self.clock.advance(2.5)
+        self.assertEqual((before.transport.disconnecting, after.transport.disconnecting),
+                         (False, True))
+        self.clock.advance(7.5)
+        self.assertTrue(before.transport.disconnecting)
+
+
+class ConnectionCapTests(AdminListenerTestCase):
+    """
+    At most C{admin.max_connections} admin connections (64 by default); one
+    more is answered 503 and closed at once, and the refusals are logged at
+    most once per ten seconds.
+    """
+
+    def test_cap(self) -> None:
+        """
+        With three allowed, the fourth connection is answered 503 and
+        closed; once one of the three is gone, a new one is served.
+        """
+        self.configure(max_connections=3)
+        clients = [self.connect() for _ in range(3)]
+        refused = StringTransport(peerAddress=PEER)
+        protocol = self.site.buildProtocol(PEER)
+        self.assertNotIsInstance(protocol, AdminChannel)
+        protocol.makeConnection(refused)
+        self.assertTrue(refused.disconnecting)
+        answer = refused.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 503 "), answer)
+        self.assertIn(b"the admin listener holds 3 connections already "
+                      b"(admin.max_connections)", answer)
+        protocol.connectionLost(Failure(ConnectionDone("closed")))
+        clients[0].channel.connectionLost(Failure(ConnectionDone("closed")))
+        served = self.connect()
+        served.send("GET", "/status")
+        response = served.response()
+        assert response is not None
+        self.assertEqual(response.status, 200)
+
+    def test_default_cap(self) -> None:
+        """
+        By default the 65th connection is refused.
+        """
+        for _ in range(64):
+            self.connect()
+        protocol = self.site.buildProtocol(PEER)
+        self.assertNotIsInstance(protocol, AdminChannel)
+        self.assertIsNotNone(protocol)
+        protocol.makeConnection(StringTransport(peerAddress=PEER))
+        protocol.connectionLost(Failure(ConnectionDone("closed")))
+
+    def test_flood_logged_at_a_bounded_rate(self) -> None:
+        """
+        A flood of connections over the cap: one log line, then none for
+        ten seconds, then one counting the others; past 16 refusals being
+        answered at once, connections are closed unanswered.
+        """
+        self.configure(max_connections=1)
+        self.connect()
+        refusals = [self.site.buildProtocol(PEER) for _ in range(100)]
+        answered = [p for p in refusals if p is not None]
+        self.assertEqual(len(answered), 16)
+        self.assertEqual(self.lines(), [
+            "admin listener refused a connection from IPv4Address(type='TCP', "
+            "host='127.0.0.1', port=40000): 1 admin connections are open "
+            "(admin.max_connections); 0 more refused since the last such line"])
+        for protocol in answered:
+            protocol.makeConnection(StringTransport(peerAddress=PEER))
+            protocol.connectionLost(Failure(ConnectionDone("closed")))
+        self.clock.advance(10 - 0.01)
+        self.site.buildProtocol(PEER).connectionLost(Failure(ConnectionDone("closed")))
+        self.assertEqual(len(self.lines()), 1)
+        self.clock.advance(0.01)
+        self.site.buildProtocol(PEER).connectionLost(Failure(ConnectionDone("closed")))
+        self.assertEqual(len(self.lines()), 2)
+        self.assertIn("; 100 more refused since the last such line", self.lines()[1])
