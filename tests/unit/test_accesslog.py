@@ -233,6 +233,25 @@ class BothSidesTests(SynchronousTestCase):
             "status": 201, "bytes_out": len(b"created 42"), "duration_ms": 0.0,
             "outcome": "ok"})
 
+    def test_client_correlation_id_replaced(self) -> None:
+        """
+        A client's own C{X-Correlation-Id} is not used: the answer and both
+        log lines (the microservice's is its handler's C{ctx.correlation_id})
+        carry the gateway's fresh id, and the client's value is in neither
+        line.
+        """
+        theirs = "11111111-1111-4111-8111-111111111111"
+        response = self.deployment.request("POST", "/items/7", b"",
+                                           headers=[("X-Correlation-Id", theirs)])
+        self.assertEqual(response.status, 201)
+        ours = response.header("X-Correlation-Id")
+        self.assertNotIn(ours, (None, theirs))
+        self.flush()
+        [line] = self.gateway_sink.records()
+        [micro_line] = self.micro_sink.records()
+        self.assertEqual((line["cid"], micro_line["cid"]), (ours, ours))
+        self.assertNotIn(theirs, repr((line, micro_line)))
+
     def test_no_query_string(self) -> None:
         """
         The query string (where clients put tokens) is never logged.
