@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from . import admin_client
 from .config import ConfigError, MicroserviceConfig, load_gateway_config, load_microservice_config
+from .config.gateway import hmac_secret_problem
 from .config.reader import read_yaml
 
 
@@ -133,6 +134,10 @@ def mint(args: argparse.Namespace, out: TextIO) -> int:
         headers = {"kid": args.kid} if args.kid else None
         token = jwt.encode(claims, key, algorithm=args.alg or "RS256", headers=headers)
     elif secret:
+        problem = hmac_secret_problem(secret)
+        if problem is not None:
+            out.write(f"--secret: {problem}\n")
+            return 2
         token = jwt.encode(claims, secret, algorithm="HS256")
     else:
         out.write("no key: pass --config (with auth.hs256_secret), --secret or --key\n")

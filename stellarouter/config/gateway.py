@@ -342,8 +342,7 @@ def _read_auth(r: Reader, raw: object, source: str) -> AuthConfig:
         if not os.path.isabs(jwks_file) and source not in ("<config>", ""):
             jwks_file = os.path.join(os.path.dirname(os.path.abspath(source)), jwks_file)
         jwks = _read_jwks(r, jwks_file)
-    secret = r.get(obj, "hs256_secret", "auth", str, None,
-                   lambda v: None if len(v) >= 16 else "must be at least 16 characters")
+    secret = r.get(obj, "hs256_secret", "auth", str, None, hmac_secret_problem)
     return AuthConfig(
         require_authentication=r.get(obj, "require_authentication", "auth", bool, False),
         issuer=r.get(obj, "issuer", "auth", str, None, non_empty),
@@ -354,6 +353,25 @@ def _read_auth(r: Reader, raw: object, source: str) -> AuthConfig:
         leeway=r.get(obj, "leeway", "auth", float, 30.0,
                      lambda v: None if 0 <= v <= 600 else "must be in [0, 600]"),
     )
+
+
+#: The shortest C{auth.hs256_secret} (bytes, UTF-8): RFC 7518 section 3.2
+#: says an HS256 key MUST be at least as long as its 256-bit hash.  (A
+#: shorter HMAC key makes every token of the gateway easier to forge;
+#: PyJWT warns about one when it is used.)
+MIN_HMAC_SECRET_BYTES = 32
+
+
+def hmac_secret_problem(secret: str) -> Optional[str]:
+    """
+    Why C{secret} is too short for HS256, or C{None}.  The message never
+    contains the secret.
+    """
+    size = len(secret.encode("utf-8"))
+    if size >= MIN_HMAC_SECRET_BYTES:
+        return None
+    return (f"must be at least {MIN_HMAC_SECRET_BYTES} bytes (RFC 7518 section 3.2: an HS256 "
+            f"key is at least as long as its 256-bit hash), not {size}")
 
 
 def _read_jwks(r: Reader, path: str) -> Optional[str]:
@@ -386,10 +404,17 @@ def _read_jwks(r: Reader, path: str) -> Optional[str]:
                       "public keys to the gateway")
             return None
     try:
-        PyJWKSet.from_dict(document)
+        loaded = PyJWKSet.from_dict(document)
     except Exception as e:
         r.problem("auth.jwks_file", f"{path}: the keys cannot be loaded: {e}")
         return None
+    for i, jwk in enumerate(loaded.keys):
+        # PyJWT's own minimum (RSA: 2048 bits, NIST SP 800-131A); it would
+        # otherwise warn each time the key verifies a token.
+        weakness = jwk.Algorithm.check_key_length(jwk.key)
+        if weakness:
+            r.problem("auth.jwks_file", f"{path}: keys[{i}] (kid {jwk.key_id!r}): {weakness}")
+            return None
     return text
 
 

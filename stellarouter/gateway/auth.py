@@ -24,6 +24,11 @@ from ..common.models import ClaimRequirement
 from ..config.gateway import AuthConfig
 
 _HMAC = ["HS256", "HS384", "HS512"]
+#: The shortest shared secret (bytes) of each HMAC algorithm: its hash's
+#: size (RFC 7518 section 3.2).  C{auth.hs256_secret} is at least the first
+#: (the configuration says so); a token of an algorithm the secret is too
+#: short for is refused, never verified with a weak key.
+_HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 _BY_KTY = {
     "RSA": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
     "EC": ["ES256", "ES384", "ES512"],
@@ -59,6 +64,10 @@ class TokenVerifier:
         @raise ValueError: a JWKS the crypto backend cannot load.
         """
         self.config = config
+        secret = (config.hs256_secret or "").encode("utf-8")
+        self._secret_bytes = len(secret)
+        #: The HMAC algorithms the secret is long enough for.
+        self._hmac = [alg for alg in _HMAC if len(secret) >= _HMAC_MIN_BYTES[alg]]
         self._keys: Dict[Optional[str], PyJWK] = {}
         if config.jwks:
             for key in PyJWKSet.from_dict(json.loads(config.jwks)).keys:
@@ -84,8 +93,12 @@ class TokenVerifier:
         if alg in _HMAC:
             if not self.config.hs256_secret:
                 raise InvalidToken(f"{alg} token but no shared secret is configured")
+            if alg not in self._hmac:
+                raise InvalidToken(
+                    f"{alg} needs a shared secret of at least {_HMAC_MIN_BYTES[alg]} bytes "
+                    f"(RFC 7518 section 3.2); auth.hs256_secret has {self._secret_bytes}")
             key: Any = self.config.hs256_secret
-            allowed = _HMAC
+            allowed = self._hmac
         else:
             jwk = self._key_for(header.get("kid"))
             allowed = _BY_KTY.get(jwk.key_type or "", [])
@@ -94,8 +107,12 @@ class TokenVerifier:
                     f"algorithm {alg} does not match the {jwk.key_type} key "
                     f"{jwk.key_id!r} (allowed: {', '.join(allowed)})")
             key = jwk.key
+        # enforce_minimum_key_length: a key under PyJWT's minimum is an
+        # invalid token, not a warning per token (the configuration refuses
+        # such keys up front; this covers a config built in code).
         options = {"require": ["exp"], "verify_aud": self.config.audience is not None,
-                   "verify_iss": self.config.issuer is not None}
+                   "verify_iss": self.config.issuer is not None,
+                   "enforce_minimum_key_length": True}
         try:
             claims = jwt.decode(
                 token, key, algorithms=allowed, audience=self.config.audience,

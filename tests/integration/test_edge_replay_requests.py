@@ -22,7 +22,7 @@ from .test_processes import ProcessTestCase
 
 BILLING = "examples.billing:service"
 ECHO = "tests.integration.echo_app:service"
-SECRET = "replay-secret-0123456789abcdef"
+SECRET = "replay-secret-0123456789abcdef0123"
 PROBLEMS = "https://stellarouter.dev/problems/"
 
 

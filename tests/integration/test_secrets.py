@@ -22,8 +22,9 @@ from twisted.web.client import HTTPConnectionPool
 
 from stellarouter.testing.processes import ROOT, ProcessDeployment, WatchedProcess
 
-SECRETS = ("FirstSharedSecret-8c1e", "RotatedSharedSecret-77aa", "RouterAmqpPw-51f0",
-           "ListenerAmqpPw-93d2", "CheckAmqpPw-0b7c", "CheckSecretInt-123456789012345678")
+SECRETS = ("FirstSharedSecret-8c1e-0123456789ab", "RotatedSharedSecret-77aa-0123456789",
+           "RouterAmqpPw-51f0", "ListenerAmqpPw-93d2", "CheckAmqpPw-0b7c",
+           "CheckSecretInt-123456789012345678")
 
 
 def ready_http(process: WatchedProcess) -> str:

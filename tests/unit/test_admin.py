@@ -39,7 +39,7 @@ from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.http import HttpResponse, InMemoryHttpClient
 
 BASE = {"node": {"region": "eu1"}, "transports": [{"type": "tcp", "listen": "tcp:5100"}]}
-SECRET = "a-secret-of-at-least-16-chars"
+SECRET = "a-secret-of-at-least-32-bytes-0123456789"
 
 
 def billing(version: str = "1.0.0") -> Microservice:
@@ -506,7 +506,7 @@ class AdminAccessTests(AdminTestCase):
         A token the gateway's keys do not validate: 401; the token is not
         logged.
         """
-        bad = token({"scope": "stellarouter:admin"}, secret="another-secret-0123456789")
+        bad = token({"scope": "stellarouter:admin"}, secret="another-secret-0123456789abcdefgh")
         self.assertEqual(self.get("/instances", self.bearer(bad))[0], 401)
         self.assertEqual([formatEvent(e) for e in self.events],
                          ["admin request refused: invalid token (bad signature)"])

@@ -200,7 +200,7 @@ class ConfigTests(SynchronousTestCase):
         path.setContent(b'{"nope": 1}')
         self.assertIn("is not a JWKS", str(self.assertRaises(
             ConfigError, parse_gateway_config, self.base(jwks_file=path.path))))
-        self.assertIn("at least 16", str(self.assertRaises(
+        self.assertIn("at least 32 bytes", str(self.assertRaises(
             ConfigError, parse_gateway_config, self.base(hs256_secret="short"))))
 
 
@@ -276,7 +276,7 @@ class GatewayAuthTests(SynchronousTestCase):
         config = gateway.config
         gateway.apply_config(config.__class__(
             node=config.node, transports=config.transports,
-            auth=AuthConfig(issuer=ISSUER, audience=AUDIENCE, hs256_secret="another-secret-0123456789")))
+            auth=AuthConfig(issuer=ISSUER, audience=AUDIENCE, hs256_secret="another-secret-0123456789abcdefgh")))
         self.assertEqual(self.call("DELETE", "/invoices/1", token).status, 401)
 
     def test_dev_token_command(self) -> None:

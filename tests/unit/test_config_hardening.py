@@ -169,7 +169,7 @@ class RedactionTests(FileTestCase):
             self.assertTrue(is_secret_key(key), key)
         for key in ("auth.issuer", "auth.jwks_file", "node.region", "secretary"):
             self.assertFalse(is_secret_key(key), key)
-        self.assertEqual(redact("auth.hs256_secret", "demo-secret-0123456789"), "***")
+        self.assertEqual(redact("auth.hs256_secret", "demo-secret-0123456789abcdefghij"), "***")
         self.assertIsNone(redact("auth.hs256_secret", None))
 
     def test_addresses(self) -> None:
@@ -234,7 +234,7 @@ class RedactionTests(FileTestCase):
 
 SECURE = GATEWAY + """auth:
   require_authentication: true
-  hs256_secret: demo-secret-0123456789
+  hs256_secret: demo-secret-0123456789abcdefghij
 payload_limits:
   max_request_bytes_per_call: 1048576
 """
@@ -356,7 +356,7 @@ class WeakeningWarningTests(SynchronousTestCase):
         Turning authentication off, or removing a key source, is named.
         """
         old = GatewayConfig(NodeConfig("eu1"), auth=AuthConfig(
-            require_authentication=True, hs256_secret="demo-secret-0123456789"))
+            require_authentication=True, hs256_secret="demo-secret-0123456789abcdefghij"))
         new = GatewayConfig(NodeConfig("eu1"))
         warnings = security_warnings(old, new)
         self.assertEqual(len(warnings), 3)
@@ -373,7 +373,7 @@ class WeakeningWarningTests(SynchronousTestCase):
         deployment = InMemoryDeployment()
         self.addCleanup(deployment.stop)
         secure = dataclasses.replace(deployment.config, auth=AuthConfig(
-            require_authentication=True, hs256_secret="demo-secret-0123456789"))
+            require_authentication=True, hs256_secret="demo-secret-0123456789abcdefghij"))
         deployment.gateway.apply_config(secure)
         events: list = []
         with capturedLogs(events):

@@ -36,7 +36,7 @@ from stellarouter.microservice import Microservice, RawResponse, StreamingRespon
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.http import HttpResponse, InMemoryHttpClient
 
-SECRET = "edge-request-secret-0123456789"
+SECRET = "edge-request-secret-0123456789abcdef"
 PROBLEM = "application/problem+json"
 EXPORT_CHUNKS = 128
 
