@@ -94,7 +94,6 @@ class AdminRequest(Request):
 
     _received = 0
     _dropped = False
-    log = Logger()
 
     def gotLength(self, length: Optional[int]) -> None:
         if length is not None and length > MAX_ADMIN_BODY_BYTES:
@@ -127,11 +126,15 @@ class AdminRequest(Request):
         if self._dropped:
             return
         self._dropped = True
-        self.log.info("admin request body over {limit} bytes: answered 413, connection closed",
-                      limit=MAX_ADMIN_BODY_BYTES)
-        transport = self.channel.transport if self.channel is not None else None
+        channel = self.channel
+        transport = channel.transport if channel is not None else None
         if transport is None:
             return
+        if isinstance(channel, AdminChannel) and channel.refusal_log is not None:
+            channel.refusal_log.refused(
+                "body", "admin listener answered {peer} 413 and closed the connection: a "
+                "request body over {limit} bytes; {more} more since the last such line",
+                peer=str(transport.getPeer()), limit=MAX_ADMIN_BODY_BYTES)
         answer_and_close(transport, 413, "Payload Too Large", "payload-too-large",
                          "Payload too large", f"the admin API takes bodies of at most "
                          f"{MAX_ADMIN_BODY_BYTES} bytes")
@@ -150,9 +153,11 @@ class AdminChannel(http.HTTPChannel):
     @ivar on_closed: called once when the connection is gone.
     @ivar on_too_slow: called with the peer when a request missed its
         deadline (the site logs it).
+    @ivar refusal_log: where its refusals are logged (the site's).
     """
 
     clock: Optional[IReactorTime] = None
+    refusal_log: Optional[RateLimitedLog] = None
     request_timeout: Optional[float] = None
     on_closed: Optional[Callable[[], None]] = None
     on_too_slow: Optional[Callable[[IAddress], None]] = None
@@ -215,7 +220,6 @@ class AdminSite(Site):
 
     protocol = AdminChannel  # type: ignore[assignment]
     requestFactory = AdminRequest
-    noisy = False
     open_connections = 0
     refusing = 0
 
@@ -256,6 +260,7 @@ class AdminSite(Site):
             channel.request_timeout = settings.idle_timeout
             channel.on_closed = self._connection_closed
             channel.on_too_slow = self._too_slow
+            channel.refusal_log = self.refusal_log
             self.open_connections += 1
         return channel
 

@@ -277,3 +277,29 @@ class ConnectionCapTests(AdminListenerTestCase):
         self.site.buildProtocol(PEER).connectionLost(Failure(ConnectionDone("closed")))
         self.assertEqual(len(self.lines()), 2)
         self.assertIn("; 100 more refused since the last such line", self.lines()[1])
+
+
+class OversizedBodyLogTests(AdminListenerTestCase):
+    """
+    Bodies over 64 KiB are answered 413; a run of them is one log line.
+    """
+
+    def test_logged_at_a_bounded_rate(self) -> None:
+        """
+        Twenty oversized requests within ten seconds: twenty 413s, one line;
+        the next one after ten seconds logs the nineteen others.
+        """
+        for _ in range(20):
+            client = self.connect()
+            client.send("POST", "/instances/x/drain", b"x" * (64 * 1024 + 1))
+            self.assertTrue(client.transport.value().startswith(b"HTTP/1.1 413 "))
+            client.channel.connectionLost(Failure(ConnectionDone("closed")))
+        self.assertEqual(self.lines(), [
+            "admin listener answered IPv4Address(type='TCP', host='127.0.0.1', port=40000) 413 "
+            "and closed the connection: a request body over 65536 bytes; 0 more since the last "
+            "such line"])
+        self.clock.advance(10)
+        client = self.connect()
+        client.send("POST", "/instances/x/drain", b"x" * (64 * 1024 + 1))
+        self.assertEqual(len(self.lines()), 2)
+        self.assertIn("; 19 more since the last such line", self.lines()[1])
