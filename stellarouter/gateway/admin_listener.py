@@ -151,8 +151,6 @@ class AdminChannel(http.HTTPChannel):
     @ivar request_timeout: seconds a request has to arrive in full, or
         L{None} for no deadline.
     @ivar on_closed: called once when the connection is gone.
-    @ivar on_too_slow: called with the peer when a request missed its
-        deadline (the site logs it).
     @ivar refusal_log: where its refusals are logged (the site's).
     """
 
@@ -160,7 +158,6 @@ class AdminChannel(http.HTTPChannel):
     refusal_log: Optional[RateLimitedLog] = None
     request_timeout: Optional[float] = None
     on_closed: Optional[Callable[[], None]] = None
-    on_too_slow: Optional[Callable[[IAddress], None]] = None
     _deadline: Optional[IDelayedCall] = None
     _timed_out = False
 
@@ -186,8 +183,12 @@ class AdminChannel(http.HTTPChannel):
         if transport is None:
             return
         self._timed_out = True
-        if self.on_too_slow is not None:
-            self.on_too_slow(transport.getPeer())
+        if self.refusal_log is not None:
+            self.refusal_log.refused(
+                "idle_timeout", "admin listener closed the connection of {peer}: its request "
+                "did not arrive in full within {timeout:g}s (admin.idle_timeout); {more} more "
+                "since the last such line", peer=str(transport.getPeer()),
+                timeout=self.request_timeout)
         answer_and_close(transport, 408, "Request Timeout", "request-timeout",
                          "Request not received in time",
                          f"an admin request must arrive in full within {self.request_timeout:g}s "
@@ -259,7 +260,6 @@ class AdminSite(Site):
             channel.clock = self.reactor
             channel.request_timeout = settings.idle_timeout
             channel.on_closed = self._connection_closed
-            channel.on_too_slow = self._too_slow
             channel.refusal_log = self.refusal_log
             self.open_connections += 1
         return channel
@@ -269,12 +269,6 @@ class AdminSite(Site):
 
     def _connection_closed(self) -> None:
         self.open_connections -= 1
-
-    def _too_slow(self, peer: IAddress) -> None:
-        self.refusal_log.refused(
-            "idle_timeout", "admin listener closed the connection of {peer}: its request did "
-            "not arrive in full within {timeout:g}s (admin.idle_timeout); {more} more since "
-            "the last such line", peer=str(peer), timeout=self.settings().idle_timeout)
 
     def log(self, request: http.Request) -> None:
         """
