@@ -31,6 +31,14 @@ from stellarouter.config.gateway import AuthConfig, GatewayConfig, HttpConfig, N
 from stellarouter.config.gateway import parse_gateway_config
 from stellarouter.gateway.admin import IMetricsExposition
 from stellarouter.gateway.admin_guard import AdminGuard
+from stellarouter.gateway.admin_views import (
+    ClaimView,
+    InstanceView,
+    RouteView,
+    ServiceView,
+    StatusView,
+    VersionCount,
+)
 from stellarouter.gateway.service import GatewayService
 from stellarouter.lifecycle import StartupError
 from stellarouter.microservice import Microservice, RawResponse
@@ -337,6 +345,25 @@ class AdminApiTests(AdminTestCase):
                          {"status": "ok", "node_id": "gw-test", "region": "eu1",
                           "services": 1, "instances": 2, "instances_by_health": {"healthy": 2},
                           "routes": 3, "in_flight": 0, "metrics": True})
+
+    def test_views_name_every_field(self) -> None:
+        """
+        The JSON views' TypedDicts name exactly the fields the API returns
+        (they are the documented shape, not a guess).
+        """
+        def keys(view: Any) -> set:
+            return set(view.__required_keys__) | set(view.__optional_keys__)
+
+        [service] = self.get("/services")[1]["services"]
+        self.assertEqual(set(service), keys(ServiceView))
+        self.assertEqual(set(service["versions"][0]), keys(VersionCount))
+        instance = self.get("/instances")[1]["instances"][0]
+        self.assertEqual(set(instance), keys(InstanceView))
+        route = self.get("/routes")[1]["routes"][1]
+        self.assertEqual(set(route), keys(RouteView))
+        self.assertEqual(set(route["claims"][0]), keys(ClaimView))
+        status = self.get("/status")[1]
+        self.assertEqual(set(status), keys(StatusView) - {"expected_instances"})
 
     def test_unknown_resource(self) -> None:
         """
