@@ -141,8 +141,10 @@ class InMemoryDeployment:
                       headers: Sequence[Tuple[str, str]] = ()) -> HttpResponse:
         """
         Send one request to the gateway's admin site (as C{127.0.0.1},
-        C{Host: 127.0.0.1:9901}), deliver everything, and return the
-        response.
+        C{Host: 127.0.0.1:9901}) on a connection of its own, deliver
+        everything, close the connection (as C{curl} or the C{stellarouter}
+        command would: the admin listener caps its connections) and return
+        the response.
 
         @raise AssertionError: if no complete response came.
         """
@@ -151,6 +153,7 @@ class InMemoryDeployment:
         client.send(method, path, b"", headers)
         self.pump()
         response = client.response()
+        client.disconnect()
         if response is None:
             raise AssertionError(f"no admin response to {method} {path}")
         return response

@@ -303,3 +303,19 @@ class OversizedBodyLogTests(AdminListenerTestCase):
         client.send("POST", "/instances/x/drain", b"x" * (64 * 1024 + 1))
         self.assertEqual(len(self.lines()), 2)
         self.assertIn("; 19 more since the last such line", self.lines()[1])
+
+
+class HarnessTests(AdminListenerTestCase):
+    """
+    L{InMemoryDeployment.admin_request} behaves like one C{curl}: it closes
+    its connection once answered, so tests may make any number.
+    """
+
+    def test_many_admin_requests(self) -> None:
+        """
+        A hundred admin requests in a row are all answered 200 (none left
+        open to fill the cap).
+        """
+        statuses = {self.deployment.admin_request("GET", "/status").status for _ in range(100)}
+        self.assertEqual(statuses, {200})
+        self.assertEqual(self.site.open_connections, 0)
