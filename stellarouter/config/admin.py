@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from ..common.models import ClaimRequirement
 from .endpoints import check_server_endpoint
@@ -78,7 +78,7 @@ def listens_on_loopback_only(description: str) -> bool:
     return False
 
 
-def _read_claims(r: Reader, raw: Any) -> Tuple[ClaimRequirement, ...]:
+def _read_claims(r: Reader, raw: object) -> Tuple[ClaimRequirement, ...]:
     """
     C{admin.require_claims}: a mapping of claim name to a value, a list of
     values (any of them) or C{null} (the claim must be present).
@@ -107,7 +107,7 @@ def _read_claims(r: Reader, raw: Any) -> Tuple[ClaimRequirement, ...]:
     return tuple(claims)
 
 
-def read_admin(r: Reader, raw: Any, auth_enabled: bool) -> AdminConfig:
+def read_admin(r: Reader, raw: object, auth_enabled: bool) -> AdminConfig:
     """
     Read and check the C{admin} mapping.
 
