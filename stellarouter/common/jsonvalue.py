@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Union
 
-#: Any JSON value.
+#: A JSON value, of whatever shape.
 JSONValue = Union[None, bool, int, float, str, List["JSONValue"], Dict[str, "JSONValue"]]
 
 #: A JSON object.
