@@ -61,7 +61,8 @@ class MetricsConfig:
     max_series: int = 2000
 
 
-def read_access_log(r: Reader, raw: object, legacy_enabled: Optional[bool] = None) -> AccessLogConfig:
+def read_access_log(r: Reader, raw: object,
+                    legacy_enabled: Optional[bool] = None) -> AccessLogConfig:
     """
     Read the C{access_log} section.
 

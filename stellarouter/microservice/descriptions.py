@@ -22,9 +22,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..common.frames import FRAME_OVERHEAD
+from ..common.jsonvalue import JSONObject
 from ..common.models import EndpointDescriptor
 from ..common.payloads import Hello, encode_hello
-from ..common.jsonvalue import JSONObject
 from ..common.schemas import (
     ENDPOINT_SCHEMAS, EndpointDescription, HelloSchemas, schemas_to_json, without_json_schemas,
 )
@@ -224,7 +224,8 @@ def service_schemas(
 
 #: What a L{HelloDescriptions} was built from: the endpoints and their
 #: documentation (L{schemas_for} keeps it with them).
-DescriptionsKey = Tuple[Tuple[EndpointDescriptor, ...], Tuple[Tuple[Tuple[str, str], EndpointDoc], ...]]
+DescriptionsKey = Tuple[Tuple[EndpointDescriptor, ...],
+                        Tuple[Tuple[Tuple[str, str], EndpointDoc], ...]]
 
 
 class HelloDescriptions(NamedTuple):

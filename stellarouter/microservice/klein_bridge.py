@@ -28,11 +28,10 @@ from __future__ import annotations
 import re
 from collections import deque
 from io import BytesIO
-from typing import Deque, List, Optional, Set, Tuple, Union, cast
+from typing import TYPE_CHECKING, Deque, List, Optional, Set, Tuple, Union, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from klein import Klein
 from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,6 +44,9 @@ from ..common.models import normalize_path_template, template_shape
 from ._web import BridgeChannel, IChannelOwner, address_of
 from .chunks import ChunkQueue
 from .context import RawRequestContext, RawResponse, StreamingResponse
+
+if TYPE_CHECKING:
+    from klein import Klein
 
 #: Methods announced for a Klein route that lists none (werkzeug: any).
 ANY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

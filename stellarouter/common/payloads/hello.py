@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import InvalidDescriptor, MalformedPayload
+from ..jsonvalue import JSONValue
 from ..models import (
     ClaimRequirement,
     EndpointDescriptor,
@@ -20,7 +21,6 @@ from ..models import (
     normalize_service_name,
     parse_version,
 )
-from ..jsonvalue import JSONValue
 from ..schemas import optional_schemas
 from ._json import decode_json, encode_json, is_string_list, json_field, json_optional
 

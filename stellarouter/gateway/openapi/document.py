@@ -162,7 +162,8 @@ def build_document(services: Iterable[ServiceAtVersion], title: str,
             components[names[name]] = copied
         tags.append({"name": service.service,
                      "description": f"{service.service} {service.version}"})
-        for key, endpoint in sorted(service.endpoints.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        for key, endpoint in sorted(service.endpoints.items(),
+                                    key=lambda kv: (kv[0][1], kv[0][0])):
             description = service.descriptions.get(key) or EndpointDescription(
                 method=endpoint.method, path=endpoint.path)
             operation = _operation(service, endpoint, description, copier, version)
