@@ -15,12 +15,13 @@ refusal log; everything else is read when the metrics are scraped
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring_ascii as json_string
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer, providedBy, directlyProvides
 
-from ..accesslog import AccessLog
+from ..accesslog import AccessLog, iso_timestamp
 from ..common.enums import FrameType
 from ..common.frames import FRAME_OVERHEAD
 from ..common.interfaces import IFrameSender
@@ -37,6 +38,32 @@ if TYPE_CHECKING:
 ACCESS_LOG_FIELDS = ("time", "cid", "method", "path", "route", "service", "version",
                      "instance", "status", "bytes_in", "bytes_out", "upstream_ms", "total_ms",
                      "client")
+#: A gateway access log record: the values of L{ACCESS_LOG_FIELDS}, the
+#: path as it came (bytes), latencies in milliseconds.
+GatewayRecord = Tuple[float, str, str, bytes, str, str, str, str, int, int, int,
+                      Optional[float], float, Optional[str]]
+
+
+def gateway_json_line(record: GatewayRecord) -> str:
+    """
+    L{stellarouter.accesslog.format_json} of one gateway record, spelled out
+    for its field types: this runs once per proxied request, and the
+    generic loop over the values costs twice as much.
+    """
+    (when, cid, method, path, route, service, version, instance, status, bytes_in, bytes_out,
+     upstream, total, client) = record
+    upstream_ms = "null" if upstream is None else f"{upstream:.3f}"
+    client_text = "null" if client is None else json_string(client)
+    # (The correlation id is the gateway's own text, hex digits and dashes:
+    # nothing to escape.)
+    return (f'{{"time":"{iso_timestamp(when)}","cid":"{cid}","method":{json_string(method)},'
+            f'"path":{json_string(path.decode("latin-1"))},"route":{json_string(route)},'
+            f'"service":{json_string(service)},"version":{json_string(version)},'
+            f'"instance":{json_string(instance)},"status":{status},"bytes_in":{bytes_in},'
+            f'"bytes_out":{bytes_out},"upstream_ms":{upstream_ms},"total_ms":{total:.3f},'
+            f'"client":{client_text}}}')
+
+
 #: The route label and log value of a request the gateway refused before
 #: it was routed (401, 403, 503 ...; a 404 is L{UNMATCHED}).
 NOT_ROUTED = "(not routed)"
@@ -54,7 +81,7 @@ class RequestTelemetry:
     """
 
     def __init__(self, clock: IReactorTime, metrics: Optional[GatewayMetrics] = None,
-                 access_log: Optional[AccessLog] = None) -> None:
+                 access_log: Optional[AccessLog[GatewayRecord]] = None) -> None:
         self.clock = clock
         self.metrics = metrics
         self.access_log = access_log
@@ -125,7 +152,8 @@ def build_telemetry(clock: IReactorTime, access: AccessLogConfig, metrics_config
         C{metrics_config.enabled}.
     @raise OSError: the access log file cannot be opened.
     """
-    log = AccessLog(ACCESS_LOG_FIELDS, access, clock) if access.enabled else None
+    log = (AccessLog(ACCESS_LOG_FIELDS, access, clock, json_line=gateway_json_line)
+           if access.enabled else None)
     return RequestTelemetry(clock, metrics if metrics_config.enabled else None, log)
 
 

@@ -13,17 +13,37 @@ cancellations and aborted streams are written.
 
 from __future__ import annotations
 
-from typing import Optional
+from json.encoder import encode_basestring_ascii as json_string
+from typing import Optional, Tuple, Union
 
 from twisted.internet.interfaces import IReactorTime
 
-from ..accesslog import AccessLog
+from ..accesslog import AccessLog, iso_timestamp
+from ..common.ids import CorrelationId
 from ..config.observability import AccessLogConfig
 from .inbound import InboundRequest
 
 #: The microservice's access log fields, in order (the first is the time).
 SDK_ACCESS_LOG_FIELDS = ("time", "cid", "method", "path", "route", "status", "bytes_out",
                          "duration_ms", "outcome")
+#: A microservice access log record: the values of L{SDK_ACCESS_LOG_FIELDS}.
+SdkRecord = Tuple[float, Union[str, CorrelationId], str, str, str, Optional[int], Optional[int],
+                  Optional[float], str]
+
+
+def sdk_json_line(record: SdkRecord) -> str:
+    """
+    L{stellarouter.accesslog.format_json} of one microservice record,
+    spelled out for its field types (it runs once per request).
+    """
+    when, cid, method, path, route, status, size, duration, outcome = record
+    duration_ms = "null" if duration is None else f"{duration:.3f}"
+    # (A correlation id's text is hex digits and dashes: nothing to escape.)
+    return (f'{{"time":"{iso_timestamp(when)}","cid":"{cid}","method":{json_string(method)},'
+            f'"path":{json_string(path)},"route":{json_string(route)},'
+            f'"status":{"null" if status is None else status},'
+            f'"bytes_out":{"null" if size is None else size},"duration_ms":{duration_ms},'
+            f'"outcome":{json_string(outcome)}}}')
 
 
 class RequestLog:
@@ -32,9 +52,10 @@ class RequestLog:
     """
 
     def __init__(self, config: AccessLogConfig, clock: IReactorTime,
-                 log: Optional[AccessLog] = None) -> None:
+                 log: Optional[AccessLog[SdkRecord]] = None) -> None:
         self.clock = clock
-        self.log = log if log is not None else AccessLog(SDK_ACCESS_LOG_FIELDS, config, clock)
+        self.log = log if log is not None else AccessLog(
+            SDK_ACCESS_LOG_FIELDS, config, clock, json_line=sdk_json_line)
         self.errors_only = config.level == "errors"
 
     def answered(self, request: InboundRequest, status: int, size: int) -> None:
@@ -66,8 +87,11 @@ class RequestLog:
         now = self.clock.seconds()
         message = request.message
         started = request.started_at
-        # (The correlation id stays an object until the line is formatted.)
-        self.log.add((now, request.cid, message.method, message.path, message.template,
+        # (The correlation id's text, if the handler's context has it already;
+        # else the id, shown when the line is formatted.)
+        context = request.context
+        cid = request.cid if context is None else context.correlation_id
+        self.log.add((now, cid, message.method, message.path, message.template,
                       status, size, (now - started) * 1000 if started is not None else None, outcome))
 
     def close(self) -> None:

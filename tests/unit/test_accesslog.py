@@ -8,7 +8,10 @@ configuration keys.
 import dataclasses
 import json
 import os
-from typing import Any, List
+from typing import Any, List, Optional
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -28,8 +31,10 @@ from stellarouter.config import ConfigError
 from stellarouter.config.gateway import parse_gateway_config
 from stellarouter.config.microservice import parse_microservice_config
 from stellarouter.config.observability import AccessLogConfig
-from stellarouter.gateway.telemetry import ACCESS_LOG_FIELDS
+from stellarouter.common.ids import new_correlation_id
+from stellarouter.gateway.telemetry import ACCESS_LOG_FIELDS, gateway_json_line
 from stellarouter.microservice import Microservice, RawResponse
+from stellarouter.microservice.requestlog import SDK_ACCESS_LOG_FIELDS, sdk_json_line
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.telemetry import MemoryAccessLogSink
 
@@ -353,3 +358,55 @@ class ConfigTests(SynchronousTestCase):
                          "access_log.buffer_lines: must be in [1, 65536]",
                          "metrics.max_series: must be in [1, 100000]"):
             self.assertIn(expected, text)
+
+
+_text = st.text(max_size=12)
+_ms = st.floats(min_value=0, max_value=1e6, allow_nan=False)
+_time = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+
+
+class SpelledOutLineTests(SynchronousTestCase):
+    """
+    The gateway's and the microservice's JSON lines, spelled out for their
+    field types, give exactly the generic L{format_json}'s text.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(_time, st.sampled_from(["GET", "POST", "BREW\u00e9"]), st.binary(max_size=12),
+           _text, _text, _text, _text, st.integers(0, 999), st.integers(0, 2**40),
+           st.integers(0, 2**40), st.none() | _ms, _ms, st.none() | _text)
+    def test_gateway(self, when: float, method: str, path: bytes, route: str, service: str,
+                     version: str, instance: str, status: int, bytes_in: int, bytes_out: int,
+                     upstream: Optional[float], total: float, client: Optional[str]) -> None:
+        record = (when, str(new_correlation_id()), method, path, route, service, version,
+                  instance, status, bytes_in, bytes_out, upstream, total, client)
+        self.assertEqual(gateway_json_line(record), format_json(ACCESS_LOG_FIELDS, record))
+
+    @settings(max_examples=300, deadline=None)
+    @given(_time, st.booleans(), _text, _text, _text, st.none() | st.integers(0, 999),
+           st.none() | st.integers(0, 2**40), st.none() | _ms, _text)
+    def test_microservice(self, when: float, as_text: bool, method: str, path: str, route: str,
+                          status: Optional[int], size: Optional[int], duration: Optional[float],
+                          outcome: str) -> None:
+        """
+        (The correlation id is the id, or its text when the handler's
+        context has it.)
+        """
+        cid = new_correlation_id()
+        record = (when, str(cid) if as_text else cid, method, path, route, status, size,
+                  duration, outcome)
+        self.assertEqual(sdk_json_line(record), format_json(SDK_ACCESS_LOG_FIELDS, record))
+
+    def test_used_by_default(self) -> None:
+        """
+        A JSON access log uses the log's own line; a logfmt one the generic
+        formatter.
+        """
+        clock = Clock()
+        sink = MemoryAccessLogSink()
+        log = AccessLog(NAMES, AccessLogConfig(), clock, sink, json_line=gateway_json_line)
+        self.assertIs(log.line, gateway_json_line)
+        log = AccessLog(NAMES, AccessLogConfig(format="logfmt"), clock, sink,
+                        json_line=gateway_json_line)
+        self.assertIsNot(log.line, gateway_json_line)
+        self.assertEqual(log.line(RECORD), format_logfmt(NAMES, RECORD))
