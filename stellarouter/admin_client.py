@@ -16,7 +16,11 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import (
+    Callable, Dict, List, Optional, Sequence, TextIO, Tuple, TypedDict, TypeVar, cast,
+)
+
+from .common.jsonvalue import JSONValue
 
 #: Where the admin listener is unless C{--admin} or C{STELLA_ADMIN_URL}
 #: says otherwise (C{admin.listen}'s default).
@@ -38,13 +42,157 @@ COMMANDS = ("status", "services", "instances", "routes", "drain")
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+class Listening(TypedDict, total=False):
+    """
+    C{listening} in C{GET /status}: where the gateway listens.
+    """
+
+    http: str
+    admin: str
+    transports: List[str]
+
+
+class ExpectedInstances(TypedDict, total=False):
+    """
+    One service of C{expected_instances} in C{GET /status}.
+    """
+
+    status: str
+
+
+class StatusAnswer(TypedDict, total=False):
+    """
+    C{GET /status}, the keys the command shows.
+    """
+
+    status: str
+    node_id: str
+    region: str
+    listening: Listening
+    services: int
+    instances: int
+    instances_by_health: Dict[str, int]
+    routes: int
+    in_flight: int
+    metrics: bool
+    expected_instances: Dict[str, ExpectedInstances]
+
+
+class VersionCount(TypedDict):
+    """
+    One version of a service in C{GET /services}.
+    """
+
+    version: str
+    instances: int
+
+
+class ServiceRow(TypedDict):
+    """
+    One service in C{GET /services}.
+    """
+
+    name: str
+    versions: List[VersionCount]
+    instances: int
+    routable: int
+    draining: int
+    in_flight: int
+    default_version: Optional[str]
+
+
+class ServicesAnswer(TypedDict):
+    """
+    C{GET /services}.
+    """
+
+    services: List[ServiceRow]
+
+
+class InstanceRow(TypedDict, total=False):
+    """
+    One instance in C{GET /instances} (and C{POST /instances/NAME/drain}),
+    the keys the commands show.
+    """
+
+    instance_id: str
+    service: str
+    version: str
+    region: str
+    connection_id: str
+    transport: str
+    peer: str
+    peer_identity: List[str]
+    health: str
+    drained_by_operator: bool
+    ping_ewma_ms: Optional[float]
+    in_flight: int
+    last_heartbeat_age_s: float
+    connected_for_s: float
+
+
+class InstancesAnswer(TypedDict):
+    """
+    C{GET /instances}.
+    """
+
+    instances: List[InstanceRow]
+
+
+class DrainedAnswer(TypedDict):
+    """
+    C{POST /instances/NAME/drain}.
+    """
+
+    drained: List[InstanceRow]
+
+
+class RouteClaim(TypedDict):
+    """
+    One claim requirement of a route, in its readable form.
+    """
+
+    text: str
+
+
+class RouteLimits(TypedDict):
+    """
+    The limits of a route.
+    """
+
+    max_request_bytes: int
+
+
+class RouteRow(TypedDict):
+    """
+    One route in C{GET /routes}, the keys the command shows.
+    """
+
+    method: str
+    template: str
+    service: str
+    versions: List[str]
+    claims: List[RouteClaim]
+    timeout_s: float
+    streaming: bool
+    limits: RouteLimits
+
+
+class RoutesAnswer(TypedDict):
+    """
+    C{GET /routes}.
+    """
+
+    routes: List[RouteRow]
+
+
 class AdminError(Exception):
     """
     The admin API could not be used; the message is the one line shown.
     """
 
 
-def add_commands(commands: Any) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """
     Add the admin commands to the C{stellarouter} argument parser.
 
@@ -73,7 +221,7 @@ def add_commands(commands: Any) -> None:
 
 
 def fetch(base: str, path: str, token: Optional[str], timeout: float,
-          method: str = "GET") -> Any:
+          method: str = "GET") -> JSONValue:
     """
     One admin API request.
 
@@ -109,12 +257,13 @@ def fetch(base: str, path: str, token: Optional[str], timeout: float,
                          f"(is the gateway running with admin.enabled? --admin URL or "
                          f"${ADMIN_URL_ENV} sets where)") from None
     try:
-        return json.loads(body)
+        decoded: JSONValue = json.loads(body)
+        return decoded
     except ValueError:
         raise AdminError(f"{url} did not answer JSON; is {base} the admin listener?") from None
 
 
-def _problem_detail(error: Any) -> str:
+def _problem_detail(error: urllib.error.HTTPError) -> str:
     try:
         body = json.loads(error.read(65536))
         text = body.get("detail") or body.get("title") or ""
@@ -123,7 +272,7 @@ def _problem_detail(error: Any) -> str:
     return _one_line(text or error.reason or "")
 
 
-def _one_line(value: Any) -> str:
+def _one_line(value: object) -> str:
     return " ".join(str(value).split())[:300]
 
 
@@ -157,8 +306,8 @@ def duration(seconds: Optional[float]) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
-def show_status(body: Dict[str, Any]) -> str:
-    listening = body.get("listening") or {}
+def show_status(body: StatusAnswer) -> str:
+    listening: Listening = body.get("listening") or {}
     by_health = ", ".join(f"{n} {h}" for h, n in (body.get("instances_by_health") or {}).items())
     lines = [
         ("status", body.get("status", "?")),
@@ -178,7 +327,7 @@ def show_status(body: Dict[str, Any]) -> str:
     return "".join(f"{name.ljust(width)}  {value}\n" for name, value in lines)
 
 
-def show_services(body: Dict[str, Any]) -> str:
+def show_services(body: ServicesAnswer) -> str:
     rows = [[s["name"],
              ", ".join(f"{v['version']} ({v['instances']})" for v in s["versions"]),
              str(s["instances"]), str(s["routable"]), str(s["draining"]), str(s["in_flight"]),
@@ -187,7 +336,7 @@ def show_services(body: Dict[str, Any]) -> str:
                         "IN-FLIGHT", "DEFAULT"])
 
 
-def show_instances(body: Dict[str, Any]) -> str:
+def show_instances(body: InstancesAnswer) -> str:
     rows = [[i["instance_id"], i["service"], i["version"], i["region"], i["transport"],
              i["peer"] + (f" ({', '.join(i['peer_identity'])})" if i["peer_identity"] else ""),
              i["health"] + (" (operator)" if i.get("drained_by_operator") else ""),
@@ -198,7 +347,7 @@ def show_instances(body: Dict[str, Any]) -> str:
                         "HEALTH", "PING-MS", "IN-FLIGHT", "HEARTBEAT", "UP"])
 
 
-def show_routes(body: Dict[str, Any]) -> str:
+def show_routes(body: RoutesAnswer) -> str:
     rows = [[r["method"], r["template"], r["service"], ", ".join(r["versions"]),
              ", ".join(c["text"] for c in r["claims"]) or "-", f"{r['timeout_s']:g}s",
              "yes" if r["streaming"] else "no", _size(r["limits"]["max_request_bytes"])]
@@ -207,7 +356,7 @@ def show_routes(body: Dict[str, Any]) -> str:
                         "STREAMING", "MAX-BODY"])
 
 
-def show_drained(body: Dict[str, Any]) -> str:
+def show_drained(body: DrainedAnswer) -> str:
     return "".join(f"draining {i['instance_id']} ({i['service']} {i['version']}, connection "
                    f"{i['connection_id']}): no new requests, {i['in_flight']} in flight\n"
                    for i in body["drained"])
@@ -220,19 +369,34 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
+Answer = TypeVar("Answer")
+
+
+def _shown_as(show: Callable[[Answer], str]) -> Callable[[JSONValue], str]:
+    """
+    C{show} for the JSON the admin API answered: taken to have the
+    documented shape (L{run} reports an answer that does not as unexpected).
+    """
+
+    def shown(body: JSONValue) -> str:
+        return show(cast(Answer, body))
+
+    return shown
+
+
 #: Per command: the request and how its answer is shown.
-_REQUESTS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
-    "status": ("/status", show_status),
-    "services": ("/services", show_services),
-    "instances": ("/instances", show_instances),
-    "routes": ("/routes", show_routes),
-    "drain": ("/instances/{}/drain", show_drained),
+_REQUESTS: Dict[str, Tuple[str, Callable[[JSONValue], str]]] = {
+    "status": ("/status", _shown_as(show_status)),
+    "services": ("/services", _shown_as(show_services)),
+    "instances": ("/instances", _shown_as(show_instances)),
+    "routes": ("/routes", _shown_as(show_routes)),
+    "drain": ("/instances/{}/drain", _shown_as(show_drained)),
 }
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO,
         environ: Optional[Dict[str, str]] = None,
-        fetcher: Callable[[str, str, Optional[str], float, str], Any] = fetch) -> int:
+        fetcher: Callable[[str, str, Optional[str], float, str], JSONValue] = fetch) -> int:
     """
     Run one admin command.
 

@@ -14,9 +14,10 @@ import argparse
 import re
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, TextIO
+from typing import Dict, List, Optional, Sequence, TextIO
 
 from . import admin_client
+from .common.jsonvalue import JSONValue
 from .config import ConfigError, MicroserviceConfig, load_gateway_config, load_microservice_config
 from .config.gateway import hmac_secret_problem
 from .config.reader import read_yaml
@@ -109,7 +110,7 @@ def mint(args: argparse.Namespace, out: TextIO) -> int:
         secret = secret or auth.hs256_secret
         issuer = issuer or auth.issuer
         audience = audience or auth.audience
-    claims: Dict[str, Any] = {}
+    claims: Dict[str, JSONValue] = {}
     for item in args.claim:
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -130,7 +131,7 @@ def mint(args: argparse.Namespace, out: TextIO) -> int:
         claims["aud"] = audience
     if args.key:
         with open(args.key, "rb") as f:
-            key: Any = f.read()
+            key = f.read()
         headers = {"kid": args.kid} if args.kid else None
         token = jwt.encode(claims, key, algorithm=args.alg or "RS256", headers=headers)
     elif secret:

@@ -12,7 +12,9 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:  # annotations only: common/ imports no Twisted at run time
     from twisted.internet.defer import Deferred
 
-    from .models import Frame, RoutableConnection, RoutingContext, RoutingDecision
+    from .models import (
+        Frame, RenderedDocument, RoutableConnection, RoutingContext, RoutingDecision,
+    )
     from .payloads import ResponseMessage
 
 
@@ -217,7 +219,7 @@ class IRawStellaEndpoint(Interface):
         "(service name and version may be empty; the service fills them)."
     )
 
-    def handle(context: Any) -> Any:
+    def handle(context: Any) -> object:
         """
         Serve one request.
 
@@ -315,7 +317,7 @@ class ISendBacklog(Interface):
 class IOpenApiSource(Interface):
     """
     The OpenAPI documents of what is connected to a gateway, as the routes
-    of C{stellarouter.gateway.openapi.add_openapi_routes} serve them (on
+    of C{stellarouter.gateway.openapi.routes.add_openapi_routes} serve them (on
     the public site or the admin listener).
     """
 
@@ -327,13 +329,12 @@ class IOpenApiSource(Interface):
             (list of str): the docs page offers a document for each.
         """
 
-    def document(version: Optional[str]) -> Any:
+    def document(version: Optional[str]) -> Optional[RenderedDocument]:
         """
         The serialized document for requests with C{X-Stella-Version:
         version}, or without one.
 
         @param version: a version (str), or C{None} for the default versions.
-        @return: an object with C{body} (bytes, UTF-8 JSON) and C{etag}
-            (bytes, a quoted strong entity tag), or C{None} when no
-            connected service has C{version}.
+        @return: the document (C{body}: UTF-8 JSON; C{etag}: a quoted strong
+            entity tag), or C{None} when no connected service has C{version}.
         """

@@ -346,3 +346,15 @@ class RoutableConnection(Protocol):
     """
 
     state: ConnectionState
+
+
+@dataclass(frozen=True)
+class RenderedDocument:
+    """
+    A serialized OpenAPI document and its strong entity tag (quoted): what
+    an L{IOpenApiSource<stellarouter.common.interfaces.IOpenApiSource>}
+    serves.
+    """
+
+    body: bytes
+    etag: bytes

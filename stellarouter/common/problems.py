@@ -6,7 +6,7 @@ error a client sees has the same shape.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Dict, Optional
 
 #: The media type of every error body.
 PROBLEM_CONTENT_TYPE = "application/problem+json"

@@ -32,7 +32,9 @@ document, off the path of HELLO handling).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Required, Tuple, TypedDict, cast
+
+from .jsonvalue import JSONObject, JSONValue
 
 #: The HELLO feature of a microservice that describes its endpoints in a
 #: C{schemas} key; a gateway that lists it in its answer kept them.
@@ -44,6 +46,35 @@ _ENDPOINT_KEYS: Mapping[str, type] = {
     "deprecated": bool, "operation_id": str, "parameters": dict, "request": dict,
     "response": dict,
 }
+
+
+class EndpointDescription(TypedDict, total=False):
+    """
+    One endpoint's description in a HELLO's C{schemas}, as L{read_schemas}
+    checked it: the keys have these types or are null (a tag, a parameter
+    description, and the keys of C{request} and C{response} are not checked
+    here: their reader narrows them).
+    """
+
+    method: Required[str]
+    path: Required[str]
+    summary: Optional[str]
+    description: Optional[str]
+    tags: Optional[List[JSONValue]]
+    deprecated: Optional[bool]
+    operation_id: Optional[str]
+    parameters: Optional[JSONObject]
+    request: Optional[JSONObject]
+    response: Optional[JSONObject]
+
+
+class HelloSchemas(TypedDict):
+    """
+    The C{schemas} object of a HELLO, as the SDK writes it.
+    """
+
+    endpoints: List[EndpointDescription]
+    components: Dict[str, JSONValue]
 
 
 class SchemasProblem(ValueError):
@@ -65,11 +96,11 @@ class ServiceSchemas:
         descriptions refer to them as C{#/components/schemas/NAME}.
     """
 
-    endpoints: Mapping[Tuple[str, str], Mapping[str, Any]]
-    components: Mapping[str, Any]
+    endpoints: Mapping[Tuple[str, str], EndpointDescription]
+    components: Mapping[str, JSONValue]
 
 
-def read_schemas(raw: Any) -> ServiceSchemas:
+def read_schemas(raw: object) -> ServiceSchemas:
     """
     Check the shape of a HELLO's C{schemas} object: cheap (a look at each
     endpoint's keys), no JSON Schema is walked.
@@ -86,7 +117,7 @@ def read_schemas(raw: Any) -> ServiceSchemas:
         raise SchemasProblem("schemas.endpoints must be a list")
     if not isinstance(components, dict):
         raise SchemasProblem("schemas.components must be an object")
-    by_key: Dict[Tuple[str, str], Mapping[str, Any]] = {}
+    by_key: Dict[Tuple[str, str], EndpointDescription] = {}
     for index, item in enumerate(endpoints):
         where = f"schemas.endpoints[{index}]"
         if not isinstance(item, dict):
@@ -99,11 +130,13 @@ def read_schemas(raw: Any) -> ServiceSchemas:
         method, path = item.get("method"), item.get("path")
         if method is None or path is None:
             raise SchemasProblem(f"{where} needs a method and a path")
-        by_key[(method.upper(), path)] = item
+        # Checked above: the keys have the types the TypedDict names.
+        by_key[(method.upper(), path)] = cast(EndpointDescription, item)
     return ServiceSchemas(by_key, components)
 
 
-def schemas_to_json(endpoints: Any, components: Mapping[str, Any]) -> Dict[str, Any]:
+def schemas_to_json(endpoints: Iterable[EndpointDescription],
+                    components: Mapping[str, JSONValue]) -> HelloSchemas:
     """
     The C{schemas} object of a HELLO.
 
@@ -113,7 +146,7 @@ def schemas_to_json(endpoints: Any, components: Mapping[str, Any]) -> Dict[str, 
     return {"endpoints": list(endpoints), "components": dict(components)}
 
 
-def without_json_schemas(schemas: Mapping[str, Any]) -> Dict[str, Any]:
+def without_json_schemas(schemas: HelloSchemas) -> HelloSchemas:
     """
     C{schemas} with every JSON Schema left out (the components, and the
     C{schema} of each request and response), keeping summaries,
@@ -122,15 +155,21 @@ def without_json_schemas(schemas: Mapping[str, Any]) -> Dict[str, Any]:
     """
     endpoints = []
     for item in schemas.get("endpoints") or ():
-        item = dict(item)
-        for part in ("request", "response"):
-            if isinstance(item.get(part), dict):
-                item[part] = {k: v for k, v in item[part].items() if k != "schema"}
+        item = item.copy()
+        request, response = item.get("request"), item.get("response")
+        if isinstance(request, dict):
+            item["request"] = _without_schema(request)
+        if isinstance(response, dict):
+            item["response"] = _without_schema(response)
         endpoints.append(item)
     return {"endpoints": endpoints, "components": {}}
 
 
-def optional_schemas(obj: Mapping[str, Any], features: Tuple[str, ...]) -> Optional[Any]:
+def _without_schema(media: JSONObject) -> JSONObject:
+    return {k: v for k, v in media.items() if k != "schema"}
+
+
+def optional_schemas(obj: Mapping[str, JSONValue], features: Tuple[str, ...]) -> JSONValue:
     """
     The raw C{schemas} of a HELLO object when it lists L{ENDPOINT_SCHEMAS},
     else C{None}.
@@ -138,5 +177,6 @@ def optional_schemas(obj: Mapping[str, Any], features: Tuple[str, ...]) -> Optio
     return obj.get("schemas") if ENDPOINT_SCHEMAS in features else None
 
 
-__all__ = ["ENDPOINT_SCHEMAS", "SchemasProblem", "ServiceSchemas", "optional_schemas",
+__all__ = ["ENDPOINT_SCHEMAS", "EndpointDescription", "HelloSchemas", "SchemasProblem",
+           "ServiceSchemas", "optional_schemas",
            "read_schemas", "schemas_to_json", "without_json_schemas"]

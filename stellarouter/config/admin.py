@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from ..common.models import ClaimRequirement
 from .endpoints import check_server_endpoint
@@ -93,7 +93,7 @@ def listens_on_loopback_only(description: str) -> bool:
     return False
 
 
-def _read_claims(r: Reader, raw: Any) -> Tuple[ClaimRequirement, ...]:
+def _read_claims(r: Reader, raw: object) -> Tuple[ClaimRequirement, ...]:
     """
     C{admin.require_claims}: a mapping of claim name to a value, a list of
     values (any of them) or C{null} (the claim must be present).
@@ -122,7 +122,7 @@ def _read_claims(r: Reader, raw: Any) -> Tuple[ClaimRequirement, ...]:
     return tuple(claims)
 
 
-def read_admin(r: Reader, raw: Any, auth_enabled: bool) -> AdminConfig:
+def read_admin(r: Reader, raw: object, auth_enabled: bool) -> AdminConfig:
     """
     Read and check the C{admin} mapping.
 

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import os
 import socket
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple, TypedDict
 
 from jwt import PyJWKSet
 
@@ -293,7 +293,17 @@ def _read_allowed_versions(r: Reader, raw: Mapping[str, object], where: str,
 _HTTP_REQUEST_KEYS = ["trusted_proxies", "forget_routes_after", "max_remembered_routes"]
 
 
-def _read_http_request_settings(r: Reader, raw: Mapping[str, object]) -> Dict[str, Any]:
+class _HttpRequestSettings(TypedDict):
+    """
+    The request-level edge settings of C{http}, as L{HttpConfig} takes them.
+    """
+
+    trusted_proxies: Tuple[str, ...]
+    forget_routes_after: float
+    max_remembered_routes: int
+
+
+def _read_http_request_settings(r: Reader, raw: Mapping[str, object]) -> _HttpRequestSettings:
     """
     C{http.trusted_proxies}, C{http.forget_routes_after} and
     C{http.max_remembered_routes}, checked.

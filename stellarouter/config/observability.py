@@ -8,7 +8,7 @@ once, validated with the rest of the file, frozen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from .reader import Reader
 
@@ -61,7 +61,8 @@ class MetricsConfig:
     max_series: int = 2000
 
 
-def read_access_log(r: Reader, raw: Any, legacy_enabled: Optional[bool] = None) -> AccessLogConfig:
+def read_access_log(r: Reader, raw: object,
+                    legacy_enabled: Optional[bool] = None) -> AccessLogConfig:
     """
     Read the C{access_log} section.
 
@@ -95,7 +96,7 @@ def read_access_log(r: Reader, raw: Any, legacy_enabled: Optional[bool] = None) 
     )
 
 
-def read_metrics(r: Reader, raw: Any) -> MetricsConfig:
+def read_metrics(r: Reader, raw: object) -> MetricsConfig:
     """
     Read the gateway's C{metrics} section.
     """

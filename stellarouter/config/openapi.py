@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from .reader import Reader
 
@@ -49,7 +49,7 @@ def _path_problem(value: str) -> Optional[str]:
     return None
 
 
-def read_openapi(r: Reader, raw: Any) -> OpenApiConfig:
+def read_openapi(r: Reader, raw: object) -> OpenApiConfig:
     """
     Read the C{openapi} mapping (every key optional).
     """

@@ -56,9 +56,9 @@ class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
     wins).
     """
 
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Dict[object, object]:
         if isinstance(node, yaml.MappingNode):
-            first_line: Dict[Any, int] = {}
+            first_line: Dict[object, int] = {}
             for key_node, _ in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     continue

@@ -6,7 +6,6 @@ read and validated like the rest of the gateway YAML.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .reader import Reader, positive
 
@@ -55,7 +54,7 @@ class OutlierDetectionConfig:
     eject_on_timeout: bool = True
 
 
-def read_retries(r: Reader, raw: Any) -> RetryConfig:
+def read_retries(r: Reader, raw: object) -> RetryConfig:
     """
     Read the C{retries} mapping (absent: the defaults).
     """
@@ -73,7 +72,7 @@ def read_retries(r: Reader, raw: Any) -> RetryConfig:
     )
 
 
-def read_outlier_detection(r: Reader, raw: Any) -> OutlierDetectionConfig:
+def read_outlier_detection(r: Reader, raw: object) -> OutlierDetectionConfig:
     """
     Read the C{outlier_detection} mapping (absent: the defaults).
     """

@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 import jwt
 from jwt import PyJWK, PyJWKSet
 
+from ..common.jsonvalue import JSONValue
 from ..common.models import ClaimRequirement
 from ..config.gateway import AuthConfig
 
@@ -73,7 +74,7 @@ class TokenVerifier:
             for key in PyJWKSet.from_dict(json.loads(config.jwks)).keys:
                 self._keys[key.key_id] = key
 
-    def verify(self, token: str) -> Dict[str, Any]:
+    def verify(self, token: str) -> Dict[str, JSONValue]:
         """
         Validate C{token} and return its claims.
 
@@ -159,7 +160,7 @@ def bearer_token(authorization: Optional[bytes]) -> Optional[str]:
     return token.strip()
 
 
-def _elements(name: str, value: Any) -> List[str]:
+def _elements(name: str, value: JSONValue) -> List[str]:
     if isinstance(value, list):
         return [v if isinstance(v, str) else json.dumps(v) for v in value]
     if isinstance(value, str):
@@ -170,7 +171,7 @@ def _elements(name: str, value: Any) -> List[str]:
     return [json.dumps(value)]
 
 
-def satisfied(claims: Mapping[str, Any], requirement: ClaimRequirement) -> bool:
+def satisfied(claims: Mapping[str, JSONValue], requirement: ClaimRequirement) -> bool:
     """
     Whether the claims meet one requirement.
     """
@@ -185,7 +186,7 @@ def satisfied(claims: Mapping[str, Any], requirement: ClaimRequirement) -> bool:
 
 
 def unmet_requirement(
-    claims: Mapping[str, Any], requirements: Iterable[ClaimRequirement]
+    claims: Mapping[str, JSONValue], requirements: Iterable[ClaimRequirement]
 ) -> Optional[ClaimRequirement]:
     """
     The first requirement the claims do not meet, or C{None} if all hold.

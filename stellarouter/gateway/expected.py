@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from twisted.logger import Logger
 
+from ..common.models import RoutableConnection
 from ..config.gateway import StaticInstance
 
 #: The statuses an expected instance can have.
@@ -21,7 +22,7 @@ CONNECTED, MISSING, MISMATCHED = "connected", "missing", "mismatched"
 
 
 def instance_status(expected: StaticInstance,
-                    connections: Iterable[Any]) -> Tuple[str, Optional[str]]:
+                    connections: Iterable[RoutableConnection]) -> Tuple[str, Optional[str]]:
     """
     The status of one expected instance among C{connections} (each with a
     registered C{state}).
@@ -68,7 +69,7 @@ class ExpectedInstances:
             self._logged = {e: status for e, status in previous._logged.items()
                             if e in expected}
 
-    def report(self, connections: Iterable[Any]) -> Dict[str, Dict[str, str]]:
+    def report(self, connections: Iterable[RoutableConnection]) -> Dict[str, Dict[str, str]]:
         """
         C{service/instance_id} → C{{"status": ..., "detail"?: ...}} for
         every expected instance.
@@ -84,6 +85,10 @@ class ExpectedInstances:
         """
         Log every expected instance whose status changed since the last
         check (the first check logs those not connected).
+
+        @param connections: the gateway service's connections, every one
+            registered (a L{GatewayConnection}'s C{state} is optional in
+            type, so they are not typed L{RoutableConnection}s).
         """
         connections = list(connections)
         for expected in self.expected:

@@ -9,7 +9,7 @@ job.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 from twisted.web import http
@@ -41,7 +41,7 @@ def problem_answer(error: PipelineError,
         apply; no C{Content-Length}) and the body.
     """
     lines = [b"Content-Type: " + PROBLEM + b"\r\n"]
-    extra: Dict[str, Any] = {}
+    extra: Dict[str, object] = {}
     if isinstance(error, MethodNotAllowed):
         lines.append(b"Allow: " + ", ".join(error.allow).encode() + b"\r\n")
         extra["allow"] = list(error.allow)

@@ -16,7 +16,7 @@ refusal log; everything else is read when the metrics are scraped
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii as json_string
-from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer, providedBy, directlyProvides
@@ -24,10 +24,15 @@ from zope.interface import implementer, providedBy, directlyProvides
 from ..accesslog import AccessLog, iso_timestamp
 from ..common.enums import FrameType
 from ..common.frames import FRAME_OVERHEAD
+from ..common.interfaces import IFrameSender
 from ..common.models import Frame
 from ..common.payloads import STREAM_CREDIT
 from ..config.observability import AccessLogConfig, MetricsConfig
 from .metrics import UNMATCHED, GatewayMetrics, LiveFigures, TransportTraffic
+
+if TYPE_CHECKING:
+    from .connection import GatewayConnection
+    from .service import GatewayService
 
 #: The gateway's access log fields, in order (the first is the time).
 ACCESS_LOG_FIELDS = ("time", "cid", "method", "path", "route", "service", "version",
@@ -170,7 +175,7 @@ class CountingSender:
     backlog interface ...) is the wrapped sender's.
     """
 
-    def __init__(self, sender: Any, traffic: TransportTraffic) -> None:
+    def __init__(self, sender: IFrameSender, traffic: TransportTraffic) -> None:
         self._sender = sender
         self._traffic = traffic
         directlyProvides(self, *providedBy(sender))
@@ -185,7 +190,7 @@ class CountingSender:
             traffic.streamed_out += size - 1
         self._sender.sendFrame(frame)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._sender, name)
 
 
@@ -195,12 +200,12 @@ class ServiceFigures:
     The gateway service's figures read at scrape time.
     """
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: GatewayService) -> None:
         self.service = service
         #: CANCELs sent by connections that have closed since, by reason.
         self.retired_cancels: Dict[str, int] = {}
 
-    def retire(self, connection: Any) -> None:
+    def retire(self, connection: GatewayConnection) -> None:
         """
         A connection closed: keep its counts.
         """

@@ -16,11 +16,15 @@ in L{PRIVATE_NAMES} and pinned by C{tests/unit/test_klein_bridge_private.py}.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, List, NoReturn, Optional, Sequence, Tuple, Union
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.web.http_headers import Headers
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from twisted.web.server import Request, Site
 
 #: The private names of twisted.web this module relies on.
 #: C{_respondToBadRequestAndDisconnect} is the channel method
@@ -64,7 +68,8 @@ class IChannelOwner(Interface):
         The response is complete (C{request.finish()}).
         """
 
-    def producer_registered(producer: Any, streaming: bool) -> None:
+    def producer_registered(producer: Union[IPushProducer, IPullProducer],
+                            streaming: bool) -> None:
         """
         The app registered a producer on the request.
 
@@ -90,7 +95,7 @@ class RefusedTransport:
     L{NotBehindGateway} (there is no socket to the client here).
     """
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> NoReturn:
         raise NotBehindGateway(
             f"request.transport.{name}: a bridged Klein request has no socket to the client "
             "(the gateway holds the client's connection); use request.getClientAddress(), "
@@ -109,7 +114,7 @@ class BridgeChannel:
     transport = RefusedTransport()
     factory = None
 
-    def __init__(self, owner: IChannelOwner, site: Any, peer: Address, host: Address,
+    def __init__(self, owner: IChannelOwner, site: Site, peer: Address, host: Address,
                  secure: bool) -> None:
         """
         @param owner: told what the request writes.
@@ -119,7 +124,7 @@ class BridgeChannel:
         """
         self.owner = owner
         self.site = site
-        self.request: Any = None
+        self.request: Optional[Request] = None
         self._peer = peer
         self._host = host
         self._secure = secure
@@ -134,7 +139,7 @@ class BridgeChannel:
         return self._secure
 
     def writeHeaders(self, version: bytes, code: bytes, reason: bytes,
-                     headers: Union[Headers, Sequence[Any]]) -> None:
+                     headers: Union[Headers, Sequence[Tuple[bytes, bytes]]]) -> None:
         """
         The status line and headers: the gateway frames the body itself
         (C{Content-Length} or chunked), so the request writes it plain.
@@ -157,13 +162,14 @@ class BridgeChannel:
     def writeSequence(self, data: List[bytes]) -> None:
         self.owner.body_written(b"".join(data))
 
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
+    def registerProducer(self, producer: Union[IPushProducer, IPullProducer],
+                         streaming: bool) -> None:
         self.owner.producer_registered(producer, streaming)
 
     def unregisterProducer(self) -> None:
         self.owner.producer_unregistered()
 
-    def requestDone(self, request: Any) -> None:
+    def requestDone(self, request: Request) -> None:
         self.owner.finished()
 
     def loseConnection(self) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Awaitable, Generator, Optional, TypeVar
+from typing import Awaitable, Generator, Generic, Optional, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, NotACoroutineError
 from twisted.python.failure import Failure
@@ -97,7 +97,7 @@ def _as_twisted_cancel(failure: Failure) -> Failure:
     return failure
 
 
-class _DeferredsAwaitable:
+class _DeferredsAwaitable(Generic[_T]):
     """
     An awaitable that steps a coroutine inside an asyncio task and lets it
     await Deferreds: a yielded Deferred is waited for through an asyncio
@@ -111,12 +111,12 @@ class _DeferredsAwaitable:
 
     __slots__ = ("_awaitable",)
 
-    def __init__(self, awaitable: Awaitable[object]) -> None:
+    def __init__(self, awaitable: Awaitable[_T]) -> None:
         self._awaitable = awaitable
 
-    def __await__(self) -> Generator[Any, Any, Any]:
+    def __await__(self) -> Generator[object, object, _T]:
         inner = self._awaitable.__await__()
-        value: Any = None
+        value: object = None
         error: Optional[BaseException] = None
         while True:
             try:

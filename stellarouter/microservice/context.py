@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from collections import deque
 from typing import (
-    Any, AsyncIterable, Callable, Deque, Dict, Iterable, Iterator, List, Mapping, Optional,
+    Any, AsyncIterable, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
     Sequence, Tuple, Union,
 )
 from urllib.parse import parse_qs
@@ -21,7 +20,9 @@ from urllib.parse import parse_qs
 from twisted.internet.defer import Deferred
 
 from ..common.enums import CancelReason
+from ..common.jsonvalue import JSONValue
 from ..common.models import InstanceDescriptor
+from .chunks import ChunkQueue
 
 
 class HeaderMap:
@@ -84,7 +85,7 @@ class HeaderMap:
         return f"HeaderMap({list(self._pairs)!r})"
 
 
-class BodyStream:
+class BodyStream(ChunkQueue):
     """
     The body of a request to a streaming endpoint, as it arrives: iterate
     it with C{async for chunk in ctx.body}, or C{await ctx.body.read()}.
@@ -99,12 +100,9 @@ class BodyStream:
         @param grant: gives the gateway room for C{amount} more bytes.
         @param window: bytes the gateway may send before the first grant.
         """
+        super().__init__()
         self._grant = grant
         self._window = window
-        self._chunks: Deque[bytes] = deque()
-        self._waiter: Optional[Deferred[None]] = None
-        self._ended = False
-        self._error: Optional[Exception] = None
         self._consumed = 0
         self.received = 0
 
@@ -113,41 +111,19 @@ class BodyStream:
     def feed(self, chunk: bytes) -> None:
         if chunk:
             self.received += len(chunk)
-            self._chunks.append(chunk)
-            self._wake()
-
-    def end(self) -> None:
-        self._ended = True
-        self._wake()
-
-    def fail(self, error: Exception) -> None:
-        self._error = error
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.called:
-            waiter.callback(None)
+            super().feed(chunk)
 
     # read by the handler
 
-    def __aiter__(self) -> "BodyStream":
+    def __aiter__(self) -> BodyStream:
         return self
 
-    async def __anext__(self) -> bytes:
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                raise StopAsyncIteration
-            self._waiter = Deferred()
-            await self._waiter
-        chunk = self._chunks.popleft()
-        self._consumed += len(chunk)
+    def _taken(self, size: int) -> None:
+        # Room for what the handler took, half a window at a time.
+        self._consumed += size
         if self._consumed >= self._window // 2:
             amount, self._consumed = self._consumed, 0
             self._grant(amount)
-        return chunk
 
     async def read(self) -> bytes:
         """
@@ -179,7 +155,9 @@ class RawRequestContext:
     path_params: Mapping[str, str]
     query: str
     headers: HeaderMap
-    claims: Mapping[str, Any]
+    claims: Mapping[str, JSONValue]
+    #: bytes, or a BodyStream for a streaming endpoint: the endpoint's
+    #: registration decides, so a handler uses it without narrowing it.
     body: Any
     correlation_id: str
     deadline: Optional[float] = None
@@ -216,7 +194,7 @@ class RawResponse:
         return cls(status, (("Content-Type", "text/plain; charset=utf-8"),), text.encode())
 
     @classmethod
-    def json(cls, obj: Any, status: int = 200,
+    def json(cls, obj: object, status: int = 200,
              headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()
              ) -> "RawResponse":
         """
@@ -259,6 +237,6 @@ class JsonResponse:
     endpoint's defaults.
     """
 
-    body: Any
+    body: object
     status: int = 200
     headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = ()

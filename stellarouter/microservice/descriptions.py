@@ -13,18 +13,26 @@ import collections.abc
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, cast
+from typing import (
+    TYPE_CHECKING, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple,
+)
 
 import msgspec
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..common.frames import FRAME_OVERHEAD
+from ..common.jsonvalue import JSONObject
 from ..common.models import EndpointDescriptor
 from ..common.payloads import Hello, encode_hello
-from ..common.schemas import ENDPOINT_SCHEMAS, schemas_to_json, without_json_schemas
+from ..common.schemas import (
+    ENDPOINT_SCHEMAS, EndpointDescription, HelloSchemas, schemas_to_json, without_json_schemas,
+)
 from .context import JsonResponse, RawResponse, StreamingResponse
 from .typed import is_typed_body
+
+if TYPE_CHECKING:
+    from .endpoints import Microservice
 
 _log = Logger()
 
@@ -60,8 +68,8 @@ class EndpointDoc:
     tags: Tuple[str, ...] = ()
     deprecated: bool = False
     operation_id: str = ""
-    request_type: Any = None
-    response_type: Any = None
+    request_type: object = None
+    response_type: object = None
     status: int = 200
     parameters: Mapping[str, str] = field(default_factory=dict)
 
@@ -97,8 +105,8 @@ def endpoint_doc(
     description: Optional[str] = None,
     tags: Iterable[str] = (),
     deprecated: bool = False,
-    request_type: Any = None,
-    response_type: Any = None,
+    request_type: object = None,
+    response_type: object = None,
     status: int = 200,
     parameters: Optional[Mapping[str, str]] = None,
     where: str = "endpoint",
@@ -142,7 +150,7 @@ def endpoint_doc(
     )
 
 
-def _return_annotation(handler: object) -> Any:
+def _return_annotation(handler: object) -> object:
     """
     The body type the handler's return annotation names, if it resolves to
     one msgspec describes (C{Deferred[X]} and C{Awaitable[X]} name C{X});
@@ -169,13 +177,13 @@ def _return_annotation(handler: object) -> Any:
 
 def service_schemas(
     descriptors: Sequence[EndpointDescriptor], docs: Mapping[Tuple[str, str], EndpointDoc],
-) -> Dict[str, Any]:
+) -> HelloSchemas:
     """
     The C{schemas} object of a HELLO for C{descriptors}: one description
     per endpoint, and the components all their typed bodies refer to
     (generated together by msgspec, so a type used twice is one component).
     """
-    types: List[Any] = []
+    types: List[object] = []
     for descriptor in descriptors:
         doc = docs.get(descriptor.key)
         if doc is not None:
@@ -187,7 +195,7 @@ def service_schemas(
     endpoints = []
     for descriptor in descriptors:
         doc = docs.get(descriptor.key) or EndpointDoc()
-        item: Dict[str, Any] = {"method": descriptor.method, "path": descriptor.path}
+        item: EndpointDescription = {"method": descriptor.method, "path": descriptor.path}
         if doc.summary:
             item["summary"] = doc.summary
         if doc.description:
@@ -205,13 +213,19 @@ def service_schemas(
         elif doc.request_type is not None:
             item["request"] = {"content_type": "application/json",
                                "schema": schema_of[doc.request_type]}
-        response: Dict[str, Any] = {"status": doc.status}
+        response: JSONObject = {"status": doc.status}
         if doc.response_type is not None:
             response.update(content_type="application/json",
                             schema=schema_of[doc.response_type])
         item["response"] = response
         endpoints.append(item)
     return schemas_to_json(endpoints, components)
+
+
+#: What a L{HelloDescriptions} was built from: the endpoints and their
+#: documentation (L{schemas_for} keeps it with them).
+DescriptionsKey = Tuple[Tuple[EndpointDescriptor, ...],
+                        Tuple[Tuple[Tuple[str, str], EndpointDoc], ...]]
 
 
 class HelloDescriptions(NamedTuple):
@@ -223,12 +237,12 @@ class HelloDescriptions(NamedTuple):
     @ivar light: without the JSON Schemas (L{without_json_schemas}).
     """
 
-    schemas: Dict[str, Any]
+    schemas: HelloSchemas
     whole: bytes
     light: bytes
 
 
-def describe(schemas: Dict[str, Any]) -> HelloDescriptions:
+def describe(schemas: HelloSchemas) -> HelloDescriptions:
     """
     C{schemas} with its two JSON forms.
     """
@@ -236,17 +250,17 @@ def describe(schemas: Dict[str, Any]) -> HelloDescriptions:
                              msgspec.json.encode(without_json_schemas(schemas)))
 
 
-def schemas_for(app: Any, descriptors: Sequence[EndpointDescriptor]) -> HelloDescriptions:
+def schemas_for(app: Microservice, descriptors: Sequence[EndpointDescriptor]) -> HelloDescriptions:
     """
     L{service_schemas} for a L{Microservice}'s C{descriptors}, built and
     encoded once and kept on the app while neither they nor its
     documentation change (every connection and reconnection sends the
     same HELLO).
     """
-    key = (tuple(descriptors), tuple(app.docs.items()))
+    key: DescriptionsKey = (tuple(descriptors), tuple(app.docs.items()))
     cached = app.described
     if cached is not None and cached[0] == key:
-        return cast(HelloDescriptions, cached[1])
+        return cached[1]
     descriptions = describe(service_schemas(descriptors, app.docs))
     app.described = (key, descriptions)
     return descriptions

@@ -11,7 +11,8 @@ import json
 import math
 from dataclasses import dataclass
 from typing import (
-    Any, Awaitable, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, TypeVar,
+    TYPE_CHECKING, Awaitable, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple,
+    TypeVar,
 )
 
 from twisted.internet.defer import Deferred
@@ -32,12 +33,18 @@ from ..common.payloads import MAX_TIMEOUT, endpoint_from_json, endpoint_to_json
 from ..config.errors import ConfigError
 from ..config.microservice import EndpointOverrideConfig
 from .context import RawRequestContext, RawResponse, StreamingResponse
-from .descriptions import EndpointDoc, endpoint_doc
+from .descriptions import DescriptionsKey, EndpointDoc, HelloDescriptions, endpoint_doc
 from .errors import BadRequest
 from .typed import body_reader, encode_result
 
+if TYPE_CHECKING:
+    from klein import Klein
+    from twisted.internet.interfaces import IReactorTime
+
+    from .klein_bridge import KleinBridge
+
 Handler = Callable[[RawRequestContext], object]
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,9 @@ BadRequestBody = BadRequest
 
 
 def typed_handler(
-    handler: Callable[[RawRequestContext, Any], object],
+    handler: Callable[..., object],
     status: int,
-    request_type: Any,
+    request_type: object,
 ) -> Handler:
     """
     Wrap a typed handler C{handler(ctx, payload)} into a raw one: the JSON
@@ -196,7 +203,7 @@ class Microservice:
         self.docs: Dict[Tuple[str, str], EndpointDoc] = {}
         #: The last HELLO descriptions built and what from
         #: (L{stellarouter.microservice.descriptions.schemas_for}).
-        self.described: Optional[Tuple[Any, Dict[str, Any]]] = None
+        self.described: Optional[Tuple[DescriptionsKey, HelloDescriptions]] = None
 
     def _register(
         self,
@@ -285,8 +292,8 @@ class Microservice:
         description: Optional[str] = None,
         tags: Iterable[str] = (),
         deprecated: bool = False,
-        request_type: Any = None,
-        response_type: Any = None,
+        request_type: object = None,
+        response_type: object = None,
         status: int = 200,
         parameters: Optional[Mapping[str, str]] = None,
     ) -> Callable[[F], F]:
@@ -332,7 +339,7 @@ class Microservice:
         path: str,
         *,
         status: int = 200,
-        request_type: Any = None,
+        request_type: object = None,
         timeout: float = DEFAULT_TIMEOUT,
         claims: Iterable[ClaimRequirement] = (),
         max_request_bytes: Optional[int] = None,
@@ -341,7 +348,7 @@ class Microservice:
         description: Optional[str] = None,
         tags: Iterable[str] = (),
         deprecated: bool = False,
-        response_type: Any = None,
+        response_type: object = None,
         parameters: Optional[Mapping[str, str]] = None,
     ) -> Callable[[F], F]:
         """
@@ -412,13 +419,13 @@ class Microservice:
 
     def mount_klein(
         self,
-        app: Any,
+        app: Klein,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         claims: Iterable[ClaimRequirement] = (),
         max_request_bytes: Optional[int] = None,
-        reactor: Any = None,
-    ) -> Any:
+        reactor: Optional[IReactorTime] = None,
+    ) -> KleinBridge:
         """
         Serve an unmodified Klein app through this service: each of its
         routes becomes an endpoint per method (C{<x>} → C{{x}},

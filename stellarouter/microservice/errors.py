@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Optional, Sequence, Tuple, Union
 
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from .context import RawResponse
@@ -96,8 +96,11 @@ class BadRequest(Problem):
     does not fit a typed endpoint's C{request_type}.
     """
 
-    def __init__(self, detail: str, **extensions: Any) -> None:
-        super().__init__(400, "bad-request", "Bad request", detail=detail, **extensions)
+    def __init__(self, detail: str, *,
+                 headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = (),
+                 **extensions: object) -> None:
+        super().__init__(400, "bad-request", "Bad request", detail=detail, headers=headers,
+                         **extensions)
 
 
 __all__ = ["BadRequest", "Problem"]

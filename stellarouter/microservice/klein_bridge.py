@@ -28,11 +28,11 @@ from __future__ import annotations
 import re
 from collections import deque
 from io import BytesIO
-from typing import Any, Deque, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Deque, List, Optional, Set, Tuple, Union, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPullProducer, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -42,7 +42,11 @@ from zope.interface import implementer
 from ..common.enums import CancelReason
 from ..common.models import normalize_path_template, template_shape
 from ._web import BridgeChannel, IChannelOwner, address_of
+from .chunks import ChunkQueue
 from .context import RawRequestContext, RawResponse, StreamingResponse
+
+if TYPE_CHECKING:
+    from klein import Klein
 
 #: Methods announced for a Klein route that lists none (werkzeug: any).
 ANY_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -77,7 +81,7 @@ class RequestCancelled(ConnectionLost):
         self.reason = reason
 
 
-def route_templates(app: Any) -> List[Tuple[str, str]]:
+def route_templates(app: Klein) -> List[Tuple[str, str]]:
     """
     The C{(method, template)} endpoints of a Klein app's routes, one per
     method, in the app's order: C{<x>} (any converter but C{path}) becomes
@@ -146,7 +150,7 @@ class KleinBridge:
 
     log = Logger()
 
-    def __init__(self, app: Any, reactor: Optional[IReactorTime] = None) -> None:
+    def __init__(self, app: Klein, reactor: Optional[IReactorTime] = None) -> None:
         """
         @param app: the L{klein.Klein} app, unmodified.
         @param reactor: the clock for a response's "still in its first turn"
@@ -171,7 +175,7 @@ class KleinBridge:
             self._site = Site(self.app.resource(), reactor=self.reactor)
         return self._site
 
-    def handle(self, ctx: RawRequestContext) -> Any:
+    def handle(self, ctx: RawRequestContext) -> Union[RawResponse, Deferred[object]]:
         """
         The endpoint handler of every route: run the app on a real request.
 
@@ -202,9 +206,10 @@ class BridgedRequest:
         self.stream: Optional[_ResponseBody] = None
         self._head = False
         self._in_render = False
-        self._decision: Any = None
-        self._producer: Any = None
-        self._streaming_producer = False
+        self._decision: Optional[IDelayedCall] = None
+        self._producer: Union[IPushProducer, IPullProducer, None] = None
+        #: The same producer when it is a push producer (registered streaming).
+        self._push_producer: Optional[IPushProducer] = None
         self._paused = False
         headers = ctx.headers
         secure = (_last(headers.get_all("X-Forwarded-Proto")) or "").lower() == "https"
@@ -216,13 +221,14 @@ class BridgedRequest:
 
     # -- running the app ----------------------------------------------------
 
-    def run(self) -> Any:
+    def run(self) -> Union[RawResponse, Deferred[object]]:
         ctx = self.ctx
         request = self.request
         for name, value in ctx.headers:
             request.requestHeaders.addRawHeader(name.encode("latin-1"),
                                                 value.encode("latin-1"))
         request.parseCookies()
+        # The app's endpoints are registered as bytes handlers: the body is whole.
         body = ctx.body if isinstance(ctx.body, bytes) else bytes(ctx.body)
         request.content = BytesIO(body)
         request.content.seek(0, 2)
@@ -249,7 +255,7 @@ class BridgedRequest:
     def _whole(self) -> RawResponse:
         return RawResponse(self.code, self.headers, b"".join(self.chunks))
 
-    def _answer(self, result: Any) -> None:
+    def _answer(self, result: object) -> None:
         answer = self.answer
         if answer is not None and not answer.called:
             answer.callback(result)
@@ -289,16 +295,18 @@ class BridgedRequest:
         elif not self._in_render:
             self._answer(self._whole())
 
-    def producer_registered(self, producer: Any, streaming: bool) -> None:
+    def producer_registered(self, producer: Union[IPushProducer, IPullProducer],
+                            streaming: bool) -> None:
         self._producer = producer
-        self._streaming_producer = streaming
+        # registerProducer(producer, True) is twisted.web's word for a push producer.
+        self._push_producer = cast(IPushProducer, producer) if streaming else None
         self._paused = False
         if not streaming:
             # A pull producer: asked for more whenever the stream drains.
             self._pull()
 
     def producer_unregistered(self) -> None:
-        self._producer = None
+        self._producer = self._push_producer = None
 
     def bad_request(self) -> None:
         self.code = 400
@@ -340,8 +348,8 @@ class BridgedRequest:
         return StreamingResponse(self.code, self.headers, self.stream)
 
     def _maybe_pause(self) -> None:
-        producer = self._producer
-        if (producer is not None and self._streaming_producer and not self._paused
+        producer = self._push_producer
+        if (producer is not None and not self._paused
                 and self.stream is not None and self.stream.size > HIGH_WATER):
             self._paused = True
             producer.pauseProducing()
@@ -350,19 +358,19 @@ class BridgedRequest:
         """
         The stream handed its bytes on (and is below half the high-water).
         """
-        producer = self._producer
-        if producer is None:
+        if self._producer is None:
             return
-        if self._streaming_producer:
+        push = self._push_producer
+        if push is not None:
             if self._paused:
                 self._paused = False
-                producer.resumeProducing()
+                push.resumeProducing()
         else:
             self._pull()
 
     def _pull(self) -> None:
         producer = self._producer
-        if producer is not None and not self._streaming_producer and not self.done:
+        if producer is not None and self._push_producer is None and not self.done:
             stream = self.stream
             if stream is None or stream.size < HIGH_WATER // 2:
                 producer.resumeProducing()
@@ -400,7 +408,7 @@ class BridgedRequest:
         if self.done or getattr(self.request, "channel", None) is None:
             return
         self.done = True
-        producer, self._producer = self._producer, None
+        producer, self._producer, self._push_producer = self._producer, None, None
         if producer is not None:
             # As a channel whose connection is lost does: a file closes.
             producer.stopProducing()
@@ -436,64 +444,39 @@ def _host_port(host: Optional[str], secure: bool) -> Tuple[Optional[str], int]:
     return name, int(port) if port.isdigit() and int(port) < 65536 else default
 
 
-class _ResponseBody:
+class _ResponseBody(ChunkQueue):
     """
     The body of a streamed bridged response, as the SDK pulls it: what the
-    app wrote, in order, until it finished.
+    app wrote, in order, until it finished; the app's producer is asked for
+    more as the SDK reads (L{BridgedRequest.drained}).
     """
 
     def __init__(self, owner: BridgedRequest) -> None:
+        super().__init__()
         self._owner = owner
-        self._chunks: Deque[bytes] = deque()
-        self.size = 0
-        self._ended = False
-        self._error: Optional[Exception] = None
-        self._waiter: Optional[Deferred[None]] = None
 
     def feed(self, chunk: bytes) -> None:
-        if self._error is not None:
-            return
-        self._chunks.append(chunk)
-        self.size += len(chunk)
-        self._wake()
-
-    def end(self) -> None:
-        self._ended = True
-        self._wake()
+        if self._error is None:
+            super().feed(chunk)
 
     def fail(self, error: Exception) -> None:
         """
         Stop the stream: the SDK aborts it at its next read.
         """
-        self._error = error
         self._chunks.clear()
         self.size = 0
-        self._wake()
+        super().fail(error)
 
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.called:
-            waiter.callback(None)
-
-    def __aiter__(self) -> "_ResponseBody":
+    def __aiter__(self) -> _ResponseBody:
         return self
 
-    async def __anext__(self) -> bytes:
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._ended:
-                raise StopAsyncIteration
-            self._owner.drained()
-            if self._chunks or self._ended:
-                continue
-            self._waiter = Deferred()
-            await self._waiter
-        chunk = self._chunks.popleft()
-        self.size -= len(chunk)
+    def _starved(self) -> bool:
+        self._owner.drained()
+        return bool(self._chunks) or self._ended
+
+    def _taken(self, size: int) -> None:
         if self.size < HIGH_WATER // 2:
             self._owner.drained()
-        return chunk
 
     async def aclose(self) -> None:
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import attrs
 import msgspec
@@ -60,7 +60,7 @@ def validation_detail(error: msgspec.ValidationError) -> str:
     return f"{path}: {(what[:1].lower() + what[1:]).replace('`', '')}"
 
 
-def body_reader(request_type: Any) -> BodyReader:
+def body_reader(request_type: object) -> BodyReader:
     """
     The function that turns a typed endpoint's request body into the
     handler's payload.
@@ -80,7 +80,7 @@ def body_reader(request_type: Any) -> BodyReader:
         except TypeError as e:
             raise ValueError(f"request_type {request_type!r} cannot be decoded: {e}") from None
 
-        def read_typed(body: bytes) -> Any:
+        def read_typed(body: bytes) -> object:
             try:
                 return decode(body)
             except msgspec.ValidationError as e:
@@ -93,7 +93,7 @@ def body_reader(request_type: Any) -> BodyReader:
         raise ValueError(f"request_type must be a type or a callable, not {request_type!r}")
     convert = request_type
 
-    def read_with(body: bytes) -> Any:
+    def read_with(body: bytes) -> object:
         payload = _read_any(body)
         try:
             return convert(payload)
@@ -105,7 +105,7 @@ def body_reader(request_type: Any) -> BodyReader:
     return read_with
 
 
-def _read_any(body: bytes) -> Any:
+def _read_any(body: bytes) -> object:
     if not body:
         return None
     try:

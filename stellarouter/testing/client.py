@@ -35,6 +35,7 @@ from ..common.enums import CancelReason, FrameType, TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameSender
+from ..common.jsonvalue import JSONValue
 from ..common.models import Frame, InstanceDescriptor, parse_path_template
 from ..common.payloads import (
     STREAM_WINDOW,
@@ -70,7 +71,7 @@ class RequestOptions(TypedDict, total=False):
     body: Body
     json: object
     headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]]
-    claims: Optional[Mapping[str, object]]
+    claims: Optional[Mapping[str, JSONValue]]
     timeout: Optional[float]
     stream: bool
 
@@ -229,7 +230,7 @@ class ServiceClient:
         body: Body = b"",
         json: object = _NO_JSON,
         headers: Union[Sequence[Tuple[str, str]], Mapping[str, str]] = (),
-        claims: Optional[Mapping[str, object]] = None,
+        claims: Optional[Mapping[str, JSONValue]] = None,
         timeout: Optional[float] = None,
         stream: bool = False,
     ) -> Deferred[ServiceResponse]:

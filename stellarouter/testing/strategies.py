@@ -8,12 +8,13 @@ in every test.
 
 from __future__ import annotations
 
-from typing import Any, List, Tuple
+from typing import List, Tuple
 
 from hypothesis import strategies as st
 
 from ..common.enums import CancelReason, FrameType
 from ..common.ids import CorrelationId
+from ..common.jsonvalue import JSONValue
 from ..common.models import Frame
 from ..common.payloads import RequestMessage, ResponseMessage
 
@@ -88,7 +89,7 @@ def cancel_reasons() -> st.SearchStrategy[CancelReason]:
     return st.sampled_from(list(CancelReason))
 
 
-def json_values(max_leaves: int = 30) -> st.SearchStrategy[Any]:
+def json_values(max_leaves: int = 30) -> st.SearchStrategy[JSONValue]:
     """
     Any JSON value (objects with short keys, a few levels deep), as
     C{json.loads} would give it: for input that must never crash a reader.

@@ -6,12 +6,13 @@ memory, and helpers that read the gateway's metrics back.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
 from zope.interface import implementer
 
 from ..accesslog import IAccessLogSink
+from ..common.jsonvalue import JSONObject
 
 
 @implementer(IAccessLogSink)
@@ -27,7 +28,7 @@ class MemoryAccessLogSink:
         self.batches: List[str] = []
         self.closed = False
 
-    def write(self, lines: Any) -> None:
+    def write(self, lines: object) -> None:
         self.batches.append(str(lines))
 
     def close(self) -> None:
@@ -39,7 +40,7 @@ class MemoryAccessLogSink:
         """
         return [line for batch in self.batches for line in batch.split("\n")]
 
-    def records(self) -> List[Dict[str, Any]]:
+    def records(self) -> List[JSONObject]:
         """
         Every line written so far, parsed as JSON.
         """

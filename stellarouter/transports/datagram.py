@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 from collections import OrderedDict
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -132,7 +132,7 @@ class HelloAgainLimit:
         return True
 
 
-def grow_receive_buffer(port: Any, size: int) -> int:
+def grow_receive_buffer(port: object, size: int) -> int:
     """
     Ask for a receive buffer of C{size} bytes on a listening UDP port's
     socket (never shrinking it).

@@ -6,13 +6,14 @@ TLS): length-prefixed frames over a byte stream.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, List, Optional, Set, Tuple, cast
+from typing import Callable, List, Optional, Set, Tuple, cast
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import (
     IConsumer,
     IListeningPort,
+    IProtocolFactory,
     IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
@@ -340,7 +341,7 @@ class StreamTransportServer:
         transport_type: TransportType,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         protocol_class: type = FrameStreamProtocol,
-        wrap: Callable[[Factory], Any] = lambda factory: factory,
+        wrap: Callable[[Factory], IProtocolFactory] = lambda factory: factory,
         clock: Optional[IReactorTime] = None,
     ) -> None:
         """

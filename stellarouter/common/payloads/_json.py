@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from json.encoder import encode_basestring
 from struct import Struct
-from typing import Any, Callable, Dict, Mapping, NoReturn, Tuple
+from typing import Callable, Dict, List, Mapping, NoReturn, Tuple, Type, TypeGuard, TypeVar, Union
 
 from ..errors import MalformedPayload
+from ..jsonvalue import JSONObject, JSONValue
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 #: The u32 big-endian length before a REQUEST/RESPONSE header (and a credit amount).
 LENGTH = Struct(">I")
@@ -34,7 +38,7 @@ _loads = _DECODER.decode
 # two Python calls and two whitespace regex matches per document.  Anything
 # else (whitespace around, trailing data, an error) goes through _loads, so
 # what is accepted and every error are exactly json's.
-_scan: Callable[[str, int], Tuple[Any, int]] = getattr(_DECODER, "scan_once")
+_scan: Callable[[str, int], Tuple[JSONValue, int]] = getattr(_DECODER, "scan_once")
 
 
 def encode_json(obj: Mapping[str, object]) -> bytes:
@@ -44,7 +48,7 @@ def encode_json(obj: Mapping[str, object]) -> bytes:
     return dumps(obj).encode("utf-8")
 
 
-def decode_json(payload: bytes, what: str) -> Dict[str, Any]:
+def decode_json(payload: bytes, what: str) -> JSONObject:
     """
     The JSON object in C{payload}.
 
@@ -69,7 +73,7 @@ def decode_json(payload: bytes, what: str) -> Dict[str, Any]:
     return obj
 
 
-def json_field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
+def json_field(obj: Mapping[str, object], name: str, kind: Type[T], what: str) -> T:
     """
     C{obj[name]}, which must be a C{kind} (an int is accepted for a float,
     a bool never for anything else).
@@ -86,8 +90,8 @@ def json_field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
     return value
 
 
-def json_optional(obj: Mapping[str, Any], name: str, kind: type, what: str,
-                  default: Any) -> Any:
+def json_optional(obj: Mapping[str, object], name: str, kind: Type[T], what: str,
+                  default: D) -> Union[T, D]:
     """
     L{json_field}, or C{default} when C{name} is absent or null.
     """
@@ -96,3 +100,17 @@ def json_optional(obj: Mapping[str, Any], name: str, kind: type, what: str,
     return json_field(obj, name, kind, what)
 
 
+
+
+def is_string_list(value: object) -> TypeGuard[List[str]]:
+    """
+    Whether C{value} is a list of strings.
+    """
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def is_string_map(value: object) -> TypeGuard[Dict[str, str]]:
+    """
+    Whether C{value} is a dict of strings (to strings: JSON keys are).
+    """
+    return isinstance(value, dict) and all(isinstance(item, str) for item in value.values())

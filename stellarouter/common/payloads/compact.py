@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import re
 from struct import Struct
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import MalformedPayload
+from ..jsonvalue import JSONObject
 from ._json import INF, LENGTH, decode_json, dumps
 from .headers import TOKEN_CHARS, VALUE_CHARS, decode_headers
 from .messages import RequestMessage, ResponseMessage
@@ -165,15 +166,17 @@ def decode_request_compact(payload: bytes) -> RequestMessage:
             raise MalformedPayload(f"REQUEST.deadline {deadline} is not a finite number")
     else:
         deadline = None
-    params: Dict[str, Any] = {}
-    claims: Dict[str, Any] = {}
+    params: JSONObject = {}
+    claims: JSONObject = {}
     if params_length:
         params = decode_json(payload[text_end : text_end + params_length], "REQUEST params")
         if not all(type(v) is str for v in params.values()):
             raise MalformedPayload("REQUEST.params must map names to strings")
     if claims_length:
         claims = decode_json(payload[text_end + params_length : end], "REQUEST claims")
-    return RequestMessage(method, path, template, params, query, list(zip(it, it)), claims,
+    # params: every value a str, as checked above (mypy cannot follow all()).
+    return RequestMessage(method, path, template, params,  # type: ignore[arg-type]
+                          query, list(zip(it, it)), claims,
                           deadline, bool(flags & _COMPACT_STREAMING), payload[end:])
 
 

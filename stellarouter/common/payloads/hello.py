@@ -7,9 +7,10 @@ features the two sides agree on (C{docs/router/protocol.md}, "HELLO").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import InvalidDescriptor, MalformedPayload
+from ..jsonvalue import JSONValue
 from ..models import (
     ClaimRequirement,
     EndpointDescriptor,
@@ -21,7 +22,7 @@ from ..models import (
     parse_version,
 )
 from ..schemas import optional_schemas
-from ._json import decode_json, encode_json, json_field, json_optional
+from ._json import decode_json, encode_json, is_string_list, json_field, json_optional
 
 #: Wire protocol version announced in HELLO.
 PROTOCOL_VERSION = 1
@@ -55,7 +56,7 @@ class Hello:
     features: Tuple[str, ...] = ()
     protocol: int = PROTOCOL_VERSION
     #: The C{schemas} object (feature C{endpoint-schemas}, common/schemas.py), as sent.
-    schemas: Optional[Mapping[str, Any]] = None
+    schemas: JSONValue = None
 
 
 @dataclass(frozen=True)
@@ -215,14 +216,14 @@ def decode_hello(payload: bytes, limits: Optional[RegistrationLimits] = None) ->
     if not 0 < interval <= MAX_TIMEOUT:
         raise MalformedPayload("HELLO.heartbeat_interval must be a positive number of seconds")
     features = obj.get("features") or []
-    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+    if not is_string_list(features):
         raise MalformedPayload("HELLO.features must be a list of strings")
     return Hello(instance, endpoints, interval, tuple(features), protocol,
                  optional_schemas(obj, tuple(features)))
 
 
 def decode_endpoint_list(
-    obj: Mapping[str, Any], instance: InstanceDescriptor, what: str,
+    obj: Mapping[str, object], instance: InstanceDescriptor, what: str,
     limits: Optional[RegistrationLimits] = None,
 ) -> Tuple[EndpointDescriptor, ...]:
     """
@@ -327,7 +328,7 @@ def decode_hello_ack(payload: bytes) -> HelloAck:
     """
     obj = decode_json(payload, "HELLO ack")
     features = obj.get("features") or []
-    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+    if not is_string_list(features):
         raise MalformedPayload("HELLO ack.features must be a list of strings")
     return HelloAck(
         accepted=json_field(obj, "accepted", bool, "HELLO ack"),

@@ -12,10 +12,13 @@ JSON) go through the general encoder, and only when there are some.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Sequence, Tuple
 
 from ..errors import MalformedPayload
-from ._json import INF, LENGTH, decode_json, dumps, json_field, json_optional, json_string
+from ..jsonvalue import JSONObject
+from ._json import (
+    INF, LENGTH, decode_json, dumps, is_string_map, json_field, json_optional, json_string,
+)
 from .headers import decode_headers
 from .messages import RequestMessage, ResponseMessage
 
@@ -62,7 +65,7 @@ def response_json(message: ResponseMessage) -> bytes:
         message.body)
 
 
-def _split_header(payload: bytes, what: str) -> Tuple[Dict[str, Any], bytes]:
+def _split_header(payload: bytes, what: str) -> Tuple[JSONObject, bytes]:
     if len(payload) < 4:
         raise MalformedPayload(f"{what} payload is shorter than its header length")
     (length,) = LENGTH.unpack_from(payload)
@@ -93,20 +96,19 @@ def decode_request_json(payload: bytes) -> RequestMessage:
             and type(params) is dict and type(claims) is dict
             and (not params or all(type(v) is str for v in params.values()))):
         return _decode_request_slowly(header, body)
-    return RequestMessage(method, path, template, params, query or "",
+    # params: every value a str, as checked above (mypy cannot follow all()).
+    return RequestMessage(method, path, template, params, query or "",  # type: ignore[arg-type]
                           decode_headers(get("headers", []), "REQUEST"), claims, deadline,
                           bool(streaming), body)
 
 
-def _decode_request_slowly(header: Dict[str, Any], body: bytes) -> RequestMessage:
+def _decode_request_slowly(header: JSONObject, body: bytes) -> RequestMessage:
     """
     L{decode_request_json} for a header that failed the quick check: each
     field checked in turn, so the error names the first bad one.
     """
     params = header.get("params") or {}
-    if not isinstance(params, dict) or not all(
-        isinstance(v, str) for v in params.values()
-    ):
+    if not is_string_map(params):
         raise MalformedPayload("REQUEST.params must map names to strings")
     claims = header.get("claims") or {}
     if not isinstance(claims, dict):

@@ -6,13 +6,15 @@ travel is L{stellarouter.common.payloads.codec}'s business.
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Any, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Mapping, NamedTuple, Never, Optional, Sequence, Tuple
+
+from ..jsonvalue import JSONValue
 
 #: Header pairs, in order, names as sent.
 HeaderList = List[Tuple[str, str]]
 
 #: The default of a message's mappings (shared, so it must not change).
-EMPTY: Mapping[str, Any] = MappingProxyType({})
+EMPTY: Mapping[str, Never] = MappingProxyType({})
 
 
 class RequestMessage(NamedTuple):
@@ -36,7 +38,7 @@ class RequestMessage(NamedTuple):
     path_params: Mapping[str, str] = EMPTY
     query: str = ""
     headers: Sequence[Tuple[str, str]] = ()
-    claims: Mapping[str, Any] = EMPTY
+    claims: Mapping[str, JSONValue] = EMPTY
     deadline: Optional[float] = None
     streaming: bool = False
     body: bytes = b""
