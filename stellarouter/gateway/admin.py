@@ -189,6 +189,14 @@ class AdminApp:
             resources += OPENAPI_RESOURCES
         return self._json(request, {"resources": resources})
 
+    @property
+    def serves_metrics(self) -> bool:
+        """
+        Whether C{GET /metrics} answers: there is a collector and the
+        configuration in force has metrics on.
+        """
+        return self.metrics is not None and self.config.metrics.enabled
+
     @app.route("/status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
         """
@@ -197,7 +205,7 @@ class AdminApp:
         self._authorize(request)
         _, health = self.health.report()
         return self._json(request, status_view(self.connections(), health, self.config,
-                                               self.addresses, self.metrics is not None))
+                                               self.addresses, self.serves_metrics))
 
     @app.route("/health", methods=["GET"])
     def full_health(self, request: IRequest) -> bytes:
@@ -275,6 +283,9 @@ class AdminApp:
         if self.metrics is None:
             raise AdminRefused(404, "not-found", "No metrics",
                                "this gateway has no metrics collector")
+        if not self.config.metrics.enabled:
+            raise AdminRefused(404, "not-found", "No metrics",
+                               "metrics are off (metrics.enabled: false)")
         body, content_type = self.metrics.exposition()
         request.setHeader(b"Content-Type", content_type.encode("latin-1"))
         request.setHeader(b"Cache-Control", b"no-store")

@@ -651,6 +651,26 @@ class MetricsSeamTests(AdminTestCase):
         self.deployment.gateway.admin.metrics = None
         self.assertEqual(self.deployment.admin_request("GET", "/metrics").status, 404)
 
+    def test_metrics_off(self) -> None:
+        """
+        With C{metrics.enabled: false} in force, /metrics is 404 and
+        /status says C{"metrics": false}; the setting is read live (a
+        reload turns them back on).
+        """
+        gateway = self.deployment.gateway
+        on = gateway.admin.config
+        gateway.admin.config = dataclasses.replace(
+            on, metrics=dataclasses.replace(on.metrics, enabled=False))
+        response = self.deployment.admin_request("GET", "/metrics")
+        self.assertEqual((response.status, json.loads(response.body)["detail"]),
+                         (404, "metrics are off (metrics.enabled: false)"))
+        self.assertIs(json.loads(self.deployment.admin_request("GET", "/status").body)
+                      ["metrics"], False)
+        gateway.admin.config = on
+        self.assertEqual(self.deployment.admin_request("GET", "/metrics").status, 200)
+        self.assertIs(json.loads(self.deployment.admin_request("GET", "/status").body)
+                      ["metrics"], True)
+
     def test_metrics_served(self) -> None:
         """
         With one, /metrics is its body with its content type.
