@@ -144,6 +144,10 @@ def read_admin(r: Reader, raw: object, auth_enabled: bool) -> AdminConfig:
         r.problem("admin.listen", f"{quote(listen)} is reachable from other hosts; the admin "
                   "listener is loopback-only unless admin.allow_remote is true (add "
                   "':interface=127.0.0.1', or set allow_remote with require_claims)")
+    if enabled and allow_remote and not claims:
+        r.problem("admin.allow_remote", "true needs admin.require_claims: without a token "
+                  "check, anyone who reaches the admin port can drain instances and read the "
+                  "configuration (e.g. require_claims: {scope: stellarouter:admin})")
     if claims and not auth_enabled:
         r.problem("admin.require_claims", "needs auth.hs256_secret or auth.jwks_file to "
                   "validate the bearer tokens")

@@ -121,8 +121,14 @@ class AdminConfigTests(SynchronousTestCase):
         """
         for listen in ("tcp:9901", "tcp:9901:interface=0.0.0.0", "tcp:9901:interface=10.1.2.3"):
             self.assertIn("admin.listen: ", self.problems(admin={"listen": listen}))
-        self.assertEqual(self.parse(admin={"listen": "tcp:9901", "allow_remote": True})
+        self.assertEqual(self.parse(auth={"hs256_secret": SECRET},
+                                    admin={"listen": "tcp:9901", "allow_remote": True,
+                                           "require_claims": {"scope": "stellarouter:admin"}})
                          .admin.allow_remote, True)
+        # (Outside test F9: an unauthenticated admin API on the network.)
+        self.assertIn("admin.allow_remote: true needs admin.require_claims",
+                      self.problems(admin={"listen": "tcp:9901:interface=0.0.0.0",
+                                           "allow_remote": True}))
         self.assertEqual(self.parse(admin={"listen": "tcp:9901", "enabled": False})
                          .admin.enabled, False)
         self.assertIn("admin.listen: ", self.problems(admin={"listen": "nonsense:1"}))
