@@ -222,6 +222,11 @@ class FileSink:
     """
     Appends to a file (created if missing, mode 0640), or writes to
     standard output (C{"-"}): one system call per batch.
+
+    A file moved away (log rotation: C{logrotate}'s default renames it) is
+    noticed at the next batch, which goes to a new file at C{path}, as
+    Python's C{WatchedFileHandler} does; a file truncated in place
+    (C{copytruncate}) needs nothing (appends go to its new end).
     """
 
     def __init__(self, path: str) -> None:
@@ -230,10 +235,36 @@ class FileSink:
             self._fd = 1
             self._owned = False
         else:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._fd = self._open()
             self._owned = True
 
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def _reopen_if_moved(self) -> None:
+        """
+        Open C{path} again if it no longer names the open file.
+
+        @raise OSError: it cannot be opened (the batch is then written to
+            the old file, and the next batch tries again).
+        """
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        held = os.fstat(self._fd)
+        if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            fd = self._open()
+            os.close(self._fd)
+            self._fd = fd
+
     def write(self, lines: _Lines) -> None:
+        if self._owned:
+            try:
+                self._reopen_if_moved()
+            except OSError as e:
+                AccessLog.log.error("could not open the access log {path} again after it "
+                                    "moved: {error}", path=self.path, error=str(e))
         data = (str(lines) + "\n").encode("utf-8", "replace")
         view = memoryview(data)
         while view:

@@ -145,6 +145,28 @@ class BufferTests(SynchronousTestCase):
         self.assertEqual(lines[2], "")
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
 
+    def test_file_sink_rotation(self) -> None:
+        """
+        A file renamed away (logrotate's default) gets the batches already
+        written; the next batch goes to a new file at the path.  A file
+        removed is created again.  (Outside test F5: nothing reopened it.)
+        """
+        path = self.mktemp()
+        log = AccessLog(NAMES, AccessLogConfig(path=path, buffer_lines=1), self.clock)
+        self.addCleanup(log.close)
+        log.add(RECORD)
+        os.rename(path, path + ".1")
+        log.add(RECORD)
+        log.add(RECORD)
+        with open(path + ".1", encoding="utf-8") as f:
+            self.assertEqual(len(f.read().splitlines()), 1)
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(len(f.read().splitlines()), 2)
+        os.remove(path)
+        log.add(RECORD)
+        with open(path, encoding="utf-8") as f:
+            self.assertEqual(len(f.read().splitlines()), 1)
+
     def test_logger_sink_events_stay_small(self) -> None:
         """
         Into the process's own log, a batch is one event of its lines, or,
