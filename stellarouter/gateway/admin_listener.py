@@ -220,6 +220,9 @@ class AdminSite(Site):
     """
 
     protocol = AdminChannel  # type: ignore[assignment]
+    #: No "Starting factory <AdminSite object at 0x...>" line: the gateway's
+    #: ready line names the admin address.
+    noisy = False
     requestFactory = AdminRequest
     open_connections = 0
     refusing = 0
