@@ -149,7 +149,7 @@ class GatewayService(Service):
             try:
                 self.servers.append(make_server(
                     t.type, t.listen, reactor, self._receiver_factory(t), t.max_frame_bytes,
-                    network, t.tls, t.idle_timeout, node.node_id))
+                    network, t.tls, t.idle_timeout, node.node_id, f"transports[{i}]"))
             except Exception as e:
                 raise StartupError(f"transports[{i}] ({t.type.value} {redact_text(t.listen)}): "
                                    f"{one_line(e)}") from e

@@ -123,7 +123,7 @@ class MicroserviceService(Service):
                     router.transport, router.address, reactor,
                     self._receiver_factory(description, limit, not datagrams,
                                            router.compact_headers, index),
-                    limit, network, router.tls, **backoff,
+                    limit, network, router.tls, f"routers[{index}]", **backoff,
                 ))
             except Exception as e:
                 raise StartupError(f"routers[{index}] ({description}): {one_line(e)}") from e
@@ -194,8 +194,29 @@ class MicroserviceService(Service):
             routers=", ".join(_describe_router(r.transport.value, r.address)
                              for r in self.config.routers),
         )
-        for client in self.clients:
+        for index, client in enumerate(self.clients):
+            if hasattr(client, "on_refused_at_start"):
+                # The RabbitMQ client: a broker refusing the login or the
+                # virtual host at start-up is a router that cannot be set up.
+                client.on_refused_at_start = (
+                    lambda reason, index=index: self._refused_at_start(index, reason))
             client.start()
+
+    def _refused_at_start(self, index: int, reason: str) -> None:
+        """
+        The broker of router C{index} refused its login or virtual host at
+        the first attempt: one critical line, and the process stops with
+        exit status 1 (C{give_up}); without C{give_up} this service stops.
+        """
+        router = self.config.routers[index]
+        self.log.critical(
+            "stella-micro cannot start: routers[{index}] ({router}): {reason}; exiting with "
+            "status 1", index=index,
+            router=_describe_router(router.transport.value, router.address), reason=reason)
+        if self._give_up is not None:
+            self._give_up(1)
+        elif self.running:
+            self.stopService()
 
     def stopService(self) -> Deferred[None]:
         """

@@ -52,6 +52,14 @@ gateway died does not wait for a drain acknowledgement that cannot come.
 The microservice starts a new session (a new HELLO) when it has heard
 nothing from the gateway for C{idle_timeout}, and after every reconnect.
 Both sides reconnect to the broker with backoff (C{ClientService}).
+
+Start-up: a broker that refuses the login or the virtual host at the
+first attempt is a start-up failure (L{AMQPTransportServer.start} fails;
+the microservice's L{AMQPTransportClient.on_refused_at_start} is called);
+a broker that is unreachable is not: the gateway starts without it (its
+other listeners serve) and both sides keep retrying with backoff.  A
+refusal after that (the password changed on the broker) is retried with
+the same backoff, logged as an error (C{broker.py}).
 """
 
 from __future__ import annotations
@@ -84,6 +92,7 @@ from .broker import (
     PROBE_TYPE,
     SERVICE_QUEUE_PREFIX,
     BrokerQueue,
+    BrokerRefused,
     gateway_queue,
     message_key,
     same_key,
@@ -165,16 +174,18 @@ class AMQPTransportServer(BrokerQueue):
     def __init__(self, reactor: IReactorTime, listen: str, receiver_factory: ReceiverFactory,
                  node_id: str, idle_timeout: float = 90.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, probe_interval: float = 0.5,
-                 challenge_timeout: float = 2.0, **backoff: Unpack[Backoff]) -> None:
+                 challenge_timeout: float = 2.0, config_key: str = "rabbitmq",
+                 **backoff: Unpack[Backoff]) -> None:
         """
         @param probe_interval: how often a peer with requests in flight that
             has said nothing for that long is probed (a probe comes back if
             its queue is gone).
         @param challenge_timeout: how long the owner of a peer's queue has
             to answer a challenge (L{challenge}).
+        @param config_key: C{transports[i]}, named in log lines.
         """
         super().__init__(reactor, listen, gateway_queue(node_id), False, max_frame_bytes,
-                         **backoff)
+                         config_key=config_key, **backoff)
         self.node_id = node_id
         self.receiver_factory = receiver_factory
         self.idle_timeout = idle_timeout
@@ -186,16 +197,41 @@ class AMQPTransportServer(BrokerQueue):
         self._ready: Optional[Deferred[str]] = None
 
     def start(self) -> Deferred[str]:
+        """
+        Connect to the broker.
+
+        @return: a Deferred that fires with a description of the queue
+            consumed once the first connection attempt is over: the link
+            is ready, or the broker is unreachable (retried with backoff
+            meanwhile; the gateway starts without it).  It fails with
+            L{BrokerRefused} when the broker refused the login or the
+            virtual host.
+        """
         self._ready = Deferred()
         self.service.startService()
         self.peers.start()
         self._prober.start(self.probe_interval, now=False)
         return self._ready
 
+    def _description(self) -> str:
+        return f"rabbitmq:{self.options['host']}:{self.options['port']}/{self.queue}"
+
     def opened(self) -> None:
         if self._ready is not None and not self._ready.called:
-            self._ready.callback(
-                f"rabbitmq:{self.options['host']}:{self.options['port']}/{self.queue}")
+            self._ready.callback(self._description())
+
+    def refusal_stops_start(self) -> bool:
+        return self._ready is not None and not self._ready.called
+
+    def attempt_failed(self, reason: str, refused: bool) -> None:
+        if self._ready is None or self._ready.called:
+            return
+        if refused:
+            # The gateway stops, naming this listener (a StartupError).
+            self._ready.errback(BrokerRefused(reason))
+        else:
+            # Unreachable: the gateway starts without the broker.
+            self._ready.callback(self._description())
 
     def stop(self) -> Deferred[None]:
         if self._prober.running:
@@ -357,7 +393,8 @@ class AMQPTransportClient(BrokerQueue):
     def __init__(self, reactor: IReactorTime, address: str, receiver_factory: ReceiverFactory,
                  idle_timeout: float = 90.0, hello_retry: float = 1.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 hello_retry_max: float = 5.0, **backoff: Unpack[Backoff]) -> None:
+                 hello_retry_max: float = 5.0, config_key: str = "rabbitmq",
+                 **backoff: Unpack[Backoff]) -> None:
         """
         @param hello_retry: resend an unanswered HELLO after this long
             (doubling up to C{hello_retry_max}): the gateway's queue may not
@@ -366,11 +403,17 @@ class AMQPTransportClient(BrokerQueue):
             nobody takes comes straight back from the broker, so resending
             costs little, and a gateway that comes back after a long outage
             has the microservice within this long.
+        @param config_key: C{routers[i]}, named in log lines.
         """
         options = parse_amqp_address(address, gateway_required=True)
         super().__init__(reactor, address,
                          f"{SERVICE_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}", True, max_frame_bytes,
-                         **backoff)
+                         config_key=config_key, **backoff)
+        #: Called with the reason when the broker refused the login or the
+        #: virtual host at the first connection attempt (the microservice
+        #: sets it: a start-up failure); unset, that refusal is logged and
+        #: retried like any other.
+        self.on_refused_at_start: Optional[Callable[[str], None]] = None
         self.target = gateway_queue(options["gateway"])
         self.peer = f"amqp:{self.target}"
         #: This process's key: in every message we send, required in every
@@ -410,6 +453,14 @@ class AMQPTransportClient(BrokerQueue):
 
     def closed(self, reason: str) -> None:
         self.session.close(reason)
+
+    def refusal_stops_start(self) -> bool:
+        return (self.on_refused_at_start is not None and self.failed_attempts == 1
+                and not self.ever_opened)
+
+    def attempt_failed(self, reason: str, refused: bool) -> None:
+        if refused and self.on_refused_at_start is not None and self.refusal_stops_start():
+            self.on_refused_at_start(reason)
 
     def received(self, frame: Frame, properties: pika.BasicProperties) -> None:
         if not same_key(message_key(properties), self.key):
@@ -453,27 +504,29 @@ class AMQPTransportClient(BrokerQueue):
 def amqp_server(reactor: IReactorTime, listen: str, receiver_factory: ReceiverFactory, node_id: str,
                 idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                 probe_interval: float = 0.5, challenge_timeout: float = 2.0,
+                config_key: str = "rabbitmq",
                 **backoff: Unpack[Backoff]) -> AMQPTransportServer:
     """
     A RabbitMQ L{ITransportServer} for gateway node C{node_id}.
     """
     return AMQPTransportServer(reactor, listen, receiver_factory, node_id, idle_timeout,
-                               max_frame_bytes, probe_interval, challenge_timeout, **backoff)
+                               max_frame_bytes, probe_interval, challenge_timeout,
+                               config_key=config_key, **backoff)
 
 
 def amqp_client(reactor: IReactorTime, address: str, receiver_factory: ReceiverFactory,
                 idle_timeout: float = 90.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                hello_retry: float = 1.0,
+                hello_retry: float = 1.0, config_key: str = "rabbitmq",
                 **backoff: Unpack[Backoff]) -> AMQPTransportClient:
     """
     A RabbitMQ L{ITransportClient} (C{address} names the gateway node).
     """
     return AMQPTransportClient(reactor, address, receiver_factory, idle_timeout,
                                hello_retry=hello_retry, max_frame_bytes=max_frame_bytes,
-                               **backoff)
+                               config_key=config_key, **backoff)
 
 
-__all__ = ["AMQPPeer", "AMQPTransportClient", "AMQPTransportServer", "CHALLENGE_ANSWER_TYPE",
-           "CHALLENGE_TYPE", "DEFAULT_PORT", "EXCHANGE", "KEY_HEADER", "PROBE_TYPE",
-           "SERVICE_QUEUE_PREFIX", "amqp_client", "amqp_server", "gateway_queue", "message_key",
-           "same_key"]
+__all__ = ["AMQPPeer", "AMQPTransportClient", "AMQPTransportServer", "BrokerRefused",
+           "CHALLENGE_ANSWER_TYPE", "CHALLENGE_TYPE", "DEFAULT_PORT", "EXCHANGE", "KEY_HEADER",
+           "PROBE_TYPE", "SERVICE_QUEUE_PREFIX", "amqp_client", "amqp_server", "gateway_queue",
+           "message_key", "same_key"]

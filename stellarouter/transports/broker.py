@@ -5,6 +5,14 @@ What both sides of the RabbitMQ transport share: one broker connection
 C{type} property, correlation id in C{correlation_id}, the sender's queue in
 C{reply_to}, the sender's key in the C{stella-key} header, the broker user in
 C{user_id}).  The gateway and microservice sides are in C{amqp.py}.
+
+A connection attempt that fails (the broker unreachable, or the broker
+refusing the login or the virtual host) is explained in one log line naming
+the transport's configuration key, its address (password shown as C{***})
+and the broker's reason (L{explain_failure}); the lines are rate-limited and
+the attempts back off exponentially up to C{max_delay} (the count of
+failures resets only once a link is ready, not when a TCP connection is
+made, as C{ClientService}'s own count would).
 """
 
 from __future__ import annotations
@@ -13,18 +21,24 @@ import hmac
 import os
 import random
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple, cast
 
 import pika
 from pika.adapters.twisted_connection import (
     ReceivedMessage, TwistedChannel, TwistedProtocolConnection)
-from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred
+from pika.exceptions import (
+    AuthenticationError, ConnectionClosedByBroker, ProbableAccessDeniedError,
+    ProbableAuthenticationError)
+from twisted.application.internet import ClientService
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.error import ConnectError
+from twisted.internet.interfaces import (
+    IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ..common.addresses import parse_amqp_address
 from ..common.enums import FrameType
@@ -34,7 +48,9 @@ from ..common.ids import CorrelationId
 from ..common.interfaces import IFrameReceiver
 from ..common.models import Frame
 from ..common.payloads import decode_request
+from ..common.redaction import redact_text
 from .flush import unsent_bytes
+from .hello import HelloBackoff
 from .peers import DropCounting
 
 #: The exchange every router message goes through.
@@ -94,15 +110,105 @@ def _parameters(options: Dict[str, str], queue: str) -> pika.ConnectionParameter
         client_properties={"connection_name": f"stellarouter {queue} pid {os.getpid()}"})
 
 
+class BrokerRefused(Exception):
+    """
+    The broker refused the login (wrong user or password) or the virtual
+    host: retrying alone does not heal it.
+    """
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def explain_failure(error: BaseException, broker: str) -> Tuple[str, bool]:
+    """
+    Why a connection attempt failed, for an operator, and whether the
+    broker refused us (as opposed to being unreachable, which heals).
+
+    @param error: the broker's C{Connection.Close}
+        (L{ConnectionClosedByBroker}), pika's guess when the broker closed
+        without one, or the TCP failure.
+    @param broker: its C{host:port}.
+    @return: C{(reason, refused)}.
+    """
+    login = "wrong user or password?"
+    vhost = "the virtual host does not exist or the user has no permission on it?"
+    if isinstance(error, ConnectionClosedByBroker):
+        said = f"{error.reply_code} {_one_line(Exception(error.reply_text))}"
+        if error.reply_code == 403:
+            return f"the broker at {broker} refused the login ({said}): {login}", True
+        if error.reply_code == 530:
+            return f"the broker at {broker} refused the virtual host ({said}): {vhost}", True
+        return f"the broker at {broker} closed the connection ({said})", False
+    if isinstance(error, (AuthenticationError, ProbableAuthenticationError)):
+        return f"the broker at {broker} refused the login ({_one_line(error)}): {login}", True
+    if isinstance(error, ProbableAccessDeniedError):
+        return (f"the broker at {broker} refused the virtual host ({_one_line(error)}): "
+                f"{vhost}", True)
+    if isinstance(error, ConnectError):
+        return f"the broker at {broker} is unreachable ({_one_line(error)})", False
+    return (f"the connection to the broker at {broker} closed before the AMQP handshake ended "
+            f"({_one_line(error)})", False)
+
+
+def _broker_close(link: TwistedProtocolConnection) -> Optional[ConnectionClosedByBroker]:
+    """
+    The broker's C{Connection.Close} on a connection still opening, if it
+    sent one.  pika 1.4's Twisted adapter replaces it with the TCP close
+    (C{ConnectionDone}) before telling anyone, so it is read off the
+    connection object before that (pinned by
+    C{tests/integration/test_rabbitmq_refused.py}).
+    """
+    error = getattr(getattr(link, "_impl", None), "_error", None)
+    return error if isinstance(error, ConnectionClosedByBroker) else None
+
+
+@implementer(IStreamClientEndpoint)
+class BrokerEndpoint:
+    """
+    The broker's TCP endpoint, telling its owner why a connection attempt
+    failed (C{ClientService} only says it will retry).
+    """
+
+    def __init__(self, endpoint: IStreamClientEndpoint, host: str, port: str,
+                 failed: Callable[[BaseException], None]) -> None:
+        self.endpoint = endpoint
+        self.address = f"{host}:{port}"
+        self.failed = failed
+
+    def connect(self, protocolFactory: IProtocolFactory) -> "Deferred[IProtocol]":
+        def report(failure: Failure) -> Failure:
+            if not failure.check(CancelledError):
+                self.failed(cast(BaseException, failure.value))
+            return failure
+        return self.endpoint.connect(protocolFactory).addErrback(report)
+
+    def __repr__(self) -> str:
+        # Named in ClientService's "Scheduling retry N to connect ..." lines.
+        return f"<the AMQP broker at {self.address}>"
+
+
 class BrokerConnection(TwistedProtocolConnection):
     """
-    One broker connection; tells its owner when it is usable and when it
-    is gone.
+    One broker connection; tells its owner when it is usable, why it could
+    not be opened, and when it is gone.
     """
 
     def __init__(self, parameters: pika.ConnectionParameters, owner: "BrokerQueue") -> None:
         super().__init__(parameters)
         self.owner = owner
+        #: Why the connection ended while still opening.
+        self.failure: Optional[BaseException] = None
+        # pika fails C{ready} (with a bare "AMQPConnectionError: 1") when
+        # the connection ends before it is open: tell the owner why instead
+        # of leaving an unhandled error in a Deferred.
+        if self.ready is not None:
+            self.ready.addErrback(self._not_opened)
+
+    def _not_opened(self, failure: Failure) -> None:
+        self.owner.open_failed(
+            self.failure if self.failure is not None else cast(BaseException, failure.value))
 
     def connectionReady(self) -> object:
         result = super().connectionReady()
@@ -111,6 +217,9 @@ class BrokerConnection(TwistedProtocolConnection):
         return result
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        if self.ready is not None:
+            # Still opening: the broker's own reason if it gave one.
+            self.failure = _broker_close(self) or reason.value
         super().connectionLost(reason)
         self.owner.link_lost(self, reason)
 
@@ -138,7 +247,12 @@ class BrokerQueue(DropCounting):
     def __init__(self, reactor: IReactorTime, address: str, queue: str, gateway_required: bool,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  initial_delay: float = 0.5, max_delay: float = 30.0,
-                 jitter: Optional[Callable[[], float]] = None) -> None:
+                 jitter: Optional[Callable[[], float]] = None,
+                 config_key: str = "rabbitmq") -> None:
+        """
+        @param config_key: the configuration key of this transport
+            (C{transports[0]}, C{routers[1]}), named in its log lines.
+        """
         self.reactor = reactor
         self.max_frame_bytes = max_frame_bytes
         self.clock: IReactorTime = reactor
@@ -147,15 +261,48 @@ class BrokerQueue(DropCounting):
         self.queue = queue
         self.channel: Optional[TwistedChannel] = None
         self.link: Optional[BrokerConnection] = None
+        #: C{transports[0] (amqp:host=...:password=***...)}: what log lines name.
+        self.described = f"{config_key} ({redact_text(address)})"
+        #: Connection attempts failed since a link was last ready.
+        self.failed_attempts = 0
+        #: Whether a link was ever ready.
+        self.ever_opened = False
+        self._last_reason: Optional[str] = None
         DropCounting.__init__(self)
         factory = Factory.forProtocol(
             lambda: BrokerConnection(_parameters(self.options, queue), self))
+        # The failures count until a link is ready: ClientService's own
+        # count restarts whenever TCP connects, so a broker refusing the
+        # login had us retry at the initial delay forever.  (Factor 1.5, as
+        # ClientService's default policy we used before.)
+        self.backoff = HelloBackoff(initial_delay, max_delay, 1.5,
+                                    jitter or (lambda: random.uniform(0, 0.5)))
+        endpoint = TCP4ClientEndpoint(reactor, self.options["host"], int(self.options["port"]))
         self.service = ClientService(
-            TCP4ClientEndpoint(reactor, self.options["host"], int(self.options["port"])),
-            factory,
-            retryPolicy=backoffPolicy(initialDelay=initial_delay, maxDelay=max_delay,
-                                      jitter=jitter or (lambda: random.uniform(0, 0.5))),
-            clock=reactor)
+            BrokerEndpoint(endpoint, self.options["host"], self.options["port"],
+                           self.open_failed),
+            factory, retryPolicy=self.backoff, clock=reactor)
+
+    def open_failed(self, error: BaseException) -> None:
+        """
+        A connection attempt failed (TCP, or the AMQP handshake): log why
+        (the 1st, 2nd, 4th, 8th... failure in a row, and whenever the reason
+        changes) unless the side reports it as a start-up failure
+        (L{refusal_stops_start}), then tell the side (L{attempt_failed}).
+        """
+        reason, refused = explain_failure(
+            error, f"{self.options['host']}:{self.options['port']}")
+        self.failed_attempts += 1
+        count = self.failed_attempts
+        reported_by_side = refused and self.refusal_stops_start()
+        if not reported_by_side and (reason != self._last_reason or count & (count - 1) == 0):
+            self._last_reason = reason
+            emit = self.log.error if refused else self.log.warn
+            emit("{transport}: cannot open the AMQP link: {reason}; {count} failed "
+                 "attempt(s) in a row, retrying with backoff (at most {max_delay:g}s apart)",
+                 transport=self.described, reason=reason, count=count,
+                 max_delay=self.backoff.max_delay)
+        self.attempt_failed(reason, refused)
 
     async def link_ready(self, link: BrokerConnection) -> None:
         channel = await link.channel()
@@ -165,8 +312,12 @@ class BrokerQueue(DropCounting):
         await channel.queue_bind(queue=self.queue, exchange=EXCHANGE, routing_key=self.queue)
         messages, _ = await channel.basic_consume(queue=self.queue, auto_ack=True)
         self.channel, self.link = channel, link
-        self.log.info("AMQP link to {host}:{port} ready; consuming {queue}",
-                      host=self.options["host"], port=self.options["port"], queue=self.queue)
+        self.log.info("AMQP link to {host}:{port} ready; consuming {queue}{after}",
+                      host=self.options["host"], port=self.options["port"], queue=self.queue,
+                      after=f" (after {self.failed_attempts} failed attempt(s))"
+                      if self.failed_attempts else "")
+        self.backoff.accepted()
+        self.failed_attempts, self._last_reason, self.ever_opened = 0, None, True
         self.opened()
         while True:
             try:
@@ -320,6 +471,19 @@ class BrokerQueue(DropCounting):
     def opened(self) -> None:
         raise NotImplementedError
 
+    def refusal_stops_start(self) -> bool:
+        """
+        Whether a refused login or virtual host now is a start-up failure,
+        reported by the side (L{attempt_failed}) instead of logged here.
+        """
+        return False
+
+    def attempt_failed(self, reason: str, refused: bool) -> None:
+        """
+        A connection attempt failed (logged unless L{refusal_stops_start}):
+        C{refused} when the broker refused the login or the virtual host.
+        """
+
     def closed(self, reason: str) -> None:
         raise NotImplementedError
 
@@ -340,6 +504,7 @@ class BrokerQueue(DropCounting):
         """
 
 
-__all__ = ["BrokerConnection", "BrokerQueue", "CHALLENGE_ANSWER_TYPE", "CHALLENGE_TYPE",
-           "DEFAULT_PORT", "EXCHANGE", "KEY_HEADER", "PROBE_TYPE", "SERVICE_QUEUE_PREFIX",
-           "gateway_queue", "message_key", "same_key"]
+__all__ = ["BrokerConnection", "BrokerEndpoint", "BrokerQueue", "BrokerRefused",
+           "CHALLENGE_ANSWER_TYPE", "CHALLENGE_TYPE", "DEFAULT_PORT", "EXCHANGE", "KEY_HEADER",
+           "PROBE_TYPE", "SERVICE_QUEUE_PREFIX", "explain_failure", "gateway_queue",
+           "message_key", "same_key"]

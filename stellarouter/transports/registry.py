@@ -65,6 +65,7 @@ def make_server(
     tls: Optional[ServerTLS] = None,
     idle_timeout: float = 90.0,
     node_id: str = "gateway",
+    config_key: str = "transports",
 ) -> ITransportServer:
     """
     A server for C{kind} listening on C{listen}.
@@ -74,6 +75,8 @@ def make_server(
     @param network: required for L{TransportType.INMEMORY}.
     @param tls: for L{TransportType.TLS}, an object with C{certificate},
         C{private_key}, C{client_ca}, C{require_client_certificate}.
+    @param config_key: its configuration key (C{transports[0]}), named in
+        the log lines of the transports that reconnect (RabbitMQ).
     @raise ValueError: an unsupported kind, or a bad address.
     """
     if kind is TransportType.TCP:
@@ -83,7 +86,7 @@ def make_server(
                           node_id)
     if kind is TransportType.RABBITMQ:
         return amqp_server(reactor, listen, receiver_factory, node_id, idle_timeout,
-                           max_frame_bytes)
+                           max_frame_bytes, config_key=config_key)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a certificate and a private key")
@@ -106,6 +109,7 @@ def make_client(
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     network: Optional[InMemoryNetwork] = None,
     tls: Optional[ClientTLS] = None,
+    config_key: str = "routers",
     **backoff: Unpack[Backoff],
 ) -> ITransportClient:
     """
@@ -116,6 +120,8 @@ def make_client(
     @param network: required for L{TransportType.INMEMORY}.
     @param tls: for L{TransportType.TLS}, an object with C{server_name},
         C{ca}, C{certificate}, C{private_key}.
+    @param config_key: its configuration key (C{routers[0]}), named in the
+        RabbitMQ client's log lines.
     @param backoff: C{initial_delay}, C{max_delay}, C{jitter}.
     @raise ValueError: an unsupported kind, or a bad address.
     """
@@ -126,7 +132,7 @@ def make_client(
                           min(max_frame_bytes, MAX_DATAGRAM_BYTES), **backoff)
     if kind is TransportType.RABBITMQ:
         return amqp_client(reactor, address, receiver_factory,
-                           max_frame_bytes=max_frame_bytes, **backoff)
+                           max_frame_bytes=max_frame_bytes, config_key=config_key, **backoff)
     if kind is TransportType.TLS:
         if tls is None:
             raise ValueError("the TLS transport needs a server name and a CA")

@@ -9,6 +9,7 @@ printed is searched for the secrets and the bearer token.
 
 import os
 import re
+import socket
 import sys
 import time
 
@@ -71,6 +72,12 @@ admin: {{listen: "tcp:0:interface=127.0.0.1"}}
         gateway = deployment.spawn("gw", ["stella-gateway", "--config", config])
         ready = await gateway.wait_for(r"ready: .*\"tcp:127\.0\.0\.1:(\d+)\"", reactor)
         port = ready.group(1)
+        # A broker that cannot be reached (a port nothing listens on): the
+        # router is retried and its address logged. (The shared broker
+        # refuses this password: a start-up failure, test_rabbitmq_refused.)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
         micro_config = deployment.write("billing.yaml", f"""
 app: examples.billing:service
 region: eu1
@@ -78,7 +85,7 @@ instance_id: billing-secrets
 routers:
   - {{transport: tcp, address: "tcp:host=127.0.0.1:port={port}"}}
   - {{transport: rabbitmq,
-     address: "amqp:host=127.0.0.1:port=5672:user=guest:password={SECRETS[2]}:gateway=gw-x"}}
+     address: "amqp:host=127.0.0.1:port={closed}:user=guest:password={SECRETS[2]}:gateway=gw-x"}}
 """)
         seen = len(gateway.lines)
         micro = deployment.spawn("billing", ["stella-micro", "--config", micro_config])
@@ -131,4 +138,5 @@ auth: {{hs256_secret: {SECRETS[5][len("CheckSecretInt-"):]}}}
         self.assertIn("auth.hs256_secret: '***' -> '***' (secret changed)", output)
         self.assertIn("password=***", check_output)
         self.assertIn("user=guest:password=***:gateway=gw-x", "\n".join(micro.lines))
+        self.assertIn("is unreachable", "\n".join(micro.lines))
         self.assertIn("user=guest:password=***:vhost=/", "\n".join(gateway.lines))
