@@ -6,6 +6,9 @@ its JSON with C{--json}.
 A blocking HTTP client is right here: the command does one request and
 exits.  Every failure is one line on stderr and a non-zero exit status:
 1 unreachable or refused, 2 bad usage (argparse).
+
+Text from the API is printed through L{shown}: a control character an
+instance or a peer put into a name reaches the terminal escaped, never raw.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
+from .common.untrusted import shown
+
 #: Where the admin listener is unless C{--admin} or C{STELLA_ADMIN_URL}
 #: says otherwise (C{admin.listen}'s default).
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9901"
@@ -29,6 +34,8 @@ ADMIN_URL_ENV = "STELLA_ADMIN_URL"
 ADMIN_TOKEN_ENV = "STELLA_ADMIN_TOKEN"
 #: The largest answer read (bytes).
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: The most characters of one table cell or value shown.
+MAX_CELL_CHARS = 300
 
 COMMANDS = ("status", "services", "instances", "routes", "drain")
 
@@ -124,13 +131,19 @@ def _problem_detail(error: Any) -> str:
 
 
 def _one_line(value: Any) -> str:
-    return " ".join(str(value).split())[:300]
+    return shown(" ".join(str(value).split()), 300)
+
+
+def _cell(value: Any) -> str:
+    return shown(value, MAX_CELL_CHARS)
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
     """
-    Rows as left-aligned columns two spaces apart, under upper-case headers.
+    Rows as left-aligned columns two spaces apart, under upper-case headers;
+    each cell escaped and cut by L{shown}.
     """
+    rows = [[_cell(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
@@ -174,6 +187,7 @@ def show_status(body: Dict[str, Any]) -> str:
     ]
     for name, entry in sorted((body.get("expected_instances") or {}).items()):
         lines.append((f"expected {name}", entry.get("status", "?")))
+    lines = [(_cell(name), _cell(value)) for name, value in lines]
     width = max(len(name) for name, _ in lines)
     return "".join(f"{name.ljust(width)}  {value}\n" for name, value in lines)
 
@@ -208,9 +222,9 @@ def show_routes(body: Dict[str, Any]) -> str:
 
 
 def show_drained(body: Dict[str, Any]) -> str:
-    return "".join(f"draining {i['instance_id']} ({i['service']} {i['version']}, connection "
-                   f"{i['connection_id']}): no new requests, {i['in_flight']} in flight\n"
-                   for i in body["drained"])
+    return "".join(f"draining {_cell(i['instance_id'])} ({_cell(i['service'])} "
+                   f"{_cell(i['version'])}, connection {_cell(i['connection_id'])}): no new "
+                   f"requests, {i['in_flight']} in flight\n" for i in body["drained"])
 
 
 def _size(count: int) -> str:

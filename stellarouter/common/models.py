@@ -13,6 +13,7 @@ from .enums import FrameType, InstanceHealthStatus, TransportType
 from .errors import InvalidDescriptor
 from .ids import CorrelationId
 from .schemas import ServiceSchemas
+from .untrusted import shown
 
 #: The largest version part: 2**53 - 1 (16 digits), the bound node-semver
 #: uses, so a version JavaScript tooling accepts is accepted here.  Bounded
@@ -66,6 +67,30 @@ def normalize_service_name(name: object) -> str:
             f"service name {name!r} does not match [a-z0-9][a-z0-9._-]*"
         )
     return name.lower()
+
+
+#: The longest instance id or region: room for the SDK's generated id
+#: (C{service-host-pid-random}) with a long host name.
+MAX_IDENTITY_CHARS = 256
+#: What an instance id or a region may hold: printable ASCII without spaces.
+_IDENTITY = re.compile(r"[!-~]+\Z")
+
+
+def identity_problem(value: object) -> Optional[str]:
+    """
+    Why C{value} may not be an instance id or a region, or C{None}: it must
+    be 1 to L{MAX_IDENTITY_CHARS} printable ASCII characters without spaces
+    (U+0021 to U+007E), so that it reads as one word in every log line,
+    table and metric label.
+
+    @param value: the id or region as announced or configured.
+    @return: the reason (showing the value escaped and cut), or C{None}.
+    """
+    if isinstance(value, str) and len(value) <= MAX_IDENTITY_CHARS and _IDENTITY.match(value):
+        return None
+    quoted = f"'{shown(value, 64)}'" if isinstance(value, str) else type(value).__name__
+    return (f"must be 1 to {MAX_IDENTITY_CHARS} printable ASCII characters without spaces, "
+            f"not {quoted}")
 
 
 def normalize_method(method: object) -> str:

@@ -187,6 +187,23 @@ class MicroserviceConfigTests(SynchronousTestCase):
         self.assertIn("routers[0].address:", text)
         self.assertIn("routers[1].transport: 'smoke' is not one of", text)
 
+    def test_identity_characters(self) -> None:
+        """
+        C{instance_id} and C{region} are checked as the gateway checks them
+        in HELLO (printable ASCII without spaces, at most 256 characters), so
+        C{config check} refuses what a gateway would refuse (F2).
+        """
+        routers = [{"transport": "tcp", "address": "tcp:host=127.0.0.1:port=5100"}]
+        error = self.assertRaises(ConfigError, parse_microservice_config, {
+            "region": "eu 1", "instance_id": "evil\x1b[2J\n{", "routers": routers})
+        text = str(error)
+        self.assertIn("instance_id: must be 1 to 256 printable ASCII characters without "
+                      "spaces, not 'evil\\x1b[2J\\n{'", text)
+        self.assertIn("region: must be 1 to 256 printable ASCII", text)
+        config = parse_microservice_config({"region": "eu-west-1", "instance_id": "billing-2",
+                                            "routers": routers})
+        self.assertEqual((config.instance_id, config.region), ("billing-2", "eu-west-1"))
+
     def test_compact_headers(self) -> None:
         """
         C{routers[].compact_headers} is on unless set to false; anything

@@ -114,6 +114,26 @@ class HelloTests(SynchronousTestCase):
         self.assertRaises(MalformedPayload, decode_hello, hello_json(instance_id=""))
         self.assertRaises(MalformedPayload, decode_hello, hello_json(endpoints="x"))
 
+    def test_identity_characters(self) -> None:
+        """
+        An instance id or region with a control character, a space, a
+        non-ASCII letter, or over 256 characters is refused (F2), the
+        reason naming the field and showing the value escaped; printable
+        ASCII up to 256 characters is accepted.
+        """
+        for field in ("instance_id", "region"):
+            for bad in ("evil\x1b[2J\n{\"x\":1}", "a b", "eu\u2028", "r\u00e9gion", "x" * 257):
+                error = self.assertRaises(MalformedPayload, decode_hello,
+                                          hello_json(**{field: bad}))
+                self.assertIn(f"HELLO.instance.{field} must be 1 to 256 printable ASCII", str(error))
+                self.assertTrue(str(error).isprintable(), str(error))
+            good = "billing-1_eu.west:3/~@" + "x" * 234
+            self.assertEqual(getattr(decode_hello(hello_json(**{field: good})).instance, field),
+                             good)
+        error = self.assertRaises(MalformedPayload, decode_hello,
+                                  hello_json(instance_id="evil\x1b[2J\n{"))
+        self.assertIn("'evil\\x1b[2J\\n{'", str(error))
+
     def test_bad_paths(self) -> None:
         """
         Malformed path templates are rejected, naming the endpoint.
