@@ -5,7 +5,7 @@ its JSON with C{--json}.
 
 A blocking HTTP client is right here: the command does one request and
 exits.  Every failure is one line on stderr and a non-zero exit status:
-1 unreachable or refused, 2 bad usage (argparse).
+1 unreachable, refused, or no such service, 2 bad usage (argparse).
 
 Text from the API is printed through L{shown}: a control character an
 instance or a peer put into a name reaches the terminal escaped, never raw.
@@ -244,6 +244,19 @@ _REQUESTS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
 }
 
 
+def _check_service(name: str, services: Dict[str, Any]) -> None:
+    """
+    Whether the gateway knows service C{name} (an empty instance list for a
+    typo must not read as "no instances").
+
+    @raise AdminError: it does not, naming the services it knows.
+    """
+    known = sorted(s["name"] for s in services["services"])
+    if name not in known:
+        raise AdminError(f"no service named '{_cell(name)}' is registered at the gateway "
+                         f"(services: {_cell(', '.join(known)) or 'none'})")
+
+
 def run(args: argparse.Namespace, out: TextIO, err: TextIO,
         environ: Optional[Dict[str, str]] = None,
         fetcher: Callable[[str, str, Optional[str], float, str], Any] = fetch) -> int:
@@ -262,9 +275,14 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO,
     if args.command == "drain":
         path, method = path.format(urllib.parse.quote(args.instance, safe="")), "POST"
     elif args.command == "instances" and args.service:
-        path += "?service=" + urllib.parse.quote(args.service, safe="")
+        # Service names match case-insensitively; the API holds them lower-cased.
+        path += "?service=" + urllib.parse.quote(args.service.lower(), safe="")
     try:
         body = fetcher(base, path, token, args.timeout, method)
+        if (args.command == "instances" and args.service and isinstance(body, dict)
+                and body.get("instances") == []):
+            _check_service(args.service.lower(), fetcher(base, "/services", token,
+                                                         args.timeout, "GET"))
         text = (json.dumps(body, indent=2) + "\n") if args.json else show(body)
     except AdminError as e:
         err.write(f"stellarouter {args.command}: {e}\n")

@@ -164,6 +164,23 @@ class AdminCommandTests(SynchronousTestCase):
         self.assertIn("evil\\x1b[2J\\n{\"x\":1}", out)
         self.assertIn("eu\\u2028", out)
 
+    def test_unknown_service(self) -> None:
+        """
+        N4: C{instances --service NAME} for a service the gateway does not
+        know says so and exits 1 (a typo used to print an empty table and
+        exit 0); for a known one an empty table stays an empty table.
+        """
+        answers = {"/instances?service=nope": {"instances": []},
+                   "/services": {"services": [{"name": "billing"}, {"name": "audit"}]}}
+        fake = FakeAdmin(answer_for=answers.__getitem__)
+        code, out, err = self.command(["instances", "--service", "Nope"], fake)
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, "stellarouter instances: no service named 'nope' is registered at "
+                              "the gateway (services: audit, billing)\n")
+        answers["/instances?service=billing"] = {"instances": []}
+        code, out, err = self.command(["instances", "--service", "billing"], fake)
+        self.assertEqual((code, err, len(out.splitlines())), (0, "", 1))
+
     def test_errors_are_one_line(self) -> None:
         """
         A refused or unreachable admin listener: exit 1, one line on stderr,
