@@ -52,3 +52,26 @@ class ReadyLineTests(SynchronousTestCase):
         keys: List[Any] = list(json.loads(addresses))
         self.assertEqual(keys, list(json.loads(logged.partition(" ready: ")[2])))
         self.assertEqual(keys, ["http", "transports", "admin"])
+
+
+class LogRotationTests(SynchronousTestCase):
+    def test_documented_twistd_rotation(self) -> None:
+        """
+        operations.md states twistd's rotation as the installed Twisted does
+        it (every 1,000,000 bytes, every rotated file kept: F11), and the
+        README's correlation-id search takes in the rotated files.
+        """
+        from twisted.python.logfile import LogFile
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        log = LogFile("twistd.log", directory)
+        self.addCleanup(log.close)
+        self.assertEqual((log.rotateLength, log.maxRotatedFiles), (1_000_000, None))
+        text = " ".join(doc_text("operations.md").split())
+        self.assertIn("rotates FILE every 1,000,000 bytes", text)
+        self.assertIn("**keeps every rotated file**", text)
+        with open(os.path.join(DOCS, "..", "..", "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        self.assertIn('grep "$cid" .demo/*.log* ', readme)
+        self.assertNotIn('grep "$cid" .demo/*.log ', readme)
