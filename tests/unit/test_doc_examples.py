@@ -75,3 +75,15 @@ class LogRotationTests(SynchronousTestCase):
             readme = f.read()
         self.assertIn('grep "$cid" .demo/*.log* ', readme)
         self.assertNotIn('grep "$cid" .demo/*.log ', readme)
+
+
+class ReadmeTableTests(SynchronousTestCase):
+    def test_each_page_once(self) -> None:
+        """
+        The README's documentation table lists every page of docs/router
+        exactly once (F13: operations.md and migration.md were listed twice).
+        """
+        with open(os.path.join(DOCS, "..", "..", "README.md"), encoding="utf-8") as f:
+            pages = re.findall(r"^\| `docs/router/([\w-]+\.md)` \|", f.read(), re.M)
+        self.assertEqual(sorted(pages), sorted(set(pages)))
+        self.assertEqual(set(pages), {n for n in os.listdir(DOCS) if n.endswith(".md")})
