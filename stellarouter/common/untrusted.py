@@ -47,4 +47,16 @@ def shown(value: object, limit: int = MAX_SHOWN_CHARS) -> str:
     return f"{text}...({cut} more)" if cut > 0 else text
 
 
-__all__ = ["MAX_SHOWN_CHARS", "shown"]
+def shown_if_needed(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """
+    C{text} unchanged when it is printable and at most C{limit} characters
+    (a backslash in it stays one backslash), else L{shown}C{(text, limit)}.
+    For text that is usually well-formed and may already hold escapes: a
+    gateway's HELLO refusal as the microservice logs it, a certificate name.
+    """
+    if text.isprintable() and len(text) <= limit:
+        return text
+    return shown(text, limit)
+
+
+__all__ = ["MAX_SHOWN_CHARS", "shown", "shown_if_needed"]

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from stellarouter.common.untrusted import MAX_SHOWN_CHARS, shown
+from stellarouter.common.untrusted import MAX_SHOWN_CHARS, shown, shown_if_needed
 
 
 class ShownTests(SynchronousTestCase):
@@ -31,6 +31,16 @@ class ShownTests(SynchronousTestCase):
         self.assertEqual(shown("x" * 10, 4), "xxxx...(6 more)")
         self.assertEqual(shown("x" * 4, 4), "xxxx")
         self.assertEqual(len(shown("y" * 100_000)), MAX_SHOWN_CHARS + len("...(99800 more)"))
+
+    def test_shown_if_needed(self) -> None:
+        """
+        Printable text within the limit is kept as it is (its escapes not
+        doubled); anything else is L{shown}.
+        """
+        already = "not 'evil\\x1b[2J'"
+        self.assertEqual(shown_if_needed(already), already)
+        self.assertEqual(shown_if_needed("a\nb"), "a\\nb")
+        self.assertEqual(shown_if_needed("x" * 10, 4), "xxxx...(6 more)")
 
     @given(st.text(), st.integers(min_value=0, max_value=50))
     def test_always_one_printable_line(self, text: str, limit: int) -> None:
