@@ -134,7 +134,7 @@ def _one_line(value: Any) -> str:
     return shown(" ".join(str(value).split()), 300)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     return shown(value, MAX_CELL_CHARS)
 
 
@@ -244,14 +244,14 @@ _REQUESTS: Dict[str, Tuple[str, Callable[[Dict[str, Any]], str]]] = {
 }
 
 
-def _check_service(name: str, services: Dict[str, Any]) -> None:
+def _check_service(name: str, services: Dict[str, List[Dict[str, object]]]) -> None:
     """
     Whether the gateway knows service C{name} (an empty instance list for a
     typo must not read as "no instances").
 
     @raise AdminError: it does not, naming the services it knows.
     """
-    known = sorted(s["name"] for s in services["services"])
+    known = sorted(str(s["name"]) for s in services["services"])
     if name not in known:
         raise AdminError(f"no service named '{_cell(name)}' is registered at the gateway "
                          f"(services: {_cell(', '.join(known)) or 'none'})")
