@@ -59,4 +59,14 @@ def shown_if_needed(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
     return shown(text, limit)
 
 
-__all__ = ["MAX_SHOWN_CHARS", "shown", "shown_if_needed"]
+def quoted(value: object, limit: int = 64) -> str:
+    """
+    A value named in an error message, like C{{value!r}} but bounded: a
+    string in single quotes, L{shown}; anything else its C{repr}, shown.
+    """
+    if isinstance(value, str):
+        return f"'{shown(value, limit)}'"
+    return shown(repr(value), limit)
+
+
+__all__ = ["MAX_SHOWN_CHARS", "quoted", "shown", "shown_if_needed"]

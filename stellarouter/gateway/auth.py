@@ -21,7 +21,7 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 
 from ..common.models import ClaimRequirement
-from ..common.untrusted import shown
+from ..common.untrusted import quoted, shown
 from ..config.gateway import AuthConfig
 
 _HMAC = ["HS256", "HS384", "HS512"]
@@ -83,7 +83,7 @@ class TokenVerifier:
             raise InvalidToken(f"malformed token: {shown(e)}") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
-            raise InvalidToken(f"algorithm {_quoted(alg)} is not accepted")
+            raise InvalidToken(f"algorithm {quoted(alg)} is not accepted")
         if alg in _HMAC:
             if not self.config.hs256_secret:
                 raise InvalidToken(f"{alg} token but no shared secret is configured")
@@ -94,7 +94,7 @@ class TokenVerifier:
             allowed = _BY_KTY.get(jwk.key_type or "", [])
             if alg not in allowed:
                 raise InvalidToken(
-                    f"algorithm {_quoted(alg)} does not match the {jwk.key_type} key "
+                    f"algorithm {quoted(alg)} does not match the {jwk.key_type} key "
                     f"{jwk.key_id!r} (allowed: {', '.join(allowed)})")
             key = jwk.key
         options = {"require": ["exp"], "verify_aud": self.config.audience is not None,
@@ -130,14 +130,7 @@ class TokenVerifier:
             return self._keys[kid]
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
-        raise InvalidToken(f"unknown key id {_quoted(kid)}")
-
-
-def _quoted(value: object) -> str:
-    """
-    A value from a token's header in quotes, escaped and bounded.
-    """
-    return f"'{shown(value, 64)}'" if isinstance(value, str) else shown(repr(value), 64)
+        raise InvalidToken(f"unknown key id {quoted(kid)}")
 
 
 def bearer_token(authorization: Optional[bytes]) -> Optional[str]:

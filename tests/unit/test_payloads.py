@@ -134,6 +134,21 @@ class HelloTests(SynchronousTestCase):
                                   hello_json(instance_id="evil\x1b[2J\n{"))
         self.assertIn("'evil\\x1b[2J\\n{'", str(error))
 
+    def test_refusals_bounded(self) -> None:
+        """
+        A refusal that names a huge announced value (a 100,000-character
+        service name or method) shows at most 64 characters of it: the
+        reason is logged by the gateway and sent back in the HELLO answer.
+        """
+        error = self.assertRaises(InvalidDescriptor, decode_hello,
+                                  hello_json(service_name="-" * 100_000))
+        self.assertLess(len(str(error)), 200)
+        obj = json.loads(hello_json())
+        obj["endpoints"][0]["method"] = "G\nET" * 25_000
+        error = self.assertRaises(InvalidDescriptor, decode_hello, json.dumps(obj).encode())
+        self.assertLess(len(str(error)), 300)
+        self.assertIn("'G\\nETG", str(error))
+
     def test_bad_paths(self) -> None:
         """
         Malformed path templates are rejected, naming the endpoint.

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from stellarouter.common.untrusted import MAX_SHOWN_CHARS, shown, shown_if_needed
+from stellarouter.common.untrusted import MAX_SHOWN_CHARS, quoted, shown, shown_if_needed
 
 
 class ShownTests(SynchronousTestCase):
@@ -31,6 +31,16 @@ class ShownTests(SynchronousTestCase):
         self.assertEqual(shown("x" * 10, 4), "xxxx...(6 more)")
         self.assertEqual(shown("x" * 4, 4), "xxxx")
         self.assertEqual(len(shown("y" * 100_000)), MAX_SHOWN_CHARS + len("...(99800 more)"))
+
+    def test_quoted(self) -> None:
+        """
+        L{quoted} is a bounded C{repr}: strings in single quotes, escaped
+        and cut at 64 characters; other values by their C{repr}.
+        """
+        self.assertEqual(quoted("a\nb"), "'a\\nb'")
+        self.assertEqual(quoted("x" * 100), "'" + "x" * 64 + "...(36 more)'")
+        self.assertEqual(quoted(None), "None")
+        self.assertEqual(quoted(["a"]), "['a']")
 
     def test_shown_if_needed(self) -> None:
         """
