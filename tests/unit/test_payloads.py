@@ -137,8 +137,8 @@ class HelloTests(SynchronousTestCase):
     def test_refusals_bounded(self) -> None:
         """
         A refusal that names a huge announced value (a 100,000-character
-        service name or method) shows at most 64 characters of it: the
-        reason is logged by the gateway and sent back in the HELLO answer.
+        service name, method or CANCEL reason) shows at most 64 characters
+        of it, escaped: such reasons are logged and sent back.
         """
         error = self.assertRaises(InvalidDescriptor, decode_hello,
                                   hello_json(service_name="-" * 100_000))
@@ -148,6 +148,10 @@ class HelloTests(SynchronousTestCase):
         error = self.assertRaises(InvalidDescriptor, decode_hello, json.dumps(obj).encode())
         self.assertLess(len(str(error)), 300)
         self.assertIn("'G\\nETG", str(error))
+        error = self.assertRaises(MalformedPayload, decode_cancel,
+                                  json.dumps({"reason": "\x1b" * 100_000}).encode())
+        self.assertLess(len(str(error)), 400)
+        self.assertTrue(str(error).isprintable())
 
     def test_bad_paths(self) -> None:
         """
