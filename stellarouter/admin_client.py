@@ -5,7 +5,10 @@ its JSON with C{--json}.
 
 A blocking HTTP client is right here: the command does one request and
 exits.  Every failure is one line on stderr and a non-zero exit status:
-1 unreachable or refused, 2 bad usage (argparse).
+1 unreachable, refused, or no such service, 2 bad usage (argparse).
+
+Text from the API is printed through L{shown}: a control character an
+instance or a peer put into a name reaches the terminal escaped, never raw.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import (
 )
 
 from .common.jsonvalue import JSONValue
+from .common.untrusted import shown
 
 #: Where the admin listener is unless C{--admin} or C{STELLA_ADMIN_URL}
 #: says otherwise (C{admin.listen}'s default).
@@ -33,6 +37,8 @@ ADMIN_URL_ENV = "STELLA_ADMIN_URL"
 ADMIN_TOKEN_ENV = "STELLA_ADMIN_TOKEN"
 #: The largest answer read (bytes).
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: The most characters of one table cell or value shown.
+MAX_CELL_CHARS = 300
 
 COMMANDS = ("status", "services", "instances", "routes", "drain")
 
@@ -273,13 +279,19 @@ def _problem_detail(error: urllib.error.HTTPError) -> str:
 
 
 def _one_line(value: object) -> str:
-    return " ".join(str(value).split())[:300]
+    return shown(" ".join(str(value).split()), 300)
+
+
+def _cell(value: object) -> str:
+    return shown(value, MAX_CELL_CHARS)
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
     """
-    Rows as left-aligned columns two spaces apart, under upper-case headers.
+    Rows as left-aligned columns two spaces apart, under upper-case headers;
+    each cell escaped and cut by L{shown}.
     """
+    rows = [[_cell(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
@@ -323,6 +335,7 @@ def show_status(body: StatusAnswer) -> str:
     ]
     for name, entry in sorted((body.get("expected_instances") or {}).items()):
         lines.append((f"expected {name}", entry.get("status", "?")))
+    lines = [(_cell(name), _cell(value)) for name, value in lines]
     width = max(len(name) for name, _ in lines)
     return "".join(f"{name.ljust(width)}  {value}\n" for name, value in lines)
 
@@ -357,9 +370,9 @@ def show_routes(body: RoutesAnswer) -> str:
 
 
 def show_drained(body: DrainedAnswer) -> str:
-    return "".join(f"draining {i['instance_id']} ({i['service']} {i['version']}, connection "
-                   f"{i['connection_id']}): no new requests, {i['in_flight']} in flight\n"
-                   for i in body["drained"])
+    return "".join(f"draining {_cell(i['instance_id'])} ({_cell(i['service'])} "
+                   f"{_cell(i['version'])}, connection {_cell(i['connection_id'])}): no new "
+                   f"requests, {i['in_flight']} in flight\n" for i in body["drained"])
 
 
 def _size(count: int) -> str:
@@ -378,10 +391,10 @@ def _shown_as(show: Callable[[Answer], str]) -> Callable[[JSONValue], str]:
     documented shape (L{run} reports an answer that does not as unexpected).
     """
 
-    def shown(body: JSONValue) -> str:
+    def show_body(body: JSONValue) -> str:
         return show(cast(Answer, body))
 
-    return shown
+    return show_body
 
 
 #: Per command: the request and how its answer is shown.
@@ -392,6 +405,21 @@ _REQUESTS: Dict[str, Tuple[str, Callable[[JSONValue], str]]] = {
     "routes": ("/routes", _shown_as(show_routes)),
     "drain": ("/instances/{}/drain", _shown_as(show_drained)),
 }
+
+
+def _check_service(name: str, services: JSONValue) -> None:
+    """
+    Whether the gateway knows service C{name} (an empty instance list for a
+    typo must not read as "no instances").
+
+    @param services: the answer to C{GET /services} (another shape raises
+        what L{run} reports as an unexpected answer).
+    @raise AdminError: it does not, naming the services it knows.
+    """
+    known = sorted(str(s["name"]) for s in cast(ServicesAnswer, services)["services"])
+    if name not in known:
+        raise AdminError(f"no service named '{_cell(name)}' is registered at the gateway "
+                         f"(services: {_cell(', '.join(known)) or 'none'})")
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO,
@@ -412,9 +440,14 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO,
     if args.command == "drain":
         path, method = path.format(urllib.parse.quote(args.instance, safe="")), "POST"
     elif args.command == "instances" and args.service:
-        path += "?service=" + urllib.parse.quote(args.service, safe="")
+        # Service names match case-insensitively; the API holds them lower-cased.
+        path += "?service=" + urllib.parse.quote(args.service.lower(), safe="")
     try:
         body = fetcher(base, path, token, args.timeout, method)
+        if (args.command == "instances" and args.service and isinstance(body, dict)
+                and body.get("instances") == []):
+            _check_service(args.service.lower(), fetcher(base, "/services", token,
+                                                         args.timeout, "GET"))
         text = (json.dumps(body, indent=2) + "\n") if args.json else show(body)
     except AdminError as e:
         err.write(f"stellarouter {args.command}: {e}\n")

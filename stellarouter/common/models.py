@@ -13,6 +13,7 @@ from .enums import FrameType, InstanceHealthStatus, TransportType
 from .errors import InvalidDescriptor
 from .ids import CorrelationId
 from .schemas import ServiceSchemas
+from .untrusted import quoted
 
 #: The largest version part: 2**53 - 1 (16 digits), the bound node-semver
 #: uses, so a version JavaScript tooling accepts is accepted here.  Bounded
@@ -63,9 +64,33 @@ def normalize_service_name(name: object) -> str:
     """
     if not isinstance(name, str) or not _SERVICE_NAME.match(name.lower()):
         raise InvalidDescriptor(
-            f"service name {name!r} does not match [a-z0-9][a-z0-9._-]*"
+            f"service name {quoted(name)} does not match [a-z0-9][a-z0-9._-]*"
         )
     return name.lower()
+
+
+#: The longest instance id or region: room for the SDK's generated id
+#: (C{service-host-pid-random}) with a long host name.
+MAX_IDENTITY_CHARS = 256
+#: What an instance id or a region may hold: printable ASCII without spaces.
+_IDENTITY = re.compile(r"[!-~]+\Z")
+
+
+def identity_problem(value: object) -> Optional[str]:
+    """
+    Why C{value} may not be an instance id or a region, or C{None}: it must
+    be 1 to L{MAX_IDENTITY_CHARS} printable ASCII characters without spaces
+    (U+0021 to U+007E), so that it reads as one word in every log line,
+    table and metric label.
+
+    @param value: the id or region as announced or configured.
+    @return: the reason (showing the value escaped and cut), or C{None}.
+    """
+    if isinstance(value, str) and len(value) <= MAX_IDENTITY_CHARS and _IDENTITY.match(value):
+        return None
+    shown_value = quoted(value) if isinstance(value, str) else type(value).__name__
+    return (f"must be 1 to {MAX_IDENTITY_CHARS} printable ASCII characters without spaces, "
+            f"not {shown_value}")
 
 
 def normalize_method(method: object) -> str:
@@ -75,7 +100,7 @@ def normalize_method(method: object) -> str:
     @raise InvalidDescriptor: if it is not a token of letters.
     """
     if not isinstance(method, str) or not _METHOD.match(method.upper()):
-        raise InvalidDescriptor(f"HTTP method {method!r} is not a valid token")
+        raise InvalidDescriptor(f"HTTP method {quoted(method)} is not a valid token")
     return method.upper()
 
 

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import os
 import socket
-from typing import Dict, List, Mapping, Optional, Tuple, TypedDict
+from typing import Dict, List, Mapping, Optional, Tuple, TypedDict, cast
 
 from jwt import PyJWKSet
 
@@ -21,6 +21,7 @@ from ..common.errors import InvalidDescriptor
 from ..common.models import (
     PayloadLimits,
     RegistrationLimits,
+    identity_problem,
     normalize_service_name,
     parse_version,
 )
@@ -76,14 +77,17 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
 
     node_raw = r.mapping(top.get("node"), "node",
                          ["node_id", "region", "neighbor_regions", "environment"])
-    region = r.get(node_raw, "region", "node", str, check=non_empty)
+    # Regions and expected instance ids are compared with what HELLOs
+    # announce, which must pass identity_problem: anything else never matches.
+    region = r.get(node_raw, "region", "node", str, check=identity_problem)
     node_id = r.get(node_raw, "node_id", "node", str, socket.gethostname(), non_empty)
     neighbors: List[str] = []
     for i, item in enumerate(r.items(node_raw, "neighbor_regions", "node")):
-        if isinstance(item, str) and item:
-            neighbors.append(item)
+        problem = identity_problem(item)
+        if problem is None:
+            neighbors.append(cast(str, item))
         else:
-            r.problem(f"node.neighbor_regions[{i}]", "must be a non-empty string")
+            r.problem(f"node.neighbor_regions[{i}]", problem)
     environment = r.get(node_raw, "environment", "node", str, "production")
 
     http_raw = r.mapping(top.get("http"), "http", [
@@ -217,9 +221,9 @@ def parse_gateway_config(document: object, source: str = "<config>") -> GatewayC
         where = f"static_instances[{i}]"
         raw = r.mapping(item, where, ["service", "instance_id", "version", "region"])
         service = r.get(raw, "service", where, str, check=_service_name_problem)
-        instance_id = r.get(raw, "instance_id", where, str, check=non_empty)
+        instance_id = r.get(raw, "instance_id", where, str, check=identity_problem)
         expected_version = r.get(raw, "version", where, str, None, _version_problem)
-        expected_region = r.get(raw, "region", where, str, None, non_empty)
+        expected_region = r.get(raw, "region", where, str, None, identity_problem)
         if service is None or instance_id is None:
             continue
         static = StaticInstance(service.lower(), instance_id, expected_version, expected_region)

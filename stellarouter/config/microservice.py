@@ -12,7 +12,7 @@ from typing import Mapping, Optional, Tuple
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
-from ..common.models import ClaimRequirement
+from ..common.models import ClaimRequirement, identity_problem
 from ..common.payloads import STREAM_WINDOW
 from ..common.addresses import parse_amqp_address, parse_udp_address
 from .endpoints import check_client_endpoint
@@ -153,8 +153,8 @@ def parse_microservice_config(document: object, source: str = "<config>") -> Mic
                                    "reactor", "access_log",
                                    "max_concurrent_requests"])
     app = r.get(top, "app", "", str, None, check_app_reference)
-    instance_id = r.get(top, "instance_id", "", str, None, non_empty)
-    region = r.get(top, "region", "", str, check=non_empty)
+    instance_id = r.get(top, "instance_id", "", str, None, identity_problem)
+    region = r.get(top, "region", "", str, check=identity_problem)
     interval = r.get(top, "heartbeat_interval", "", float, 5.0, positive)
     grace = r.get(top, "drain_grace_period", "", float, 30.0,
                   lambda v: None if v >= 0 else "must not be negative")

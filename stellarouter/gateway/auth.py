@@ -22,6 +22,7 @@ from jwt import PyJWK, PyJWKSet
 
 from ..common.jsonvalue import JSONValue
 from ..common.models import ClaimRequirement
+from ..common.untrusted import quoted, shown
 from ..config.gateway import AuthConfig
 
 _HMAC = ["HS256", "HS384", "HS512"]
@@ -47,7 +48,9 @@ class InvalidToken(Exception):
     A token failed validation.
 
     @ivar reason: which check failed, for the log (the client is only told
-        "invalid token").
+        "invalid token").  Every part taken from the token is passed
+        through L{shown}: the reason is one printable line of bounded
+        length, whatever the token holds.
     """
 
     def __init__(self, reason: str) -> None:
@@ -87,10 +90,10 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:
-            raise InvalidToken(f"malformed token: {e}") from None
+            raise InvalidToken(f"malformed token: {shown(e)}") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg.lower() == "none":
-            raise InvalidToken(f"algorithm {alg!r} is not accepted")
+            raise InvalidToken(f"algorithm {quoted(alg)} is not accepted")
         if alg in _HMAC:
             if not self.config.hs256_secret:
                 raise InvalidToken(f"{alg} token but no shared secret is configured")
@@ -105,7 +108,7 @@ class TokenVerifier:
             allowed = _BY_KTY.get(jwk.key_type or "", [])
             if alg not in allowed:
                 raise InvalidToken(
-                    f"algorithm {alg} does not match the {jwk.key_type} key "
+                    f"algorithm {quoted(alg)} does not match the {jwk.key_type} key "
                     f"{jwk.key_id!r} (allowed: {', '.join(allowed)})")
             key = jwk.key
         # enforce_minimum_key_length: a key under PyJWT's minimum is an
@@ -133,7 +136,7 @@ class TokenVerifier:
         except jwt.MissingRequiredClaimError as e:
             raise InvalidToken(f"missing required claim {e.claim!r}") from None
         except jwt.PyJWTError as e:
-            raise InvalidToken(f"invalid token: {e}") from None
+            raise InvalidToken(f"invalid token: {shown(e)}") from None
         if not isinstance(claims, dict):
             raise InvalidToken("the token's payload is not a JSON object")
         return claims
@@ -145,7 +148,7 @@ class TokenVerifier:
             return self._keys[kid]
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
-        raise InvalidToken(f"unknown key id {kid!r}")
+        raise InvalidToken(f"unknown key id {quoted(kid)}")
 
 
 def bearer_token(authorization: Optional[bytes]) -> Optional[str]:

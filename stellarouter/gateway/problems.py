@@ -15,12 +15,17 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..common.untrusted import shown
 from .errors import MethodNotAllowed, PipelineError, Unauthorized
 
 #: The gateway's correlation header, on every answer.
 CORRELATION_HEADER = b"X-Correlation-Id"
 
 PROBLEM = PROBLEM_CONTENT_TYPE.encode()
+
+#: How many characters of a refusal's detail (which may quote the client's
+#: path or method) its log line shows.
+MAX_LOGGED_DETAIL = 300
 
 #: Reason phrases of the statuses the edge refuses with (RFC 9110 wording,
 #: not twisted.web's older table).
@@ -98,4 +103,5 @@ class RefusalLog:
             return
         self._logged += 1
         self.log.info("refused {peer}: {status} {detail} ({cid})", peer=str(peer),
-                      status=error.status, detail=error.detail, cid=correlation_id)
+                      status=error.status, detail=shown(error.detail, MAX_LOGGED_DETAIL),
+                      cid=correlation_id)

@@ -110,11 +110,12 @@ class RequestTelemetry:
             instance = plan.connection.state.instance
             service, version, instance_id = (instance.service_name, instance.version,
                                              instance.instance_id)
-            route, method = plan.template, plan.method
+            route = plan.template
         else:
             service = version = instance_id = ""
             route = UNMATCHED if status == 404 else NOT_ROUTED
-            method = request.method.decode("latin-1")
+        # The method as received: a HEAD routed to a GET endpoint is a HEAD.
+        method = request.method.decode("latin-1")
         metrics = self.metrics
         if metrics is not None:
             metrics.request_finished(service, version, method, route, status, total, upstream)

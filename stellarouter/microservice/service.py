@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from ..common.addresses import MAX_DATAGRAM_BYTES
 from ..common.enums import InstanceHealthStatus, TransportType
 from ..common.interfaces import IFrameSender, ITransportClient
-from ..common.models import InstanceDescriptor
+from ..common.models import InstanceDescriptor, identity_problem
 from ..common.redaction import redact_text
 from ..lifecycle import StartupError, one_line
 from ..config.microservice import MicroserviceConfig
@@ -74,7 +74,8 @@ class MicroserviceService(Service):
         @param rejection_jitter: extra random delay after a rejection
             (default up to 10 % of the delay; C{lambda: 0} in tests).
         @param backoff: reconnect tuning passed to the transport clients.
-        @raise ValueError: no router configured.
+        @raise ValueError: no router configured, or an instance id or region
+            a gateway would refuse (L{identity_problem}).
         @raise StartupError: a router cannot be set up (a certificate that
             does not load...), naming it.
         @raise stellarouter.config.ConfigError: an endpoint override names an
@@ -94,6 +95,11 @@ class MicroserviceService(Service):
             version=app.version,
             region=config.region,
         )
+        for name, value in (("instance_id", self.instance.instance_id),
+                            ("region", self.instance.region)):
+            problem = identity_problem(value)
+            if problem is not None:
+                raise ValueError(f"{name} {problem}")
         self.descriptors = merge_overrides(app.descriptors(), config.endpoints)
         self.sessions: List[RouterSession] = []
         #: Streamed response bytes not yet credited back, for every router.

@@ -38,6 +38,7 @@ from ..common.payloads import (
     encode_heartbeat,
 )
 from ..common.schemas import ENDPOINT_SCHEMAS
+from ..common.untrusted import shown_if_needed
 from .admission import RequestAdmission
 from .budget import ResponseStreamBudget
 from .descriptions import fitting_hello, schemas_for
@@ -67,6 +68,9 @@ class SessionState(Enum):
     DRAINING = "draining"
     CLOSED = "closed"
 
+
+#: The most characters of a gateway's HELLO refusal logged.
+MAX_REASON_CHARS = 1000
 
 #: The states in which the gateway's frames are handled (a REQUEST may
 #: overtake the HELLO answer on a datagram or message transport).
@@ -283,13 +287,16 @@ class RouterSession:
             # session; ours is on its way.)
             return
         if not ack.accepted:
+            # (The gateway escapes what it quotes; a peer that is not one of
+            # ours must not write raw control characters into our log.)
+            reason = shown_if_needed(ack.reason or "no reason given", MAX_REASON_CHARS)
             if self.on_rejected is not None:
-                self.on_rejected(self, ack.reason or "no reason given")
+                self.on_rejected(self, reason)
                 return
             self.log.error(
                 "router {router} rejected HELLO of {service} {version}: {reason}",
                 router=self.router, service=self.app.name, version=self.app.version,
-                reason=ack.reason,
+                reason=reason,
             )
             return
         if self.state is not SessionState.HELLO_SENT:

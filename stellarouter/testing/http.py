@@ -55,6 +55,9 @@ class InMemoryHttpClient:
             peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         self.channel.makeConnection(self.transport)
+        #: The methods of the requests sent and not yet answered, in order
+        #: (the answer to a HEAD has no body whatever its headers say).
+        self.unanswered: List[str] = []
 
     def send(
         self,
@@ -71,6 +74,7 @@ class InMemoryHttpClient:
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body)}")
         raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        self.unanswered.append(method)
         self.channel.dataReceived(raw)
 
     def response(self) -> Optional[HttpResponse]:
@@ -89,7 +93,9 @@ class InMemoryHttpClient:
             name, _, value = line.partition(":")
             headers.append((name.strip(), value.strip()))
         lookup = {k.lower(): v for k, v in headers}
-        if "content-length" in lookup:
+        if self.unanswered[:1] == ["HEAD"] or status in (204, 304):
+            body, remainder = b"", rest
+        elif "content-length" in lookup:
             size = int(lookup["content-length"])
             if len(rest) < size:
                 return None
@@ -103,6 +109,7 @@ class InMemoryHttpClient:
             body, remainder = rest, b""
         self.transport.clear()
         self.transport.io.write(remainder)
+        del self.unanswered[:1]
         return HttpResponse(status, headers, body)
 
     def disconnect(self) -> None:
@@ -146,6 +153,7 @@ def parse_responses(data: bytes) -> List[HttpResponse]:
     transport.write(data)
     reader = InMemoryHttpClient.__new__(InMemoryHttpClient)
     reader.transport = transport
+    reader.unanswered = []
     out: List[HttpResponse] = []
     while True:
         response = reader.response()

@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from ..common.enums import TransportType
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
+from ..common.untrusted import shown_if_needed
 from .stream import (
     FrameStreamProtocol,
     ReceiverFactory,
@@ -50,12 +51,17 @@ warnings.filterwarnings(
 DEFAULT_PORT = 5101
 
 
+#: The longest certificate name kept as it is (longer ones are cut).
+MAX_NAME_CHARS = 256
+
+
 def certificate_names(
     certificate: object,
 ) -> Tuple[str, ...]:
     """
     The identity of a peer certificate: its subject common name, then its
-    DNS subject alternative names.
+    DNS subject alternative names; a name that is not printable or is over
+    L{MAX_NAME_CHARS} characters escaped and cut (L{shown_if_needed}).
 
     @param certificate: what C{ISSLTransport.getPeerCertificate} gives: a
         pyOpenSSL or C{cryptography} certificate, or C{None} (no certificate).
@@ -75,7 +81,11 @@ def certificate_names(
         names += [n for n in san.get_values_for_type(x509.DNSName) if n not in names]
     except x509.ExtensionNotFound:
         pass
-    return tuple(str(n) for n in names)
+    # A name is logged, compared with allowed_client_names and shown by the
+    # admin API: one holding a control character (a CA may sign anything)
+    # is kept escaped, so it can neither match a configured name nor forge
+    # a log line.
+    return tuple(shown_if_needed(name, MAX_NAME_CHARS) for name in map(str, names))
 
 
 @implementer(IHandshakeListener)

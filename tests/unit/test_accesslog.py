@@ -279,6 +279,20 @@ class BothSidesTests(SynchronousTestCase):
         self.assertEqual((line["cid"], micro_line["cid"]), (ours, ours))
         self.assertNotIn(theirs, repr((line, micro_line)))
 
+    def test_head_is_logged_as_head(self) -> None:
+        """
+        F4: a HEAD routed to a GET endpoint is logged with method C{HEAD}
+        (as received), under the GET endpoint's route; the unmatched one too.
+        """
+        self.assertEqual(self.deployment.request("HEAD", "/boom").status, 500)
+        self.deployment.request("HEAD", "/nowhere")
+        self.flush()
+        self.flushLoggedErrors(RuntimeError)
+        routed, unmatched = self.gateway_sink.records()
+        self.assertEqual((routed["method"], routed["route"], routed["service"]),
+                         ("HEAD", "/boom", "logged"))
+        self.assertEqual((unmatched["method"], unmatched["route"]), ("HEAD", "(unmatched)"))
+
     def test_no_query_string(self) -> None:
         """
         The query string (where clients put tokens) is never logged.

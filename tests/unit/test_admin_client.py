@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -37,12 +37,13 @@ INSTANCES = {"instances": [
 
 class FakeAdmin:
     """
-    Answers every request with C{answer}, or raises C{error}; records the
-    requests.
+    Answers every request with C{answer} (or C{answer_for(path)}), or raises
+    C{error}; records the requests.
     """
 
-    def __init__(self, answer: Any = None, error: Optional[AdminError] = None) -> None:
-        self.answer, self.error = answer, error
+    def __init__(self, answer: Any = None, error: Optional[AdminError] = None,
+                 answer_for: Optional[Callable[[str], Any]] = None) -> None:
+        self.answer, self.error, self.answer_for = answer, error, answer_for
         self.requests: List[Tuple[str, str, Optional[str], str]] = []
 
     def __call__(self, base: str, path: str, token: Optional[str], timeout: float,
@@ -50,7 +51,7 @@ class FakeAdmin:
         self.requests.append((base, path, token, method))
         if self.error is not None:
             raise self.error
-        return self.answer
+        return self.answer if self.answer_for is None else self.answer_for(path)
 
 
 class AdminCommandTests(SynchronousTestCase):
@@ -143,6 +144,42 @@ class AdminCommandTests(SynchronousTestCase):
         out = self.command(["status"], FakeAdmin(status))[1]
         self.assertIn("status      ok\n", out)
         self.assertIn("instances   2 (2 healthy)\n", out)
+
+    def test_control_characters_escaped(self) -> None:
+        """
+        An instance id or peer name holding ESC or a newline (F2) is printed
+        escaped: no raw control character reaches the terminal and each
+        instance stays on one line of the table.
+        """
+        evil = dict(INSTANCES["instances"][0], instance_id="evil\x1b[2J\n{\"x\":1}",
+                    region="eu\u2028", peer_identity=["cn\r\x07"])
+        for argv, answer in ((["instances"], {"instances": [evil]}),
+                             (["drain", "x"], {"drained": [evil]}),
+                             (["status"], {"status": "ok\x1b[31m", "node_id": "gw\n1"})):
+            code, out, err = self.command(argv, FakeAdmin(answer))
+            self.assertEqual((code, err), (0, ""))
+            self.assertTrue(all(line.isprintable() for line in out.splitlines()), repr(out))
+        code, out, _ = self.command(["instances"], FakeAdmin({"instances": [evil]}))
+        self.assertEqual(len(out.splitlines()), 2)
+        self.assertIn("evil\\x1b[2J\\n{\"x\":1}", out)
+        self.assertIn("eu\\u2028", out)
+
+    def test_unknown_service(self) -> None:
+        """
+        N4: C{instances --service NAME} for a service the gateway does not
+        know says so and exits 1 (a typo used to print an empty table and
+        exit 0); for a known one an empty table stays an empty table.
+        """
+        answers = {"/instances?service=nope": {"instances": []},
+                   "/services": {"services": [{"name": "billing"}, {"name": "audit"}]}}
+        fake = FakeAdmin(answer_for=answers.__getitem__)
+        code, out, err = self.command(["instances", "--service", "Nope"], fake)
+        self.assertEqual((code, out), (1, ""))
+        self.assertEqual(err, "stellarouter instances: no service named 'nope' is registered at "
+                              "the gateway (services: audit, billing)\n")
+        answers["/instances?service=billing"] = {"instances": []}
+        code, out, err = self.command(["instances", "--service", "billing"], fake)
+        self.assertEqual((code, err, len(out.splitlines())), (0, "", 1))
 
     def test_errors_are_one_line(self) -> None:
         """

@@ -3,6 +3,7 @@ Tests for bearer-token validation and claims-based authorization, with
 keys generated in the tests.
 """
 
+import base64
 import io
 import json
 import time
@@ -12,6 +13,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -36,6 +38,21 @@ def claims(**extra: Any) -> Dict[str, Any]:
 
 def hs256(secret: str = SECRET, **extra: Any) -> str:
     return jwt.encode(claims(**extra), secret, algorithm="HS256")
+
+
+#: A JSON line that looks like one of the access log's.
+FORGED_LINE = json.dumps({"time": "2026-12-03T17:45:40.000Z", "cid": "forged-0000",
+                          "method": "DELETE", "path": "/invoices/inv-1", "status": 204})
+
+
+def forged_header_token(**header: Any) -> str:
+    """
+    An unsigned token whose header is C{header}: the signature part is junk,
+    what matters is the text the header puts into the verifier's reason.
+    """
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    return f"{b64(json.dumps(header).encode())}.e30.AAAA"
 
 
 class RequirementTests(SynchronousTestCase):
@@ -99,6 +116,25 @@ class HmacVerifierTests(SynchronousTestCase):
         self.assertIn("bad signature", self.reason(hs256(secret="x" * 32)))
         self.assertIn("'exp'", self.reason(hs256(exp=None)))
         self.assertIn("malformed", self.reason("not.a.token"))
+
+    def test_untrusted_header_text_is_escaped_and_bounded(self) -> None:
+        """
+        Text the token's header chose (a C{crit} entry, an C{alg}, a C{kid})
+        reaches the reason escaped and cut: one printable line, never a
+        newline, a U+2028 or an ESC, however long the token.
+        """
+        forgeries = [
+            forged_header_token(alg="HS256", crit=["x\n" + FORGED_LINE]),
+            forged_header_token(alg="HS256", crit=["x\u2028\x1b[2J" + "y" * 5000]),
+            forged_header_token(alg="HS\n256" + "z" * 5000),
+            forged_header_token(alg="none\r\n" + FORGED_LINE),
+        ]
+        for token in forgeries:
+            reason = self.reason(token)
+            self.assertTrue(reason.isprintable(), reason)
+            self.assertLess(len(reason), 400, reason)
+        self.assertIn("x\\n{", self.reason(forgeries[0]))
+        self.assertIn("x\\u2028\\x1b[2J", self.reason(forgeries[1]))
 
     def test_alg_none(self) -> None:
         """
@@ -246,6 +282,21 @@ class GatewayAuthTests(SynchronousTestCase):
         response = self.call("DELETE", "/invoices/1", hs256(scope="billing:read billing:write"))
         self.assertEqual(response.status, 204)
         self.assertEqual(self.app.seen[-1]["sub"], "alice")
+
+    def test_forged_log_line_stays_in_one_line(self) -> None:
+        """
+        A token whose C{crit} header holds a newline and a fake access-log
+        line (F1) gets 401 and writes one log line, with the newline shown
+        escaped: nothing in the log starts a line of its own.
+        """
+        token = forged_header_token(alg="HS256", crit=["x\n" + FORGED_LINE + "\u2028\x1b[31m"])
+        with capturedLogs() as events:
+            response = self.call("GET", "/open", token)
+        self.assertEqual(response.status, 401)
+        lines = [formatEvent(e) for e in events if "forged-0000" in formatEvent(e)]
+        self.assertEqual(len(lines), 1)
+        self.assertIn("invalid token: malformed token:", lines[0])
+        self.assertTrue(lines[0].isprintable(), lines[0])
 
     def test_anonymous_endpoints(self) -> None:
         """

@@ -121,6 +121,23 @@ class GatewayConfigTests(SynchronousTestCase):
         self.assertIn("payload_limits.max_request_bytes_per_call: must be positive", text)
         self.assertEqual(len(problems), 6)
 
+    def test_regions_and_expected_ids_as_in_hello(self) -> None:
+        """
+        The gateway's region, its neighbour regions and the expected
+        instances' ids and regions are checked as HELLO checks an instance's
+        (F2): a value no instance may announce could never match.
+        """
+        problems = self.problems({
+            "node": {"region": "eu 1", "neighbor_regions": ["ok", "b\nad", 3]},
+            "transports": [{"type": "tcp", "listen": "tcp:5100"}],
+            "static_instances": [{"service": "billing", "instance_id": "x\x1b", "region": ""}]})
+        text = "\n".join(str(p) for p in problems)
+        for key in ("node.region", "node.neighbor_regions[1]", "node.neighbor_regions[2]",
+                    "static_instances[0].instance_id", "static_instances[0].region"):
+            self.assertIn(f"{key}: must be 1 to 256 printable ASCII characters without spaces",
+                          text)
+        self.assertNotIn("neighbor_regions[0]", text)
+
     def test_rabbitmq_address_checked(self) -> None:
         """
         A rabbitmq listener's address is checked like any other.
@@ -186,6 +203,23 @@ class MicroserviceConfigTests(SynchronousTestCase):
         self.assertIn("app: 'no-colon' is not 'module:attribute'", text)
         self.assertIn("routers[0].address:", text)
         self.assertIn("routers[1].transport: 'smoke' is not one of", text)
+
+    def test_identity_characters(self) -> None:
+        """
+        C{instance_id} and C{region} are checked as the gateway checks them
+        in HELLO (printable ASCII without spaces, at most 256 characters), so
+        C{config check} refuses what a gateway would refuse (F2).
+        """
+        routers = [{"transport": "tcp", "address": "tcp:host=127.0.0.1:port=5100"}]
+        error = self.assertRaises(ConfigError, parse_microservice_config, {
+            "region": "eu 1", "instance_id": "evil\x1b[2J\n{", "routers": routers})
+        text = str(error)
+        self.assertIn("instance_id: must be 1 to 256 printable ASCII characters without "
+                      "spaces, not 'evil\\x1b[2J\\n{'", text)
+        self.assertIn("region: must be 1 to 256 printable ASCII", text)
+        config = parse_microservice_config({"region": "eu-west-1", "instance_id": "billing-2",
+                                            "routers": routers})
+        self.assertEqual((config.instance_id, config.region), ("billing-2", "eu-west-1"))
 
     def test_compact_headers(self) -> None:
         """

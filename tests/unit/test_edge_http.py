@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -25,6 +25,7 @@ from stellarouter.gateway._web import (
     client_connection_cap,
 )
 from stellarouter.gateway.errors import BadRequest
+from stellarouter.gateway.problems import MAX_LOGGED_DETAIL
 from stellarouter.gateway.service import GatewayService
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.harness import InMemoryDeployment
@@ -259,6 +260,19 @@ class RefusalLogTests(SynchronousTestCase):
         self.assertEqual(events[3]["count"], 7)
         self.assertEqual(events[4]["cid"], "cid-next")
         self.assertEqual(log.suppressed, 0)
+
+    def test_refusal_detail_is_escaped_and_bounded(self) -> None:
+        """
+        A refusal's detail (which may quote the client's path) is logged
+        escaped and cut to L{MAX_LOGGED_DETAIL} characters.
+        """
+        log = RefusalLog()
+        with capturedLogs() as events:
+            log.refused(1.0, "peer", BadRequest("no endpoint matches /a\n{" + "x" * 20000), "c")
+        line = formatEvent(events[0])
+        self.assertIn("/a\\n{", line)
+        self.assertTrue(line.isprintable(), line)
+        self.assertLess(len(line), MAX_LOGGED_DETAIL + 100)
 
     def test_refusals_go_to_the_site_log(self) -> None:
         """

@@ -106,6 +106,20 @@ class MetricsTests(SynchronousTestCase):
         # A 503 the microservice answered is not a rejection by the gateway.
         self.assertIsNone(sample(body, "stellarouter_rejections_total", status="503"))
 
+    def test_head_counted_as_head(self) -> None:
+        """
+        F4: a HEAD routed to a GET endpoint is counted with C{method="HEAD"}
+        under that endpoint's route, not as a GET.
+        """
+        self.deployment.request("HEAD", "/n/1")
+        body = self.scrape()
+        self.assertEqual(sample(body, "stellarouter_http_requests_total", service="counted",
+                                version="1.2.3", method="HEAD", route="/n/{i}",
+                                status_class="2xx"), 1)
+        self.assertIsNone(sample(body, "stellarouter_http_requests_total", service="counted",
+                                 version="1.2.3", method="GET", route="/n/{i}",
+                                 status_class="2xx"))
+
     def test_ten_thousand_paths_do_not_grow_the_series(self) -> None:
         """
         10,000 distinct paths (half of them of one route, half matching no

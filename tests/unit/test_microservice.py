@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -334,6 +335,18 @@ class SessionTests(SynchronousTestCase):
             HelloAck(False, "nope", "gw", "eu1"))))
         self.assertIsNone(self.session.accepted)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_rejection_reason_logged_escaped(self) -> None:
+        """
+        A refusal reason holding a newline or ESC (a peer that is not one of
+        our gateways) is logged escaped: one printable line.
+        """
+        with capturedLogs() as events:
+            self.session.frameReceived(Frame(FrameType.HELLO, new_correlation_id(),
+                                             encode_hello_ack(HelloAck(
+                                                 False, "nope\n{\"x\":1}\x1b[2J", "gw", "eu1"))))
+        [line] = [formatEvent(e) for e in events if "rejected HELLO" in formatEvent(e)]
+        self.assertTrue(line.endswith('nope\\n{"x":1}\\x1b[2J'), line)
 
     def test_requests_and_cancel(self) -> None:
         """

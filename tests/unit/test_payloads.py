@@ -114,6 +114,45 @@ class HelloTests(SynchronousTestCase):
         self.assertRaises(MalformedPayload, decode_hello, hello_json(instance_id=""))
         self.assertRaises(MalformedPayload, decode_hello, hello_json(endpoints="x"))
 
+    def test_identity_characters(self) -> None:
+        """
+        An instance id or region with a control character, a space, a
+        non-ASCII letter, or over 256 characters is refused (F2), the
+        reason naming the field and showing the value escaped; printable
+        ASCII up to 256 characters is accepted.
+        """
+        for field in ("instance_id", "region"):
+            for bad in ("evil\x1b[2J\n{\"x\":1}", "a b", "eu\u2028", "r\u00e9gion", "x" * 257):
+                error = self.assertRaises(MalformedPayload, decode_hello,
+                                          hello_json(**{field: bad}))
+                self.assertIn(f"HELLO.instance.{field} must be 1 to 256 printable ASCII", str(error))
+                self.assertTrue(str(error).isprintable(), str(error))
+            good = "billing-1_eu.west:3/~@" + "x" * 234
+            self.assertEqual(getattr(decode_hello(hello_json(**{field: good})).instance, field),
+                             good)
+        error = self.assertRaises(MalformedPayload, decode_hello,
+                                  hello_json(instance_id="evil\x1b[2J\n{"))
+        self.assertIn("'evil\\x1b[2J\\n{'", str(error))
+
+    def test_refusals_bounded(self) -> None:
+        """
+        A refusal that names a huge announced value (a 100,000-character
+        service name, method or CANCEL reason) shows at most 64 characters
+        of it, escaped: such reasons are logged and sent back.
+        """
+        error = self.assertRaises(InvalidDescriptor, decode_hello,
+                                  hello_json(service_name="-" * 100_000))
+        self.assertLess(len(str(error)), 200)
+        obj = json.loads(hello_json())
+        obj["endpoints"][0]["method"] = "G\nET" * 25_000
+        error = self.assertRaises(InvalidDescriptor, decode_hello, json.dumps(obj).encode())
+        self.assertLess(len(str(error)), 300)
+        self.assertIn("'G\\nETG", str(error))
+        error = self.assertRaises(MalformedPayload, decode_cancel,
+                                  json.dumps({"reason": "\x1b" * 100_000}).encode())
+        self.assertLess(len(str(error)), 400)
+        self.assertTrue(str(error).isprintable())
+
     def test_bad_paths(self) -> None:
         """
         Malformed path templates are rejected, naming the endpoint.

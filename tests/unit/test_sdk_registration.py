@@ -14,12 +14,13 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from stellarouter.common.models import ClaimRequirement, InstanceDescriptor
+from stellarouter.common.models import ClaimRequirement, InstanceDescriptor, RegistrationLimits
 from stellarouter.common.payloads import Hello, decode_hello, encode_hello
 from stellarouter.config.microservice import MicroserviceConfig, RouterEndpointConfig, \
     parse_microservice_config
 from stellarouter.common.enums import TransportType
 from stellarouter.microservice import Microservice, RawResponse
+from stellarouter.gateway.hello import HelloRefused, accept_hello
 from stellarouter.microservice.service import MicroserviceService
 from stellarouter.testing.harness import GATEWAY_ADDRESS, InMemoryDeployment
 
@@ -207,3 +208,35 @@ class HelloRejectionTests(SynchronousTestCase):
         from stellarouter.config import ConfigError
         self.assertRaises(ConfigError, parse_microservice_config,
                           dict(base, max_hello_rejections=0))
+
+
+
+class IdentityCharacterTests(SynchronousTestCase):
+    BAD_ID = 'evil\x1b[2J\n\t\t{"cid":"forged-hello"}'
+
+    def test_gateway_refuses_control_characters(self) -> None:
+        """
+        A HELLO whose instance id holds ESC and a newline (F2: it cleared
+        the operator's screen and split the gateway's log lines) is refused,
+        the reason naming the field and showing the id escaped.
+        """
+        instance = InstanceDescriptor(self.BAD_ID, "billing", "1.0.0", "eu1")
+        payload = encode_hello(Hello(instance, ()))
+        error = self.assertRaises(HelloRefused, accept_hello, payload,
+                                  RegistrationLimits(), (), {}, None)
+        reason = str(error)
+        self.assertIn("invalid HELLO: HELLO.instance.instance_id must be 1 to 256 printable "
+                      "ASCII characters without spaces, not 'evil\\x1b[2J\\n", reason)
+        self.assertTrue(reason.isprintable(), reason)
+
+    def test_sdk_refuses_them_before_dialling(self) -> None:
+        """
+        The SDK refuses to start with such an instance id or region (what a
+        gateway would refuse), as C{config check} does for the YAML.
+        """
+        app = Microservice("billing", "1.0.0")
+        routers = (RouterEndpointConfig(TransportType.INMEMORY, GATEWAY_ADDRESS),)
+        for config in (MicroserviceConfig("eu1", routers, instance_id=self.BAD_ID),
+                       MicroserviceConfig("eu 1", routers)):
+            error = self.assertRaises(ValueError, MicroserviceService, app, config, Clock())
+            self.assertIn("must be 1 to 256 printable ASCII characters", str(error))

@@ -10,6 +10,7 @@ from typing import Dict, Optional
 
 from ..enums import CancelReason, InstanceHealthStatus
 from ..errors import MalformedPayload
+from ..untrusted import quoted
 from ._json import decode_json, encode_json, json_optional
 @dataclass(frozen=True)
 class Heartbeat:
@@ -109,7 +110,7 @@ def decode_cancel(payload: bytes) -> CancelReason:
     obj = decode_json(payload, "CANCEL")
     reason = parse_cancel_reason(obj.get("reason"))
     if reason is None:
-        raise MalformedPayload(f"CANCEL.reason {obj.get('reason')!r} is unknown")
+        raise MalformedPayload(f"CANCEL.reason {quoted(obj.get('reason'))} is unknown")
     return reason
 
 

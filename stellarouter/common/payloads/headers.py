@@ -10,6 +10,7 @@ import re
 from typing import List, Optional, Sequence, Tuple
 
 from ..errors import MalformedPayload
+from ..untrusted import quoted
 
 #: RFC 9110 token characters (header names), as a regular expression class body.
 TOKEN_CHARS = r"!#$%&'*+\-.^_`|~0-9A-Za-z"
@@ -25,10 +26,10 @@ def header_problem(name: object, value: object) -> Optional[str]:
     Why C{(name, value)} cannot be sent as an HTTP header, or C{None}.
     """
     if not isinstance(name, str) or not _is_token(name):
-        return f"header name {name!r} is not an RFC 9110 token"
+        return f"header name {quoted(name)} is not an RFC 9110 token"
     if not isinstance(value, str) or _bad_value(value):
-        return (f"value of header {name!r} must be a Latin-1 string without CR, LF or NUL, "
-                f"not {value!r}")
+        return (f"value of header {quoted(name)} must be a Latin-1 string without CR, LF or "
+                f"NUL, not {quoted(value)}")
     return None
 
 

@@ -16,6 +16,7 @@ from ..models import (
     EndpointDescriptor,
     InstanceDescriptor,
     RegistrationLimits,
+    identity_problem,
     normalize_method,
     normalize_path_template,
     normalize_service_name,
@@ -199,8 +200,9 @@ def decode_hello(payload: bytes, limits: Optional[RegistrationLimits] = None) ->
         )
     raw = json_field(obj, "instance", dict, "HELLO")
     instance_id = json_field(raw, "instance_id", str, "HELLO.instance")
-    if not instance_id:
-        raise MalformedPayload("HELLO.instance.instance_id must not be empty")
+    problem = identity_problem(instance_id)
+    if problem is not None:
+        raise MalformedPayload(f"HELLO.instance.instance_id {problem}")
     service = normalize_service_name(json_field(raw, "service_name", str, "HELLO.instance"))
     version = json_field(raw, "version", str, "HELLO.instance")
     try:
@@ -208,8 +210,9 @@ def decode_hello(payload: bytes, limits: Optional[RegistrationLimits] = None) ->
     except InvalidDescriptor as e:
         raise InvalidDescriptor(f"HELLO.instance.version: {e}") from None
     region = json_field(raw, "region", str, "HELLO.instance")
-    if not region:
-        raise MalformedPayload("HELLO.instance.region must not be empty")
+    problem = identity_problem(region)
+    if problem is not None:
+        raise MalformedPayload(f"HELLO.instance.region {problem}")
     instance = InstanceDescriptor(instance_id, service, version, region)
     endpoints = decode_endpoint_list(obj, instance, "HELLO", limits)
     interval = json_optional(obj, "heartbeat_interval", float, "HELLO", 5.0)
