@@ -39,6 +39,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 
 from ..common.interfaces import IOpenApiSource
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from ..common.untrusted import quoted
 from ..config.gateway import GatewayConfig
 from .admin_guard import AdminGuard, AdminRefused
 from .admin_listener import AdminSite
@@ -265,7 +266,7 @@ class AdminApp:
                   if name in (state.instance.instance_id, state.connection_id)]
         if not chosen:
             raise AdminRefused(404, "not-found", "No such instance",
-                               f"no registered instance or connection is called {name!r}")
+                               f"no registered instance or connection is called {quoted(name)}")
         now = self.clock.seconds()
         reader = self.ejection_state
         drained = [instance_view(c, state, now, None if reader is None else reader(c))

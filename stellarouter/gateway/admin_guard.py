@@ -18,6 +18,7 @@ from typing import List, Optional
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from ..common.untrusted import quoted
 from ..config.admin import is_loopback
 from ..config.gateway import GatewayConfig
 from .auth import InvalidToken, TokenVerifier, bearer_token, describe, unmet_requirement
@@ -92,7 +93,7 @@ class AdminGuard:
             named = host_name(request.getHeader(b"host"))
             if named is not None and not is_loopback(named):
                 raise AdminRefused(403, "forbidden", "Remote admin requests refused",
-                                   f"Host {named!r} is not a loopback name "
+                                   f"Host {quoted(named)} is not a loopback name "
                                    "(admin.allow_remote is false)")
         if not admin.require_claims:
             return

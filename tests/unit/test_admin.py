@@ -467,6 +467,14 @@ class DrainTests(AdminTestCase):
         id works too.
         """
         self.assertEqual(self.drain("billing-9").status, 404)
+        # The name in the detail is escaped and bounded (outside test F1's
+        # follow-up: it was repr'd at any length).
+        response = self.drain("%1B%5B2J" + "x" * 5000)
+        detail = json.loads(response.body)["detail"]
+        self.assertEqual(response.status, 404)
+        self.assertNotIn("\x1b", detail)
+        self.assertIn("\\x1b[2J", detail)
+        self.assertLess(len(detail), 200)
         connection_id = self.connection("billing-2").state.connection_id
         self.assertEqual(self.drain(connection_id).status, 202)
         self.assertEqual(self.connection("billing-2").state.status,
