@@ -165,11 +165,17 @@ class GatewayMetrics:
     the rest read from a L{LiveFigures} when scraped.
 
     @ivar registry: this gateway's own registry.
+    @ivar enabled: whether the gateway counts into these metrics
+        (C{metrics.enabled}, kept current across reloads by the gateway
+        service); while it is C{False} nothing on the request path counts.
+        What the admin listener asks to tell whether metrics are collected.
     """
 
-    def __init__(self, max_series: int = 2000, live: Optional[LiveFigures] = None) -> None:
+    def __init__(self, max_series: int = 2000, live: Optional[LiveFigures] = None,
+                 enabled: bool = True) -> None:
         self.max_series = max_series
         self.live = live
+        self.enabled = enabled
         self.requests: Dict[Tuple[str, str, str, str, str], RouteCounts] = {}
         self.latency: Dict[str, ServiceLatency] = {}
         self.rejections: Dict[int, int] = {}

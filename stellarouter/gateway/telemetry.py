@@ -10,7 +10,8 @@ the metrics (L{GatewayMetrics}) and the access log (L{AccessLog}).
 Microservice connections count their frames through L{CountingSender} and
 L{count_frame_in}; connection-level refusals are counted by the site's
 refusal log; everything else is read when the metrics are scraped
-(L{ServiceFigures}).
+(L{ServiceFigures}).  With C{metrics.enabled: false} none of this counting
+happens: no request is observed for the metrics, no sender is wrapped.
 """
 
 from __future__ import annotations
@@ -174,6 +175,13 @@ class CountingSender:
         self._sender = sender
         self._traffic = traffic
         directlyProvides(self, *providedBy(sender))
+
+    @property
+    def wrapped(self) -> Any:
+        """
+        The sender this one hands frames on to.
+        """
+        return self._sender
 
     def sendFrame(self, frame: Frame) -> None:
         traffic = self._traffic

@@ -4,13 +4,16 @@ families after real (in-memory) traffic, labels bounded by configuration
 (route templates, never raw paths), and the series cap.
 """
 
+import dataclasses
 from typing import Any, List
 
 from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import CancelReason
+from stellarouter.config.observability import AccessLogConfig, MetricsConfig
 from stellarouter.gateway.metrics import (
     OVERFLOW,
     UNMATCHED,
@@ -18,7 +21,7 @@ from stellarouter.gateway.metrics import (
     IMetricsExposition,
     LiveFigures,
 )
-from stellarouter.gateway.telemetry import NOT_ROUTED
+from stellarouter.gateway.telemetry import NOT_ROUTED, CountingSender
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.telemetry import sample, sample_values
@@ -252,6 +255,106 @@ class MetricsTests(SynchronousTestCase):
             gateway.config.metrics, enabled=False)))
         self.deployment.request("GET", "/n/1")
         self.assertEqual(self.metrics.series(), 0)
+
+
+class DisabledMetricsTests(SynchronousTestCase):
+    """
+    C{metrics.enabled: false} counts nothing on the request path, from the
+    start or from a reload on (outside test F6: frames, frame bytes and
+    streamed bytes went on being counted).
+    """
+
+    def deployment(self, enabled: bool) -> InMemoryDeployment:
+        deployment = InMemoryDeployment(
+            metrics=MetricsConfig(enabled=enabled),
+            access_log=AccessLogConfig(enabled=False))
+        self.addCleanup(deployment.stop)
+        deployment.add(make_app([]), instance_id="counted-1")
+        return deployment
+
+    def reload(self, deployment: InMemoryDeployment, enabled: bool) -> None:
+        gateway = deployment.gateway
+        gateway.apply_config(dataclasses.replace(gateway.config, metrics=dataclasses.replace(
+            gateway.config.metrics, enabled=enabled)))
+
+    def frames(self, deployment: InMemoryDeployment) -> List[int]:
+        traffic = deployment.gateway.metrics.traffic.get("inmemory")
+        if traffic is None:
+            return [0, 0, 0, 0, 0]
+        return [traffic.frames_in, traffic.frames_out, traffic.bytes_in, traffic.bytes_out,
+                traffic.streamed_out]
+
+    def test_off_from_the_start(self) -> None:
+        """
+        Started with metrics off, the gateway counts no frame and no
+        request, wraps no sender, and its site calls no telemetry when a
+        request ends (the access log is off too).
+        """
+        deployment = self.deployment(enabled=False)
+        gateway = deployment.gateway
+        self.assertEqual(deployment.request("GET", "/n/1").status, 200)
+        self.assertEqual(deployment.request("POST", "/sink", b"x" * 2_000_000).body,
+                         b"2000000")
+        self.assertEqual(self.frames(deployment), [0, 0, 0, 0, 0])
+        self.assertEqual(gateway.metrics.series(), 0)
+        self.assertEqual(gateway.metrics.latency, {})
+        self.assertFalse(gateway.metrics.enabled)
+        self.assertIsNone(gateway.site.telemetry)
+        [connection] = gateway.connections
+        self.assertNotIsInstance(connection.sender, CountingSender)
+        self.assertIsNone(connection.traffic)
+
+    def test_turned_off_and_on_by_reloads(self) -> None:
+        """
+        A reload that turns metrics off stops the counting on the
+        connections already open; one that turns them on again starts it
+        on them.
+        """
+        deployment = self.deployment(enabled=True)
+        gateway = deployment.gateway
+        deployment.request("GET", "/n/1")
+        counted = self.frames(deployment)
+        self.assertGreater(counted[0], 0)
+        self.assertEqual(gateway.metrics.series(), 1)
+        self.reload(deployment, enabled=False)
+        self.assertFalse(gateway.metrics.enabled)
+        deployment.request("GET", "/n/2")
+        deployment.request("POST", "/sink", b"x" * 2_000_000)
+        self.assertEqual(self.frames(deployment), counted)
+        self.assertEqual(gateway.metrics.series(), 1)
+        self.assertIsNone(gateway.site.telemetry)
+        self.reload(deployment, enabled=True)
+        self.assertTrue(gateway.metrics.enabled)
+        deployment.request("GET", "/n/3")
+        after = self.frames(deployment)
+        self.assertEqual([after[0] - counted[0], after[1] - counted[1]], [1, 1])
+        self.assertEqual(gateway.metrics.requests[
+            ("counted", "1.2.3", "GET", "/n/{i}", "2xx")].count, 2)
+
+
+    def test_off_by_a_reload_whose_access_log_cannot_open(self) -> None:
+        """
+        A reload that turns metrics off and names an access log file that
+        cannot be opened still turns metrics off; the access log keeps its
+        previous settings (and stays open).
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        deployment.add(make_app([]), instance_id="counted-1")
+        gateway = deployment.gateway
+        before = gateway.telemetry
+        assert before is not None and before.access_log is not None
+        with capturedLogs() as events:
+            gateway.apply_config(dataclasses.replace(
+                gateway.config, metrics=MetricsConfig(enabled=False),
+                access_log=AccessLogConfig(path=self.mktemp() + "/missing/access.log")))
+        self.assertTrue(any("cannot be opened" in e.get("log_format", "") for e in events))
+        self.assertFalse(gateway.metrics.enabled)
+        assert gateway.telemetry is not None
+        self.assertIsNone(gateway.telemetry.metrics)
+        self.assertIs(gateway.telemetry.access_log, before.access_log)
+        deployment.request("GET", "/n/1")
+        self.assertEqual(gateway.metrics.series(), 0)
 
 
 class SampleValuesTests(SynchronousTestCase):
