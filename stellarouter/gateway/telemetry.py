@@ -228,6 +228,9 @@ class ServiceFigures:
                  if c.sender is not None and getattr(c.sender, "transport_type", None)]
         return kinds + ["http"] * self.service.site.open_connections
 
+    def transports(self) -> Iterable[str]:
+        return ["http"] + [t.type.value for t in self.service.config.transports]
+
     def cancellations(self) -> Dict[str, int]:
         counts = dict(self.retired_cancels)
         for connection in self.service.connections:

@@ -164,6 +164,78 @@ class MetricsTests(SynchronousTestCase):
                                 version=OVERFLOW, method="GET", route=OVERFLOW,
                                 status_class="2xx"), 2)
 
+    def test_overflow_keeps_latency_by_service(self) -> None:
+        """
+        Past C{max_series}, only the request counter's label sets overflow:
+        each service keeps its own latency histograms (outside test F7:
+        they moved to C{service="(overflow)"}).
+        """
+        metrics = GatewayMetrics(max_series=2)
+        for service, route in (("s", "/a"), ("s", "/b"), ("s", "/c"), ("t", "/x")):
+            metrics.request_finished(service, "1.0.0", "GET", route, 200, 0.001, 0.0005)
+        body = metrics.exposition()[0]
+        self.assertEqual(sample(body, "stellarouter_http_requests_total", service=OVERFLOW,
+                                version=OVERFLOW, method="GET", route=OVERFLOW,
+                                status_class="2xx"), 2)
+        for name in ("stellarouter_http_request_duration_seconds_count",
+                     "stellarouter_upstream_duration_seconds_count"):
+            self.assertEqual(sample(body, name, service="s"), 3)
+            self.assertEqual(sample(body, name, service="t"), 1)
+            self.assertIsNone(sample(body, name, service=OVERFLOW))
+
+    def test_no_upstream_latency_without_a_route(self) -> None:
+        """
+        Requests not routed have a total latency under C{service=""} but no
+        upstream latency series, which nothing could ever fill (outside
+        test N2).
+        """
+        self.deployment.request("GET", "/nowhere")
+        body = self.scrape()
+        self.assertEqual(sample(body, "stellarouter_http_request_duration_seconds_count",
+                                service=""), 1)
+        self.assertNotIn(b'stellarouter_upstream_duration_seconds_count{service=""}', body)
+        self.assertIsNone(sample(body, "stellarouter_upstream_duration_seconds_count",
+                                 service=""))
+
+    def test_buckets_up_to_an_hour(self) -> None:
+        """
+        The latency buckets go up to 3600 s (the longest streaming route
+        timeouts): a 20-minute stream is told from a 40-second one (outside
+        test N8: everything past 30 s was only in C{+Inf}).
+        """
+        metrics = GatewayMetrics()
+        metrics.request_finished("s", "1.0.0", "GET", "/export", 200, 1200.0, 0.01)
+        metrics.request_finished("s", "1.0.0", "GET", "/export", 200, 40.0, 0.01)
+        body = metrics.exposition()[0]
+        bucket = "stellarouter_http_request_duration_seconds_bucket"
+        self.assertEqual([sample(body, bucket, service="s", le=le)
+                          for le in ("30.0", "60.0", "900.0", "3600.0", "+Inf")],
+                         [0, 1, 1, 2, 2])
+
+    def test_connection_gauges_stay_at_zero(self) -> None:
+        """
+        The connections gauge of HTTP clients and of each listener's
+        transport is 0 when none is open, not absent (outside test N1: the
+        http series vanished, and C{absent()} alerts fired).
+        """
+        body = self.scrape()
+        self.assertEqual(sample(body, "stellarouter_connections", transport="http"), 0)
+        self.assertEqual(sample(body, "stellarouter_connections", transport="inmemory"), 1)
+        client = self.deployment.http()
+        client.send("GET", "/n/1")
+        self.deployment.pump()
+        self.assertEqual(sample(self.scrape(), "stellarouter_connections", transport="http"), 1)
+        client.disconnect()
+        for service in list(self.deployment.microservices):
+            service.stopService()
+        self.deployment.microservices.clear()
+        self.deployment.pump()
+        self.deployment.clock.advance(31)
+        self.deployment.pump()
+        body = self.scrape()
+        self.assertEqual(sample(body, "stellarouter_connections", transport="http"), 0)
+        self.assertEqual(sample(body, "stellarouter_connections", transport="inmemory"), 0)
+
     def test_live_figures(self) -> None:
         """
         In-flight requests, instances by health, connections by transport,
