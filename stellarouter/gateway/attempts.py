@@ -158,23 +158,29 @@ class RetryDispatcher:
             # (A closed connection is out of routing already.)
             return
         instance = connection.state.instance
+        key = connection.state.connection_id
         now = self.clock.seconds()
+        timeout = isinstance(error, GatewayTimeout)
+        outliers = state.outliers
+        # (The count is reset by the ejection: read it before.)
+        in_a_row = outliers.state(key).consecutive_failures + 1
         total, ejected = state.service_instances(instance.service_name)
-        until = state.outliers.failure(connection.state.connection_id, now, total, ejected,
-                                       timeout=isinstance(error, GatewayTimeout))
+        until = outliers.failure(key, now, total, ejected, timeout=timeout)
         if until is None:
             return
         state.eject(connection)
         record = state.ejection_state(connection)
+        if timeout and in_a_row < outliers.policy.consecutive_failures:
+            why = (f"at a gateway timeout (outlier_detection.eject_on_timeout; "
+                   f"{in_a_row} failure(s) in a row)")
+        else:
+            why = f"after {in_a_row} consecutive failure(s)"
         self.log.warn(
-            "instance {instance_id} ({service} {version}) ejected for {seconds:g}s after "
-            "{count} consecutive failure(s) (last: {error}); ejection {ejections}",
+            "instance {instance_id} ({service} {version}) ejected for {seconds:g}s {why} "
+            "(last: {error}); ejection {ejections}",
             instance_id=instance.instance_id, service=instance.service_name,
-            version=instance.version, seconds=until - now,
-            count=state.outliers.state(connection.state.connection_id).consecutive_failures
-            or state.outliers.policy.consecutive_failures, error=error.detail,
+            version=instance.version, seconds=until - now, why=why, error=error.detail,
             ejections=record.ejections)
-        key = connection.state.connection_id
         self._restores[key] = self.clock.callLater(until - now, self._restore, connection)
 
     def _restore(self, connection: Any) -> None:

@@ -14,8 +14,11 @@ cost the request path nothing.
 Label values come from configuration and registrations, never from the
 request: the route label is the announced template (C{/invoices/{id}}), a
 path no route matches is C{route="(unmatched)"}, an unknown method is
-C{OTHER}, and at most C{metrics.max_series} label sets are kept; beyond,
-new ones are counted under C{route="(overflow)"}.
+C{OTHER}, and at most C{metrics.max_series} label sets of the request
+counter are kept; beyond, new ones are counted under C{route="(overflow)"}.
+The latency histograms are labelled by service only, bounded by
+registrations, not traffic: a service keeps its own histograms past the
+cap.
 """
 
 from __future__ import annotations
@@ -42,9 +45,12 @@ OVERFLOW = "(overflow)"
 #: Methods kept as label values; any other is C{OTHER}.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE",
                      "CONNECT"})
-#: Latency histogram buckets (seconds).
+#: Latency histogram buckets (seconds).  Up to an hour: a streamed
+#: response may last as long as its route's timeout allows (3600 s for a
+#: long export), and past the last bound only C{+Inf} tells anything.  Each
+#: bound is one series per service and histogram.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                   2.5, 5.0, 10.0, 30.0)
+                   2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 #: The content type of what L{generate_latest} writes: the Prometheus text
 #: format 0.0.4, which every Prometheus server reads (prometheus_client
 #: 0.22+ names 1.0.0 "latest", which older servers do not know).
@@ -93,11 +99,14 @@ class RouteCounts:
     """
     The requests of one label set, and the latency histograms of its
     service (shared by all its label sets).
+
+    @ivar latency: C{None} for an overflow label set, which counts the
+        requests of several services: each keeps its own histograms.
     """
 
     __slots__ = ("count", "latency")
 
-    def __init__(self, latency: ServiceLatency) -> None:
+    def __init__(self, latency: Optional[ServiceLatency]) -> None:
         self.count = 0
         self.latency = latency
 
@@ -139,6 +148,12 @@ class LiveFigures(Interface):
         every open connection.
         """
 
+    def transports() -> Iterable[str]:
+        """
+        The transports whose connection gauge is exposed even at zero:
+        C{http} and those of the gateway's listeners.
+        """
+
     def cancellations() -> Dict[str, int]:
         """
         CANCEL frames sent so far, by reason.
@@ -165,11 +180,17 @@ class GatewayMetrics:
     the rest read from a L{LiveFigures} when scraped.
 
     @ivar registry: this gateway's own registry.
+    @ivar enabled: whether the gateway counts into these metrics
+        (C{metrics.enabled}, kept current across reloads by the gateway
+        service); while it is C{False} nothing on the request path counts.
+        What the admin listener asks to tell whether metrics are collected.
     """
 
-    def __init__(self, max_series: int = 2000, live: Optional[LiveFigures] = None) -> None:
+    def __init__(self, max_series: int = 2000, live: Optional[LiveFigures] = None,
+                 enabled: bool = True) -> None:
         self.max_series = max_series
         self.live = live
+        self.enabled = enabled
         self.requests: Dict[Tuple[str, str, str, str, str], RouteCounts] = {}
         self.latency: Dict[str, ServiceLatency] = {}
         self.rejections: Dict[int, int] = {}
@@ -195,13 +216,16 @@ class GatewayMetrics:
         if counts is None:
             counts = self._new_series(key)
         counts.count += 1
+        latency = counts.latency
+        if latency is None:  # (an overflow label set)
+            latency = self._latency_of(service)
         # (Both histograms observed here, not through a method each.)
-        histogram = counts.latency.total
+        histogram = latency.total
         histogram.counts[bisect_left(LATENCY_BUCKETS, total)] += 1
         histogram.total += total
         histogram.count += 1
         if upstream is not None:
-            histogram = counts.latency.upstream
+            histogram = latency.upstream
             histogram.counts[bisect_left(LATENCY_BUCKETS, upstream)] += 1
             histogram.total += upstream
             histogram.count += 1
@@ -209,19 +233,26 @@ class GatewayMetrics:
     def _new_series(self, key: Tuple[str, str, str, str, str]) -> "RouteCounts":
         """
         The counts of a label set seen for the first time: its own, or the
-        overflow set's past C{max_series}.
+        overflow set's past C{max_series} (without histograms: the
+        requests it counts keep their service's).
         """
         if len(self.requests) >= self.max_series:
             key = (OVERFLOW, OVERFLOW, key[2], OVERFLOW, key[4])
             counts = self.requests.get(key)
-            if counts is not None:
-                return counts
-        service = key[0]
+            if counts is None:
+                counts = self.requests[key] = RouteCounts(None)
+            return counts
+        counts = self.requests[key] = RouteCounts(self._latency_of(key[0]))
+        return counts
+
+    def _latency_of(self, service: str) -> ServiceLatency:
+        """
+        The latency histograms of C{service} (created at its first request).
+        """
         latency = self.latency.get(service)
         if latency is None:
             latency = self.latency[service] = ServiceLatency()
-        counts = self.requests[key] = RouteCounts(latency)
-        return counts
+        return latency
 
     def rejected(self, status: int) -> None:
         """
@@ -278,6 +309,10 @@ class _Collector:
                  "Time from a REQUEST sent to its RESPONSE head, by service")):
             family = HistogramMetricFamily(name, doc, labels=["service"])
             for service, latency in sorted(m.latency.items()):
+                if attribute == "upstream" and not service:
+                    # (Requests not routed went to no instance: no
+                    # upstream latency, no series that could never move.)
+                    continue
                 histogram: LatencyHistogram = getattr(latency, attribute)
                 family.add_metric([service], histogram.buckets(), histogram.total)
             yield family
@@ -317,7 +352,8 @@ class _Collector:
                         ["service", "health"], live.instances())
         yield _gauge_by("stellarouter_connections",
                         "Open connections by transport (http: HTTP clients)", ["transport"],
-                        ((t,) for t in live.connections()))
+                        ((t,) for t in live.connections()),
+                        always=((t,) for t in live.transports()))
         cancellations = CounterMetricFamily(
             "stellarouter_cancellations", "CANCEL frames sent to microservices, by reason",
             labels=["reason"])
@@ -349,9 +385,14 @@ class _Collector:
                                 value=figures.get("ejected_now", 0))
 
 
-def _gauge_by(name: str, doc: str, labels: Sequence[str],
-              items: Iterable[Tuple[str, ...]]) -> GaugeMetricFamily:
-    counts: Dict[Tuple[str, ...], int] = {}
+def _gauge_by(name: str, doc: str, labels: Sequence[str], items: Iterable[Tuple[str, ...]],
+              always: Iterable[Tuple[str, ...]] = ()) -> GaugeMetricFamily:
+    """
+    A gauge of how many C{items} have each label set; those in C{always}
+    are exposed at 0 when none has them (a series that disappears at 0
+    reads as "absent" to an alert).
+    """
+    counts: Dict[Tuple[str, ...], int] = dict.fromkeys(always, 0)
     for item in items:
         counts[item] = counts.get(item, 0) + 1
     family = GaugeMetricFamily(name, doc, labels=list(labels))

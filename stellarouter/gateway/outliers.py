@@ -12,9 +12,10 @@ arms the timer that ends an ejection and tells the routing state.
    C{base_ejection_time} times the number of times it has been ejected
    (one less for each C{base_ejection_time} it then stayed in routing
    without being ejected), at most C{max_ejection_time}.
- - At most C{max_ejected_share} of a service's instances are ejected at
-   once (rounded down: with the default one half, one of two, never the
-   last one).
+ - At most C{max_ejected_share} of a service's instances that can take
+   traffic (HEALTHY or DEGRADED, ejected ones included; not DRAINING or
+   UNHEALTHY ones) are ejected at once (rounded down: with the default one
+   half, one of two, never the last one).
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ class OutlierDetector:
         @param timeout: it is a gateway timeout (504), which ejects at once
             with L{OutlierPolicy.eject_on_timeout}.
 
-        @param instances: live instances of its service.
+        @param instances: instances of its service that could take traffic
+            but for an ejection (L{RoutingState.service_instances
+            <stellarouter.gateway.state.RoutingState.service_instances>}).
         @param ejected: how many of them are ejected now.
         @return: when the ejection ends, if this failure ejects it now.
         """

@@ -108,7 +108,7 @@ class GatewayService(Service):
         self.routing_state = RoutingState(reactor)
         self.aggregate = ByteCount()
         self.response_budget = ResponseBudget(config.buffers.max_response_bytes)
-        self.connections: List[GatewayConnection] = []
+        self.connections: List["_TrackedConnection"] = []
         #: Open connections by peer host (for C{max_connections_per_peer_address}).
         self.per_peer_address: Dict[str, int] = {}
         self._refusals = _RefusalLog(reactor)
@@ -131,7 +131,8 @@ class GatewayService(Service):
         # rebuilt when its settings change (see _apply_telemetry).
         self.reloads_applied = 0
         self.figures = ServiceFigures(self)
-        self.metrics = GatewayMetrics(config.metrics.max_series, self.figures)
+        self.metrics = GatewayMetrics(config.metrics.max_series, self.figures,
+                                      config.metrics.enabled)
         self.site.refusal_log.on_refused = self._refused_at_edge
         self.telemetry: Optional[RequestTelemetry] = None
         # The admin listener (issue 21): its own port, its own site; it
@@ -253,6 +254,7 @@ class GatewayService(Service):
         if current is not None and (self.config.access_log, self.config.metrics) == (
                 config.access_log, config.metrics):
             return
+        enabled = config.metrics.enabled
         try:
             telemetry = build_telemetry(self.reactor, config.access_log, config.metrics,
                                         self.metrics)
@@ -263,11 +265,22 @@ class GatewayService(Service):
             self.log.error("access_log.path ({path}) cannot be opened: {error}; the access "
                            "log keeps its previous settings", path=config.access_log.path,
                            error=one_line(e))
-            return
+            # (The metrics settings still apply; the access log goes on.)
+            telemetry = RequestTelemetry(self.reactor, self.metrics if enabled else None,
+                                         current.access_log)
+        else:
+            if current is not None:
+                current.close()
         self.metrics.max_series = config.metrics.max_series
-        if current is not None:
-            current.close()
-        self.telemetry = self.site.telemetry = telemetry
+        if enabled != self.metrics.enabled:
+            self.metrics.enabled = enabled
+            for connection in self.connections:
+                connection.count_traffic(self.metrics if enabled else None)
+        self.telemetry = telemetry
+        # With neither metrics nor an access log, the site calls nothing
+        # when a request ends.
+        self.site.telemetry = (telemetry if telemetry.metrics is not None
+                               or telemetry.access_log is not None else None)
 
     def _refused_at_edge(self, status: int) -> None:
         telemetry = self.telemetry
@@ -491,12 +504,30 @@ class _TrackedConnection(GatewayConnection):
         self._peer_address = address
         owner.per_peer_address[address] = owner.per_peer_address.get(address, 0) + 1
         owner.connections.append(self)
-        transport = getattr(sender, "transport_type", None)
-        if transport is not None:  # (telemetry: frames counted by transport)
-            self.traffic = owner.metrics.traffic_for(transport.value)
-            # (It provides what the wrapped sender provides: directlyProvides.)
-            sender = cast(IFrameSender, CountingSender(sender, self.traffic))
         super().connectionOpened(sender)
+        if owner.metrics.enabled:
+            self.count_traffic(owner.metrics)
+
+    def count_traffic(self, metrics: Optional[GatewayMetrics]) -> None:
+        """
+        Count this connection's frames in C{metrics} (by its transport), or
+        stop counting them (C{None}: C{metrics.enabled} turned off by a
+        reload): frames out through a L{CountingSender} around its sender,
+        frames in by L{frameReceived}.
+        """
+        sender = self.sender
+        if sender is None:
+            return
+        if isinstance(sender, CountingSender):
+            sender = sender.wrapped
+        transport = getattr(sender, "transport_type", None)
+        if metrics is None or transport is None:
+            self.traffic = None
+            self.sender = sender
+            return
+        self.traffic = metrics.traffic_for(transport.value)
+        # (It provides what the wrapped sender provides: directlyProvides.)
+        self.sender = cast(IFrameSender, CountingSender(sender, self.traffic))
 
     def frameReceived(self, frame: Frame) -> None:
         if self.traffic is not None:

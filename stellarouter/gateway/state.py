@@ -254,13 +254,16 @@ class RoutingState:
 
     def service_instances(self, service_name: str) -> Tuple[int, int]:
         """
-        How many live connections serve C{service_name}, and how many of
-        them are ejected.
+        How many live connections of C{service_name} could take traffic but
+        for an ejection (HEALTHY or DEGRADED; not DRAINING, not UNHEALTHY),
+        and how many of them are ejected: what the ejection share cap
+        counts, so that it never ejects the last connection routing may
+        choose (an operator-drained instance is not one).
         """
         total = ejected = 0
         for connection in self._connections.values():
             state = connection.state
-            if state.instance.service_name == service_name:
+            if state.instance.service_name == service_name and state.status in _ROUTABLE:
                 total += 1
                 ejected += state.connection_id in self._ejected
         return total, ejected

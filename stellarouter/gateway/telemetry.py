@@ -10,7 +10,8 @@ the metrics (L{GatewayMetrics}) and the access log (L{AccessLog}).
 Microservice connections count their frames through L{CountingSender} and
 L{count_frame_in}; connection-level refusals are counted by the site's
 refusal log; everything else is read when the metrics are scraped
-(L{ServiceFigures}).
+(L{ServiceFigures}).  With C{metrics.enabled: false} none of this counting
+happens: no request is observed for the metrics, no sender is wrapped.
 """
 
 from __future__ import annotations
@@ -181,6 +182,13 @@ class CountingSender:
         self._traffic = traffic
         directlyProvides(self, *providedBy(sender))
 
+    @property
+    def wrapped(self) -> Any:
+        """
+        The sender this one hands frames on to.
+        """
+        return self._sender
+
     def sendFrame(self, frame: Frame) -> None:
         traffic = self._traffic
         size = len(frame.payload)
@@ -225,6 +233,9 @@ class ServiceFigures:
         kinds = [c.sender.transport_type.value for c in self.service.connections
                  if c.sender is not None and getattr(c.sender, "transport_type", None)]
         return kinds + ["http"] * self.service.site.open_connections
+
+    def transports(self) -> Iterable[str]:
+        return ["http"] + [t.type.value for t in self.service.config.transports]
 
     def cancellations(self) -> Dict[str, int]:
         counts = dict(self.retired_cancels)

@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any, List, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -386,6 +387,65 @@ class EjectionTests(SynchronousTestCase):
         self.assertFalse(routing.ejection_state(self.connection("a")).ejected)
         self.assertEqual(routing.outliers.ejections_prevented, 2)
         routing.restore(b)
+
+
+    def test_drained_instance_does_not_count_toward_the_share(self) -> None:
+        """
+        With b drained by the operator, a is the one instance routing may
+        choose: its timeout does not eject it (outside test F3: the drained
+        connection counted in the share, a was ejected, and the whole
+        service answered 503 for the ejection's 30 s).
+        """
+        gateway = self.deployment.gateway
+        gateway.apply_config(dataclasses.replace(
+            gateway.config, outlier_detection=OutlierDetectionConfig(base_ejection_time=10.0)))
+        routing = gateway.routing_state
+        self.assertTrue(self.connection("b").request_drain())
+        self.deployment.pump()
+        client = self.deployment.http()
+        client.send("GET", "/slow")
+        self.deployment.pump()
+        self.assertEqual(self.app.pending[-1][0].instance.instance_id, "a")
+        self.deployment.clock.advance(2.0)
+        self.deployment.pump()
+        self.assertEqual(client.response().status, 504)
+        self.assertFalse(routing.ejection_state(self.connection("a")).ejected)
+        self.assertEqual(routing.outliers.ejections_prevented, 1)
+        self.assertEqual(self.who(), {b"a"})
+
+    def test_timeout_ejection_logged_as_such(self) -> None:
+        """
+        An ejection by C{eject_on_timeout} is logged as a timeout ejection
+        with the failures actually seen (outside test F3: it said "after 5
+        consecutive failure(s)" after one timeout).
+        """
+        gateway = self.deployment.gateway
+        gateway.apply_config(dataclasses.replace(
+            gateway.config, outlier_detection=OutlierDetectionConfig(base_ejection_time=10.0)))
+        clients = self.stuck_on_a(1)
+        with capturedLogs() as events:
+            self.deployment.clock.advance(2.0)
+            self.deployment.pump()
+        self.assertEqual(clients[0].response().status, 504)
+        lines = [formatEvent(e) for e in events if "ejected for" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("ejected for 10s at a gateway timeout "
+                      "(outlier_detection.eject_on_timeout; 1 failure(s) in a row)", lines[0])
+        self.assertNotIn("consecutive", lines[0])
+
+    def test_consecutive_failures_ejection_logged_with_its_count(self) -> None:
+        """
+        An ejection by C{consecutive_failures} names how many failures in a
+        row there were.
+        """
+        clients = self.stuck_on_a(2)
+        with capturedLogs() as events:
+            self.deployment.clock.advance(2.0)
+            self.deployment.pump()
+        self.assertEqual([c.response().status for c in clients], [504, 504])
+        lines = [formatEvent(e) for e in events if "ejected for" in e.get("log_format", "")]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("ejected for 10s after 2 consecutive failure(s)", lines[0])
 
 
 class AdmissionTests(SynchronousTestCase):

@@ -4,13 +4,16 @@ families after real (in-memory) traffic, labels bounded by configuration
 (route templates, never raw paths), and the series cap.
 """
 
+import dataclasses
 from typing import Any, List
 
 from twisted.internet.defer import Deferred
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import CancelReason
+from stellarouter.config.observability import AccessLogConfig, MetricsConfig
 from stellarouter.gateway.metrics import (
     OVERFLOW,
     UNMATCHED,
@@ -18,7 +21,7 @@ from stellarouter.gateway.metrics import (
     IMetricsExposition,
     LiveFigures,
 )
-from stellarouter.gateway.telemetry import NOT_ROUTED
+from stellarouter.gateway.telemetry import NOT_ROUTED, CountingSender
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.telemetry import sample, sample_values
@@ -175,6 +178,78 @@ class MetricsTests(SynchronousTestCase):
                                 version=OVERFLOW, method="GET", route=OVERFLOW,
                                 status_class="2xx"), 2)
 
+    def test_overflow_keeps_latency_by_service(self) -> None:
+        """
+        Past C{max_series}, only the request counter's label sets overflow:
+        each service keeps its own latency histograms (outside test F7:
+        they moved to C{service="(overflow)"}).
+        """
+        metrics = GatewayMetrics(max_series=2)
+        for service, route in (("s", "/a"), ("s", "/b"), ("s", "/c"), ("t", "/x")):
+            metrics.request_finished(service, "1.0.0", "GET", route, 200, 0.001, 0.0005)
+        body = metrics.exposition()[0]
+        self.assertEqual(sample(body, "stellarouter_http_requests_total", service=OVERFLOW,
+                                version=OVERFLOW, method="GET", route=OVERFLOW,
+                                status_class="2xx"), 2)
+        for name in ("stellarouter_http_request_duration_seconds_count",
+                     "stellarouter_upstream_duration_seconds_count"):
+            self.assertEqual(sample(body, name, service="s"), 3)
+            self.assertEqual(sample(body, name, service="t"), 1)
+            self.assertIsNone(sample(body, name, service=OVERFLOW))
+
+    def test_no_upstream_latency_without_a_route(self) -> None:
+        """
+        Requests not routed have a total latency under C{service=""} but no
+        upstream latency series, which nothing could ever fill (outside
+        test N2).
+        """
+        self.deployment.request("GET", "/nowhere")
+        body = self.scrape()
+        self.assertEqual(sample(body, "stellarouter_http_request_duration_seconds_count",
+                                service=""), 1)
+        self.assertNotIn(b'stellarouter_upstream_duration_seconds_count{service=""}', body)
+        self.assertIsNone(sample(body, "stellarouter_upstream_duration_seconds_count",
+                                 service=""))
+
+    def test_buckets_up_to_an_hour(self) -> None:
+        """
+        The latency buckets go up to 3600 s (the longest streaming route
+        timeouts): a 20-minute stream is told from a 40-second one (outside
+        test N8: everything past 30 s was only in C{+Inf}).
+        """
+        metrics = GatewayMetrics()
+        metrics.request_finished("s", "1.0.0", "GET", "/export", 200, 1200.0, 0.01)
+        metrics.request_finished("s", "1.0.0", "GET", "/export", 200, 40.0, 0.01)
+        body = metrics.exposition()[0]
+        bucket = "stellarouter_http_request_duration_seconds_bucket"
+        self.assertEqual([sample(body, bucket, service="s", le=le)
+                          for le in ("30.0", "60.0", "900.0", "3600.0", "+Inf")],
+                         [0, 1, 1, 2, 2])
+
+    def test_connection_gauges_stay_at_zero(self) -> None:
+        """
+        The connections gauge of HTTP clients and of each listener's
+        transport is 0 when none is open, not absent (outside test N1: the
+        http series vanished, and C{absent()} alerts fired).
+        """
+        body = self.scrape()
+        self.assertEqual(sample(body, "stellarouter_connections", transport="http"), 0)
+        self.assertEqual(sample(body, "stellarouter_connections", transport="inmemory"), 1)
+        client = self.deployment.http()
+        client.send("GET", "/n/1")
+        self.deployment.pump()
+        self.assertEqual(sample(self.scrape(), "stellarouter_connections", transport="http"), 1)
+        client.disconnect()
+        for service in list(self.deployment.microservices):
+            service.stopService()
+        self.deployment.microservices.clear()
+        self.deployment.pump()
+        self.deployment.clock.advance(31)
+        self.deployment.pump()
+        body = self.scrape()
+        self.assertEqual(sample(body, "stellarouter_connections", transport="http"), 0)
+        self.assertEqual(sample(body, "stellarouter_connections", transport="inmemory"), 0)
+
     def test_live_figures(self) -> None:
         """
         In-flight requests, instances by health, connections by transport,
@@ -266,6 +341,106 @@ class MetricsTests(SynchronousTestCase):
             gateway.config.metrics, enabled=False)))
         self.deployment.request("GET", "/n/1")
         self.assertEqual(self.metrics.series(), 0)
+
+
+class DisabledMetricsTests(SynchronousTestCase):
+    """
+    C{metrics.enabled: false} counts nothing on the request path, from the
+    start or from a reload on (outside test F6: frames, frame bytes and
+    streamed bytes went on being counted).
+    """
+
+    def deployment(self, enabled: bool) -> InMemoryDeployment:
+        deployment = InMemoryDeployment(
+            metrics=MetricsConfig(enabled=enabled),
+            access_log=AccessLogConfig(enabled=False))
+        self.addCleanup(deployment.stop)
+        deployment.add(make_app([]), instance_id="counted-1")
+        return deployment
+
+    def reload(self, deployment: InMemoryDeployment, enabled: bool) -> None:
+        gateway = deployment.gateway
+        gateway.apply_config(dataclasses.replace(gateway.config, metrics=dataclasses.replace(
+            gateway.config.metrics, enabled=enabled)))
+
+    def frames(self, deployment: InMemoryDeployment) -> List[int]:
+        traffic = deployment.gateway.metrics.traffic.get("inmemory")
+        if traffic is None:
+            return [0, 0, 0, 0, 0]
+        return [traffic.frames_in, traffic.frames_out, traffic.bytes_in, traffic.bytes_out,
+                traffic.streamed_out]
+
+    def test_off_from_the_start(self) -> None:
+        """
+        Started with metrics off, the gateway counts no frame and no
+        request, wraps no sender, and its site calls no telemetry when a
+        request ends (the access log is off too).
+        """
+        deployment = self.deployment(enabled=False)
+        gateway = deployment.gateway
+        self.assertEqual(deployment.request("GET", "/n/1").status, 200)
+        self.assertEqual(deployment.request("POST", "/sink", b"x" * 2_000_000).body,
+                         b"2000000")
+        self.assertEqual(self.frames(deployment), [0, 0, 0, 0, 0])
+        self.assertEqual(gateway.metrics.series(), 0)
+        self.assertEqual(gateway.metrics.latency, {})
+        self.assertFalse(gateway.metrics.enabled)
+        self.assertIsNone(gateway.site.telemetry)
+        [connection] = gateway.connections
+        self.assertNotIsInstance(connection.sender, CountingSender)
+        self.assertIsNone(connection.traffic)
+
+    def test_turned_off_and_on_by_reloads(self) -> None:
+        """
+        A reload that turns metrics off stops the counting on the
+        connections already open; one that turns them on again starts it
+        on them.
+        """
+        deployment = self.deployment(enabled=True)
+        gateway = deployment.gateway
+        deployment.request("GET", "/n/1")
+        counted = self.frames(deployment)
+        self.assertGreater(counted[0], 0)
+        self.assertEqual(gateway.metrics.series(), 1)
+        self.reload(deployment, enabled=False)
+        self.assertFalse(gateway.metrics.enabled)
+        deployment.request("GET", "/n/2")
+        deployment.request("POST", "/sink", b"x" * 2_000_000)
+        self.assertEqual(self.frames(deployment), counted)
+        self.assertEqual(gateway.metrics.series(), 1)
+        self.assertIsNone(gateway.site.telemetry)
+        self.reload(deployment, enabled=True)
+        self.assertTrue(gateway.metrics.enabled)
+        deployment.request("GET", "/n/3")
+        after = self.frames(deployment)
+        self.assertEqual([after[0] - counted[0], after[1] - counted[1]], [1, 1])
+        self.assertEqual(gateway.metrics.requests[
+            ("counted", "1.2.3", "GET", "/n/{i}", "2xx")].count, 2)
+
+
+    def test_off_by_a_reload_whose_access_log_cannot_open(self) -> None:
+        """
+        A reload that turns metrics off and names an access log file that
+        cannot be opened still turns metrics off; the access log keeps its
+        previous settings (and stays open).
+        """
+        deployment = InMemoryDeployment()
+        self.addCleanup(deployment.stop)
+        deployment.add(make_app([]), instance_id="counted-1")
+        gateway = deployment.gateway
+        before = gateway.telemetry
+        assert before is not None and before.access_log is not None
+        with capturedLogs() as events:
+            gateway.apply_config(dataclasses.replace(
+                gateway.config, metrics=MetricsConfig(enabled=False),
+                access_log=AccessLogConfig(path=self.mktemp() + "/missing/access.log")))
+        self.assertTrue(any("cannot be opened" in e.get("log_format", "") for e in events))
+        self.assertFalse(gateway.metrics.enabled)
+        assert gateway.telemetry is not None
+        self.assertIsNone(gateway.telemetry.metrics)
+        self.assertIs(gateway.telemetry.access_log, before.access_log)
+        deployment.request("GET", "/n/1")
+        self.assertEqual(gateway.metrics.series(), 0)
 
 
 class SampleValuesTests(SynchronousTestCase):
