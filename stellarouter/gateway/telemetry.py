@@ -183,7 +183,7 @@ class CountingSender:
         directlyProvides(self, *providedBy(sender))
 
     @property
-    def wrapped(self) -> Any:
+    def wrapped(self) -> IFrameSender:
         """
         The sender this one hands frames on to.
         """
