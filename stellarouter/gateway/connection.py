@@ -22,20 +22,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..common.enums import CancelReason, FrameType, InstanceHealthStatus
+from ..common.enums import CancelReason, FrameType
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
 from ..common.models import ConnectionState, Frame, RoutableConnection
-from ..common.payloads import (
-    RequestMessage,
-    Heartbeat,
-    decode_heartbeat,
-    encode_cancel,
-    encode_heartbeat,
-    stream_credit,
-)
+from ..common.payloads import RequestMessage, decode_heartbeat, encode_cancel, stream_credit
 from ..config.gateway import HealthConfig
 from .backlog import BacklogWatch
 from .buffers import ResponseBudget
@@ -314,23 +307,14 @@ class GatewayConnection:
         if self.phase is not _REGISTERED or state is None:
             return
         try:
-            status = self.liveness.evaluate(state, now, thresholds)
+            changed = self.liveness.refresh(state, now, thresholds)
         except UnhealthyTooLong as e:
             # Closed, not kept forever: a silent registration costs memory
             # and a place in the routing table until it goes.
             self._reject(str(e))
             return
-        if status is None:
-            return
-        self.log.info(
-            "instance {instance_id} ({service} {version}) {old} -> {new} "
-            "({silence:.1f}s since its last heartbeat)",
-            instance_id=state.instance.instance_id, service=state.instance.service_name,
-            version=state.instance.version, old=state.status.value, new=status.value,
-            silence=now - state.last_heartbeat,
-        )
-        state.status = status
-        self.routing_state.status_changed(self._routable())
+        if changed:
+            self.routing_state.status_changed(self._routable())
 
     @property
     def drain_requested(self) -> bool:
@@ -353,15 +337,9 @@ class GatewayConnection:
         state = self.state
         if self.phase is not _REGISTERED or state is None or self.sender is None:
             return False
-        if not self.liveness.drain_requested:
-            self.liveness.drain_requested = True
-            self.log.info("instance {instance_id} ({service} {version}) drained by the "
-                          "operator: no new requests", instance_id=state.instance.instance_id,
-                          service=state.instance.service_name, version=state.instance.version)
-        self.liveness.reported_status = InstanceHealthStatus.DRAINING
+        ask = self.liveness.drain(state)
         self.refresh_status(self.clock.seconds())
-        self.sender.sendFrame(Frame(_HEARTBEAT, new_correlation_id(), encode_heartbeat(
-            Heartbeat(state.instance.instance_id, InstanceHealthStatus.DRAINING))))
+        self.sender.sendFrame(ask)
         return True
 
     def ping(self, now: float) -> None:
@@ -370,8 +348,7 @@ class GatewayConnection:
         """
         if self.phase is not _REGISTERED or self.sender is None:
             return
-        cid = self.liveness.new_ping(now)
-        self.sender.sendFrame(Frame(_HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
+        self.sender.sendFrame(self.liveness.ping(now))
 
     def _endpoints_update(self, frame: Frame) -> None:
         try:
