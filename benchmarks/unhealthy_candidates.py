@@ -9,6 +9,7 @@ no sockets.
 import sys, timeit
 from twisted.internet.task import Clock
 from stellarouter.gateway.connection import GatewayConnection
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.gateway.routing import RegionAwareRouting
 from stellarouter.common.models import RoutingContext
@@ -22,7 +23,7 @@ def hello(paths, instance_id):
     return Frame(FrameType.HELLO, new_correlation_id(), encode_hello(Hello(i, tuple(EndpointDescriptor("billing", "1.0.0", m, p) for m, p in paths))))
 clock, state = Clock(), RoutingState()
 def connect(i):
-    c = GatewayConnection(state, clock, "gw", "eu1"); c.connectionOpened(FakeFrameSender()); c.frameReceived(hello([("GET", "/ping")], f"s-{i}")); return c
+    c = GatewayConnection(Registrar(state, "gw", "eu1"), clock); c.connectionOpened(FakeFrameSender()); c.frameReceived(hello([("GET", "/ping")], f"s-{i}")); return c
 silent = [connect(i) for i in range(int(sys.argv[1]))]
 clock.advance(25); live = connect("live"); clock.advance(5)
 for c in silent + [live]: c.refresh_status(clock.seconds())

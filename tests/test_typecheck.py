@@ -18,7 +18,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 #: The most C{Any} tokens stellarouter/ may hold (issue 20: 253 when the
 #: ratchet was added, 217 when the issue was opened).  Lower it when you
 #: remove some; never raise it.
-ANY_RATCHET = 70
+ANY_RATCHET = 67
 
 #: C{Any} as a whole word, as C{grep -w} finds it.
 _ANY = re.compile(r"\bAny\b")

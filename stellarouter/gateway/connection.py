@@ -1,54 +1,44 @@
 """
-One microservice connection, seen from the gateway: validates the HELLO,
-registers the connection in the routing state, sends REQUEST frames and
-delivers RESPONSE frames to the waiting HTTP requests.
+One microservice connection, seen from the gateway: takes its frames in the
+order of its lifecycle, sends REQUEST frames and delivers RESPONSE frames to
+the waiting HTTP requests.
 
 Its lifecycle is L{ConnectionPhase}: opened and awaiting the HELLO,
 registered, closed; a frame or call the phase does not expect is logged and
 ignored (or, for a frame from the microservice, closes the connection with
-the reason).  What has a job of its own lives next to it: the in-flight
-table (L{stellarouter.gateway.dispatch}), the instance's liveness
-(L{stellarouter.gateway.liveness}) and the write backlog
+the reason).  What has a job of its own lives next to it: registration (the
+HELLO and its answer, ENDPOINTS_UPDATE; L{stellarouter.gateway.registration}),
+the in-flight table (L{stellarouter.gateway.dispatch}), the instance's
+liveness (L{stellarouter.gateway.liveness}) and the write backlog
 (L{stellarouter.gateway.backlog}).
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable, Dict, Mapping, Optional, Sequence, cast
+from typing import Dict, Optional, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ..common.enums import CancelReason, FrameType, InstanceHealthStatus
+from ..common.enums import CancelReason, FrameType
 from ..common.errors import InvalidDescriptor, MalformedPayload
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
-from ..common.models import ConnectionState, Frame, RegistrationLimits, RoutableConnection
-from ..common.payloads import (
-    HelloAck,
-    RequestMessage,
-    decode_endpoints_update,
-    Heartbeat,
-    decode_heartbeat,
-    encode_cancel,
-    encode_heartbeat,
-    encode_hello_ack,
-    stream_credit,
-)
-from ..common.schemas import ENDPOINT_SCHEMAS, SchemasProblem, ServiceSchemas, read_schemas
+from ..common.models import ConnectionState, Frame, RoutableConnection
+from ..common.payloads import RequestMessage, decode_heartbeat, encode_cancel, stream_credit
 from ..config.gateway import HealthConfig
 from .backlog import BacklogWatch
 from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
-from .hello import HelloRefused, accept_hello, agreed_features, new_connection_state
+from .hello import HelloRefused
 from .liveness import InstanceLiveness, UnhealthyTooLong
 from .outgoing import body_frames, credit_frame, request_frames
 from .interfaces import IEdgeConnection, IUpload
 from .errors import GatewayShuttingDown, UpstreamLost
-from .state import RoutingState
+from .registration import EndpointsRefused, Registrar
 
 # Module globals, not FrameType.X in frameReceived: reading an enum member
 # from its class costs ~0.4 us on Python 3.11 (python -m timeit: 475 ns
@@ -94,22 +84,12 @@ class GatewayConnection:
 
     log = Logger()
 
-    #: If set, C{policy(service, version)} says why an instance may not
-    #: register (C{services[].allowed_versions}), or returns C{None}.
-    registration_policy: Optional[Callable[[str, str], Optional[str]]] = None
-    #: Keep the endpoint descriptions of a HELLO (feature C{endpoint-schemas})
-    #: for the OpenAPI document (off: C{openapi.expose: none}).
-    keep_schemas = True
-
     def __init__(
         self,
-        routing_state: RoutingState,
+        registrar: Registrar,
         clock: IReactorTime,
-        node_id: str,
-        region: str,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         health: HealthConfig = HealthConfig(),
-        allowed_client_names: Optional[Mapping[str, Sequence[str]]] = None,
         aggregate: Optional[ByteCount] = None,
         hello_timeout: float = 10.0,
         response_budget: Optional[ResponseBudget] = None,
@@ -117,6 +97,8 @@ class GatewayConnection:
         stalled_close_after: float = 5.0,
     ) -> None:
         """
+        @param registrar: registers it in the routing state (shared by the
+            connections of its listener).
         @param max_unsent_bytes: bytes written to this connection that may
             wait in the process (the peer not reading) before it counts as
             stalled: no new requests go to it, and it is closed unless it
@@ -125,22 +107,18 @@ class GatewayConnection:
             bytes (shared by all connections; a fresh default one if none).
         @param health: the liveness thresholds (a HEARTBEAT re-evaluates the
             status at once).
-        @param allowed_client_names: service → certificate names allowed to
-            register it (TLS listeners); empty: no restriction.
         """
-        self.allowed_client_names = dict(allowed_client_names or {})
+        self.registrar = registrar
+        self.routing_state = registrar.routing_state
         self.aggregate = aggregate if aggregate is not None else ByteCount()
         self.hello_timeout = hello_timeout
         self._hello_timer: Optional[IDelayedCall] = None
-        self.routing_state = routing_state
         self.health = health
         self.liveness = InstanceLiveness(health)
         self.phase = _NEW
         #: Calls and frames ignored because the phase did not expect them.
         self.ignored_events = 0
         self.clock = clock
-        self.node_id = node_id
-        self.region = region
         self.max_frame_bytes = max_frame_bytes
         self.sender: Optional[IFrameSender] = None
         self.state: Optional[ConnectionState] = None
@@ -159,8 +137,6 @@ class GatewayConnection:
         self.stalled_close_after = stalled_close_after
         #: The sender's write backlog, when its transport has one.
         self.backlog: Optional[BacklogWatch] = None
-        #: Caps on what a HELLO or ENDPOINTS_UPDATE may announce.
-        self.registration = RegistrationLimits()
 
     def __repr__(self) -> str:
         if self.state is None:
@@ -264,14 +240,7 @@ class GatewayConnection:
         if self.backlog is not None:
             self.backlog.closed()
         if registered:
-            assert self.state is not None
-            self.routing_state.unregister(self._routable())
-            i = self.state.instance
-            self.log.info(
-                "instance {instance_id} ({service} {version}) disconnected: {reason}",
-                instance_id=i.instance_id, service=i.service_name, version=i.version,
-                reason=reason,
-            )
+            self.registrar.unregister(self._routable(), reason)
         failed = self.in_flight.fail_all(UpstreamLost(
             f"the connection to the microservice closed: {reason}"))
         if failed:
@@ -283,53 +252,20 @@ class GatewayConnection:
     def _hello(self, frame: Frame) -> None:
         assert self.sender is not None
         self._stop_hello_timer()
-        identity = tuple(getattr(self.sender, "peer_identity", ()) or ())
+        registrar = self.registrar
         try:
-            hello = accept_hello(frame.payload, self.registration, identity,
-                                 self.allowed_client_names, self.registration_policy)
+            admission = registrar.admit(frame.payload, self.sender, self.clock.seconds(),
+                                        self.max_frame_bytes)
+            self.state = admission.state
+            registrar.register(self._routable())
         except HelloRefused as e:
+            self.state = None
             self._reject(str(e), frame.correlation_id)
             return
-        self.state = state = new_connection_state(
-            hello, self.sender.transport_type, self.sender.peer, identity,
-            self.clock.seconds(), self.max_frame_bytes)
-        state.schemas = self._schemas(hello.schemas)
-        try:
-            self.routing_state.register(self._routable())
-        except InvalidDescriptor as e:
-            self.state = None
-            self._reject(f"HELLO refused: {e}", frame.correlation_id)
-            return
         self.phase = _REGISTERED
-        self.compact_headers, self.response_credit, features = agreed_features(hello.features)
-        if state.schemas is not None:
-            features += (ENDPOINT_SCHEMAS,)
-        self.sender.sendFrame(Frame(_HELLO, frame.correlation_id, encode_hello_ack(
-            HelloAck(True, None, self.node_id, self.region, features))))
-        i = hello.instance
-        self.log.info(
-            "registered instance {instance_id} of {service} {version} (region {region}) "
-            "over {transport} from {peer}{identity} with {count} endpoint(s)",
-            instance_id=i.instance_id, service=i.service_name, version=i.version,
-            region=i.region, transport=state.transport_type.value, peer=state.peer,
-            identity=f" (certificate {', '.join(identity)})" if identity else "",
-            count=len(hello.endpoints),
-        )
-
-    def _schemas(self, raw: object) -> Optional[ServiceSchemas]:
-        """
-        The endpoint descriptions of a HELLO, if it has some, they are
-        kept, and their shape is right (else they are left out, logged:
-        the endpoints are routed all the same).
-        """
-        if raw is None or not self.keep_schemas:
-            return None
-        try:
-            return read_schemas(raw)
-        except SchemasProblem as e:
-            self.log.warn("endpoint descriptions in the HELLO from {peer} left out: {error}",
-                          peer=self.peer, error=e)
-            return None
+        self.compact_headers = admission.compact_headers
+        self.response_credit = admission.response_credit
+        self.sender.sendFrame(registrar.accepted(frame.correlation_id, admission))
 
     def _reject(self, reason: str, cid: Optional[CorrelationId] = None,
                 answer: bool = False) -> None:
@@ -340,11 +276,7 @@ class GatewayConnection:
         assert self.sender is not None
         self.log.warn("closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
         if self.phase is _AWAITING_HELLO or answer:
-            # Tell the microservice why before closing, so it can log it.
-            if cid is None:
-                cid = new_correlation_id()
-            self.sender.sendFrame(Frame(_HELLO, cid, encode_hello_ack(
-                HelloAck(False, reason, self.node_id, self.region))))
+            self.sender.sendFrame(self.registrar.refusal(reason, cid))
         self.sender.close(reason)
 
     # -- other frames -------------------------------------------------------
@@ -375,23 +307,14 @@ class GatewayConnection:
         if self.phase is not _REGISTERED or state is None:
             return
         try:
-            status = self.liveness.evaluate(state, now, thresholds)
+            changed = self.liveness.refresh(state, now, thresholds)
         except UnhealthyTooLong as e:
             # Closed, not kept forever: a silent registration costs memory
             # and a place in the routing table until it goes.
             self._reject(str(e))
             return
-        if status is None:
-            return
-        self.log.info(
-            "instance {instance_id} ({service} {version}) {old} -> {new} "
-            "({silence:.1f}s since its last heartbeat)",
-            instance_id=state.instance.instance_id, service=state.instance.service_name,
-            version=state.instance.version, old=state.status.value, new=status.value,
-            silence=now - state.last_heartbeat,
-        )
-        state.status = status
-        self.routing_state.status_changed(self._routable())
+        if changed:
+            self.routing_state.status_changed(self._routable())
 
     @property
     def drain_requested(self) -> bool:
@@ -414,15 +337,9 @@ class GatewayConnection:
         state = self.state
         if self.phase is not _REGISTERED or state is None or self.sender is None:
             return False
-        if not self.liveness.drain_requested:
-            self.liveness.drain_requested = True
-            self.log.info("instance {instance_id} ({service} {version}) drained by the "
-                          "operator: no new requests", instance_id=state.instance.instance_id,
-                          service=state.instance.service_name, version=state.instance.version)
-        self.liveness.reported_status = InstanceHealthStatus.DRAINING
+        ask = self.liveness.drain(state)
         self.refresh_status(self.clock.seconds())
-        self.sender.sendFrame(Frame(_HEARTBEAT, new_correlation_id(), encode_heartbeat(
-            Heartbeat(state.instance.instance_id, InstanceHealthStatus.DRAINING))))
+        self.sender.sendFrame(ask)
         return True
 
     def ping(self, now: float) -> None:
@@ -431,29 +348,13 @@ class GatewayConnection:
         """
         if self.phase is not _REGISTERED or self.sender is None:
             return
-        cid = self.liveness.new_ping(now)
-        self.sender.sendFrame(Frame(_HEARTBEAT, cid, encode_heartbeat(Heartbeat(ping=now))))
+        self.sender.sendFrame(self.liveness.ping(now))
 
     def _endpoints_update(self, frame: Frame) -> None:
-        assert self.state is not None
         try:
-            endpoints = decode_endpoints_update(frame.payload, self.state.instance,
-                                                self.registration)
-        except (MalformedPayload, InvalidDescriptor) as e:
-            self._reject(f"invalid ENDPOINTS_UPDATE: {e}", frame.correlation_id, answer=True)
-            return
-        old = self.state.endpoints
-        self.routing_state.unregister(self._routable())
-        self.state.endpoints = {e.key: e for e in endpoints}
-        try:
-            self.routing_state.register(self._routable())
-        except InvalidDescriptor as e:
-            self.state.endpoints = old
-            self.routing_state.register(self._routable())
-            self._reject(f"ENDPOINTS_UPDATE refused: {e}", frame.correlation_id, answer=True)
-            return
-        self.log.info("instance {instance_id} now serves {count} endpoint(s)",
-                      instance_id=self.state.instance.instance_id, count=len(endpoints))
+            self.registrar.update_endpoints(self._routable(), frame.payload)
+        except EndpointsRefused as e:
+            self._reject(str(e), frame.correlation_id, answer=True)
 
     def _response_stream_data(self, frame: Frame) -> None:
         cid = frame.correlation_id

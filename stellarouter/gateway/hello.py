@@ -4,7 +4,7 @@ not need the connection (L{accept_hello}: the payload, the TLS certificate
 names allowed for the service, the configured version policy), the
 features both sides agree on (L{agreed_features}), and the
 L{ConnectionState} a registered connection starts with
-(L{new_connection_state}).  L{stellarouter.gateway.connection} answers,
+(L{new_connection_state}).  L{stellarouter.gateway.registration} answers,
 registers and logs.
 """
 

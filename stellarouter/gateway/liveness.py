@@ -1,11 +1,13 @@
 """
 How alive a registered microservice instance is, seen from its connection
 (L{InstanceLiveness}): the status its HEARTBEATs report, the round trips
-of the gateway's pings, and the status the routing table sees, evaluated
-from the last report and the silence since (L{evaluate_status}).  It
-decides; L{stellarouter.gateway.connection.GatewayConnection} sends frames,
-logs the status changes it is told of and closes a connection UNHEALTHY
-for too long.
+of the gateway's pings, an operator's drain, and the status the routing
+table sees, evaluated from the last report and the silence since
+(L{evaluate_status}) and logged when it changes.  It decides and builds the
+HEARTBEAT frames the gateway sends (pings, the request to drain);
+L{stellarouter.gateway.connection.GatewayConnection} sends them, tells the
+routing state of a status change and closes a connection UNHEALTHY for too
+long.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Dict, Optional
 
 from twisted.logger import Logger
 
-from ..common.enums import InstanceHealthStatus
+from ..common.enums import FrameType, InstanceHealthStatus
 from ..common.ids import CorrelationId, new_correlation_id
-from ..common.models import ConnectionState
-from ..common.payloads import Heartbeat
+from ..common.models import ConnectionState, Frame
+from ..common.payloads import Heartbeat, encode_heartbeat
 from ..config.gateway import HealthConfig
 from .health import evaluate_status, update_ping_average
 
@@ -111,6 +113,54 @@ class InstanceLiveness:
             state.average_ping_ms = None
             self.pings.clear()
         return status
+
+    def refresh(self, state: ConnectionState, now: float,
+                thresholds: Optional[HealthConfig] = None) -> bool:
+        """
+        Re-evaluate the status (L{evaluate}); set and log a change.
+
+        @return: whether it changed (the routing state must be told).
+        @raise UnhealthyTooLong: as L{evaluate}.
+        """
+        status = self.evaluate(state, now, thresholds)
+        if status is None:
+            return False
+        self.log.info(
+            "instance {instance_id} ({service} {version}) {old} -> {new} "
+            "({silence:.1f}s since its last heartbeat)",
+            instance_id=state.instance.instance_id, service=state.instance.service_name,
+            version=state.instance.version, old=state.status.value, new=status.value,
+            silence=now - state.last_heartbeat,
+        )
+        state.status = status
+        return True
+
+    def drain(self, state: ConnectionState) -> Frame:
+        """
+        An operator asked to drain the instance (admin API): from now on it
+        reports DRAINING whatever its HEARTBEATs say (the status changes at
+        the next L{refresh}).
+
+        @return: the HEARTBEAT whose status C{draining} asks the
+            microservice to drain (protocol.md, HEARTBEAT).
+        """
+        i = state.instance
+        if not self.drain_requested:
+            self.drain_requested = True
+            self.log.info("instance {instance_id} ({service} {version}) drained by the "
+                          "operator: no new requests", instance_id=i.instance_id,
+                          service=i.service_name, version=i.version)
+        self.reported_status = InstanceHealthStatus.DRAINING
+        return Frame(FrameType.HEARTBEAT, new_correlation_id(), encode_heartbeat(
+            Heartbeat(i.instance_id, InstanceHealthStatus.DRAINING)))
+
+    def ping(self, now: float) -> Frame:
+        """
+        A HEARTBEAT ping sent now (L{new_ping}); its echo updates
+        C{average_ping_ms}.
+        """
+        return Frame(FrameType.HEARTBEAT, self.new_ping(now),
+                     encode_heartbeat(Heartbeat(ping=now)))
 
     def new_ping(self, now: float) -> CorrelationId:
         """

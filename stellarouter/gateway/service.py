@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import dataclasses
 import resource
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict, cast
+from typing import Callable, Dict, List, Optional, Tuple, TypedDict, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -42,6 +42,7 @@ from .health import HealthMonitor
 from .openapi import OpenApiCatalog, expose_publicly
 from .outliers import OutlierPolicy
 from .overrides import EndpointOverrides
+from .registration import Registrar
 from .retry import RetryBudget
 from .routing import RegionAwareRouting
 from .state import RoutingState
@@ -109,6 +110,8 @@ class GatewayService(Service):
         self.aggregate = ByteCount()
         self.response_budget = ResponseBudget(config.buffers.max_response_bytes)
         self.connections: List["_TrackedConnection"] = []
+        #: One per transport listener: what its connections register with.
+        self.registrars: List[Registrar] = []
         #: Open connections by peer host (for C{max_connections_per_peer_address}).
         self.per_peer_address: Dict[str, int] = {}
         self._refusals = _RefusalLog(reactor)
@@ -179,18 +182,15 @@ class GatewayService(Service):
         return run_here(function, *args)
 
     def _receiver_factory(self, listener: TransportListenerConfig) -> ReceiverFactory:
+        config = self.config
+        registrar = Registrar(
+            self.routing_state, config.node.node_id, config.node.region, config.registration,
+            listener.tls.allowed_names() if listener.tls else {}, self.registration_refusal,
+            keep_schemas=config.openapi.expose != "none")
+        self.registrars.append(registrar)
+
         def build() -> GatewayConnection:
-            connection = _TrackedConnection(
-                self, self.routing_state, self.reactor, self.config.node.node_id,
-                self.config.node.region, listener.max_frame_bytes, self.config.health,
-                listener.tls.allowed_names() if listener.tls else {}, self.aggregate,
-                response_budget=self.response_budget,
-                max_unsent_bytes=self.config.buffers.max_unsent_bytes_per_connection,
-                stalled_close_after=self.config.buffers.stalled_close_after,
-            )
-            connection.registration = self.config.registration
-            connection.keep_schemas = self.config.openapi.expose != "none"
-            return connection
+            return _TrackedConnection(self, registrar, listener.max_frame_bytes)
         return build
 
     def _routing_for(self, config: GatewayConfig) -> IRoutingPlugin:
@@ -234,10 +234,11 @@ class GatewayService(Service):
         if config.static_instances != self.health.expected.expected:
             self.health.expected = ExpectedInstances(config.static_instances,
                                                      self.health.expected)
+        for registrar in self.registrars:
+            registrar.node_id, registrar.region = node.node_id, node.region
+            registrar.limits = config.registration
         for connection in self.connections:
             connection.health = config.health
-            connection.registration = config.registration
-            connection.node_id, connection.region = node.node_id, node.region
         if self.monitor.thresholds != config.health:
             running = self.monitor.running
             self.monitor.stop()
@@ -483,10 +484,16 @@ class _TrackedConnection(GatewayConnection):
     C{registration.max_connections_per_peer_address} open.
     """
 
-    def __init__(self, owner: GatewayService, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, owner: GatewayService, registrar: Registrar,
+                 max_frame_bytes: int) -> None:
+        config = owner.config
+        super().__init__(
+            registrar, owner.reactor, max_frame_bytes, config.health, owner.aggregate,
+            response_budget=owner.response_budget,
+            max_unsent_bytes=config.buffers.max_unsent_bytes_per_connection,
+            stalled_close_after=config.buffers.stalled_close_after,
+        )
         self._owner = owner
-        self.registration_policy = owner.registration_refusal
         self._peer_address: Optional[str] = None
         self.traffic: Optional[TransportTraffic] = None
 

@@ -33,6 +33,7 @@ from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.dispatch import ByteCount
 from stellarouter.gateway.edge import HttpResponseSink
 from stellarouter.gateway.errors import GatewayTimeout, NotFound
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.microservice import Microservice, StreamingResponse
 from stellarouter.microservice.budget import ResponseStreamBudget
@@ -337,7 +338,7 @@ class ResponseCreditTests(SynchronousTestCase):
         A HELLO listing C{response-credit} is answered with it, and the
         connection then grants each stream's first window itself.
         """
-        connection = GatewayConnection(RoutingState(), Clock(), "gw-1", "eu1")
+        connection = GatewayConnection(Registrar(RoutingState(), "gw-1", "eu1"), Clock())
         sender = FakeBacklogSender()
         connection.connectionOpened(sender)
         desc = InstanceDescriptor("i-1", "exporter", "1.0.0", "eu1")
@@ -395,7 +396,7 @@ class UnsentBytesTests(SynchronousTestCase):
         self.clock = Clock()
         self.state = RoutingState()
         self.aggregate = ByteCount()
-        self.connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1",
+        self.connection = GatewayConnection(Registrar(self.state, "gw-1", "eu1"), self.clock,
                                             aggregate=self.aggregate,
                                             max_unsent_bytes=4 * STREAM_WINDOW,
                                             stalled_close_after=2.0)

@@ -17,6 +17,7 @@ from stellarouter.common.models import Frame
 from stellarouter.common.payloads import Heartbeat, RequestMessage, encode_heartbeat
 from stellarouter.gateway.connection import ConnectionPhase, GatewayConnection
 from stellarouter.gateway.errors import UpstreamLost
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.fakes import FakeFrameSender
 
@@ -49,7 +50,7 @@ class ConnectionLifecycleTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.routing = RoutingState()
-        self.connection = GatewayConnection(self.routing, self.clock, "gw-1", "eu1")
+        self.connection = GatewayConnection(Registrar(self.routing, "gw-1", "eu1"), self.clock)
         self.logged: List[Any] = []
         self.connection.log = Logger(observer=self.logged.append)  # type: ignore[misc]
 

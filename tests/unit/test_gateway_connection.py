@@ -27,6 +27,7 @@ from stellarouter.common.payloads import (
 )
 from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.errors import NotFound
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.fakes import FakeFrameSender
 
@@ -47,7 +48,7 @@ class GatewayConnectionTests(SynchronousTestCase):
         self.state = RoutingState()
 
     def connect(self) -> tuple:
-        connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1")
+        connection = GatewayConnection(Registrar(self.state, "gw-1", "eu1"), self.clock)
         sender = FakeFrameSender()
         connection.connectionOpened(sender)
         return connection, sender
@@ -256,7 +257,8 @@ class GatewayConnectionTests(SynchronousTestCase):
         from stellarouter.gateway.errors import RequestHeadersTooLarge
         from stellarouter.testing.fakes import RecordingSink
 
-        connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1", max_frame_bytes=4096)
+        connection = GatewayConnection(Registrar(self.state, "gw-1", "eu1"), self.clock,
+                                       max_frame_bytes=4096)
         sender = FakeFrameSender()
         connection.connectionOpened(sender)
         connection.frameReceived(hello())
@@ -282,7 +284,7 @@ class GatewayConnectionTests(SynchronousTestCase):
 
         for features, compact in (((COMPACT_HEADERS, "later-thing"), True), ((), False),
                                   (("later-thing",), False)):
-            connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1",
+            connection = GatewayConnection(Registrar(self.state, "gw-1", "eu1"), self.clock,
                                            max_frame_bytes=4096)
             sender = FakeFrameSender()
             connection.connectionOpened(sender)

@@ -20,6 +20,7 @@ from stellarouter.config.gateway import TransportListenerConfig
 from stellarouter.config.microservice import RouterEndpointConfig
 from stellarouter.config.watcher import ConfigWatcher
 from stellarouter.gateway.connection import GatewayConnection
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.datagrams import FakeDatagramReactor
@@ -137,7 +138,8 @@ class MiscHardeningTests(SynchronousTestCase):
         A connection that never sends HELLO is closed after the deadline.
         """
         clock = Clock()
-        connection = GatewayConnection(RoutingState(), clock, "gw", "eu1", hello_timeout=10.0)
+        connection = GatewayConnection(Registrar(RoutingState(), "gw", "eu1"), clock,
+                                       hello_timeout=10.0)
         sender = FakeFrameSender()
         connection.connectionOpened(sender)
         clock.advance(10.0 - 1e-6)

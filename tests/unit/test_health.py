@@ -13,6 +13,7 @@ from stellarouter.common.payloads import Heartbeat, decode_heartbeat, encode_hea
 from stellarouter.config.gateway import HealthConfig
 from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.health import HealthMonitor, evaluate_status, update_ping_average
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.fakes import FakeFrameSender
 
@@ -65,7 +66,7 @@ class MonitorTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.state = RoutingState()
-        self.connection = GatewayConnection(self.state, self.clock, "gw", "eu1")
+        self.connection = GatewayConnection(Registrar(self.state, "gw", "eu1"), self.clock)
         self.sender = FakeFrameSender()
         self.connection.connectionOpened(self.sender)
         self.connection.frameReceived(hello())

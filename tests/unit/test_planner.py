@@ -38,6 +38,7 @@ from stellarouter.gateway.planner import (
     read_headers,
     split_target,
 )
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.routing import RegionAwareRouting
 from stellarouter.gateway.state import RoutingState
 
@@ -229,4 +230,5 @@ class EdgeConnectionTests(SynchronousTestCase):
         """
         L{GatewayConnection} is what the edge sees: an L{IEdgeConnection}.
         """
-        verifyObject(IEdgeConnection, GatewayConnection(RoutingState(), Clock(), "gw-1", "eu1"))
+        verifyObject(IEdgeConnection,
+                     GatewayConnection(Registrar(RoutingState(), "gw-1", "eu1"), Clock()))

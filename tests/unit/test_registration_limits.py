@@ -31,6 +31,7 @@ from stellarouter.config import ConfigError
 from stellarouter.config.gateway import HealthConfig, parse_gateway_config
 from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.health import HealthMonitor
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.service import peer_address
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.fakes import FakeFrameSender
@@ -52,8 +53,8 @@ class Fixture(SynchronousTestCase):
 
     def connect(self, frame: Frame, limits: RegistrationLimits = RegistrationLimits()
                 ) -> Tuple[GatewayConnection, FakeFrameSender]:
-        connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1", health=HEALTH)
-        connection.registration = limits
+        connection = GatewayConnection(Registrar(self.state, "gw-1", "eu1", limits), self.clock,
+                                       health=HEALTH)
         sender = FakeFrameSender()
         connection.connectionOpened(sender)
         connection.frameReceived(frame)

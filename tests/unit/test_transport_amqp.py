@@ -19,6 +19,7 @@ from stellarouter.common.models import Frame
 from stellarouter.common.payloads import decode_hello_ack
 from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.errors import UpstreamLost
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.contract import ReceiverLog
 from stellarouter.testing.fakes import RecordingSink
@@ -96,7 +97,7 @@ class BusyTests(SynchronousTestCase):
         The gateway's own receiver counts as busy exactly while it has
         requests in flight (what decides whether a silent peer is probed).
         """
-        connection = GatewayConnection(RoutingState(), Clock(), "gw-1", "eu1")
+        connection = GatewayConnection(Registrar(RoutingState(), "gw-1", "eu1"), Clock())
         self.assertFalse(_busy(connection))
         cid = new_correlation_id()
         connection.in_flight.add(cid, RecordingSink(), 5.0)

@@ -25,6 +25,7 @@ from stellarouter.common.payloads import (
     parse_status,
 )
 from stellarouter.gateway.connection import GatewayConnection
+from stellarouter.gateway.registration import Registrar
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.fakes import FakeFrameSender
 from stellarouter.testing.harness import InMemoryDeployment
@@ -73,7 +74,8 @@ class GatewaySideTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.state = RoutingState()
-        self.connection = GatewayConnection(self.state, self.clock, "gw-1", "eu1", health=HEALTH)
+        self.connection = GatewayConnection(Registrar(self.state, "gw-1", "eu1"), self.clock,
+                                            health=HEALTH)
         self.events: List[Any] = []
         self.connection.log = Logger(observer=self.events.append)
         self.connection.liveness.log = self.connection.log  # type: ignore[misc]
