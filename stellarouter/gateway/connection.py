@@ -113,7 +113,6 @@ class GatewayConnection:
         self.aggregate = aggregate if aggregate is not None else ByteCount()
         self.hello_timeout = hello_timeout
         self._hello_timer: Optional[IDelayedCall] = None
-        self.health = health
         self.liveness = InstanceLiveness(health)
         self.phase = _NEW
         #: Calls and frames ignored because the phase did not expect them.
@@ -137,6 +136,18 @@ class GatewayConnection:
         self.stalled_close_after = stalled_close_after
         #: The sender's write backlog, when its transport has one.
         self.backlog: Optional[BacklogWatch] = None
+
+    @property
+    def health(self) -> HealthConfig:
+        """
+        The liveness thresholds in force (a reload sets them: the next
+        HEARTBEAT is judged by the new ones).
+        """
+        return self.liveness.health
+
+    @health.setter
+    def health(self, thresholds: HealthConfig) -> None:
+        self.liveness.health = thresholds
 
     def __repr__(self) -> str:
         if self.state is None:

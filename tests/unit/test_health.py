@@ -101,6 +101,19 @@ class MonitorTests(SynchronousTestCase):
         self.beat()
         self.assertEqual(self.status(), H)
 
+    def test_reloaded_thresholds_judge_heartbeats(self) -> None:
+        """
+        Thresholds set on a connection (what a reload does) are the ones a
+        HEARTBEAT's re-evaluation uses: an instance reporting UNHEALTHY is
+        closed after the new C{close_unhealthy_after}, not the old one.
+        (They stayed with the ones the connection was built with.)
+        """
+        self.connection.health = HealthConfig(close_unhealthy_after=5.0)
+        self.beat(U)
+        self.clock.advance(5)
+        self.beat(U)
+        self.assertIsNotNone(self.sender.closed)
+
     def test_heartbeats_keep_it_healthy(self) -> None:
         """
         Heartbeats every 5 s keep a connection HEALTHY through many sweeps.
