@@ -18,8 +18,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..common.interfaces import IFrameSender, IRoutingPlugin, ITransportServer
-from ..common.models import Frame
+from ..common.interfaces import IRoutingPlugin, ITransportServer
 from ..config.diff import diff, security_warnings
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
 from ..config.watcher import ConfigWatcher, Result, run_here
@@ -46,14 +45,9 @@ from .registration import Registrar
 from .retry import RetryBudget
 from .routing import RegionAwareRouting
 from .state import RoutingState
-from .metrics import GatewayMetrics, TransportTraffic
-from .telemetry import (
-    CountingSender,
-    RequestTelemetry,
-    ServiceFigures,
-    build_telemetry,
-    count_frame_in,
-)
+from .metrics import GatewayMetrics
+from .tracked import RefusalLog, TrackedConnection
+from .telemetry import RequestTelemetry, ServiceFigures, build_telemetry
 
 
 class ListenAddresses(TypedDict, total=False):
@@ -109,12 +103,12 @@ class GatewayService(Service):
         self.routing_state = RoutingState(reactor)
         self.aggregate = ByteCount()
         self.response_budget = ResponseBudget(config.buffers.max_response_bytes)
-        self.connections: List["_TrackedConnection"] = []
+        self.connections: List[TrackedConnection] = []
         #: One per transport listener: what its connections register with.
         self.registrars: List[Registrar] = []
         #: Open connections by peer host (for C{max_connections_per_peer_address}).
         self.per_peer_address: Dict[str, int] = {}
-        self._refusals = _RefusalLog(reactor)
+        self.refusals = RefusalLog(reactor)
         self._custom_routing = routing
         node = config.node
         self.health = HealthApp(self.routing_state, node.node_id, node.region)
@@ -190,7 +184,7 @@ class GatewayService(Service):
         self.registrars.append(registrar)
 
         def build() -> GatewayConnection:
-            return _TrackedConnection(self, registrar, listener.max_frame_bytes)
+            return TrackedConnection(self, registrar, listener.max_frame_bytes)
         return build
 
     def _routing_for(self, config: GatewayConfig) -> IRoutingPlugin:
@@ -475,119 +469,3 @@ class GatewayService(Service):
 
 async def _false() -> bool:
     return False
-
-
-class _TrackedConnection(GatewayConnection):
-    """
-    A connection that keeps L{GatewayService.connections} current, and is
-    closed at once when its peer host already has
-    C{registration.max_connections_per_peer_address} open.
-    """
-
-    def __init__(self, owner: GatewayService, registrar: Registrar,
-                 max_frame_bytes: int) -> None:
-        config = owner.config
-        super().__init__(
-            registrar, owner.reactor, max_frame_bytes, config.health, owner.aggregate,
-            response_budget=owner.response_budget,
-            max_unsent_bytes=config.buffers.max_unsent_bytes_per_connection,
-            stalled_close_after=config.buffers.stalled_close_after,
-        )
-        self._owner = owner
-        self._peer_address: Optional[str] = None
-        self.traffic: Optional[TransportTraffic] = None
-
-    def connectionOpened(self, sender: IFrameSender) -> None:
-        owner = self._owner
-        address = peer_address(sender.peer)
-        cap = owner.config.registration.max_connections_per_peer_address
-        if owner.per_peer_address.get(address, 0) >= cap:
-            self.sender = sender
-            self._closed = True
-            owner._refusals.refused(address, cap)
-            sender.close(f"{address} has {cap} connections open already "
-                         "(registration.max_connections_per_peer_address)")
-            return
-        self._peer_address = address
-        owner.per_peer_address[address] = owner.per_peer_address.get(address, 0) + 1
-        owner.connections.append(self)
-        super().connectionOpened(sender)
-        if owner.metrics.enabled:
-            self.count_traffic(owner.metrics)
-
-    def count_traffic(self, metrics: Optional[GatewayMetrics]) -> None:
-        """
-        Count this connection's frames in C{metrics} (by its transport), or
-        stop counting them (C{None}: C{metrics.enabled} turned off by a
-        reload): frames out through a L{CountingSender} around its sender,
-        frames in by L{frameReceived}.
-        """
-        sender = self.sender
-        if sender is None:
-            return
-        if isinstance(sender, CountingSender):
-            sender = sender.wrapped
-        transport = getattr(sender, "transport_type", None)
-        if metrics is None or transport is None:
-            self.traffic = None
-            self.sender = sender
-            return
-        self.traffic = metrics.traffic_for(transport.value)
-        # (It provides what the wrapped sender provides: directlyProvides.)
-        self.sender = cast(IFrameSender, CountingSender(sender, self.traffic))
-
-    def frameReceived(self, frame: Frame) -> None:
-        if self.traffic is not None:
-            count_frame_in(self.traffic, frame)  # (telemetry)
-        super().frameReceived(frame)
-
-    def connectionClosed(self, reason: str) -> None:
-        owner = self._owner
-        address, self._peer_address = self._peer_address, None
-        if address is not None:
-            left = owner.per_peer_address.get(address, 1) - 1
-            if left > 0:
-                owner.per_peer_address[address] = left
-            else:
-                owner.per_peer_address.pop(address, None)
-        if self in owner.connections:
-            owner.connections.remove(self)
-        super().connectionClosed(reason)
-        owner.figures.retire(self)  # (telemetry: keep its CANCEL counts)
-
-
-def peer_address(peer: str) -> str:
-    """
-    The host part of a C{host:port} peer description (the whole string
-    when it has no port).
-    """
-    host, colon, port = peer.rpartition(":")
-    return host if colon and port.isdigit() else peer
-
-
-class _RefusalLog:
-    """
-    Logs connections refused for their peer address at most once per
-    C{interval} per address, with how many were refused meanwhile.
-    """
-
-    log = Logger()
-    interval = 10.0
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self.clock = clock
-        self._last: Dict[str, Tuple[float, int]] = {}
-
-    def refused(self, address: str, cap: int) -> None:
-        now = self.clock.seconds()
-        last, count = self._last.get(address, (float("-inf"), 0))
-        if now - last < self.interval:
-            self._last[address] = (last, count + 1)
-            return
-        if len(self._last) > 4096:
-            self._last.clear()
-        self._last[address] = (now, 0)
-        self.log.warn("refused a connection from {address}: {cap} connections from it are "
-                      "open already (registration.max_connections_per_peer_address); "
-                      "{more} more refused since the last line", address=address, cap=cap,
-                      more=count)

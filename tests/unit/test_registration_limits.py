@@ -32,7 +32,7 @@ from stellarouter.config.gateway import HealthConfig, parse_gateway_config
 from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.health import HealthMonitor
 from stellarouter.gateway.registration import Registrar
-from stellarouter.gateway.service import peer_address
+from stellarouter.gateway.tracked import peer_address
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.fakes import FakeFrameSender
 
