@@ -69,35 +69,21 @@ _JSON_TEXT: Dict[type, Callable[[Any], str]] = {
 }
 
 
-def _json_prefixes(names: Sequence[str], _cache: Dict[Tuple[str, ...], List[str]] = {}
-                   ) -> List[str]:
-    """
-    C{{"first":}, C{,"second":} ...: the text before each value (cached
-    per field list).
-    """
-    key = tuple(names)
-    prefixes = _cache.get(key)
-    if prefixes is None:
-        prefixes = _cache[key] = [f'{{"{names[0]}":'] + [f',"{name}":' for name in names[1:]]
-    return prefixes
-
-
 def format_json(names: Sequence[str], record: Record) -> str:
     """
     One JSON object on one line (no newline).  The first value is the
     record's time (seconds since the epoch), shown as ISO 8601 UTC; floats
     are shown with three decimals (latencies in milliseconds); strings are
     escaped as C{json.dumps} does (quotes, control characters, non-ASCII).
+
+    (The reference for the per-request lines each log spells out for its
+    own field types: C{json_line} of L{AccessLog}.)
     """
-    prefixes = _json_prefixes(names)
     values = iter(record)
-    out = [prefixes[0], '"', iso_timestamp(next(values)), '"']  # type: ignore[arg-type]
-    convert = _JSON_TEXT
-    for prefix, value in zip(prefixes[1:], values):
-        out.append(prefix)
-        out.append(convert.get(type(value), _as_json_string)(value))
-    out.append("}")
-    return "".join(out)
+    parts = [f'"{names[0]}":"{iso_timestamp(next(values))}"']  # type: ignore[arg-type]
+    parts += [f'"{name}":{_JSON_TEXT.get(type(value), _as_json_string)(value)}'
+              for name, value in zip(names[1:], values)]
+    return "{" + ",".join(parts) + "}"
 
 
 def _as_json_string(value: object) -> str:
