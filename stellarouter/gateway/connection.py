@@ -408,7 +408,7 @@ class GatewayConnection:
         if cid is None:
             cid = new_correlation_id()
         frames = request_frames(message, cid, self.compact_headers, self.max_frame_bytes,
-                                self.sender.transport_type)
+                                self.state.transport_type)
         resend = None
         if retries and len(frames) == 1:
             sender, frame = self.sender, frames[0]
