@@ -7,7 +7,8 @@ A request adds one tuple of raw values to a bounded buffer (no formatting,
 no I/O on the request's path).  The buffer is written out when it is full
 (C{access_log.buffer_lines}) or C{access_log.flush_interval} seconds after
 its first line, and when the process stops: all its lines are formatted
-then, and written with one call - to a file or standard output, or as one
+then (JSON lines: encoded by msgspec in one call, L{json_lines}), and
+written with one call - to a file or standard output, or as one
 C{twisted.logger} event into the process's own log.  (twisted.web's own
 access log formats and writes a line per request, and one logger event
 costs about 28 us: a third of a proxied request.)
@@ -20,8 +21,9 @@ import re
 import time
 from functools import partial
 from json.encoder import encode_basestring_ascii
-from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Generic, List, Optional, Sequence, Sized, Tuple, TypeVar
 
+import msgspec
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
@@ -77,7 +79,7 @@ def format_json(names: Sequence[str], record: Record) -> str:
     escaped as C{json.dumps} does (quotes, control characters, non-ASCII).
 
     (The reference for the per-request lines each log spells out for its
-    own field types: C{json_line} of L{AccessLog}.)
+    own field types: C{json_text} of L{AccessLog}.)
     """
     values = iter(record)
     parts = [f'"{names[0]}":"{iso_timestamp(next(values))}"']  # type: ignore[arg-type]
@@ -122,12 +124,13 @@ class IAccessLogSink(Interface):
     Where formatted access log lines go.
     """
 
-    def write(lines: "_Lines") -> None:
+    def write(lines: Sized) -> None:
         """
         Write a batch of lines.
 
-        @param lines: formats itself (C{str(lines)}: the lines, each ended
-            by a newline) only when asked.
+        @param lines: C{len(lines)} lines, which it formats only when asked
+            (C{str(lines)}: the lines separated by newlines, no newline
+            after the last).
         """
 
     def close() -> None:
@@ -136,17 +139,17 @@ class IAccessLogSink(Interface):
         """
 
 
-class _Lines:
+class _Lines(Generic[RecordT]):
     """
     A batch of records, formatted only when converted to text (by the
     sink, or by the log observer that writes the event carrying it).
     """
 
-    __slots__ = ("records", "line", "_text")
+    __slots__ = ("records", "text_of", "_text")
 
-    def __init__(self, records: List[Any], line: Callable[[Any], str]) -> None:
+    def __init__(self, records: List[RecordT], text_of: Callable[[List[RecordT]], str]) -> None:
         self.records = records
-        self.line = line
+        self.text_of = text_of
         self._text: Optional[str] = None
 
     def __len__(self) -> int:
@@ -155,11 +158,44 @@ class _Lines:
     def __str__(self) -> str:
         text = self._text
         if text is None:
-            text = self._text = "\n".join(map(self.line, self.records))
+            text = self._text = self.text_of(self.records)
         return text
 
     def __format__(self, spec: str) -> str:
         return str(self)
+
+
+def joined(line: Callable[[RecordT], str]) -> Callable[[List[RecordT]], str]:
+    """
+    The text of a batch whose lines C{line} formats one by one.
+    """
+    def text_of(records: List[RecordT]) -> str:
+        return "\n".join(map(line, records))
+    return text_of
+
+
+#: Writes a batch of JSON lines at once (L{json_lines}).
+_JSON_LINES = msgspec.json.Encoder().encode_lines
+
+
+def json_lines(lines: List[msgspec.Struct], records: List[RecordT],
+               line: Callable[[RecordT], str]) -> str:
+    """
+    The JSON lines of a batch, encoded by msgspec in one call (about a
+    third of the instructions of formatting them one by one in Python):
+    C{lines} are the batch's records as structs whose fields are the log's
+    field names, in order.  Should msgspec refuse a value (a string that is
+    not valid Unicode), the batch is formatted line by line by C{line}
+    instead.
+
+    Strings are written as UTF-8 (not C{\\u} escapes), numbers as their
+    shortest text (C{1.5}, where C{line} shows a latency as C{1.500}): a
+    log's C{line} gives the same values, not the same text.
+    """
+    try:
+        return _JSON_LINES(lines)[:-1].decode("utf-8")
+    except (msgspec.EncodeError, UnicodeError):
+        return "\n".join(map(line, records))
 
 
 @implementer(IAccessLogSink)
@@ -182,7 +218,7 @@ class LoggerSink:
     #: more easily in pieces).  A single longer line stays one event.
     max_event_chars = 32 * 1024
 
-    def write(self, lines: _Lines) -> None:
+    def write(self, lines: Sized) -> None:
         text = str(lines)
         if len(text) <= self.max_event_chars:
             self.log.info("{access_log}", access_log=text, access_log_lines=len(lines))
@@ -244,7 +280,7 @@ class FileSink:
             os.close(self._fd)
             self._fd = fd
 
-    def write(self, lines: _Lines) -> None:
+    def write(self, lines: Sized) -> None:
         if self._owned:
             try:
                 self._reopen_if_moved()
@@ -286,21 +322,22 @@ class AccessLog(Generic[RecordT]):
 
     def __init__(self, names: Sequence[str], config: AccessLogConfig, clock: IReactorTime,
                  sink: Optional[IAccessLogSink] = None,
-                 json_line: Optional[Callable[[RecordT], str]] = None) -> None:
+                 json_text: Optional[Callable[[List[RecordT]], str]] = None) -> None:
         """
         @param sink: where lines go (default: what C{config.path} names).
-        @param json_line: L{format_json} for this log's records, spelled
-            out for their field types (a log written once per request
-            formats its line in half the time that way); it must give the
-            same text.
+        @param json_text: the JSON lines of a batch of this log's records
+            (L{json_lines}; a log written once per request formats its
+            lines in a third of the time that way); they must hold the
+            values L{format_json} shows.
         """
         self.names = tuple(names)
         self.clock = clock
-        self.line: Callable[[RecordT], str]
-        if config.format == "json" and json_line is not None:
-            self.line = json_line
+        #: The text of a batch of records (its lines, without a last newline).
+        self.text_of: Callable[[List[RecordT]], str]
+        if config.format == "json" and json_text is not None:
+            self.text_of = json_text
         else:
-            self.line = partial(FORMATTERS[config.format], self.names)
+            self.text_of = joined(partial(FORMATTERS[config.format], self.names))
         self.buffer_lines = config.buffer_lines
         self.flush_interval = config.flush_interval
         self.errors_only = config.level == "errors"
@@ -336,7 +373,7 @@ class AccessLog(Generic[RecordT]):
         if not records:
             return
         try:
-            self.sink.write(_Lines(records, self.line))
+            self.sink.write(_Lines(records, self.text_of))
         except OSError as e:
             self.log.error("could not write {count} access log line(s): {error}",
                            count=len(records), error=str(e))

@@ -60,15 +60,15 @@ _STATUS_CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 class LatencyHistogram:
     """
-    A histogram's state: a count per bucket (not cumulative), a sum.
+    A histogram's state: a count per bucket (not cumulative), a sum.  (Its
+    count is the last cumulative bucket's, C{+Inf}.)
     """
 
-    __slots__ = ("counts", "total", "count")
+    __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.total = 0.0
-        self.count = 0
 
     def buckets(self) -> List[Tuple[str, float]]:
         """
@@ -223,12 +223,10 @@ class GatewayMetrics:
         histogram = latency.total
         histogram.counts[bisect_left(LATENCY_BUCKETS, total)] += 1
         histogram.total += total
-        histogram.count += 1
         if upstream is not None:
             histogram = latency.upstream
             histogram.counts[bisect_left(LATENCY_BUCKETS, upstream)] += 1
             histogram.total += upstream
-            histogram.count += 1
 
     def _new_series(self, key: Tuple[str, str, str, str, str]) -> "RouteCounts":
         """

@@ -17,12 +17,14 @@ happens: no request is observed for the metrics, no sender is wrapped.
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii as json_string
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer, providedBy, directlyProvides
 
-from ..accesslog import AccessLog, iso_timestamp
+import msgspec
+
+from ..accesslog import AccessLog, iso_timestamp, json_lines
 from ..common.enums import FrameType
 from ..common.frames import FRAME_OVERHEAD
 from ..common.interfaces import IFrameSender
@@ -40,7 +42,8 @@ ACCESS_LOG_FIELDS = ("time", "cid", "method", "path", "route", "service", "versi
                      "instance", "status", "bytes_in", "bytes_out", "upstream_ms", "total_ms",
                      "client")
 #: A gateway access log record: the values of L{ACCESS_LOG_FIELDS}, the
-#: path as it came (bytes), latencies in milliseconds.
+#: path as it came (bytes), latencies in milliseconds rounded to the
+#: microsecond.
 GatewayRecord = Tuple[float, str, str, bytes, str, str, str, str, int, int, int,
                       Optional[float], float, Optional[str]]
 
@@ -63,6 +66,41 @@ def gateway_json_line(record: GatewayRecord) -> str:
             f'"instance":{json_string(instance)},"status":{status},"bytes_in":{bytes_in},'
             f'"bytes_out":{bytes_out},"upstream_ms":{upstream_ms},"total_ms":{total:.3f},'
             f'"client":{client_text}}}')
+
+
+class _GatewayLine(msgspec.Struct, gc=False):
+    """
+    One gateway access log line, as msgspec writes it (the fields are
+    L{ACCESS_LOG_FIELDS}, in order).
+    """
+
+    time: str
+    cid: str
+    method: str
+    path: str
+    route: str
+    service: str
+    version: str
+    instance: str
+    status: int
+    bytes_in: int
+    bytes_out: int
+    upstream_ms: Optional[float]
+    total_ms: float
+    client: Optional[str]
+
+
+def gateway_json_text(records: List[GatewayRecord]) -> str:
+    """
+    The JSON lines of a batch of gateway records (L{json_lines}): the
+    values L{gateway_json_line} shows.
+    """
+    return json_lines([
+        _GatewayLine(iso_timestamp(when), cid, method, path.decode("latin-1"), route, service,
+                     version, instance, status, bytes_in, bytes_out,
+                     upstream, total, client)
+        for (when, cid, method, path, route, service, version, instance, status, bytes_in,
+             bytes_out, upstream, total, client) in records], records, gateway_json_line)
 
 
 #: The route label and log value of a request the gateway refused before
@@ -133,8 +171,10 @@ class RequestTelemetry:
             log.add((
                 now, cid, method, path, route, service, version, instance_id, status,
                 upload.received if upload is not None else request._received,
-                request.sentLength, upstream * 1000 if upstream is not None else None,
-                total * 1000, getattr(request.client, "host", None),
+                request.sentLength,
+                # (Milliseconds, rounded to the microsecond.)
+                int(upstream * 1_000_000 + 0.5) / 1000 if upstream is not None else None,
+                int(total * 1_000_000 + 0.5) / 1000, getattr(request.client, "host", None),
             ))
 
     def close(self) -> None:
@@ -154,7 +194,7 @@ def build_telemetry(clock: IReactorTime, access: AccessLogConfig, metrics_config
         C{metrics_config.enabled}.
     @raise OSError: the access log file cannot be opened.
     """
-    log = (AccessLog(ACCESS_LOG_FIELDS, access, clock, json_line=gateway_json_line)
+    log = (AccessLog(ACCESS_LOG_FIELDS, access, clock, json_text=gateway_json_text)
            if access.enabled else None)
     return RequestTelemetry(clock, metrics if metrics_config.enabled else None, log)
 

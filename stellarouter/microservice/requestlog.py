@@ -14,11 +14,13 @@ cancellations and aborted streams are written.
 from __future__ import annotations
 
 from json.encoder import encode_basestring_ascii as json_string
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
+
+import msgspec
 
 from twisted.internet.interfaces import IReactorTime
 
-from ..accesslog import AccessLog, iso_timestamp
+from ..accesslog import AccessLog, iso_timestamp, json_lines
 from ..common.ids import CorrelationId
 from ..config.observability import AccessLogConfig
 from .inbound import InboundRequest
@@ -26,7 +28,8 @@ from .inbound import InboundRequest
 #: The microservice's access log fields, in order (the first is the time).
 SDK_ACCESS_LOG_FIELDS = ("time", "cid", "method", "path", "route", "status", "bytes_out",
                          "duration_ms", "outcome")
-#: A microservice access log record: the values of L{SDK_ACCESS_LOG_FIELDS}.
+#: A microservice access log record: the values of L{SDK_ACCESS_LOG_FIELDS}
+#: (the duration in milliseconds rounded to the microsecond).
 SdkRecord = Tuple[float, Union[str, CorrelationId], str, str, str, Optional[int], Optional[int],
                   Optional[float], str]
 
@@ -46,6 +49,35 @@ def sdk_json_line(record: SdkRecord) -> str:
             f'"outcome":{json_string(outcome)}}}')
 
 
+class _SdkLine(msgspec.Struct, gc=False):
+    """
+    One microservice access log line, as msgspec writes it (the fields are
+    L{SDK_ACCESS_LOG_FIELDS}, in order).
+    """
+
+    time: str
+    cid: str
+    method: str
+    path: str
+    route: str
+    status: Optional[int]
+    bytes_out: Optional[int]
+    duration_ms: Optional[float]
+    outcome: str
+
+
+def sdk_json_text(records: List[SdkRecord]) -> str:
+    """
+    The JSON lines of a batch of microservice records (L{json_lines}): the
+    values L{sdk_json_line} shows.
+    """
+    return json_lines([
+        _SdkLine(iso_timestamp(when), cid if type(cid) is str else str(cid), method, path, route,
+                 status, size, duration, outcome)
+        for (when, cid, method, path, route, status, size, duration, outcome) in records],
+        records, sdk_json_line)
+
+
 class RequestLog:
     """
     Writes the SDK's access log lines.
@@ -55,7 +87,7 @@ class RequestLog:
                  log: Optional[AccessLog[SdkRecord]] = None) -> None:
         self.clock = clock
         self.log = log if log is not None else AccessLog(
-            SDK_ACCESS_LOG_FIELDS, config, clock, json_line=sdk_json_line)
+            SDK_ACCESS_LOG_FIELDS, config, clock, json_text=sdk_json_text)
         self.errors_only = config.level == "errors"
 
     def answered(self, request: InboundRequest, status: int, size: int) -> None:
@@ -91,8 +123,10 @@ class RequestLog:
         # else the id, shown when the line is formatted.)
         context = request.context
         cid = request.cid if context is None else context.correlation_id
-        self.log.add((now, cid, message.method, message.path, message.template,
-                      status, size, (now - started) * 1000 if started is not None else None, outcome))
+        # (The duration in milliseconds, rounded to the microsecond.)
+        self.log.add((now, cid, message.method, message.path, message.template, status, size,
+                      int((now - started) * 1_000_000 + 0.5) / 1000 if started is not None
+                      else None, outcome))
 
     def close(self) -> None:
         """

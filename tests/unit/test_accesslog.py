@@ -32,9 +32,17 @@ from stellarouter.config.gateway import parse_gateway_config
 from stellarouter.config.microservice import parse_microservice_config
 from stellarouter.config.observability import AccessLogConfig
 from stellarouter.common.ids import new_correlation_id
-from stellarouter.gateway.telemetry import ACCESS_LOG_FIELDS, gateway_json_line
+from stellarouter.gateway.telemetry import (
+    ACCESS_LOG_FIELDS,
+    gateway_json_line,
+    gateway_json_text,
+)
 from stellarouter.microservice import Microservice, RawResponse
-from stellarouter.microservice.requestlog import SDK_ACCESS_LOG_FIELDS, sdk_json_line
+from stellarouter.microservice.requestlog import (
+    SDK_ACCESS_LOG_FIELDS,
+    sdk_json_line,
+    sdk_json_text,
+)
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.telemetry import MemoryAccessLogSink
 
@@ -318,6 +326,22 @@ class BothSidesTests(SynchronousTestCase):
         self.assertEqual((micro_line["cid"], micro_line["status"], micro_line["outcome"]),
                          (boom["cid"], 500, "error"))
 
+    def test_latencies_rounded_to_the_microsecond(self) -> None:
+        """
+        Latencies are milliseconds rounded to the microsecond on both sides.
+        """
+        client = self.deployment.http()
+        client.send("GET", "/held")
+        self.deployment.pump()
+        self.deployment.clock.advance(0.0123456789)
+        self.held[0].callback(RawResponse(200, [], b"late"))
+        self.deployment.pump()
+        self.flush()
+        [line] = self.gateway_sink.records()
+        [micro_line] = self.micro_sink.records()
+        self.assertEqual((line["total_ms"], line["upstream_ms"], micro_line["duration_ms"]),
+                         (12.346, 12.346, 12.346))
+
     def test_client_gone(self) -> None:
         """
         A client that leaves before its answer: status 499 at the gateway,
@@ -452,16 +476,88 @@ class SpelledOutLineTests(SynchronousTestCase):
                   duration, outcome)
         self.assertEqual(sdk_json_line(record), format_json(SDK_ACCESS_LOG_FIELDS, record))
 
+
+def _same_values(case: SynchronousTestCase, text: str, reference: List[str]) -> None:
+    """
+    C{text} (a batch's JSON lines) holds, line by line, the values of the
+    C{reference} lines, with the same keys in the same order.
+    """
+    lines = text.split("\n")
+    case.assertEqual(len(lines), len(reference))
+    for line, expected in zip(lines, reference):
+        case.assertEqual(list(json.loads(line).items()), list(json.loads(expected).items()))
+
+
+#: Latencies as records carry them: milliseconds rounded to the microsecond.
+_rounded_ms = st.integers(0, 10**9).map(lambda us: us / 1000)
+
+
+class BatchEncodingTests(SynchronousTestCase):
+    """
+    The gateway's and the microservice's batches, encoded by msgspec in one
+    call, hold the values of their lines formatted one by one.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(
+        _time, st.sampled_from(["GET", "POST", "BREW\u00e9"]), st.binary(max_size=12),
+        _text, _text, _text, _text, st.integers(0, 999), st.integers(0, 2**40),
+        st.integers(0, 2**40), st.none() | _rounded_ms, _rounded_ms, st.none() | _text),
+        min_size=1, max_size=4))
+    def test_gateway(self, rows: List[Any]) -> None:
+        records = [(row[0], str(new_correlation_id())) + row[1:] for row in rows]
+        _same_values(self, gateway_json_text(records), [gateway_json_line(r) for r in records])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(
+        _time, st.booleans(), _text, _text, _text, st.none() | st.integers(0, 999),
+        st.none() | st.integers(0, 2**40), st.none() | _rounded_ms, _text), min_size=1,
+        max_size=4))
+    def test_microservice(self, rows: List[Any]) -> None:
+        """
+        (The correlation id is the id, or its text: shown as text either way.)
+        """
+        records = []
+        for when, as_text, *rest in rows:
+            cid = new_correlation_id()
+            records.append((when, str(cid) if as_text else cid, *rest))
+        _same_values(self, sdk_json_text(records), [sdk_json_line(r) for r in records])
+
+    def test_exact_text(self) -> None:
+        """
+        Numbers as their shortest text, strings as UTF-8, the time to the
+        millisecond.
+        """
+        cid = new_correlation_id()
+        record = (1_796_306_709.0421, cid, "GET", "/caf\u00e9", "/{name}", 200, 4, 1.0, "ok")
+        self.assertEqual(
+            sdk_json_text([record]),
+            f'{{"time":"2026-12-03T14:05:09.042Z","cid":"{cid}","method":"GET",'
+            '"path":"/caf\u00e9","route":"/{name}","status":200,"bytes_out":4,'
+            '"duration_ms":1.0,"outcome":"ok"}')
+
+    def test_not_unicode(self) -> None:
+        """
+        A string msgspec refuses (a lone surrogate) does not lose the
+        batch: it is formatted line by line instead.
+        """
+        cid = new_correlation_id()
+        records = [(1_796_306_709.0421, cid, "GET", "/\udc80", "/{x}", 200, 0, 0.5, "ok"),
+                   (1_796_306_709.0421, cid, "GET", "/b", "/{x}", 200, 0, 0.5, "ok")]
+        self.assertEqual(sdk_json_text(records),
+                         sdk_json_line(records[0]) + "\n" + sdk_json_line(records[1]))
+
     def test_used_by_default(self) -> None:
         """
-        A JSON access log uses the log's own line; a logfmt one the generic
-        formatter.
+        A JSON access log writes its batches with the log's own batch
+        encoder; a logfmt one with the generic formatter, line by line.
         """
         clock = Clock()
         sink = MemoryAccessLogSink()
-        log = AccessLog(NAMES, AccessLogConfig(), clock, sink, json_line=gateway_json_line)
-        self.assertIs(log.line, gateway_json_line)
+        log = AccessLog(NAMES, AccessLogConfig(), clock, sink, json_text=gateway_json_text)
+        self.assertIs(log.text_of, gateway_json_text)
         log = AccessLog(NAMES, AccessLogConfig(format="logfmt"), clock, sink,
-                        json_line=gateway_json_line)
-        self.assertIsNot(log.line, gateway_json_line)
-        self.assertEqual(log.line(RECORD), format_logfmt(NAMES, RECORD))
+                        json_text=gateway_json_text)
+        self.assertIsNot(log.text_of, gateway_json_text)
+        self.assertEqual(log.text_of([RECORD, RECORD]),
+                         format_logfmt(NAMES, RECORD) + "\n" + format_logfmt(NAMES, RECORD))
