@@ -24,17 +24,24 @@ from zope.interface import implementer
 
 from ..common.enums import CancelReason, FrameType
 from ..common.errors import InvalidDescriptor, MalformedPayload
-from ..common.frames import DEFAULT_MAX_FRAME_BYTES
+from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FRAME_OVERHEAD
 from ..common.ids import CorrelationId, new_correlation_id
 from ..common.interfaces import IFrameReceiver, IFrameSender, IResponseSink, ISendBacklog
 from ..common.models import ConnectionState, Frame, RoutableConnection
-from ..common.payloads import RequestMessage, decode_heartbeat, encode_cancel, stream_credit
+from ..common.payloads import (
+    STREAM_CREDIT,
+    RequestMessage,
+    decode_heartbeat,
+    encode_cancel,
+    stream_credit,
+)
 from ..config.gateway import HealthConfig
 from .backlog import BacklogWatch
 from .buffers import ResponseBudget
 from .dispatch import ByteCount, InFlightRequests, PendingRequest
 from .hello import HelloRefused
 from .liveness import InstanceLiveness, UnhealthyTooLong
+from .metrics import TransportTraffic
 from .outgoing import body_frames, credit_frame, request_frames
 from .interfaces import IEdgeConnection, IUpload
 from .errors import GatewayShuttingDown, UpstreamLost
@@ -48,6 +55,7 @@ _RESPONSE = FrameType.RESPONSE
 _RESPONSE_STREAM_DATA = FrameType.RESPONSE_STREAM_DATA
 _HEARTBEAT = FrameType.HEARTBEAT
 _HELLO = FrameType.HELLO
+_REQUEST_STREAM_DATA = FrameType.REQUEST_STREAM_DATA
 
 
 class ConnectionPhase(Enum):
@@ -136,6 +144,9 @@ class GatewayConnection:
         self.stalled_close_after = stalled_close_after
         #: The sender's write backlog, when its transport has one.
         self.backlog: Optional[BacklogWatch] = None
+        #: Where this connection's frames are counted while metrics are on
+        #: (the gateway service sets it), else C{None}.
+        self.traffic: Optional[TransportTraffic] = None
 
     @property
     def health(self) -> HealthConfig:
@@ -218,7 +229,25 @@ class GatewayConnection:
             self._hello_timer.cancel()
         self._hello_timer = None
 
+    def _send(self, frame: Frame) -> None:
+        """
+        Send C{frame} (there is a sender), counting it while metrics are on.
+        """
+        traffic = self.traffic
+        if traffic is not None:
+            size = len(frame.payload)
+            traffic.frames_out += 1
+            traffic.bytes_out += size + FRAME_OVERHEAD
+            if frame.type is _REQUEST_STREAM_DATA and size and frame.payload[0] != STREAM_CREDIT:
+                traffic.streamed_out += size - 1
+        assert self.sender is not None
+        self.sender.sendFrame(frame)
+
     def frameReceived(self, frame: Frame) -> None:
+        traffic = self.traffic
+        if traffic is not None:  # (metrics)
+            traffic.frames_in += 1
+            traffic.bytes_in += len(frame.payload) + FRAME_OVERHEAD
         kind = frame.type
         phase = self.phase
         if phase is not _REGISTERED:
@@ -276,7 +305,7 @@ class GatewayConnection:
         self.phase = _REGISTERED
         self.compact_headers = admission.compact_headers
         self.response_credit = admission.response_credit
-        self.sender.sendFrame(registrar.accepted(frame.correlation_id, admission))
+        self._send(registrar.accepted(frame.correlation_id, admission))
 
     def _reject(self, reason: str, cid: Optional[CorrelationId] = None,
                 answer: bool = False) -> None:
@@ -287,7 +316,7 @@ class GatewayConnection:
         assert self.sender is not None
         self.log.warn("closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
         if self.phase is _AWAITING_HELLO or answer:
-            self.sender.sendFrame(self.registrar.refusal(reason, cid))
+            self._send(self.registrar.refusal(reason, cid))
         self.sender.close(reason)
 
     # -- other frames -------------------------------------------------------
@@ -306,7 +335,7 @@ class GatewayConnection:
             # echo reaches the microservice before it, so once it has the
             # echo and its requests are done it may close (protocol.md,
             # HEARTBEAT).
-            self.sender.sendFrame(frame)
+            self._send(frame)
         self.refresh_status(now)
 
     def refresh_status(self, now: float, thresholds: Optional[HealthConfig] = None) -> None:
@@ -350,7 +379,7 @@ class GatewayConnection:
             return False
         ask = self.liveness.drain(state)
         self.refresh_status(self.clock.seconds())
-        self.sender.sendFrame(ask)
+        self._send(ask)
         return True
 
     def ping(self, now: float) -> None:
@@ -359,7 +388,7 @@ class GatewayConnection:
         """
         if self.phase is not _REGISTERED or self.sender is None:
             return
-        self.sender.sendFrame(self.liveness.ping(now))
+        self._send(self.liveness.ping(now))
 
     def _endpoints_update(self, frame: Frame) -> None:
         try:
@@ -378,6 +407,8 @@ class GatewayConnection:
         if amount is not None:
             self.upload_credit(cid, amount)
             return
+        if self.traffic is not None:  # (metrics: the body bytes after the marker)
+            self.traffic.streamed_in += len(frame.payload) - 1
         self.in_flight.stream_data_frame(cid, frame.payload)
 
     # -- dispatch -------------------------------------------------------------
@@ -411,16 +442,17 @@ class GatewayConnection:
                                 self.state.transport_type)
         resend = None
         if retries and len(frames) == 1:
-            sender, frame = self.sender, frames[0]
+            send_once, frame = self._send, frames[0]
 
             def resend() -> None:
-                sender.sendFrame(frame)
+                send_once(frame)
         self.in_flight.add(cid, sink, timeout, len(message.body), resend, retries)
         state = self.state
         state.in_flight += 1
         state.in_flight_bytes += len(message.body)
         self.aggregate.value += len(message.body)
-        send = self.sender.sendFrame
+        # (Straight to the sender while metrics are off: one call less.)
+        send = self.sender.sendFrame if self.traffic is None else self._send
         for frame in frames:
             send(frame)
         return cid
@@ -434,7 +466,7 @@ class GatewayConnection:
         if self.phase is not _REGISTERED or self.sender is None:
             return
         for frame in body_frames(cid, data, self.max_frame_bytes, end, abort):
-            self.sender.sendFrame(frame)
+            self._send(frame)
 
     def upload_credit(self, cid: CorrelationId, amount: int) -> None:
         """
@@ -471,7 +503,7 @@ class GatewayConnection:
         """
         if (self.phase is _REGISTERED and self.sender is not None
                 and cid in self.in_flight):
-            self.sender.sendFrame(credit_frame(cid, amount))
+            self._send(credit_frame(cid, amount))
 
     def cancel(self, cid: CorrelationId, reason: CancelReason) -> bool:
         """
@@ -493,7 +525,7 @@ class GatewayConnection:
 
     def _send_cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
         if self.phase is not _CLOSED and self.sender is not None:
-            self.sender.sendFrame(Frame(FrameType.CANCEL, cid, encode_cancel(reason)))
+            self._send(Frame(FrameType.CANCEL, cid, encode_cancel(reason)))
 
     def _finished(self, pending: PendingRequest) -> None:
         if self.state is not None:

@@ -7,11 +7,12 @@ L{RequestTelemetry.finished}, called by the site when a request ends
 request as it went (its correlation id, its plan, when its head arrived,
 when its REQUEST went out and when the RESPONSE head came back) and feeds
 the metrics (L{GatewayMetrics}) and the access log (L{AccessLog}).
-Microservice connections count their frames through L{CountingSender} and
-L{count_frame_in}; connection-level refusals are counted by the site's
-refusal log; everything else is read when the metrics are scraped
-(L{ServiceFigures}).  With C{metrics.enabled: false} none of this counting
-happens: no request is observed for the metrics, no sender is wrapped.
+Microservice connections count their frames themselves
+(L{GatewayConnection.traffic}); connection-level refusals are counted by
+the site's refusal log; everything else is read when the metrics are
+scraped (L{ServiceFigures}).  With C{metrics.enabled: false} none of this
+counting happens: no request is observed for the metrics, no frame is
+counted.
 """
 
 from __future__ import annotations
@@ -19,19 +20,13 @@ from __future__ import annotations
 from json.encoder import encode_basestring_ascii as json_string
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from twisted.internet.interfaces import IReactorTime
-from zope.interface import implementer, providedBy, directlyProvides
-
 import msgspec
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from ..accesslog import AccessLog, iso_timestamp, json_lines
-from ..common.enums import FrameType
-from ..common.frames import FRAME_OVERHEAD
-from ..common.interfaces import IFrameSender
-from ..common.models import Frame
-from ..common.payloads import STREAM_CREDIT
 from ..config.observability import AccessLogConfig, MetricsConfig
-from .metrics import UNMATCHED, GatewayMetrics, LiveFigures, TransportTraffic
+from .metrics import UNMATCHED, GatewayMetrics, LiveFigures
 
 if TYPE_CHECKING:
     from .connection import GatewayConnection
@@ -102,11 +97,6 @@ def gateway_json_text(records: List[GatewayRecord]) -> str:
         for (when, cid, method, path, route, service, version, instance, status, bytes_in,
              bytes_out, upstream, total, client) in records], records, gateway_json_line)
 
-
-# (A module constant is read in a few nanoseconds; an Enum member through its
-# class costs a descriptor call, ten times more, and these run per frame.)
-_REQUEST_STREAM_DATA = FrameType.REQUEST_STREAM_DATA
-_RESPONSE_STREAM_DATA = FrameType.RESPONSE_STREAM_DATA
 
 #: The route label and log value of a request the gateway refused before
 #: it was routed (401, 403, 503 ...; a 404 is L{UNMATCHED}).
@@ -204,50 +194,6 @@ def build_telemetry(clock: IReactorTime, access: AccessLogConfig, metrics_config
     return RequestTelemetry(clock, metrics if metrics_config.enabled else None, log)
 
 
-def count_frame_in(traffic: TransportTraffic, frame: Frame) -> None:
-    """
-    Count one frame received on a microservice connection.
-    """
-    size = len(frame.payload)
-    traffic.frames_in += 1
-    traffic.bytes_in += size + FRAME_OVERHEAD
-    if frame.type is _RESPONSE_STREAM_DATA and size and frame.payload[0] != STREAM_CREDIT:
-        traffic.streamed_in += size - 1
-
-
-class CountingSender:
-    """
-    A microservice connection's frame sender that counts what it sends,
-    then hands it on; everything else (C{close}, C{peer}, the write
-    backlog interface ...) is the wrapped sender's.
-    """
-
-    def __init__(self, sender: IFrameSender, traffic: TransportTraffic) -> None:
-        self._sender = sender
-        self._traffic = traffic
-        directlyProvides(self, *providedBy(sender))
-
-    @property
-    def wrapped(self) -> IFrameSender:
-        """
-        The sender this one hands frames on to.
-        """
-        return self._sender
-
-    def sendFrame(self, frame: Frame) -> None:
-        traffic = self._traffic
-        size = len(frame.payload)
-        traffic.frames_out += 1
-        traffic.bytes_out += size + FRAME_OVERHEAD
-        if (frame.type is _REQUEST_STREAM_DATA and size
-                and frame.payload[0] != STREAM_CREDIT):
-            traffic.streamed_out += size - 1
-        self._sender.sendFrame(frame)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._sender, name)
-
-
 @implementer(LiveFigures)
 class ServiceFigures:
     """
@@ -300,5 +246,4 @@ class ServiceFigures:
         return figures
 
 
-__all__ = ["ACCESS_LOG_FIELDS", "CountingSender", "RequestTelemetry", "ServiceFigures",
-           "build_telemetry", "count_frame_in"]
+__all__ = ["ACCESS_LOG_FIELDS", "RequestTelemetry", "ServiceFigures", "build_telemetry"]

@@ -10,17 +10,15 @@ connection's frames while metrics are on.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ..common.interfaces import IFrameSender
-from ..common.models import Frame
 from .connection import GatewayConnection
-from .metrics import GatewayMetrics, TransportTraffic
+from .metrics import GatewayMetrics
 from .registration import Registrar
-from .telemetry import CountingSender, count_frame_in
 
 if TYPE_CHECKING:
     from .service import GatewayService
@@ -44,7 +42,6 @@ class TrackedConnection(GatewayConnection):
         )
         self._owner = owner
         self._peer_address: Optional[str] = None
-        self.traffic: Optional[TransportTraffic] = None
 
     def connectionOpened(self, sender: IFrameSender) -> None:
         owner = self._owner
@@ -68,27 +65,13 @@ class TrackedConnection(GatewayConnection):
         """
         Count this connection's frames in C{metrics} (by its transport), or
         stop counting them (C{None}: C{metrics.enabled} turned off by a
-        reload): frames out through a L{CountingSender} around its sender,
-        frames in by L{frameReceived}.
+        reload).
         """
-        sender = self.sender
-        if sender is None:
-            return
-        if isinstance(sender, CountingSender):
-            sender = sender.wrapped
-        transport = getattr(sender, "transport_type", None)
+        transport = getattr(self.sender, "transport_type", None)
         if metrics is None or transport is None:
             self.traffic = None
-            self.sender = sender
-            return
-        self.traffic = metrics.traffic_for(transport.value)
-        # (It provides what the wrapped sender provides: directlyProvides.)
-        self.sender = cast(IFrameSender, CountingSender(sender, self.traffic))
-
-    def frameReceived(self, frame: Frame) -> None:
-        if self.traffic is not None:
-            count_frame_in(self.traffic, frame)  # (telemetry)
-        super().frameReceived(frame)
+        else:
+            self.traffic = metrics.traffic_for(transport.value)
 
     def connectionClosed(self, reason: str) -> None:
         owner = self._owner

@@ -21,7 +21,7 @@ from stellarouter.gateway.metrics import (
     IMetricsExposition,
     LiveFigures,
 )
-from stellarouter.gateway.telemetry import NOT_ROUTED, CountingSender
+from stellarouter.gateway.telemetry import NOT_ROUTED
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.telemetry import sample, sample_values
@@ -373,7 +373,7 @@ class DisabledMetricsTests(SynchronousTestCase):
     def test_off_from_the_start(self) -> None:
         """
         Started with metrics off, the gateway counts no frame and no
-        request, wraps no sender, and its site calls no telemetry when a
+        request, and its site calls no telemetry when a
         request ends (the access log is off too).
         """
         deployment = self.deployment(enabled=False)
@@ -387,7 +387,6 @@ class DisabledMetricsTests(SynchronousTestCase):
         self.assertFalse(gateway.metrics.enabled)
         self.assertIsNone(gateway.site.telemetry)
         [connection] = gateway.connections
-        self.assertNotIsInstance(connection.sender, CountingSender)
         self.assertIsNone(connection.traffic)
 
     def test_turned_off_and_on_by_reloads(self) -> None:
