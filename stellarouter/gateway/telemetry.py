@@ -63,26 +63,10 @@ def gateway_json_line(record: GatewayRecord) -> str:
             f'"client":{client_text}}}')
 
 
-class _GatewayLine(msgspec.Struct, gc=False):
-    """
-    One gateway access log line, as msgspec writes it (the fields are
-    L{ACCESS_LOG_FIELDS}, in order).
-    """
-
-    time: str
-    cid: str
-    method: str
-    path: str
-    route: str
-    service: str
-    version: str
-    instance: str
-    status: int
-    bytes_in: int
-    bytes_out: int
-    upstream_ms: Optional[float]
-    total_ms: float
-    client: Optional[str]
+#: One gateway access log line as msgspec writes it: a struct whose fields
+#: are L{ACCESS_LOG_FIELDS}, in order (values are not checked: they are the
+#: record's, already of the right types).
+_GatewayLine = msgspec.defstruct("_GatewayLine", ACCESS_LOG_FIELDS, gc=False)
 
 
 def gateway_json_text(records: List[GatewayRecord]) -> str:
@@ -92,8 +76,7 @@ def gateway_json_text(records: List[GatewayRecord]) -> str:
     """
     return json_lines([
         _GatewayLine(iso_timestamp(when), cid, method, path.decode("latin-1"), route, service,
-                     version, instance, status, bytes_in, bytes_out,
-                     upstream, total, client)
+                     version, instance, status, bytes_in, bytes_out, upstream, total, client)
         for (when, cid, method, path, route, service, version, instance, status, bytes_in,
              bytes_out, upstream, total, client) in records], records, gateway_json_line)
 

@@ -49,21 +49,10 @@ def sdk_json_line(record: SdkRecord) -> str:
             f'"outcome":{json_string(outcome)}}}')
 
 
-class _SdkLine(msgspec.Struct, gc=False):
-    """
-    One microservice access log line, as msgspec writes it (the fields are
-    L{SDK_ACCESS_LOG_FIELDS}, in order).
-    """
-
-    time: str
-    cid: str
-    method: str
-    path: str
-    route: str
-    status: Optional[int]
-    bytes_out: Optional[int]
-    duration_ms: Optional[float]
-    outcome: str
+#: One microservice access log line as msgspec writes it: a struct whose fields
+#: are L{SDK_ACCESS_LOG_FIELDS}, in order (values are not checked: they are the
+#: record's, already of the right types).
+_SdkLine = msgspec.defstruct("_SdkLine", SDK_ACCESS_LOG_FIELDS, gc=False)
 
 
 def sdk_json_text(records: List[SdkRecord]) -> str:
