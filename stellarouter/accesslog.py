@@ -281,12 +281,24 @@ class FileSink:
             self._fd = fd
 
     def write(self, lines: Sized) -> None:
+        if self._owned and self._fd < 0:
+            # Closed: a late line (a request that ended after its log was
+            # closed, as the process stops) is appended on its own.
+            self._fd = self._open()
+            try:
+                self._write_all(lines)
+            finally:
+                self.close()
+            return
         if self._owned:
             try:
                 self._reopen_if_moved()
             except OSError as e:
                 AccessLog.log.error("could not open the access log {path} again after it "
                                     "moved: {error}", path=self.path, error=str(e))
+        self._write_all(lines)
+
+    def _write_all(self, lines: Sized) -> None:
         data = (str(lines) + "\n").encode("utf-8", "replace")
         view = memoryview(data)
         while view:
@@ -382,7 +394,11 @@ class AccessLog(Generic[RecordT]):
 
     def close(self) -> None:
         """
-        Write out what is buffered and release the sink.
+        Write out what is buffered and release the sink.  A line added
+        later (a request that ends after this, as the process stops: an
+        aborted client connection is lost a reactor turn after the abort)
+        is written out at once.
         """
         self.flush()
         self.sink.close()
+        self.buffer_lines = 1

@@ -6,6 +6,7 @@ sides.  Also the file and logfmt settings.
 """
 
 import json
+import socket
 import os
 import re
 
@@ -81,3 +82,35 @@ class AccessLogProcessTests(TestCase):
         self.assertTrue(all(" route=/ping service=billing " in line and " status=200 " in line
                             for line in lines), lines)
         self.assertFalse(any(cid in line for cid in cids for line in gateway.lines))
+
+    async def test_request_cut_short_by_the_stop_is_logged(self) -> None:
+        """
+        A streamed answer the gateway cuts short as it stops (outside test,
+        session 9: its line was lost, the client's connection being aborted
+        a reactor turn after the access log had closed) still gets its
+        gateway line.
+        """
+        path = os.path.join(self.directory, "access.log")
+        gateway = await self.deployment.start_gateway(
+            extra=f"access_log: {{path: {path!r}, flush_interval: 60}}")
+        await self.deployment.start_microservice("examples.billing:service", "billing-cut")
+        host, port = self.deployment.base_url.split("//")[1].split(":")
+        client = socket.socket()
+        self.addCleanup(client.close)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect((host, int(port)))
+        client.sendall(b"GET /invoices/inv-1/export?bytes=1000000000 HTTP/1.1\r\n"
+                       b"Host: gateway\r\n\r\n")
+        client.settimeout(10)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.recv(1024)
+        found = re.search(rb"(?i)x-correlation-id: ([0-9a-f-]+)", head)
+        assert found is not None, head
+        cid = found.group(1)
+        gateway.signal("TERM")
+        await gateway.ended
+        with open(path, encoding="utf-8") as f:
+            lines = [json.loads(line) for line in f.read().splitlines()]
+        [line] = [line for line in lines if line["cid"] == cid.decode()]
+        self.assertEqual(line["route"], "/invoices/{id}/export")

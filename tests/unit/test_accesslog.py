@@ -137,6 +137,26 @@ class BufferTests(SynchronousTestCase):
         self.assertTrue(self.sink.closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_line_after_close(self) -> None:
+        """
+        A line added after the log closed (a request that ended as the
+        process stopped) is written out at once, to a file sink too: the
+        file is opened for it and closed again.
+        """
+        path = self.mktemp()
+        log = AccessLog(NAMES, AccessLogConfig(format="logfmt", path=path), self.clock)
+        log.add(RECORD)
+        log.close()
+        log.add(RECORD)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        self.assertEqual(len(lines), 3)
+        self.assertEqual(lines[0], lines[1])
+        self.assertEqual(log.written, 2)
+        assert isinstance(log.sink, FileSink)
+        self.assertEqual(log.sink._fd, -1)
+
     def test_file_sink(self) -> None:
         """
         A file sink appends the batch's lines, each ended by a newline.
