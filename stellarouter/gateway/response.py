@@ -231,6 +231,7 @@ class HttpResponseSink:
             request.unregisterProducer()
             self.log.warn("response {cid} cut short: {error}", cid=self.correlation_id,
                           error=error.detail)
+            request.cut_short_by(error.status)
             if request.channel is not None:
                 request.channel.loseConnection()
             return

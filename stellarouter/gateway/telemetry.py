@@ -118,7 +118,10 @@ class RequestTelemetry:
         if answered:
             status = request.code
         else:
-            status = getattr(request.channel, "refused", None) or CLIENT_CLOSED
+            # (Refused at the connection, cut short by a failure, or its
+            # client left.)
+            status = (getattr(request.channel, "refused", None)
+                      or getattr(request, "cut_short", None) or CLIENT_CLOSED)
         answered_at = request.answered_at
         total = now - request.received_at
         upstream = answered_at - request.dispatched_at if answered_at is not None else None

@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.logger import LogPublisher, Logger
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -37,7 +39,7 @@ from stellarouter.gateway.telemetry import (
     gateway_json_line,
     gateway_json_text,
 )
-from stellarouter.microservice import Microservice, RawResponse
+from stellarouter.microservice import Microservice, RawResponse, StreamingResponse
 from stellarouter.microservice.requestlog import (
     SDK_ACCESS_LOG_FIELDS,
     sdk_json_line,
@@ -242,6 +244,16 @@ def make_app(held: List[Deferred]) -> Microservice:
         held.append(d)
         return d
 
+    @app.endpoint("GET", "/stream")
+    def stream(ctx: Any) -> StreamingResponse:
+        async def body() -> Any:
+            yield b"first"
+            d: Deferred = Deferred()
+            held.append(d)
+            yield await d
+
+        return StreamingResponse(200, [], body())
+
     return app
 
 
@@ -361,6 +373,31 @@ class BothSidesTests(SynchronousTestCase):
         [micro_line] = self.micro_sink.records()
         self.assertEqual((line["total_ms"], line["upstream_ms"], micro_line["duration_ms"]),
                          (12.346, 12.346, 12.346))
+
+    def test_cut_short_by_the_upstream(self) -> None:
+        """
+        A streamed answer cut short because its microservice went away is
+        logged with the failure's status (502), not as a client that left
+        (499), and counted as a 5xx (outside test, session 9).
+        """
+        client = self.deployment.http()
+        client.send("GET", "/stream")
+        self.deployment.pump()
+        self.assertIn(b"first", client.transport.value())
+        [connection] = self.deployment.gateway.connections
+        assert connection.sender is not None
+        connection.sender.close("the microservice went away")
+        self.deployment.pump()
+        # The gateway closed the client's connection: deliver its loss (a
+        # string transport does not).
+        self.assertTrue(client.transport.disconnecting)
+        client.channel.connectionLost(Failure(ConnectionDone()))
+        self.deployment.pump()
+        self.flush()
+        [line] = self.gateway_sink.records()
+        self.assertEqual((line["route"], line["status"]), ("/stream", 502))
+        metrics = self.deployment.gateway.metrics
+        self.assertEqual([key[4] for key in metrics.requests], ["5xx"])
 
     def test_client_gone(self) -> None:
         """

@@ -4,7 +4,7 @@ the microservice's budgets for streamed response bytes (issue 17 item 6),
 and the cap on a frame connection's unsent bytes (issue 18 item 3).
 """
 
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 from twisted.internet.task import Clock
 from twisted.logger import Logger
@@ -124,6 +124,14 @@ class _Request:
         """
         The sink notes when the RESPONSE head came (for telemetry).
         """
+
+    cut_short: Optional[int] = None
+
+    def cut_short_by(self, status: int) -> None:
+        """
+        The sink notes the failure that cut a started answer short.
+        """
+        self.cut_short = status
 
     def __init__(self) -> None:
         self.channel = self

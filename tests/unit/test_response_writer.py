@@ -44,6 +44,14 @@ class _Request:
         The sink notes when the RESPONSE head came (for telemetry).
         """
 
+    cut_short: Optional[int] = None
+
+    def cut_short_by(self, status: int) -> None:
+        """
+        The sink notes the failure that cut a started answer short.
+        """
+        self.cut_short = status
+
     def __init__(self) -> None:
         self.channel = self
         self.responseHeaders = Headers()
@@ -263,6 +271,7 @@ class SinkLifecycleTests(SynchronousTestCase):
         sink.responseStarted(STREAMED)
         sink.failed(UpstreamLost("gone"))
         self.assertTrue(request.lost)
+        self.assertEqual(request.cut_short, 502)
         self.assertIs(sink.state, SinkState.DISCARDING)
         with capturedLogs() as logs:
             sink.bodyChunk(b"more")

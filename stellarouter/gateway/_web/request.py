@@ -97,6 +97,10 @@ class GatewayRequest(Request):
     received_at = 0.0
     dispatched_at = 0.0
     answered_at: Optional[float] = None
+    #: The status of the failure that cut a started answer short (the
+    #: gateway closed the connection: 502 upstream lost, 503 shutting down,
+    #: 504 timeout), logged instead of 499 (client left).
+    cut_short: Optional[int] = None
 
     # What the proxy tells a request about itself (no one else sets its
     # attributes).
@@ -158,6 +162,12 @@ class GatewayRequest(Request):
         clock = getattr(self.channel, "clock", None)
         if clock is not None:
             self.answered_at = clock.seconds()
+
+    def cut_short_by(self, status: int) -> None:
+        """
+        Note that a failure (its C{status}) cut the started answer short.
+        """
+        self.cut_short = status
 
     def when_client_gone(self, callback: Callable[[], None]) -> None:
         """
