@@ -302,17 +302,19 @@ class HandlerAnswers:
             credit.outstanding = 0
 
     def _stream_done(self, result: object, request: InboundRequest) -> None:
+        sent = request.credit.sent if request.credit is not None else None
         self._end_credit(request)
         request.upload = None
         if request.state is not RequestState.STREAMING_RESPONSE:
             return
         self.writer.send_stream_data(request.cid, b"", end=True)
         if self.request_log is not None:  # (access log)
-            self.request_log.stream_ended(request, True)
+            self.request_log.stream_ended(request, True, sent)
         self.served += 1
         self._finish(request, RequestState.ANSWERED)
 
     def _stream_failed(self, failure: Failure, request: InboundRequest) -> None:
+        sent = request.credit.sent if request.credit is not None else None
         self._end_credit(request)
         request.upload = None
         if request.state is not RequestState.STREAMING_RESPONSE:
@@ -325,7 +327,7 @@ class HandlerAnswers:
                          failure, cid=request.cid, hint=hint)
         self.writer.send_stream_data(request.cid, b"", abort=True)
         if self.request_log is not None:  # (access log)
-            self.request_log.stream_ended(request, False)
+            self.request_log.stream_ended(request, False, sent)
         self._finish(request, RequestState.ANSWERED)
 
 

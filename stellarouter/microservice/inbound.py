@@ -78,13 +78,15 @@ class StreamCredit:
         process's L{ResponseStreamBudget}).
     @ivar idle: aborts the stream when nothing was sent for the endpoint's
         timeout (issue 25), once the stream started.
+    @ivar sent: body bytes sent so far (the access log's C{bytes_out}).
     """
 
-    __slots__ = ("available", "_waiter", "outstanding", "idle")
+    __slots__ = ("available", "_waiter", "outstanding", "idle", "sent")
 
     def __init__(self, available: int = STREAM_WINDOW) -> None:
         self.available = available
         self.outstanding = 0
+        self.sent = 0
         self._waiter: Optional[Deferred[None]] = None
         self.idle: Optional[IdleTimer] = None
 

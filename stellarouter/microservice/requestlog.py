@@ -89,13 +89,14 @@ class RequestLog:
         else:
             self._line(request, status, size, "error")
 
-    def stream_ended(self, request: InboundRequest, ok: bool) -> None:
+    def stream_ended(self, request: InboundRequest, ok: bool, sent: Optional[int]) -> None:
         """
-        A streamed answer ended (C{ok}) or was aborted.
+        A streamed answer ended (C{ok}) or was aborted, C{sent} body bytes
+        out (L{None}: not known).
         """
         if ok and self.errors_only:
             return
-        self._line(request, request.stream_status, None, "ok" if ok else "stream-aborted")
+        self._line(request, request.stream_status, sent, "ok" if ok else "stream-aborted")
 
     def cancelled(self, request: InboundRequest, reason: str) -> None:
         """

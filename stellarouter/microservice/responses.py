@@ -165,6 +165,7 @@ class ResponseWriter:
                 self.send_stream_data(cid, chunk[offset:offset + size])
                 credit.available -= size
                 credit.outstanding += size
+                credit.sent += size
                 if credit.idle is not None:
                     credit.idle.touch()
                 offset += size

@@ -254,6 +254,10 @@ def make_app(held: List[Deferred]) -> Microservice:
 
         return StreamingResponse(200, [], body())
 
+    @app.endpoint("GET", "/streamed")
+    def streamed(ctx: Any) -> StreamingResponse:
+        return StreamingResponse(200, [], [b"abc", b"de"])
+
     return app
 
 
@@ -373,6 +377,19 @@ class BothSidesTests(SynchronousTestCase):
         [micro_line] = self.micro_sink.records()
         self.assertEqual((line["total_ms"], line["upstream_ms"], micro_line["duration_ms"]),
                          (12.346, 12.346, 12.346))
+
+    def test_streamed_bytes_out(self) -> None:
+        """
+        A streamed answer's line on the microservice's side carries its
+        body bytes, as the gateway's does (outside test, session 9: null).
+        """
+        response = self.deployment.request("GET", "/streamed")
+        self.assertEqual(response.body, b"abcde")
+        self.flush()
+        [line] = self.gateway_sink.records()
+        [micro_line] = self.micro_sink.records()
+        self.assertEqual((line["bytes_out"], micro_line["bytes_out"], micro_line["outcome"]),
+                         (5, 5, "ok"))
 
     def test_cut_short_by_the_upstream(self) -> None:
         """
