@@ -57,6 +57,15 @@ def iso_timestamp(seconds: float, _cache: List[object] = [-1, ""]) -> str:
     return _cache[1] + _MILLIS[int((seconds - whole) * 1000)]  # type: ignore[operator]
 
 
+def milliseconds(seconds: float) -> float:
+    """
+    C{seconds} in milliseconds rounded to the microsecond (half up), as
+    access log records carry latencies: their shortest text has at most
+    three decimals.
+    """
+    return int(seconds * 1_000_000 + 0.5) / 1000
+
+
 def _null(value: object) -> str:
     return "null"
 

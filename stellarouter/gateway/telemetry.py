@@ -24,7 +24,7 @@ import msgspec
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from ..accesslog import AccessLog, iso_timestamp, json_lines
+from ..accesslog import AccessLog, iso_timestamp, json_lines, milliseconds
 from ..config.observability import AccessLogConfig, MetricsConfig
 from .metrics import UNMATCHED, GatewayMetrics, LiveFigures
 
@@ -152,10 +152,8 @@ class RequestTelemetry:
             log.add((
                 now, cid, method, path, route, service, version, instance_id, status,
                 upload.received if upload is not None else request._received,
-                request.sentLength,
-                # (Milliseconds, rounded to the microsecond.)
-                int(upstream * 1_000_000 + 0.5) / 1000 if upstream is not None else None,
-                int(total * 1_000_000 + 0.5) / 1000, getattr(request.client, "host", None),
+                request.sentLength, milliseconds(upstream) if upstream is not None else None,
+                milliseconds(total), getattr(request.client, "host", None),
             ))
 
     def close(self) -> None:

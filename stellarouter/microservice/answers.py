@@ -289,21 +289,25 @@ class HandlerAnswers:
         self._cancel(request, CancelReason.TIMEOUT)
         self._check_idle()
 
-    def _end_credit(self, request: InboundRequest) -> None:
+    def _end_credit(self, request: InboundRequest) -> Optional[int]:
         """
         A response stream ended: what it sent and was not credited back
         leaves the budget (the gateway will not credit a finished stream).
+
+        @return: the body bytes the stream sent (L{None}: it had no credit).
         """
         credit, request.credit = request.credit, None
-        if credit is not None and credit.idle is not None:
+        if credit is None:
+            return None
+        if credit.idle is not None:
             credit.idle.stop()
-        if credit is not None and credit.outstanding:
+        if credit.outstanding:
             self.response_budget.release(credit.outstanding)
             credit.outstanding = 0
+        return credit.sent
 
     def _stream_done(self, result: object, request: InboundRequest) -> None:
-        sent = request.credit.sent if request.credit is not None else None
-        self._end_credit(request)
+        sent = self._end_credit(request)
         request.upload = None
         if request.state is not RequestState.STREAMING_RESPONSE:
             return
@@ -314,8 +318,7 @@ class HandlerAnswers:
         self._finish(request, RequestState.ANSWERED)
 
     def _stream_failed(self, failure: Failure, request: InboundRequest) -> None:
-        sent = request.credit.sent if request.credit is not None else None
-        self._end_credit(request)
+        sent = self._end_credit(request)
         request.upload = None
         if request.state is not RequestState.STREAMING_RESPONSE:
             return

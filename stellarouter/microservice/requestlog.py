@@ -17,10 +17,9 @@ from json.encoder import encode_basestring_ascii as json_string
 from typing import List, Optional, Tuple, Union
 
 import msgspec
-
 from twisted.internet.interfaces import IReactorTime
 
-from ..accesslog import AccessLog, iso_timestamp, json_lines
+from ..accesslog import AccessLog, iso_timestamp, json_lines, milliseconds
 from ..common.ids import CorrelationId
 from ..config.observability import AccessLogConfig
 from .inbound import InboundRequest
@@ -113,10 +112,8 @@ class RequestLog:
         # else the id, shown when the line is formatted.)
         context = request.context
         cid = request.cid if context is None else context.correlation_id
-        # (The duration in milliseconds, rounded to the microsecond.)
         self.log.add((now, cid, message.method, message.path, message.template, status, size,
-                      int((now - started) * 1_000_000 + 0.5) / 1000 if started is not None
-                      else None, outcome))
+                      milliseconds(now - started) if started is not None else None, outcome))
 
     def close(self) -> None:
         """
