@@ -513,6 +513,15 @@ class GatewayConnection:
         """
         return self.in_flight.cancel(cid, reason)
 
+    def head_answered(self, cid: CorrelationId) -> bool:
+        """
+        Stop the streamed response of a HEAD answered from its head
+        (L{InFlightRequests.head_answered}).
+
+        @return: C{False} if it was no longer in flight.
+        """
+        return self.in_flight.head_answered(cid)
+
     def shutdown(self) -> int:
         """
         Cancel every request in flight with reason SHUTDOWN; their clients
@@ -523,9 +532,9 @@ class GatewayConnection:
         return self.in_flight.cancel_all(
             CancelReason.SHUTDOWN, GatewayShuttingDown("the gateway is shutting down"))
 
-    def _send_cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
+    def _send_cancel(self, cid: CorrelationId, reason: CancelReason, head_only: bool) -> None:
         if self.phase is not _CLOSED and self.sender is not None:
-            self._send(Frame(FrameType.CANCEL, cid, encode_cancel(reason)))
+            self._send(Frame(FrameType.CANCEL, cid, encode_cancel(reason, head_only)))
 
     def _finished(self, pending: PendingRequest) -> None:
         if self.state is not None:

@@ -88,7 +88,10 @@ class InFlightRequests:
 
     @ivar late_frames: RESPONSE / stream frames for ids not in flight
         (cancelled, timed out, or never sent), dropped.
-    @ivar cancels_sent: CANCEL frames sent, by reason value.
+    @ivar cancels_sent: CANCEL frames sent, by reason value (not those
+        that stop the unread body of a HEAD's answer: L{head_answered}).
+    @ivar heads_answered: streamed answers stopped because their request
+        was a HEAD answered from the head (L{head_answered}).
     """
 
     log = Logger()
@@ -96,12 +99,13 @@ class InFlightRequests:
     def __init__(
         self,
         clock: IReactorTime,
-        send_cancel: Callable[[CorrelationId, CancelReason], None],
+        send_cancel: Callable[[CorrelationId, CancelReason, bool], None],
         on_finished: Callable[[PendingRequest], None] = lambda pending: None,
     ) -> None:
         """
         @param clock: runs the timeouts.
-        @param send_cancel: sends one CANCEL frame.
+        @param send_cancel: sends one CANCEL frame (its last argument:
+            marked C{head_only}).
         @param on_finished: called once for every request leaving the table
             (for in-flight accounting).
         """
@@ -118,6 +122,7 @@ class InFlightRequests:
         self.peer = "?"
         self.retries_sent = 0
         self.cancels_sent: Dict[str, int] = {}
+        self.heads_answered = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -305,7 +310,7 @@ class InFlightRequests:
             self.log.failure("writing the response of request {cid} failed", cid=cid)
             if cid in self._pending:
                 self._remove(cid)
-                self._send_cancel(cid, CancelReason.CLIENT_DISCONNECTED)
+                self._send_cancel(cid, CancelReason.CLIENT_DISCONNECTED, False)
             try:
                 pending.sink.failed(UpstreamProtocolError("the response could not be written"))
             except Exception:
@@ -356,9 +361,25 @@ class InFlightRequests:
         if pending is None:
             return False
         self.cancels_sent[reason.value] = self.cancels_sent.get(reason.value, 0) + 1
-        self._send_cancel(cid, reason)
+        self._send_cancel(cid, reason, False)
         if error is not None:
             pending.sink.failed(error)
+        return True
+
+    def head_answered(self, cid: CorrelationId) -> bool:
+        """
+        A HEAD was answered from the head of its GET endpoint's streamed
+        response: stop tracking it and stop its body upstream with a CANCEL
+        marked C{head_only} (reason C{ClientDisconnected}, what a
+        microservice that does not read the mark understands).  The request
+        is complete, not cancelled: not counted in L{cancels_sent}.
+
+        @return: C{False} if C{cid} was not in flight (nothing is sent).
+        """
+        if self._remove(cid) is None:
+            return False
+        self.heads_answered += 1
+        self._send_cancel(cid, CancelReason.CLIENT_DISCONNECTED, True)
         return True
 
     def cancel_all(self, reason: CancelReason, error: DispatchError) -> int:

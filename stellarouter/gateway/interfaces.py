@@ -91,6 +91,17 @@ class IEdgeConnection(Interface):
         @return: C{False} if it was no longer in flight.
         """
 
+    def head_answered(cid: CorrelationId) -> bool:
+        """
+        A HEAD request was answered from the head of its GET endpoint's
+        streamed response: stop that response upstream (CANCEL marked
+        C{head_only}), without counting a cancellation: the request is
+        complete.
+
+        @param cid: the request's correlation id.
+        @return: C{False} if it was no longer in flight.
+        """
+
     def count_bytes(cid: CorrelationId, amount: int) -> None:
         """
         Count C{amount} more (or, negative, fewer) streamed body bytes of a

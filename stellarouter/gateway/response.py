@@ -21,7 +21,6 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from ..common.enums import CancelReason
 from ..common.ids import CorrelationId
 from ..common.interfaces import IResponseSink
 from ..common.payloads import STREAM_WINDOW, ResponseMessage
@@ -353,15 +352,17 @@ class HttpResponseSink:
     def _head_of_stream(self, status: int) -> None:
         """
         A HEAD request whose GET endpoint streams its body: the head is the
-        whole answer.  Finish at once and cancel the stream upstream (reason
-        ClientDisconnected: nobody will read that body), so neither the
-        microservice nor this connection moves a byte of it, and a request
-        pipelined behind the HEAD does not wait (issue 17, item 5).
+        whole answer.  Finish at once and stop the stream upstream
+        (L{IEdgeConnection.head_answered}: a CANCEL marked C{head_only},
+        not counted as a cancellation, since the client left nothing), so
+        neither the microservice nor this connection moves a byte of it,
+        and a request pipelined behind the HEAD does not wait (issue 17,
+        item 5).
         """
         request = self.request
         write_response(request, status, self._head_from_request(), stream=True)
         if self.connection is not None:
-            self.connection.cancel(self._cid(), CancelReason.CLIENT_DISCONNECTED)
+            self.connection.head_answered(self._cid())
         self._answered()
         if self.state is _FINISHED:
             # Whatever of the body is already on its way is dropped.

@@ -340,6 +340,29 @@ class RequestDispatcher(HandlerAnswers):
         self._cancel(request, reason)
         self._check_idle()
 
+    def head_answered(self, cid: CorrelationId, reason: CancelReason) -> None:
+        """
+        A CANCEL marked C{head_only}: the gateway answered a HEAD from the
+        head of this GET's streamed response, and nobody reads its body.
+        The request is complete: logged as a streamed answer that ended
+        (its status, outcome C{ok}, the body bytes sent so far), and its
+        producer is stopped as for a CANCEL (C{ctx.cancelled} fires with
+        C{reason}).  In any other state than streaming it is an ordinary
+        CANCEL.
+        """
+        request = self._requests.get(cid)
+        if request is None or request.state is not RequestState.STREAMING_RESPONSE:
+            self.cancel(cid, reason)
+            return
+        sent = self._end_credit(request)
+        self.log.info("request {cid} answered from its head (a HEAD): its streamed body "
+                      "is stopped", cid=cid)
+        if self.request_log is not None:  # (access log)
+            self.request_log.stream_ended(request, True, sent)
+        self.served += 1
+        self._cancel(request, reason)
+        self._check_idle()
+
     def connection_lost(self) -> None:
         """
         The gateway connection is gone: cancel every handler still running.

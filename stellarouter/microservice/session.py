@@ -32,7 +32,7 @@ from ..common.payloads import (
     Heartbeat,
     Hello,
     HelloAck,
-    decode_cancel,
+    decode_cancel_message,
     decode_heartbeat,
     decode_hello_ack,
     encode_heartbeat,
@@ -220,7 +220,7 @@ class RouterSession:
 
     def _cancel_received(self, frame: Frame) -> None:
         try:
-            reason = decode_cancel(frame.payload)
+            cancel = decode_cancel_message(frame.payload)
         except MalformedPayload as e:
             if not self._warned_cancel:
                 self._warned_cancel = True
@@ -228,7 +228,10 @@ class RouterSession:
                               "connection): {error}", cid=frame.correlation_id, error=e)
             return
         assert self.dispatcher is not None
-        self.dispatcher.cancel(frame.correlation_id, reason)
+        if cancel.head_only:
+            self.dispatcher.head_answered(frame.correlation_id, cancel.reason)
+        else:
+            self.dispatcher.cancel(frame.correlation_id, cancel.reason)
 
     def _heartbeat_received(self, frame: Frame) -> None:
         if frame.correlation_id in self._drain_ids:

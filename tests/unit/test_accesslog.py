@@ -391,6 +391,31 @@ class BothSidesTests(SynchronousTestCase):
         self.assertEqual((line["bytes_out"], micro_line["bytes_out"], micro_line["outcome"]),
                          (5, 5, "ok"))
 
+    def test_head_of_a_stream(self) -> None:
+        """
+        A HEAD served by a GET endpoint whose answer streams is a completed
+        HEAD on both sides (its status, outcome C{ok}), and no cancellation
+        is counted, although the gateway stops the stream upstream (outside
+        test, session 10: C{cancelled:ClientDisconnected} and +1
+        ClientDisconnected in the metric).
+        """
+        client = self.deployment.http()
+        client.send("HEAD", "/stream")
+        self.deployment.pump()
+        self.assertTrue(client.transport.value().startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertFalse(client.transport.disconnecting)
+        self.flush()
+        [line] = self.gateway_sink.records()
+        [micro_line] = self.micro_sink.records()
+        self.assertEqual((line["method"], line["status"]), ("HEAD", 200))
+        self.assertEqual(micro_line["cid"], line["cid"])
+        self.assertEqual((micro_line["status"], micro_line["outcome"]), (200, "ok"))
+        self.assertEqual(self.deployment.gateway.figures.cancellations(), {})
+        # The stream was stopped: the microservice has nothing in flight.
+        [session] = self.micro.sessions
+        assert session.dispatcher is not None
+        self.assertEqual(session.dispatcher.in_flight, 0)
+
     def test_cut_short_by_the_upstream(self) -> None:
         """
         A streamed answer cut short because its microservice went away is

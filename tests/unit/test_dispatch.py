@@ -27,8 +27,11 @@ class InFlightTests(SynchronousTestCase):
         self.clock = Clock()
         self.cancels: list = []
         self.finished: list = []
-        self.table = InFlightRequests(self.clock, lambda cid, r: self.cancels.append((cid, r)),
-                                      self.finished.append)
+        self.heads: list = []
+        self.table = InFlightRequests(
+            self.clock,
+            lambda cid, r, head_only: (self.heads if head_only else self.cancels).append((cid, r)),
+            self.finished.append)
         self.addCleanup(lambda: self.assertEqual(self.clock.getDelayedCalls(), []))
 
     def test_sink_interface(self) -> None:

@@ -21,12 +21,14 @@ from stellarouter.common.models import (
 from stellarouter.common.payloads import (
     COMPACT_HEADERS,
     COMPACT_MARKER,
+    Cancel,
     Heartbeat,
     Hello,
     HelloAck,
     RequestMessage,
     ResponseMessage,
     decode_cancel,
+    decode_cancel_message,
     decode_endpoints_update,
     decode_heartbeat,
     decode_hello,
@@ -237,6 +239,23 @@ class OtherPayloadTests(SynchronousTestCase):
         Every cancel reason round-trips by its wire name.
         """
         self.assertEqual(decode_cancel(encode_cancel(reason)), reason)
+
+    def test_cancel_head_only(self) -> None:
+        """
+        A CANCEL marked C{head_only} (a HEAD answered from its head) keeps
+        its reason, so a peer that does not read the mark still stops the
+        request; only C{true} marks it.
+        """
+        payload = encode_cancel(CancelReason.CLIENT_DISCONNECTED, head_only=True)
+        self.assertEqual(json.loads(payload),
+                         {"reason": "ClientDisconnected", "head_only": True})
+        self.assertEqual(decode_cancel(payload), CancelReason.CLIENT_DISCONNECTED)
+        self.assertEqual(decode_cancel_message(payload),
+                         Cancel(CancelReason.CLIENT_DISCONNECTED, head_only=True))
+        self.assertEqual(decode_cancel_message(encode_cancel(CancelReason.TIMEOUT)),
+                         Cancel(CancelReason.TIMEOUT))
+        self.assertFalse(decode_cancel_message(
+            b'{"reason": "Timeout", "head_only": "yes"}').head_only)
 
     def test_cancel_unknown_reason(self) -> None:
         """

@@ -19,8 +19,10 @@ package's public ones; import them from here.
 from .codec import decode_request, decode_response, encode_request, encode_response
 from .compact import COMPACT_MARKER
 from .control import (
+    Cancel,
     Heartbeat,
     decode_cancel,
+    decode_cancel_message,
     decode_heartbeat,
     encode_cancel,
     encode_heartbeat,
@@ -58,11 +60,12 @@ from .stream import (
 )
 
 __all__ = [
-    "COMPACT_HEADERS", "COMPACT_MARKER", "EMPTY", "HeaderList", "Heartbeat", "Hello",
+    "COMPACT_HEADERS", "COMPACT_MARKER", "Cancel", "EMPTY", "HeaderList", "Heartbeat", "Hello",
     "HelloAck", "MAX_TIMEOUT", "PROTOCOL_VERSION", "RESPONSE_CREDIT", "RequestMessage",
     "ResponseMessage", "STREAM_ABORT", "STREAM_CREDIT", "STREAM_END", "STREAM_WINDOW",
-    "decode_cancel", "decode_endpoint_list", "decode_endpoints_update", "decode_headers",
-    "decode_heartbeat", "decode_hello", "decode_hello_ack", "decode_request",
+    "decode_cancel", "decode_cancel_message", "decode_endpoint_list",
+    "decode_endpoints_update", "decode_headers", "decode_heartbeat", "decode_hello",
+    "decode_hello_ack", "decode_request",
     "decode_response", "decode_stream_data", "encode_cancel", "encode_credit",
     "encode_endpoints_update", "encode_heartbeat", "encode_hello", "encode_hello_ack",
     "encode_request", "encode_response", "encode_stream_data", "endpoint_from_json",

@@ -94,16 +94,36 @@ def parse_cancel_reason(value: object) -> Optional[CancelReason]:
     return _REASONS.get(_spelling(value)) if isinstance(value, str) else None
 
 
-def encode_cancel(reason: CancelReason) -> bytes:
+@dataclass(frozen=True)
+class Cancel:
     """
-    Encode a CANCEL payload.
+    A CANCEL: why the gateway stops a request.
+
+    @ivar reason: the CANCEL's C{reason}.
+    @ivar head_only: the request was a HEAD the gateway answered from the
+        head of its GET endpoint's streamed response: the request is
+        complete, only its body is not wanted (C{reason} is then
+        C{ClientDisconnected}, what a peer that does not read this key
+        understands: nobody reads that body).
     """
+
+    reason: CancelReason
+    head_only: bool = False
+
+
+def encode_cancel(reason: CancelReason, head_only: bool = False) -> bytes:
+    """
+    Encode a CANCEL payload (C{head_only}: see L{Cancel}).
+    """
+    if head_only:
+        return encode_json({"reason": reason.value, "head_only": True})
     return encode_json({"reason": reason.value})
 
 
-def decode_cancel(payload: bytes) -> CancelReason:
+def decode_cancel_message(payload: bytes) -> Cancel:
     """
-    Decode a CANCEL payload.
+    Decode a CANCEL payload.  A C{head_only} other than C{true} is read as
+    absent (the CANCEL still stops the request).
 
     @raise MalformedPayload: wrong shape or unknown reason.
     """
@@ -111,7 +131,16 @@ def decode_cancel(payload: bytes) -> CancelReason:
     reason = parse_cancel_reason(obj.get("reason"))
     if reason is None:
         raise MalformedPayload(f"CANCEL.reason {quoted(obj.get('reason'))} is unknown")
-    return reason
+    return Cancel(reason, obj.get("head_only") is True)
+
+
+def decode_cancel(payload: bytes) -> CancelReason:
+    """
+    Decode a CANCEL payload's reason.
+
+    @raise MalformedPayload: wrong shape or unknown reason.
+    """
+    return decode_cancel_message(payload).reason
 
 
 # -- REQUEST / RESPONSE ---------------------------------------------------
