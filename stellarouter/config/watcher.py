@@ -53,10 +53,12 @@ class ConfigWatcher(Generic[Config]):
     L{check} is called, e.g. on SIGHUP).  A changed file that stayed the
     same for one more interval is loaded with C{load}; a valid result goes
     to C{on_change(config)}, an invalid one is logged and the last good
-    configuration stays.
+    configuration stays; so does one C{on_change} refuses (raising
+    L{ConfigError}: valid, but it cannot be put in force).
 
     @ivar current: the last good configuration.
-    @ivar failures: how many reloads were refused as invalid.
+    @ivar failures: how many reloads were refused (invalid, or refused or
+        failed by C{on_change}).
     @ivar pending: the stamp of a change seen once and waiting to be seen
         again, or C{None}.
     """
@@ -76,6 +78,8 @@ class ConfigWatcher(Generic[Config]):
     ) -> None:
         """
         @param load: reads and validates the file; raises L{ConfigError}.
+        @param on_change: puts a new configuration in force; raises
+            L{ConfigError} to refuse it whole.
         @param current: the configuration in force (loaded from C{path}).
         @param also_watch: files a configuration refers to whose changes
             count as changes of the configuration (e.g. a JWKS file).
@@ -194,6 +198,13 @@ class ConfigWatcher(Generic[Config]):
             return False
         try:
             self.on_change(config)
+        except ConfigError as e:
+            # Valid, but it cannot be put in force (an access log file that
+            # cannot be opened): refused whole.
+            self.failures += 1
+            self.log.error("configuration reload refused; keeping the last good one:\n"
+                           "{problems}", problems=str(e))
+            return False
         except Exception:
             self.failures += 1
             self.log.failure("applying the reloaded configuration failed; the previous one "

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from ..common.interfaces import IRoutingPlugin, ITransportServer
 from ..config.diff import diff, security_warnings
+from ..config.errors import ConfigError
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
 from ..config.watcher import ConfigWatcher, Result, run_here
 from ..common.redaction import redact_text
@@ -159,7 +160,12 @@ class GatewayService(Service):
                 config_path, load_gateway_config, self.apply_config, reactor, config,
                 also_watch=lambda c: [c.auth.jwks_file] if c.auth.jwks_file else [],
                 run_blocking=self._run_blocking)
-        self._apply(config)
+        try:
+            telemetry = self._open_telemetry(config)
+        except OSError as e:
+            raise StartupError(f"access_log.path ({config.access_log.path}): "
+                               f"{one_line(e)}") from e
+        self._apply(config, telemetry)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: ListenAddresses = {}
         self.ready: Deferred[ListenAddresses] = Deferred()
@@ -193,11 +199,14 @@ class GatewayService(Service):
         node = config.node
         return RegionAwareRouting(node.region, node.neighbor_regions, config.default_versions())
 
-    def _apply(self, config: GatewayConfig) -> None:
+    def _apply(self, config: GatewayConfig, telemetry: Optional[RequestTelemetry]) -> None:
         """
         Put the live-changeable parts of C{config} in force.  Each piece is
         swapped by replacing one reference, so a request sees either the old
         or the new setting, never a mix within one object.
+
+        @param telemetry: L{_open_telemetry}'s for C{config} (what could
+            fail is done before anything changes).
         """
         node = config.node
         self.proxy.routing = self._routing_for(config)
@@ -220,7 +229,7 @@ class GatewayService(Service):
                                         config.http.max_remembered_routes)
         self.routing_state.memory.configure(configured_routes(config.services))
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
-        self._apply_telemetry(config)
+        self._apply_telemetry(config, telemetry)
         self._apply_http(config)
         self.health.node_id, self.health.region = node.node_id, node.region
         self.health.detail = config.http.health_detail
@@ -240,32 +249,32 @@ class GatewayService(Service):
             if running:
                 self.monitor.start()
 
-    def _apply_telemetry(self, config: GatewayConfig) -> None:
+    def _open_telemetry(self, config: GatewayConfig) -> Optional[RequestTelemetry]:
         """
-        Put the access log and metrics settings in force: the access log is
-        rebuilt (its buffer written out first) when they change.
+        The telemetry C{config} asks for, built (its access log file
+        opened) if its access log or metrics settings differ from those in
+        force; L{None} if they do not.  Nothing is put in force yet.
+
+        @raise OSError: the access log file cannot be opened.
         """
-        current = self.telemetry
-        if current is not None and (self.config.access_log, self.config.metrics) == (
+        if self.telemetry is not None and (self.config.access_log, self.config.metrics) == (
                 config.access_log, config.metrics):
+            return None
+        return build_telemetry(self.reactor, config.access_log, config.metrics, self.metrics)
+
+    def _apply_telemetry(self, config: GatewayConfig,
+                         telemetry: Optional[RequestTelemetry]) -> None:
+        """
+        Put the access log and metrics settings in force: C{telemetry},
+        built for C{config} by L{_open_telemetry} (L{None}: unchanged),
+        replaces the current one, whose buffer is written out first.
+        """
+        if telemetry is None:
             return
+        current = self.telemetry
+        if current is not None:
+            current.close()
         enabled = config.metrics.enabled
-        try:
-            telemetry = build_telemetry(self.reactor, config.access_log, config.metrics,
-                                        self.metrics)
-        except OSError as e:
-            if current is None:
-                raise StartupError(f"access_log.path ({config.access_log.path}): "
-                                   f"{one_line(e)}") from e
-            self.log.error("access_log.path ({path}) cannot be opened: {error}; the access "
-                           "log keeps its previous settings", path=config.access_log.path,
-                           error=one_line(e))
-            # (The metrics settings still apply; the access log goes on.)
-            telemetry = RequestTelemetry(self.reactor, self.metrics if enabled else None,
-                                         current.access_log)
-        else:
-            if current is not None:
-                current.close()
         self.metrics.max_series = config.metrics.max_series
         if enabled != self.metrics.enabled:
             self.metrics.enabled = enabled
@@ -322,9 +331,18 @@ class GatewayService(Service):
         Swap in a new validated configuration: what can change live does at
         once; listen addresses keep their old value and are reported as
         needing a restart.  Connections and requests in flight are untouched.
+        A configuration that cannot be put in force (its access log file
+        cannot be opened) is refused whole: nothing of it applies.
 
         @return: the changes applied and those needing a restart.
+        @raise ConfigError: C{new} was refused.
         """
+        try:
+            telemetry = self._open_telemetry(new)
+        except OSError as e:
+            source = self.watcher.path if self.watcher is not None else "the new configuration"
+            raise ConfigError(source, [
+                f"access_log.path: {new.access_log.path} cannot be opened: {one_line(e)}"]) from e
         live, restart = diff(self.config, new)
         for weakening in security_warnings(self.config, new):
             self.log.warn("configuration reload weakens authentication: {weakening}",
@@ -335,7 +353,7 @@ class GatewayService(Service):
             transports=self.config.transports, openapi=self.config.openapi,
             admin=dataclasses.replace(new.admin, listen=self.config.admin.listen,
                                       enabled=self.config.admin.enabled))
-        self._apply(effective)
+        self._apply(effective, telemetry)
         self.config = effective
         self.reloads_applied += 1
         self._disconnect_refused(effective)

@@ -5,6 +5,7 @@ the config check command.
 """
 
 import io
+import json
 import os
 from typing import Any
 
@@ -13,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,6 +25,8 @@ from stellarouter.config import ConfigError, load_gateway_config, load_microserv
 from stellarouter.config.gateway import EndpointOverride, ServiceConfig
 from stellarouter.config.microservice import EndpointOverrideConfig
 from stellarouter.config.watcher import ConfigWatcher
+from stellarouter.gateway.service import GatewayService
+from stellarouter.lifecycle import StartupError
 from stellarouter.microservice import Microservice, RawResponse
 from stellarouter.microservice.endpoints import merge_overrides
 from stellarouter.testing.harness import InMemoryDeployment
@@ -316,3 +321,70 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(cli(["config", "check", os.path.join(good, "gateway.yaml"),
                               os.path.join(good, "billing.yaml")], out), 0)
         self.assertIn("valid microservice configuration", out.getvalue())
+
+
+class AccessLogReloadTests(SynchronousTestCase):
+    """
+    A reload whose C{access_log.path} cannot be opened (outside test,
+    session 10: reported applied, C{/config} showed the new path, nothing
+    could be logged there).
+    """
+
+    def setUp(self) -> None:
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        self.directory = directory
+        self.old_log = directory.child("access.log")
+        self.config_file = directory.child("gateway.yaml")
+        self.config_file.setContent(self.document(self.old_log.path, "eu1").encode())
+        self.clock = MemoryReactorClock()
+        self.gateway = GatewayService(load_gateway_config(self.config_file.path, {}),
+                                      self.clock, config_path=self.config_file.path)
+        self.addCleanup(self.close)
+
+    def close(self) -> None:
+        if self.gateway.telemetry is not None:
+            self.gateway.telemetry.close()
+
+    def document(self, access_log: str, region: str) -> str:
+        return (f"node: {{region: {region}}}\n"
+                f"transports: [{{type: tcp, listen: \"tcp:5100\"}}]\n"
+                f"access_log: {{path: {json.dumps(access_log)}, buffer_lines: 1}}\n")
+
+    def test_unopenable_path_refuses_the_reload(self) -> None:
+        """
+        The whole reload is refused: the previous configuration stays in
+        force (C{/config} included) and its access log keeps writing, the
+        reason is logged, and the reload counts as failed.
+        """
+        telemetry = self.gateway.telemetry
+        assert telemetry is not None and telemetry.access_log is not None
+        missing = self.directory.child("missing").child("access.log").path
+        self.config_file.setContent(self.document(missing, "eu2").encode())
+        with capturedLogs() as events:
+            applied = self.successResultOf(self.gateway.reload())
+        self.assertFalse(applied)
+        for config in (self.gateway.config, self.gateway.admin.config):
+            self.assertEqual((config.access_log.path, config.node.region),
+                             (self.old_log.path, "eu1"))
+        self.assertIs(self.gateway.telemetry, telemetry)
+        self.assertEqual(self.gateway.figures.reloads(), (0, 1))
+        [refusal] = [formatEvent(e) for e in events if e.get("log_level") is LogLevel.error]
+        self.assertIn("access_log.path", refusal)
+        self.assertIn(missing, refusal)
+        self.assertIn("No such file or directory", refusal)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        telemetry.access_log.add(
+            (0.0, "cid", "GET", b"/x", "", "", "", "", 200, 0, 0, None, 0.0, "127.0.0.1"))
+        self.assertIn(b'"cid":"cid"', self.old_log.getContent())
+        self.assertFalse(os.path.exists(missing))
+
+    def test_unopenable_path_at_start(self) -> None:
+        """
+        At start-up the same path is a start-up error naming the key.
+        """
+        missing = self.directory.child("missing").child("access.log").path
+        self.config_file.setContent(self.document(missing, "eu1").encode())
+        error = self.assertRaises(StartupError, GatewayService,
+                                  load_gateway_config(self.config_file.path, {}), self.clock)
+        self.assertIn(f"access_log.path ({missing})", str(error))

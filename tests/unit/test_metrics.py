@@ -8,11 +8,11 @@ import dataclasses
 from typing import Any, List
 
 from twisted.internet.defer import Deferred
-from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from stellarouter.common.enums import CancelReason
+from stellarouter.config.errors import ConfigError
 from stellarouter.config.observability import AccessLogConfig, MetricsConfig
 from stellarouter.gateway.metrics import (
     OVERFLOW,
@@ -420,26 +420,26 @@ class DisabledMetricsTests(SynchronousTestCase):
     def test_off_by_a_reload_whose_access_log_cannot_open(self) -> None:
         """
         A reload that turns metrics off and names an access log file that
-        cannot be opened still turns metrics off; the access log keeps its
-        previous settings (and stays open).
+        cannot be opened is refused whole: metrics stay on, the access log
+        keeps its settings (and stays open), the configuration in force is
+        the previous one.
         """
         deployment = InMemoryDeployment()
         self.addCleanup(deployment.stop)
         deployment.add(make_app([]), instance_id="counted-1")
         gateway = deployment.gateway
-        before = gateway.telemetry
+        before, config = gateway.telemetry, gateway.config
         assert before is not None and before.access_log is not None
-        with capturedLogs() as events:
-            gateway.apply_config(dataclasses.replace(
-                gateway.config, metrics=MetricsConfig(enabled=False),
-                access_log=AccessLogConfig(path=self.mktemp() + "/missing/access.log")))
-        self.assertTrue(any("cannot be opened" in e.get("log_format", "") for e in events))
-        self.assertFalse(gateway.metrics.enabled)
-        assert gateway.telemetry is not None
-        self.assertIsNone(gateway.telemetry.metrics)
-        self.assertIs(gateway.telemetry.access_log, before.access_log)
+        error = self.assertRaises(ConfigError, gateway.apply_config, dataclasses.replace(
+            gateway.config, metrics=MetricsConfig(enabled=False),
+            access_log=AccessLogConfig(path=self.mktemp() + "/missing/access.log")))
+        self.assertIn("cannot be opened", str(error))
+        self.assertTrue(gateway.metrics.enabled)
+        self.assertIs(gateway.telemetry, before)
+        self.assertIs(gateway.config, config)
+        self.assertEqual(gateway.reloads_applied, 0)
         deployment.request("GET", "/n/1")
-        self.assertEqual(gateway.metrics.series(), 0)
+        self.assertEqual(gateway.metrics.series(), 1)
 
 
 class SampleValuesTests(SynchronousTestCase):
