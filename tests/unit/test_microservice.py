@@ -177,6 +177,23 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(self.dispatcher.ignored_cancels, 2)
         self.assertEqual((self.responses(), self.dispatcher.in_flight), ([], 0))
 
+    def test_head_answered_before_a_stream(self) -> None:
+        """
+        A CANCEL marked C{head_only} for a request not streaming its answer
+        (a peer's mistake) is an ordinary CANCEL of its reason; for an
+        unknown id it is a no-op.
+        """
+        frame = request("/wait")
+        self.dispatcher.request_received(frame)
+        ctx, d = self.pending[0]
+        self.dispatcher.head_answered(frame.correlation_id, CancelReason.CLIENT_DISCONNECTED)
+        self.assertEqual(self.successResultOf(ctx.cancelled), CancelReason.CLIENT_DISCONNECTED)
+        self.assertTrue(d.called)
+        self.dispatcher.head_answered(new_correlation_id(), CancelReason.CLIENT_DISCONNECTED)
+        self.assertEqual(self.dispatcher.ignored_cancels, 1)
+        self.assertEqual((self.responses(), self.dispatcher.in_flight, self.dispatcher.served),
+                         ([], 0, 0))
+
     def test_handler_ignoring_cancellation(self) -> None:
         """
         A handler whose Deferred ignores cancellation does not block later
