@@ -229,20 +229,25 @@ class LoggerSink:
 
     def write(self, lines: Sized) -> None:
         text = str(lines)
-        if len(text) <= self.max_event_chars:
-            self.log.info("{access_log}", access_log=text, access_log_lines=len(lines))
-            return
-        chunk: List[str] = []
-        size = 0
-        for line in text.split("\n"):
-            if chunk and size + len(line) + 1 > self.max_event_chars:
-                self.log.info("{access_log}", access_log="\n".join(chunk),
-                              access_log_lines=len(chunk))
-                chunk, size = [], 0
-            chunk.append(line)
-            size += len(line) + 1
-        if chunk:
-            self.log.info("{access_log}", access_log="\n".join(chunk), access_log_lines=len(chunk))
+        start, end = 0, len(text)
+        # (Cut at the last line end that keeps a piece within the bound, by
+        # str.rfind: no Python step per line.)
+        while end - start > self.max_event_chars:
+            cut = text.rfind("\n", start, start + self.max_event_chars + 1)
+            if cut < 0:  # (a single longer line: it goes whole)
+                cut = text.find("\n", start)
+                if cut < 0:
+                    break
+            self._event(text, start, cut)
+            start = cut + 1
+        self._event(text, start, end)
+
+    def _event(self, text: str, start: int, end: int) -> None:
+        """
+        One event of the lines C{text[start:end]}.
+        """
+        self.log.info("{access_log}", access_log=text[start:end],
+                      access_log_lines=text.count("\n", start, end) + 1)
 
     def close(self) -> None:
         pass

@@ -226,6 +226,40 @@ class BufferTests(SynchronousTestCase):
         self.assertEqual("\n".join(texts).split("\n"), [line] * 300)
         self.assertEqual(sum(event["access_log_lines"] for event in events), 300)
 
+    def test_logger_sink_long_line_whole(self) -> None:
+        """
+        A line longer than L{LoggerSink.max_event_chars} is one event of its
+        own, whole; the lines around it keep their order.
+        """
+        from twisted.logger import formatEvent
+        events: List[Any] = []
+        sink = LoggerSink()
+        sink.log = Logger(namespace="stellarouter.access", observer=events.append)
+        sink.max_event_chars = 100
+        long = "x" * 250
+        sink.write(_Text(["a" * 60, "b" * 30, long, "c" * 10]))
+        self.assertEqual([formatEvent(event) for event in events],
+                         ["a" * 60 + "\n" + "b" * 30, long, "c" * 10])
+        self.assertEqual([event["access_log_lines"] for event in events], [2, 1, 1])
+        del events[:]
+        sink.write(_Text([long]))
+        self.assertEqual([formatEvent(event) for event in events], [long])
+
+
+class _Text:
+    """
+    Lines as a sink is given them: their count and their text.
+    """
+
+    def __init__(self, lines: List[str]) -> None:
+        self.lines = lines
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
 
 def make_app(held: List[Deferred]) -> Microservice:
     app = Microservice("logged", "2.0.0")
