@@ -426,6 +426,19 @@ class GatewayRequest(Request):
         if self.body_allowed:
             super().write(data)
 
+    def finish(self) -> None:
+        """
+        twisted.web's C{finish}, then drop the client-gone callback: the
+        answer is complete, and the callback (through the request's sink
+        and attempts, which refer to this request) is what made the
+        request part of a reference cycle: without it, reference counting
+        frees the request and its ~20 objects at once instead of the
+        cyclic garbage collector later.
+        """
+        super().finish()
+        if self.finished:
+            self.on_client_gone = None
+
     def connectionLost(self, reason: Failure) -> None:
         upload = self.upload
         if upload is not None:
