@@ -355,8 +355,8 @@ class RequestDispatcher(HandlerAnswers):
             self.cancel(cid, reason)
             return
         sent = self._end_credit(request)
-        self.log.info("request {cid} answered from its head (a HEAD): its streamed body "
-                      "is stopped", cid=cid)
+        # (No log line of its own: the access log's line says it, one per
+        # HEAD is noise.)
         if self.request_log is not None:  # (access log)
             self.request_log.stream_ended(request, True, sent)
         self.served += 1
