@@ -35,9 +35,9 @@
 #     plain parses every POST's Content-Type (form parsing on), the gateway does not; compare with
 #     like-gateway(-frozen) for the like-for-like ratio,
 # prints the per-round and SUMMARY lines, and stops everything it started on exit.  After each A/B
-# it prints how much of the server core, and of wrk's core, other processes used: if either is
-# more than a few percent, the run was disturbed (a busy wrk core starves wrk: both sides drop in
-# bursts, rounds swing from 0.6x to 1.5x).  Run it on an otherwise idle machine: no test suite,
+# it prints how much of the server core other processes used, and how busy wrk's core was (wrk
+# alone: about 10 %): if either is far more, the run was disturbed (a busy wrk core starves wrk:
+# both sides drop in bursts, rounds swing from 0.6x to 1.5x).  Run it on an otherwise idle machine: no test suite,
 # no helper, nothing else; then rounds agree within a few percent.
 #
 # env knobs (defaults):
@@ -224,36 +224,32 @@ echo "== D=$D ROUNDS=$ROUNDS WARMUP=$WARMUP CONNS=\"$CONNS\" VARIANTS=\"$VARIANT
 # Interference check: CPU time spent on the server core by anything but our servers (other
 # processes, this machine's other work) during each A/B.  A few percent is normal.
 TCK=$(getconf CLK_TCK)
-cpu_snapshot() {  # -> non-idle jiffies of the server core, our servers' jiffies, non-idle of
-                  # wrk's core, CPU of this script's finished children (wrk, curl: the A/B's tools)
-  local busy ours=0 p wrkcore tools
+cpu_snapshot() {  # -> non-idle jiffies of the server core, our servers' jiffies, non-idle of wrk's core
+  local busy ours=0 p wrkcore
   busy=$(awk -v c="cpu$SERVER_CPU" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
   wrkcore=$(awk -v c="cpu${WRK_CPU:-none}" '$1 == c {print $2+$3+$4+$7+$8+$9}' /proc/stat)
   for p in $(with_children "${PIDS[@]}"); do
     ours=$((ours + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
   done
-  tools=$(awk '{print $16+$17}' "/proc/$$/stat")
-  echo "$busy $ours ${wrkcore:-0} $tools"
+  echo "$busy $ours ${wrkcore:-0}"
 }
 
 summaries=()
 ab() {  # c name label gateway_url direct_url body_bytes: one A/B at C=c, its interference check,
          # a summary line
-  local c=$1 name=$2 label=$3 gw=$4 direct=$5 body=$6 busy0 ours0 wc0 tl0 busy1 ours1 wc1 tl1 t0 t1
-  local other wrkcore p
+  local c=$1 name=$2 label=$3 gw=$4 direct=$5 body=$6 busy0 ours0 wc0 busy1 ours1 wc1 t0 t1 other wrkcore p
   echo
   echo "== C=$c: $label"
-  read -r busy0 ours0 wc0 tl0 < <(cpu_snapshot); t0=$(date +%s)
+  read -r busy0 ours0 wc0 < <(cpu_snapshot); t0=$(date +%s)
   C=$c BODY=$body bash "$AB_SCRIPT" "$gw" "$direct" | tee "$OUT/ab-c$c-$name.txt"
-  read -r busy1 ours1 wc1 tl1 < <(cpu_snapshot); t1=$(date +%s)
+  read -r busy1 ours1 wc1 < <(cpu_snapshot); t1=$(date +%s)
   other=$(awk -v b=$((busy1 - busy0)) -v o=$((ours1 - ours0)) -v t="$TCK" -v w=$((t1 - t0)) \
     'BEGIN { x = (b - o) / t; printf "%.1f s of %d s (%.1f %%; core non-idle %.1f s, our servers %.1f s)", x, w, (w > 0 ? 100 * x / w : 0), b / t, o / t }')
-  # (wrk's core: what anything but wrk and the A/B's tools used there.  Another process on it
-  # starves wrk, and both sides' req/s then drop in bursts: rounds of ~0.65x with p99 ~8 ms.)
-  wrkcore=$(awk -v b=$((wc1 - wc0)) -v o=$((tl1 - tl0)) -v t="$TCK" -v w=$((t1 - t0)) \
-    'BEGIN { x = (b - o) / t; if (x < 0) x = 0; printf "%.1f s of %d s (%.1f %%; core non-idle %.1f s, wrk and tools %.1f s)", x, w, (w > 0 ? 100 * x / w : 0), b / t, o / t }')
-  echo "CPU $SERVER_CPU time used by other processes during this A/B: $other; CPU ${WRK_CPU:-?} (wrk's) used by other processes: $wrkcore" | tee -a "$OUT/ab-c$c-$name.txt"
-  summaries+=("C=$c $label: $(grep '^SUMMARY' "$OUT/ab-c$c-$name.txt" || echo 'SUMMARY missing') | other load on CPU $SERVER_CPU: $other; on wrk's CPU ${WRK_CPU:-?}: $wrkcore")
+  wrkcore=$(awk -v x=$((wc1 - wc0)) -v t="$TCK" 'BEGIN { printf "%.1f s", x / t }')
+  # (wrk itself keeps its core about 10 % busy at C=16; far more means something else ran there
+  # and starved it: both sides then drop in bursts, rounds of ~0.65x with p99 ~8 ms.)
+  echo "CPU $SERVER_CPU time used by other processes during this A/B: $other; CPU ${WRK_CPU:-?} (wrk's) non-idle $wrkcore of $((t1 - t0)) s" | tee -a "$OUT/ab-c$c-$name.txt"
+  summaries+=("C=$c $label: $(grep '^SUMMARY' "$OUT/ab-c$c-$name.txt" || echo 'SUMMARY missing') | other load on CPU $SERVER_CPU: $other; CPU ${WRK_CPU:-?} (wrk's) non-idle $wrkcore of $((t1 - t0)) s")
   for p in "${PIDS[@]}"; do
     kill -0 "$p" 2>/dev/null || { echo "!! a server died during the run; logs in $OUT" >&2; exit 1; }
   done
