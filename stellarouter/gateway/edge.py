@@ -125,6 +125,8 @@ class ProxyResource(Resource):
             if not upload.sink.body_complete():
                 # Not answered yet.
                 self._watch_client(request, upload.sink, upload.connection, upload.cid)
+            else:
+                request.release_if_done()
             return NOT_DONE_YET
         early_error = request.early_error
         if early_error is not None:

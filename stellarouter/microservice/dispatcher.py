@@ -13,6 +13,7 @@ L{HandlerAnswers}, its base class.
 from __future__ import annotations
 
 from asyncio import AbstractEventLoop
+from functools import partial
 from typing import Dict, List, Optional, Tuple, Union
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -213,8 +214,10 @@ class RequestDispatcher(HandlerAnswers):
             return
         request = InboundRequest(cid, message)
         if message.streaming:
-            body = request.upload = BodyStream(
-                lambda amount: self._grant_upload(request, amount), STREAM_WINDOW)
+            # (The grant names the request by its id: a callback holding the
+            # request itself would make it, its context and its body a
+            # reference cycle that only the cyclic collector frees.)
+            body = request.upload = BodyStream(partial(self._grant_upload, cid), STREAM_WINDOW)
             self._requests[cid] = request
         else:
             # A streaming handler whose body came inline (YAML announced the
@@ -312,13 +315,15 @@ class RequestDispatcher(HandlerAnswers):
             except Exception:
                 self._completion_failed(Failure(), request)
 
-    def _grant_upload(self, request: InboundRequest, amount: int) -> None:
+    def _grant_upload(self, cid: CorrelationId, amount: int) -> None:
         """
-        A streaming handler read C{amount} bytes of its body: the gateway
-        may send that much more, unless the request is over.
+        The streaming handler of request C{cid} read C{amount} bytes of its
+        body: the gateway may send that much more, unless the request is
+        over.
         """
-        if not request.finished:
-            self.writer.send_credit(request.cid, amount)
+        request = self._requests.get(cid)
+        if request is not None and not request.finished:
+            self.writer.send_credit(cid, amount)
 
     def cancel(self, cid: CorrelationId, reason: CancelReason) -> None:
         """

@@ -428,16 +428,25 @@ class GatewayRequest(Request):
 
     def finish(self) -> None:
         """
-        twisted.web's C{finish}, then drop the client-gone callback: the
-        answer is complete, and the callback (through the request's sink
-        and attempts, which refer to this request) is what made the
-        request part of a reference cycle: without it, reference counting
-        frees the request and its ~20 objects at once instead of the
-        cyclic garbage collector later.
+        twisted.web's C{finish}, then L{release_if_done}.
         """
         super().finish()
+        self.release_if_done()
+
+    def release_if_done(self) -> None:
+        """
+        Once the answer is complete (and, for an upload, the whole body is
+        in), drop what refers back to this request: the client-gone
+        callback (through the request's sink and attempts) and the upload
+        stream.  They made each request part of a reference cycle; without
+        them, reference counting frees the request and its ~20 objects at
+        once instead of the cyclic garbage collector later.
+        """
         if self.finished:
             self.on_client_gone = None
+            upload = self.upload
+            if upload is not None and upload.complete:
+                self.upload = None
 
     def connectionLost(self, reason: Failure) -> None:
         upload = self.upload
