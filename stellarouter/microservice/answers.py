@@ -105,8 +105,10 @@ class HandlerAnswers:
         request = self._requests.get(cid)
         credit = request.credit if request is not None else None
         if credit is None:
-            self.log.debug("credit for request {cid}, which streams no response, ignored",
-                           cid=cid)
+            # (Usually credit the gateway granted while the last frames of
+            # an answer were on their way: the stream has ended since.)
+            self.log.debug("credit for request {cid} ignored: it is not streaming an answer "
+                           "(any more)", cid=cid)
             return
         returned = min(amount, credit.outstanding)
         if returned:

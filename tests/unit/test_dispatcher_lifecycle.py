@@ -186,7 +186,7 @@ class DispatcherLifecycleTests(SynchronousTestCase):
         self.dispatcher.stream_data_received(Frame(
             FrameType.REQUEST_STREAM_DATA, frame.correlation_id, encode_credit(1000)))
         self.assertEqual(self.answers(), [])
-        self.assertTrue(self.logged("streams no response"))
+        self.assertTrue(self.logged("is not streaming an answer"))
         self.assertEqual(self.dispatcher.response_budget.held, 0)
 
     def test_frames_after_the_answer_are_no_ops(self) -> None:
