@@ -160,7 +160,8 @@ class ProxyResource(Resource):
         attempts = self.retries.start(request, plan, plan.message(split_target(request.uri), body),
                                       sink, cid, self.routing, self.region, self.overrides,
                                       plan.retries)
-        self._watch_client(request, sink, attempts, cid)
+        if not request.finished:  # (else answered at once: the REQUEST could not go out)
+            self._watch_client(request, sink, attempts, cid)
         return NOT_DONE_YET
 
     def begin_upload(self, request: GatewayRequest, command: bytes, uri: bytes,
@@ -219,15 +220,20 @@ class ProxyResource(Resource):
         request.dispatched(plan, self.clock.seconds())  # (telemetry)
         request.setHeader(CORRELATION_HEADER, cid_text.encode())
         sink = HttpResponseSink(request, cid_text, connection, cid)
+        # (The upload is in place before the REQUEST goes out: an answer
+        # written at once, the REQUEST failing on a closed connection, then
+        # waits for the body instead of finishing the request mid-body.)
+        upload = UploadStream(request, connection, cid, plan.limit, sink)
+        connection.attach_upload(cid, upload)
+        request.stream_body_to(upload)
         try:
             # Issue 24: observed for outlier ejection, never retried (streamed).
             self.retries.start(request, plan, message, sink, cid, self.routing, self.region,
                                self.overrides)
         except PipelineError:
+            connection.detach_upload(cid)
+            request.stream_body_to(None)
             return False
-        upload = UploadStream(request, connection, cid, plan.limit, sink)
-        connection.attach_upload(cid, upload)
-        request.stream_body_to(upload)
         return True
 
     def _watch_client(self, request: GatewayRequest, sink: HttpResponseSink,

@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from stellarouter.gateway import connection as gateway_connection
 from stellarouter.gateway._web.request import GatewayRequest
 from stellarouter.microservice import (
     Microservice,
@@ -64,9 +65,10 @@ def _app(held: List["Deferred[RawResponse]"]) -> Microservice:
     return app
 
 
-class RequestCycleTests(SynchronousTestCase):
+class _Deployment(SynchronousTestCase):
     """
-    No gateway request is left in a reference cycle.
+    A gateway and its microservice in memory, and clients on keep-alive
+    connections.
     """
 
     def setUp(self) -> None:
@@ -112,6 +114,12 @@ class RequestCycleTests(SynchronousTestCase):
     def pump(self) -> None:
         for _ in range(5):
             self.clock.advance(0)
+
+
+class RequestCycleTests(_Deployment):
+    """
+    No request is left in a reference cycle.
+    """
 
     def test_answered(self) -> None:
         """
@@ -165,5 +173,48 @@ class RequestCycleTests(SynchronousTestCase):
             self.assertEqual(len(self.held), 1)
             leave()
             self.pump()
+
+        self.assertEqual(self.cyclic_requests(run), [])
+
+
+class SynchronousAnswerTests(_Deployment):
+    """
+    A request answered while it is being dispatched (the instance's
+    connection closed, still routed: the REQUEST fails at once, 502): the
+    answer comes, the request holds no cycle, and an upload's body that
+    follows is read and dropped, not parsed as a new request.
+    """
+
+    def close_the_connection(self) -> None:
+        [connection] = self.deployment.gateway.connections
+        connection.phase = gateway_connection._CLOSED  # (still in the routing state)
+
+    def test_get(self) -> None:
+        transport, send, _ = self.client()
+        self.close_the_connection()
+
+        def run() -> None:
+            send(GET)
+            self.pump()
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 502 "), transport.value())
+
+        self.assertEqual(self.cyclic_requests(run), [])
+
+    def test_upload(self) -> None:
+        transport, send, _ = self.client()
+        self.close_the_connection()
+
+        def run() -> None:
+            send(b"POST /upload HTTP/1.1\r\nHost: gateway.test\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            self.pump()
+            send(b"3\r\nabc\r\n0\r\n\r\n")
+            self.pump()
+            send(b"GET /nothing-here HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+            self.pump()
+            answers = transport.value()
+            self.assertTrue(answers.startswith(b"HTTP/1.1 502 "), answers)
+            self.assertEqual(answers.count(b"HTTP/1.1 "), 2, answers)
+            self.assertFalse(transport.disconnecting)
 
         self.assertEqual(self.cyclic_requests(run), [])

@@ -142,9 +142,10 @@ class GatewayRequest(Request):
         version = getattr(self.channel, "_version", b"HTTP/1.1")
         return version if isinstance(version, bytes) else b"HTTP/1.1"
 
-    def stream_body_to(self, upload: UploadStream) -> None:
+    def stream_body_to(self, upload: Optional[UploadStream]) -> None:
         """
-        Hand the body, as it arrives, to C{upload} (not buffered).
+        Hand the body, as it arrives, to C{upload} (not buffered; L{None}:
+        buffered after all).
         """
         self.upload = upload
 
