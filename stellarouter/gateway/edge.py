@@ -125,8 +125,6 @@ class ProxyResource(Resource):
             if not upload.sink.body_complete():
                 # Not answered yet.
                 self._watch_client(request, upload.sink, upload.connection, upload.cid)
-            else:
-                request.release_if_done()
             return NOT_DONE_YET
         early_error = request.early_error
         if early_error is not None:
@@ -160,8 +158,7 @@ class ProxyResource(Resource):
         attempts = self.retries.start(request, plan, plan.message(split_target(request.uri), body),
                                       sink, cid, self.routing, self.region, self.overrides,
                                       plan.retries)
-        if not request.finished:  # (else answered at once: the REQUEST could not go out)
-            self._watch_client(request, sink, attempts, cid)
+        self._watch_client(request, sink, attempts, cid)
         return NOT_DONE_YET
 
     def begin_upload(self, request: GatewayRequest, command: bytes, uri: bytes,

@@ -173,9 +173,12 @@ class GatewayRequest(Request):
     def when_client_gone(self, callback: Callable[[], None]) -> None:
         """
         Call C{callback} if the client leaves before its answer (cheaper
-        than a C{notifyFinish} Deferred per request).
+        than a C{notifyFinish} Deferred per request).  A request already
+        answered (at once: its REQUEST could not go out) keeps none: see
+        L{release_if_done}.
         """
-        self.on_client_gone = callback
+        if not self.finished:
+            self.on_client_gone = callback
 
     def pause_reading(self) -> None:
         """
