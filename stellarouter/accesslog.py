@@ -246,8 +246,7 @@ class LoggerSink:
         """
         One event of the lines C{text[start:end]}.
         """
-        self.log.info("{access_log}", access_log=text[start:end],
-                      access_log_lines=text.count("\n", start, end) + 1)
+        self.log.info("{access_log}", access_log=text[start:end])
 
     def close(self) -> None:
         pass
@@ -340,9 +339,20 @@ class AccessLog(Generic[RecordT]):
     """
     A bounded buffer of access log records, written out in batches.
 
+    A batch that cannot be written (a full disk, a file that refuses
+    writes) is lost, and said so in the process's log: the first failure at
+    once, then at most one line per L{failure_report_interval} seconds with
+    the count lost since, and one line when a batch is written again.  (A
+    failing log does not write an error per batch: that would be a line in
+    the process's log for every C{buffer_lines} requests.)
+
     @ivar names: the field names, the first one the time.
     @ivar written: lines written out so far.
+    @ivar lost: lines lost to failed writes so far.
     """
+
+    #: Seconds between two error lines of a log whose writes keep failing.
+    failure_report_interval = 60.0
 
     log = Logger()
 
@@ -371,6 +381,15 @@ class AccessLog(Generic[RecordT]):
         self._records: List[RecordT] = []
         self._timer: Optional[IDelayedCall] = None
         self.written = 0
+        self.lost = 0
+        #: While writes fail: when the first failed, the lines lost since,
+        #: when the last error line was written, the lines lost since that,
+        #: and the last error.
+        self._failing_since: Optional[float] = None
+        self._lost_while_failing = 0
+        self._reported_at = 0.0
+        self._unreported = 0
+        self._last_error = ""
 
     def add(self, record: RecordT) -> None:
         """
@@ -401,10 +420,60 @@ class AccessLog(Generic[RecordT]):
         try:
             self.sink.write(_Lines(records, self.text_of))
         except OSError as e:
-            self.log.error("could not write {count} access log line(s): {error}",
-                           count=len(records), error=str(e))
+            self._failed(len(records), str(e))
             return
         self.written += len(records)
+        if self._failing_since is not None:
+            self._recovered()
+
+    def _where(self) -> str:
+        """
+        The log as its error lines name it: its file, if it has one.
+        """
+        path = getattr(self.sink, "path", None)
+        if path is None:
+            return "the access log"
+        return "the access log on standard output" if path == STDOUT else f"the access log {path}"
+
+    def _failed(self, count: int, error: str) -> None:
+        """
+        A batch of C{count} lines could not be written: count them lost, and
+        say so at the first failure, or if the last error line is old.
+        """
+        self.lost += count
+        self._lost_while_failing += count
+        self._unreported += count
+        self._last_error = error
+        now = self.clock.seconds()
+        if self._failing_since is None:
+            self._failing_since = now
+            self.log.error("could not write {count} line(s) to {where}: {error}; they are lost "
+                           "(until a write succeeds, further losses are summed up every "
+                           "{interval:g} s)", count=count, where=self._where(), error=error,
+                           interval=self.failure_report_interval)
+            self._reported(now)
+        elif now - self._reported_at >= self.failure_report_interval:
+            self._report_losses(now)
+
+    def _report_losses(self, now: float) -> None:
+        self.log.error("could not write {count} more line(s) to {where} since the last report: "
+                       "{error}; they are lost", count=self._unreported, where=self._where(),
+                       error=self._last_error)
+        self._reported(now)
+
+    def _reported(self, now: float) -> None:
+        self._reported_at = now
+        self._unreported = 0
+
+    def _recovered(self) -> None:
+        """
+        A batch was written after failures: say how many lines were lost.
+        """
+        self.log.warn("{where} is written again; {count} line(s) were lost since {since}",
+                      where=self._where(), count=self._lost_while_failing,
+                      since=iso_timestamp(self._failing_since or 0.0))
+        self._failing_since = None
+        self._lost_while_failing = self._unreported = 0
 
     def close(self) -> None:
         """
@@ -414,5 +483,7 @@ class AccessLog(Generic[RecordT]):
         is written out at once.
         """
         self.flush()
+        if self._unreported:
+            self._report_losses(self.clock.seconds())
         self.sink.close()
         self.buffer_lines = 1

@@ -22,13 +22,17 @@ class MemoryAccessLogSink:
 
     @ivar batches: the text of every batch written, in order.
     @ivar closed: L{close} was called.
+    @ivar fail_with: while set, what L{write} raises (a full disk ...).
     """
 
     def __init__(self) -> None:
         self.batches: List[str] = []
         self.closed = False
+        self.fail_with: Optional[OSError] = None
 
     def write(self, lines: object) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
         self.batches.append(str(lines))
 
     def close(self) -> None:

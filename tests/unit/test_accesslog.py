@@ -28,6 +28,7 @@ from stellarouter.accesslog import (
     LoggerSink,
     format_json,
     format_logfmt,
+    iso_timestamp,
 )
 from stellarouter.config import ConfigError
 from stellarouter.config.gateway import parse_gateway_config
@@ -79,6 +80,25 @@ class FormatTests(SynchronousTestCase):
             format_logfmt(NAMES, RECORD),
             'time=2026-12-03T14:05:09.042Z cid=c1 path="/a b/\\"q\\"\\n\\u00e9" status=200 '
             'ms=1.235 missing=')
+
+
+    def test_time_each_millisecond(self) -> None:
+        """
+        The time's text depends on its millisecond alone, whatever time was
+        shown before it (the last text is kept): within one millisecond,
+        across seconds and days, and back in time.
+        """
+        second = 1_796_306_709  # 2026-12-03T14:05:09Z
+        for seconds, text in [
+                (second + 0.0421, "2026-12-03T14:05:09.042Z"),
+                (second + 0.0429, "2026-12-03T14:05:09.042Z"),
+                (second + 0.0435, "2026-12-03T14:05:09.043Z"),
+                (second + 0.9995, "2026-12-03T14:05:09.999Z"),
+                (second + 1.0005, "2026-12-03T14:05:10.000Z"),
+                (second + 86_400.0425, "2026-12-04T14:05:09.042Z"),
+                (second + 0.0425, "2026-12-03T14:05:09.042Z"),
+                (second - 0.0005, "2026-12-03T14:05:08.999Z")]:
+            self.assertEqual(iso_timestamp(seconds), text, seconds)
 
 
 class BufferTests(SynchronousTestCase):
@@ -224,7 +244,6 @@ class BufferTests(SynchronousTestCase):
         texts = [formatEvent(event) for event in events]
         self.assertTrue(all(len(text) <= sink.max_event_chars for text in texts))
         self.assertEqual("\n".join(texts).split("\n"), [line] * 300)
-        self.assertEqual(sum(event["access_log_lines"] for event in events), 300)
 
     def test_logger_sink_long_line_whole(self) -> None:
         """
@@ -240,10 +259,95 @@ class BufferTests(SynchronousTestCase):
         sink.write(_Text(["a" * 60, "b" * 30, long, "c" * 10]))
         self.assertEqual([formatEvent(event) for event in events],
                          ["a" * 60 + "\n" + "b" * 30, long, "c" * 10])
-        self.assertEqual([event["access_log_lines"] for event in events], [2, 1, 1])
         del events[:]
         sink.write(_Text([long]))
         self.assertEqual([formatEvent(event) for event in events], [long])
+
+
+class WriteFailureTests(SynchronousTestCase):
+    """
+    A log whose writes fail (a full disk) says so in the process's log once,
+    then at most once per C{failure_report_interval}, and once more when it
+    writes again; it counts the lines lost.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events: List[Any] = []
+        self.patch(AccessLog, "log", Logger(observer=self.events.append))
+
+    def messages(self) -> List[str]:
+        from twisted.logger import formatEvent
+        return [formatEvent(event) for event in self.events]
+
+    def test_full_disk(self) -> None:
+        """
+        A file on a full disk (C{/dev/full}, ENOSPC): the first failed batch
+        is one error line naming the file and the error; the next thousand
+        batches within the interval add none; the first batch after it adds
+        one line counting every line lost since.  Every line is counted.
+        """
+        log = AccessLog(NAMES, AccessLogConfig(path="/dev/full", buffer_lines=2), self.clock)
+        self.addCleanup(log.close)
+        log.add(RECORD)
+        log.add(RECORD)
+        self.assertEqual(len(self.events), 1)
+        (message,) = self.messages()
+        self.assertIn("could not write 2 line(s) to the access log /dev/full:", message)
+        self.assertIn("No space left on device", message)
+        self.assertIn("they are lost", message)
+        for _ in range(1000):
+            self.clock.advance(0.05)  # (50 s in all)
+            log.add(RECORD)
+            log.add(RECORD)
+        self.assertEqual(len(self.events), 1)
+        self.clock.advance(11)
+        log.add(RECORD)
+        log.add(RECORD)
+        self.assertEqual(len(self.events), 2)
+        self.assertIn("could not write 2002 more line(s) to the access log /dev/full since the "
+                      "last report", self.messages()[1])
+        self.assertEqual((log.lost, log.written), (2004, 0))
+
+    def test_written_again(self) -> None:
+        """
+        Once a batch is written again, one warning counts the lines lost
+        since the first failure and says when it was; a later failure is
+        reported at once again.
+        """
+        sink = MemoryAccessLogSink()
+        log = AccessLog(NAMES, AccessLogConfig(buffer_lines=1), self.clock, sink)
+        self.clock.advance(1_796_306_709)
+        sink.fail_with = OSError(28, "No space left on device")
+        for _ in range(5):
+            log.add(RECORD)
+        sink.fail_with = None
+        self.clock.advance(1)
+        log.add(RECORD)
+        self.assertEqual(len(self.messages()), 2)
+        self.assertEqual(self.messages()[1], "the access log is written again; 5 line(s) were "
+                                             "lost since 2026-12-03T14:05:09.000Z")
+        self.assertEqual(self.events[1]["log_level"].name, "warn")
+        self.assertEqual((log.lost, log.written, len(sink.lines())), (5, 1, 1))
+        sink.fail_with = OSError(5, "Input/output error")
+        log.add(RECORD)
+        self.assertEqual(len(self.events), 3)
+        self.assertIn("could not write 1 line(s) to the access log: [Errno 5] Input/output "
+                      "error", self.messages()[2])
+
+    def test_close_reports(self) -> None:
+        """
+        Lines lost since the last report are reported when the log closes.
+        """
+        sink = MemoryAccessLogSink()
+        log = AccessLog(NAMES, AccessLogConfig(buffer_lines=1), self.clock, sink)
+        sink.fail_with = OSError(28, "No space left on device")
+        for _ in range(3):
+            log.add(RECORD)
+        self.assertEqual(len(self.events), 1)
+        log.close()
+        self.assertEqual(len(self.events), 2)
+        self.assertIn("could not write 2 more line(s)", self.messages()[1])
 
 
 class _Text:
