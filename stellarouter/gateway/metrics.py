@@ -164,6 +164,11 @@ class LiveFigures(Interface):
         Configuration reloads applied and refused so far.
         """
 
+    def access_log_lines_lost() -> int:
+        """
+        Access log lines lost to failed writes so far (a full disk ...).
+        """
+
     def resilience() -> Dict[str, int]:
         """
         Retries and outlier ejections so far (the keys of
@@ -364,6 +369,9 @@ class _Collector:
         reloads.add_metric(["ok"], applied)
         reloads.add_metric(["failed"], refused)
         yield reloads
+        yield CounterMetricFamily(
+            "stellarouter_access_log_lines_lost", "Access log lines lost because they could "
+            "not be written (a full disk ...)", value=live.access_log_lines_lost())
         figures = live.resilience()
         retries = CounterMetricFamily(
             "stellarouter_retries", "Requests sent once more to another instance (retried), "

@@ -274,6 +274,7 @@ class GatewayService(Service):
         current = self.telemetry
         if current is not None:
             current.close()
+            self.figures.retire_telemetry(current)
         enabled = config.metrics.enabled
         self.metrics.max_series = config.metrics.max_series
         if enabled != self.metrics.enabled:

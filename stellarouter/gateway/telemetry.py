@@ -188,6 +188,8 @@ class ServiceFigures:
         self.service = service
         #: CANCELs sent by connections that have closed since, by reason.
         self.retired_cancels: Dict[str, int] = {}
+        #: Lines lost by access logs that reloads replaced since.
+        self.retired_lines_lost = 0
 
     def retire(self, connection: GatewayConnection) -> None:
         """
@@ -195,6 +197,19 @@ class ServiceFigures:
         """
         for reason, count in connection.in_flight.cancels_sent.items():
             self.retired_cancels[reason] = self.retired_cancels.get(reason, 0) + count
+
+    def retire_telemetry(self, telemetry: RequestTelemetry) -> None:
+        """
+        A reload replaced C{telemetry} (closed): keep its access log's count
+        of lines lost.
+        """
+        if telemetry.access_log is not None:
+            self.retired_lines_lost += telemetry.access_log.lost
+
+    def access_log_lines_lost(self) -> int:
+        telemetry = self.service.telemetry
+        log = telemetry.access_log if telemetry is not None else None
+        return self.retired_lines_lost + (log.lost if log is not None else 0)
 
     def in_flight(self) -> int:
         return sum(len(c.in_flight) for c in self.service.connections)

@@ -5,6 +5,7 @@ families after real (in-memory) traffic, labels bounded by configuration
 """
 
 import dataclasses
+import os
 from typing import Any, List
 
 from twisted.internet.defer import Deferred
@@ -330,6 +331,31 @@ class MetricsTests(SynchronousTestCase):
             gateway.config.node, environment="staging")))
         self.assertEqual(sample(self.scrape(), "stellarouter_config_reloads_total",
                                 result="ok"), 1)
+
+    def test_access_log_lines_lost(self) -> None:
+        """
+        Access log lines that could not be written (a full disk:
+        C{/dev/full}) are counted, and stay counted after a reload replaces
+        that log with one that writes.
+        """
+        deployment = InMemoryDeployment(access_log=AccessLogConfig(path="/dev/full"))
+        self.addCleanup(deployment.stop)
+        deployment.add(make_app([]), instance_id="counted-1")
+        gateway = deployment.gateway
+        metrics = gateway.metrics
+
+        def lost() -> object:
+            return sample(metrics.exposition()[0], "stellarouter_access_log_lines_lost_total")
+        self.assertEqual(lost(), 0)
+        for i in range(3):
+            deployment.request("GET", f"/n/{i}")
+        deployment.clock.advance(1)  # (the buffer's flush interval)
+        self.assertEqual(lost(), 3)
+        gateway.apply_config(dataclasses.replace(
+            gateway.config, access_log=AccessLogConfig(path=os.devnull)))
+        deployment.request("GET", "/n/4")
+        deployment.clock.advance(1)
+        self.assertEqual(lost(), 3)
 
     def test_disabled(self) -> None:
         """
