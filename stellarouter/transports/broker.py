@@ -34,7 +34,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import (
-    IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint)
+    IDelayedCall, IProtocol, IProtocolFactory, IReactorTime, IStreamClientEndpoint)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -110,6 +110,17 @@ def _parameters(options: Dict[str, str], queue: str) -> pika.ConnectionParameter
         client_properties={"connection_name": f"stellarouter {queue} pid {os.getpid()}"})
 
 
+class HandshakeTimeout(Exception):
+    """
+    The broker accepted the TCP connection but did not complete the AMQP
+    handshake in time.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no AMQP handshake within {seconds:g}s")
+        self.seconds = seconds
+
+
 class BrokerRefused(Exception):
     """
     The broker refused the login (wrong user or password) or the virtual
@@ -148,6 +159,10 @@ def explain_failure(error: BaseException, broker: str) -> Tuple[str, bool]:
                 f"{vhost}", True)
     if isinstance(error, ConnectError):
         return f"the broker at {broker} is unreachable ({_one_line(error)})", False
+    if isinstance(error, HandshakeTimeout):
+        return (f"the broker at {broker} accepted the connection but did not complete the AMQP "
+                f"handshake within {error.seconds:g}s (an AMQP 0-9-1 broker at that address? "
+                f"overloaded?)", False)
     return (f"the connection to the broker at {broker} closed before the AMQP handshake ended "
             f"({_one_line(error)})", False)
 
@@ -200,6 +215,8 @@ class BrokerConnection(TwistedProtocolConnection):
         self.owner = owner
         #: Why the connection ended while still opening.
         self.failure: Optional[BaseException] = None
+        #: Ends the attempt if the AMQP handshake is not done in time.
+        self._handshake_timer: Optional[IDelayedCall] = None
         # pika fails C{ready} (with a bare "AMQPConnectionError: 1") when
         # the connection ends before it is open: tell the owner why instead
         # of leaving an unhandled error in a Deferred.
@@ -210,14 +227,34 @@ class BrokerConnection(TwistedProtocolConnection):
         self.owner.open_failed(
             self.failure if self.failure is not None else cast(BaseException, failure.value))
 
+    def connectionMade(self) -> None:
+        # A broker (or anything else listening there) that accepts TCP and
+        # then stays silent would hold the attempt forever: ClientService
+        # only retries once the connection is lost.
+        self._handshake_timer = self.owner.clock.callLater(
+            self.owner.handshake_timeout, self._handshake_overdue)
+
+    def _handshake_overdue(self) -> None:
+        self._handshake_timer = None
+        self.failure = HandshakeTimeout(self.owner.handshake_timeout)
+        self.transport.abortConnection()  # (then connectionLost, and a retry)
+
+    def _stop_handshake_timer(self) -> None:
+        timer = self._handshake_timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._handshake_timer = None
+
     def connectionReady(self) -> object:
+        self._stop_handshake_timer()
         result = super().connectionReady()
         Deferred.fromCoroutine(self.owner.link_ready(self)).addErrback(
             self.owner.setup_failed, self)
         return result
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
-        if self.ready is not None:
+        self._stop_handshake_timer()
+        if self.ready is not None and self.failure is None:
             # Still opening: the broker's own reason if it gave one.
             self.failure = _broker_close(self) or reason.value
         super().connectionLost(reason)
@@ -243,6 +280,10 @@ class BrokerQueue(DropCounting):
     #: blocked"); without a cap every frame published meanwhile would stay in
     #: this process's memory.
     max_unsent_bytes = 32 * 1024 * 1024
+    #: Seconds from the TCP connection to the end of the AMQP handshake
+    #: (RabbitMQ's own C{handshake_timeout} is 10 s); past it the attempt is
+    #: abandoned and retried with backoff.
+    handshake_timeout = 10.0
 
     def __init__(self, reactor: IReactorTime, address: str, queue: str, gateway_required: bool,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,

@@ -16,6 +16,7 @@ from typing import List
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -111,6 +112,49 @@ class TransportRefusedTests(TestCase):
         self.assertIn(f"[warn] transports[1] (amqp:host=127.0.0.1:port={port}:user=guest:"
                       "password=***): cannot open the AMQP link: the broker at "
                       f"127.0.0.1:{port} is unreachable (", warning[0])
+        self.assertNotIn(PASSWORD, "\n".join(lines.lines))
+
+
+class SilentBrokerTests(TestCase):
+    """
+    Something on the broker's port that accepts TCP and never answers the
+    AMQP handshake (a real loopback listener).
+    """
+
+    timeout = 30
+
+    async def test_silent_broker_is_retried(self) -> None:
+        """
+        The attempt is abandoned after C{handshake_timeout} (the start is
+        not held), the warning says the handshake did not complete, and the
+        transport connects again with backoff.
+        """
+        connections: List[Protocol] = []
+        second: Deferred[None] = Deferred()
+
+        class Silent(Protocol):
+            def connectionMade(self) -> None:
+                connections.append(self)
+                if len(connections) == 2:
+                    second.callback(None)
+        listener = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+        self.addCleanup(listener.stopListening)
+        port = listener.getHost().port
+        lines = LogLines()
+        globalLogPublisher.addObserver(lines)
+        self.addCleanup(globalLogPublisher.removeObserver, lines)
+        server = amqp_server(
+            reactor, f"amqp:host=127.0.0.1:port={port}:user=guest:password={PASSWORD}",
+            ReceiverLog(), f"it-{uuid.uuid4().hex[:8]}", config_key="transports[1]",
+            initial_delay=0.1, jitter=lambda: 0)
+        server.handshake_timeout = 0.3
+        self.addCleanup(server.stop)
+        await server.start().addTimeout(10, reactor)
+        self.assertEqual(server.failed_attempts, 1)
+        await second.addTimeout(10, reactor)
+        warning = [line for line in lines.lines if "cannot open the AMQP link" in line]
+        self.assertIn(f"the broker at 127.0.0.1:{port} accepted the connection but did not "
+                      "complete the AMQP handshake within 0.3s", warning[0])
         self.assertNotIn(PASSWORD, "\n".join(lines.lines))
 
 

@@ -134,6 +134,47 @@ class BackoffTests(SynchronousTestCase):
             self.assertNextAttemptAfter(delay)
         self.assertEqual(self.server.failed_attempts, len(delays))
 
+    def test_silent_broker_handshake_timeout(self) -> None:
+        """
+        A connection that TCP accepts and that never completes the AMQP
+        handshake (a silent peer) is aborted after C{handshake_timeout}, the
+        warning says why, and the attempt is retried with backoff; the start
+        does not wait for it.
+        """
+        _, _, factory, _, _ = self.reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.reactor.advance(self.server.handshake_timeout - 1 / 64)
+        self.assertFalse(transport.disconnecting)
+        self.assertNoResult(self.started)
+        self.reactor.advance(1 / 64)
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.successResultOf(self.started),
+                         "rabbitmq:127.0.0.1:5672/stella.gw.gw-1")
+        self.assertEqual(self.server.failed_attempts, 1)
+        [line] = self.logged()
+        self.assertIn("cannot open the AMQP link: the broker at 127.0.0.1:5672 accepted the "
+                      "connection but did not complete the AMQP handshake within 10s", line)
+        self.assertNextAttemptAfter(0.5)
+
+    def test_handshake_in_time_stops_the_timer(self) -> None:
+        """
+        A link that becomes ready in time is not aborted later.
+        """
+        _, _, factory, _, _ = self.reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        due = self.reactor.seconds() + self.server.handshake_timeout
+
+        def handshake_timers() -> int:
+            return sum(1 for call in self.reactor.getDelayedCalls() if call.getTime() == due)
+        self.assertEqual(handshake_timers(), 1)
+        link = protocol._wrappedProtocol._protocol
+        link.ready.callback(None)  # (what pika does when the handshake ends)
+        self.assertEqual(handshake_timers(), 0)
+
     def test_ready_link_resets_the_backoff(self) -> None:
         """
         Once a link is ready the count of failures starts again: the next
