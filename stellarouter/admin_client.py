@@ -256,6 +256,12 @@ def fetch(base: str, path: str, token: Optional[str], timeout: float,
         if e.code == 403:
             raise AdminError(f"the admin listener at {base} refused the request: 403 "
                              f"{detail}") from None
+        if e.code == 404 and method == "GET":
+            # (Every path the commands read exists on the admin listener: a
+            # 404 is another server, most often the gateway's public port.)
+            raise AdminError(f"{method} {url}: 404 {detail}; is {base} the admin listener? "
+                             f"(not the gateway's public HTTP port: see admin.listen, by "
+                             f"default http://127.0.0.1:9901)") from None
         raise AdminError(f"{method} {url}: {e.code} {detail}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)

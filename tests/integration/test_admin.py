@@ -73,6 +73,12 @@ class AdminCliTests(AdminProcessTestCase):
                                                          "billing-admin")
         response = await treq.get(gateway.base_url + "/health", pool=self.pool)
         self.assertEqual(json.loads(await response.content()), {"status": "ok"})
+        # The public port given as --admin: one line that says what to use.
+        code, out, err = await cli("instances", "--admin", gateway.base_url)
+        self.assertEqual((code, out, len(err.splitlines())), (1, "", 1), err)
+        self.assertIn("404 ", err)
+        self.assertIn(f"is {gateway.base_url} the admin listener? (not the gateway's public "
+                      "HTTP port: see admin.listen", err)
 
         code, out, err = await cli("instances", "--admin", gateway.admin_url)
         self.assertEqual((code, err), (0, ""))
