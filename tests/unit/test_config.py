@@ -121,6 +121,21 @@ class GatewayConfigTests(SynchronousTestCase):
         self.assertIn("payload_limits.max_request_bytes_per_call: must be positive", text)
         self.assertEqual(len(problems), 6)
 
+    def test_ipv6_address_unescaped(self) -> None:
+        """
+        An IPv6 address written as it is in an endpoint string (its colons
+        unescaped): the problem says how to write it; escaped, it is valid.
+        """
+        base = {"node": {"region": "eu1"}, "transports": [{"type": "tcp", "listen": "tcp:5100"}]}
+        text = "\n".join(self.problems({**base, "admin": {"listen": "tcp:9901:interface=::1"}}))
+        self.assertIn("admin.listen: 'tcp:9901:interface=::1' is not a usable server endpoint "
+                      "string (", text)
+        self.assertIn("; a colon inside a value is written \\: (an IPv6 address: "
+                      "interface=\\:\\:1", text)
+        config = parse_gateway_config({**base, "admin": {"listen": "tcp:9901:interface=\\:\\:1"}})
+        self.assertEqual(config.admin.listen, "tcp:9901:interface=\\:\\:1")
+        self.assertNotIn("IPv6", "\n".join(self.problems({**base, "http": {"listen": "x:1"}})))
+
     def test_regions_and_expected_ids_as_in_hello(self) -> None:
         """
         The gateway's region, its neighbour regions and the expected
