@@ -41,6 +41,7 @@ cd "$WORK"
 cat > gateway.yaml <<'YAML'
 node: {node_id: gw-install-check, region: eu1}
 http: {listen: "tcp:0:interface=127.0.0.1"}
+admin: {listen: "tcp:0:interface=127.0.0.1"}
 transports: [{type: tcp, listen: "tcp:0:interface=127.0.0.1"}]
 YAML
 cat > smoke_app.py <<'PY'
