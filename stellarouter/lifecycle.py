@@ -31,6 +31,14 @@ class StartupError(Exception):
     """
 
 
+class StartAbandoned(Exception):
+    """
+    The service was stopped (a signal, the reactor stopping) before its
+    start-up was over: what was still to start is not started.  Not a
+    failure of the start-up.
+    """
+
+
 class _ExitStatus:
     """
     The status the process exits with once twistd is done.

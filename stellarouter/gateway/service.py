@@ -24,7 +24,7 @@ from ..config.errors import ConfigError
 from ..config.gateway import GatewayConfig, TransportListenerConfig, load_gateway_config
 from ..config.watcher import ConfigWatcher, Result, run_here
 from ..common.redaction import redact_text
-from ..lifecycle import StartupError, one_line
+from ..lifecycle import StartAbandoned, StartupError, one_line
 from ..transports.inmemory import InMemoryNetwork
 from ..transports.registry import make_server
 from ..transports.stream import ReceiverFactory
@@ -410,14 +410,41 @@ class GatewayService(Service):
                     f"{redact_text(listener.listen)}): {one_line(e)}") from e
         return addresses
 
+    def _still_starting(self) -> None:
+        """
+        @raise StartAbandoned: the service was stopped while it waited (for
+            a broker's first answer ...): nothing more is bound.
+        """
+        if not self.running:
+            raise StartAbandoned()
+
+    async def _abandon_if_stopped(self) -> None:
+        """
+        If the service was stopped while a port was being bound, close the
+        ports bound since (L{stopService} closed those before).
+
+        @raise StartAbandoned: it was.
+        """
+        if self.running:
+            return
+        ports = [port for port in (self._http_port, self._admin_port) if port is not None]
+        self._http_port = self._admin_port = None
+        for port in ports:
+            stopping = port.stopListening()
+            if isinstance(stopping, Deferred):
+                await stopping
+        raise StartAbandoned()
+
     async def _start(self) -> None:
         transports = await self.start_transports()
+        self._still_starting()
         http = self.config.http
         try:
             port = await serverFromString(self.reactor, http.listen_endpoint).listen(self.site)
         except Exception as e:
             raise StartupError(f"http.listen ({http.listen}): {one_line(e)}") from e
         self._http_port = port
+        await self._abandon_if_stopped()
         host = port.getHost()
         self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
         if self.config.openapi.expose == "admin" and self.openapi.server_url is None:
@@ -426,6 +453,7 @@ class GatewayService(Service):
             name = f"[{host.host}]" if ":" in host.host else host.host
             self.openapi.server_url = f"{scheme}://{name}:{host.port}"
         admin_address = await self._start_admin()
+        await self._abandon_if_stopped()
         if admin_address is not None:
             self.addresses["admin"] = admin_address
         self.admin.addresses = dict(self.addresses)
@@ -456,7 +484,9 @@ class GatewayService(Service):
         return f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}".strip(":") or str(host)
 
     def _start_failed(self, failure: Failure) -> None:
-        if not failure.check(StartupError):
+        if failure.check(StartAbandoned):
+            self.log.info("gateway stopped before it was ready; start-up abandoned")
+        elif not failure.check(StartupError):
             self.log.failure("gateway failed to start", failure)
         self.ready.errback(failure)
 

@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ..config import ConfigError, load_gateway_config
-from ..lifecycle import StartupError, fail_startup, one_line, refuse_to_start
+from ..lifecycle import StartAbandoned, StartupError, fail_startup, one_line, refuse_to_start
 
 if TYPE_CHECKING:
     from .service import ListenAddresses
@@ -87,6 +87,8 @@ def makeService(options: Options) -> IService:
         gc.freeze()
 
     def failed(failure: Failure) -> None:
+        if failure.check(StartAbandoned):
+            return  # (stopped during start-up: the process is ending anyway)
         # One line naming the listener (StartupError), or the error.
         error = cast(BaseException, failure.value)
         reason = str(error) if failure.check(StartupError) else one_line(error)

@@ -238,6 +238,7 @@ class AMQPTransportServer(BrokerQueue):
             self._prober.stop()
         self.report_drops()
         self.peers.stop("gateway transport stopping")
+        self.stopped = True
         return self.service.stopService()
 
     def probe_busy_peers(self) -> None:
@@ -444,6 +445,7 @@ class AMQPTransportClient(BrokerQueue):
                                             json.dumps({"goodbye": True}).encode()), self.key)
         self.report_drops()
         self.session.close("stopped")
+        self.stopped = True
         return self.service.stopService()
 
     # link events

@@ -308,6 +308,8 @@ class BrokerQueue(DropCounting):
         self.failed_attempts = 0
         #: Whether a link was ever ready.
         self.ever_opened = False
+        #: Whether this side stopped it (L{stop}).
+        self.stopped = False
         self._last_reason: Optional[str] = None
         DropCounting.__init__(self)
         factory = Factory.forProtocol(
@@ -336,7 +338,10 @@ class BrokerQueue(DropCounting):
         self.failed_attempts += 1
         count = self.failed_attempts
         reported_by_side = refused and self.refusal_stops_start()
-        if not reported_by_side and (reason != self._last_reason or count & (count - 1) == 0):
+        # (An attempt ended by our own stop is not worth a warning that
+        # says it is retried: it is not.)
+        if not reported_by_side and not self.stopped and (
+                reason != self._last_reason or count & (count - 1) == 0):
             self._last_reason = reason
             emit = self.log.error if refused else self.log.warn
             emit("{transport}: cannot open the AMQP link: {reason}; {count} failed "

@@ -9,6 +9,7 @@ listeners and keeps retrying).  Outside finding F8.
 """
 
 import json
+import signal
 import socket
 import uuid
 from typing import List
@@ -210,6 +211,40 @@ routers:
         self.assertEqual(await micro.ended, 1, "\n".join(micro.lines))
         self.assertOneClearLine("\n".join(micro.lines), "stella-micro",
                                 "routers[0] (rabbitmq:amqp:")
+
+    async def test_gateway_stopped_while_its_broker_is_silent(self) -> None:
+        """
+        A gateway stopped (SIGTERM) while its first broker attempt waits for
+        the AMQP handshake stops there: it binds nothing more, never says
+        it is ready, does not say the attempt is retried, and ends by the
+        signal as twistd does (not as a start-up failure, status 1).
+        """
+        connected: Deferred[None] = Deferred()
+
+        class Silent(Protocol):
+            def connectionMade(self) -> None:
+                if not connected.called:
+                    connected.callback(None)
+        listener = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+        self.addCleanup(listener.stopListening)
+        config = self.deployment.write("gw-amqp-silent.yaml", f"""
+node: {{node_id: gw-silent, region: eu1}}
+http: {{listen: "tcp:0:interface=127.0.0.1"}}
+admin: {{listen: "tcp:0:interface=127.0.0.1"}}
+transports:
+  - {{type: rabbitmq, listen: "amqp:host=127.0.0.1:port={listener.getHost().port}:user=guest:password={PASSWORD}"}}
+""")
+        gateway = self.deployment.spawn("gateway", ["stella-gateway", "--config", config])
+        await connected.addTimeout(20, reactor)
+        gateway.signal("TERM")
+        self.assertEqual(await gateway.ended, -signal.SIGTERM, "\n".join(gateway.lines))
+        output = "\n".join(gateway.lines)
+        self.assertIn("gateway stopped before it was ready; start-up abandoned", output)
+        self.assertNotIn("ready:", output)
+        self.assertNotIn("GatewaySite starting", output)
+        self.assertNotIn("retrying with backoff", output)
+        self.assertNotIn("#critical]", output)
+        self.assertNotIn(PASSWORD, output)
 
     async def test_gateway_serves_while_its_broker_is_unreachable(self) -> None:
         """
