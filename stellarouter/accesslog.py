@@ -448,8 +448,9 @@ class AccessLog(Generic[RecordT]):
         if self._failing_since is None:
             self._failing_since = now
             self.log.error("could not write {count} line(s) to {where}: {error}; they are lost "
-                           "(until a write succeeds, further losses are summed up every "
-                           "{interval:g} s)", count=count, where=self._where(), error=error,
+                           "(until a write succeeds, further losses are reported with the next "
+                           "failure at least {interval:g} s later, and when the log closes)",
+                           count=count, where=self._where(), error=error,
                            interval=self.failure_report_interval)
             self._reported(now)
         elif now - self._reported_at >= self.failure_report_interval:
