@@ -12,7 +12,7 @@ import json
 import signal
 import socket
 import uuid
-from typing import List
+from typing import List, Tuple
 
 import treq
 from twisted.internet import reactor
@@ -23,6 +23,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from stellarouter.testing.contract import ReceiverLog
+from stellarouter.testing.processes import WatchedProcess
 from stellarouter.transports.amqp import BrokerRefused, amqp_server
 
 from .test_processes import ProcessTestCase
@@ -38,6 +39,46 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class SilentListener:
+    """
+    A loopback TCP listener that accepts connections and never sends a
+    byte (something other than an AMQP broker on the broker's port).
+    """
+
+    def __init__(self, test: TestCase) -> None:
+        self.connections = 0
+        self._waiting: List[Tuple[int, "Deferred[None]"]] = []
+        listener = reactor.listenTCP(0, Factory.forProtocol(lambda: _Silent(self)),
+                                     interface="127.0.0.1")
+        test.addCleanup(listener.stopListening)
+        self.port: int = listener.getHost().port
+
+    def connected(self, count: int = 1) -> "Deferred[None]":
+        """
+        Fires once C{count} connections have been accepted.
+        """
+        d: Deferred[None] = Deferred()
+        if self.connections >= count:
+            d.callback(None)
+        else:
+            self._waiting.append((count, d))
+        return d
+
+    def accepted(self) -> None:
+        self.connections += 1
+        for count, d in [w for w in self._waiting if w[0] <= self.connections]:
+            self._waiting.remove((count, d))
+            d.callback(None)
+
+
+class _Silent(Protocol):
+    def __init__(self, listener: SilentListener) -> None:
+        self.listener = listener
+
+    def connectionMade(self) -> None:
+        self.listener.accepted()
 
 
 @implementer(ILogObserver)
@@ -130,17 +171,8 @@ class SilentBrokerTests(TestCase):
         not held), the warning says the handshake did not complete, and the
         transport connects again with backoff.
         """
-        connections: List[Protocol] = []
-        second: Deferred[None] = Deferred()
-
-        class Silent(Protocol):
-            def connectionMade(self) -> None:
-                connections.append(self)
-                if len(connections) == 2:
-                    second.callback(None)
-        listener = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
-        self.addCleanup(listener.stopListening)
-        port = listener.getHost().port
+        silent = SilentListener(self)
+        port = silent.port
         lines = LogLines()
         globalLogPublisher.addObserver(lines)
         self.addCleanup(globalLogPublisher.removeObserver, lines)
@@ -152,7 +184,7 @@ class SilentBrokerTests(TestCase):
         self.addCleanup(server.stop)
         await server.start().addTimeout(10, reactor)
         self.assertEqual(server.failed_attempts, 1)
-        await second.addTimeout(10, reactor)
+        await silent.connected(2).addTimeout(10, reactor)
         warning = [line for line in lines.lines if "cannot open the AMQP link" in line]
         self.assertIn(f"the broker at 127.0.0.1:{port} accepted the connection but did not "
                       "complete the AMQP handshake within 0.3s", warning[0])
@@ -160,6 +192,21 @@ class SilentBrokerTests(TestCase):
 
 
 class ProcessRefusedTests(ProcessTestCase):
+    def spawn_gateway(self, node_id: str, broker: str) -> WatchedProcess:
+        """
+        twistd stella-gateway with a TCP listener and a RabbitMQ one whose
+        broker address is C{broker}.
+        """
+        config = self.deployment.write(f"{node_id}.yaml", f"""
+node: {{node_id: {node_id}, region: eu1}}
+http: {{listen: "tcp:0:interface=127.0.0.1"}}
+admin: {{listen: "tcp:0:interface=127.0.0.1"}}
+transports:
+  - {{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}
+  - {{type: rabbitmq, listen: "{broker}"}}
+""")
+        return self.deployment.spawn("gateway", ["stella-gateway", "--config", config])
+
     def assertOneClearLine(self, output: str, plugin: str, key: str) -> None:
         """
         The output has the one critical start-up line naming C{key}, the
@@ -182,15 +229,7 @@ class ProcessRefusedTests(ProcessTestCase):
         twistd stella-gateway with a wrong broker password stops at once with
         exit status 1 and one critical line, like a port it cannot bind.
         """
-        config = self.deployment.write("gw-amqp-bad.yaml", f"""
-node: {{node_id: gw-refused, region: eu1}}
-http: {{listen: "tcp:0:interface=127.0.0.1"}}
-admin: {{listen: "tcp:0:interface=127.0.0.1"}}
-transports:
-  - {{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}
-  - {{type: rabbitmq, listen: "{REFUSED}"}}
-""")
-        gateway = self.deployment.spawn("gateway", ["stella-gateway", "--config", config])
+        gateway = self.spawn_gateway("gw-refused", REFUSED)
         self.assertEqual(await gateway.ended, 1, "\n".join(gateway.lines))
         output = "\n".join(gateway.lines)
         self.assertOneClearLine(output, "stella-gateway", "transports[1] (rabbitmq amqp:")
@@ -219,23 +258,10 @@ routers:
         it is ready, does not say the attempt is retried, and ends by the
         signal as twistd does (not as a start-up failure, status 1).
         """
-        connected: Deferred[None] = Deferred()
-
-        class Silent(Protocol):
-            def connectionMade(self) -> None:
-                if not connected.called:
-                    connected.callback(None)
-        listener = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
-        self.addCleanup(listener.stopListening)
-        config = self.deployment.write("gw-amqp-silent.yaml", f"""
-node: {{node_id: gw-silent, region: eu1}}
-http: {{listen: "tcp:0:interface=127.0.0.1"}}
-admin: {{listen: "tcp:0:interface=127.0.0.1"}}
-transports:
-  - {{type: rabbitmq, listen: "amqp:host=127.0.0.1:port={listener.getHost().port}:user=guest:password={PASSWORD}"}}
-""")
-        gateway = self.deployment.spawn("gateway", ["stella-gateway", "--config", config])
-        await connected.addTimeout(20, reactor)
+        silent = SilentListener(self)
+        gateway = self.spawn_gateway(
+            "gw-silent", f"amqp:host=127.0.0.1:port={silent.port}:user=guest:password={PASSWORD}")
+        await silent.connected().addTimeout(20, reactor)
         gateway.signal("TERM")
         self.assertEqual(await gateway.ended, -signal.SIGTERM, "\n".join(gateway.lines))
         output = "\n".join(gateway.lines)
