@@ -121,6 +121,17 @@ class HandshakeTimeout(Exception):
         self.seconds = seconds
 
 
+class QueueSetupTimeout(Exception):
+    """
+    The broker completed the AMQP handshake but did not open the channel,
+    declare, bind and consume the queue in time.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no queue set up within {seconds:g}s")
+        self.seconds = seconds
+
+
 class BrokerRefused(Exception):
     """
     The broker refused the login (wrong user or password) or the virtual
@@ -163,6 +174,9 @@ def explain_failure(error: BaseException, broker: str) -> Tuple[str, bool]:
         return (f"the broker at {broker} accepted the connection but did not complete the AMQP "
                 f"handshake within {error.seconds:g}s (an AMQP 0-9-1 broker at that address? "
                 f"overloaded?)", False)
+    if isinstance(error, QueueSetupTimeout):
+        return (f"the broker at {broker} completed the AMQP handshake but did not set up the "
+                f"queue within {error.seconds:g}s of the connection (overloaded?)", False)
     return (f"the connection to the broker at {broker} closed before the AMQP handshake ended "
             f"({_one_line(error)})", False)
 
@@ -236,8 +250,21 @@ class BrokerConnection(TwistedProtocolConnection):
 
     def _handshake_overdue(self) -> None:
         self._handshake_timer = None
-        self.failure = HandshakeTimeout(self.owner.handshake_timeout)
+        seconds = self.owner.handshake_timeout
+        if self.ready is None:
+            # The handshake is done; the queue's setup stalled.  (pika's
+            # C{ready} has fired: the owner is told here, not by it.)
+            self.failure = QueueSetupTimeout(seconds)
+            self.owner.open_failed(self.failure)
+        else:
+            self.failure = HandshakeTimeout(seconds)
         self.transport.abortConnection()  # (then connectionLost, and a retry)
+
+    def set_up(self) -> None:
+        """
+        The queue is consumed: the link is open, in time.
+        """
+        self._stop_handshake_timer()
 
     def _stop_handshake_timer(self) -> None:
         timer = self._handshake_timer
@@ -246,7 +273,7 @@ class BrokerConnection(TwistedProtocolConnection):
         self._handshake_timer = None
 
     def connectionReady(self) -> object:
-        self._stop_handshake_timer()
+        # (The timer runs on until the queue is consumed: L{set_up}.)
         result = super().connectionReady()
         Deferred.fromCoroutine(self.owner.link_ready(self)).addErrback(
             self.owner.setup_failed, self)
@@ -357,6 +384,7 @@ class BrokerQueue(DropCounting):
         await channel.queue_declare(queue=self.queue, exclusive=True, auto_delete=True)
         await channel.queue_bind(queue=self.queue, exchange=EXCHANGE, routing_key=self.queue)
         messages, _ = await channel.basic_consume(queue=self.queue, auto_ack=True)
+        link.set_up()
         self.channel, self.link = channel, link
         self.log.info("AMQP link to {host}:{port} ready; consuming {queue}{after}",
                       host=self.options["host"], port=self.options["port"], queue=self.queue,
@@ -384,6 +412,8 @@ class BrokerQueue(DropCounting):
                     self.log.failure("handling a {kind} message failed", kind=frame.type.name)
 
     def setup_failed(self, failure: Failure, link: BrokerConnection) -> None:
+        if isinstance(link.failure, QueueSetupTimeout):
+            return  # (reported as a failed attempt, and the connection is cut)
         self.log.failure("setting up the AMQP link failed; reconnecting", failure)
         if link.transport is not None:
             link.transport.loseConnection()

@@ -84,6 +84,9 @@ class FakeLink:
     def channel(self) -> "Deferred[FakeChannel]":
         return succeed(FakeChannel())
 
+    def set_up(self) -> None:
+        pass
+
 
 class BackoffTests(SynchronousTestCase):
     def setUp(self) -> None:
@@ -159,21 +162,53 @@ class BackoffTests(SynchronousTestCase):
                       "connection but did not complete the AMQP handshake within 10s", line)
         self.assertNextAttemptAfter(0.5)
 
-    def test_handshake_in_time_stops_the_timer(self) -> None:
+    def opened_link(self, channel: "Deferred[Any]") -> Any:
         """
-        A link that becomes ready in time is not aborted later.
+        The latest attempt's connection (as C{ClientService} wraps it), its
+        TCP connection made and its AMQP handshake done; opening its
+        channel gives C{channel}.
         """
         _, _, factory, _, _ = self.reactor.tcpClients[-1]
         protocol = factory.buildProtocol(None)
         protocol.makeConnection(StringTransport())
-        due = self.reactor.seconds() + self.server.handshake_timeout
-
-        def handshake_timers() -> int:
-            return sum(1 for call in self.reactor.getDelayedCalls() if call.getTime() == due)
-        self.assertEqual(handshake_timers(), 1)
         link = protocol._wrappedProtocol._protocol
-        link.ready.callback(None)  # (what pika does when the handshake ends)
-        self.assertEqual(handshake_timers(), 0)
+        link.channel = lambda: channel
+        # (What pika does when the handshake ends.)
+        ready, link.ready = link.ready, None
+        ready.callback(None)
+        return protocol
+
+    def handshake_timers(self, due: float) -> int:
+        return sum(1 for call in self.reactor.getDelayedCalls() if call.getTime() == due)
+
+    def test_link_set_up_in_time_stops_the_timer(self) -> None:
+        """
+        A link whose queue is consumed in time is not cut later.
+        """
+        due = self.reactor.seconds() + self.server.handshake_timeout
+        connection = self.opened_link(succeed(FakeChannel()))
+        self.assertEqual(self.handshake_timers(due), 0)
+        self.assertFalse(connection.transport.disconnecting)
+        self.assertEqual(self.server.failed_attempts, 0)
+
+    def test_stalled_queue_setup(self) -> None:
+        """
+        A broker that completes the handshake and then never opens the
+        channel (or declares the queue): the attempt is cut within
+        C{handshake_timeout} of the TCP connection, reported once as a
+        failed attempt (no traceback), and retried with backoff.
+        """
+        due = self.reactor.seconds() + self.server.handshake_timeout
+        connection = self.opened_link(Deferred())
+        self.assertEqual(self.handshake_timers(due), 1)
+        self.reactor.advance(self.server.handshake_timeout)
+        self.assertTrue(connection.transport.disconnecting)
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.server.failed_attempts, 1)
+        [line] = self.logged()
+        self.assertIn("the broker at 127.0.0.1:5672 completed the AMQP handshake but did not set "
+                      "up the queue within 10s of the connection", line)
+        self.assertNextAttemptAfter(0.5)
 
     def test_ready_link_resets_the_backoff(self) -> None:
         """
