@@ -410,18 +410,11 @@ class GatewayService(Service):
                     f"{redact_text(listener.listen)}): {one_line(e)}") from e
         return addresses
 
-    def _still_starting(self) -> None:
-        """
-        @raise StartAbandoned: the service was stopped while it waited (for
-            a broker's first answer ...): nothing more is bound.
-        """
-        if not self.running:
-            raise StartAbandoned()
-
     async def _abandon_if_stopped(self) -> None:
         """
-        If the service was stopped while a port was being bound, close the
-        ports bound since (L{stopService} closed those before).
+        If the service was stopped while its start-up waited (for a broker's
+        first answer, a port being bound ...), close the ports bound since
+        (L{stopService} closed those before): nothing more is started.
 
         @raise StartAbandoned: it was.
         """
@@ -437,7 +430,7 @@ class GatewayService(Service):
 
     async def _start(self) -> None:
         transports = await self.start_transports()
-        self._still_starting()
+        await self._abandon_if_stopped()
         http = self.config.http
         try:
             port = await serverFromString(self.reactor, http.listen_endpoint).listen(self.site)
