@@ -54,7 +54,9 @@ class ConfigWatcher(Generic[Config]):
     same for one more interval is loaded with C{load}; a valid result goes
     to C{on_change(config)}, an invalid one is logged and the last good
     configuration stays; so does one C{on_change} refuses (raising
-    L{ConfigError}: valid, but it cannot be put in force).
+    L{ConfigError}: valid, but it cannot be put in force).  After a refusal,
+    a valid file that changes nothing (put back as it was) is said to be
+    valid again.
 
     @ivar current: the last good configuration.
     @ivar failures: how many reloads were refused (invalid, or refused or
@@ -79,7 +81,9 @@ class ConfigWatcher(Generic[Config]):
         """
         @param load: reads and validates the file; raises L{ConfigError}.
         @param on_change: puts a new configuration in force; raises
-            L{ConfigError} to refuse it whole.
+            L{ConfigError} to refuse it whole.  Whatever it raises, nothing
+            of the new configuration may be in force (the log says the
+            previous one stays).
         @param current: the configuration in force (loaded from C{path}).
         @param also_watch: files a configuration refers to whose changes
             count as changes of the configuration (e.g. a JWKS file).
@@ -92,6 +96,9 @@ class ConfigWatcher(Generic[Config]):
         self.on_change = on_change
         self.current = current
         self.failures = 0
+        #: The last reload was refused (logged): the next valid file is
+        #: said to be so, even when it changes nothing.
+        self._refused = False
         self.run_blocking = run_blocking
         self.pending: Optional[Tuple[Optional[str], ...]] = None
         self._busy = False
@@ -180,13 +187,13 @@ class ConfigWatcher(Generic[Config]):
             config = await self.run_blocking(self.load, self.path)
         except ConfigError as e:
             self._stamp = stamp
-            self.failures += 1
+            self._refuse()
             self.log.error("configuration reload refused; keeping the last good one:\n{problems}",
                            problems=str(e))
             return False
         except Exception:
             self._stamp = stamp
-            self.failures += 1
+            self._refuse()
             self.log.failure("configuration reload failed; keeping the last good one")
             return False
         if not force and await self.run_blocking(self._read_stamp, paths) != stamp:
@@ -195,23 +202,33 @@ class ConfigWatcher(Generic[Config]):
             return False
         self._stamp = stamp
         if config == self.current:
+            if self._refused:
+                self._refused = False
+                self.log.info("configuration file {path} is valid again and the same as the "
+                              "configuration in force: nothing to change", path=self.path)
             return False
         try:
             self.on_change(config)
         except ConfigError as e:
             # Valid, but it cannot be put in force (an access log file that
             # cannot be opened): refused whole.
-            self.failures += 1
+            self._refuse()
             self.log.error("configuration reload refused; keeping the last good one:\n"
                            "{problems}", problems=str(e))
             return False
         except Exception:
-            self.failures += 1
+            # (on_change builds everything before it changes anything.)
+            self._refuse()
             self.log.failure("applying the reloaded configuration failed; the previous one "
                              "stays in force")
             return False
+        self._refused = False
         self.current = config
         return True
+
+    def _refuse(self) -> None:
+        self.failures += 1
+        self._refused = True
 
 
 async def _false() -> bool:

@@ -43,6 +43,7 @@ from ..common.untrusted import quoted
 from ..config.gateway import GatewayConfig
 from .admin_guard import AdminGuard, AdminRefused
 from .admin_listener import AdminSite
+from .auth import TokenVerifier
 from .admin_views import (
     AdminConnection,
     EjectionReader,
@@ -127,9 +128,18 @@ class AdminApp:
         Put a (reloaded) configuration in force: claims required, token
         keys, overrides shown in C{/routes}.
         """
+        self.put_in_force(config, EndpointOverrides(config.services),
+                          TokenVerifier(config.auth) if config.auth.enabled else None)
+
+    def put_in_force(self, config: GatewayConfig, overrides: EndpointOverrides,
+                     verifier: Optional[TokenVerifier]) -> None:
+        """
+        L{configure} with what it builds already built (the gateway's, which
+        its proxy uses too): only assigns.
+        """
         self.config = config
-        self.overrides = EndpointOverrides(config.services)
-        self.guard.configure(config)
+        self.overrides = overrides
+        self.guard.put_in_force(config, verifier)
 
     def _authorize(self, request: IRequest) -> None:
         """

@@ -63,8 +63,14 @@ class AdminGuard:
         Put a (reloaded) configuration in force: required claims, token
         keys, who may connect.
         """
+        self.put_in_force(config, TokenVerifier(config.auth) if config.auth.enabled else None)
+
+    def put_in_force(self, config: GatewayConfig, verifier: Optional[TokenVerifier]) -> None:
+        """
+        L{configure} with C{config}'s token verifier already built.
+        """
         self.config = config
-        self.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
+        self.verifier = verifier
 
     def authorize(self, request: IRequest) -> None:
         """

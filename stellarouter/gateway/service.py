@@ -43,6 +43,7 @@ from .openapi import OpenApiCatalog, expose_publicly
 from .outliers import OutlierPolicy
 from .overrides import EndpointOverrides
 from .registration import Registrar
+from .resolver import Route
 from .retry import RetryBudget
 from .routing import RegionAwareRouting
 from .state import RoutingState
@@ -65,6 +66,25 @@ class ListenAddresses(TypedDict, total=False):
     http: str
     transports: List[str]
     admin: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Built:
+    """
+    The objects a configuration puts in force, built (L{GatewayService._build})
+    before any of them is.
+    """
+
+    routing: IRoutingPlugin
+    overrides: EndpointOverrides
+    verifier: Optional[TokenVerifier]
+    forwarding: ClientAddressPolicy
+    retry_budget: RetryBudget
+    outlier_policy: OutlierPolicy
+    routes: Tuple[Route, ...]
+    #: The client connection cap (C{http.max_connections} or automatic).
+    max_connections: int
+    expected: ExpectedInstances
 
 
 class GatewayService(Service):
@@ -165,7 +185,7 @@ class GatewayService(Service):
         except OSError as e:
             raise StartupError(f"access_log.path ({config.access_log.path}): "
                                f"{one_line(e)}") from e
-        self._apply(config, telemetry)
+        self._apply(config, self._build(config), telemetry)
         self._http_port: Optional[IListeningPort] = None
         self.addresses: ListenAddresses = {}
         self.ready: Deferred[ListenAddresses] = Deferred()
@@ -199,9 +219,39 @@ class GatewayService(Service):
         node = config.node
         return RegionAwareRouting(node.region, node.neighbor_regions, config.default_versions())
 
-    def _apply(self, config: GatewayConfig, telemetry: Optional[RequestTelemetry]) -> None:
+    def _build(self, config: GatewayConfig) -> _Built:
         """
-        Put the live-changeable parts of C{config} in force.  Each piece is
+        Build what C{config} puts in force, changing nothing yet: whatever
+        fails here (a bug: C{config} is validated) leaves the configuration
+        in force whole.
+        """
+        retries, outliers = config.retries, config.outlier_detection
+        http = config.http
+        open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        expected = self.health.expected
+        if config.static_instances != expected.expected:
+            expected = ExpectedInstances(config.static_instances, expected)
+        return _Built(
+            routing=self._routing_for(config),
+            overrides=EndpointOverrides(config.services),
+            verifier=TokenVerifier(config.auth) if config.auth.enabled else None,
+            forwarding=ClientAddressPolicy(http.trusted_proxies),
+            retry_budget=RetryBudget(retries.budget_ratio, retries.budget_window,
+                                     retries.min_retries),
+            outlier_policy=OutlierPolicy(outliers.consecutive_failures,
+                                         outliers.base_ejection_time, outliers.max_ejection_time,
+                                         outliers.max_ejected_share, outliers.eject_on_timeout),
+            routes=tuple(configured_routes(config.services)),
+            max_connections=client_connection_cap(http.max_connections, open_files,
+                                                  http.reserved_descriptors),
+            expected=expected,
+        )
+
+    def _apply(self, config: GatewayConfig, built: _Built,
+               telemetry: Optional[RequestTelemetry]) -> None:
+        """
+        Put the live-changeable parts of C{config} in force: C{built}
+        (L{_build}'s) and plain settings, only assigned here.  Each piece is
         swapped by replacing one reference, so a request sees either the old
         or the new setting, never a mix within one object.
 
@@ -209,34 +259,27 @@ class GatewayService(Service):
             fail is done before anything changes).
         """
         node = config.node
-        self.proxy.routing = self._routing_for(config)
-        self.proxy.region = node.region
-        self.proxy.limits = config.payload_limits
+        proxy = self.proxy
+        proxy.routing = built.routing
+        proxy.region = node.region
+        proxy.limits = config.payload_limits
         self.response_budget.limit = config.buffers.max_response_bytes
-        self.proxy.overrides = EndpointOverrides(config.services)
-        self.proxy.overrides.report(self.routing_state)
-        self.proxy.verifier = TokenVerifier(config.auth) if config.auth.enabled else None
-        self.proxy.auth_required = config.auth.require_authentication
-        self.proxy.forwarding = ClientAddressPolicy(config.http.trusted_proxies)
-        retries, outliers = config.retries, config.outlier_detection
-        self.proxy.retries.configure(
-            retries.enabled,
-            RetryBudget(retries.budget_ratio, retries.budget_window, retries.min_retries),
-            OutlierPolicy(outliers.consecutive_failures, outliers.base_ejection_time,
-                          outliers.max_ejection_time, outliers.max_ejected_share,
-                          outliers.eject_on_timeout))
+        proxy.overrides = built.overrides
+        proxy.overrides.report(self.routing_state)
+        proxy.verifier = built.verifier
+        proxy.auth_required = config.auth.require_authentication
+        proxy.forwarding = built.forwarding
+        proxy.retries.configure(config.retries.enabled, built.retry_budget, built.outlier_policy)
         self.routing_state.memory.limit(config.http.forget_routes_after,
                                         config.http.max_remembered_routes)
-        self.routing_state.memory.configure(configured_routes(config.services))
+        self.routing_state.memory.configure(built.routes)
         self.site.max_request_bytes = config.payload_limits.max_request_bytes_per_call
         self._apply_telemetry(config, telemetry)
-        self._apply_http(config)
+        self._apply_http(config, built.max_connections)
         self.health.node_id, self.health.region = node.node_id, node.region
         self.health.detail = config.http.health_detail
-        self.admin.configure(config)
-        if config.static_instances != self.health.expected.expected:
-            self.health.expected = ExpectedInstances(config.static_instances,
-                                                     self.health.expected)
+        self.health.expected = built.expected
+        self.admin.put_in_force(config, built.overrides, built.verifier)
         for registrar in self.registrars:
             registrar.node_id, registrar.region = node.node_id, node.region
             registrar.limits = config.registration
@@ -315,7 +358,7 @@ class GatewayService(Service):
                               instance_id=state.instance.instance_id, refusal=refusal)
                 connection.sender.close(refusal)
 
-    def _apply_http(self, config: GatewayConfig) -> None:
+    def _apply_http(self, config: GatewayConfig, max_connections: int) -> None:
         """
         The HTTP edge's connection-level limits (for connections accepted
         from now on).
@@ -323,9 +366,7 @@ class GatewayService(Service):
         http = config.http
         self.site.head_timeout = http.request_head_timeout
         self.site.max_header_bytes = http.max_header_bytes
-        open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self.site.max_connections = client_connection_cap(
-            http.max_connections, open_files, http.reserved_descriptors)
+        self.site.max_connections = max_connections
 
     def apply_config(self, new: GatewayConfig) -> Tuple[List[str], List[str]]:
         """
@@ -333,7 +374,8 @@ class GatewayService(Service):
         once; listen addresses keep their old value and are reported as
         needing a restart.  Connections and requests in flight are untouched.
         A configuration that cannot be put in force (its access log file
-        cannot be opened) is refused whole: nothing of it applies.
+        cannot be opened) is refused whole: nothing of it applies.  So is
+        one whose building fails otherwise (a bug), raising that error.
 
         @return: the changes applied and those needing a restart.
         @raise ConfigError: C{new} was refused.
@@ -344,17 +386,24 @@ class GatewayService(Service):
             source = self.watcher.path if self.watcher is not None else "the new configuration"
             raise ConfigError(source, [
                 f"access_log.path: {new.access_log.path} cannot be opened: {one_line(e)}"]) from e
-        live, restart = diff(self.config, new)
-        for weakening in security_warnings(self.config, new):
+        try:
+            live, restart = diff(self.config, new)
+            weakenings = security_warnings(self.config, new)
+            effective = dataclasses.replace(
+                new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
+                                              backlog=self.config.http.backlog),
+                transports=self.config.transports, openapi=self.config.openapi,
+                admin=dataclasses.replace(new.admin, listen=self.config.admin.listen,
+                                          enabled=self.config.admin.enabled))
+            built = self._build(effective)
+        except BaseException:
+            if telemetry is not None:
+                telemetry.close()  # (its new access log file: never used)
+            raise
+        for weakening in weakenings:
             self.log.warn("configuration reload weakens authentication: {weakening}",
                           weakening=weakening)
-        effective = dataclasses.replace(
-            new, http=dataclasses.replace(new.http, listen=self.config.http.listen,
-                                          backlog=self.config.http.backlog),
-            transports=self.config.transports, openapi=self.config.openapi,
-            admin=dataclasses.replace(new.admin, listen=self.config.admin.listen,
-                                      enabled=self.config.admin.enabled))
-        self._apply(effective, telemetry)
+        self._apply(effective, built, telemetry)
         self.config = effective
         self.reloads_applied += 1
         self._disconnect_refused(effective)

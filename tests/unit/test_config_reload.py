@@ -25,6 +25,7 @@ from stellarouter.config import ConfigError, load_gateway_config, load_microserv
 from stellarouter.config.gateway import EndpointOverride, ServiceConfig
 from stellarouter.config.microservice import EndpointOverrideConfig
 from stellarouter.config.watcher import ConfigWatcher
+from stellarouter.gateway import service as service_module
 from stellarouter.gateway.service import GatewayService
 from stellarouter.lifecycle import StartupError
 from stellarouter.microservice import Microservice, RawResponse
@@ -255,6 +256,26 @@ class WatcherTests(SynchronousTestCase):
         self.clock.pump([1.0, 1.0])
         self.assertEqual([c.node.region for c in self.seen], ["eu3"])
 
+    def test_fixed_back_after_a_refusal(self) -> None:
+        """
+        After a refused edit, a file put back as it was (the configuration
+        in force) is said to be valid again, once: before, nothing was
+        logged, and an operator who fixed the file could not tell.
+        """
+        self.edit("node: {region: [oops]}\n")
+        self.clock.pump([1.0, 1.0])
+        self.assertEqual(self.watcher.failures, 1)
+        with capturedLogs() as events:
+            self.edit(GATEWAY)
+            self.clock.pump([1.0, 1.0, 1.0, 1.0])
+        self.assertEqual(self.seen, [])
+        [said] = [formatEvent(e) for e in events]
+        self.assertEqual(said, f"configuration file {self.path.path} is valid again and the "
+                               "same as the configuration in force: nothing to change")
+        with capturedLogs() as events:
+            self.assertFalse(self.successResultOf(self.watcher.check(force=True)))
+        self.assertEqual(list(events), [])
+
     def test_forced_check(self) -> None:
         """
         A forced check (SIGHUP) reloads at once; an identical file changes
@@ -388,3 +409,54 @@ class AccessLogReloadTests(SynchronousTestCase):
         error = self.assertRaises(StartupError, GatewayService,
                                   load_gateway_config(self.config_file.path, {}), self.clock)
         self.assertIn(f"access_log.path ({missing})", str(error))
+
+
+class AllOrNothingTests(SynchronousTestCase):
+    """
+    A reload that fails while the gateway builds what it needs (a bug: a
+    validated configuration should not fail there) leaves the whole
+    previous configuration in force, as its log line says.  Before, the
+    settings applied before the failure stayed applied (routing, region,
+    payload limits ...), the rest did not, and the log said "the previous
+    one stays in force".
+    """
+
+    def test_failure_while_building(self) -> None:
+        directory = FilePath(self.mktemp())
+        directory.makedirs()
+        config_file = directory.child("gateway.yaml")
+        config_file.setContent(GATEWAY.encode())
+        clock = MemoryReactorClock()
+        gateway = GatewayService(load_gateway_config(config_file.path, {}), clock,
+                                 config_path=config_file.path)
+        self.addCleanup(lambda: gateway.telemetry.close() if gateway.telemetry else None)
+        proxy = gateway.proxy
+
+        def in_force() -> list:
+            return [gateway.config, gateway.admin.config, gateway.telemetry, proxy.routing,
+                    proxy.limits, proxy.overrides, proxy.forwarding, proxy.retries.budget,
+                    gateway.health.expected]
+
+        before = in_force()
+        limit = gateway.site.max_request_bytes
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("a bug while building")
+
+        self.patch(service_module, "ClientAddressPolicy", broken)
+        new_log = directory.child("access.log")
+        config_file.setContent(GATEWAY.replace("eu1", "eu2").encode() + (
+            b"payload_limits: {max_request_bytes_per_call: 1000}\n"
+            b"retries: {budget_ratio: 0.5}\n"
+            b"static_instances: [{service: billing, instance_id: billing-1}]\n"
+            b"access_log: {path: " + new_log.path.encode() + b"}\n"))
+        with capturedLogs() as events:
+            self.assertFalse(self.successResultOf(gateway.reload()))
+        for old, new in zip(before, in_force()):
+            self.assertIs(new, old)
+        self.assertEqual((proxy.region, gateway.health.region, gateway.site.max_request_bytes),
+                         ("eu1", "eu1", limit))
+        self.assertEqual(gateway.figures.reloads(), (0, 1))
+        [failure] = [e for e in events if e.get("log_failure") is not None]
+        self.assertIn("the previous one stays in force", formatEvent(failure))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
