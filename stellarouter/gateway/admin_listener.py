@@ -29,6 +29,7 @@ from twisted.web.server import Request, Site
 
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..config.admin import AdminConfig
+from .admin_guard import MALFORMED_HOST, well_formed_hosts
 from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal
 from .errors import TooManyConnections
 
@@ -67,9 +68,9 @@ class RateLimitedLog:
         Log one refusal of C{cause}, or count it if one was logged less than
         C{interval} ago.
 
-        @param template: the line (PEP 3101, with C{fields}); C{{more}} is
-            the count of refusals of this cause not logged since the last
-            line.
+        @param template: the line (PEP 3101, with C{fields}), to which
+            C{"; N more since the last such line"} is added when N
+            refusals of this cause were not logged since the last line.
         """
         now = self.clock.seconds()
         last = self._last.get(cause)
@@ -77,7 +78,10 @@ class RateLimitedLog:
             self._unlogged[cause] = self._unlogged.get(cause, 0) + 1
             return
         self._last[cause] = now
-        self.log.warn(template, more=self._unlogged.pop(cause, 0), **fields)
+        more = self._unlogged.pop(cause, 0)
+        if more:
+            template += "; {more} more since the last such line"
+        self.log.warn(template, more=more, **fields)
 
 
 #: The largest request body the admin listener takes (its API takes none):
@@ -115,8 +119,30 @@ class AdminRequest(Request):
         channel = self.channel
         if isinstance(channel, AdminChannel):
             channel.request_complete()
-        if not self._dropped:  # a refused request is never served
-            super().process()
+        if self._dropped:  # a refused request is never served
+            return
+        if not well_formed_hosts(self):
+            # (Klein reads the Host before any route, and the guard, runs.)
+            self._refuse_host()
+            return
+        super().process()
+
+    def _refuse_host(self) -> None:
+        """
+        Answer 400 (problem+json) and close: a malformed C{Host} header.
+        """
+        self._dropped = True
+        channel = self.channel
+        transport = channel.transport if channel is not None else None
+        if transport is None:
+            return
+        if isinstance(channel, AdminChannel) and channel.refusal_log is not None:
+            channel.refusal_log.refused(
+                "host", "admin listener answered {peer} 400 and closed the connection: a "
+                "malformed Host header",
+                peer=str(transport.getPeer()))
+        answer_and_close(transport, 400, "Bad Request", "bad-request", "Bad request",
+                         MALFORMED_HOST)
 
     def _drop(self) -> None:
         """
@@ -133,7 +159,7 @@ class AdminRequest(Request):
         if isinstance(channel, AdminChannel) and channel.refusal_log is not None:
             channel.refusal_log.refused(
                 "body", "admin listener answered {peer} 413 and closed the connection: a "
-                "request body over {limit} bytes; {more} more since the last such line",
+                "request body over {limit} bytes",
                 peer=str(transport.getPeer()), limit=MAX_ADMIN_BODY_BYTES)
         answer_and_close(transport, 413, "Payload Too Large", "payload-too-large",
                          "Payload too large", f"the admin API takes bodies of at most "
@@ -186,8 +212,8 @@ class AdminChannel(http.HTTPChannel):
         if self.refusal_log is not None:
             self.refusal_log.refused(
                 "idle_timeout", "admin listener closed the connection of {peer}: its request "
-                "did not arrive in full within {timeout:g}s (admin.idle_timeout); {more} more "
-                "since the last such line", peer=str(transport.getPeer()),
+                "did not arrive in full within {timeout:g}s (admin.idle_timeout)",
+                peer=str(transport.getPeer()),
                 timeout=self.request_timeout)
         answer_and_close(transport, 408, "Request Timeout", "request-timeout",
                          "Request not received in time",
@@ -247,8 +273,8 @@ class AdminSite(Site):
         if self.open_connections >= cap:
             self.refusal_log.refused(
                 "max_connections", "admin listener refused a connection from {peer}: "
-                "{cap} admin connections are open (admin.max_connections); {more} more "
-                "refused since the last such line", peer=str(addr), cap=cap)
+                "{cap} admin connections are open (admin.max_connections)", peer=str(addr),
+                cap=cap)
             if self.refusing >= REFUSALS_IN_FLIGHT:
                 return None  # closed at once by the port, unanswered
             self.refusing += 1

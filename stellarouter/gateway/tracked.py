@@ -120,9 +120,9 @@ class RefusalLog:
             self._last.clear()
         self._last[address] = (now, 0)
         self.log.warn("refused a connection from {address}: {cap} connections from it are "
-                      "open already (registration.max_connections_per_peer_address); "
-                      "{more} more refused since the last line", address=address, cap=cap,
-                      more=count)
+                      "open already (registration.max_connections_per_peer_address)"
+                      + ("; {more} more refused since the last line" if count else ""),
+                      address=address, cap=cap, more=count)
 
 
 __all__ = ["RefusalLog", "TrackedConnection", "peer_address"]

@@ -8,7 +8,7 @@ instance id.
 from typing import Any, List, Tuple
 
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.common.enums import FrameType, InstanceHealthStatus
@@ -32,7 +32,7 @@ from stellarouter.config.gateway import HealthConfig, parse_gateway_config
 from stellarouter.gateway.connection import GatewayConnection
 from stellarouter.gateway.health import HealthMonitor
 from stellarouter.gateway.registration import Registrar
-from stellarouter.gateway.tracked import peer_address
+from stellarouter.gateway.tracked import RefusalLog, peer_address
 from stellarouter.gateway.state import RoutingState
 from stellarouter.testing.fakes import FakeFrameSender
 
@@ -245,3 +245,25 @@ class BookkeepingTests(Fixture):
         third.connectionClosed("gone")
         fourth, _ = self.connect(hello([("GET", "/ping")], "twin"))
         self.assertEqual(len([e for e in events if e.get("instance_id") == "twin"]), 2)
+
+
+class PeerRefusalLogTests(SynchronousTestCase):
+    """
+    Connections refused for their peer address are logged once per ten
+    seconds per address; the count of the others is in the next line, and
+    a first line claims none (it said "0 more refused since the last line").
+    """
+
+    def test_counts(self) -> None:
+        clock = Clock()
+        events: List[dict] = []
+        self.patch(RefusalLog, "log", Logger(observer=events.append))
+        log = RefusalLog(clock)
+        for _ in range(4):
+            log.refused("10.0.0.9", 3)
+        clock.advance(10)
+        log.refused("10.0.0.9", 3)
+        head = ("refused a connection from 10.0.0.9: 3 connections from it are open already "
+                "(registration.max_connections_per_peer_address)")
+        self.assertEqual([formatEvent(e) for e in events],
+                         [head, head + "; 3 more refused since the last line"])
