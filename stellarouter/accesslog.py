@@ -274,7 +274,16 @@ class FileSink:
             self._owned = True
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        """
+        Open C{path} to append, creating it mode 0640 if it is missing
+        (whatever the umask: twistd's daemon sets 077) or keeping its mode.
+        """
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:
+            return os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        os.fchmod(fd, 0o640)
+        return fd
 
     def _reopen_if_moved(self) -> None:
         """

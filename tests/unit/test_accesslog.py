@@ -217,6 +217,28 @@ class BufferTests(SynchronousTestCase):
         with open(path, encoding="utf-8") as f:
             self.assertEqual(len(f.read().splitlines()), 1)
 
+    def test_file_mode_whatever_the_umask(self) -> None:
+        """
+        A file the log creates is mode 0640, at start-up and when it creates
+        it again after a rotation, whatever the process's umask (outside
+        test, session 12: under twistd's daemon umask, 077, files created
+        after start-up were 0600, and a log shipper reading through the
+        group lost them at the first rotation).  An existing file keeps its
+        mode.
+        """
+        previous = os.umask(0o077)
+        self.addCleanup(os.umask, previous)
+        path = self.mktemp()
+        log = AccessLog(NAMES, AccessLogConfig(path=path, buffer_lines=1), self.clock)
+        self.addCleanup(log.close)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+        os.rename(path, path + ".1")
+        log.add(RECORD)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o640)
+        os.chmod(path, 0o600)
+        log.add(RECORD)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
     def test_logger_sink_events_stay_small(self) -> None:
         """
         Into the process's own log, a batch is one event of its lines, or,
