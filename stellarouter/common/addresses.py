@@ -6,12 +6,12 @@ know, in the same C{name:key=value} grammar.
 from __future__ import annotations
 
 import re
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 #: The largest UDP payload over IPv4.
 MAX_DATAGRAM_BYTES = 65507
 
-_KEY_VALUE = re.compile(r"([a-z_]+)=(.*)")
+_KEY_VALUE = re.compile(r"([a-z_]+)=(.*)", re.S)
 
 
 def parse_udp_address(description: str, server: bool) -> Tuple[str, int]:
@@ -45,26 +45,57 @@ def parse_udp_address(description: str, server: bool) -> Tuple[str, int]:
         raise ValueError(f"{description!r} is not of the form {form}") from None
 
 
+def split_options(description: str) -> List[str]:
+    """
+    C{description} cut at each C{:} that is not escaped, as Twisted's
+    endpoint strings are: a backslash takes the next character as it is
+    (C{\\:} is a colon, C{\\\\} a backslash).
+    """
+    parts: List[str] = []
+    current: List[str] = []
+    characters = iter(description)
+    for character in characters:
+        if character == "\\":
+            current.append(next(characters, ""))
+        elif character == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(character)
+    parts.append("".join(current))
+    return parts
+
+
 def parse_amqp_address(description: str, gateway_required: bool = False) -> Dict[str, str]:
     """
-    Parse C{amqp:host=HOST:port=PORT[:user=U][:password=P][:vhost=V][:gateway=NODE]}.
+    Parse C{amqp:host=HOST:port=PORT[:user=U][:password=P][:vhost=V][:gateway=NODE]}
+    (a C{:} in a value is written C{\\:}, a backslash C{\\\\}).
 
     @param gateway_required: a microservice's router address must name the
         gateway node it dials (C{gateway=NODE}).
     @return: the options, with defaults (port 5672, guest/guest, vhost /).
-    @raise ValueError: anything else.
+    @raise ValueError: anything else; its message never quotes a part
+        that follows the password (a piece of it, unescaped).
     """
-    parts = description.split(":")
+    if description.startswith("amqp://"):
+        raise ValueError(f"{description!r} is a URL; write it as "
+                         "amqp:host=HOST:port=PORT:user=USER:password=PASSWORD:vhost=VHOST")
+    parts = split_options(description)
     if parts[0] != "amqp":
         raise ValueError(f"{description!r} does not start with 'amqp:'")
     options = {"port": "5672", "user": "guest", "password": "guest", "vhost": "/"}
     allowed = {"host", "port", "user", "password", "vhost", "gateway"}
+    previous = ""
     for part in parts[1:]:
         match = _KEY_VALUE.match(part)
         if match is None or match.group(1) not in allowed:
+            if previous == "password":
+                raise ValueError(f"{description!r}: the part after password= is not key=value "
+                                 "(a ':' in a password is written '\\:')")
             raise ValueError(f"{description!r}: {part!r} is not one of "
                              f"{', '.join(sorted(allowed))} as key=value")
-        options[match.group(1)] = match.group(2)
+        previous = match.group(1)
+        options[previous] = match.group(2)
     if "host" not in options:
         raise ValueError(f"{description!r} needs host=...")
     if not options["port"].isdigit():

@@ -22,9 +22,13 @@ REDACTED = "***"
 _SECRET_NAMES = re.compile(r"(?:^|_)(?:secret|password|passwd|passphrase|token)$", re.I)
 _SEGMENT = re.compile(r"\[\d+\]$")
 #: C{password=VALUE} inside an endpoint-style string (C{:}-separated, with
-#: C{\\:} escapes), and the password of a URL's user information.
-_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|passphrase|secret|hs256_secret)=((?:\\.|[^:\\\s'\",}])*)")
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s'\"]*):([^@/\s'\"]*)@")
+#: C{\\:} escapes): the value runs to the next C{:key=} (a C{:} not
+#: followed by one is taken as part of it: an unescaped colon in a password
+#: would otherwise show the rest of it), and the password of a URL's user
+#: information (up to its last C{@}: an unescaped C{@} in a password).
+_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|passphrase|secret|hs256_secret)="
+                        r"((?:\\.|[^:\\\s'\",}]|:(?![a-z_]+=))*)")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s'\"]*):([^/\s'\"]*)@")
 
 
 def is_secret_key(path: str) -> bool:

@@ -5,6 +5,7 @@ within a bounded length; secrets are redacted by one rule everywhere.
 """
 
 import dataclasses
+import json
 import io
 import time
 from contextlib import contextmanager, redirect_stdout
@@ -17,6 +18,7 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from stellarouter.cli import main as cli
+from stellarouter.common.addresses import parse_amqp_address
 from stellarouter.common.redaction import is_secret_key, redact, redact_text
 from stellarouter.config import ConfigError, load_gateway_config, load_microservice_config
 from stellarouter.config.diff import diff, security_warnings
@@ -183,6 +185,37 @@ class RedactionTests(FileTestCase):
         self.assertEqual(redact_text("dial amqp://guest:hunter2@broker/ now"),
                          "dial amqp://guest:***@broker/ now")
         self.assertEqual(redact_text("no secret here"), "no secret here")
+
+    def test_password_with_colons(self) -> None:
+        """
+        (Outside test, session 12.)  An AMQP address reads C{\\:} and
+        C{\\\\} in a password as Twisted's endpoint strings do, as the
+        redaction always assumed: C{s3cr\\:et} is the password C{s3cr:et}
+        (it was C{s3cr\\} and then an error quoting C{'et'}, a piece of
+        the password).  Whatever follows C{password=} up to the next
+        C{key=} is redacted, and an error never quotes a part that follows
+        the password.
+        """
+        self.assertEqual(parse_amqp_address("amqp:host=h:password=s3cr\\:et:vhost=/")["password"],
+                         "s3cr:et")
+        self.assertEqual(parse_amqp_address("amqp:host=h:password=a\\\\b")["password"], "a\\b")
+        self.assertEqual(redact_text("amqp:host=h:password=SekZZ2\\\\:tailZZ2:vhost=/:bogus=1"),
+                         "amqp:host=h:password=***:vhost=/:bogus=1")
+        self.assertEqual(redact_text("'amqp://guest:p@ssZZ7@127.0.0.1/' is a URL"),
+                         "'amqp://guest:***@127.0.0.1/' is a URL")
+        for listen in ("amqp:host=127.0.0.1:port=5672:user=guest:password=SekZZ2\\\\:tailZZ2:"
+                       "vhost=/:bogus=1", "amqp://guest:p@ssZZ7@127.0.0.1/"):
+            path = self.write("node: {region: eu1}\ntransports:\n  - {type: rabbitmq, listen: "
+                              + json.dumps(listen) + "}\n")
+            error = str(self.assertRaises(ConfigError, load_gateway_config, path, {}))
+            for secret in ("SekZZ2", "tailZZ2", "ssZZ7"):
+                self.assertNotIn(secret, error)
+        self.assertIn("the part after password= is not key=value (a ':' in a password is "
+                      "written '\\:')", str(self.assertRaises(
+                          ValueError, parse_amqp_address, "amqp:host=h:password=a:b:vhost=/")))
+        self.assertIn("is a URL; write it as amqp:host=HOST:port=PORT:user=USER:password=PASSWORD",
+                      str(self.assertRaises(ValueError, parse_amqp_address,
+                                            "amqp://guest:guest@h/")))
 
     def test_reload_diff_never_shows_a_secret(self) -> None:
         """
