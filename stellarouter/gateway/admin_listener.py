@@ -30,8 +30,9 @@ from twisted.web.server import Request, Site
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..config.admin import AdminConfig
 from .admin_guard import MALFORMED_HOST, well_formed_hosts
-from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal
-from .errors import TooManyConnections
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, HeadRefusals
+from .errors import PipelineError, TooManyConnections
+from .problems import refusal_reason
 
 
 def answer_and_close(transport: ITransport, status: int, reason: str, kind: str, title: str,
@@ -166,12 +167,13 @@ class AdminRequest(Request):
                          f"{MAX_ADMIN_BODY_BYTES} bytes")
 
 
-class AdminChannel(http.HTTPChannel):
+class AdminChannel(HeadRefusals):
     """
     An admin connection: twisted.web's HTTP/1.1 connection (its idle
     timeout is the site's C{admin.idle_timeout}) with a deadline for each
     request, from its first byte to its last (L{request_timeout}): past it,
-    408 and closed.
+    408 and closed.  A head that is malformed or over the limits is
+    answered 400, 414 or 431 problem+json and closed (L{HeadRefusals}).
 
     @ivar clock: runs the deadline (the site's reactor).
     @ivar request_timeout: seconds a request has to arrive in full, or
@@ -195,6 +197,20 @@ class AdminChannel(http.HTTPChannel):
             # first arrive with the deadline set; process() clears it).
             self._deadline = self.clock.callLater(self.request_timeout, self._too_slow)
         super().dataReceived(data)
+
+    def refuse_head(self, error: PipelineError) -> None:
+        transport = self.transport
+        if self._timed_out or transport is None:
+            return
+        self._timed_out = True  # (nothing more is read)
+        self._cancel_deadline()
+        if self.refusal_log is not None:
+            self.refusal_log.refused(
+                f"head {error.status}", "admin listener answered {peer} {status} and closed the "
+                "connection: {detail}", peer=str(transport.getPeer()), status=error.status,
+                detail=error.detail)
+        answer_and_close(transport, error.status, refusal_reason(error.status).decode(),
+                         error.kind, error.title, error.detail)
 
     def request_complete(self) -> None:
         """

@@ -110,6 +110,17 @@ class AdminListenerTestCase(SynchronousTestCase):
     def lines(self) -> List[str]:
         return [formatEvent(e) for e in self.events]
 
+    def raw(self, head: bytes) -> bytes:
+        """
+        Write C{head} on a new admin connection: what it is answered.
+        """
+        channel = self.site.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        channel.makeConnection(transport)
+        self.open.append(channel)
+        channel.dataReceived(head)
+        return transport.value()
+
 
 class IdleTimeoutTests(AdminListenerTestCase):
     """
@@ -337,14 +348,6 @@ class MalformedHostTests(AdminListenerTestCase):
     WELL_FORMED = [b"localhost", b"localhost.", b"LOCALHOST:9901", b"127.0.0.1",
                    b"127.0.0.1:9901", b"127.0.0.1:", b"[::1]", b"[::1]:", b"[::1]:9901"]
 
-    def raw(self, head: bytes) -> bytes:
-        channel = self.site.buildProtocol(PEER)
-        transport = StringTransport(peerAddress=PEER)
-        channel.makeConnection(transport)
-        self.open.append(channel)
-        channel.dataReceived(head)
-        return transport.value()
-
     def test_malformed_refused(self) -> None:
         with capturedLogs() as logged:
             for allow_remote in (False, True):
@@ -381,3 +384,39 @@ class MalformedHostTests(AdminListenerTestCase):
         answer = self.raw(b"GET /status HTTP/1.0\r\n\r\n")  # (no Host: HTTP/1.0)
         self.assertTrue(answer.startswith(b"HTTP/1.0 200 "), answer[:300])
         self.assertEqual(self.lines(), [])
+
+
+class OversizedHeadTests(AdminListenerTestCase):
+    """
+    A request line or header line over the head limit, or too many
+    headers, is answered 414 or 431 problem+json and closed, logged at a
+    bounded rate, as on the public port (outside test, session 12: the
+    connection was closed unanswered and unlogged, or answered a bare
+    C{400 Bad Request}).  A malformed head is a 400 problem+json.
+    """
+
+    def test_request_line(self) -> None:
+        answer = self.raw(b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 414 "), answer[:200])
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"],
+                         "the request line exceeds 16384 bytes")
+        self.assertEqual(self.lines(), [
+            "admin listener answered IPv4Address(type='TCP', host='127.0.0.1', port=40000) 414 "
+            "and closed the connection: the request line exceeds 16384 bytes"])
+
+    def test_header_line(self) -> None:
+        answer = self.raw(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                          + b"x" * 17000 + b"\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 431 "), answer[:200])
+        self.assertIn(b"Connection: close\r\n", answer)
+
+    def test_too_many_headers(self) -> None:
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
+        answer = self.raw(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers + b"\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 431 "), answer[:200])
+        self.assertIn(b"application/problem+json", answer)
+
+    def test_malformed(self) -> None:
+        answer = self.raw(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:200])
+        self.assertIn(b"application/problem+json", answer)

@@ -18,6 +18,7 @@ from .channel import (
     ConnectionRefusal,
     EdgeChannel,
     GatewayChannel,
+    HeadRefusals,
     client_connection_cap,
     transport_paused,
 )
@@ -68,7 +69,7 @@ PRIVATE_NAMES = CHANNEL_PRIVATE_NAMES + REQUEST_PRIVATE_NAMES
 
 __all__ = [
     "CHANNEL_PRIVATE_NAMES", "ConnectionRefusal", "DEFAULT_MAX_HEADER_BYTES", "EdgeChannel",
-    "GatewayChannel", "GatewayRequest", "GatewaySite", "LINGER_BYTES", "LINGER_SECONDS",
+    "GatewayChannel", "GatewayRequest", "GatewaySite", "HeadRefusals", "LINGER_BYTES", "LINGER_SECONDS",
     "PRIVATE_NAMES", "REFUSALS_IN_FLIGHT", "REQUEST_PRIVATE_NAMES", "RefusalLog",
     "client_connection_cap", "refusal", "transport_paused",
 ]

@@ -21,6 +21,8 @@ L{EdgeChannel} is twisted.web's L{http.HTTPChannel} with:
 L{ConnectionRefusal} answers a connection over the client-connection cap.
 
 L{GatewayChannel} is the L{EdgeChannel} the gateway's site builds.
+L{HeadRefusals}, the answers to a malformed or oversized head, is shared
+with the admin listener's connections.
 
 Its uses of twisted.web private names are listed in
 L{stellarouter.gateway._web.PRIVATE_NAMES}.
@@ -73,7 +75,48 @@ def _ignore(*args: object) -> None:
     """
 
 
-class EdgeChannel(http.HTTPChannel):
+class HeadRefusals(http.HTTPChannel):
+    """
+    twisted.web's HTTP/1.1 connection, answering a malformed request head
+    and one over its limits through L{refuse_head} (as problem+json)
+    instead of a bare C{400 Bad Request} or a silent close: 431 for a
+    header line, all headers or too many of them over the limits, 414 for
+    a request line, 400 for anything else malformed (the request line,
+    header syntax, NUL/CR/LF in a value, conflicting or bad framing
+    headers, a bad chunk).
+    """
+
+    def refuse_head(self, error: PipelineError) -> None:
+        """
+        Answer C{error} and close; nothing more of the connection is read.
+        """
+        raise NotImplementedError
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        if (self._receivedHeaderSize > self.totalHeadersSize
+                or self._receivedHeaderCount > self.maxHeaders):
+            self.refuse_head(RequestHeadersTooLarge(
+                f"the request head exceeds {self.totalHeadersSize} bytes or "
+                f"{self.maxHeaders} header fields"))
+            return
+        self.refuse_head(BadRequest(
+            "malformed request: its request line, a header field, its framing "
+            "(Content-Length / Transfer-Encoding) or a chunk is invalid"))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        One line of the head is over C{MAX_LENGTH}: 414 for the request line
+        (no request of this head exists yet), 431 for a header line.
+        """
+        if self.requests:
+            self.refuse_head(RequestHeadersTooLarge(
+                f"a header field line exceeds {self.MAX_LENGTH} bytes"))
+        else:
+            self.refuse_head(RequestLineTooLong(
+                f"the request line exceeds {self.MAX_LENGTH} bytes"))
+
+
+class EdgeChannel(HeadRefusals):
     """
     twisted.web's HTTP/1.1 connection with the edge's refusals and its
     request-head deadline (see the module docstring).
@@ -157,33 +200,8 @@ class EdgeChannel(http.HTTPChannel):
         if self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        """
-        twisted.web's answer to a malformed request (request line, header
-        syntax, NUL/CR/LF in a value, conflicting or bad framing headers, a
-        bad chunk) and to a head over its limits: 431 for the latter, 400
-        otherwise, both as problem+json.
-        """
-        if (self._receivedHeaderSize > self.totalHeadersSize
-                or self._receivedHeaderCount > self.maxHeaders):
-            self.refuse(RequestHeadersTooLarge(
-                f"the request head exceeds {self.totalHeadersSize} bytes or "
-                f"{self.maxHeaders} header fields"))
-            return
-        self.refuse(BadRequest(
-            "malformed request: its request line, a header field, its framing "
-            "(Content-Length / Transfer-Encoding) or a chunk is invalid"))
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        """
-        One line of the head is over C{MAX_LENGTH}: 414 for the request line
-        (no request of this head exists yet), 431 for a header line.
-        """
-        if self.requests:
-            self.refuse(RequestHeadersTooLarge(
-                f"a header field line exceeds {self.MAX_LENGTH} bytes"))
-        else:
-            self.refuse(RequestLineTooLong(f"the request line exceeds {self.MAX_LENGTH} bytes"))
+    def refuse_head(self, error: PipelineError) -> None:
+        self.refuse(error)
 
     # Timers: the idle timeout (twisted.web's TimeoutMixin API) and the
     # request-head deadline, each kept with one lazily moved timer per
