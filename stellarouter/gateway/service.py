@@ -13,7 +13,8 @@ from typing import Callable, Dict, List, Optional, Tuple, TypedDict, cast
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorThreads, IReactorTime
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -66,6 +67,32 @@ class ListenAddresses(TypedDict, total=False):
     http: str
     transports: List[str]
     admin: str
+
+
+def listening_address(address: IAddress) -> str:
+    """
+    How the ready line and C{/status} show a listening port's address:
+    C{host:port}, or C{unix:PATH} for a unix socket.
+    """
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
+                          else str(name))
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+def owner_only(description: str) -> str:
+    """
+    A C{unix:} endpoint string without a C{mode=} made to create its socket
+    mode 0600 (Twisted's default, 0666, lets every local user connect): the
+    admin listener's, whose requests drain instances.
+    """
+    parts = description.replace("\\:", "\0").split(":")
+    if parts[0].strip().lower() != "unix" or any(
+            part.partition("=")[0].strip() == "mode" for part in parts[1:]):
+        return description
+    return description + ":mode=600"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,8 +515,9 @@ class GatewayService(Service):
         self._http_port = port
         await self._abandon_if_stopped()
         host = port.getHost()
-        self.addresses = {"http": f"{host.host}:{host.port}", "transports": transports}
-        if self.config.openapi.expose == "admin" and self.openapi.server_url is None:
+        self.addresses = {"http": listening_address(host), "transports": transports}
+        if (self.config.openapi.expose == "admin" and self.openapi.server_url is None
+                and isinstance(host, (IPv4Address, IPv6Address))):
             # Read off the admin listener, the document points at the HTTP port.
             scheme = "https" if http.listen.startswith("ssl:") else "http"
             name = f"[{host.host}]" if ":" in host.host else host.host
@@ -518,12 +546,12 @@ class GatewayService(Service):
         if not admin.enabled:
             return None
         try:
-            port = await serverFromString(self.reactor, admin.listen).listen(self.admin_site)
+            port = await serverFromString(self.reactor, owner_only(admin.listen)).listen(
+                self.admin_site)
         except Exception as e:
             raise StartupError(f"admin.listen ({admin.listen}): {one_line(e)}") from e
         self._admin_port = port
-        host = port.getHost()
-        return f"{getattr(host, 'host', '')}:{getattr(host, 'port', '')}".strip(":") or str(host)
+        return listening_address(port.getHost())
 
     def _start_failed(self, failure: Failure) -> None:
         if failure.check(StartAbandoned):

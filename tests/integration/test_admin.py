@@ -7,7 +7,10 @@ C{stellarouter} command run as a child process against the live gateway
 
 import json
 import os
+import shutil
+import stat
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -15,7 +18,7 @@ import jwt
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
@@ -289,3 +292,48 @@ class AdminListenerLimitsTests(AdminProcessTestCase):
         data, closed_at = await slow.closed.addTimeout(10, reactor)
         self.assertEqual([r.status for r in parse_responses(data)], [408], data)
         self.assertLess(closed_at - started, 5.0)
+
+
+class UnixSocketTests(AdminProcessTestCase):
+    async def test_public_and_admin_on_unix_sockets(self) -> None:
+        """
+        (Outside test, session 12.)  C{http.listen} and C{admin.listen} on
+        unix sockets: the gateway starts (it passed C{config check} and
+        then exited, C{'UNIXAddress' object has no attribute 'host'}), the
+        ready line names them C{unix:PATH} (the admin's was a Python repr),
+        the admin socket is mode 0600 unless its endpoint says otherwise
+        (it was 0666: any local user could drain instances), and requests
+        go through both, to a Billing instance.
+        """
+        directory = tempfile.mkdtemp(prefix="sr-")  # (a socket path has at most 107 bytes)
+        self.addCleanup(shutil.rmtree, directory, True)
+        public, admin = os.path.join(directory, "public.sock"), os.path.join(directory, "a.sock")
+        config = self.deployment.write("gw-unix.yaml", f"""
+node: {{node_id: gw-unix, region: eu1}}
+http: {{listen: "unix:{public}"}}
+transports: [{{type: tcp, listen: "tcp:0:interface=127.0.0.1"}}]
+admin: {{listen: "unix:{admin}"}}
+""")
+        gateway = self.deployment.spawn("gw-unix", ["stella-gateway", "--config", config])
+        ready = await gateway.wait_for(r"ready: (\{.*\})", reactor)
+        addresses = json.loads(ready.group(1))
+        self.assertEqual((addresses["http"], addresses["admin"]),
+                         (f"unix:{public}", f"unix:{admin}"))
+        self.assertEqual(stat.S_IMODE(os.stat(admin).st_mode), 0o600)
+        gateway.transport_port = int(addresses["transports"][0].rsplit(":", 1)[1])
+        await self.deployment.start_microservice("examples.billing:service", "billing-unix",
+                                                 gateways=[gateway])
+
+        async def get(path: str, target: str) -> bytes:
+            client = RawClient()
+            await connectProtocol(UNIXClientEndpoint(reactor, path), client)
+            client.transport.write(  # type: ignore[union-attr]
+                b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            received, _ = await client.closed.addTimeout(10, reactor)
+            return received
+
+        self.assertTrue((await get(public, b"/ping")).startswith(b"HTTP/1.1 200 "))
+        status = await get(admin, b"/status")
+        self.assertTrue(status.startswith(b"HTTP/1.1 200 "), status[:200])
+        [response] = parse_responses(status)
+        self.assertEqual(json.loads(response.body)["listening"]["admin"], f"unix:{admin}")

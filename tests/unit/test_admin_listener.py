@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any, List
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
@@ -23,6 +23,7 @@ from stellarouter.config.admin import AdminConfig
 from stellarouter.config.errors import ConfigError
 from stellarouter.config.gateway import GatewayConfig, parse_gateway_config
 from stellarouter.gateway.admin_listener import AdminChannel, RateLimitedLog
+from stellarouter.gateway.service import listening_address, owner_only
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.http import InMemoryHttpClient
 
@@ -420,3 +421,24 @@ class OversizedHeadTests(AdminListenerTestCase):
         answer = self.raw(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n")
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:200])
         self.assertIn(b"application/problem+json", answer)
+
+
+class UnixSocketModeTests(SynchronousTestCase):
+    """
+    The admin listener's unix socket is its owner's alone unless its
+    endpoint string says otherwise; its address reads C{unix:PATH}.
+    """
+
+    def test_owner_only(self) -> None:
+        self.assertEqual(owner_only("unix:/run/a.sock"), "unix:/run/a.sock:mode=600")
+        self.assertEqual(owner_only("unix:address=/run/a.sock"),
+                         "unix:address=/run/a.sock:mode=600")
+        for kept in ("unix:/run/a.sock:mode=660", "tcp:9901:interface=127.0.0.1",
+                     "tcp6:9901:interface=\\:\\:1"):
+            self.assertEqual(owner_only(kept), kept)
+
+    def test_listening_address(self) -> None:
+        self.assertEqual(listening_address(UNIXAddress("/run/a.sock")), "unix:/run/a.sock")
+        self.assertEqual(listening_address(UNIXAddress(b"/run/b.sock")), "unix:/run/b.sock")
+        self.assertEqual(listening_address(IPv4Address("TCP", "127.0.0.1", 9901)),
+                         "127.0.0.1:9901")
