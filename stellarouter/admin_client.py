@@ -14,8 +14,10 @@ instance or a peer put into a name reaches the terminal escaped, never raw.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,6 +48,44 @@ COMMANDS = ("status", "services", "instances", "routes", "drain")
 #: No proxy from the environment: the admin listener is usually on this
 #: machine, and an C{http_proxy} meant for the outside would swallow it.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class _UnixSocketConnection(http.client.HTTPConnection):
+    """
+    An HTTP connection to a unix socket (its host is only the C{Host}
+    header's).
+    """
+
+    def __init__(self, path: str, host: str, timeout: Optional[float] = None) -> None:
+        super().__init__(host, timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class _UnixSocketHandler(urllib.request.HTTPHandler):
+    """
+    Opens C{http://} requests over the unix socket at C{path}.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
+
+    def _connection(self, host: str, timeout: Optional[float] = None,
+                    **kwargs: object) -> _UnixSocketConnection:
+        return _UnixSocketConnection(self.path, host, timeout)
 
 
 class Listening(TypedDict, total=False):
@@ -218,7 +258,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         if name == "instances":
             parser.add_argument("--service", help="only this service's instances")
         parser.add_argument("--admin", metavar="URL",
-                            help=f"the admin listener (default: ${ADMIN_URL_ENV} or "
+                            help=f"the admin listener, http(s)://HOST:PORT or unix:PATH "
+                                 f"(default: ${ADMIN_URL_ENV} or "
                                  f"{DEFAULT_ADMIN_URL})")
         parser.add_argument("--token", help=f"a bearer token (default: ${ADMIN_TOKEN_ENV})")
         parser.add_argument("--json", action="store_true", help="print the API's JSON")
@@ -235,16 +276,27 @@ def fetch(base: str, path: str, token: Optional[str], timeout: float,
     @raise AdminError: unreachable, refused, or not JSON; the message says
         which, in one line.
     """
-    url = base.rstrip("/") + path
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise AdminError(f"--admin {base!r} is not an http:// or https:// URL")
+    opener = _OPENER
+    if base.startswith("unix:") and len(base) > len("unix:"):
+        # A unix socket (admin.listen: unix:PATH): HTTP over it, to localhost.
+        url = "http://localhost" + path
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             _UnixSocketHandler(base[len("unix:"):]))
+    else:
+        url = base.rstrip("/") + path
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise AdminError(f"--admin {base!r} is not an http://, https:// or unix: address")
+        try:
+            parsed.port
+        except ValueError:
+            raise AdminError(f"--admin {base!r} has a port out of range") from None
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     request.add_header("Accept", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with _OPENER.open(request, timeout=timeout) as answer:
+        with opener.open(request, timeout=timeout) as answer:
             body = answer.read(MAX_ANSWER_BYTES)
     except urllib.error.HTTPError as e:
         detail = _problem_detail(e)

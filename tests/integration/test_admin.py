@@ -337,3 +337,13 @@ admin: {{listen: "unix:{admin}"}}
         self.assertTrue(status.startswith(b"HTTP/1.1 200 "), status[:200])
         [response] = parse_responses(status)
         self.assertEqual(json.loads(response.body)["listening"]["admin"], f"unix:{admin}")
+        # The CLI takes the same unix:PATH (it only spoke http:// and https://).
+        code, out, err = await cli("instances", "--admin", f"unix:{admin}")
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.splitlines()[1].split()[:2], ["billing-unix", "billing"])
+        code, out, err = await cli("status", "--admin", os.path.join(directory, "nothing.sock"))
+        self.assertEqual(code, 1)
+        self.assertIn("is not an http://, https:// or unix: address", err)
+        code, out, err = await cli("status", "--admin", f"unix:{directory}/nothing.sock")
+        self.assertEqual(code, 1)
+        self.assertIn(f"cannot reach the admin listener at unix:{directory}/nothing.sock: ", err)

@@ -204,12 +204,17 @@ class AdminCommandTests(SynchronousTestCase):
 
     def test_not_a_url(self) -> None:
         """
-        C{--admin} must be an http(s) URL.
+        C{--admin} must be an http(s) URL with a port in range (outside
+        test, session 12: port 99999 was tried, and reported as
+        "Connection refused"), or a unix socket's C{unix:PATH}.
         """
-        with self.assertRaises(AdminError) as caught:
-            admin_client.fetch("ftp://x", "/status", None, 1.0)
-        self.assertEqual(str(caught.exception),
-                         "--admin 'ftp://x' is not an http:// or https:// URL")
+        for wrong, why in (("ftp://x", "is not an http://, https:// or unix: address"),
+                           ("http://127.0.0.1:99999", "has a port out of range"),
+                           ("http://127.0.0.1:x", "has a port out of range"),
+                           ("unix:", "is not an http://, https:// or unix: address")):
+            with self.assertRaises(AdminError) as caught:
+                admin_client.fetch(wrong, "/status", None, 1.0)
+            self.assertEqual(str(caught.exception), f"--admin {wrong!r} {why}")
 
 
 class FormattingTests(SynchronousTestCase):
