@@ -239,12 +239,14 @@ class AdminApp:
     @app.route("/instances", methods=["GET"])
     def instances(self, request: IRequest) -> bytes:
         """
-        Each registered instance (C{?service=NAME}: of that service).
+        Each registered instance (C{?service=NAME}: of that service, in any
+        case: service names are lower case).
         """
         self._authorize(request)
+        service = _query_value(request, b"service")
         return self._json(request, {"instances": instances_view(
             self.connections(), self.clock.seconds(), self.ejection_state,
-            _query_value(request, b"service"))})
+            service.lower() if service is not None else None)})
 
     @app.route("/routes", methods=["GET"])
     def routes(self, request: IRequest) -> bytes:

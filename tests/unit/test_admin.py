@@ -282,6 +282,10 @@ class AdminApiTests(AdminTestCase):
         self.assertEqual([i["instance_id"] for i in body["instances"]],
                          ["billing-1", "billing-2"])
         self.assertEqual(self.get("/instances?service=ledger")[1], {"instances": []})
+        # Service names are lower case: the filter reads the query so too, as
+        # the CLI's --service does (outside test, session 12: BILLING found none).
+        self.assertEqual([i["instance_id"] for i in self.get(
+            "/instances?service=BILLING")[1]["instances"]], ["billing-1", "billing-2"])
 
     def test_ping_average_shown(self) -> None:
         """
