@@ -187,10 +187,11 @@ class AdminChannel(HeadRefusals):
     request_timeout: Optional[float] = None
     on_closed: Optional[Callable[[], None]] = None
     _deadline: Optional[IDelayedCall] = None
-    _timed_out = False
+    #: A refusal (408, 400, 414, 431) was answered: nothing more is read.
+    _refused = False
 
     def dataReceived(self, data: bytes) -> None:
-        if self._timed_out:
+        if self._refused:
             return
         if self._deadline is None and self.clock is not None and self.request_timeout:
             # The first byte of a request (a request's own bytes after its
@@ -200,9 +201,9 @@ class AdminChannel(HeadRefusals):
 
     def refuse_head(self, error: PipelineError) -> None:
         transport = self.transport
-        if self._timed_out or transport is None:
+        if self._refused or transport is None:
             return
-        self._timed_out = True  # (nothing more is read)
+        self._refused = True
         self._cancel_deadline()
         if self.refusal_log is not None:
             self.refusal_log.refused(
@@ -224,7 +225,7 @@ class AdminChannel(HeadRefusals):
         transport = self.transport
         if transport is None:
             return
-        self._timed_out = True
+        self._refused = True
         if self.refusal_log is not None:
             self.refusal_log.refused(
                 "idle_timeout", "admin listener closed the connection of {peer}: its request "
