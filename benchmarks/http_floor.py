@@ -28,6 +28,8 @@ interleaved rounds; requests written into a C{StringTransport}):
    above in proportion.
 
 Each for wrk's two-line GET head and a browser-like head of ten headers.
+C{--vectors} prints instead what llhttp does with request-smuggling and
+framing vectors (L{VECTORS}).
 """
 
 from __future__ import annotations
@@ -187,6 +189,46 @@ def _sketch(raw: bytes) -> Callable[[], None]:
     return one
 
 
+#: Request-smuggling and framing vectors: what llhttp does with each.
+VECTORS = {
+    "Content-Length and Transfer-Encoding": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+                                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two different Content-Lengths": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n"
+                                     b"Content-Length: 5\r\n\r\nabcde",
+    "Content-Length: 4, 4": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4, 4\r\n\r\nabcd",
+    "Content-Length: +4": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\nabcd",
+    "Content-Length: -1": b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+    "Transfer-Encoding: chunked, gzip": b"POST / HTTP/1.1\r\nHost: a\r\n"
+                                        b"Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+    "Transfer-Encoding: xchunked": b"POST / HTTP/1.1\r\nHost: a\r\n"
+                                   b"Transfer-Encoding: xchunked\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+    "bare LF": b"GET / HTTP/1.1\nHost: a\n\n",
+    "space before the colon": b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+    "NUL in a value": b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+    "chunk size overflow": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"fffffffffffffffff1\r\nx\r\n",
+    "LF in a chunk extension": b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+                               b"\r\n1;a\nx\r\n0\r\n\r\n",
+    "Transfer-Encoding on HTTP/1.0": b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                     b"0\r\n\r\n",
+}
+
+
+def print_vectors() -> None:
+    """
+    Feed each of L{VECTORS} to llhttp and print whether it is refused.
+    """
+    for name, raw in VECTORS.items():
+        parser = httptools.HttpRequestParser(object())
+        try:
+            parser.feed_data(raw)
+        except httptools.HttpParserError as e:
+            print(f"  refused   {name:38s} ({e})")
+        else:
+            print(f"  ACCEPTED  {name}")
+
+
 def setups() -> Dict[str, Callable[[], Callable[[], None]]]:
     leaf = lambda raw: hot_path._direct(hot_path._QuietSite(hot_path._Leaf()), raw)  # noqa: E731
     table: Dict[str, Callable[[], Callable[[], None]]] = {
@@ -208,9 +250,14 @@ def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=20000, help="requests per round")
     parser.add_argument("-r", "--rounds", type=int, default=3, help="rounds (best is kept)")
+    parser.add_argument("--vectors", action="store_true",
+                        help="only print what llhttp does with request-smuggling vectors")
     args = parser.parse_args(argv)
     if httptools is None:
         print("httptools is not installed (pip install httptools): timing twisted.web only")
+    elif args.vectors:
+        print_vectors()
+        return 0
     ones = {name: make() for name, make in setups().items()}
     for one in ones.values():
         for _ in range(1000):
