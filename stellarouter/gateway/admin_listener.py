@@ -31,7 +31,7 @@ from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..config.admin import AdminConfig
 from .admin_guard import MALFORMED_HOST, well_formed_hosts
 from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, HeadRefusals
-from .errors import PipelineError, TooManyConnections
+from .errors import BadRequest, PayloadTooLarge, PipelineError, TooManyConnections
 from .problems import refusal_reason
 
 
@@ -103,7 +103,7 @@ class AdminRequest(Request):
     def gotLength(self, length: Optional[int]) -> None:
         if length is not None and length > MAX_ADMIN_BODY_BYTES:
             super().gotLength(None)  # (a body holder that stays empty)
-            self._drop()
+            self._refuse(_body_too_large())
             return
         super().gotLength(length)
 
@@ -112,7 +112,7 @@ class AdminRequest(Request):
             return
         self._received += len(data)
         if self._received > MAX_ADMIN_BODY_BYTES:
-            self._drop()
+            self._refuse(_body_too_large())
             return
         super().handleContentChunk(data)
 
@@ -124,47 +124,25 @@ class AdminRequest(Request):
             return
         if not well_formed_hosts(self):
             # (Klein reads the Host before any route, and the guard, runs.)
-            self._refuse_host()
+            self._refuse(BadRequest(MALFORMED_HOST))
             return
         super().process()
 
-    def _refuse_host(self) -> None:
+    def _refuse(self, error: PipelineError) -> None:
         """
-        Answer 400 (problem+json) and close: a malformed C{Host} header.
-        """
-        self._dropped = True
-        channel = self.channel
-        transport = channel.transport if channel is not None else None
-        if transport is None:
-            return
-        if isinstance(channel, AdminChannel) and channel.refusal_log is not None:
-            channel.refusal_log.refused(
-                "host", "admin listener answered {peer} 400 and closed the connection: a "
-                "malformed Host header",
-                peer=str(transport.getPeer()))
-        answer_and_close(transport, 400, "Bad Request", "bad-request", "Bad request",
-                         MALFORMED_HOST)
-
-    def _drop(self) -> None:
-        """
-        Answer 413 (problem+json) and close: nothing more of this
+        Answer C{error} (problem+json) and close: nothing more of this
         connection is read or served.
         """
         if self._dropped:
             return
         self._dropped = True
         channel = self.channel
-        transport = channel.transport if channel is not None else None
-        if transport is None:
-            return
-        if isinstance(channel, AdminChannel) and channel.refusal_log is not None:
-            channel.refusal_log.refused(
-                "body", "admin listener answered {peer} 413 and closed the connection: a "
-                "request body over {limit} bytes",
-                peer=str(transport.getPeer()), limit=MAX_ADMIN_BODY_BYTES)
-        answer_and_close(transport, 413, "Payload Too Large", "payload-too-large",
-                         "Payload too large", f"the admin API takes bodies of at most "
-                         f"{MAX_ADMIN_BODY_BYTES} bytes")
+        if isinstance(channel, AdminChannel):
+            channel.refuse_head(error)
+
+
+def _body_too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"the admin API takes bodies of at most {MAX_ADMIN_BODY_BYTES} bytes")
 
 
 class AdminChannel(HeadRefusals):
@@ -200,6 +178,11 @@ class AdminChannel(HeadRefusals):
         super().dataReceived(data)
 
     def refuse_head(self, error: PipelineError) -> None:
+        """
+        Answer C{error} (problem+json) and close, logged at a bounded rate
+        per status: a malformed or oversized head, a malformed C{Host}, a
+        body over L{MAX_ADMIN_BODY_BYTES}.
+        """
         transport = self.transport
         if self._refused or transport is None:
             return
@@ -207,7 +190,7 @@ class AdminChannel(HeadRefusals):
         self._cancel_deadline()
         if self.refusal_log is not None:
             self.refusal_log.refused(
-                f"head {error.status}", "admin listener answered {peer} {status} and closed the "
+                str(error.status), "admin listener answered {peer} {status} and closed the "
                 "connection: {detail}", peer=str(transport.getPeer()), status=error.status,
                 detail=error.detail)
         answer_and_close(transport, error.status, refusal_reason(error.status).decode(),

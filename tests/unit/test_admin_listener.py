@@ -308,7 +308,7 @@ class OversizedBodyLogTests(AdminListenerTestCase):
             client.channel.connectionLost(Failure(ConnectionDone("closed")))
         self.assertEqual(self.lines(), [
             "admin listener answered IPv4Address(type='TCP', host='127.0.0.1', port=40000) 413 "
-            "and closed the connection: a request body over 65536 bytes"])
+            "and closed the connection: the admin API takes bodies of at most 65536 bytes"])
         self.clock.advance(10)
         client = self.connect()
         client.send("POST", "/instances/x/drain", b"x" * (64 * 1024 + 1))
@@ -364,7 +364,8 @@ class MalformedHostTests(AdminListenerTestCase):
         self.assertEqual([e for e in logged if e["log_level"] >= LogLevel.error], [])
         self.assertEqual(self.lines(), [
             "admin listener answered IPv4Address(type='TCP', host='127.0.0.1', port=40000) 400 "
-            "and closed the connection: a malformed Host header"])
+            "and closed the connection: the Host header is not a host name, IPv4 address or "
+            "bracketed IPv6 address with an optional port"])
         self.clock.advance(10)
         self.raw(b"GET /status HTTP/1.1\r\nHost: a..b\r\n\r\n")
         self.assertIn(f"; {2 * len(self.MALFORMED) - 1} more since", self.lines()[-1])
