@@ -5,7 +5,8 @@ the admin app answers as problem+json).  In order: a request naming its
 C{Host} or C{Authorization} more than once is malformed (400, as on the
 public port); a request from a web page (an C{Origin} header) is refused;
 unless C{admin.allow_remote}, so is a peer off the loopback interface or a
-C{Host} that is not a loopback name (DNS rebinding); with
+C{Host} that is not a loopback name (DNS rebinding; over TCP: no browser
+reaches a unix socket); with
 C{admin.require_claims}, so is a request without a bearer token the
 gateway's C{auth} settings validate and whose claims meet them.  It reads
 headers and the peer address only: no I/O, no routing.
@@ -103,7 +104,10 @@ class AdminGuard:
                 named = parse_host(header)[0] if header is not None else None
             except ValueError:
                 raise AdminRefused(400, "bad-request", "Bad request", MALFORMED_HOST) from None
-            if named is not None and not is_loopback(named):
+            # (Over a unix socket any name goes: no browser reaches one, and
+            # DNS rebinding is a browser's.)
+            over_tcp = hasattr(request.getHost(), "host")
+            if named is not None and over_tcp and not is_loopback(named):
                 raise AdminRefused(403, "forbidden", "Remote admin requests refused",
                                    f"Host {quoted(named)} is not a loopback name "
                                    "(admin.allow_remote is false)")

@@ -18,6 +18,7 @@ L{stellarouter.gateway.admin}'s.
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Optional
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import connectionDone
@@ -30,7 +31,7 @@ from twisted.web.server import Request, Site
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..config.admin import AdminConfig
 from .admin_guard import MALFORMED_HOST, well_formed_hosts
-from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, HeadRefusals
+from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, HeadRefusals, request_hostname
 from .errors import BadRequest, PayloadTooLarge, PipelineError, TooManyConnections
 from .problems import refusal_reason
 
@@ -122,11 +123,23 @@ class AdminRequest(Request):
             channel.request_complete()
         if self._dropped:  # a refused request is never served
             return
+        # What Klein reads before any route, and the guard, runs: a Host it
+        # can map, a path that is UTF-8 once percent-decoded.
         if not well_formed_hosts(self):
-            # (Klein reads the Host before any route, and the guard, runs.)
             self._refuse(BadRequest(MALFORMED_HOST))
             return
+        if self.clientproto == b"HTTP/1.1" and self.getHeader(b"host") is None:
+            self._refuse(BadRequest("an HTTP/1.1 request needs a Host header"))
+            return
+        try:
+            unquote_to_bytes(self.path).decode("utf-8")
+        except UnicodeDecodeError:
+            self._refuse(BadRequest("the path is not UTF-8 once percent-decoded"))
+            return
         super().process()
+
+    def getRequestHostname(self) -> bytes:
+        return request_hostname(self, super().getRequestHostname)
 
     def _refuse(self, error: PipelineError) -> None:
         """

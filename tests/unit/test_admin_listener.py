@@ -443,3 +443,76 @@ class UnixSocketModeTests(SynchronousTestCase):
         self.assertEqual(listening_address(UNIXAddress(b"/run/b.sock")), "unix:/run/b.sock")
         self.assertEqual(listening_address(IPv4Address("TCP", "127.0.0.1", 9901)),
                          "127.0.0.1:9901")
+
+
+class SecondOutsideTestTests(AdminListenerTestCase):
+    """
+    The second outside test of session 12: requests that reached Klein's
+    URL handling and made it fail (500 or a text/html 400, and a logged
+    traceback per request, before any check), and one the admin answered
+    that HTTP/1.1 forbids.
+    """
+
+    def unix(self, head: bytes, site: Any = None) -> bytes:
+        site = site or self.site
+        channel = site.buildProtocol(UNIXAddress(None))
+        transport = StringTransport(hostAddress=UNIXAddress("/run/a.sock"),
+                                    peerAddress=UNIXAddress(None))
+        channel.makeConnection(transport)
+        self.open.append(channel)
+        channel.dataReceived(head)
+        self.deployment.pump()
+        return transport.value()
+
+    def test_unix_socket_without_host(self) -> None:
+        """
+        Over a unix socket a request without C{Host} (HTTP/1.0) is served,
+        on the admin listener and the public port's health endpoints:
+        Klein asked the socket for a host name it has not (500, and an
+        C{AttributeError} traceback per request).
+        """
+        with capturedLogs() as logged:
+            answer = self.unix(b"GET /status HTTP/1.0\r\n\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.0 200 "), answer[:300])
+            for path in (b"/health", b"/health/live", b"/health/ready"):
+                answer = self.unix(b"GET " + path + b" HTTP/1.0\r\n\r\n",
+                                   self.deployment.gateway.site)
+                self.assertTrue(answer.startswith(b"HTTP/1.0 200 "), (path, answer[:300]))
+        self.assertEqual([e for e in logged if e["log_level"] >= LogLevel.error], [])
+
+    def test_unix_socket_host_names(self) -> None:
+        """
+        Over a unix socket any well-formed C{Host} is taken (no browser can
+        reach one: the DNS-rebinding rule is for TCP); a malformed one is
+        still a 400.
+        """
+        answer = self.unix(b"GET /status HTTP/1.1\r\nHost: l\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:300])
+        answer = self.unix(b"GET /status HTTP/1.1\r\nHost: a..b\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:300])
+
+    def test_path_not_utf8(self) -> None:
+        """
+        A path that is not UTF-8 once percent-decoded is a 400
+        problem+json, before the other checks, logged at a bounded rate
+        without a traceback (it was twisted.web's text/html 400 and a
+        traceback per request).
+        """
+        with capturedLogs() as logged:
+            for target in (b"/%ff", b"/instances/%ff%fe/drain"):
+                answer = self.raw(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:300])
+                self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"],
+                                 "the path is not UTF-8 once percent-decoded")
+        self.assertEqual([e for e in logged if e["log_level"] >= LogLevel.error], [])
+        self.assertEqual(len(self.lines()), 1)
+
+    def test_http11_needs_a_host(self) -> None:
+        """
+        An HTTP/1.1 request without C{Host} is a 400 (RFC 9112 3.2), as on
+        the public port; HTTP/1.0 needs none.
+        """
+        answer = self.raw(b"GET /status HTTP/1.1\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:300])
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"],
+                         "an HTTP/1.1 request needs a Host header")

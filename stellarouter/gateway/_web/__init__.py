@@ -22,7 +22,7 @@ from .channel import (
     client_connection_cap,
     transport_paused,
 )
-from .request import GatewayRequest, GatewaySite
+from .request import GatewayRequest, GatewaySite, request_hostname
 
 #: The private names of twisted.web's L{http.HTTPChannel} relied on
 #: (attributes of a connected channel).
@@ -71,5 +71,5 @@ __all__ = [
     "CHANNEL_PRIVATE_NAMES", "ConnectionRefusal", "DEFAULT_MAX_HEADER_BYTES", "EdgeChannel",
     "GatewayChannel", "GatewayRequest", "GatewaySite", "HeadRefusals", "LINGER_BYTES", "LINGER_SECONDS",
     "PRIVATE_NAMES", "REFUSALS_IN_FLIGHT", "REQUEST_PRIVATE_NAMES", "RefusalLog",
-    "client_connection_cap", "refusal", "transport_paused",
+    "client_connection_cap", "refusal", "request_hostname", "transport_paused",
 ]

@@ -49,6 +49,18 @@ if TYPE_CHECKING:
     from ..upload import UploadStream
 
 
+def request_hostname(request: Request, twisted_web: Callable[[], bytes]) -> bytes:
+    """
+    C{request}'s host name as twisted.web's C{getRequestHostname} gives it
+    (C{twisted_web}), except on a unix socket without a C{Host} header:
+    C{localhost} (twisted.web reads the socket's host, which a unix socket
+    has not, and Klein's URL mapping failed with C{AttributeError}).
+    """
+    if request.getHeader(b"host") is None and not hasattr(request.getHost(), "host"):
+        return b"localhost"
+    return twisted_web()
+
+
 class GatewayRequest(Request):
     """
     The gateway's HTTP request.
@@ -384,6 +396,9 @@ class GatewayRequest(Request):
         if own is not None:
             self.own_headers = [(n, v) for n, v in own if n.lower() != lower_name]
         self.responseHeaders.removeHeader(lower_name)
+
+    def getRequestHostname(self) -> bytes:
+        return request_hostname(self, super().getRequestHostname)
 
     def take_own_headers(self) -> Optional[List[Tuple[bytes, bytes]]]:
         """
