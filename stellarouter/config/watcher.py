@@ -55,8 +55,8 @@ class ConfigWatcher(Generic[Config]):
     to C{on_change(config)}, an invalid one is logged and the last good
     configuration stays; so does one C{on_change} refuses (raising
     L{ConfigError}: valid, but it cannot be put in force).  After a refusal,
-    a valid file that changes nothing (put back as it was) is said to be
-    valid again.
+    the next valid file is said to be valid again (also when it changes
+    nothing: put back as it was).
 
     @ivar current: the last good configuration.
     @ivar failures: how many reloads were refused (invalid, or refused or
@@ -204,9 +204,11 @@ class ConfigWatcher(Generic[Config]):
         if config == self.current:
             if self._refused:
                 self._refused = False
-                self.log.info("configuration file {path} is valid again and the same as the "
-                              "configuration in force: nothing to change", path=self.path)
+                self.log.info("configuration file {path} is valid again; nothing to change",
+                              path=self.path)
             return False
+        if self._refused:
+            self.log.info("configuration file {path} is valid again", path=self.path)
         try:
             self.on_change(config)
         except ConfigError as e:

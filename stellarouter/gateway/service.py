@@ -438,6 +438,11 @@ class GatewayService(Service):
             self.watcher.current = new
         if live:
             self.log.info("configuration reloaded; changed: {changes}", changes="; ".join(live))
+        elif not restart:
+            # (A file that differs from the last one read, not from what is
+            # in force: a change only a restart would apply, reverted.)
+            self.log.info("configuration reloaded; nothing in force changes, and no change "
+                          "waits for a restart")
         if restart:
             self.log.warn("configuration changes that need a restart were NOT applied: "
                           "{changes}", changes="; ".join(restart))

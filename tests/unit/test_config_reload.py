@@ -4,6 +4,7 @@ reload watcher on a Clock, live application of a new configuration, and
 the config check command.
 """
 
+import dataclasses
 import io
 import json
 import os
@@ -270,11 +271,29 @@ class WatcherTests(SynchronousTestCase):
             self.clock.pump([1.0, 1.0, 1.0, 1.0])
         self.assertEqual(self.seen, [])
         [said] = [formatEvent(e) for e in events]
-        self.assertEqual(said, f"configuration file {self.path.path} is valid again and the "
-                               "same as the configuration in force: nothing to change")
+        self.assertEqual(said, f"configuration file {self.path.path} is valid again; nothing "
+                               "to change")
         with capturedLogs() as events:
             self.assertFalse(self.successResultOf(self.watcher.check(force=True)))
         self.assertEqual(list(events), [])
+
+    def test_valid_again_with_changes(self) -> None:
+        """
+        After a refusal, a valid file that differs from the last one read is
+        said to be valid again too, then handed over (second outside test,
+        session 12: reverting a change that only a restart would apply, by
+        way of an invalid file, logged nothing at all).
+        """
+        self.edit(GATEWAY.replace("eu1", "eu2"))
+        self.clock.pump([1.0, 1.0])
+        self.edit("node: {region: [oops]}\n")
+        self.clock.pump([1.0, 1.0])
+        with capturedLogs() as events:
+            self.edit(GATEWAY)
+            self.clock.pump([1.0, 1.0])
+        self.assertEqual([c.node.region for c in self.seen], ["eu2", "eu1"])
+        self.assertEqual([formatEvent(e) for e in events],
+                         [f"configuration file {self.path.path} is valid again"])
 
     def test_forced_check(self) -> None:
         """
@@ -316,6 +335,16 @@ class LiveApplyTests(SynchronousTestCase):
         self.assertEqual(restart, ["transports[0].listen: 'gateway' -> 'elsewhere'"])
         self.assertEqual(deployment.gateway.config.transports[0].listen, "gateway")
         self.assertEqual(deployment.request("GET", "/who").body, b"eu3")
+        # The file put back to what is in force, but for the listen address
+        # a restart would change: nothing changes, and nothing waits for a
+        # restart any more; the log says so (it said nothing).
+        with capturedLogs() as events:
+            live, restart = deployment.gateway.apply_config(
+                dataclasses.replace(new, transports=old.transports))
+        self.assertEqual((live, restart), ([], []))
+        self.assertEqual([formatEvent(e) for e in events], [
+            "configuration reloaded; nothing in force changes, and no change waits for a "
+            "restart"])
         pending[0].callback(RawResponse.text("still here"))
         deployment.pump()
         self.assertEqual(waiting.response().body, b"still here")
