@@ -5,10 +5,12 @@ before anything starts rather than a failure at listen time.
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
+from ..common.addresses import split_options
 from ..common.redaction import redact_text
 from .reader import quote
 
@@ -40,6 +42,24 @@ def check_server_endpoint(description: str) -> Optional[str]:
     except Exception as e:
         return redact_text(f"{quote(description)} is not a usable server endpoint string "
                            f"({e}){_hint(description)}")
+    return _check_socket_mode(description)
+
+
+def _check_socket_mode(description: str) -> Optional[str]:
+    """
+    @return: why the C{mode=} of a C{unix:} endpoint string is not a file
+        mode (Twisted takes any octal number: C{mode=-1} made a socket
+        07777, setuid and world-writable), or C{None}.
+    """
+    parts = split_options(description)
+    if parts[0].strip().lower() != "unix":
+        return None
+    for part in parts[1:]:
+        name, equals, value = part.partition("=")
+        if equals and name.strip() == "mode" and not (
+                re.fullmatch(r"[0-7]{1,4}", value) and int(value, 8) <= 0o777):
+            return (f"{quote(description)} has mode={value}: a socket's mode is 0 to 777 in "
+                    "octal (e.g. mode=660)")
     return None
 
 

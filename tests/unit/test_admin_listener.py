@@ -438,6 +438,26 @@ class UnixSocketModeTests(SynchronousTestCase):
                      "tcp6:9901:interface=\\:\\:1"):
             self.assertEqual(owner_only(kept), kept)
 
+    def test_mode_checked(self) -> None:
+        """
+        A unix endpoint's C{mode=} must be a file mode, 0 to 777 in octal
+        (second outside test, session 12: C{mode=-1} was taken, and the
+        socket was created 07777: world-writable, setuid, setgid, sticky).
+        """
+        for listen in ("unix:/run/a.sock:mode=-1", "unix:/run/a.sock:mode=7777",
+                       "unix:/run/a.sock:mode=1777", "unix:/run/a.sock:mode=+660"):
+            with self.assertRaises(ConfigError) as caught:
+                parse_gateway_config(dict(BASE, admin={"listen": listen}))
+            self.assertIn(f"admin.listen: {listen!r} has mode={listen.rsplit('=', 1)[1]}: a "
+                          "socket's mode is 0 to 777 in octal (e.g. mode=660)",
+                          str(caught.exception))
+        for listen in ("unix:/run/a.sock:mode=660", "unix:/run/a.sock:mode=0600",
+                       "unix:/run/a.sock"):
+            self.assertEqual(parse_gateway_config(dict(BASE, admin={"listen": listen})
+                                                  ).admin.listen, listen)
+        with self.assertRaises(ConfigError):
+            parse_gateway_config(dict(BASE, http={"listen": "unix:/run/h.sock:mode=-1"}))
+
     def test_listening_address(self) -> None:
         self.assertEqual(listening_address(UNIXAddress("/run/a.sock")), "unix:/run/a.sock")
         self.assertEqual(listening_address(UNIXAddress(b"/run/b.sock")), "unix:/run/b.sock")
