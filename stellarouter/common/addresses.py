@@ -86,6 +86,7 @@ def parse_amqp_address(description: str, gateway_required: bool = False) -> Dict
     options = {"port": "5672", "user": "guest", "password": "guest", "vhost": "/"}
     allowed = {"host", "port", "user", "password", "vhost", "gateway"}
     previous = ""
+    given = set()
     for part in parts[1:]:
         match = _KEY_VALUE.match(part)
         if match is None or match.group(1) not in allowed:
@@ -95,6 +96,9 @@ def parse_amqp_address(description: str, gateway_required: bool = False) -> Dict
             raise ValueError(f"{description!r}: {part!r} is not one of "
                              f"{', '.join(sorted(allowed))} as key=value")
         previous = match.group(1)
+        if previous in given:
+            raise ValueError(f"{description!r}: {previous}= is given twice")
+        given.add(previous)
         options[previous] = match.group(2)
     if "host" not in options:
         raise ValueError(f"{description!r} needs host=...")

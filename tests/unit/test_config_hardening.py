@@ -213,6 +213,11 @@ class RedactionTests(FileTestCase):
         self.assertIn("the part after password= is not key=value (a ':' in a password is "
                       "written '\\:')", str(self.assertRaises(
                           ValueError, parse_amqp_address, "amqp:host=h:password=a:b:vhost=/")))
+        # A key given twice is refused (second outside test: the second user= was
+        # the tail of a password with an unescaped colon, and was taken).
+        self.assertIn("'amqp:host=h:user=u:password=Zqe:user=LEAKE': user= is given twice",
+                      str(self.assertRaises(ValueError, parse_amqp_address,
+                                            "amqp:host=h:user=u:password=Zqe:user=LEAKE")))
         self.assertIn("is a URL; write it as amqp:host=HOST:port=PORT:user=USER:password=PASSWORD",
                       str(self.assertRaises(ValueError, parse_amqp_address,
                                             "amqp://guest:guest@h/")))
