@@ -72,14 +72,17 @@ class ListenAddresses(TypedDict, total=False):
 def listening_address(address: IAddress) -> str:
     """
     How the ready line and C{/status} show a listening port's address:
-    C{host:port}, or C{unix:PATH} for a unix socket.
+    C{host:port} (C{[host]:port} for IPv6), or C{unix:PATH} for a unix
+    socket.
     """
     if isinstance(address, UNIXAddress):
         name = address.name
         return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
                           else str(name))
     host, port = getattr(address, "host", None), getattr(address, "port", None)
-    return f"{host}:{port}" if host is not None else str(address)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def owner_only(description: str) -> str:

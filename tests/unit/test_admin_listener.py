@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any, List
 
-from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
@@ -463,6 +463,8 @@ class UnixSocketModeTests(SynchronousTestCase):
         self.assertEqual(listening_address(UNIXAddress(b"/run/b.sock")), "unix:/run/b.sock")
         self.assertEqual(listening_address(IPv4Address("TCP", "127.0.0.1", 9901)),
                          "127.0.0.1:9901")
+        # (Second outside test: an IPv6 admin address read '::1:19905'.)
+        self.assertEqual(listening_address(IPv6Address("TCP", "::1", 9901)), "[::1]:9901")
 
 
 class SecondOutsideTestTests(AdminListenerTestCase):
