@@ -277,21 +277,24 @@ def fetch(base: str, path: str, token: Optional[str], timeout: float,
         which, in one line.
     """
     opener = _OPENER
-    if base.startswith("unix:") and len(base) > len("unix:"):
+    if base.startswith("unix:"):
+        if len(base) == len("unix:"):
+            raise AdminError(f"--admin {base!r} names no socket (unix:PATH)")
         # A unix socket (admin.listen: unix:PATH): HTTP over it, to localhost.
-        url = "http://localhost" + path
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
                                              _UnixSocketHandler(base[len("unix:"):]))
+        request_url, url = "http://localhost" + path, base + path
     else:
-        url = base.rstrip("/") + path
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise AdminError(f"--admin {base!r} is not an http://, https:// or unix: address")
+        url = request_url = base.rstrip("/") + path
         try:
-            parsed.port
-        except ValueError:
-            raise AdminError(f"--admin {base!r} has a port out of range") from None
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+            parsed = urllib.parse.urlsplit(url)
+            parsed.port  # (raises ValueError for a port that is not one)
+        except ValueError as e:
+            raise AdminError(f"--admin {base!r} is not a valid URL: {e}") from None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise AdminError(f"--admin {base!r} is not an http://, https:// or unix: address")
+    request = urllib.request.Request(request_url, method=method,
+                                     data=b"" if method == "POST" else None)
     request.add_header("Accept", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")

@@ -209,9 +209,12 @@ class AdminCommandTests(SynchronousTestCase):
         "Connection refused"), or a unix socket's C{unix:PATH}.
         """
         for wrong, why in (("ftp://x", "is not an http://, https:// or unix: address"),
-                           ("http://127.0.0.1:99999", "has a port out of range"),
-                           ("http://127.0.0.1:x", "has a port out of range"),
-                           ("unix:", "is not an http://, https:// or unix: address")):
+                           ("http://127.0.0.1:99999",
+                            "is not a valid URL: Port out of range 0-65535"),
+                           ("http://127.0.0.1:x", "is not a valid URL: Port could not be cast "
+                                                  "to integer value as 'x'"),
+                           ("http://[::1", "is not a valid URL: Invalid IPv6 URL"),
+                           ("unix:", "names no socket (unix:PATH)")):
             with self.assertRaises(AdminError) as caught:
                 admin_client.fetch(wrong, "/status", None, 1.0)
             self.assertEqual(str(caught.exception), f"--admin {wrong!r} {why}")
