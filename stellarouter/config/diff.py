@@ -69,9 +69,11 @@ def describe_change(key: str, old: object, new: object) -> str:
     One changed key as a log line: secrets redacted (L{redact}), every value
     quoted within a bounded length.
     """
-    if is_secret_key(key):
-        return f"{key}: {_show(key, old)} -> {_show(key, new)} (secret changed)"
-    return f"{key}: {_show(key, old)} -> {_show(key, new)}"
+    before, after = _show(key, old), _show(key, new)
+    if is_secret_key(key) or before == after:
+        # (A secret, or an address whose password alone changed.)
+        return f"{key}: {before} -> {after} (secret changed)"
+    return f"{key}: {before} -> {after}"
 
 
 def _show(key: str, value: object) -> str:

@@ -21,7 +21,7 @@ from stellarouter.cli import main as cli
 from stellarouter.common.addresses import parse_amqp_address
 from stellarouter.common.redaction import is_secret_key, redact, redact_text
 from stellarouter.config import ConfigError, load_gateway_config, load_microservice_config
-from stellarouter.config.diff import diff, security_warnings
+from stellarouter.config.diff import describe_change, diff, security_warnings
 from stellarouter.common.models import ClaimRequirement
 from stellarouter.config.gateway import (
     AuthConfig,
@@ -231,6 +231,13 @@ class RedactionTests(FileTestCase):
         new = dataclasses.replace(old, auth=AuthConfig(hs256_secret="rotated-secret-012345"))
         live, _ = diff(old, new)
         self.assertEqual(live, ["auth.hs256_secret: '***' -> '***' (secret changed)"])
+        # An address whose password alone changed says so too (second outside test,
+        # session 12: both sides read the same, as if nothing had changed).
+        self.assertEqual(describe_change("transports[0].listen",
+                                         "amqp:host=h:password=old:vhost=/",
+                                         "amqp:host=h:password=new:vhost=/"),
+                         "transports[0].listen: 'amqp:host=h:password=***:vhost=/' -> "
+                         "'amqp:host=h:password=***:vhost=/' (secret changed)")
 
     def test_empty_services_section(self) -> None:
         """
