@@ -70,10 +70,17 @@ def describe_change(key: str, old: object, new: object) -> str:
     quoted within a bounded length.
     """
     before, after = _show(key, old), _show(key, new)
-    if is_secret_key(key) or before == after:
+    if is_secret_key(key) or (before == after and _redacted(key, old)):
         # (A secret, or an address whose password alone changed.)
         return f"{key}: {before} -> {after} (secret changed)"
     return f"{key}: {before} -> {after}"
+
+
+def _redacted(key: str, value: object) -> bool:
+    """
+    Whether C{value} is shown with something redacted.
+    """
+    return value is not _ABSENT and redact(key, value) != value
 
 
 def _show(key: str, value: object) -> str:
