@@ -30,7 +30,7 @@ from twisted.web.server import Request, Site
 
 from ..common.problems import PROBLEM_CONTENT_TYPE, problem_body
 from ..config.admin import AdminConfig
-from .admin_guard import MALFORMED_HOST, well_formed_hosts
+from .host_header import MALFORMED_HOST, well_formed_hosts
 from ._web import REFUSALS_IN_FLIGHT, ConnectionRefusal, HeadRefusals, request_hostname
 from .errors import BadRequest, PayloadTooLarge, PipelineError, TooManyConnections
 from .problems import refusal_reason

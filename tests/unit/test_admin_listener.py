@@ -538,3 +538,30 @@ class SecondOutsideTestTests(AdminListenerTestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer[:300])
         self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"],
                          "an HTTP/1.1 request needs a Host header")
+
+
+class PublicHealthHostTests(AdminListenerTestCase):
+    """
+    (Third outside test, session 12.)  The public port's health endpoints
+    go to Klein too: a C{Host} werkzeug cannot encode (C{a..b}, a label
+    over 63 characters) gave a 500 and a critical traceback per request,
+    no credentials needed.  Now a 400 problem+json, closed, and a
+    refusal line at the edge's bounded rate; a proxied path is unchanged.
+    """
+
+    def test_malformed_host(self) -> None:
+        site = self.deployment.gateway.site
+        with capturedLogs() as logged:
+            for host in (b"a..b", b".", b"a" * 64, b"a..b:80"):
+                for path in (b"/health", b"/health/live", b"/health/ready"):
+                    channel = site.buildProtocol(PEER)
+                    transport = StringTransport(peerAddress=PEER)
+                    channel.makeConnection(transport)
+                    self.open.append(channel)
+                    channel.dataReceived(b"GET " + path + b" HTTP/1.1\r\nHost: " + host
+                                         + b"\r\n\r\n")
+                    answer = transport.value()
+                    self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), (host, answer[:300]))
+                    self.assertIn(b"Connection: close\r\n", answer)
+                    self.assertIn(b"application/problem+json", answer)
+        self.assertEqual([e for e in logged if e["log_level"] >= LogLevel.error], [])

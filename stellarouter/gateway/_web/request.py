@@ -31,6 +31,7 @@ from ...common.ids import new_correlation_id
 from ...transports.flush import write_now
 from ..errors import BadRequest, PayloadTooLarge, PipelineError, TooManyConnections
 from ..health_app import HEALTH_PATHS, HealthApp
+from ..host_header import MALFORMED_HOST, well_formed_hosts
 from ..planner import Plan, origin_form
 from ..problems import CORRELATION_HEADER, RefusalLog
 from ..writer import header_lines, write_problem, write_response
@@ -323,6 +324,12 @@ class GatewayRequest(Request):
             return
         if not isinstance(site, GatewaySite) or self.path in HEALTH_PATHS or (
                 site.own_paths is not None and site.own_paths(self.path)):  # openapi.py
+            # (Klein binds its routes to the Host first: one it cannot encode
+            # would fail there, a 500 and a traceback per request.)
+            channel = self.channel
+            if not well_formed_hosts(self) and isinstance(channel, EdgeChannel):
+                channel.refuse(BadRequest(MALFORMED_HOST))
+                return
             super().process()
             return
         # A proxied request: what twisted.web's Request.process does for our
