@@ -42,7 +42,25 @@ def check_server_endpoint(description: str) -> Optional[str]:
     except Exception as e:
         return redact_text(f"{quote(description)} is not a usable server endpoint string "
                            f"({e}){_hint(description)}")
-    return _check_socket_mode(description)
+    return _check_options_once(description) or _check_socket_mode(description)
+
+
+def _check_options_once(description: str) -> Optional[str]:
+    """
+    @return: why an option given twice makes C{description} ambiguous
+        (Twisted takes the last, a check may read the first: the admin
+        listener's loopback rule read C{interface=127.0.0.1} of
+        C{...:interface=127.0.0.1:interface=0.0.0.0}), or C{None}.
+    """
+    seen = set()
+    for part in split_options(description)[1:]:
+        name, equals, _ = part.partition("=")
+        if not equals:
+            continue
+        if name in seen:
+            return f"{quote(description)} gives {name}= twice"
+        seen.add(name)
+    return None
 
 
 def _check_socket_mode(description: str) -> Optional[str]:

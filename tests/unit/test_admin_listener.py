@@ -458,6 +458,23 @@ class UnixSocketModeTests(SynchronousTestCase):
         with self.assertRaises(ConfigError):
             parse_gateway_config(dict(BASE, http={"listen": "unix:/run/h.sock:mode=-1"}))
 
+    def test_option_given_twice(self) -> None:
+        """
+        An option given twice in a server endpoint string is refused: the
+        checks read the first, Twisted takes the last (third outside test,
+        session 12: C{interface=127.0.0.1:interface=0.0.0.0} passed the
+        admin listener's loopback rule and listened on every interface;
+        C{mode=660:mode=600} was checked as 660).
+        """
+        for section, listen in (("admin", "tcp:9901:interface=127.0.0.1:interface=0.0.0.0"),
+                                ("admin", "unix:/run/a.sock:mode=660:mode=600"),
+                                ("http", "tcp:8080:interface=127.0.0.1:interface=0.0.0.0")):
+            with self.assertRaises(ConfigError) as caught:
+                parse_gateway_config(dict(BASE, **{section: {"listen": listen}}))
+            option = listen.rsplit(":", 1)[1].split("=")[0]
+            self.assertIn(f"{section}.listen: {listen!r} gives {option}= twice",
+                          str(caught.exception))
+
     def test_listening_address(self) -> None:
         self.assertEqual(listening_address(UNIXAddress("/run/a.sock")), "unix:/run/a.sock")
         self.assertEqual(listening_address(UNIXAddress(b"/run/b.sock")), "unix:/run/b.sock")
