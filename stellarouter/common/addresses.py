@@ -97,7 +97,7 @@ def parse_amqp_address(description: str, gateway_required: bool = False) -> Dict
                              f"{', '.join(sorted(allowed))} as key=value")
         previous = match.group(1)
         if previous in given:
-            raise ValueError(f"{description!r}: {previous}= is given twice")
+            raise ValueError(f"{description!r}: the key {previous} is given twice")
         given.add(previous)
         options[previous] = match.group(2)
     if "host" not in options:

@@ -202,10 +202,12 @@ class AdminChannel(HeadRefusals):
         self._refused = True
         self._cancel_deadline()
         if self.refusal_log is not None:
+            # (One rate per refusal: the details are the listener's own
+            # few texts, so the causes stay few.)
             self.refusal_log.refused(
-                str(error.status), "admin listener answered {peer} {status} and closed the "
-                "connection: {detail}", peer=str(transport.getPeer()), status=error.status,
-                detail=error.detail)
+                f"{error.status} {error.detail}",
+                "admin listener answered {peer} {status} and closed the connection: {detail}",
+                peer=str(transport.getPeer()), status=error.status, detail=error.detail)
         answer_and_close(transport, error.status, refusal_reason(error.status).decode(),
                          error.kind, error.title, error.detail)
 

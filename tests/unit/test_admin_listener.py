@@ -582,3 +582,19 @@ class PublicHealthHostTests(AdminListenerTestCase):
                     self.assertIn(b"Connection: close\r\n", answer)
                     self.assertIn(b"application/problem+json", answer)
         self.assertEqual([e for e in logged if e["log_level"] >= LogLevel.error], [])
+
+
+class RefusalCauseTests(AdminListenerTestCase):
+    def test_each_refusal_its_own_rate(self) -> None:
+        """
+        Two kinds of 400 within ten seconds are two lines, each counting its
+        own (third outside test, session 12: the count of '/%ff' requests
+        was reported on the 'needs a Host header' line).
+        """
+        for _ in range(3):
+            self.raw(b"GET /%ff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        self.raw(b"GET /status HTTP/1.1\r\n\r\n")
+        self.assertEqual(len(self.lines()), 2)
+        self.clock.advance(10)
+        self.raw(b"GET /status HTTP/1.1\r\n\r\n")
+        self.assertNotIn("more since", self.lines()[-1])

@@ -215,9 +215,12 @@ class RedactionTests(FileTestCase):
                           ValueError, parse_amqp_address, "amqp:host=h:password=a:b:vhost=/")))
         # A key given twice is refused (second outside test: the second user= was
         # the tail of a password with an unescaped colon, and was taken).
-        self.assertIn("'amqp:host=h:user=u:password=Zqe:user=LEAKE': user= is given twice",
+        self.assertIn("'amqp:host=h:user=u:password=Zqe:user=LEAKE': the key user is given twice",
                       str(self.assertRaises(ValueError, parse_amqp_address,
                                             "amqp:host=h:user=u:password=Zqe:user=LEAKE")))
+        # (The key's name, not 'password=': the redaction would hide the rest.)
+        self.assertIn("the key password is given twice", redact_text(str(self.assertRaises(
+            ValueError, parse_amqp_address, "amqp:host=h:password=a:password=b"))))
         self.assertIn("is a URL; write it as amqp:host=HOST:port=PORT:user=USER:password=PASSWORD",
                       str(self.assertRaises(ValueError, parse_amqp_address,
                                             "amqp://guest:guest@h/")))
