@@ -26,6 +26,7 @@ from typing import (
 )
 
 from .common.jsonvalue import JSONValue
+from .common.redaction import redact_text
 from .common.untrusted import shown
 
 #: Where the admin listener is unless C{--admin} or C{STELLA_ADMIN_URL}
@@ -290,9 +291,15 @@ def fetch(base: str, path: str, token: Optional[str], timeout: float,
             parsed = urllib.parse.urlsplit(url)
             parsed.port  # (raises ValueError for a port that is not one)
         except ValueError as e:
-            raise AdminError(f"--admin {base!r} is not a valid URL: {e}") from None
+            raise AdminError(f"--admin {redact_text(repr(base))} is not a valid URL: "
+                             f"{redact_text(str(e))}") from None
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise AdminError(f"--admin {base!r} is not an http://, https:// or unix: address")
+            raise AdminError(f"--admin {redact_text(repr(base))} is not an http://, https:// "
+                             "or unix: address")
+        if "@" in parsed.netloc:
+            raise AdminError(f"--admin {redact_text(repr(base))} holds a user or password; "
+                             f"the admin API takes a bearer token (--token or "
+                             f"${ADMIN_TOKEN_ENV})")
     request = urllib.request.Request(request_url, method=method,
                                      data=b"" if method == "POST" else None)
     request.add_header("Accept", "application/json")

@@ -218,6 +218,13 @@ class AdminCommandTests(SynchronousTestCase):
             with self.assertRaises(AdminError) as caught:
                 admin_client.fetch(wrong, "/status", None, 1.0)
             self.assertEqual(str(caught.exception), f"--admin {wrong!r} {why}")
+        # A password in the URL is neither used nor shown (third outside test: it
+        # was echoed on stderr after a failed name lookup).
+        with self.assertRaises(AdminError) as caught:
+            admin_client.fetch("http://ops:hunter2@127.0.0.1:9901", "/status", None, 1.0)
+        self.assertEqual(str(caught.exception),
+                         "--admin 'http://ops:***@127.0.0.1:9901' holds a user or password; the "
+                         "admin API takes a bearer token (--token or $STELLA_ADMIN_TOKEN)")
 
 
 class FormattingTests(SynchronousTestCase):
