@@ -8,10 +8,28 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Tuple
 
+from twisted.internet.address import UNIXAddress
+
 #: The largest UDP payload over IPv4.
 MAX_DATAGRAM_BYTES = 65507
 
 _KEY_VALUE = re.compile(r"([a-z_]+)=(.*)", re.S)
+
+
+def describe_address(address: object) -> str:
+    """
+    How logs, the ready line and the admin API show a socket address:
+    C{host:port}, C{[host]:port} for IPv6, C{unix:PATH} for a unix socket
+    (C{unix:} for an unnamed one, a client's), anything else as C{str()}.
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
+                          else name or "")
+    return str(address)
 
 
 def parse_udp_address(description: str, server: bool) -> Tuple[str, int]:

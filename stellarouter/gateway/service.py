@@ -13,12 +13,13 @@ from typing import Callable, Dict, List, Optional, Tuple, TypedDict, cast
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IAddress, IListeningPort, IReactorThreads, IReactorTime
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IListeningPort, IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ..common.addresses import describe_address
 from ..common.interfaces import IRoutingPlugin, ITransportServer
 from ..config.diff import diff, security_warnings
 from ..config.errors import ConfigError
@@ -67,22 +68,6 @@ class ListenAddresses(TypedDict, total=False):
     http: str
     transports: List[str]
     admin: str
-
-
-def listening_address(address: IAddress) -> str:
-    """
-    How the ready line and C{/status} show a listening port's address:
-    C{host:port} (C{[host]:port} for IPv6), or C{unix:PATH} for a unix
-    socket.
-    """
-    if isinstance(address, UNIXAddress):
-        name = address.name
-        return "unix:" + (name.decode("utf-8", "replace") if isinstance(name, bytes)
-                          else str(name))
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None:
-        return str(address)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def owner_only(description: str) -> str:
@@ -523,7 +508,7 @@ class GatewayService(Service):
         self._http_port = port
         await self._abandon_if_stopped()
         host = port.getHost()
-        self.addresses = {"http": listening_address(host), "transports": transports}
+        self.addresses = {"http": describe_address(host), "transports": transports}
         if (self.config.openapi.expose == "admin" and self.openapi.server_url is None
                 and isinstance(host, (IPv4Address, IPv6Address))):
             # Read off the admin listener, the document points at the HTTP port.
@@ -559,7 +544,7 @@ class GatewayService(Service):
         except Exception as e:
             raise StartupError(f"admin.listen ({admin.listen}): {one_line(e)}") from e
         self._admin_port = port
-        return listening_address(port.getHost())
+        return describe_address(port.getHost())
 
     def _start_failed(self, failure: Failure) -> None:
         if failure.check(StartAbandoned):

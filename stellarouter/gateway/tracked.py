@@ -90,11 +90,13 @@ class TrackedConnection(GatewayConnection):
 
 def peer_address(peer: str) -> str:
     """
-    The host part of a C{host:port} peer description (the whole string
-    when it has no port).
+    The host part of a C{host:port} or C{[host]:port} peer description
+    (the whole string when it has no port).
     """
     host, colon, port = peer.rpartition(":")
-    return host if colon and port.isdigit() else peer
+    if not (colon and port.isdigit()):
+        return peer
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
 class RefusalLog:

@@ -25,6 +25,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ..common.addresses import describe_address
 from ..common.enums import TransportType
 from ..common.errors import ProtocolError
 from ..common.frames import DEFAULT_MAX_FRAME_BYTES, FrameDecoder, encode_frame
@@ -40,14 +41,6 @@ from .flush import discard_unsent, flush
 from .hello import HelloBackoff, HelloWatch
 
 ReceiverFactory = Callable[[], IFrameReceiver]
-
-
-def _describe(address: object) -> str:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is not None and port is not None:
-        return f"{host}:{port}"
-    return str(address)
 
 
 @implementer(IPushProducer)
@@ -160,7 +153,7 @@ class FrameStreamProtocol(Protocol):
         Tell the receiver it may send.
         """
         assert self.transport is not None
-        self.peer = _describe(self.transport.getPeer())
+        self.peer = describe_address(self.transport.getPeer())
         # Frames are small and answered one by one: no Nagle delay (a small
         # write held back until the previous one is acknowledged).
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -361,7 +354,7 @@ class StreamTransportServer:
     async def _start(self) -> str:
         port = await self._endpoint.listen(self._listening_factory)
         self._port = port
-        where = f"{self.transport_type.value}:{_describe(port.getHost())}"
+        where = f"{self.transport_type.value}:{describe_address(port.getHost())}"
         self.log.info("{transport} transport listening on {where}",
                       transport=self.transport_type.value, where=where)
         return where

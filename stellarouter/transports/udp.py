@@ -43,7 +43,7 @@ from ..common.enums import FrameType, TransportType
 from ..common.errors import ProtocolError
 from ..common.frames import FRAME_OVERHEAD, decode_datagram, encode_datagram
 from ..common.interfaces import IFrameReceiver, IFrameSender, ITransportClient, ITransportServer
-from ..common.addresses import MAX_DATAGRAM_BYTES, parse_udp_address
+from ..common.addresses import MAX_DATAGRAM_BYTES, describe_address, parse_udp_address
 from ..common.models import Frame
 from ..common.payloads import HelloAck, encode_hello_ack
 from .datagram import Address, HelloAgainLimit, ReplyCache, grow_receive_buffer
@@ -194,7 +194,7 @@ class UDPTransportServer:
             return fail(e)
         self.peers.start()
         host = cast(IPv4Address, self.port.getHost())
-        where = f"udp:{host.host}:{host.port}"
+        where = f"udp:{describe_address(host)}"
         buffer = grow_receive_buffer(self.port, self.receive_buffer_bytes)
         self.log.info("udp transport listening on {where} (receive buffer {buffer} bytes)",
                       where=where, buffer=buffer)

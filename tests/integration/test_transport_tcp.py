@@ -2,6 +2,7 @@
 The transport contract over real TCP sockets on 127.0.0.1.
 """
 
+import socket
 from typing import Any, List, Tuple
 
 from twisted.internet import reactor
@@ -12,6 +13,7 @@ from twisted.trial.unittest import TestCase
 from stellarouter.common.enums import TransportType
 from stellarouter.common.interfaces import IFrameSender
 from stellarouter.testing.contract import TransportContractTests, observe
+from stellarouter.gateway.tracked import peer_address
 from stellarouter.transports.tcp import tcp_client, tcp_server
 
 
@@ -86,3 +88,41 @@ class TCPNoDelayTests(TestCase):
             self.assertTrue(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         # Leave the connection callbacks before stopping the client.
         await deferLater(reactor, 0, lambda: None)
+
+
+class IPv6AddressTests(TestCase):
+    timeout = 20
+
+    async def test_addresses_in_brackets(self) -> None:
+        """
+        On IPv6 loopback the listening address and a peer's read
+        C{[::1]:PORT} (third outside test, session 12: C{tcp:::1:41827},
+        whose port cannot be told from the address), and the peer's host
+        for the per-address cap is C{::1}.
+        """
+        peers: List[Any] = []
+
+        class Receiver:
+            def connectionOpened(self, sender: Any) -> None:
+                peers.append(sender.peer)
+
+            def frameReceived(self, frame: Any) -> None:
+                pass
+
+            def connectionClosed(self, reason: str) -> None:
+                pass
+
+        server = tcp_server(reactor, "tcp6:0:interface=\\:\\:1", Receiver)
+        where = await server.start()
+        self.addCleanup(server.stop)
+        port = server.port.getHost().port
+        self.assertEqual(where, f"tcp:[::1]:{port}")
+        peer = socket.create_connection(("::1", port))  # (a raw peer is enough)
+        self.addCleanup(peer.close)
+        for _ in range(100):
+            if peers:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(peers), 1)
+        self.assertTrue(peers[0].startswith("[::1]:"), peers[0])
+        self.assertEqual(peer_address(peers[0]), "::1")

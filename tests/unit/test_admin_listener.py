@@ -23,7 +23,8 @@ from stellarouter.config.admin import AdminConfig
 from stellarouter.config.errors import ConfigError
 from stellarouter.config.gateway import GatewayConfig, parse_gateway_config
 from stellarouter.gateway.admin_listener import AdminChannel, RateLimitedLog
-from stellarouter.gateway.service import listening_address, owner_only
+from stellarouter.common.addresses import describe_address
+from stellarouter.gateway.service import owner_only
 from stellarouter.testing.harness import InMemoryDeployment
 from stellarouter.testing.http import InMemoryHttpClient
 
@@ -475,13 +476,14 @@ class UnixSocketModeTests(SynchronousTestCase):
             self.assertIn(f"{section}.listen: {listen!r} gives {option}= twice",
                           str(caught.exception))
 
-    def test_listening_address(self) -> None:
-        self.assertEqual(listening_address(UNIXAddress("/run/a.sock")), "unix:/run/a.sock")
-        self.assertEqual(listening_address(UNIXAddress(b"/run/b.sock")), "unix:/run/b.sock")
-        self.assertEqual(listening_address(IPv4Address("TCP", "127.0.0.1", 9901)),
+    def test_describe_address(self) -> None:
+        self.assertEqual(describe_address(UNIXAddress("/run/a.sock")), "unix:/run/a.sock")
+        self.assertEqual(describe_address(UNIXAddress(b"/run/b.sock")), "unix:/run/b.sock")
+        self.assertEqual(describe_address(UNIXAddress(None)), "unix:")
+        self.assertEqual(describe_address(IPv4Address("TCP", "127.0.0.1", 9901)),
                          "127.0.0.1:9901")
         # (Second outside test: an IPv6 admin address read '::1:19905'.)
-        self.assertEqual(listening_address(IPv6Address("TCP", "::1", 9901)), "[::1]:9901")
+        self.assertEqual(describe_address(IPv6Address("TCP", "::1", 9901)), "[::1]:9901")
 
 
 class SecondOutsideTestTests(AdminListenerTestCase):

@@ -141,6 +141,7 @@ class RegistrationCapTests(Fixture):
         """
         self.assertEqual(peer_address("127.0.0.1:4242"), "127.0.0.1")
         self.assertEqual(peer_address("::1:4242"), "::1")
+        self.assertEqual(peer_address("[::1]:4242"), "::1")
         self.assertEqual(peer_address("billing-queue"), "billing-queue")
 
 
