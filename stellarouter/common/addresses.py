@@ -84,6 +84,21 @@ def split_options(description: str) -> List[str]:
     return parts
 
 
+def endpoint_options(description: str) -> Tuple[str, Dict[str, str]]:
+    """
+    The kind (C{tcp}, C{unix} ..., lower case) and the C{key=value} options
+    of an endpoint string, unescaped (L{split_options}); of a key given
+    twice, the last value, as Twisted takes it.
+    """
+    parts = split_options(description)
+    options: Dict[str, str] = {}
+    for part in parts[1:]:
+        name, equals, value = part.partition("=")
+        if equals:
+            options[name.strip()] = value.strip()
+    return parts[0].strip().lower(), options
+
+
 def parse_amqp_address(description: str, gateway_required: bool = False) -> Dict[str, str]:
     """
     Parse C{amqp:host=HOST:port=PORT[:user=U][:password=P][:vhost=V][:gateway=NODE]}

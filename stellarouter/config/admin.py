@@ -17,6 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
+from ..common.addresses import endpoint_options
 from ..common.models import ClaimRequirement
 from .endpoints import check_server_endpoint
 from .reader import Reader, quote
@@ -80,17 +81,11 @@ def listens_on_loopback_only(description: str) -> bool:
     connections: a C{unix} socket, or a C{tcp}/C{tcp6}/C{ssl} endpoint with
     a loopback C{interface} (without one it listens on every interface).
     """
-    parts = description.replace("\\:", "\0").split(":")
-    kind = parts[0].strip().lower()
+    kind, options = endpoint_options(description)
     if kind == "unix":
         return True
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return False
-    for part in parts[1:]:
-        name, equals, value = part.partition("=")
-        if equals and name.strip() == "interface":
-            return is_loopback(value.replace("\0", ":").strip())
-    return False
+    interface = options.get("interface")
+    return kind in ("tcp", "tcp6", "ssl") and interface is not None and is_loopback(interface)
 
 
 def _read_claims(r: Reader, raw: object) -> Tuple[ClaimRequirement, ...]:

@@ -10,7 +10,7 @@ from typing import Optional
 
 from twisted.internet.endpoints import clientFromString, serverFromString
 
-from ..common.addresses import split_options
+from ..common.addresses import endpoint_options, split_options
 from ..common.redaction import redact_text
 from .reader import quote
 
@@ -69,16 +69,13 @@ def _check_socket_mode(description: str) -> Optional[str]:
         mode (Twisted takes any octal number: C{mode=-1} made a socket
         07777, setuid and world-writable), or C{None}.
     """
-    parts = split_options(description)
-    if parts[0].strip().lower() != "unix":
+    kind, options = endpoint_options(description)
+    mode = options.get("mode")
+    if kind != "unix" or mode is None or (
+            re.fullmatch(r"[0-7]{1,4}", mode) and int(mode, 8) <= 0o777):
         return None
-    for part in parts[1:]:
-        name, equals, value = part.partition("=")
-        if equals and name.strip() == "mode" and not (
-                re.fullmatch(r"[0-7]{1,4}", value) and int(value, 8) <= 0o777):
-            return (f"{quote(description)} has mode={value}: a socket's mode is 0 to 777 in "
-                    "octal (e.g. mode=660)")
-    return None
+    return (f"{quote(description)} has mode={mode}: a socket's mode is 0 to 777 in octal "
+            "(e.g. mode=660)")
 
 
 def check_client_endpoint(description: str) -> Optional[str]:

@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..common.addresses import describe_address
+from ..common.addresses import describe_address, endpoint_options
 from ..common.interfaces import IRoutingPlugin, ITransportServer
 from ..config.diff import diff, security_warnings
 from ..config.errors import ConfigError
@@ -76,9 +76,8 @@ def owner_only(description: str) -> str:
     mode 0600 (Twisted's default, 0666, lets every local user connect): the
     admin listener's, whose requests drain instances.
     """
-    parts = description.replace("\\:", "\0").split(":")
-    if parts[0].strip().lower() != "unix" or any(
-            part.partition("=")[0].strip() == "mode" for part in parts[1:]):
+    kind, options = endpoint_options(description)
+    if kind != "unix" or "mode" in options:
         return description
     return description + ":mode=600"
 
